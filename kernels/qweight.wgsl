@@ -1,0 +1,40 @@
+// Frozen base-weight formats, read inside the matmul tiles (never dequantized to memory).
+//
+// A weight W is (N,K) row-major (nn.Linear layout: N outputs, K inputs). Quantized formats use
+// blocks of 32 consecutive k within a row, one f32 scale per block, symmetric (no zero point):
+//   f32: wf32 (N, K/4) vec4<f32>
+//   q8 : wq (N, K/4) u32, byte j of word = int8 of k = 4*word + j;  ws (N, K/32) f32;  w = q*s
+//   q4 : wq (N, K/8) u32, nibble j of word = (q+8) of k = 8*word+j; ws (N, K/32) f32;  w = q*s
+// Each section defines `load_w4(n, k4) -> vec4<f32>` = W[n, 4*k4 .. 4*k4+3], and the bindings
+// it reads at {{WB}} (and {{WB}}+1 for the scales). The host splices exactly one section into a
+// kernel, so unused bindings never appear in the pipeline layout. `KW` is K (inputs per row).
+
+//#section f32
+@group(0) @binding({{WB}}) var<storage, read> wf32: array<vec4<f32>>;
+fn load_w4(n: u32, k4: u32) -> vec4<f32> {
+  return wf32[n * (KW / 4u) + k4];
+}
+//#end
+
+//#section q8
+@group(0) @binding({{WB}}) var<storage, read> wq: array<u32>;
+@group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
+fn load_w4(n: u32, k4: u32) -> vec4<f32> {
+  let word = bitcast<i32>(wq[n * (KW / 4u) + k4]);
+  let s = ws[n * (KW / 32u) + k4 / 8u];
+  return vec4<f32>(f32(extractBits(word, 0u, 8u)), f32(extractBits(word, 8u, 8u)),
+                   f32(extractBits(word, 16u, 8u)), f32(extractBits(word, 24u, 8u))) * s;
+}
+//#end
+
+//#section q4
+@group(0) @binding({{WB}}) var<storage, read> wq: array<u32>;
+@group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
+fn load_w4(n: u32, k4: u32) -> vec4<f32> {
+  let word = wq[n * (KW / 8u) + k4 / 2u];
+  let sh = (k4 & 1u) * 16u;
+  let s = ws[n * (KW / 32u) + k4 / 8u];
+  return (vec4<f32>(f32(extractBits(word, sh, 4u)), f32(extractBits(word, sh + 4u, 4u)),
+                    f32(extractBits(word, sh + 8u, 4u)), f32(extractBits(word, sh + 12u, 4u))) - 8.0) * s;
+}
+//#end

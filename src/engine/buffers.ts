@@ -1,0 +1,111 @@
+/**
+ * GPU buffer manager: every buffer the engine allocates goes through here, so the bytes held
+ * (current and peak) are known, and a buffer the device cannot bind is refused with a clear
+ * message instead of a validation error deep inside a dispatch.
+ */
+import { GpuMemoryError } from '../errors.ts';
+
+/** A buffer with the facts we keep about it. */
+export interface TrackedBuffer {
+  readonly buffer: GPUBuffer;
+  readonly label: string;
+  readonly size: number;
+}
+
+export const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
+export const UNIFORM = 0x40 | 0x8; //       UNIFORM | COPY_DST
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+export class BufferManager {
+  private live = new Map<GPUBuffer, TrackedBuffer>();
+  /** Bytes currently allocated. */
+  current = 0;
+  /** Highest `current` since creation or the last `resetPeak()`. */
+  peak = 0;
+  /** Size of the largest single buffer since the last `resetPeak()`. */
+  largest = 0;
+
+  /**
+   * @param budget optional cap on total bytes (a memory budget chosen by the user or estimate).
+   */
+  constructor(readonly device: GPUDevice, readonly budget = Infinity) {}
+
+  /** Allocate a storage buffer (size rounded up to 4 bytes; zero-size becomes 4). */
+  create(label: string, size: number, usage = STORAGE): TrackedBuffer {
+    const bytes = Math.max(4, Math.ceil(size / 4) * 4);
+    const lim = this.device.limits;
+    const bindLimit = usage & 0x40 ? lim.maxUniformBufferBindingSize : lim.maxStorageBufferBindingSize;
+    if (bytes > lim.maxBufferSize || bytes > bindLimit) {
+      throw new GpuMemoryError(
+        `buffer "${label}" needs ${formatBytes(bytes)}, but this GPU allows at most ${formatBytes(Math.min(lim.maxBufferSize, bindLimit))} per buffer` +
+          ' (try a smaller quantization, a shorter sequence, or a smaller model)',
+      );
+    }
+    if (this.current + bytes > this.budget) {
+      throw new GpuMemoryError(
+        `buffer "${label}" (${formatBytes(bytes)}) would take GPU memory to ${formatBytes(this.current + bytes)}, over the budget of ${formatBytes(this.budget)}`,
+      );
+    }
+    const buffer = this.device.createBuffer({ label, size: bytes, usage });
+    const t: TrackedBuffer = { buffer, label, size: bytes };
+    this.live.set(buffer, t);
+    this.current += bytes;
+    this.peak = Math.max(this.peak, this.current);
+    this.largest = Math.max(this.largest, bytes);
+    return t;
+  }
+
+  /** Allocate and fill from host data. */
+  upload(label: string, data: Float32Array | Uint32Array | Int32Array): TrackedBuffer {
+    const t = this.create(label, data.byteLength);
+    this.device.queue.writeBuffer(t.buffer, 0, data.buffer, data.byteOffset, data.byteLength);
+    return t;
+  }
+
+  /** Free a buffer (safe to call twice). */
+  destroy(t: TrackedBuffer | null | undefined): void {
+    if (!t || !this.live.has(t.buffer)) return;
+    this.live.delete(t.buffer);
+    this.current -= t.size;
+    t.buffer.destroy();
+  }
+
+  destroyAll(): void {
+    for (const t of [...this.live.values()]) this.destroy(t);
+  }
+
+  resetPeak(): void {
+    this.peak = this.current;
+    this.largest = 0;
+    for (const t of this.live.values()) this.largest = Math.max(this.largest, t.size);
+  }
+
+  /** Live buffers, largest first (for memory reports). */
+  list(): TrackedBuffer[] {
+    return [...this.live.values()].sort((a, b) => b.size - a.size);
+  }
+
+  /** Copy a buffer (or its first `bytes`) back to the host. */
+  async read(t: TrackedBuffer, bytes = t.size): Promise<ArrayBuffer> {
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({ label: `${t.label}:readback`, size, usage: 0x1 | 0x8 }); // MAP_READ | COPY_DST
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(t.buffer, 0, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    await staging.mapAsync(1); // GPUMapMode.READ
+    const out = staging.getMappedRange().slice(0, bytes);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  async readF32(t: TrackedBuffer, count?: number): Promise<Float32Array> {
+    return new Float32Array(await this.read(t, (count ?? t.size / 4) * 4));
+  }
+}

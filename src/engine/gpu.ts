@@ -1,0 +1,116 @@
+/**
+ * WebGPU adapter and device acquisition, the same in a page, a Worker and Node (Dawn).
+ *
+ * We request the adapter's real limits (never the 128/256 MiB defaults) and record the optional
+ * features the kernels can use. Device loss is surfaced as a typed `DeviceLostError` through
+ * `GpuContext.lost` and `GpuContext.check()`.
+ */
+import { DeviceLostError, GpuUnavailableError } from '../errors.ts';
+
+/** What the engine knows about the adapter it runs on. */
+export interface AdapterSummary {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** Optional features we may use. */
+  features: { shaderF16: boolean; subgroups: boolean; timestampQuery: boolean };
+  limits: {
+    maxBufferSize: number;
+    maxStorageBufferBindingSize: number;
+    maxComputeWorkgroupStorageSize: number;
+    maxComputeInvocationsPerWorkgroup: number;
+    maxComputeWorkgroupsPerDimension: number;
+    maxStorageBuffersPerShaderStage: number;
+  };
+}
+
+export interface GpuContext {
+  device: GPUDevice;
+  adapter: AdapterSummary;
+  /** Resolves (never rejects) with the error once the device is lost. */
+  lost: Promise<DeviceLostError>;
+  /** Throws the DeviceLostError if the device has been lost. */
+  check(): void;
+  destroy(): void;
+}
+
+const LIMIT_NAMES = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+] as const;
+
+/** A one-line description of the adapter, for logs and the CLI. */
+export function describeAdapter(a: AdapterSummary): string {
+  const name = [a.vendor, a.architecture, a.device, a.description].filter((s) => s).join(' / ') || 'unknown adapter';
+  const feats = Object.entries(a.features)
+    .filter(([, on]) => on)
+    .map(([k]) => k)
+    .join(', ');
+  return `${name} [features: ${feats || 'none'}; maxStorageBufferBindingSize ${a.limits.maxStorageBufferBindingSize}]`;
+}
+
+/**
+ * Acquire an adapter and a device with the adapter's full limits.
+ * @param gpu `navigator.gpu` in a page or Worker, or the Dawn instance in Node (see src/node/webgpu.ts).
+ */
+export async function acquireGpu(
+  gpu: GPU | undefined,
+  opts: { powerPreference?: GPUPowerPreference; useF16?: boolean } = {},
+): Promise<GpuContext> {
+  if (!gpu) throw new GpuUnavailableError('WebGPU is not available in this environment (no navigator.gpu).');
+  const adapter = await gpu.requestAdapter({ powerPreference: opts.powerPreference ?? 'high-performance' });
+  if (!adapter) throw new GpuUnavailableError('No WebGPU adapter found. On Linux, a Vulkan driver is needed (SwiftShader from Debian\'s chromium package works).');
+  const has = (f: string) => adapter.features.has(f as GPUFeatureName);
+  const features = {
+    shaderF16: has('shader-f16') && opts.useF16 !== false,
+    subgroups: has('subgroups'),
+    timestampQuery: has('timestamp-query'),
+  };
+  const requiredFeatures: GPUFeatureName[] = [];
+  if (features.shaderF16) requiredFeatures.push('shader-f16');
+  if (features.subgroups) requiredFeatures.push('subgroups' as GPUFeatureName);
+  if (features.timestampQuery) requiredFeatures.push('timestamp-query');
+  const requiredLimits: Record<string, number> = {};
+  for (const name of LIMIT_NAMES) requiredLimits[name] = adapter.limits[name];
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+  } catch (e) {
+    throw new GpuUnavailableError(`The WebGPU adapter refused a device: ${(e as Error).message}`);
+  }
+  const info = adapter.info;
+  const summary: AdapterSummary = {
+    vendor: info?.vendor ?? '',
+    architecture: info?.architecture ?? '',
+    device: info?.device ?? '',
+    description: info?.description ?? '',
+    features,
+    limits: Object.fromEntries(LIMIT_NAMES.map((n) => [n, device.limits[n]])) as AdapterSummary['limits'],
+  };
+  let lostError: DeviceLostError | null = null;
+  let destroyed = false;
+  const lost = device.lost.then((l) => {
+    lostError = new DeviceLostError(destroyed ? 'destroyed' : l.reason ?? 'unknown', l.message || 'no detail');
+    return lostError;
+  });
+  device.addEventListener?.('uncapturederror', (ev: Event) => {
+    console.error(`WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+  });
+  return {
+    device,
+    adapter: summary,
+    lost,
+    check() {
+      if (lostError && !destroyed) throw lostError;
+    },
+    destroy() {
+      destroyed = true;
+      device.destroy();
+    },
+  };
+}

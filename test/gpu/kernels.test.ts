@@ -1,0 +1,155 @@
+/**
+ * Every forward kernel against the CPU reference (test/reference/cpu-ops.ts, float64 accumulation)
+ * on small random shapes that are deliberately not multiples of the tiles.
+ * Tolerances: f32 kernels accumulate in f32, so |gpu - ref| <= 1e-5 + 1e-4*|ref| (2e-4 for
+ * exp/log paths); quantized weights are compared with the reference run on the dequantized weights.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
+import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
+import { attentionRef, embeddingRef, lmHeadRef, matmulRef, rmsnormRef, ropeRef, ropeInvFreq as ropeInvFreqRef, swigluRef } from '../reference/cpu-ops.ts';
+import { maxViolation, randomArray, testGpu, type TestGpu } from '../helpers/gpu.ts';
+
+let g: TestGpu;
+beforeAll(async () => {
+  g = await testGpu();
+});
+afterAll(() => g?.ctx.destroy());
+
+const deq = (w: Float32Array, rows: number, cols: number, f: QuantFormat) => dequantize(quantize(w, rows, cols, f));
+
+describe('matmul', () => {
+  for (const [format, T, N, K] of [
+    ['f32', 37, 45, 36],
+    ['f32', 1, 3, 4],
+    ['q8', 37, 45, 96],
+    ['q4', 19, 70, 64],
+    ['q8', 64, 64, 32],
+  ] as const) {
+    it(`${format} x(${T},${K}) W(${N},${K})`, async () => {
+      const x = randomArray(T * K, 1 + T);
+      const w = randomArray(N * K, 2 + N, 0.5);
+      const out0 = randomArray(T * N, 3);
+      const xb = g.buffers.upload('x', x);
+      const ob = g.buffers.upload('out', out0);
+      const wb = g.weight(w, N, K, format);
+      await g.run((enc) => g.ops.matmul(enc, { x: xb, w: wb, out: ob, T }));
+      const ref = matmulRef(x, deq(w, N, K, format), T, N, K);
+      expect(maxViolation(await g.f32(ob), ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+      // accumulate: out = out + alpha * x W^T
+      await g.run((enc) => g.ops.matmul(enc, { x: xb, w: wb, out: ob, T, alpha: 0.25, beta: 1 }));
+      expect(maxViolation(await g.f32(ob), ref.map((v) => v * 1.25), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
+it('rmsnorm: T=7, C=100 (not a multiple of the 64-thread row)', async () => {
+  const T = 7, C = 100, eps = 1e-5;
+  const x = randomArray(T * C, 11, 3);
+  const w = randomArray(C, 12);
+  const out = g.buffers.create('out', T * C * 4);
+  const rstd = g.buffers.create('rstd', T * 4);
+  await g.run((enc) => g.ops.rmsnorm(enc, { x: g.buffers.upload('x', x), w: g.buffers.upload('w', w), out, rstd, T, C, eps }));
+  const ref = rmsnormRef(x, w, T, C, eps);
+  expect(maxViolation(await g.f32(out), ref.out, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
+  expect(maxViolation(await g.f32(rstd), ref.rstd, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
+});
+
+describe('rope', () => {
+  const scaling = { ropeType: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 };
+  for (const ropeScaling of [null, scaling]) {
+    it(`T=11, 3 heads, D=16, ${ropeScaling ? 'llama3 scaling' : 'no scaling'}; inverse restores`, async () => {
+      const T = 11, nH = 3, D = 16;
+      const cfg = { headDim: D, ropeTheta: 500, ropeScaling };
+      const inv = ropeInvFreq(cfg);
+      expect(maxViolation(inv, ropeInvFreqRef(D, 500, ropeScaling), 1e-12, 0)).toBeLessThanOrEqual(1);
+      const x = randomArray(T * nH * D, 21);
+      const xb = g.buffers.upload('x', x);
+      const cs = g.buffers.upload('cs', ropeTable(inv, T));
+      await g.run((enc) => g.ops.rope(enc, { x: xb, cs, T, nHeads: nH, D }));
+      expect(maxViolation(await g.f32(xb), ropeRef(x, T, nH, D, inv), 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+      await g.run((enc) => g.ops.rope(enc, { x: xb, cs, T, nHeads: nH, D, dir: -1 }));
+      expect(maxViolation(await g.f32(xb), x, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
+describe('attention (causal, GQA, online softmax)', () => {
+  for (const [T, H, KVH, D] of [
+    [45, 4, 2, 16],
+    [5, 2, 2, 64],
+    [70, 6, 1, 8],
+  ] as const) {
+    it(`T=${T} H=${H} KVH=${KVH} D=${D}`, async () => {
+      const q = randomArray(T * H * D, 31, 2);
+      const k = randomArray(T * KVH * D, 32, 2);
+      const v = randomArray(T * KVH * D, 33);
+      const out = g.buffers.create('out', T * H * D * 4);
+      const lse = g.buffers.create('lse', H * T * 4);
+      await g.run((enc) =>
+        g.ops.attention(enc, { q: g.buffers.upload('q', q), k: g.buffers.upload('k', k), v: g.buffers.upload('v', v), out, lse, T, H, KVH, D }),
+      );
+      const ref = attentionRef(q, k, v, T, H, KVH, D);
+      expect(maxViolation(await g.f32(out), ref.out, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect(maxViolation(await g.f32(lse), ref.lse, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
+it('swiglu: n=1001', async () => {
+  const n = 1001;
+  const a = randomArray(n, 41, 6);
+  const b = randomArray(n, 42, 2);
+  const h = g.buffers.create('h', n * 4);
+  await g.run((enc) => g.ops.swiglu(enc, { gate: g.buffers.upload('g', a), up: g.buffers.upload('u', b), h, n }));
+  expect(maxViolation(await g.f32(h), swigluRef(a, b), 1e-5, 1e-6)).toBeLessThanOrEqual(1);
+});
+
+describe('embedding gather', () => {
+  for (const format of ['f32', 'q8'] as const) {
+    it(format, async () => {
+      const V = 50, C = 64, ids = [3, 0, 49, 3, 17, 8, 22];
+      const table = randomArray(V * C, 51);
+      const out = g.buffers.create('out', ids.length * C * 4);
+      await g.run((enc) => g.ops.embedding(enc, { ids: g.buffers.upload('ids', Uint32Array.from(ids)), table: g.weight(table, V, C, format), out, T: ids.length }));
+      expect(maxViolation(await g.f32(out), embeddingRef(deq(table, V, C, format), V, C, ids), 0, 0)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
+describe('fused lm-head + logsumexp + target log-prob', () => {
+  for (const [format, T, V, C] of [
+    ['f32', 13, 1000, 36],
+    ['q8', 9, 333, 64],
+    ['q4', 21, 1500, 32],
+  ] as const) {
+    it(`${format} rows=${T} V=${V} C=${C}`, async () => {
+      const h = randomArray(T * C, 61, 1.5);
+      const w = randomArray(V * C, 62);
+      // Score every other row, in a shuffled order, against random targets.
+      const rows = Array.from({ length: Math.ceil(T / 2) }, (_, i) => (i * 7) % T);
+      const targets = rows.map((r, i) => (r * 131 + i * 17) % V);
+      const R = rows.length;
+      const lse = g.buffers.create('lse', R * 4);
+      const logp = g.buffers.create('logp', R * 4);
+      const scratch = g.ops.lmheadScratch(R, V);
+      await g.run((enc) =>
+        g.ops.lmhead(enc, {
+          h: g.buffers.upload('h', h),
+          rows: g.buffers.upload('rows', Uint32Array.from(rows)),
+          targets: g.buffers.upload('targets', Uint32Array.from(targets)),
+          R,
+          w: g.weight(w, V, C, format),
+          lse,
+          logp,
+          scratch,
+        }),
+      );
+      const hRows = new Float32Array(R * C);
+      rows.forEach((r, i) => hRows.set(h.subarray(r * C, r * C + C), i * C));
+      const ref = lmHeadRef(hRows, deq(w, V, C, format), R, V, C, targets);
+      expect(maxViolation(await g.f32(lse), ref.lse, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+      expect(maxViolation(await g.f32(logp), ref.logp, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  }
+});

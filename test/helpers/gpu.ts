@@ -1,0 +1,67 @@
+/** Real WebGPU for tests: Dawn in Node, on whatever Vulkan driver is present (SwiftShader here). */
+import { BufferManager, type TrackedBuffer } from '../../src/engine/buffers.ts';
+import { acquireGpu, type GpuContext } from '../../src/engine/gpu.ts';
+import { PipelineCache } from '../../src/engine/kernels.ts';
+import { Ops, type GpuWeight } from '../../src/engine/ops.ts';
+import { quantize, type QuantFormat } from '../../src/model/quant.ts';
+import { nodeGpu } from '../../src/node/webgpu.ts';
+import { nodeKernelSources } from '../../src/node/kernel-files.ts';
+
+export interface TestGpu {
+  ctx: GpuContext;
+  buffers: BufferManager;
+  ops: Ops;
+  /** Record with `fn` into one encoder, submit, and wait for the queue. */
+  run(fn: (enc: GPUCommandEncoder) => Promise<void>): Promise<void>;
+  weight(w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight;
+  f32(t: TrackedBuffer, n?: number): Promise<Float32Array>;
+}
+
+export async function testGpu(): Promise<TestGpu> {
+  const ctx = await acquireGpu(await nodeGpu());
+  const buffers = new BufferManager(ctx.device);
+  const ops = new Ops(ctx.device, new PipelineCache(ctx.device, nodeKernelSources()), buffers);
+  return {
+    ctx,
+    buffers,
+    ops,
+    async run(fn) {
+      const enc = ctx.device.createCommandEncoder();
+      await fn(enc);
+      ctx.device.queue.submit([enc.finish()]);
+      await ctx.device.queue.onSubmittedWorkDone();
+    },
+    weight(w, rows, cols, format) {
+      const q = quantize(w, rows, cols, format);
+      return { format, rows, cols, data: buffers.upload('w', q.data), scales: q.scales ? buffers.upload('w.scales', q.scales) : null };
+    },
+    f32: (t, n) => buffers.readF32(t, n),
+  };
+}
+
+/** Seeded uniform values in [-scale, scale). */
+export function randomArray(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+/** Largest |a-b| / (atol + rtol*|b|) over the arrays; <= 1 means within tolerance. */
+export function maxViolation(a: ArrayLike<number>, b: ArrayLike<number>, rtol: number, atol: number): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const diff = Math.abs(a[i] - b[i]);
+    if (diff === 0) continue;
+    const v = diff / (atol + rtol * Math.abs(b[i]));
+    if (!(v <= worst)) worst = Number.isNaN(v) ? Infinity : Math.max(worst, v);
+  }
+  return worst;
+}
