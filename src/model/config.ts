@@ -2,6 +2,7 @@
  * Llama model configuration: the subset of Hugging Face `config.json` that
  * `LlamaForCausalLM` semantics need, validated, with camelCase names.
  */
+import { ModelFormatError } from '../errors.ts';
 
 /** llama3 (Llama 3.1/3.2) rotary frequency scaling. */
 export interface Llama3RopeScaling {
@@ -30,4 +31,203 @@ export interface LlamaConfig {
   tieWordEmbeddings: boolean;
   bosTokenId: number | null;
   eosTokenId: number | number[] | null;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* config.json parsing                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Validates a parsed Hugging Face `config.json` of a Llama model and returns its
+ * `LlamaConfig`. Absent optional fields take the `transformers` defaults
+ * (`num_key_value_heads` = heads, `head_dim` = hidden / heads, `rms_norm_eps` 1e-6,
+ * `rope_theta` 10000, `max_position_embeddings` 2048, `tie_word_embeddings` false).
+ *
+ * @param json the parsed JSON
+ * @param fileName named in error messages
+ * @throws ModelFormatError naming the field, what was expected and what was found, for a
+ *   missing or malformed field and for options this engine does not support
+ */
+export function parseLlamaConfig(json: unknown, fileName = 'config.json'): LlamaConfig {
+  if (!isObject(json)) throw new ModelFormatError(fileName, undefined, `expected a JSON object, found ${describe(json)}`);
+  const fail = (field: string, detail: string): never => {
+    throw new ModelFormatError(fileName, field, detail);
+  };
+  /** A positive integer field; `fallback` when absent (required when no fallback). */
+  const positiveInt = (field: string, fallback?: number): number => {
+    const v = json[field];
+    if (v === undefined && fallback !== undefined) return fallback;
+    if (v === undefined) return fail(field, 'missing; expected a positive integer');
+    if (!Number.isSafeInteger(v) || (v as number) <= 0) return fail(field, `expected a positive integer, found ${describe(v)}`);
+    return v as number;
+  };
+  /** A positive finite number field, `fallback` when absent. */
+  const positiveNumber = (field: string, fallback: number): number => {
+    const v = json[field];
+    if (v === undefined) return fallback;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(field, `expected a positive number, found ${describe(v)}`);
+    return v;
+  };
+  /** A boolean field, `false` when absent or null. */
+  const flag = (field: string): boolean => {
+    const v = json[field];
+    if (v === undefined || v === null) return false;
+    if (typeof v !== 'boolean') return fail(field, `expected true or false, found ${describe(v)}`);
+    return v;
+  };
+
+  checkModelType(json, fail);
+  if (json.hidden_act !== undefined && json.hidden_act !== 'silu') {
+    fail('hidden_act', `unsupported activation ${describe(json.hidden_act)}; expected "silu"`);
+  }
+  for (const field of ['attention_bias', 'mlp_bias']) {
+    if (flag(field)) fail(field, 'true is not supported; expected false (Llama projections without biases)');
+  }
+
+  const vocabSize = positiveInt('vocab_size');
+  const hiddenSize = positiveInt('hidden_size');
+  const intermediateSize = positiveInt('intermediate_size');
+  const numLayers = positiveInt('num_hidden_layers');
+  const numHeads = positiveInt('num_attention_heads');
+  const numKvHeads = positiveInt('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    fail('num_key_value_heads', `expected a divisor of num_attention_heads (${numHeads}), found ${numKvHeads}`);
+  }
+  if (json.head_dim === undefined && hiddenSize % numHeads !== 0) {
+    fail('head_dim', `missing, and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+  }
+  const headDim = positiveInt('head_dim', hiddenSize / numHeads);
+  if (headDim % 2 !== 0) fail('head_dim', `expected an even number (rotary embeddings rotate pairs), found ${headDim}`);
+
+  return {
+    modelType: 'llama',
+    vocabSize,
+    hiddenSize,
+    intermediateSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    rmsNormEps: positiveNumber('rms_norm_eps', 1e-6),
+    ropeTheta: positiveNumber('rope_theta', 10000),
+    ropeScaling: parseRopeScaling(json.rope_scaling, fail),
+    maxPositionEmbeddings: positiveInt('max_position_embeddings', 2048),
+    tieWordEmbeddings: flag('tie_word_embeddings'),
+    bosTokenId: parseTokenId(json.bos_token_id, 'bos_token_id', fail),
+    eosTokenId: parseEosTokenId(json.eos_token_id, fail),
+  };
+}
+
+/**
+ * Writes a config back as a Hugging Face `config.json` object (the fields `parseLlamaConfig`
+ * reads, plus `architectures` and `hidden_act`), so that `parseLlamaConfig(configToJson(c))`
+ * equals `c`.
+ */
+export function configToJson(config: LlamaConfig): Record<string, unknown> {
+  const rs = config.ropeScaling;
+  return {
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: config.vocabSize,
+    hidden_size: config.hiddenSize,
+    intermediate_size: config.intermediateSize,
+    num_hidden_layers: config.numLayers,
+    num_attention_heads: config.numHeads,
+    num_key_value_heads: config.numKvHeads,
+    head_dim: config.headDim,
+    hidden_act: 'silu',
+    rms_norm_eps: config.rmsNormEps,
+    rope_theta: config.ropeTheta,
+    rope_scaling:
+      rs === null
+        ? null
+        : {
+            rope_type: 'llama3',
+            factor: rs.factor,
+            low_freq_factor: rs.lowFreqFactor,
+            high_freq_factor: rs.highFreqFactor,
+            original_max_position_embeddings: rs.originalMaxPositionEmbeddings,
+          },
+    max_position_embeddings: config.maxPositionEmbeddings,
+    tie_word_embeddings: config.tieWordEmbeddings,
+    attention_bias: false,
+    mlp_bias: false,
+    bos_token_id: config.bosTokenId,
+    eos_token_id: config.eosTokenId,
+  };
+}
+
+type Fail = (field: string, detail: string) => never;
+
+/** `model_type` must be "llama"; when absent, `architectures` must name LlamaForCausalLM. */
+function checkModelType(json: Record<string, unknown>, fail: Fail): void {
+  const modelType = json.model_type;
+  if (modelType === 'llama') return;
+  if (modelType !== undefined) fail('model_type', `unsupported model type ${describe(modelType)}; expected "llama"`);
+  const arch = json.architectures;
+  if (!Array.isArray(arch) || !arch.includes('LlamaForCausalLM')) {
+    fail('model_type', 'missing; expected "llama" (or architectures containing "LlamaForCausalLM")');
+  }
+}
+
+/**
+ * `rope_scaling`: null/absent (or `rope_type: "default"`, which means no scaling), or the
+ * llama3 scheme with its four parameters. The type is read from `rope_type`, else from the
+ * older `type` key.
+ */
+function parseRopeScaling(v: unknown, fail: Fail): Llama3RopeScaling | null {
+  if (v === undefined || v === null) return null;
+  if (!isObject(v)) return fail('rope_scaling', `expected null or an object, found ${describe(v)}`);
+  const type = v.rope_type ?? v.type;
+  if (type === 'default') return null;
+  if (type !== 'llama3') {
+    return fail('rope_scaling.rope_type', `unsupported rope scaling ${describe(type)}; supported: "llama3" (or null for none)`);
+  }
+  const num = (key: string, integer: boolean): number => {
+    const x = v[key];
+    const ok = integer ? Number.isSafeInteger(x) && (x as number) > 0 : typeof x === 'number' && Number.isFinite(x) && x > 0;
+    if (!ok) return fail(`rope_scaling.${key}`, `expected a positive ${integer ? 'integer' : 'number'}, found ${describe(x)}`);
+    return x as number;
+  };
+  const scaling: Llama3RopeScaling = {
+    ropeType: 'llama3',
+    factor: num('factor', false),
+    lowFreqFactor: num('low_freq_factor', false),
+    highFreqFactor: num('high_freq_factor', false),
+    originalMaxPositionEmbeddings: num('original_max_position_embeddings', true),
+  };
+  if (scaling.highFreqFactor <= scaling.lowFreqFactor) {
+    fail(
+      'rope_scaling.high_freq_factor',
+      `expected a number greater than low_freq_factor (${scaling.lowFreqFactor}), found ${scaling.highFreqFactor}`,
+    );
+  }
+  return scaling;
+}
+
+/** A token id: a non-negative integer, or null/absent. */
+function parseTokenId(v: unknown, field: string, fail: Fail): number | null {
+  if (v === undefined || v === null) return null;
+  if (!Number.isSafeInteger(v) || (v as number) < 0) return fail(field, `expected a token id (non-negative integer) or null, found ${describe(v)}`);
+  return v as number;
+}
+
+/** `eos_token_id`: a token id, a non-empty list of them, or null/absent. */
+function parseEosTokenId(v: unknown, fail: Fail): number | number[] | null {
+  if (!Array.isArray(v)) return parseTokenId(v, 'eos_token_id', fail);
+  if (v.length === 0 || !v.every((id) => Number.isSafeInteger(id) && id >= 0)) {
+    return fail('eos_token_id', `expected a token id, a non-empty list of token ids, or null, found ${describe(v)}`);
+  }
+  return v as number[];
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** A found JSON value for messages, as JSON cut to 60 characters, or `nothing` when absent. */
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  const text = JSON.stringify(v);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

@@ -1,0 +1,220 @@
+/**
+ * The trainer worker: a dedicated module Worker that owns the GPU device and runs every GPU job
+ * (model upload, scoring; training later), so the page stays responsive. It implements
+ * `TrainerApi` (src/worker/protocol.ts) and is exposed with comlink.
+ *
+ * Calls run one at a time in arrival order. A failed call rejects with an `Error` named by the
+ * error's code and carrying only its user-facing message (see `TrainerApi`).
+ */
+import * as Comlink from 'comlink';
+import { createEngine, type Engine } from '../src/engine/engine.ts';
+import { describeAdapter } from '../src/engine/gpu.ts';
+import { bundledKernelSources } from '../src/engine/kernel-files-vite.ts';
+import { GpuLlama } from '../src/engine/llama.ts';
+import { TextTokenizer } from '../src/data/tokenizer.ts';
+import { GpuUnavailableError, NlftError } from '../src/errors.ts';
+import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
+import type { QuantFormat } from '../src/model/quant.ts';
+import { baseModelBytes } from '../src/model/size.ts';
+import { parameterCount, type LlamaWeights } from '../src/model/weights.ts';
+import {
+  INTERNAL_ERROR,
+  QUANT_FORMATS,
+  type AdapterInfo,
+  type DeviceLostCallback,
+  type MemoryInfo,
+  type ModelInfo,
+  type ProgressCallback,
+  type ScoreRequest,
+  type TokenScores,
+  type TrainerApi,
+} from '../src/worker/protocol.ts';
+
+const TOKENIZER_DIR = `${import.meta.env.BASE_URL}tokenizers/smollm2/`;
+const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
+
+/** A model resident on the GPU, with the buffers that hold its weights. */
+interface LoadedModel {
+  llama: GpuLlama;
+  info: Omit<ModelInfo, 'memory'>;
+  buffers: ReturnType<Engine['buffers']['list']>;
+}
+
+async function fetchJson(file: string): Promise<unknown> {
+  const url = new URL(TOKENIZER_DIR + file, self.location.href).href;
+  let res: Response;
+  try {
+    res = await fetch(url);
+  } catch (e) {
+    throw new NlftError(`Could not fetch ${url}: ${(e as Error).message}`, 'fetch');
+  }
+  if (!res.ok) throw new NlftError(`Could not fetch ${url}: HTTP ${res.status}`, 'fetch');
+  try {
+    return await res.json();
+  } catch (e) {
+    throw new NlftError(`${url} is not valid JSON: ${(e as Error).message}`, 'fetch');
+  }
+}
+
+/**
+ * The error as the page receives it: `name` is the `NlftError` code, or `INTERNAL_ERROR` for an
+ * unexpected failure (a bug, logged here with its stack for developers).
+ */
+function wireError(e: unknown): Error {
+  const message = e instanceof Error ? e.message : String(e);
+  const err = new Error(message);
+  if (e instanceof NlftError) {
+    err.name = e.code;
+  } else {
+    console.error('trainer worker:', e);
+    err.name = INTERNAL_ERROR;
+  }
+  return err;
+}
+
+/** The error for a browser without usable WebGPU: what is missing, then what to try. */
+function noWebGpu(detail: string): GpuUnavailableError {
+  return new GpuUnavailableError(
+    `WebGPU is not available in this browser: ${detail} Try a recent Chrome or Edge, with the app opened over https or from localhost (on Linux, Chrome may need chrome://flags/#enable-unsafe-webgpu).`,
+  );
+}
+
+/** Drops the page-side end of a `Comlink.proxy` callback once the worker is done with it. */
+function release(callback: object): void {
+  (callback as Partial<Comlink.Remote<unknown>>)[Comlink.releaseProxy]?.();
+}
+
+class Trainer implements TrainerApi {
+  private engine: Engine | null = null;
+  private adapter: AdapterInfo | null = null;
+  private tokenizer: TextTokenizer | null = null;
+  private demoWeights: LlamaWeights | null = null;
+  private model: LoadedModel | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
+  private serial<T>(job: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(job).catch((e: unknown) => {
+      throw wireError(e);
+    });
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** The engine, checked to still have its device. */
+  private live(): Engine {
+    if (!this.engine) throw new NlftError('The GPU is not initialised yet.', 'not-ready');
+    this.engine.ctx.check();
+    return this.engine;
+  }
+
+  private memoryInfo(): MemoryInfo {
+    const { current, peak } = this.live().buffers;
+    return { currentBytes: current, peakBytes: peak };
+  }
+
+  init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo> {
+    return this.serial(async () => {
+      if (this.adapter) {
+        release(onDeviceLost);
+        return this.adapter;
+      }
+      let engine: Engine;
+      try {
+        if (!navigator.gpu) throw noWebGpu('it has no navigator.gpu.');
+        engine = await createEngine(navigator.gpu, bundledKernelSources());
+      } catch (e) {
+        release(onDeviceLost);
+        throw e instanceof GpuUnavailableError && navigator.gpu ? noWebGpu(e.message) : e;
+      }
+      void engine.ctx.lost.then((err) => onDeviceLost(err.message));
+      this.engine = engine;
+      const a = engine.ctx.adapter;
+      this.adapter = {
+        name: [a.vendor, a.architecture, a.device, a.description].filter((s) => s).join(' / ') || 'unknown adapter',
+        details: describeAdapter(a),
+        summary: a,
+      };
+      return this.adapter;
+    });
+  }
+
+  loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
+    return this.serial(async () => {
+      try {
+        if (!QUANT_FORMATS.includes(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
+        const engine = this.live();
+        onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
+        this.demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
+        onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
+        this.tokenizer ??= TextTokenizer.fromJson(await fetchJson('tokenizer.json'), await fetchJson('tokenizer_config.json'));
+
+        onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.55 });
+        this.unloadModel();
+        const before = new Set(engine.buffers.list());
+        const llama = GpuLlama.create(engine.ops, this.demoWeights, quant);
+        const buffers = engine.buffers.list().filter((t) => !before.has(t));
+        const config = this.demoWeights.config;
+        this.model = {
+          llama,
+          buffers,
+          info: {
+            name: DEMO_MODEL_NAME,
+            quant,
+            parameters: parameterCount(config),
+            layers: config.numLayers,
+            hiddenSize: config.hiddenSize,
+            vocabSize: config.vocabSize,
+            weightBytes: baseModelBytes(config, quant),
+          },
+        };
+        engine.buffers.resetPeak();
+
+        onProgress({ stage: 'Compiling the kernels', fraction: 0.8 });
+        const bos = config.bosTokenId ?? 0;
+        await llama.responseLogProbs([bos], [bos]);
+        onProgress({ stage: 'Ready', fraction: 1 });
+        return { ...this.model.info, memory: this.memoryInfo() };
+      } finally {
+        release(onProgress);
+      }
+    });
+  }
+
+  /** Frees the GPU buffers of the loaded model, if any. */
+  private unloadModel(): void {
+    if (!this.model || !this.engine) return;
+    for (const t of this.model.buffers) this.engine.buffers.destroy(t);
+    this.model = null;
+  }
+
+  logprobs(request: ScoreRequest): Promise<TokenScores> {
+    return this.serial(async () => {
+      this.live();
+      const { model, tokenizer } = this;
+      if (!model || !tokenizer) throw new NlftError('No model is loaded yet.', 'not-ready');
+      const promptText = request.chat
+        ? tokenizer.applyChatTemplate([{ role: 'user', content: request.prompt }], { addGenerationPrompt: true })
+        : request.prompt;
+      const promptIds = tokenizer.encode(promptText);
+      const ids = tokenizer.encode(request.response);
+      if (promptIds.length === 0) throw new NlftError('The prompt is empty: the response is scored given a prompt of at least one token.', 'empty-prompt');
+      if (ids.length === 0) throw new NlftError('The response is empty: type the text to score.', 'empty-response');
+      const start = performance.now();
+      const logp = await model.llama.responseLogProbs(promptIds, ids);
+      return {
+        promptTokens: promptIds.length,
+        ids,
+        texts: ids.map((id) => tokenizer.tokenText(id)),
+        logprobs: Array.from(logp),
+        millis: performance.now() - start,
+      };
+    });
+  }
+
+  memory(): Promise<MemoryInfo> {
+    return this.serial(async () => this.memoryInfo());
+  }
+}
+
+Comlink.expose(new Trainer());
