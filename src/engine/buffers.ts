@@ -28,7 +28,7 @@ export class BufferManager {
   current = 0;
   /** Highest `current` since creation or the last `resetPeak()`. */
   peak = 0;
-  /** Size of the largest single buffer since the last `resetPeak()`. */
+  /** Size of the largest single buffer allocated since creation or the last `resetPeak()`. */
   largest = 0;
 
   /**
@@ -80,10 +80,10 @@ export class BufferManager {
     for (const t of [...this.live.values()]) this.destroy(t);
   }
 
+  /** Start a new measurement: peak = current bytes, largest = 0 (only new allocations count). */
   resetPeak(): void {
     this.peak = this.current;
     this.largest = 0;
-    for (const t of this.live.values()) this.largest = Math.max(this.largest, t.size);
   }
 
   /** Live buffers, largest first (for memory reports). */

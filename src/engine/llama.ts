@@ -9,6 +9,7 @@ import { NlftError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../model/rope.ts';
+import { checkQuantizable, projectionShapes, tableFormat } from '../model/size.ts';
 import type { LlamaWeights, Projection } from '../model/weights.ts';
 import type { BufferManager, TrackedBuffer } from './buffers.ts';
 import type { GpuWeight, Ops } from './ops.ts';
@@ -43,12 +44,6 @@ export interface PositionScores {
   lse: Float32Array;
 }
 
-/** The format the embedding / lm-head table is kept in for a given linear-weight format. */
-export function tableFormat(quant: QuantFormat): QuantFormat {
-  // The vocabulary table is the most quality-sensitive weight: q4 models keep it at 8 bits.
-  return quant === 'f32' ? 'f32' : 'q8';
-}
-
 export class GpuLlama {
   private constructor(
     readonly config: LlamaConfig,
@@ -62,10 +57,38 @@ export class GpuLlama {
     private readonly invFreq: Float64Array,
   ) {}
 
+  /** Free the model's GPU buffers. */
+  destroy(): void {
+    const seen = new Set<TrackedBuffer>();
+    const drop = (t: TrackedBuffer | null) => {
+      if (t && !seen.has(t)) {
+        seen.add(t);
+        this.buffers.destroy(t);
+      }
+    };
+    const dropW = (w: GpuWeight) => {
+      drop(w.data);
+      drop(w.scales);
+    };
+    dropW(this.embed);
+    dropW(this.lmHead);
+    drop(this.finalNorm);
+    for (const l of this.layers) {
+      drop(l.inputNorm);
+      drop(l.postNorm);
+      Object.values(l.proj).forEach(dropW);
+      for (const f of Object.values(l.lora)) {
+        dropW(f!.A);
+        dropW(f!.B);
+      }
+    }
+  }
+
   /** Upload (quantizing) the base weights and optional LoRA factors. */
   static create(ops: Ops, weights: LlamaWeights, quant: QuantFormat, lora?: LoraSet): GpuLlama {
     const b = ops.buffers;
     const c = weights.config;
+    checkQuantizable(c, quant);
     const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
       const q = quantize(w, rows, cols, format);
       return {
@@ -79,17 +102,7 @@ export class GpuLlama {
     const tf = tableFormat(quant);
     const embed = upload('embed_tokens', weights.embed, c.vocabSize, c.hiddenSize, tf);
     const lmHead = weights.lmHead ? upload('lm_head', weights.lmHead, c.vocabSize, c.hiddenSize, tf) : embed;
-    const H = c.numHeads * c.headDim;
-    const KV = c.numKvHeads * c.headDim;
-    const shapes: Record<Projection, [number, number]> = {
-      q_proj: [H, c.hiddenSize],
-      k_proj: [KV, c.hiddenSize],
-      v_proj: [KV, c.hiddenSize],
-      o_proj: [c.hiddenSize, H],
-      gate_proj: [c.intermediateSize, c.hiddenSize],
-      up_proj: [c.intermediateSize, c.hiddenSize],
-      down_proj: [c.hiddenSize, c.intermediateSize],
-    };
+    const shapes = projectionShapes(c);
     const layers = weights.layers.map((lw, i): GpuLayer => {
       const src: Record<Projection, Float32Array> = { q_proj: lw.q, k_proj: lw.k, v_proj: lw.v, o_proj: lw.o, gate_proj: lw.gate, up_proj: lw.up, down_proj: lw.down };
       const proj = {} as Record<Projection, GpuWeight>;

@@ -1,16 +1,11 @@
 /** Real WebGPU for tests: Dawn in Node, on whatever Vulkan driver is present (SwiftShader here). */
-import { BufferManager, type TrackedBuffer } from '../../src/engine/buffers.ts';
-import { acquireGpu, type GpuContext } from '../../src/engine/gpu.ts';
-import { PipelineCache } from '../../src/engine/kernels.ts';
-import { Ops, type GpuWeight } from '../../src/engine/ops.ts';
+import type { TrackedBuffer } from '../../src/engine/buffers.ts';
+import type { Engine } from '../../src/engine/engine.ts';
+import type { GpuWeight } from '../../src/engine/ops.ts';
 import { quantize, type QuantFormat } from '../../src/model/quant.ts';
-import { nodeGpu } from '../../src/node/webgpu.ts';
-import { nodeKernelSources } from '../../src/node/kernel-files.ts';
+import { createNodeEngine } from '../../src/node/engine.ts';
 
-export interface TestGpu {
-  ctx: GpuContext;
-  buffers: BufferManager;
-  ops: Ops;
+export interface TestGpu extends Engine {
   /** Record with `fn` into one encoder, submit, and wait for the queue. */
   run(fn: (enc: GPUCommandEncoder) => Promise<void>): Promise<void>;
   weight(w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight;
@@ -18,13 +13,10 @@ export interface TestGpu {
 }
 
 export async function testGpu(): Promise<TestGpu> {
-  const ctx = await acquireGpu(await nodeGpu());
-  const buffers = new BufferManager(ctx.device);
-  const ops = new Ops(ctx.device, new PipelineCache(ctx.device, nodeKernelSources()), buffers);
+  const engine = await createNodeEngine();
+  const { ctx, buffers } = engine;
   return {
-    ctx,
-    buffers,
-    ops,
+    ...engine,
     async run(fn) {
       const enc = ctx.device.createCommandEncoder();
       await fn(enc);
