@@ -44,6 +44,11 @@ const LIMIT_NAMES = [
   'maxStorageBuffersPerShaderStage',
 ] as const;
 
+/** A short adapter name, e.g. "nvidia / hopper" or "google / swiftshader". */
+export function adapterName(a: AdapterSummary): string {
+  return [a.vendor, a.architecture].filter((s) => s).join(' / ') || a.description || 'unknown adapter';
+}
+
 /** A one-line description of the adapter, for logs and the CLI. */
 export function describeAdapter(a: AdapterSummary): string {
   const name = [a.vendor, a.architecture, a.device, a.description].filter((s) => s).join(' / ') || 'unknown adapter';

@@ -1,0 +1,44 @@
+/**
+ * nlft — the headless CLI of NLFT Studio, on the same engine as the app (Node + Dawn WebGPU).
+ * Every command prints a one-line summary; bad input exits non-zero with a clear message.
+ */
+import { NlftError } from '../src/errors.ts';
+import { infoCommand } from '../src/node/cli/info.ts';
+import { logprobsCommand } from '../src/node/cli/logprobs.ts';
+
+const USAGE = `usage: nlft <command> [options]
+
+commands:
+  info      --model DIR                        config, parameter count, quantized size, GPU adapter
+  logprobs  --model DIR --prompt TEXT --response TEXT [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
+            log p of every response token given the prompt (raw, or built with the chat template)`;
+
+const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => Promise<unknown>> = {
+  info: infoCommand,
+  logprobs: logprobsCommand,
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    console.error(`nlft: unknown command "${cmd}"\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    await run(rest, (line) => console.log(line));
+    return 0;
+  } catch (e) {
+    if (e instanceof NlftError) {
+      console.error(`nlft ${cmd}: ${e.message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

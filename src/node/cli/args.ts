@@ -1,0 +1,26 @@
+/** Command-line option parsing with clear messages (node:util parseArgs, strict). */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from '../../errors.ts';
+import type { QuantFormat } from '../../model/quant.ts';
+
+export type Options = NonNullable<ParseArgsConfig['options']>;
+
+export function parse(command: string, argv: string[], options: Options): Record<string, string | boolean | undefined> {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
+  } catch (e) {
+    throw new UsageError(`nlft ${command}: ${(e as Error).message}`);
+  }
+}
+
+export function required(command: string, values: Record<string, unknown>, name: string): string {
+  const v = values[name];
+  if (typeof v !== 'string' || v === '') throw new UsageError(`nlft ${command}: --${name} is required`);
+  return v;
+}
+
+export function quantOption(command: string, v: unknown): QuantFormat {
+  const q = (v ?? 'q8') as string;
+  if (q !== 'f32' && q !== 'q8' && q !== 'q4') throw new UsageError(`nlft ${command}: --quant must be f32, q8 or q4 (got "${q}")`);
+  return q;
+}

@@ -1,0 +1,79 @@
+/**
+ * `nlft logprobs`: log p(y_t | prompt, y_<t) for every response token.
+ * Prompt and response are tokenized separately and concatenated (nlft.md §2).
+ */
+import { writeFile } from 'node:fs/promises';
+import { TextTokenizer } from '../../data/tokenizer.ts';
+import { adapterName, describeAdapter } from '../../engine/gpu.ts';
+import { GpuLlama } from '../../engine/llama.ts';
+import { ModelFormatError } from '../../errors.ts';
+import { loadModelFolder } from '../../model/loader.ts';
+import { createNodeEngine } from '../engine.ts';
+import { FolderSource } from '../fs-source.ts';
+import { parse, quantOption, required } from './args.ts';
+
+export interface LogprobsResult {
+  model: string;
+  quant: string;
+  chat: boolean;
+  adapter: string;
+  prompt_text: string;
+  prompt_ids: number[];
+  response_ids: number[];
+  response_tokens: string[];
+  logprobs: number[];
+  sum_logprob: number;
+}
+
+export async function logprobsCommand(argv: string[], out: (line: string) => void): Promise<LogprobsResult> {
+  const values = parse('logprobs', argv, {
+    model: { type: 'string' },
+    quant: { type: 'string' },
+    chat: { type: 'boolean' },
+    system: { type: 'string' },
+    prompt: { type: 'string' },
+    response: { type: 'string' },
+    out: { type: 'string' },
+  });
+  const dir = required('logprobs', values, 'model');
+  const prompt = required('logprobs', values, 'prompt');
+  const response = required('logprobs', values, 'response');
+  const quant = quantOption('logprobs', values.quant);
+  const chat = values.chat === true;
+  const model = await loadModelFolder(new FolderSource(dir));
+  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; logprobs needs the model's tokenizer`);
+  const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
+  const messages = [...(typeof values.system === 'string' ? [{ role: 'system' as const, content: values.system }] : []), { role: 'user' as const, content: prompt }];
+  const promptText = chat ? tok.applyChatTemplate(messages, { addGenerationPrompt: true }) : prompt;
+  const promptIds = tok.encode(promptText);
+  const responseIds = tok.encode(response);
+  const engine = await createNodeEngine();
+  try {
+    const llama = GpuLlama.create(engine.ops, model.weights, quant);
+    const logp = await llama.responseLogProbs(promptIds, responseIds);
+    const result: LogprobsResult = {
+      model: dir,
+      quant,
+      chat,
+      adapter: describeAdapter(engine.ctx.adapter),
+      prompt_text: promptText,
+      prompt_ids: promptIds,
+      response_ids: responseIds,
+      response_tokens: responseIds.map((id) => tok.tokenText(id)),
+      logprobs: Array.from(logp),
+      sum_logprob: logp.reduce((a, b) => a + b, 0),
+    };
+    if (typeof values.out === 'string') {
+      await writeFile(values.out, JSON.stringify(result, null, 2));
+      out(`wrote ${values.out}: ${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} (${quant}, ${adapterName(engine.ctx.adapter)})`);
+    } else {
+      out(`prompt ids (${promptIds.length}): ${promptIds.join(' ')}`);
+      out('  t      id  token                 log p');
+      result.response_ids.forEach((id, t) => out(`${String(t).padStart(3)} ${String(id).padStart(7)}  ${JSON.stringify(result.response_tokens[t]).padEnd(20)} ${result.logprobs[t].toFixed(5)}`));
+      out(`${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} (${quant}, ${adapterName(engine.ctx.adapter)})`);
+    }
+    return result;
+  } finally {
+    engine.destroy();
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * The `nlft` CLI end to end (a child process, as a user runs it): info and logprobs on a seeded
+ * tiny Llama written with the real SmolLM2 tokenizer; log-probs checked against the tfjs reference;
+ * bad input gives a one-line message and a non-zero exit, never a stack trace.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { TextTokenizer } from '../../src/data/tokenizer.ts';
+import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { referenceLogProbs } from '../reference/llama-tf.ts';
+import { maxViolation } from '../helpers/gpu.ts';
+import type { LlamaWeights } from '../../src/model/weights.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..', '..');
+const TOKENIZER_DIR = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
+let tmp: string;
+let modelDir: string;
+let weights: LlamaWeights;
+
+async function nlft(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)('node', [path.join(ROOT, 'bin', 'nlft.js'), ...args], { cwd: ROOT });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+beforeAll(async () => {
+  tmp = await makeTmpDir('cli');
+  modelDir = path.join(tmp, 'model');
+  ({ weights } = await writeTinyLlamaFolder(modelDir, {
+    seed: 3, vocabSize: 49152, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, tie: true, ropeScaling: true, dtype: 'F32', tokenizerDir: TOKENIZER_DIR,
+  }));
+});
+afterAll(async () => {
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+it('nlft info prints the shape, parameter count, sizes and the adapter', async () => {
+  const r = await nlft('info', '--model', modelDir);
+  expect(r.code).toBe(0);
+  expect(r.stdout).toContain('2 layers, hidden 64, ffn 96, heads 4 (kv 2, dim 16), vocab 49152');
+  expect(r.stdout).toMatch(/parameters 3,\d{3},\d{3}/);
+  expect(r.stdout).toMatch(/adapter {4}\S+/);
+});
+
+for (const chat of [false, true]) {
+  it(`nlft logprobs ${chat ? '--chat' : '(raw prompt)'} --out writes ids, token texts and log-probs matching the reference`, async () => {
+    const out = path.join(tmp, `lp-${chat}.json`);
+    const prompt = 'Natalia sold clips to 48 of her friends. How many?';
+    const response = ' She sold 48/2 = 24 clips.\n#### 24';
+    const r = await nlft('logprobs', '--model', modelDir, '--quant', 'f32', '--prompt', prompt, '--response', response, '--out', out, ...(chat ? ['--chat'] : []));
+    expect(r.stderr).not.toContain('    at ');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^wrote .*lp-.*\.json: \d+ response tokens, sum log p = -\d+\.\d{4}/);
+    const res = JSON.parse(await readFile(out, 'utf8'));
+    const tok = TextTokenizer.fromJson(JSON.parse(await readFile(path.join(TOKENIZER_DIR, 'tokenizer.json'), 'utf8')), JSON.parse(await readFile(path.join(TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')));
+    const promptText = chat ? tok.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true }) : prompt;
+    expect(res.prompt_ids).toEqual(tok.encode(promptText));
+    expect(res.response_ids).toEqual(tok.encode(response)); // tokenized on its own, then concatenated
+    expect(res.response_tokens.join('')).toBe(response);
+    if (chat) expect(res.prompt_text).toMatch(/<\|im_start\|>user\nNatalia.*<\|im_end\|>\n<\|im_start\|>assistant\n$/s);
+    const ids = [...res.prompt_ids, ...res.response_ids];
+    const targets = ids.map((_, i) => (i >= res.prompt_ids.length - 1 && i < ids.length - 1 ? ids[i + 1] : -1));
+    const ref = Array.from(referenceLogProbs(weights, ids, targets)).filter((v) => !Number.isNaN(v));
+    expect(maxViolation(res.logprobs, ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+  });
+}
+
+it('prints the per-token table without --out', async () => {
+  const r = await nlft('logprobs', '--model', modelDir, '--prompt', 'Q: 2+2?', '--response', ' 4', '--quant', 'q4');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/^ {2}0 +\d+ {2}" " +-\d+\.\d{5}$/m);
+  expect(r.stdout).toMatch(/2 response tokens, sum log p = -\d+\.\d{4} \(q4, /);
+});
+
+it('bad input: clear one-line messages, non-zero exit, no stack trace', async () => {
+  const cases: Array<[string[], string]> = [
+    [['logprobs', '--prompt', 'x', '--response', 'y'], 'nlft logprobs: --model is required'],
+    [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--quant', 'q3'], 'nlft logprobs: --quant must be f32, q8 or q4 (got "q3")'],
+    [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--bogus'], "nlft logprobs: Unknown option '--bogus'"],
+    [['info', '--model', path.join(tmp, 'nope')], `nlft info: config.json: not found in ${path.join(tmp, 'nope')}`],
+    [['frobnicate'], 'nlft: unknown command "frobnicate"'],
+  ];
+  for (const [args, message] of cases) {
+    const r = await nlft(...args);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).not.toContain('    at ');
+  }
+  // A model folder with no tokenizer
+  const bare = path.join(tmp, 'bare');
+  await writeTinyLlamaFolder(bare, { seed: 4, vocabSize: 64, hiddenSize: 32, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true, dtype: 'F32' });
+  const r = await nlft('logprobs', '--model', bare, '--prompt', 'x', '--response', 'y');
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`tokenizer.json: not found in ${bare}; logprobs needs the model's tokenizer`);
+  // A truncated weights file
+  await writeFile(path.join(bare, 'model.safetensors'), new Uint8Array([1, 2, 3]));
+  const t = await nlft('info', '--model', bare);
+  expect(t.code).toBe(1);
+  expect(t.stderr).toMatch(/nlft info: model\.safetensors.*/);
+  expect(t.stderr).not.toContain('    at ');
+});
