@@ -4,14 +4,13 @@
 // dequantized in registers, or a LoRA factor (f32). Fusions:
 //   - beta = 1 accumulates into `out`: o_proj/down_proj add straight into the residual stream,
 //     and the LoRA up-projection adds alpha/r * (x A^T) B^T onto the base output.
-// Register tiling without shared memory: each thread owns a TM x TN block of outputs and streams
-// K in steps of 4. No barriers; on SwiftShader this beats shared-memory tiling by ~3x
-// (architecture.md 3b), and on real GPUs the variants (TM, TN, workgroup shape) are picked per
-// adapter. Rows/columns past T/N are clamped on load and skipped on store, so any T, N work;
-// K must be a multiple of 4 (32 for quantized weights).
+// Register tiling without shared memory: each thread owns TM rows x (4*TN4) columns of outputs,
+// streams K four at a time, and multiplies a row's vec4 of x by a mat4x4 of four weight columns
+// (16 FMAs). No barriers: on SwiftShader this beats shared-memory tiling by ~3x
+// (architecture.md 3b); the tile shape is picked per adapter. The tile is unrolled (//#for) so it
+// lives in registers. Rows/columns past T/N are clamped on load and skipped on store, so any T, N
+// work; K must be a multiple of 4 (32 for quantized weights).
 
-const TM: u32 = {{TM}}u;
-const TN: u32 = {{TN}}u;
 const KW: u32 = {{K}}u;
 
 struct Params { T: u32, N: u32, alpha: f32, beta: f32 }
@@ -21,34 +20,51 @@ struct Params { T: u32, N: u32, alpha: f32, beta: f32 }
 
 {{WEIGHT}}
 
+/// out[t, n..n+3] = beta*out + alpha*v, for the columns < N.
+fn store4(t: u32, n: u32, v: vec4<f32>) {
+  if (t >= p.T) { return; }
+  for (var c = 0u; c < 4u; c++) {
+    if (n + c < p.N) {
+      let o = t * p.N + n + c;
+      var r = p.alpha * v[c];
+      if (p.beta != 0.0) { r += p.beta * out[o]; }
+      out[o] = r;
+    }
+  }
+}
+
 @compute @workgroup_size({{WGX}}, {{WGY}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let n0 = gid.x * TN;
-  let t0 = gid.y * TM;
+  let n0 = gid.x * ({{TN4}}u * 4u);
+  let t0 = gid.y * {{TM}}u;
   if (n0 >= p.N || t0 >= p.T) { return; }
-  var acc: array<array<f32, TN>, TM>;
-  var xr: array<u32, TM>;
-  var wr: array<u32, TN>;
-  for (var i = 0u; i < TM; i++) { xr[i] = min(t0 + i, p.T - 1u) * (KW / 4u); }
-  for (var j = 0u; j < TN; j++) { wr[j] = min(n0 + j, p.N - 1u); }
+//#for i in TM
+  let xr{i} = min(t0 + {i}u, p.T - 1u) * (KW / 4u);
+//#for j in TN4
+  var acc{i}_{j} = vec4<f32>(0.0);
+//#end
+//#end
+//#for j in TN4
+  let c{j} = n0 + {j}u * 4u;
+  let c{j}_0 = min(c{j}, p.N - 1u);
+  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
+  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
+  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
+//#end
   for (var k4 = 0u; k4 < KW / 4u; k4++) {
-    var xv: array<vec4<f32>, TM>;
-    for (var i = 0u; i < TM; i++) { xv[i] = x[xr[i] + k4]; }
-    for (var j = 0u; j < TN; j++) {
-      let w = load_w4(wr[j], k4);
-      for (var i = 0u; i < TM; i++) { acc[i][j] += dot(xv[i], w); }
-    }
+//#for j in TN4
+    let m{j} = mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
+//#end
+//#for i in TM
+    let x{i} = x[xr{i} + k4];
+//#for j in TN4
+    acc{i}_{j} += x{i} * m{j};
+//#end
+//#end
   }
-  for (var i = 0u; i < TM; i++) {
-    let t = t0 + i;
-    if (t >= p.T) { break; }
-    for (var j = 0u; j < TN; j++) {
-      let n = n0 + j;
-      if (n >= p.N) { break; }
-      let o = t * p.N + n;
-      var v = p.alpha * acc[i][j];
-      if (p.beta != 0.0) { v += p.beta * out[o]; }
-      out[o] = v;
-    }
-  }
+//#for i in TM
+//#for j in TN4
+  store4(t0 + {i}u, c{j}, acc{i}_{j});
+//#end
+//#end
 }

@@ -20,10 +20,8 @@ fn load_w4(n: u32, k4: u32) -> vec4<f32> {
 @group(0) @binding({{WB}}) var<storage, read> wq: array<u32>;
 @group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
 fn load_w4(n: u32, k4: u32) -> vec4<f32> {
-  let word = bitcast<i32>(wq[n * (KW / 4u) + k4]);
-  let s = ws[n * (KW / 32u) + k4 / 8u];
-  return vec4<f32>(f32(extractBits(word, 0u, 8u)), f32(extractBits(word, 8u, 8u)),
-                   f32(extractBits(word, 16u, 8u)), f32(extractBits(word, 24u, 8u))) * s;
+  // unpack4x8snorm gives q/127 per byte in one instruction (codes are in [-127, 127]).
+  return unpack4x8snorm(wq[n * (KW / 4u) + k4]) * (ws[n * (KW / 32u) + k4 / 8u] * 127.0);
 }
 //#end
 

@@ -3,8 +3,12 @@
  *
  * Kernels are plain files in `kernels/`. A host provides them through `KernelSources` (Node reads
  * the folder, the browser build imports them as text). Sources may contain `{{NAME}}` holes that
- * the host fills at pipeline creation (tile sizes, head dim, weight format), and sections
- * `//#section NAME` … `//#end` that can be picked on their own (weight-format snippets).
+ * the host fills at pipeline creation (tile sizes, head dim, weight format), sections
+ * `//#section NAME` … `//#end` that can be picked on their own (weight-format snippets), and
+ * unrolled blocks `//#for v in N` … `//#end` (N a number or a template value) whose lines are
+ * repeated N times with `{v}` replaced by 0..N-1. Register tiles are written with the latter:
+ * shader compilers (SwiftShader's in particular) keep dynamically indexed private arrays in
+ * memory, while unrolled scalar/vector variables stay in registers.
  */
 import { KernelError } from '../errors.ts';
 
@@ -18,9 +22,35 @@ export function section(src: string, name: string, file = '?'): string {
   return m[1];
 }
 
-/** Fill `{{NAME}}` holes; every hole must have a value. */
+/** Expand `//#for v in N` … `//#end` blocks (nestable); N is a number or a key of `values`. */
+export function unroll(src: string, values: Record<string, string | number> = {}, file = '?'): string {
+  const lines = src.split('\n');
+  const out: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const m = lines[i].match(/^\s*\/\/#for (\w+) in (\w+)\s*$/);
+    if (!m) {
+      out.push(lines[i]);
+      continue;
+    }
+    let depth = 1;
+    let j = i + 1;
+    for (; j < lines.length; j++) {
+      if (/^\s*\/\/#for /.test(lines[j])) depth++;
+      else if (/^\s*\/\/#end\s*$/.test(lines[j]) && --depth === 0) break;
+    }
+    if (depth !== 0) throw new KernelError(file, `unclosed //#for ${m[1]}`);
+    const count = Number(/^\d+$/.test(m[2]) ? m[2] : values[m[2]]);
+    if (!Number.isInteger(count)) throw new KernelError(file, `//#for ${m[1]} in ${m[2]}: no count`);
+    const body = lines.slice(i + 1, j).join('\n');
+    for (let k = 0; k < count; k++) out.push(unroll(body.replaceAll(`{${m[1]}}`, String(k)), values, file));
+    i = j;
+  }
+  return out.join('\n');
+}
+
+/** Fill `{{NAME}}` holes (after unrolling `//#for` blocks); every hole must have a value. */
 export function fillTemplate(src: string, values: Record<string, string | number>, file = '?'): string {
-  return src.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
+  return unroll(src, values, file).replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
     if (!(k in values)) throw new KernelError(file, `template value {{${k}}} not given`);
     return String(values[k]);
   });

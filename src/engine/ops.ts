@@ -16,16 +16,16 @@ export interface GpuWeight {
   scales: TrackedBuffer | null;
 }
 
-/** Register-tile shapes, chosen per adapter (see bench/ and architecture.md 3b). */
+/** Register-tile shapes, chosen per adapter (see bench/ and architecture.md 3b). TN is a multiple of 4. */
 export interface Tuning {
   matmul: { TM: number; TN: number; WGX: number; WGY: number };
-  lmhead: { TM: number; TN: number; WGX: number; WGY: number; VSUB: number };
+  lmhead: { TM: number; TN: number; WGX: number; WGY: number };
   attention: { BQ: number; BK: number };
 }
 
 export const DEFAULT_TUNING: Tuning = {
   matmul: { TM: 4, TN: 4, WGX: 8, WGY: 8 },
-  lmhead: { TM: 4, TN: 4, WGX: 16, WGY: 4, VSUB: 4 },
+  lmhead: { TM: 4, TN: 4, WGX: 16, WGY: 4 },
   attention: { BQ: 32, BK: 16 },
 };
 
@@ -115,7 +115,7 @@ export class Ops {
     const { format, rows: N, cols: K } = a.w;
     const { TM, TN, WGX, WGY } = this.tuning.matmul;
     const pl = await this.pipelines.get('matmul', `matmul:${format}:${K}:${TM}:${TN}:${WGX}:${WGY}`, () =>
-      fillTemplate(this.pipelines.source('matmul'), { TM, TN, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul'),
+      fillTemplate(this.pipelines.source('matmul'), { TM, TN4: TN / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul'),
     );
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0], 'uuff');
     this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.x), this.buf(2, a.out), ...this.weightEntries(a.w, 3)], [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))], 'matmul');
@@ -148,8 +148,8 @@ export class Ops {
 
   /** Scratch for `lmhead`: (R, nTiles) partials and (R) target logits. */
   lmheadScratch(R: number, V: number): { part: TrackedBuffer; tlogit: TrackedBuffer; nTiles: number } {
-    const { TN, WGX, VSUB } = this.tuning.lmhead;
-    const nTiles = Math.ceil(V / (TN * WGX * VSUB));
+    const { TN, WGX } = this.tuning.lmhead;
+    const nTiles = Math.ceil(V / (TN * WGX));
     return { part: this.buffers.create('lmhead partials', R * nTiles * 8, STORAGE), tlogit: this.buffers.create('lmhead target logits', R * 4, STORAGE), nTiles };
   }
 
@@ -159,9 +159,9 @@ export class Ops {
     a: { h: TrackedBuffer; rows: TrackedBuffer; targets: TrackedBuffer; R: number; w: GpuWeight; lse: TrackedBuffer; logp: TrackedBuffer; scratch: { part: TrackedBuffer; tlogit: TrackedBuffer; nTiles: number } },
   ): Promise<void> {
     const { format, rows: V, cols: C } = a.w;
-    const { TM, TN, WGX, WGY, VSUB } = this.tuning.lmhead;
-    const key = `lmhead:${format}:${C}:${TM}:${TN}:${WGX}:${WGY}:${VSUB}`;
-    const code = () => fillTemplate(this.pipelines.source('lmhead'), { TM, TN, WGX, WGY, VSUB, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead');
+    const { TM, TN, WGX, WGY } = this.tuning.lmhead;
+    const key = `lmhead:${format}:${C}:${TM}:${TN}:${WGX}:${WGY}`;
+    const code = () => fillTemplate(this.pipelines.source('lmhead'), { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead');
     const partial = await this.pipelines.get('lmhead', key, code, 'partial');
     const reduce = await this.pipelines.get('lmhead', key, code, 'reduce');
     const { part, tlogit, nTiles } = a.scratch;

@@ -1,0 +1,91 @@
+/**
+ * Forward benchmark: a SmolLM2-135M-shaped Llama (seeded random weights), T tokens, every
+ * position scored by the fused lm-head. Reports tokens/s, achieved GFLOP/s against the adapter's
+ * measured FMA peak, the matmul-dominated shapes on their own, and peak GPU bytes against the
+ * analytic minimum. Also picks the matmul register tile for this adapter by a short sweep.
+ */
+import { parseArgs } from 'node:util';
+import { formatBytes } from '../src/engine/buffers.ts';
+import { describeAdapter } from '../src/engine/gpu.ts';
+import { GpuLlama } from '../src/engine/llama.ts';
+import { medianMs, tuneKernels } from '../src/engine/tune.ts';
+import type { LlamaConfig } from '../src/model/config.ts';
+import { makeTinyLlama } from '../src/model/demo.ts';
+import type { QuantFormat } from '../src/model/quant.ts';
+import { baseModelBytes, projectionShapes } from '../src/model/size.ts';
+import { createNodeEngine } from '../src/node/engine.ts';
+import { measureFmaPeak } from './peak.ts';
+
+/** SmolLM2-135M: 30 layers, hidden 576, ffn 1536, 9 heads (3 kv) of 64, vocab 49152, tied. */
+export const SMOLLM2_135M = { seed: 7, vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3, tie: true, ropeTheta: 100000, maxPositionEmbeddings: 8192 };
+
+function emit(obj: Record<string, unknown>): void {
+  console.log(JSON.stringify(obj));
+}
+
+/** FLOPs of one forward pass over T tokens scoring R positions (multiply-add = 2). */
+export function forwardFlops(c: LlamaConfig, T: number, R: number): number {
+  const linear = Object.values(projectionShapes(c)).reduce((s, [n, k]) => s + n * k, 0);
+  const attention = 2 * 2 * c.numHeads * c.headDim * ((T * (T + 1)) / 2); // QK^T and PV, causal
+  return c.numLayers * (2 * linear * T + attention) + 2 * c.vocabSize * c.hiddenSize * R;
+}
+
+export async function forwardBench(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, tokens: { type: 'string', default: '256' }, layers: { type: 'string' } } });
+  const quant = values.quant as QuantFormat;
+  const T = Number(values.tokens);
+  const shape = { ...SMOLLM2_135M, numLayers: values.layers ? Number(values.layers) : SMOLLM2_135M.numLayers };
+  const probe = await createNodeEngine();
+  const adapter = describeAdapter(probe.ctx.adapter);
+  const peak = await measureFmaPeak(probe);
+  emit({ bench: 'fma_peak', adapter, gflops: +peak.toFixed(2) });
+
+  // Per-adapter tile choice on the model's own shapes; the winners run the whole forward pass.
+  const tuned = await tuneKernels(probe, { T, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
+  for (const m of tuned.matmul) emit({ bench: 'matmul_tile', quant, T, N: shape.intermediateSize, K: shape.hiddenSize, tile: m.tile, gflops: +m.gflops.toFixed(2), of_peak: +(m.gflops / peak).toFixed(3) });
+  for (const m of tuned.lmhead) emit({ bench: 'lmhead_tile', quant, R: T, C: shape.hiddenSize, tile: m.tile, gflops: +m.gflops.toFixed(2), of_peak: +(m.gflops / peak).toFixed(3) });
+  const best = tuned.matmul.reduce((a, c) => (c.gflops > a.gflops ? c : a));
+  probe.destroy();
+
+  const engine = await createNodeEngine({ tuning: tuned.tuning });
+  const weights = makeTinyLlama(shape);
+  const c = weights.config;
+  const llama = GpuLlama.create(engine.ops, weights, quant);
+  const ids = Array.from({ length: T }, (_, i) => (i * 7919 + 11) % c.vocabSize);
+  const rows = ids.map((_, i) => i);
+  const targets = ids.map((_, i) => ids[(i + 1) % T]);
+  const modelBytes = engine.buffers.current;
+  engine.buffers.resetPeak();
+  const ms = await medianMs(engine, async () => void (await llama.score(ids, rows, targets)));
+  const flops = forwardFlops(c, T, T);
+  const gflops = flops / (ms / 1000) / 1e9;
+  const activations = T * (2 * c.hiddenSize + 2 * c.numHeads * c.headDim + 2 * c.numKvHeads * c.headDim + 3 * c.intermediateSize + 4) * 4;
+  const row = {
+    bench: 'forward',
+    adapter,
+    model: `SmolLM2-135M shape (${c.numLayers} layers)`,
+    quant,
+    tokens: T,
+    ms: +ms.toFixed(1),
+    tokens_per_s: +((T * 1000) / ms).toFixed(1),
+    gflops: +gflops.toFixed(2),
+    fma_peak_gflops: +peak.toFixed(2),
+    of_peak: +(gflops / peak).toFixed(3),
+    matmul_tile: best.tile,
+    lmhead_tile: tuned.tuning.lmhead,
+    matmul_gflops: +best.gflops.toFixed(2),
+    matmul_of_peak: +(best.gflops / peak).toFixed(3),
+    peak_bytes: engine.buffers.peak,
+    model_bytes: modelBytes,
+    analytic_min_bytes: baseModelBytes(c, quant) + activations,
+    tokens_x_vocab_x4: T * c.vocabSize * 4,
+    largest_buffer: engine.buffers.largest,
+  };
+  emit(row);
+  console.log(`\n| model | quant | T | ms | tok/s | GFLOP/s | peak | % of peak | matmul % | GPU peak bytes | analytic min |`);
+  console.log(`|---|---|---|---|---|---|---|---|---|---|---|`);
+  console.log(
+    `| ${row.model} | ${quant} | ${T} | ${row.ms} | ${row.tokens_per_s} | ${row.gflops} | ${row.fma_peak_gflops} | ${(100 * row.of_peak).toFixed(1)}% | ${(100 * row.matmul_of_peak).toFixed(1)}% | ${formatBytes(row.peak_bytes)} | ${formatBytes(row.analytic_min_bytes)} |`,
+  );
+  engine.destroy();
+}

@@ -1,0 +1,17 @@
+/**
+ * Benchmarks (`npm run bench -- <name> [options]`). Each measurement prints one JSON line,
+ * then a short table. Runs on whatever WebGPU adapter is present.
+ *   forward   SmolLM2-135M-shaped model, seeded random weights, one forward pass + fused lm-head
+ */
+import { forwardBench } from './forward.ts';
+
+const BENCHES: Record<string, (argv: string[]) => Promise<void>> = { forward: forwardBench };
+
+const [name, ...rest] = process.argv.slice(2);
+const bench = name ? BENCHES[name] : undefined;
+if (!bench) {
+  console.error(`usage: npm run bench -- <${Object.keys(BENCHES).join('|')}> [options]`);
+  process.exitCode = 2;
+} else {
+  await bench(rest);
+}

@@ -1,0 +1,93 @@
+/**
+ * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels on the model's
+ * own shapes and keep the fastest (architecture.md 3b: the best shape differs by an order of
+ * magnitude between SwiftShader and real GPUs). Takes a few seconds; callers cache the result
+ * per adapter.
+ */
+import type { Engine } from './engine.ts';
+import { DEFAULT_TUNING, Ops, type GpuWeight, type Tuning } from './ops.ts';
+import { quantize, type QuantFormat } from '../model/quant.ts';
+
+export const MATMUL_CANDIDATES: Tuning['matmul'][] = [
+  { TM: 4, TN: 4, WGX: 8, WGY: 8 },
+  { TM: 8, TN: 8, WGX: 8, WGY: 8 },
+  { TM: 16, TN: 8, WGX: 4, WGY: 16 },
+  { TM: 16, TN: 12, WGX: 8, WGY: 8 },
+];
+
+export const LMHEAD_CANDIDATES: Tuning['lmhead'][] = [
+  { TM: 4, TN: 4, WGX: 16, WGY: 4 },
+  { TM: 8, TN: 8, WGX: 16, WGY: 4 },
+  { TM: 8, TN: 8, WGX: 8, WGY: 8 },
+];
+
+export interface TuneResult {
+  tuning: Tuning;
+  /** GFLOP/s of every candidate, in candidate order. */
+  matmul: Array<{ tile: Tuning['matmul']; gflops: number }>;
+  lmhead: Array<{ tile: Tuning['lmhead']; gflops: number }>;
+}
+
+/** Median wall time (ms) of `fn` over `reps` runs after one warm-up (which also compiles). */
+export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3): Promise<number> {
+  await fn();
+  await engine.ctx.device.queue.onSubmittedWorkDone();
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await fn();
+    await engine.ctx.device.queue.onSubmittedWorkDone();
+    times.push(performance.now() - t0);
+  }
+  return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
+}
+
+function syntheticWeight(engine: Engine, rows: number, cols: number, format: QuantFormat): GpuWeight {
+  const q = quantize(new Float32Array(rows * cols).map((_, i) => Math.sin(i) * 0.05), rows, cols, format);
+  return { format, rows, cols, data: engine.buffers.upload('tune w', q.data), scales: q.scales ? engine.buffers.upload('tune w.scales', q.scales) : null };
+}
+
+/**
+ * Pick the fastest matmul and lm-head tiles for T tokens of a model with hidden C, FFN F,
+ * vocabulary V (the lm-head is timed on min(V, 8192) columns to keep tuning short).
+ */
+export async function tuneKernels(engine: Engine, shape: { T: number; C: number; F: number; V: number }, format: QuantFormat): Promise<TuneResult> {
+  const { T, C, F } = shape;
+  const V = Math.min(shape.V, 8192);
+  const b = engine.buffers;
+  const opsWith = (t: Partial<Tuning>) => new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, ...t });
+  const w = syntheticWeight(engine, F, C, format);
+  const x = b.create('tune x', T * C * 4);
+  const out = b.create('tune out', T * F * 4);
+  const matmul: TuneResult['matmul'] = [];
+  for (const tile of MATMUL_CANDIDATES) {
+    const ops = opsWith({ matmul: tile });
+    const reps = 4;
+    const ms = await medianMs(engine, async () => {
+      const enc = engine.ctx.device.createCommandEncoder();
+      for (let i = 0; i < reps; i++) await ops.matmul(enc, { x, w, out, T });
+      engine.ctx.device.queue.submit([enc.finish()]);
+    });
+    matmul.push({ tile, gflops: (2 * T * F * C * reps) / ms / 1e6 });
+  }
+  const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
+  const rows = b.upload('tune rows', Uint32Array.from({ length: T }, (_, i) => i));
+  const lse = b.create('tune lse', T * 4);
+  const logp = b.create('tune logp', T * 4);
+  const lmhead: TuneResult['lmhead'] = [];
+  for (const tile of LMHEAD_CANDIDATES) {
+    const ops = opsWith({ lmhead: tile });
+    const scratch = ops.lmheadScratch(T, V);
+    const ms = await medianMs(engine, async () => {
+      const enc = engine.ctx.device.createCommandEncoder();
+      await ops.lmhead(enc, { h: x, rows, targets: rows, R: T, w: head, lse, logp, scratch });
+      engine.ctx.device.queue.submit([enc.finish()]);
+    });
+    lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
+    b.destroy(scratch.part);
+    b.destroy(scratch.tlogit);
+  }
+  for (const t of [w.data, w.scales, head.data, head.scales, x, out, rows, lse, logp]) b.destroy(t);
+  const best = <T extends { gflops: number }>(list: T[]) => list.reduce((a, c) => (c.gflops > a.gflops ? c : a));
+  return { tuning: { ...DEFAULT_TUNING, matmul: best(matmul).tile, lmhead: best(lmhead).tile }, matmul, lmhead };
+}
