@@ -8,18 +8,18 @@
  */
 import * as Comlink from 'comlink';
 import { createEngine, type Engine } from '../src/engine/engine.ts';
-import { describeAdapter } from '../src/engine/gpu.ts';
+import { adapterName, describeAdapter } from '../src/engine/gpu.ts';
 import { bundledKernelSources } from '../src/engine/kernel-files-vite.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
+import { scoringInput } from '../src/data/prompt.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
 import { GpuUnavailableError, NlftError } from '../src/errors.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
-import type { QuantFormat } from '../src/model/quant.ts';
+import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
 import { parameterCount, type LlamaWeights } from '../src/model/weights.ts';
 import {
   INTERNAL_ERROR,
-  QUANT_FORMATS,
   type AdapterInfo,
   type DeviceLostCallback,
   type MemoryInfo,
@@ -33,14 +33,14 @@ import {
 const TOKENIZER_DIR = `${import.meta.env.BASE_URL}tokenizers/smollm2/`;
 const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
 
-/** A model resident on the GPU, with the buffers that hold its weights. */
+/** A model resident on the GPU. */
 interface LoadedModel {
   llama: GpuLlama;
   info: Omit<ModelInfo, 'memory'>;
-  buffers: ReturnType<Engine['buffers']['list']>;
 }
 
-async function fetchJson(file: string): Promise<unknown> {
+/** Fetches and parses one of the demo tokenizer's JSON files. */
+async function fetchTokenizerFile(file: string): Promise<unknown> {
   const url = new URL(TOKENIZER_DIR + file, self.location.href).href;
   let res: Response;
   try {
@@ -84,40 +84,41 @@ function release(callback: object): void {
   (callback as Partial<Comlink.Remote<unknown>>)[Comlink.releaseProxy]?.();
 }
 
+/** The worker's state and the calls of `TrainerApi`; helpers are `#private`, out of comlink's reach. */
 class Trainer implements TrainerApi {
-  private engine: Engine | null = null;
-  private adapter: AdapterInfo | null = null;
-  private tokenizer: TextTokenizer | null = null;
-  private demoWeights: LlamaWeights | null = null;
-  private model: LoadedModel | null = null;
-  private queue: Promise<unknown> = Promise.resolve();
+  #engine: Engine | null = null;
+  #adapter: AdapterInfo | null = null;
+  #tokenizer: TextTokenizer | null = null;
+  #demoWeights: LlamaWeights | null = null;
+  #model: LoadedModel | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
 
   /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
-  private serial<T>(job: () => Promise<T>): Promise<T> {
-    const result = this.queue.then(job).catch((e: unknown) => {
+  #serial<T>(job: () => Promise<T>): Promise<T> {
+    const result = this.#queue.then(job).catch((e: unknown) => {
       throw wireError(e);
     });
-    this.queue = result.catch(() => undefined);
+    this.#queue = result.catch(() => undefined);
     return result;
   }
 
   /** The engine, checked to still have its device. */
-  private live(): Engine {
-    if (!this.engine) throw new NlftError('The GPU is not initialised yet.', 'not-ready');
-    this.engine.ctx.check();
-    return this.engine;
+  #live(): Engine {
+    if (!this.#engine) throw new NlftError('The GPU is not initialised yet.', 'not-ready');
+    this.#engine.ctx.check();
+    return this.#engine;
   }
 
-  private memoryInfo(): MemoryInfo {
-    const { current, peak } = this.live().buffers;
+  #memoryInfo(): MemoryInfo {
+    const { current, peak } = this.#live().buffers;
     return { currentBytes: current, peakBytes: peak };
   }
 
   init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo> {
-    return this.serial(async () => {
-      if (this.adapter) {
+    return this.#serial(async () => {
+      if (this.#adapter) {
         release(onDeviceLost);
-        return this.adapter;
+        return this.#adapter;
       }
       let engine: Engine;
       try {
@@ -128,36 +129,29 @@ class Trainer implements TrainerApi {
         throw e instanceof GpuUnavailableError && navigator.gpu ? noWebGpu(e.message) : e;
       }
       void engine.ctx.lost.then((err) => onDeviceLost(err.message));
-      this.engine = engine;
-      const a = engine.ctx.adapter;
-      this.adapter = {
-        name: [a.vendor, a.architecture, a.device, a.description].filter((s) => s).join(' / ') || 'unknown adapter',
-        details: describeAdapter(a),
-        summary: a,
-      };
-      return this.adapter;
+      this.#engine = engine;
+      const summary = engine.ctx.adapter;
+      this.#adapter = { name: adapterName(summary), details: describeAdapter(summary), summary };
+      return this.#adapter;
     });
   }
 
   loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
-    return this.serial(async () => {
+    return this.#serial(async () => {
       try {
-        if (!QUANT_FORMATS.includes(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
-        const engine = this.live();
+        if (!isQuantFormat(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
+        const engine = this.#live();
         onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
-        this.demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
+        this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
         onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
-        this.tokenizer ??= TextTokenizer.fromJson(await fetchJson('tokenizer.json'), await fetchJson('tokenizer_config.json'));
+        this.#tokenizer ??= TextTokenizer.fromJson(await fetchTokenizerFile('tokenizer.json'), await fetchTokenizerFile('tokenizer_config.json'));
 
         onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.55 });
-        this.unloadModel();
-        const before = new Set(engine.buffers.list());
-        const llama = GpuLlama.create(engine.ops, this.demoWeights, quant);
-        const buffers = engine.buffers.list().filter((t) => !before.has(t));
-        const config = this.demoWeights.config;
-        this.model = {
+        this.#unloadModel();
+        const llama = GpuLlama.create(engine.ops, this.#demoWeights, quant);
+        const config = this.#demoWeights.config;
+        this.#model = {
           llama,
-          buffers,
           info: {
             name: DEMO_MODEL_NAME,
             quant,
@@ -174,7 +168,7 @@ class Trainer implements TrainerApi {
         const bos = config.bosTokenId ?? 0;
         await llama.responseLogProbs([bos], [bos]);
         onProgress({ stage: 'Ready', fraction: 1 });
-        return { ...this.model.info, memory: this.memoryInfo() };
+        return { ...this.#model.info, memory: this.#memoryInfo() };
       } finally {
         release(onProgress);
       }
@@ -182,24 +176,19 @@ class Trainer implements TrainerApi {
   }
 
   /** Frees the GPU buffers of the loaded model, if any. */
-  private unloadModel(): void {
-    if (!this.model || !this.engine) return;
-    for (const t of this.model.buffers) this.engine.buffers.destroy(t);
-    this.model = null;
+  #unloadModel(): void {
+    if (!this.#model || !this.#engine) return;
+    this.#model.llama.destroy();
+    this.#model = null;
   }
 
   logprobs(request: ScoreRequest): Promise<TokenScores> {
-    return this.serial(async () => {
-      this.live();
-      const { model, tokenizer } = this;
+    return this.#serial(async () => {
+      this.#live();
+      const model = this.#model;
+      const tokenizer = this.#tokenizer;
       if (!model || !tokenizer) throw new NlftError('No model is loaded yet.', 'not-ready');
-      const promptText = request.chat
-        ? tokenizer.applyChatTemplate([{ role: 'user', content: request.prompt }], { addGenerationPrompt: true })
-        : request.prompt;
-      const promptIds = tokenizer.encode(promptText);
-      const ids = tokenizer.encode(request.response);
-      if (promptIds.length === 0) throw new NlftError('The prompt is empty: the response is scored given a prompt of at least one token.', 'empty-prompt');
-      if (ids.length === 0) throw new NlftError('The response is empty: type the text to score.', 'empty-response');
+      const { promptIds, responseIds: ids } = scoringInput(tokenizer, request.prompt, request.response, { chat: request.chat });
       const start = performance.now();
       const logp = await model.llama.responseLogProbs(promptIds, ids);
       return {
@@ -213,7 +202,7 @@ class Trainer implements TrainerApi {
   }
 
   memory(): Promise<MemoryInfo> {
-    return this.serial(async () => this.memoryInfo());
+    return this.#serial(async () => this.#memoryInfo());
   }
 }
 

@@ -89,36 +89,44 @@ export class GpuLlama {
     const b = ops.buffers;
     const c = weights.config;
     checkQuantizable(c, quant);
+    // On failure part-way (a buffer over the device limit, a bad LoRA rank), free what was made.
+    const made: TrackedBuffer[] = [];
+    const keep = (t: TrackedBuffer) => (made.push(t), t);
     const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
       const q = quantize(w, rows, cols, format);
       return {
         format,
         rows,
         cols,
-        data: b.upload(name, q.data),
-        scales: q.scales ? b.upload(`${name}.scales`, q.scales) : null,
+        data: keep(b.upload(name, q.data)),
+        scales: q.scales ? keep(b.upload(`${name}.scales`, q.scales)) : null,
       };
     };
-    const tf = tableFormat(quant);
-    const embed = upload('embed_tokens', weights.embed, c.vocabSize, c.hiddenSize, tf);
-    const lmHead = weights.lmHead ? upload('lm_head', weights.lmHead, c.vocabSize, c.hiddenSize, tf) : embed;
-    const shapes = projectionShapes(c);
-    const layers = weights.layers.map((lw, i): GpuLayer => {
-      const src: Record<Projection, Float32Array> = { q_proj: lw.q, k_proj: lw.k, v_proj: lw.v, o_proj: lw.o, gate_proj: lw.gate, up_proj: lw.up, down_proj: lw.down };
-      const proj = {} as Record<Projection, GpuWeight>;
-      const gl: Partial<Record<Projection, GpuLora>> = {};
-      for (const p of Object.keys(shapes) as Projection[]) {
-        const [n, k] = shapes[p];
-        proj[p] = upload(`layers.${i}.${p}`, src[p], n, k, quant);
-        const f = lora?.[i]?.[p];
-        if (f) {
-          if (f.r % 4 !== 0) throw new NlftError(`LoRA rank ${f.r} is not supported: the rank must be a multiple of 4`, 'lora-rank');
-          gl[p] = { A: upload(`layers.${i}.${p}.lora_A`, f.A, f.r, k, 'f32'), B: upload(`layers.${i}.${p}.lora_B`, f.B, n, f.r, 'f32'), r: f.r, scale: f.scale };
+    try {
+      const tf = tableFormat(quant);
+      const embed = upload('embed_tokens', weights.embed, c.vocabSize, c.hiddenSize, tf);
+      const lmHead = weights.lmHead ? upload('lm_head', weights.lmHead, c.vocabSize, c.hiddenSize, tf) : embed;
+      const shapes = projectionShapes(c);
+      const layers = weights.layers.map((lw, i): GpuLayer => {
+        const src: Record<Projection, Float32Array> = { q_proj: lw.q, k_proj: lw.k, v_proj: lw.v, o_proj: lw.o, gate_proj: lw.gate, up_proj: lw.up, down_proj: lw.down };
+        const proj = {} as Record<Projection, GpuWeight>;
+        const gl: Partial<Record<Projection, GpuLora>> = {};
+        for (const p of Object.keys(shapes) as Projection[]) {
+          const [n, k] = shapes[p];
+          proj[p] = upload(`layers.${i}.${p}`, src[p], n, k, quant);
+          const f = lora?.[i]?.[p];
+          if (f) {
+            if (f.r % 4 !== 0) throw new NlftError(`LoRA rank ${f.r} is not supported: the rank must be a multiple of 4`, 'lora-rank');
+            gl[p] = { A: upload(`layers.${i}.${p}.lora_A`, f.A, f.r, k, 'f32'), B: upload(`layers.${i}.${p}.lora_B`, f.B, n, f.r, 'f32'), r: f.r, scale: f.scale };
+          }
         }
-      }
-      return { inputNorm: b.upload(`layers.${i}.input_layernorm`, lw.inputNorm), postNorm: b.upload(`layers.${i}.post_attention_layernorm`, lw.postNorm), proj, lora: gl };
-    });
-    return new GpuLlama(c, quant, ops, b, embed, lmHead, layers, b.upload('norm', weights.finalNorm), ropeInvFreq(c));
+        return { inputNorm: keep(b.upload(`layers.${i}.input_layernorm`, lw.inputNorm)), postNorm: keep(b.upload(`layers.${i}.post_attention_layernorm`, lw.postNorm)), proj, lora: gl };
+      });
+      return new GpuLlama(c, quant, ops, b, embed, lmHead, layers, keep(b.upload('norm', weights.finalNorm)), ropeInvFreq(c));
+    } catch (e) {
+      for (const t of made) b.destroy(t);
+      throw e;
+    }
   }
 
   /**

@@ -14,6 +14,13 @@
 
 export type QuantFormat = 'f32' | 'q8' | 'q4';
 
+/** Every weight format, in menu order. */
+export const QUANT_FORMATS: readonly QuantFormat[] = ['f32', 'q8', 'q4'];
+
+export function isQuantFormat(v: unknown): v is QuantFormat {
+  return QUANT_FORMATS.includes(v as QuantFormat);
+}
+
 export interface QuantizedMatrix {
   format: QuantFormat;
   rows: number;

@@ -7,7 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
+import { BufferManager } from '../../src/engine/buffers.ts';
 import { GpuLlama, type LoraSet } from '../../src/engine/llama.ts';
+import { Ops } from '../../src/engine/ops.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { tableFormat } from '../../src/model/size.ts';
@@ -128,6 +130,16 @@ it('LoRA on all seven projections matches the reference with the same adapters',
   expect(maxViolation(got.logp, ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
   expect(maxViolation(got.logp, plain, 1e-4, 1e-5)).toBeGreaterThan(1); // the adapters really act
   llama.destroy();
+});
+
+it('refuses a model over the memory budget with the numbers, and frees what it had uploaded', async () => {
+  const dir = `${tmp}/budget`;
+  await writeTinyLlamaFolder(dir, { ...BASE, seed: 7, tie: true, dtype: 'F32' });
+  const weights = (await loadModelFolder(new FolderSource(dir))).weights;
+  const buffers = new BufferManager(g.ctx.device, 150_000);
+  const ops = new Ops(g.ctx.device, g.pipelines, buffers);
+  expect(() => GpuLlama.create(ops, weights, 'f32')).toThrow(/^buffer "layers\.\d\.\w+" \(\d+\.\d KiB\) would take GPU memory to \d+\.\d KiB, over the budget of 146\.5 KiB$/);
+  expect(buffers.current).toBe(0);
 });
 
 it('rejects out-of-vocabulary ids and positions with clear messages', async () => {

@@ -1,7 +1,7 @@
 /** Command-line option parsing with clear messages (node:util parseArgs, strict). */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../../errors.ts';
-import type { QuantFormat } from '../../model/quant.ts';
+import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../../model/quant.ts';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
@@ -20,7 +20,7 @@ export function required(command: string, values: Record<string, unknown>, name:
 }
 
 export function quantOption(command: string, v: unknown): QuantFormat {
-  const q = (v ?? 'q8') as string;
-  if (q !== 'f32' && q !== 'q8' && q !== 'q4') throw new UsageError(`nlft ${command}: --quant must be f32, q8 or q4 (got "${q}")`);
+  const q = v ?? 'q8';
+  if (!isQuantFormat(q)) throw new UsageError(`nlft ${command}: --quant must be ${QUANT_FORMATS.slice(0, -1).join(', ')} or ${QUANT_FORMATS.at(-1)} (got "${q}")`);
   return q;
 }

@@ -3,6 +3,7 @@
  * Prompt and response are tokenized separately and concatenated (nlft.md §2).
  */
 import { writeFile } from 'node:fs/promises';
+import { scoringInput } from '../../data/prompt.ts';
 import { TextTokenizer } from '../../data/tokenizer.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
@@ -43,10 +44,7 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
   const model = await loadModelFolder(new FolderSource(dir));
   if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; logprobs needs the model's tokenizer`);
   const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
-  const messages = [...(typeof values.system === 'string' ? [{ role: 'system' as const, content: values.system }] : []), { role: 'user' as const, content: prompt }];
-  const promptText = chat ? tok.applyChatTemplate(messages, { addGenerationPrompt: true }) : prompt;
-  const promptIds = tok.encode(promptText);
-  const responseIds = tok.encode(response);
+  const { promptText, promptIds, responseIds } = scoringInput(tok, prompt, response, { chat, system: typeof values.system === 'string' ? values.system : undefined });
   const engine = await createNodeEngine();
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant);

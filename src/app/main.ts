@@ -1,0 +1,80 @@
+/**
+ * NLFT Studio, main thread: builds the page, starts the trainer worker (which owns the GPU), and
+ * wires the panels together. No GPU work runs here.
+ */
+import './style.css';
+import { memorySettingsStore, openSettingsStore, type PlaygroundDraft, type Settings, type SettingsStore } from '../storage/db.ts';
+import { h } from './dom.ts';
+import { errorMessage, TrainerClient } from './trainer-client.ts';
+import { createDataPanel } from './views/data-panel.ts';
+import { createHeader } from './views/header.ts';
+import { createModelPanel } from './views/model-panel.ts';
+import { createPlaygroundPanel } from './views/playground-panel.ts';
+
+const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
+
+/** The settings store, or an in-memory one (with a warning) when IndexedDB cannot be opened. */
+async function openStore(warn: (message: string) => void): Promise<SettingsStore> {
+  try {
+    return await openSettingsStore();
+  } catch (e) {
+    warn(`Your edits will not be kept across reloads: the browser refused IndexedDB (${errorMessage(e)}).`);
+    return memorySettingsStore();
+  }
+}
+
+async function main(root: HTMLElement): Promise<void> {
+  const header = createHeader();
+  const store = await openStore(header.showBanner);
+  const [quant, draft, picked] = await Promise.all([store.get('quant'), store.get('playground'), store.get('pickedRecord')]);
+
+  /** Stores a setting; a failure shows in the banner (the app goes on). */
+  const remember = <K extends keyof Settings>(key: K, value: Settings[K]) =>
+    store.set(key, value).catch((e: unknown) => header.showBanner(`A setting could not be saved: ${errorMessage(e)}`));
+  const trainer = new TrainerClient((message) => stop(message));
+  const playground = createPlaygroundPanel({
+    trainer,
+    draft: draft ?? EMPTY_DRAFT,
+    onDraftChange: (d) => store.set('playground', d),
+    onScored: () => void model.refreshMemory(),
+  });
+  const model = createModelPanel({
+    trainer,
+    quant: quant ?? 'q8',
+    onQuantChange: (q) => void remember('quant', q),
+    onReadyChange: (ready) => playground.setModelReady(ready),
+  });
+  const data = createDataPanel({
+    picked: picked ?? null,
+    onPick(record, index) {
+      playground.fill(record.question, record.answer);
+      void remember('pickedRecord', index);
+    },
+  });
+  /** A failure after which the GPU cannot be used: say so everywhere it matters. */
+  const stop = (message: string) => {
+    header.showBanner(message);
+    model.disable('No model: the GPU is no longer available.');
+  };
+
+  root.replaceChildren(header.el, h('main', { class: 'panels' }, h('div', { class: 'column' }, model.el, data.el), playground.el));
+
+  void data.load().then((records) => {
+    if (!draft && records.length > 0) data.pick(0);
+  });
+  try {
+    header.setAdapter(await trainer.init((message) => stop(`${message}. Reload the page to start again.`)));
+  } catch (e) {
+    header.setNoAdapter(errorMessage(e));
+    model.disable('No model: this page needs WebGPU to run the model.');
+    return;
+  }
+  await model.load();
+}
+
+const root = document.getElementById('app');
+if (root) {
+  main(root).catch((e: unknown) => {
+    root.replaceChildren(h('p', { class: 'error', role: 'alert' }, `NLFT Studio could not start: ${errorMessage(e)}`));
+  });
+}

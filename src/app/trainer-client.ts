@@ -1,0 +1,58 @@
+/**
+ * The page's handle on the trainer worker. It starts the worker, wraps it with comlink and passes
+ * callbacks through `Comlink.proxy`, so views call plain async methods and never touch comlink.
+ */
+import * as Comlink from 'comlink';
+import type { QuantFormat } from '../model/quant.ts';
+import {
+  INTERNAL_ERROR,
+  type AdapterInfo,
+  type DeviceLostCallback,
+  type MemoryInfo,
+  type ModelInfo,
+  type ProgressCallback,
+  type ScoreRequest,
+  type TokenScores,
+  type TrainerApi,
+} from '../worker/protocol.ts';
+
+/** The `TrainerApi` of the worker, callable from the page. */
+export class TrainerClient {
+  private readonly remote: Comlink.Remote<TrainerApi>;
+
+  /** @param onCrash called if the worker script fails to load or throws outside a call */
+  constructor(onCrash: (message: string) => void) {
+    const worker = new Worker(new URL('../../workers/trainer.worker.ts', import.meta.url), { type: 'module', name: 'trainer' });
+    worker.addEventListener('error', (ev) => {
+      ev.preventDefault();
+      onCrash(`The trainer worker stopped: ${ev.message || 'its script could not be loaded'}. Reload the page to start again.`);
+    });
+    this.remote = Comlink.wrap<TrainerApi>(worker);
+  }
+
+  /** See `TrainerApi.init`. */
+  init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo> {
+    return this.remote.init(Comlink.proxy(onDeviceLost));
+  }
+
+  /** See `TrainerApi.loadDemoModel`. */
+  loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
+    return this.remote.loadDemoModel(quant, Comlink.proxy(onProgress));
+  }
+
+  /** See `TrainerApi.logprobs`. */
+  logprobs(request: ScoreRequest): Promise<TokenScores> {
+    return this.remote.logprobs(request);
+  }
+
+  /** See `TrainerApi.memory`. */
+  memory(): Promise<MemoryInfo> {
+    return this.remote.memory();
+  }
+}
+
+/** The text to show for a failed call (or any error): its message, never a stack. */
+export function errorMessage(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  return e.name === INTERNAL_ERROR ? `Unexpected error: ${e.message}` : e.message;
+}

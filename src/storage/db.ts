@@ -1,0 +1,83 @@
+/**
+ * The app's IndexedDB database (through `idb`). Version 1 holds one key-value store of small
+ * settings that survive a reload; later versions add stores (datasets, runs, checkpoints,
+ * adapters) in `upgrade`, keyed on the old version.
+ */
+import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
+import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
+
+/** What the playground remembers across reloads. */
+export interface PlaygroundDraft {
+  prompt: string;
+  response: string;
+  chat: boolean;
+}
+
+/** Every setting the app stores, by key. */
+export interface Settings {
+  quant: QuantFormat;
+  playground: PlaygroundDraft;
+  /** Index of the dataset record picked last. */
+  pickedRecord: number;
+}
+
+/** Typed access to the settings; `get` resolves undefined for a key never set or stored in another shape. */
+export interface SettingsStore {
+  get<K extends keyof Settings>(key: K): Promise<Settings[K] | undefined>;
+  set<K extends keyof Settings>(key: K, value: Settings[K]): Promise<void>;
+}
+
+interface StudioSchema extends DBSchema {
+  settings: { key: keyof Settings; value: Settings[keyof Settings] };
+}
+
+/** Shape checks for stored values (an older build, or another tab, may have written something else). */
+const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
+  quant: isQuantFormat,
+  playground: (v): v is PlaygroundDraft => {
+    const d = v as Partial<PlaygroundDraft> | null;
+    return typeof d === 'object' && d !== null && typeof d.prompt === 'string' && typeof d.response === 'string' && typeof d.chat === 'boolean';
+  },
+  pickedRecord: (v): v is number => Number.isInteger(v) && (v as number) >= 0,
+};
+
+/** Name of the app's database. */
+const DB_NAME = 'nlft-studio';
+const DB_VERSION = 1;
+
+/** Settings kept in IndexedDB. */
+class IdbSettingsStore implements SettingsStore {
+  constructor(private readonly db: IDBPDatabase<StudioSchema>) {}
+
+  async get<K extends keyof Settings>(key: K): Promise<Settings[K] | undefined> {
+    const value: unknown = await this.db.get('settings', key);
+    return VALID[key](value) ? value : undefined;
+  }
+
+  async set<K extends keyof Settings>(key: K, value: Settings[K]): Promise<void> {
+    await this.db.put('settings', value, key);
+  }
+}
+
+/** Opens (creating or upgrading) the app's database and returns its settings store. */
+export async function openSettingsStore(): Promise<SettingsStore> {
+  const db = await openDB<StudioSchema>(DB_NAME, DB_VERSION, {
+    upgrade(db, oldVersion) {
+      if (oldVersion < 1) db.createObjectStore('settings');
+    },
+  });
+  return new IdbSettingsStore(db);
+}
+
+/** Settings held in memory only: the fallback when IndexedDB cannot be opened. */
+export function memorySettingsStore(): SettingsStore {
+  const values = new Map<keyof Settings, unknown>();
+  return {
+    async get<K extends keyof Settings>(key: K) {
+      return values.get(key) as Settings[K] | undefined;
+    },
+    async set<K extends keyof Settings>(key: K, value: Settings[K]) {
+      values.set(key, value);
+    },
+  };
+}

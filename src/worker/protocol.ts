@@ -1,0 +1,98 @@
+/**
+ * The contract between the page (main thread) and `workers/trainer.worker.ts`, which owns the GPU
+ * device. The worker exposes a `TrainerApi` with comlink; the page holds a `Remote<TrainerApi>`.
+ *
+ * Everything here crosses a `postMessage`: plain data only (structured-clone), except callback
+ * parameters, which the page wraps in `Comlink.proxy`. A call that fails rejects with an `Error`
+ * whose `name` is the `code` of the worker-side `NlftError` (e.g. `'device-lost'`,
+ * `'gpu-unavailable'`), or `INTERNAL_ERROR` for an unexpected failure, and whose `message` is
+ * meant for the user (the page never shows a stack).
+ */
+import type { AdapterSummary } from '../engine/gpu.ts';
+import type { QuantFormat } from '../model/quant.ts';
+
+/** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
+export const INTERNAL_ERROR = 'internal';
+
+/** The GPU adapter the worker acquired. */
+export interface AdapterInfo {
+  /** Short name, e.g. "google / swiftshader" (see `adapterName`). */
+  name: string;
+  /** One line with the name, optional features and the binding limit (for logs and tooltips). */
+  details: string;
+  summary: AdapterSummary;
+}
+
+/** One step of a long operation; `fraction` grows from 0 to 1. */
+export interface Progress {
+  stage: string;
+  fraction: number;
+}
+
+/** Called by the worker as a long operation advances (pass it through `Comlink.proxy`). */
+export type ProgressCallback = (progress: Progress) => void;
+
+/** Called once if the GPU device is lost; the message says why (pass it through `Comlink.proxy`). */
+export type DeviceLostCallback = (message: string) => void;
+
+/** GPU bytes held by the worker's buffer manager. */
+export interface MemoryInfo {
+  currentBytes: number;
+  /** Highest `currentBytes` since the model was loaded. */
+  peakBytes: number;
+}
+
+/** The model now resident on the GPU. */
+export interface ModelInfo {
+  name: string;
+  quant: QuantFormat;
+  parameters: number;
+  layers: number;
+  hiddenSize: number;
+  vocabSize: number;
+  /** Analytic size of the frozen base weights in `quant` (see `baseModelBytes`). */
+  weightBytes: number;
+  memory: MemoryInfo;
+}
+
+/** Text to score: log p of every response token given the prompt. */
+export interface ScoreRequest {
+  prompt: string;
+  response: string;
+  /** Render the prompt as a user turn of the model's chat template (with the assistant opening). */
+  chat: boolean;
+}
+
+/** Per-token scores of the response. */
+export interface TokenScores {
+  /** Number of prompt tokens (after the chat template, when asked). */
+  promptTokens: number;
+  /** Response token ids, in order. */
+  ids: number[];
+  /** Readable text of each response token. */
+  texts: string[];
+  /** Natural-log probability of each response token (all <= 0). */
+  logprobs: number[];
+  /** Time the worker spent on the forward pass, in milliseconds. */
+  millis: number;
+}
+
+/**
+ * What the trainer worker does for the page. Calls are queued in the worker and run one at a time.
+ */
+export interface TrainerApi {
+  /**
+   * Acquires the GPU adapter and device (once; later calls return the same adapter).
+   * Throws `GpuUnavailableError` when the browser has no WebGPU or no adapter.
+   */
+  init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo>;
+  /**
+   * Builds the embedded demo model from its seed, loads the tokenizer and uploads the weights in
+   * `quant`, replacing any model already loaded.
+   */
+  loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo>;
+  /** Scores the response under the prompt with the loaded model. */
+  logprobs(request: ScoreRequest): Promise<TokenScores>;
+  /** GPU bytes held now and at peak. */
+  memory(): Promise<MemoryInfo>;
+}
