@@ -5,6 +5,7 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelFormatError } from '../errors.ts';
+import { isRecord } from '../util/json.ts';
 
 export type ChatRole = 'system' | 'user' | 'assistant';
 
@@ -35,9 +36,6 @@ interface SpecialToken {
   id: number;
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /**
  * Reads a special token from tokenizer_config.json: a string, or an AddedToken object

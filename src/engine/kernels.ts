@@ -76,8 +76,11 @@ export class PipelineCache {
     const hit = this.cache.get(full);
     if (hit) return hit;
     const wgsl = code();
+    // Scoped, so a compile error is reported once, as a KernelError, not also as an uncaptured error.
+    this.device.pushErrorScope('validation');
     const module = this.device.createShaderModule({ label: name, code: wgsl });
     const info = await module.getCompilationInfo();
+    await this.device.popErrorScope();
     const errors = info.messages.filter((m) => m.type === 'error');
     if (errors.length) {
       throw new KernelError(name, errors.map((e) => `line ${e.lineNum}:${e.linePos} ${e.message}`).join('; '));

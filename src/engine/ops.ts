@@ -134,7 +134,7 @@ export class Ops {
     a: { q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; T: number; H: number; KVH: number; D: number },
   ): Promise<void> {
     const { BQ, BK } = this.tuning.attention;
-    const pl = await this.pipelines.get('attention', `attention:${a.D}:${BQ}:${BK}`, () => fillTemplate(this.pipelines.source('attention'), { D: a.D, BQ, BK }, 'attention'));
+    const pl = await this.pipelines.get('attention', `attention:${a.D}:${BQ}:${BK}`, () => fillTemplate(this.pipelines.source('attention'), { D4: a.D / 4, BQ, BK }, 'attention'));
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
     this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse)], [Math.ceil(a.T / BQ), a.H], 'attention');
   }

@@ -3,6 +3,7 @@
  * `LlamaForCausalLM` semantics need, validated, with camelCase names.
  */
 import { ModelFormatError } from '../errors.ts';
+import { describeJsonValue, isRecord } from '../util/json.ts';
 
 /** llama3 (Llama 3.1/3.2) rotary frequency scaling. */
 export interface Llama3RopeScaling {
@@ -49,7 +50,7 @@ export interface LlamaConfig {
  *   missing or malformed field and for options this engine does not support
  */
 export function parseLlamaConfig(json: unknown, fileName = 'config.json'): LlamaConfig {
-  if (!isObject(json)) throw new ModelFormatError(fileName, undefined, `expected a JSON object, found ${describe(json)}`);
+  if (!isRecord(json)) throw new ModelFormatError(fileName, undefined, `expected a JSON object, found ${describeJsonValue(json)}`);
   const fail = (field: string, detail: string): never => {
     throw new ModelFormatError(fileName, field, detail);
   };
@@ -58,27 +59,27 @@ export function parseLlamaConfig(json: unknown, fileName = 'config.json'): Llama
     const v = json[field];
     if (v === undefined && fallback !== undefined) return fallback;
     if (v === undefined) return fail(field, 'missing; expected a positive integer');
-    if (!Number.isSafeInteger(v) || (v as number) <= 0) return fail(field, `expected a positive integer, found ${describe(v)}`);
+    if (!Number.isSafeInteger(v) || (v as number) <= 0) return fail(field, `expected a positive integer, found ${describeJsonValue(v)}`);
     return v as number;
   };
   /** A positive finite number field, `fallback` when absent. */
   const positiveNumber = (field: string, fallback: number): number => {
     const v = json[field];
     if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(field, `expected a positive number, found ${describe(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(field, `expected a positive number, found ${describeJsonValue(v)}`);
     return v;
   };
   /** A boolean field, `false` when absent or null. */
   const flag = (field: string): boolean => {
     const v = json[field];
     if (v === undefined || v === null) return false;
-    if (typeof v !== 'boolean') return fail(field, `expected true or false, found ${describe(v)}`);
+    if (typeof v !== 'boolean') return fail(field, `expected true or false, found ${describeJsonValue(v)}`);
     return v;
   };
 
   checkModelType(json, fail);
   if (json.hidden_act !== undefined && json.hidden_act !== 'silu') {
-    fail('hidden_act', `unsupported activation ${describe(json.hidden_act)}; expected "silu"`);
+    fail('hidden_act', `unsupported activation ${describeJsonValue(json.hidden_act)}; expected "silu"`);
   }
   for (const field of ['attention_bias', 'mlp_bias']) {
     if (flag(field)) fail(field, 'true is not supported; expected false (Llama projections without biases)');
@@ -163,7 +164,7 @@ type Fail = (field: string, detail: string) => never;
 function checkModelType(json: Record<string, unknown>, fail: Fail): void {
   const modelType = json.model_type;
   if (modelType === 'llama') return;
-  if (modelType !== undefined) fail('model_type', `unsupported model type ${describe(modelType)}; expected "llama"`);
+  if (modelType !== undefined) fail('model_type', `unsupported model type ${describeJsonValue(modelType)}; expected "llama"`);
   const arch = json.architectures;
   if (!Array.isArray(arch) || !arch.includes('LlamaForCausalLM')) {
     fail('model_type', 'missing; expected "llama" (or architectures containing "LlamaForCausalLM")');
@@ -177,16 +178,16 @@ function checkModelType(json: Record<string, unknown>, fail: Fail): void {
  */
 function parseRopeScaling(v: unknown, fail: Fail): Llama3RopeScaling | null {
   if (v === undefined || v === null) return null;
-  if (!isObject(v)) return fail('rope_scaling', `expected null or an object, found ${describe(v)}`);
+  if (!isRecord(v)) return fail('rope_scaling', `expected null or an object, found ${describeJsonValue(v)}`);
   const type = v.rope_type ?? v.type;
   if (type === 'default') return null;
   if (type !== 'llama3') {
-    return fail('rope_scaling.rope_type', `unsupported rope scaling ${describe(type)}; supported: "llama3" (or null for none)`);
+    return fail('rope_scaling.rope_type', `unsupported rope scaling ${describeJsonValue(type)}; supported: "llama3" (or null for none)`);
   }
   const num = (key: string, integer: boolean): number => {
     const x = v[key];
     const ok = integer ? Number.isSafeInteger(x) && (x as number) > 0 : typeof x === 'number' && Number.isFinite(x) && x > 0;
-    if (!ok) return fail(`rope_scaling.${key}`, `expected a positive ${integer ? 'integer' : 'number'}, found ${describe(x)}`);
+    if (!ok) return fail(`rope_scaling.${key}`, `expected a positive ${integer ? 'integer' : 'number'}, found ${describeJsonValue(x)}`);
     return x as number;
   };
   const scaling: Llama3RopeScaling = {
@@ -208,7 +209,7 @@ function parseRopeScaling(v: unknown, fail: Fail): Llama3RopeScaling | null {
 /** A token id: a non-negative integer, or null/absent. */
 function parseTokenId(v: unknown, field: string, fail: Fail): number | null {
   if (v === undefined || v === null) return null;
-  if (!Number.isSafeInteger(v) || (v as number) < 0) return fail(field, `expected a token id (non-negative integer) or null, found ${describe(v)}`);
+  if (!Number.isSafeInteger(v) || (v as number) < 0) return fail(field, `expected a token id (non-negative integer) or null, found ${describeJsonValue(v)}`);
   return v as number;
 }
 
@@ -216,18 +217,9 @@ function parseTokenId(v: unknown, field: string, fail: Fail): number | null {
 function parseEosTokenId(v: unknown, fail: Fail): number | number[] | null {
   if (!Array.isArray(v)) return parseTokenId(v, 'eos_token_id', fail);
   if (v.length === 0 || !v.every((id) => Number.isSafeInteger(id) && id >= 0)) {
-    return fail('eos_token_id', `expected a token id, a non-empty list of token ids, or null, found ${describe(v)}`);
+    return fail('eos_token_id', `expected a token id, a non-empty list of token ids, or null, found ${describeJsonValue(v)}`);
   }
   return v as number[];
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
-/** A found JSON value for messages, as JSON cut to 60 characters, or `nothing` when absent. */
-function describe(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  const text = JSON.stringify(v);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}

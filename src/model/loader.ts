@@ -5,9 +5,9 @@
  * file and the field or tensor at fault.
  */
 import { ModelFormatError } from '../errors.ts';
+import { describeJsonValue } from '../util/json.ts';
 import { parseLlamaConfig, type LlamaConfig } from './config.ts';
 import {
-  describeJsonValue,
   readSafetensorsHeader,
   readTensorF32,
   type SafetensorsHeader,

@@ -8,6 +8,7 @@
  * size before anything is allocated, and only the bytes a caller asks for are read.
  */
 import { ModelFormatError } from '../errors.ts';
+import { describeJsonValue, isRecord } from '../util/json.ts';
 import type { FileSource } from './source.ts';
 
 /** The tensor dtypes NLFT Studio reads and writes. */
@@ -193,7 +194,7 @@ function parseHeaderJson(bytes: Uint8Array, fileName: string): Record<string, un
   } catch (e) {
     throw new ModelFormatError(fileName, 'header', `not valid JSON: ${(e as Error).message}`);
   }
-  if (!isPlainObject(value)) {
+  if (!isRecord(value)) {
     throw new ModelFormatError(fileName, 'header', `expected a JSON object, found ${describeJsonValue(value)}`);
   }
   return value;
@@ -201,7 +202,7 @@ function parseHeaderJson(bytes: Uint8Array, fileName: string): Record<string, un
 
 /** Validates `__metadata__`: a map of strings. */
 function parseMetadata(entry: unknown, fileName: string): Record<string, string> {
-  if (!isPlainObject(entry)) {
+  if (!isRecord(entry)) {
     throw new ModelFormatError(fileName, '__metadata__', `expected a map of strings, found ${describeJsonValue(entry)}`);
   }
   for (const [key, value] of Object.entries(entry)) {
@@ -218,7 +219,7 @@ function parseMetadata(entry: unknown, fileName: string): Record<string, string>
 
 /** Validates one tensor entry against the data section size. */
 function parseTensorEntry(name: string, entry: unknown, dataSize: number, fileName: string): SafetensorsTensorInfo {
-  if (!isPlainObject(entry)) {
+  if (!isRecord(entry)) {
     throw new ModelFormatError(fileName, name, `expected an object with dtype, shape and data_offsets, found ${describeJsonValue(entry)}`);
   }
   const { dtype, shape, data_offsets: offsets } = entry;
@@ -369,18 +370,9 @@ export function writeSafetensors(tensors: SafetensorsTensor[], metadata?: Record
 /* Helpers                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /** `[64, 128]` */
 function formatShape(shape: readonly unknown[]): string {
   return `[${shape.join(', ')}]`;
 }
 
-/** A found JSON value for messages, as JSON cut to 60 characters, or `nothing` when absent. */
-export function describeJsonValue(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  const text = JSON.stringify(v);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}

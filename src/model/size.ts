@@ -38,6 +38,7 @@ export function checkQuantizable(c: LlamaConfig, quant: QuantFormat): void {
     ['intermediate_size', c.intermediateSize],
     ['num_attention_heads * head_dim', c.numHeads * c.headDim],
   ];
+  if (c.headDim % 4 !== 0) throw new NlftError(`config.json (head_dim): ${c.headDim} is not a multiple of 4, which the attention kernel needs`, 'unsupported-shape');
   for (const [name, v] of dims) {
     if (v % multiple !== 0) {
       throw new NlftError(`config.json (${name}): ${v} is not a multiple of ${multiple}, which ${quant === 'f32' ? 'the f32 kernels' : `${quant} blocks`} need`, 'unsupported-shape');

@@ -4,6 +4,7 @@ import type { Engine } from '../../src/engine/engine.ts';
 import type { GpuWeight } from '../../src/engine/ops.ts';
 import { quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { createNodeEngine } from '../../src/node/engine.ts';
+import { Rng } from '../../src/util/rng.ts';
 
 export interface TestGpu extends Engine {
   /** Record with `fn` into one encoder, submit, and wait for the queue. */
@@ -33,16 +34,8 @@ export async function testGpu(): Promise<TestGpu> {
 
 /** Seeded uniform values in [-scale, scale). */
 export function randomArray(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  }
-  return out;
+  const rng = new Rng(seed);
+  return Float32Array.from({ length: n }, () => rng.uniform(-scale, scale));
 }
 
 /** Largest |a-b| / (atol + rtol*|b|) over the arrays; <= 1 means within tolerance. */

@@ -1,0 +1,66 @@
+/**
+ * The WebGPU host layer on a real device: adapter facts, byte accounting, refusal of buffers the
+ * device cannot bind, kernel compile errors as typed errors, and device loss as a DeviceLostError.
+ */
+import { describe, expect, it } from 'vitest';
+import { BufferManager, formatBytes } from '../../src/engine/buffers.ts';
+import { createNodeEngine } from '../../src/node/engine.ts';
+import { DeviceLostError, GpuMemoryError, KernelError } from '../../src/errors.ts';
+import { fillTemplate, unroll } from '../../src/engine/kernels.ts';
+
+describe('host layer', () => {
+  it('acquires a device with the adapter limits and reports features', async () => {
+    const e = await createNodeEngine();
+    const a = e.ctx.adapter;
+    expect(a.limits.maxStorageBufferBindingSize).toBeGreaterThan(128 * 1024 * 1024); // not the 128 MiB default
+    expect(e.ctx.device.limits.maxStorageBufferBindingSize).toBe(a.limits.maxStorageBufferBindingSize);
+    expect(typeof a.features.shaderF16).toBe('boolean');
+    expect(a.vendor + a.architecture + a.description).not.toBe('');
+    e.destroy();
+  });
+
+  it('counts current and peak bytes, and refuses an unbindable buffer with the numbers', async () => {
+    const e = await createNodeEngine();
+    const b = new BufferManager(e.ctx.device);
+    const x = b.create('x', 1000);
+    const y = b.create('y', 4096);
+    expect([b.current, b.peak, b.largest]).toEqual([1000 + 4096, 5096, 4096]);
+    b.destroy(x);
+    b.destroy(x); // twice is harmless
+    expect([b.current, b.peak]).toEqual([4096, 5096]);
+    b.resetPeak();
+    expect([b.peak, b.largest]).toEqual([4096, 0]);
+    const limit = Math.min(e.ctx.device.limits.maxBufferSize, e.ctx.device.limits.maxStorageBufferBindingSize);
+    expect(() => b.create('logits', limit + 4)).toThrow(GpuMemoryError);
+    expect(() => b.create('logits', limit + 4)).toThrow(`buffer "logits" needs ${formatBytes(limit + 4)}, but this GPU allows at most ${formatBytes(limit)} per buffer`);
+    expect(b.current).toBe(4096);
+    b.destroy(y);
+    e.destroy();
+  });
+
+  it('reports a WGSL error as a KernelError naming the kernel and line', async () => {
+    const e = await createNodeEngine({});
+    await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(KernelError);
+    await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(/^kernel broken: line 1:\d+ /);
+    e.destroy();
+  });
+
+  it('surfaces device loss as a DeviceLostError from check() and ctx.lost', async () => {
+    const e = await createNodeEngine();
+    e.ctx.check();
+    e.ctx.device.destroy(); // a loss the engine did not ask for
+    const err = await e.ctx.lost;
+    expect(err).toBeInstanceOf(DeviceLostError);
+    expect(err.message).toMatch(/^GPU device lost \(destroyed\): /);
+    expect(() => e.ctx.check()).toThrow(DeviceLostError);
+  });
+});
+
+describe('kernel templates', () => {
+  it('unrolls nested //#for blocks and fills holes', () => {
+    const src = ['//#for i in 2', 'a{i}', '//#for j in N', 'b{i}{j}', '//#end', '//#end', 'c{{X}}'].join('\n');
+    expect(fillTemplate(src, { N: 3, X: 7 })).toBe(['a0', 'b00', 'b01', 'b02', 'a1', 'b10', 'b11', 'b12', 'c7'].join('\n'));
+    expect(() => unroll('//#for i in 2\nx')).toThrow('unclosed //#for i');
+    expect(() => fillTemplate('{{Y}}', {}, 'k')).toThrow('kernel k: template value {{Y}} not given');
+  });
+});
