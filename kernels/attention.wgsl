@@ -69,3 +69,137 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     lse[h * p.T + t] = m + log(l);
   }
 }
+
+// ---- Backward (FlashAttention-2 style: probabilities recomputed from q, k and the saved lse) ----
+//   P[t,s] = exp(scale * q_t.k_s - lse_t),  dP[t,s] = dO_t.v_s,  Dt = dO_t.O_t
+//   dq_t = scale * sum_s P (dP - Dt) k_s;  dk_s = scale * sum_t P (dP - Dt) q_t;  dv_s = sum_t P dO_t
+// Three passes, none holding a T x T buffer: `delta` (Dt), `dq` (a thread per query row, like the
+// forward), `dkdv` (a thread per key row of a kv head, summing over the query heads of its group,
+// so no atomics are needed and the result is deterministic).
+
+@group(0) @binding(6) var<storage, read> dout: array<vec4<f32>>;           // (T, H*D) dO
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;          // (H, T)   Dt
+@group(0) @binding(8) var<storage, read_write> dq: array<vec4<f32>>;       // (T, H*D)
+@group(0) @binding(9) var<storage, read_write> dk: array<vec4<f32>>;       // (T, KVH*D)
+@group(0) @binding(10) var<storage, read_write> dv: array<vec4<f32>>;      // (T, KVH*D)
+
+var<workgroup> qt: array<vec4<f32>, BQ * D4>;
+var<workgroup> ot: array<vec4<f32>, BQ * D4>;
+var<workgroup> lt: array<f32, BQ>;
+var<workgroup> dt: array<f32, BQ>;
+
+@compute @workgroup_size(64)
+fn delta_main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x; // i = h * T + t
+  if (i >= p.H * p.T) { return; }
+  let h = i / p.T;
+  let t = i % p.T;
+  let row = (t * p.H + h) * D4;
+  var s = 0.0;
+//#for d in D4
+  s += dot(dout[row + {d}u], out[row + {d}u]);
+//#end
+  delta[i] = s;
+}
+
+@compute @workgroup_size(BQ)
+fn dq_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.y;
+  let kvh = h / (p.H / p.KVH);
+  let t = wg.x * BQ + lid.x;
+  let tq = min(t, p.T - 1u);
+  let qrow = (tq * p.H + h) * D4;
+  let l = lse[h * p.T + tq];
+  let dlt = delta[h * p.T + tq];
+//#for d in D4
+  let q{d} = q[qrow + {d}u] * p.scale;
+  let g{d} = dout[qrow + {d}u];
+  var a{d} = vec4<f32>(0.0);
+//#end
+  let kEnd = min(p.T, wg.x * BQ + BQ);
+  for (var k0 = 0u; k0 < kEnd; k0 += BK) {
+    for (var e = lid.x; e < BK * D4; e += BQ) {
+      let src = (min(k0 + e / D4, p.T - 1u) * p.KVH + kvh) * D4 + e % D4;
+      kt[e] = k[src];
+      vt[e] = v[src];
+    }
+    workgroupBarrier();
+    let jEnd = min(BK, tq + 1u - min(k0, tq + 1u));
+    for (var j = 0u; j < jEnd; j++) {
+      let base = j * D4;
+      var s = 0.0;
+      var dp = 0.0;
+//#for d in D4
+      s += dot(q{d}, kt[base + {d}u]);
+      dp += dot(g{d}, vt[base + {d}u]);
+//#end
+      let ds = exp(s - l) * (dp - dlt);
+//#for d in D4
+      a{d} += ds * kt[base + {d}u];
+//#end
+    }
+    workgroupBarrier();
+  }
+  if (t < p.T) {
+//#for d in D4
+    dq[qrow + {d}u] = a{d} * p.scale;
+//#end
+  }
+}
+
+@compute @workgroup_size(BK)
+fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let kvh = wg.y;
+  let group = p.H / p.KVH;
+  let s = wg.x * BK + lid.x;
+  let sk = min(s, p.T - 1u);
+  let krow = (sk * p.KVH + kvh) * D4;
+//#for d in D4
+  let k{d} = k[krow + {d}u] * p.scale;
+  let v{d} = v[krow + {d}u];
+  var ak{d} = vec4<f32>(0.0);
+  var av{d} = vec4<f32>(0.0);
+//#end
+  let tStart = (wg.x * BK / BQ) * BQ; // first query tile that can see this block's keys
+  for (var hg = 0u; hg < group; hg++) {
+    let h = kvh * group + hg;
+    for (var t0 = tStart; t0 < p.T; t0 += BQ) {
+      for (var e = lid.x; e < BQ * D4; e += BK) {
+        let src = (min(t0 + e / D4, p.T - 1u) * p.H + h) * D4 + e % D4;
+        qt[e] = q[src];
+        ot[e] = dout[src];
+      }
+      for (var e = lid.x; e < BQ; e += BK) {
+        let tt = min(t0 + e, p.T - 1u);
+        lt[e] = lse[h * p.T + tt];
+        dt[e] = delta[h * p.T + tt];
+      }
+      workgroupBarrier();
+      for (var i = 0u; i < BQ; i++) {
+        let t = t0 + i;
+        if (t >= sk && t < p.T) {
+          let base = i * D4;
+          var sc = 0.0;
+          var dp = 0.0;
+//#for d in D4
+          sc += dot(k{d}, qt[base + {d}u]);
+          dp += dot(v{d}, ot[base + {d}u]);
+//#end
+          let pr = exp(sc - lt[i]);
+          let ds = pr * (dp - dt[i]);
+//#for d in D4
+          av{d} += pr * ot[base + {d}u];
+          ak{d} += ds * qt[base + {d}u];
+//#end
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  if (s < p.T) {
+//#for d in D4
+    dk[krow + {d}u] = ak{d} * p.scale;
+    dv[krow + {d}u] = av{d};
+//#end
+  }
+}

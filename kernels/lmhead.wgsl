@@ -1,13 +1,20 @@
-// Fused lm-head + logsumexp + tgt log-probability, without a (rows x vocab) logits buffer.
+// Fused lm-head + logsumexp + target log-probability, and its backward, without a
+// (rows x vocab) logits buffer.
 //
 //   h (T,C) final-normed hidden states; rows (R) positions to score; targets (R) ids
 //   logits z = h[rows] @ W(V,C)^T exist only in registers, one tile at a time.
-// Pass `partial`: each workgroup computes one (RT x VT) tile of logits (register-tiled and
-//   unrolled like matmul.wgsl; W f32/q8/q4 via qweight.wgsl), folds each row's values into
-//   (max, sum exp), then reduces across its threads: part (R, nTiles), nTiles = V / VT.
-//   The thread whose tile holds a row's tgt writes that logit to tlogit (R).
-// Pass `reduce`: per row, combine the nTiles partials: lse = logsumexp(z), logp = z_y - lse.
-// The backward pass recomputes the logits with the same tiling from h and lse.
+// Forward, pass `partial` (mode 0): each workgroup computes one (RT x VT) tile of logits
+//   (register-tiled and unrolled like matmul.wgsl; W f32/q8/q4 via qweight.wgsl), folds each row's
+//   values into (max, sum exp, sum exp without the target), then reduces across its threads:
+//   part (R, nTiles). The thread whose tile holds a row's target writes that logit to tlogit (R).
+// Forward, pass `reduce`: per row, combine the partials: lse = logsumexp(z), logp = z_y - lse and
+//   log1mq = log(1 - q_y) = logsumexp_{k != y}(z) - lse, exact even when q_y -> 1 (nlft.md §3).
+// Backward, pass `partial` in mode 1: the same tile recomputes z for one vocabulary chunk
+//   [vOff, vOff + VC) and writes dz = a_r * (softmax(z) - onehot(y)) into dz (R, VC) (VC a multiple
+//   of 4, padded columns 0). a_r is the row's coefficient: c for a likelihood term c*(-log q_y),
+//   -u*q_y/(1-q_y) for an unlikelihood term u*(-log(1-q_y)) (nlft.md §5). dh = dz @ W[chunk] is then
+//   matmul_dx.wgsl, and `scatter` adds dh into the rows' hidden-state gradient. Only one chunk of dz
+//   exists at a time, so memory is R x VC, never R x V.
 
 const WGX: u32 = {{WGX}}u;
 const WGY: u32 = {{WGY}}u;
@@ -17,30 +24,53 @@ const KW: u32 = {{K}}u;
 const NONE: u32 = 0xffffffffu;
 const NEG: f32 = -3.0e38;
 
-struct Params { R: u32, V: u32, nTiles: u32, _pad: u32 }
+struct Params { R: u32, V: u32, nTiles: u32, mode: u32, vOff: u32, VC: u32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> h: array<vec4<f32>>;               // (T, C/4)
 @group(0) @binding(2) var<storage, read> rows: array<u32>;                  // (R)
 @group(0) @binding(3) var<storage, read> targets: array<u32>;               // (R)
-@group(0) @binding(4) var<storage, read_write> part: array<vec2<f32>>;      // (R, nTiles)
+@group(0) @binding(4) var<storage, read_write> part: array<vec4<f32>>;      // (R, nTiles) m, l, l without target
 @group(0) @binding(5) var<storage, read_write> tlogit: array<f32>;          // (R)
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;             // (R)
 @group(0) @binding(9) var<storage, read_write> logp: array<f32>;            // (R)
+@group(0) @binding(10) var<storage, read_write> log1mq: array<f32>;         // (R)
+@group(0) @binding(11) var<storage, read> coef: array<f32>;                 // (R) a_r
+@group(0) @binding(12) var<storage, read_write> dz: array<f32>;             // (R, VC)
 
 {{WEIGHT}}
 
 var<workgroup> redm: array<f32, WGX * WGY * TM>;
-var<workgroup> redl: array<f32, WGX * WGY * TM>;
+var<workgroup> redl: array<vec2<f32>, WGX * WGY * TM>;
 
-/// Fold four logits at columns n..n+3 (those < V) into the running (m, l) of one row;
-/// write the tgt's logit when it is among them.
-fn fold(ml: vec2<f32>, z: vec4<f32>, n: u32, r: u32, tgt: u32) -> vec2<f32> {
-  let ok = (vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u)) < vec4<u32>(p.V);
+/// Fold four logits at columns n..n+3 (those < V) into the running (m, l, l without target) of one
+/// row; write the target's logit when it is among them.
+fn fold(ml: vec3<f32>, z: vec4<f32>, n: u32, r: u32, tg: u32) -> vec3<f32> {
+  let cols = vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u);
+  let ok = cols < vec4<u32>(p.V);
   let zz = select(vec4<f32>(NEG), z, ok);
   let mt = max(ml.x, max(max(zz.x, zz.y), max(zz.z, zz.w)));
   let e = select(vec4<f32>(0.0), exp(zz - mt), ok);
-  if (tgt >= n && tgt < n + 4u && r < p.R) { tlogit[r] = z[tgt - n]; }
-  return vec2<f32>(mt, ml.y * exp(ml.x - mt) + e.x + e.y + e.z + e.w);
+  let ex = select(e, vec4<f32>(0.0), cols == vec4<u32>(tg));
+  if (tg >= n && tg < n + 4u && r < p.R) { tlogit[r] = z[tg - n]; }
+  let c = exp(ml.x - mt);
+  return vec3<f32>(mt, ml.y * c + e.x + e.y + e.z + e.w, ml.z * c + ex.x + ex.y + ex.z + ex.w);
+}
+
+/// Backward epilogue: dz[r, n - vOff .. +3] = a_r * (q - onehot(y)) for the chunk's columns.
+fn store_dz(r: u32, n: u32, z: vec4<f32>) {
+  if (r >= p.R) { return; }
+  let a = coef[r];
+  let l = lse[r];
+  let tg = targets[r];
+  for (var c = 0u; c < 4u; c++) {
+    let v = n + c;
+    let col = v - p.vOff;
+    if (col < p.VC) {
+      var g = 0.0;
+      if (v < p.V) { g = a * (exp(z[c] - l) - select(0.0, 1.0, v == tg)); }
+      dz[r * p.VC + col] = g;
+    }
+  }
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -50,9 +80,9 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   let rr{i} = min(r0 + {i}u, p.R - 1u);
   let hr{i} = rows[rr{i}] * (KW / 4u);
   let tg{i} = targets[rr{i}];
-  var ml{i} = vec2<f32>(NEG, 0.0);
+  var ml{i} = vec3<f32>(NEG, 0.0, 0.0);
 //#end
-  let n0 = wg.x * WGX * TN + lid.x * TN;
+  let n0 = p.vOff + wg.x * WGX * TN + lid.x * TN;
 //#for j in TN4
   let c{j} = n0 + {j}u * 4u;
   let c{j}_0 = min(c{j}, p.V - 1u);
@@ -76,6 +106,14 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 //#end
 //#end
   }
+  if (p.mode == 1u) {
+//#for i in TM
+//#for j in TN4
+    store_dz(r0 + {i}u, c{j}, acc{i}_{j});
+//#end
+//#end
+    return;
+  }
 //#for i in TM
 //#for j in TN4
   ml{i} = fold(ml{i}, acc{i}_{j}, c{j}, r0 + {i}u, tg{i});
@@ -83,7 +121,7 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 //#end
 //#for i in TM
   redm[((lid.y * TM + {i}u) * WGX) + lid.x] = ml{i}.x;
-  redl[((lid.y * TM + {i}u) * WGX) + lid.x] = ml{i}.y;
+  redl[((lid.y * TM + {i}u) * WGX) + lid.x] = ml{i}.yz;
 //#end
   workgroupBarrier();
   if (lid.x == 0u) {
@@ -93,9 +131,9 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
       let base = (lid.y * TM + i) * WGX;
       var mm = NEG;
       for (var x = 0u; x < WGX; x++) { mm = max(mm, redm[base + x]); }
-      var ll = 0.0;
+      var ll = vec2<f32>(0.0);
       for (var x = 0u; x < WGX; x++) { ll += redl[base + x] * exp(redm[base + x] - mm); }
-      part[r * p.nTiles + wg.x] = vec2<f32>(mm, ll);
+      part[r * p.nTiles + wg.x] = vec4<f32>(mm, ll, 0.0);
     }
   }
 }
@@ -106,9 +144,29 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (r >= p.R) { return; }
   var mm = NEG;
   for (var i = 0u; i < p.nTiles; i++) { mm = max(mm, part[r * p.nTiles + i].x); }
-  var ll = 0.0;
-  for (var i = 0u; i < p.nTiles; i++) { let q = part[r * p.nTiles + i]; ll += q.y * exp(q.x - mm); }
-  let z = mm + log(ll);
+  var ll = vec2<f32>(0.0);
+  for (var i = 0u; i < p.nTiles; i++) { let q = part[r * p.nTiles + i]; ll += q.yz * exp(q.x - mm); }
+  let z = mm + log(ll.x);
   lse[r] = z;
-  if (targets[r] == NONE) { logp[r] = 0.0; } else { logp[r] = tlogit[r] - z; }
+  if (targets[r] == NONE) {
+    logp[r] = 0.0;
+    log1mq[r] = 0.0;
+  } else {
+    logp[r] = tlogit[r] - z;
+    log1mq[r] = mm + log(ll.y) - z;
+  }
+}
+
+// dxn (T,C) rows[r] += dh (R,C) row r. Rows are distinct (each position is scored once), so no
+// two threads write the same element.
+@group(0) @binding(13) var<storage, read> dh: array<vec4<f32>>;             // (R, C/4)
+@group(0) @binding(14) var<storage, read_write> dxn: array<vec4<f32>>;      // (T, C/4)
+
+@compute @workgroup_size(64)
+fn scatter(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x;
+  let c4 = KW / 4u;
+  if (i >= p.R * c4) { return; }
+  let r = i / c4;
+  dxn[rows[r] * c4 + i % c4] += dh[i];
 }

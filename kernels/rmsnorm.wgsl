@@ -1,5 +1,6 @@
-// RMSNorm forward: out (T,C) = x * w / sqrt(mean(x^2) + eps); rstd (T) saved for the backward pass.
-// One workgroup per row; the sum of squares is a tree reduction in workgroup memory.
+// RMSNorm forward and backward (llm.c style pair).
+// Forward: out (T,C) = x * w / sqrt(mean(x^2) + eps); rstd (T) saved for the backward pass.
+// One workgroup per row; the sums are tree reductions in workgroup memory.
 
 const WG: u32 = 64u;
 
@@ -8,7 +9,7 @@ struct Params { T: u32, C: u32, eps: f32, _pad: u32 }
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // (T,C)
 @group(0) @binding(2) var<storage, read> w: array<f32>;          // (C)
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // (T,C)
-@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // (T)
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // (T) written forward, read backward
 
 var<workgroup> partial: array<f32, WG>;
 
@@ -31,4 +32,32 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let r = inverseSqrt(partial[0] / f32(p.C) + p.eps);
   for (var c = lid.x; c < p.C; c += WG) { out[base + c] = x[base + c] * r * w[c]; }
   if (lid.x == 0u) { rstd[t] = r; }
+}
+
+// RMSNorm backward: y = x * r * w with r = 1/sqrt(mean(x^2) + eps) (saved as rstd), so
+//   dx = r * (w * dy) - x * r^3 * mean(w * dy * x)
+// accumulated into dx (the residual stream's gradient already flowing past the norm).
+// The weight w is frozen (no dw). One workgroup per row.
+@group(0) @binding(5) var<storage, read> dyb: array<f32>;          // (T,C)
+@group(0) @binding(6) var<storage, read_write> dxb: array<f32>;    // (T,C)
+
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = wg.x + wg.y * 65535u;
+  let inRange = t < p.T;
+  let base = t * p.C;
+  var s = 0.0;
+  if (inRange) {
+    for (var c = lid.x; c < p.C; c += WG) { s += w[c] * dyb[base + c] * x[base + c]; }
+  }
+  partial[lid.x] = s;
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h >>= 1u) {
+    if (lid.x < h) { partial[lid.x] += partial[lid.x + h]; }
+    workgroupBarrier();
+  }
+  if (!inRange) { return; }
+  let r = rstd[t];
+  let k = r * r * r * partial[0] / f32(p.C);
+  for (var c = lid.x; c < p.C; c += WG) { dxb[base + c] += r * w[c] * dyb[base + c] - x[base + c] * k; }
 }

@@ -38,9 +38,10 @@ interface GpuLayer {
   lora: Partial<Record<Projection, GpuLora>>;
 }
 
-/** Scores of chosen positions: log p(target) and the logsumexp of the logits. */
+/** Scores of chosen positions: log p(target), log(1 - p(target)) and the logsumexp of the logits. */
 export interface PositionScores {
   logp: Float32Array;
+  log1mq: Float32Array;
   lse: Float32Array;
 }
 
@@ -143,7 +144,7 @@ export class GpuLlama {
       for (const id of list) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new NlftError(`${what} ${id} is outside the vocabulary [0, ${c.vocabSize})`, 'bad-token');
     }
     for (const r of rows) if (!Number.isInteger(r) || r < 0 || r >= T) throw new NlftError(`position ${r} is outside the sequence [0, ${T})`, 'bad-position');
-    if (R === 0) return { logp: new Float32Array(0), lse: new Float32Array(0) };
+    if (R === 0) return { logp: new Float32Array(0), log1mq: new Float32Array(0), lse: new Float32Array(0) };
 
     const { ops, buffers: b } = this;
     const C = c.hiddenSize;
@@ -207,12 +208,13 @@ export class GpuLlama {
       const targetsBuf = upload('targets', Uint32Array.from(targets));
       const lse = alloc('lse (R)', R);
       const logp = alloc('logp (R)', R);
+      const log1mq = alloc('log(1-q) (R)', R);
       const scratch = ops.lmheadScratch(R, c.vocabSize);
       live.push(scratch.part, scratch.tlogit);
-      await ops.lmhead(enc, { h: xn, rows: rowsBuf, targets: targetsBuf, R, w: this.lmHead, lse, logp, scratch });
+      await ops.lmhead(enc, { h: xn, rows: rowsBuf, targets: targetsBuf, R, w: this.lmHead, lse, logp, log1mq, scratch });
       b.device.queue.submit([enc.finish()]);
-      const [lp, ls] = await Promise.all([b.readF32(logp, R), b.readF32(lse, R)]);
-      return { logp: lp, lse: ls };
+      const [lp, l1, ls] = await Promise.all([b.readF32(logp, R), b.readF32(log1mq, R), b.readF32(lse, R)]);
+      return { logp: lp, log1mq: l1, lse: ls };
     } finally {
       for (const t of live) b.destroy(t);
     }

@@ -21,15 +21,31 @@ export interface Tuning {
   matmul: { TM: number; TN: number; WGX: number; WGY: number };
   lmhead: { TM: number; TN: number; WGX: number; WGY: number };
   attention: { BQ: number; BK: number };
+  /** matmul_dx.wgsl: TM rows x TK columns of dx per thread (TK a multiple of 4). */
+  matmulDx: { TM: number; TK: number; WGX: number; WGY: number };
+  /** matmul_tn.wgsl: TM rows x TP columns of the weight gradient per thread (TP a multiple of 4). */
+  matmulTn: { TM: number; TP: number; WGX: number; WGY: number };
+  /** Columns of one vocabulary chunk in the fused cross-entropy backward (a multiple of 4). */
+  ceChunk: number;
 }
 
 export const DEFAULT_TUNING: Tuning = {
   matmul: { TM: 4, TN: 4, WGX: 8, WGY: 8 },
   lmhead: { TM: 4, TN: 4, WGX: 16, WGY: 4 },
   attention: { BQ: 32, BK: 16 },
+  matmulDx: { TM: 8, TK: 8, WGX: 8, WGY: 8 },
+  matmulTn: { TM: 4, TP: 4, WGX: 4, WGY: 16 },
+  ceChunk: 4096,
 };
 
 const MAX_WG = 65535;
+
+/** Scratch of the lm-head forward: (R, nTiles) partials and (R) target logits. */
+export interface LmheadScratch {
+  part: TrackedBuffer;
+  tlogit: TrackedBuffer;
+  nTiles: number;
+}
 
 /** Workgroup counts for `n` invocations of a 1-D kernel of `wg` threads, folded into 2-D. */
 export function grid1d(n: number, wg = 64): [number, number] {
@@ -40,6 +56,8 @@ export function grid1d(n: number, wg = 64): [number, number] {
 
 export class Ops {
   private uniforms = new Map<string, TrackedBuffer>();
+  /** Stand-ins for bindings an entry point declares but a mode does not use. */
+  private dummies: { read: TrackedBuffer; write: TrackedBuffer } | null = null;
 
   constructor(
     readonly device: GPUDevice,
@@ -61,6 +79,11 @@ export class Ops {
       this.uniforms.set(key, u);
     }
     return u.buffer;
+  }
+
+  private dummy(kind: 'read' | 'write'): GPUBuffer {
+    this.dummies ??= { read: this.buffers.create('unused binding (read)', 16), write: this.buffers.create('unused binding (write)', 16) };
+    return this.dummies[kind].buffer;
   }
 
   /** WGSL of the weight-format section, with its bindings at `wb`, `wb+1`. */
@@ -110,6 +133,18 @@ export class Ops {
     );
   }
 
+  /** dx (T,C) += RMSNorm backward of dy (T,C) given x, w and the saved rstd */
+  async rmsnormBackward(enc: GPUCommandEncoder, a: { x: TrackedBuffer; w: TrackedBuffer; rstd: TrackedBuffer; dy: TrackedBuffer; dx: TrackedBuffer; T: number; C: number }): Promise<void> {
+    const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'), 'backward');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, this.uniform([a.T, a.C, 0, 0], 'uufu')), this.buf(1, a.x), this.buf(2, a.w), this.buf(4, a.rstd), this.buf(5, a.dy), this.buf(6, a.dx)],
+      [Math.min(a.T, MAX_WG), Math.ceil(a.T / MAX_WG)],
+      'rmsnorm.backward',
+    );
+  }
+
   /** out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T */
   async matmul(enc: GPUCommandEncoder, a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; T: number; alpha?: number; beta?: number }): Promise<void> {
     const { format, rows: N, cols: K } = a.w;
@@ -119,6 +154,36 @@ export class Ops {
     );
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0], 'uuff');
     this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.x), this.buf(2, a.out), ...this.weightEntries(a.w, 3)], [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))], 'matmul');
+  }
+
+  /**
+   * dx (T,K) = beta*dx + alpha * dy (T,N) @ W(N,K); with `nOff`, W's rows nOff..nOff+N (a vocabulary
+   * chunk; rows past the end are clamped and must meet zero gradients).
+   */
+  async matmulDx(enc: GPUCommandEncoder, a: { dy: TrackedBuffer; w: GpuWeight; dx: TrackedBuffer; T: number; N?: number; nOff?: number; alpha?: number; beta?: number }): Promise<void> {
+    const { format, rows, cols: K } = a.w;
+    const N = a.N ?? rows;
+    const { TM, TK, WGX, WGY } = this.tuning.matmulDx;
+    const pl = await this.pipelines.get('matmul_dx', `matmul_dx:${format}:${K}:${TM}:${TK}:${WGX}:${WGY}`, () =>
+      fillTemplate(this.pipelines.source('matmul_dx'), { TM, TK4: TK / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul_dx'),
+    );
+    const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, 0, 0], 'uuffuuuu');
+    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.dy), this.buf(2, a.dx), ...this.weightEntries(a.w, 3)], [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))], 'matmul_dx');
+  }
+
+  /** out (M,P) = beta*out + alpha * a(T,M)^T @ b(T,P): LoRA weight gradients */
+  async matmulTn(enc: GPUCommandEncoder, x: { a: TrackedBuffer; b: TrackedBuffer; out: TrackedBuffer; T: number; M: number; P: number; alpha?: number; beta?: number }): Promise<void> {
+    const { TM, TP, WGX, WGY } = this.tuning.matmulTn;
+    const pl = await this.pipelines.get('matmul_tn', `matmul_tn:${TM}:${TP}:${WGX}:${WGY}`, () => fillTemplate(this.pipelines.source('matmul_tn'), { TM, TP4: TP / 4, WGX, WGY }, 'matmul_tn'));
+    const u = this.uniform([x.T, x.M, x.P, x.alpha ?? 1, x.beta ?? 0, 0, 0, 0], 'uuuffuuu');
+    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, x.a), this.buf(2, x.b), this.buf(3, x.out)], [Math.ceil(x.P / (TP * WGX)), Math.ceil(x.M / (TM * WGY))], 'matmul_tn');
+  }
+
+  /** out (n) = beta*out + dropout(x) with the mask hashed from `seed` (inverted: kept values / (1-rate)) */
+  async dropout(enc: GPUCommandEncoder, a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: number; rate: number; beta?: number }): Promise<void> {
+    const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
+    const [gx, gy] = grid1d(a.n);
+    this.dispatch(enc, pl, [this.buf(0, this.uniform([a.n, a.seed >>> 0, a.rate, a.beta ?? 0], 'uuff')), this.buf(1, a.x), this.buf(2, a.out)], [gx, gy], 'dropout');
   }
 
   /** x (T, nHeads*D) rotated in place with table cs (P, D/2, 2); dir -1 = inverse rotation */
@@ -139,6 +204,43 @@ export class Ops {
     this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse)], [Math.ceil(a.T / BQ), a.H], 'attention');
   }
 
+  /** dgate, dup (n) from dh (n), given gate and up */
+  async swigluBackward(enc: GPUCommandEncoder, a: { gate: TrackedBuffer; up: TrackedBuffer; dh: TrackedBuffer; dgate: TrackedBuffer; dup: TrackedBuffer; n: number }): Promise<void> {
+    const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'), 'backward');
+    const [gx, gy] = grid1d(a.n);
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')), this.buf(1, a.gate), this.buf(2, a.up), this.buf(4, a.dh), this.buf(5, a.dgate), this.buf(6, a.dup)],
+      [gx, gy],
+      'swiglu.backward',
+    );
+  }
+
+  /**
+   * Attention backward: dq (T,H*D), dk, dv (T,KVH*D) from q, k, v, the forward's out and lse, and
+   * dout; `delta` (H,T) is scratch. Probabilities are recomputed; nothing T x T is stored.
+   */
+  async attentionBackward(
+    enc: GPUCommandEncoder,
+    a: {
+      q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; dout: TrackedBuffer;
+      delta: TrackedBuffer; dq: TrackedBuffer; dk: TrackedBuffer; dv: TrackedBuffer; T: number; H: number; KVH: number; D: number;
+    },
+  ): Promise<void> {
+    const { BQ, BK } = this.tuning.attention;
+    const key = `attention:${a.D}:${BQ}:${BK}`;
+    const code = () => fillTemplate(this.pipelines.source('attention'), { D4: a.D / 4, BQ, BK }, 'attention');
+    const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
+    const delta = await this.pipelines.get('attention', key, code, 'delta_main');
+    this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], [Math.ceil((a.H * a.T) / 64), 1], 'attention.delta');
+    const qkv = [this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(5, a.lse), this.buf(6, a.dout), this.buf(7, a.delta)];
+    const dq = await this.pipelines.get('attention', key, code, 'dq_main');
+    this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / BQ), a.H], 'attention.dq');
+    const dkdv = await this.pipelines.get('attention', key, code, 'dkdv_main');
+    this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [Math.ceil(a.T / BK), a.KVH], 'attention.dkdv');
+  }
+
   /** h (n) = silu(gate) * up */
   async swiglu(enc: GPUCommandEncoder, a: { gate: TrackedBuffer; up: TrackedBuffer; h: TrackedBuffer; n: number }): Promise<void> {
     const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'));
@@ -147,32 +249,75 @@ export class Ops {
   }
 
   /** Scratch for `lmhead`: (R, nTiles) partials and (R) target logits. */
-  lmheadScratch(R: number, V: number): { part: TrackedBuffer; tlogit: TrackedBuffer; nTiles: number } {
+  lmheadScratch(R: number, V: number): LmheadScratch {
     const { TN, WGX } = this.tuning.lmhead;
     const nTiles = Math.ceil(V / (TN * WGX));
-    return { part: this.buffers.create('lmhead partials', R * nTiles * 8, STORAGE), tlogit: this.buffers.create('lmhead target logits', R * 4, STORAGE), nTiles };
+    return { part: this.buffers.create('lmhead partials', R * nTiles * 16, STORAGE), tlogit: this.buffers.create('lmhead target logits', R * 4, STORAGE), nTiles };
   }
 
-  /** h (T,C), rows (R), targets (R), W (V,C) -> lse (R), logp (R); logits never stored */
-  async lmhead(
-    enc: GPUCommandEncoder,
-    a: { h: TrackedBuffer; rows: TrackedBuffer; targets: TrackedBuffer; R: number; w: GpuWeight; lse: TrackedBuffer; logp: TrackedBuffer; scratch: { part: TrackedBuffer; tlogit: TrackedBuffer; nTiles: number } },
-  ): Promise<void> {
-    const { format, rows: V, cols: C } = a.w;
+  private async lmheadPipeline(w: GpuWeight, entry: 'partial' | 'reduce' | 'scatter'): Promise<GPUComputePipeline> {
+    const { format, cols: C } = w;
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const key = `lmhead:${format}:${C}:${TM}:${TN}:${WGX}:${WGY}`;
-    const code = () => fillTemplate(this.pipelines.source('lmhead'), { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead');
-    const partial = await this.pipelines.get('lmhead', key, code, 'partial');
-    const reduce = await this.pipelines.get('lmhead', key, code, 'reduce');
+    return this.pipelines.get('lmhead', key, () => fillTemplate(this.pipelines.source('lmhead'), { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead'), entry);
+  }
+
+  /**
+   * h (T,C), rows (R), targets (R), W (V,C) -> lse (R), logp (R) = log q_y, log1mq (R) = log(1 - q_y);
+   * logits are never stored.
+   */
+  async lmhead(
+    enc: GPUCommandEncoder,
+    a: { h: TrackedBuffer; rows: TrackedBuffer; targets: TrackedBuffer; R: number; w: GpuWeight; lse: TrackedBuffer; logp: TrackedBuffer; log1mq: TrackedBuffer; scratch: LmheadScratch },
+  ): Promise<void> {
+    const V = a.w.rows;
+    const { TM, WGY } = this.tuning.lmhead;
     const { part, tlogit, nTiles } = a.scratch;
-    const u = this.uniform([a.R, V, nTiles, 0], 'uuuu');
+    const u = this.uniform([a.R, V, nTiles, 0, 0, 0, 0, 0], 'uuuuuuuu');
     this.dispatch(
       enc,
-      partial,
-      [this.buf(0, u), this.buf(1, a.h), this.buf(2, a.rows), this.buf(3, a.targets), this.buf(4, part), this.buf(5, tlogit), ...this.weightEntries(a.w, 6)],
+      await this.lmheadPipeline(a.w, 'partial'),
+      [
+        this.buf(0, u), this.buf(1, a.h), this.buf(2, a.rows), this.buf(3, a.targets), this.buf(4, part), this.buf(5, tlogit),
+        this.buf(8, a.lse), this.buf(11, this.dummy('read')), this.buf(12, this.dummy('write')), ...this.weightEntries(a.w, 6),
+      ],
       [nTiles, Math.ceil(a.R / (TM * WGY))],
       'lmhead.partial',
     );
-    this.dispatch(enc, reduce, [this.buf(0, u), this.buf(3, a.targets), this.buf(4, part), this.buf(5, tlogit), this.buf(8, a.lse), this.buf(9, a.logp)], [Math.ceil(a.R / 64), 1], 'lmhead.reduce');
+    this.dispatch(
+      enc,
+      await this.lmheadPipeline(a.w, 'reduce'),
+      [this.buf(0, u), this.buf(3, a.targets), this.buf(4, part), this.buf(5, tlogit), this.buf(8, a.lse), this.buf(9, a.logp), this.buf(10, a.log1mq)],
+      [Math.ceil(a.R / 64), 1],
+      'lmhead.reduce',
+    );
+  }
+
+  /**
+   * Cross-entropy backward for one vocabulary chunk [vOff, vOff+VC): dz (R, VC) = coef_r * (softmax - onehot(y)),
+   * from h, the forward's lse and each row's coefficient. VC is a multiple of 4; columns past V are 0.
+   */
+  async lmheadDz(
+    enc: GPUCommandEncoder,
+    a: { h: TrackedBuffer; rows: TrackedBuffer; targets: TrackedBuffer; R: number; w: GpuWeight; lse: TrackedBuffer; coef: TrackedBuffer; dz: TrackedBuffer; vOff: number; VC: number; scratch: LmheadScratch },
+  ): Promise<void> {
+    const { TM, TN, WGX, WGY } = this.tuning.lmhead;
+    const u = this.uniform([a.R, a.w.rows, a.scratch.nTiles, 1, a.vOff, a.VC, 0, 0], 'uuuuuuuu');
+    this.dispatch(
+      enc,
+      await this.lmheadPipeline(a.w, 'partial'),
+      [
+        this.buf(0, u), this.buf(1, a.h), this.buf(2, a.rows), this.buf(3, a.targets), this.buf(4, a.scratch.part), this.buf(5, a.scratch.tlogit),
+        this.buf(8, a.lse), this.buf(11, a.coef), this.buf(12, a.dz), ...this.weightEntries(a.w, 6),
+      ],
+      [Math.ceil(a.VC / (TN * WGX)), Math.ceil(a.R / (TM * WGY))],
+      'lmhead.dz',
+    );
+  }
+
+  /** dxn (T,C) rows[r] += dh (R,C) row r (rows distinct) */
+  async scatterRows(enc: GPUCommandEncoder, a: { w: GpuWeight; rows: TrackedBuffer; dh: TrackedBuffer; dxn: TrackedBuffer; R: number }): Promise<void> {
+    const u = this.uniform([a.R, a.w.rows, 0, 0, 0, 0, 0, 0], 'uuuuuuuu');
+    this.dispatch(enc, await this.lmheadPipeline(a.w, 'scatter'), [this.buf(0, u), this.buf(2, a.rows), this.buf(13, a.dh), this.buf(14, a.dxn)], [Math.ceil((a.R * a.w.cols) / 4 / 64), 1], 'lmhead.scatter');
   }
 }

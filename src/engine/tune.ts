@@ -74,20 +74,21 @@ export async function tuneKernels(engine: Engine, shape: { T: number; C: number;
   const rows = b.upload('tune rows', Uint32Array.from({ length: T }, (_, i) => i));
   const lse = b.create('tune lse', T * 4);
   const logp = b.create('tune logp', T * 4);
+  const log1mq = b.create('tune log1mq', T * 4);
   const lmhead: TuneResult['lmhead'] = [];
   for (const tile of LMHEAD_CANDIDATES) {
     const ops = opsWith({ lmhead: tile });
     const scratch = ops.lmheadScratch(T, V);
     const ms = await medianMs(engine, async () => {
       const enc = engine.ctx.device.createCommandEncoder();
-      await ops.lmhead(enc, { h: x, rows, targets: rows, R: T, w: head, lse, logp, scratch });
+      await ops.lmhead(enc, { h: x, rows, targets: rows, R: T, w: head, lse, logp, log1mq, scratch });
       engine.ctx.device.queue.submit([enc.finish()]);
     });
     lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
     b.destroy(scratch.part);
     b.destroy(scratch.tlogit);
   }
-  for (const t of [w.data, w.scales, head.data, head.scales, x, out, rows, lse, logp]) b.destroy(t);
+  for (const t of [w.data, w.scales, head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
   const best = <T extends { gflops: number }>(list: T[]) => list.reduce((a, c) => (c.gflops > a.gflops ? c : a));
   return { tuning: { ...DEFAULT_TUNING, matmul: best(matmul).tile, lmhead: best(lmhead).tile }, matmul, lmhead };
 }

@@ -119,6 +119,24 @@ describe('embedding gather', () => {
   }
 });
 
+/** log(1 - q_y) in float64 from the logits directly: logsumexp over k != y minus logsumexp. */
+function log1mqRef(h: Float32Array, w: Float32Array, R: number, V: number, C: number, targets: number[]): Float64Array {
+  const out = new Float64Array(R);
+  for (let r = 0; r < R; r++) {
+    const z = Array.from({ length: V }, (_, v) => {
+      let s = 0;
+      for (let c = 0; c < C; c++) s += h[r * C + c] * w[v * C + c];
+      return s;
+    });
+    const lse = (vals: number[]) => {
+      const m = Math.max(...vals);
+      return m + Math.log(vals.reduce((acc, x) => acc + Math.exp(x - m), 0));
+    };
+    out[r] = lse(z.filter((_, v) => v !== targets[r])) - lse(z);
+  }
+  return out;
+}
+
 describe('fused lm-head + logsumexp + target log-prob', () => {
   for (const [format, T, V, C] of [
     ['f32', 13, 1000, 36],
@@ -132,8 +150,7 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
       const rows = Array.from({ length: Math.ceil(T / 2) }, (_, i) => (i * 7) % T);
       const targets = rows.map((r, i) => (r * 131 + i * 17) % V);
       const R = rows.length;
-      const lse = g.buffers.create('lse', R * 4);
-      const logp = g.buffers.create('logp', R * 4);
+      const [lse, logp, log1mq] = [0, 1, 2].map(() => g.buffers.create('out', R * 4));
       const scratch = g.ops.lmheadScratch(R, V);
       await g.run((enc) =>
         g.ops.lmhead(enc, {
@@ -144,14 +161,37 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
           w: g.weight(w, V, C, format),
           lse,
           logp,
+          log1mq,
           scratch,
         }),
       );
       const hRows = new Float32Array(R * C);
       rows.forEach((r, i) => hRows.set(h.subarray(r * C, r * C + C), i * C));
-      const ref = lmHeadRef(hRows, deq(w, V, C, format), R, V, C, targets);
+      const wd = deq(w, V, C, format);
+      const ref = lmHeadRef(hRows, wd, R, V, C, targets);
       expect(maxViolation(await g.f32(lse), ref.lse, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
       expect(maxViolation(await g.f32(logp), ref.logp, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+      expect(maxViolation(await g.f32(log1mq), log1mqRef(hRows, wd, R, V, C, targets), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
     });
   }
+
+  it('log(1 - q_y) stays exact when q_y -> 1 (where 1 - exp(log q_y) would round to 0)', async () => {
+    const V = 64, C = 8, R = 2;
+    const w = new Float32Array(V * C);
+    for (let v = 0; v < V; v++) w[v * C + (v % C)] = v === 5 ? 40 : 0.01 * v; // target 5 dominates
+    const h = Float32Array.from({ length: R * C }, (_, i) => (i % C === 5 ? 1 : 0.1));
+    const targets = [5, 6];
+    const [lse, logp, log1mq] = [0, 1, 2].map(() => g.buffers.create('out', R * 4));
+    await g.run((enc) =>
+      g.ops.lmhead(enc, {
+        h: g.buffers.upload('h', h), rows: g.buffers.upload('rows', Uint32Array.from([0, 1])), targets: g.buffers.upload('t', Uint32Array.from(targets)),
+        R, w: g.weight(w, V, C, 'f32'), lse, logp, log1mq, scratch: g.ops.lmheadScratch(R, V),
+      }),
+    );
+    const ref = log1mqRef(h, w, R, V, C, targets);
+    expect(ref[0]).toBeLessThan(-30); // 1 - q_y ~ 1e-15: invisible to f32 arithmetic on q_y
+    const got = await g.f32(log1mq);
+    expect(maxViolation(got, ref, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+    expect(Array.from(got).every(Number.isFinite)).toBe(true);
+  });
 });

@@ -1,0 +1,32 @@
+// Inverted dropout for the LoRA branch input: out = beta*out + mask * x / (1 - rate), elementwise
+// over (T,K). The mask is a hash of (seed, element index), so the backward pass regenerates exactly
+// the forward's mask from the seed instead of storing it, and a run is reproducible from its seed.
+// Used forward (x -> dropout(x), beta 0) and backward (dL/dx += mask * g / (1 - rate), beta 1).
+
+struct Params { n: u32, seed: u32, rate: f32, beta: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+/// A well-mixed 32-bit hash (lowbias32 finalizer) of the element index and the seed.
+fn hash(i: u32, seed: u32) -> u32 {
+  var h = i ^ (seed * 0x9e3779b9u);
+  h ^= h >> 16u; h *= 0x7feb352du;
+  h ^= h >> 15u; h *= 0x846ca68bu;
+  h ^= h >> 16u;
+  return h;
+}
+
+/// keep probability 1 - rate: the element survives when its hash, as a fraction of 2^32, is >= rate.
+fn keep(i: u32) -> bool {
+  return f32(hash(i, p.seed) >> 8u) * (1.0 / 16777216.0) >= p.rate;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 64u;
+  if (i >= p.n) { return; }
+  var v = select(0.0, x[i] / (1.0 - p.rate), keep(i));
+  if (p.beta != 0.0) { v += p.beta * out[i]; }
+  out[i] = v;
+}
