@@ -10,8 +10,9 @@ const USAGE = `usage: nlft <command> [options]
 
 commands:
   info      --model DIR                        config, parameter count, quantized size, GPU adapter
-  logprobs  --model DIR --prompt TEXT --response TEXT [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
-            log p of every response token given the prompt (raw, or built with the chat template)`;
+  logprobs  --model DIR --prompt TEXT --response TEXT [--adapter DIR] [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
+            log p of every response token given the prompt (raw, or built with the chat template),
+            with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given`;
 
 const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => Promise<unknown>> = {
   info: infoCommand,

@@ -13,6 +13,10 @@ import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { referenceLogProbs } from '../reference/llama-tf.ts';
 import { maxViolation } from '../helpers/gpu.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
+import { peftAdapterFiles } from '../../src/export/peft.ts';
+import { initLora, type LoraConfig } from '../../src/model/lora.ts';
+import { writePeftAdapter } from '../../src/node/adapter-files.ts';
+import { Rng } from '../../src/util/rng.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const TOKENIZER_DIR = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
@@ -105,4 +109,45 @@ it('bad input: clear one-line messages, non-zero exit, no stack trace', async ()
   expect(t.code).toBe(1);
   expect(t.stderr).toMatch(/nlft info: model\.safetensors.*/);
   expect(t.stderr).not.toContain('    at ');
+});
+
+it('nlft logprobs --adapter scores with a PEFT LoRA adapter, matching the reference; a bad adapter exits 1', async () => {
+  const c: LoraConfig = { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+  const lora = initLora(weights.config, c, 21);
+  const rng = new Rng(22);
+  for (const layer of lora) for (const f of Object.values(layer)) f!.B.forEach((_, i, B) => (B[i] = 0.2 * rng.normal()));
+  const adapterDir = path.join(tmp, 'adapter');
+  await writePeftAdapter(adapterDir, peftAdapterFiles(lora, c, { baseModel: modelDir }));
+
+  const args = ['logprobs', '--model', modelDir, '--quant', 'f32', '--prompt', 'Q: 3+4?', '--response', ' 3+4 = 7\n#### 7'];
+  const withOut = path.join(tmp, 'lp-lora.json');
+  const baseOut = path.join(tmp, 'lp-base.json');
+  const r = await nlft(...args, '--adapter', adapterDir, '--out', withOut);
+  expect(r.stderr).not.toContain('    at ');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toContain(`(f32, LoRA ${adapterDir} (r 8, alpha 16, q_proj k_proj v_proj o_proj gate_proj up_proj down_proj), `);
+  expect((await nlft(...args, '--out', baseOut)).code).toBe(0);
+  const res = JSON.parse(await readFile(withOut, 'utf8'));
+  const base = JSON.parse(await readFile(baseOut, 'utf8'));
+  expect(res.lora_adapter).toBe(adapterDir);
+  expect(base.lora_adapter).toBeNull();
+  const ids = [...res.prompt_ids, ...res.response_ids];
+  const targets = ids.map((_, i) => (i >= res.prompt_ids.length - 1 && i < ids.length - 1 ? ids[i + 1] : -1));
+  const ref = Array.from(referenceLogProbs(weights, ids, targets, { lora })).filter((v) => !Number.isNaN(v));
+  expect(maxViolation(res.logprobs, ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+  // The adapter really changes the scores, far beyond the tolerance.
+  expect(maxViolation(base.logprobs, ref, 1e-4, 1e-5)).toBeGreaterThan(100);
+
+  // A bad adapter: one made for a model of another width.
+  const otherModel = { ...weights.config, hiddenSize: 32, headDim: 8 };
+  const wrongDir = path.join(tmp, 'adapter-wrong');
+  await writePeftAdapter(wrongDir, peftAdapterFiles(initLora(otherModel, c, 1), c, { baseModel: 'other' }));
+  const bad = await nlft(...args, '--adapter', wrongDir);
+  expect(bad.code).toBe(1);
+  expect(bad.stderr.trim()).toBe(
+    'nlft logprobs: adapter_model.safetensors (base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight): expected shape [8, 64] (r 8), found [8, 32]',
+  );
+  const missing = await nlft(...args, '--adapter', path.join(tmp, 'no-adapter'));
+  expect(missing.code).toBe(1);
+  expect(missing.stderr.trim()).toBe(`nlft logprobs: adapter_config.json: not found in ${path.join(tmp, 'no-adapter')}`);
 });

@@ -1,5 +1,6 @@
 /**
- * `nlft logprobs`: log p(y_t | prompt, y_<t) for every response token.
+ * `nlft logprobs`: log p(y_t | prompt, y_<t) for every response token, of the base model or,
+ * with `--adapter DIR`, of the model with a PEFT LoRA adapter.
  * Prompt and response are tokenized separately and concatenated (nlft.md §2).
  */
 import { writeFile } from 'node:fs/promises';
@@ -7,7 +8,8 @@ import { scoringInput } from '../../data/prompt.ts';
 import { TextTokenizer } from '../../data/tokenizer.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import { ModelFormatError } from '../../errors.ts';
+import { ModelFormatError, UsageError } from '../../errors.ts';
+import { readPeftAdapter } from '../../export/peft.ts';
 import { loadModelFolder } from '../../model/loader.ts';
 import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
@@ -17,7 +19,10 @@ export interface LogprobsResult {
   model: string;
   quant: string;
   chat: boolean;
+  /** The GPU adapter. */
   adapter: string;
+  /** The `--adapter` folder of the PEFT LoRA adapter, or null for the base model. */
+  lora_adapter: string | null;
   prompt_text: string;
   prompt_ids: number[];
   response_ids: number[];
@@ -29,6 +34,7 @@ export interface LogprobsResult {
 export async function logprobsCommand(argv: string[], out: (line: string) => void): Promise<LogprobsResult> {
   const values = parse('logprobs', argv, {
     model: { type: 'string' },
+    adapter: { type: 'string' },
     quant: { type: 'string' },
     chat: { type: 'boolean' },
     system: { type: 'string' },
@@ -43,17 +49,21 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
   const chat = values.chat === true;
   const model = await loadModelFolder(new FolderSource(dir));
   if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; logprobs needs the model's tokenizer`);
+  if (values.adapter === '') throw new UsageError('nlft logprobs: --adapter needs a folder');
+  const adapterDir = typeof values.adapter === 'string' ? values.adapter : null;
+  const peft = adapterDir === null ? null : await readPeftAdapter(new FolderSource(adapterDir), model.config);
   const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
   const { promptText, promptIds, responseIds } = scoringInput(tok, prompt, response, { chat, system: typeof values.system === 'string' ? values.system : undefined });
   const engine = await createNodeEngine();
   try {
-    const llama = GpuLlama.create(engine.ops, model.weights, quant);
+    const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
     const logp = await llama.responseLogProbs(promptIds, responseIds);
     const result: LogprobsResult = {
       model: dir,
       quant,
       chat,
       adapter: describeAdapter(engine.ctx.adapter),
+      lora_adapter: adapterDir,
       prompt_text: promptText,
       prompt_ids: promptIds,
       response_ids: responseIds,
@@ -61,14 +71,16 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
       logprobs: Array.from(logp),
       sum_logprob: logp.reduce((a, b) => a + b, 0),
     };
+    const lora = peft === null ? '' : `LoRA ${adapterDir} (r ${peft.config.r}, alpha ${peft.config.alpha}, ${peft.config.targets.join(' ')}), `;
+    const setting = `(${quant}, ${lora}${adapterName(engine.ctx.adapter)})`;
     if (typeof values.out === 'string') {
       await writeFile(values.out, JSON.stringify(result, null, 2));
-      out(`wrote ${values.out}: ${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} (${quant}, ${adapterName(engine.ctx.adapter)})`);
+      out(`wrote ${values.out}: ${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} ${setting}`);
     } else {
       out(`prompt ids (${promptIds.length}): ${promptIds.join(' ')}`);
       out('  t      id  token                 log p');
       result.response_ids.forEach((id, t) => out(`${String(t).padStart(3)} ${String(id).padStart(7)}  ${JSON.stringify(result.response_tokens[t]).padEnd(20)} ${result.logprobs[t].toFixed(5)}`));
-      out(`${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} (${quant}, ${adapterName(engine.ctx.adapter)})`);
+      out(`${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} ${setting}`);
     }
     return result;
   } finally {
