@@ -9,7 +9,10 @@ import { GpuMemoryError } from '../errors.ts';
 export interface TrackedBuffer {
   readonly buffer: GPUBuffer;
   readonly label: string;
+  /** Bytes (of the view, when `offset` is set). */
   readonly size: number;
+  /** Byte offset of a view into a larger buffer (a multiple of 256); absent for a whole buffer. */
+  readonly offset?: number;
 }
 
 export const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
@@ -96,7 +99,7 @@ export class BufferManager {
     const size = Math.ceil(bytes / 4) * 4;
     const staging = this.device.createBuffer({ label: `${t.label}:readback`, size, usage: 0x1 | 0x8 }); // MAP_READ | COPY_DST
     const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(t.buffer, 0, staging, 0, size);
+    enc.copyBufferToBuffer(t.buffer, t.offset ?? 0, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
     await staging.mapAsync(1); // GPUMapMode.READ
     const out = staging.getMappedRange().slice(0, bytes);

@@ -1,41 +1,30 @@
 /**
- * The Llama forward pass on the GPU: frozen quantized base weights, optional LoRA adapters,
- * and the fused lm-head that scores chosen positions without a tokens x vocab buffer.
+ * The Llama model on the GPU: frozen quantized base weights, LoRA adapters in one flat buffer
+ * (src/engine/lora-params.ts), the forward pass, and the fused lm-head that scores chosen positions
+ * without a tokens x vocab buffer. `score` is the no-grad forward (one set of activations reused
+ * by every layer); training (src/engine/train-pass.ts) runs the same forward keeping each layer's
+ * activations for the backward pass.
  *
- * Weights stay resident; activations are allocated per call for the sequence length and
- * freed afterwards, so the buffer manager's peak is what one pass really needs.
+ * Weights stay resident; activations are allocated per call for the sequence length and freed
+ * afterwards, so the buffer manager's peak is what one pass really needs.
  */
 import { NlftError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../model/rope.ts';
 import { checkQuantizable, projectionShapes, tableFormat } from '../model/size.ts';
-import type { LlamaWeights, Projection } from '../model/weights.ts';
+import { PROJECTIONS, type LlamaWeights, type Projection } from '../model/weights.ts';
 import type { BufferManager, TrackedBuffer } from './buffers.ts';
-import type { GpuWeight, Ops } from './ops.ts';
+import { LoraParams, type LoraSet } from './lora-params.ts';
+import type { GpuWeight, LmheadScratch, Ops } from './ops.ts';
 
-/** LoRA factors of one projection: y += scale * (x A^T) B^T, A (r,in), B (out,r). */
-export interface LoraFactors {
-  A: Float32Array;
-  B: Float32Array;
-  r: number;
-  scale: number;
-}
-/** Per layer, the adapted projections. */
-export type LoraSet = Array<Partial<Record<Projection, LoraFactors>>>;
+export type { LoraFactors, LoraSet } from './lora-params.ts';
 
-interface GpuLora {
-  A: GpuWeight;
-  B: GpuWeight;
-  r: number;
-  scale: number;
-}
-
-interface GpuLayer {
+/** One layer's frozen weights on the GPU. */
+export interface GpuLayer {
   inputNorm: TrackedBuffer;
   postNorm: TrackedBuffer;
   proj: Record<Projection, GpuWeight>;
-  lora: Partial<Record<Projection, GpuLora>>;
 }
 
 /** Scores of chosen positions: log p(target), log(1 - p(target)) and the logsumexp of the logits. */
@@ -45,18 +34,105 @@ export interface PositionScores {
   lse: Float32Array;
 }
 
+/** One layer's activations. In a no-grad pass every layer shares one set; training keeps one per layer. */
+export interface LayerActs {
+  xIn: TrackedBuffer; //   (T,C) residual stream entering the layer
+  xn1: TrackedBuffer; //   (T,C) input_layernorm output
+  rstd1: TrackedBuffer; // (T)
+  q: TrackedBuffer; //     (T,H*D) after rope
+  k: TrackedBuffer; //     (T,KVH*D) after rope
+  v: TrackedBuffer; //     (T,KVH*D)
+  att: TrackedBuffer; //   (T,H*D) attention output (o_proj input)
+  attLse: TrackedBuffer; // (H,T)
+  xMid: TrackedBuffer; //  (T,C) residual after attention
+  xn2: TrackedBuffer; //   (T,C) post_attention_layernorm output
+  rstd2: TrackedBuffer; // (T)
+  gate: TrackedBuffer; //  (T,F)
+  up: TrackedBuffer; //    (T,F)
+  hm: TrackedBuffer; //    (T,F) silu(gate)*up (down_proj input)
+  /** u = dropout(x) A^T (T,r) per adapted projection, kept for dB. */
+  loraU: Partial<Record<Projection, TrackedBuffer>>;
+}
+
+/** Everything a forward pass over T tokens wrote. */
+export interface ForwardActs {
+  T: number;
+  layers: LayerActs[];
+  /** Residual stream after the last layer (T,C), the final norm's output (T,C) and its rstd (T). */
+  xOut: TrackedBuffer;
+  xnF: TrackedBuffer;
+  rstdF: TrackedBuffer;
+  cs: TrackedBuffer;
+  /** Scratch: dropout(x) for LoRA inputs (T, max in-features), when dropout is on. */
+  xd: TrackedBuffer | null;
+}
+
+/** LoRA dropout of a pass: rate and the seed the masks are hashed from (0 rate = off). */
+export interface DropoutSpec {
+  rate: number;
+  seed: number;
+}
+
+/** The dropout seed of one (layer, projection) input, derived from the pass seed. */
+export function dropoutSeed(seed: number, layer: number, proj: Projection): number {
+  let h = (seed ^ Math.imul(layer + 1, 0x9e3779b1) ^ Math.imul(PROJECTIONS.indexOf(proj) + 1, 0x85ebca77)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
 export class GpuLlama {
   private constructor(
     readonly config: LlamaConfig,
     readonly quant: QuantFormat,
-    private readonly ops: Ops,
-    private readonly buffers: BufferManager,
-    private readonly embed: GpuWeight,
-    private readonly lmHead: GpuWeight,
-    private readonly layers: GpuLayer[],
-    private readonly finalNorm: TrackedBuffer,
-    private readonly invFreq: Float64Array,
+    readonly ops: Ops,
+    readonly buffers: BufferManager,
+    readonly embed: GpuWeight,
+    readonly lmHead: GpuWeight,
+    readonly layers: GpuLayer[],
+    readonly finalNorm: TrackedBuffer,
+    readonly invFreq: Float64Array,
+    /** The adapters, or null for the bare base model. */
+    public lora: LoraParams | null,
   ) {}
+
+  /** Upload (quantizing) the base weights and optional LoRA factors. */
+  static create(ops: Ops, weights: LlamaWeights, quant: QuantFormat, lora?: LoraSet): GpuLlama {
+    const b = ops.buffers;
+    const c = weights.config;
+    checkQuantizable(c, quant);
+    // On failure part-way (a buffer over the device limit, bad adapters), free what was made.
+    const made: TrackedBuffer[] = [];
+    const keep = (t: TrackedBuffer) => (made.push(t), t);
+    const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
+      const q = quantize(w, rows, cols, format);
+      return { format, rows, cols, data: keep(b.upload(name, q.data)), scales: q.scales ? keep(b.upload(`${name}.scales`, q.scales)) : null };
+    };
+    try {
+      const tf = tableFormat(quant);
+      const embed = upload('embed_tokens', weights.embed, c.vocabSize, c.hiddenSize, tf);
+      const lmHead = weights.lmHead ? upload('lm_head', weights.lmHead, c.vocabSize, c.hiddenSize, tf) : embed;
+      const shapes = projectionShapes(c);
+      const layers = weights.layers.map((lw, i): GpuLayer => {
+        const src: Record<Projection, Float32Array> = { q_proj: lw.q, k_proj: lw.k, v_proj: lw.v, o_proj: lw.o, gate_proj: lw.gate, up_proj: lw.up, down_proj: lw.down };
+        const proj = {} as Record<Projection, GpuWeight>;
+        for (const p of PROJECTIONS) proj[p] = upload(`layers.${i}.${p}`, src[p], shapes[p][0], shapes[p][1], quant);
+        return { inputNorm: keep(b.upload(`layers.${i}.input_layernorm`, lw.inputNorm)), postNorm: keep(b.upload(`layers.${i}.post_attention_layernorm`, lw.postNorm)), proj };
+      });
+      const finalNorm = keep(b.upload('norm', weights.finalNorm));
+      const params = lora ? LoraParams.create(b, c, lora) : null;
+      return new GpuLlama(c, quant, ops, b, embed, lmHead, layers, finalNorm, ropeInvFreq(c), params);
+    } catch (e) {
+      for (const t of made) b.destroy(t);
+      throw e;
+    }
+  }
+
+  /** Replace the adapters (null: none). */
+  setLora(lora: LoraSet | null): void {
+    const next = lora ? LoraParams.create(this.buffers, this.config, lora) : null;
+    this.lora?.destroy();
+    this.lora = next;
+  }
 
   /** Free the model's GPU buffers. */
   destroy(): void {
@@ -67,10 +143,7 @@ export class GpuLlama {
         this.buffers.destroy(t);
       }
     };
-    const dropW = (w: GpuWeight) => {
-      drop(w.data);
-      drop(w.scales);
-    };
+    const dropW = (w: GpuWeight) => (drop(w.data), drop(w.scales));
     dropW(this.embed);
     dropW(this.lmHead);
     drop(this.finalNorm);
@@ -78,143 +151,175 @@ export class GpuLlama {
       drop(l.inputNorm);
       drop(l.postNorm);
       Object.values(l.proj).forEach(dropW);
-      for (const f of Object.values(l.lora)) {
-        dropW(f!.A);
-        dropW(f!.B);
-      }
     }
+    this.lora?.destroy();
   }
 
-  /** Upload (quantizing) the base weights and optional LoRA factors. */
-  static create(ops: Ops, weights: LlamaWeights, quant: QuantFormat, lora?: LoraSet): GpuLlama {
-    const b = ops.buffers;
-    const c = weights.config;
-    checkQuantizable(c, quant);
-    // On failure part-way (a buffer over the device limit, a bad LoRA rank), free what was made.
-    const made: TrackedBuffer[] = [];
-    const keep = (t: TrackedBuffer) => (made.push(t), t);
-    const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
-      const q = quantize(w, rows, cols, format);
-      return {
-        format,
-        rows,
-        cols,
-        data: keep(b.upload(name, q.data)),
-        scales: q.scales ? keep(b.upload(`${name}.scales`, q.scales)) : null,
-      };
-    };
-    try {
-      const tf = tableFormat(quant);
-      const embed = upload('embed_tokens', weights.embed, c.vocabSize, c.hiddenSize, tf);
-      const lmHead = weights.lmHead ? upload('lm_head', weights.lmHead, c.vocabSize, c.hiddenSize, tf) : embed;
-      const shapes = projectionShapes(c);
-      const layers = weights.layers.map((lw, i): GpuLayer => {
-        const src: Record<Projection, Float32Array> = { q_proj: lw.q, k_proj: lw.k, v_proj: lw.v, o_proj: lw.o, gate_proj: lw.gate, up_proj: lw.up, down_proj: lw.down };
-        const proj = {} as Record<Projection, GpuWeight>;
-        const gl: Partial<Record<Projection, GpuLora>> = {};
-        for (const p of Object.keys(shapes) as Projection[]) {
-          const [n, k] = shapes[p];
-          proj[p] = upload(`layers.${i}.${p}`, src[p], n, k, quant);
-          const f = lora?.[i]?.[p];
-          if (f) {
-            if (f.r % 4 !== 0) throw new NlftError(`LoRA rank ${f.r} is not supported: the rank must be a multiple of 4`, 'lora-rank');
-            gl[p] = { A: upload(`layers.${i}.${p}.lora_A`, f.A, f.r, k, 'f32'), B: upload(`layers.${i}.${p}.lora_B`, f.B, n, f.r, 'f32'), r: f.r, scale: f.scale };
-          }
-        }
-        return { inputNorm: keep(b.upload(`layers.${i}.input_layernorm`, lw.inputNorm)), postNorm: keep(b.upload(`layers.${i}.post_attention_layernorm`, lw.postNorm)), proj, lora: gl };
-      });
-      return new GpuLlama(c, quant, ops, b, embed, lmHead, layers, keep(b.upload('norm', weights.finalNorm)), ropeInvFreq(c));
-    } catch (e) {
-      for (const t of made) b.destroy(t);
-      throw e;
-    }
-  }
-
-  /**
-   * Forward pass over `ids`; for each i, scores position `rows[i]` against `targets[i]`
-   * (the id that position predicts): log p and the logsumexp of its logits.
-   */
-  async score(ids: number[], rows: number[], targets: number[]): Promise<PositionScores> {
+  /** Validate a scoring request; messages name the bad id or position. */
+  checkInput(ids: number[], rows: number[], targets: number[]): void {
     const c = this.config;
     const T = ids.length;
-    const R = rows.length;
     if (T === 0) throw new NlftError('cannot run the model on an empty token sequence', 'empty-input');
     if (T > c.maxPositionEmbeddings) throw new NlftError(`sequence of ${T} tokens is longer than the model's max_position_embeddings (${c.maxPositionEmbeddings})`, 'too-long');
+    if (rows.length !== targets.length) throw new NlftError(`${rows.length} positions but ${targets.length} targets`, 'bad-position');
     for (const [what, list] of [['token id', ids], ['target id', targets]] as const) {
       for (const id of list) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new NlftError(`${what} ${id} is outside the vocabulary [0, ${c.vocabSize})`, 'bad-token');
     }
     for (const r of rows) if (!Number.isInteger(r) || r < 0 || r >= T) throw new NlftError(`position ${r} is outside the sequence [0, ${T})`, 'bad-position');
-    if (R === 0) return { logp: new Float32Array(0), log1mq: new Float32Array(0), lse: new Float32Array(0) };
+  }
 
-    const { ops, buffers: b } = this;
-    const C = c.hiddenSize;
-    const D = c.headDim;
-    const F = c.intermediateSize;
-    const maxR = Math.max(0, ...this.layers.flatMap((l) => Object.values(l.lora).map((f) => f!.r)));
-    const live: TrackedBuffer[] = [];
+  /**
+   * Allocate activations for T tokens: one shared set (no-grad) or one per layer (training),
+   * registering every buffer in `live` so the caller frees them.
+   */
+  allocActs(T: number, perLayer: boolean, live: TrackedBuffer[]): ForwardActs {
+    const c = this.config;
+    const b = this.buffers;
     const alloc = (label: string, floats: number) => {
       const t = b.create(label, floats * 4);
       live.push(t);
       return t;
     };
-    const upload = (label: string, data: Uint32Array | Float32Array) => {
+    const [C, F, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
+    const x0 = alloc('residual (T,C)', T * C);
+    const layerSet = (i: number, xIn: TrackedBuffer): LayerActs => {
+      const loraU: LayerActs['loraU'] = {};
+      for (const e of this.lora?.entries ?? []) if (e.layer === i || !perLayer) loraU[e.proj] ??= alloc(`lora u ${i}.${e.proj} (T,r)`, T * e.r);
+      return {
+        xIn,
+        xn1: alloc('xn1 (T,C)', T * C),
+        rstd1: alloc('rstd1 (T)', T),
+        q: alloc('q (T,H*D)', T * HD),
+        k: alloc('k (T,KVH*D)', T * KVD),
+        v: alloc('v (T,KVH*D)', T * KVD),
+        att: alloc('attention (T,H*D)', T * HD),
+        attLse: alloc('attention lse (H,T)', c.numHeads * T),
+        xMid: perLayer ? alloc('residual mid (T,C)', T * C) : xIn,
+        xn2: perLayer ? alloc('xn2 (T,C)', T * C) : (null as unknown as TrackedBuffer),
+        rstd2: perLayer ? alloc('rstd2 (T)', T) : (null as unknown as TrackedBuffer),
+        gate: alloc('gate (T,F)', T * F),
+        up: alloc('up (T,F)', T * F),
+        hm: alloc('swiglu (T,F)', T * F),
+        loraU,
+      };
+    };
+    const layers: LayerActs[] = [];
+    let x = x0;
+    for (let i = 0; i < c.numLayers; i++) {
+      if (!perLayer && i > 0) {
+        layers.push(layers[0]);
+        continue;
+      }
+      const acts = layerSet(i, x);
+      if (!perLayer) {
+        acts.xn2 = acts.xn1; // no-grad: one normed buffer and one rstd serve both norms
+        acts.rstd2 = acts.rstd1;
+      }
+      layers.push(acts);
+      if (perLayer) x = alloc('residual (T,C)', T * C);
+    }
+    const xOut = perLayer ? x : x0;
+    const xnF = perLayer ? alloc('final norm (T,C)', T * C) : layers[0].xn1;
+    const rstdF = perLayer ? alloc('final rstd (T)', T) : layers[0].rstd1;
+    const cs = b.upload('rope table', ropeTable(this.invFreq, T));
+    live.push(cs);
+    return { T, layers, xOut, xnF, rstdF, cs, xd: null };
+  }
+
+  /** Record the forward pass (embedding → layers → final norm) into `enc`. */
+  async encodeForward(enc: GPUCommandEncoder, ids: TrackedBuffer, acts: ForwardActs, dropout: DropoutSpec, live: TrackedBuffer[]): Promise<void> {
+    const { ops, config: c } = this;
+    const { T, cs } = acts;
+    const [C, F, D] = [c.hiddenSize, c.intermediateSize, c.headDim];
+    if (dropout.rate > 0 && this.lora && !acts.xd) {
+      acts.xd = this.buffers.create('lora dropout (T,in)', T * Math.max(...this.lora.entries.map((e) => e.inF)) * 4);
+      live.push(acts.xd);
+    }
+    const linear = async (i: number, p: Projection, inp: TrackedBuffer, out: TrackedBuffer, beta: 0 | 1, u: TrackedBuffer | undefined) => {
+      await ops.matmul(enc, { x: inp, w: this.layers[i].proj[p], out, T, beta });
+      const e = this.lora?.entry(i, p);
+      if (!e || !u) return;
+      const { A, B } = this.lora!.weights(e);
+      let x = inp;
+      if (dropout.rate > 0) {
+        await ops.dropout(enc, { x: inp, out: acts.xd!, n: T * e.inF, seed: dropoutSeed(dropout.seed, i, p), rate: dropout.rate });
+        x = acts.xd!;
+      }
+      await ops.matmul(enc, { x, w: A, out: u, T });
+      await ops.matmul(enc, { x: u, w: B, out, T, alpha: e.scale, beta: 1 });
+    };
+    await ops.embedding(enc, { ids, table: this.embed, out: acts.layers[0].xIn, T });
+    for (let i = 0; i < this.layers.length; i++) {
+      const L = this.layers[i];
+      const a = acts.layers[i];
+      await ops.rmsnorm(enc, { x: a.xIn, w: L.inputNorm, out: a.xn1, rstd: a.rstd1, T, C, eps: c.rmsNormEps });
+      await linear(i, 'q_proj', a.xn1, a.q, 0, a.loraU.q_proj);
+      await linear(i, 'k_proj', a.xn1, a.k, 0, a.loraU.k_proj);
+      await linear(i, 'v_proj', a.xn1, a.v, 0, a.loraU.v_proj);
+      await ops.rope(enc, { x: a.q, cs, T, nHeads: c.numHeads, D });
+      await ops.rope(enc, { x: a.k, cs, T, nHeads: c.numKvHeads, D });
+      await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, T, H: c.numHeads, KVH: c.numKvHeads, D });
+      if (a.xMid !== a.xIn) enc.copyBufferToBuffer(a.xIn.buffer, 0, a.xMid.buffer, 0, a.xIn.size);
+      await linear(i, 'o_proj', a.att, a.xMid, 1, a.loraU.o_proj);
+      await ops.rmsnorm(enc, { x: a.xMid, w: L.postNorm, out: a.xn2, rstd: a.rstd2, T, C, eps: c.rmsNormEps });
+      await linear(i, 'gate_proj', a.xn2, a.gate, 0, a.loraU.gate_proj);
+      await linear(i, 'up_proj', a.xn2, a.up, 0, a.loraU.up_proj);
+      await ops.swiglu(enc, { gate: a.gate, up: a.up, h: a.hm, n: T * F });
+      const xOut = i + 1 < this.layers.length ? acts.layers[i + 1].xIn : acts.xOut;
+      if (xOut !== a.xMid) enc.copyBufferToBuffer(a.xMid.buffer, 0, xOut.buffer, 0, a.xMid.size);
+      await linear(i, 'down_proj', a.hm, xOut, 1, a.loraU.down_proj);
+    }
+    await ops.rmsnorm(enc, { x: acts.xOut, w: this.finalNorm, out: acts.xnF, rstd: acts.rstdF, T, C, eps: c.rmsNormEps });
+  }
+
+  /**
+   * Record the fused lm-head over `rows` of the final hidden states; returns the (R) outputs
+   * lse, logp, log1mq and the scratch the backward pass reuses (all registered in `live`).
+   */
+  async encodeScores(
+    enc: GPUCommandEncoder,
+    acts: ForwardActs,
+    rows: TrackedBuffer,
+    targets: TrackedBuffer,
+    R: number,
+    live: TrackedBuffer[],
+  ): Promise<{ lse: TrackedBuffer; logp: TrackedBuffer; log1mq: TrackedBuffer; scratch: LmheadScratch }> {
+    const b = this.buffers;
+    const mk = (label: string) => {
+      const t = b.create(label, R * 4);
+      live.push(t);
+      return t;
+    };
+    const out = { lse: mk('lse (R)'), logp: mk('logp (R)'), log1mq: mk('log(1-q) (R)') };
+    const scratch = this.ops.lmheadScratch(R, this.config.vocabSize);
+    live.push(scratch.part, scratch.tlogit);
+    await this.ops.lmhead(enc, { h: acts.xnF, rows, targets, R, w: this.lmHead, ...out, scratch });
+    return { ...out, scratch };
+  }
+
+  /**
+   * No-grad forward over `ids`; for each i, scores position `rows[i]` against `targets[i]`
+   * (the id that position predicts).
+   */
+  async score(ids: number[], rows: number[], targets: number[]): Promise<PositionScores> {
+    this.checkInput(ids, rows, targets);
+    const R = rows.length;
+    if (R === 0) return { logp: new Float32Array(0), log1mq: new Float32Array(0), lse: new Float32Array(0) };
+    const b = this.buffers;
+    const live: TrackedBuffer[] = [];
+    const up = (label: string, data: Uint32Array) => {
       const t = b.upload(label, data);
       live.push(t);
       return t;
     };
     try {
-      const idsBuf = upload('ids', Uint32Array.from(ids));
-      const cs = upload('rope table', ropeTable(this.invFreq, T));
-      const x = alloc('residual (T,C)', T * C);
-      const xn = alloc('normed (T,C)', T * C);
-      const rstd = alloc('rstd (T)', T);
-      const q = alloc('q (T,H*D)', T * c.numHeads * D);
-      const k = alloc('k (T,KVH*D)', T * c.numKvHeads * D);
-      const v = alloc('v (T,KVH*D)', T * c.numKvHeads * D);
-      const att = alloc('attention out (T,H*D)', T * c.numHeads * D);
-      const attLse = alloc('attention lse (H,T)', c.numHeads * T);
-      const gate = alloc('gate (T,F)', T * F);
-      const up = alloc('up (T,F)', T * F);
-      const hm = alloc('swiglu (T,F)', T * F);
-      const loraTmp = maxR ? alloc('lora (T,r)', T * maxR) : null;
-
+      const acts = this.allocActs(ids.length, false, live);
       const enc = b.device.createCommandEncoder({ label: 'forward' });
-      const linear = async (layer: GpuLayer, p: Projection, inp: TrackedBuffer, out: TrackedBuffer, beta: 0 | 1) => {
-        await ops.matmul(enc, { x: inp, w: layer.proj[p], out, T, beta });
-        const f = layer.lora[p];
-        if (f) {
-          await ops.matmul(enc, { x: inp, w: f.A, out: loraTmp!, T });
-          await ops.matmul(enc, { x: loraTmp!, w: f.B, out, T, alpha: f.scale, beta: 1 });
-        }
-      };
-      await ops.embedding(enc, { ids: idsBuf, table: this.embed, out: x, T });
-      for (const layer of this.layers) {
-        await ops.rmsnorm(enc, { x, w: layer.inputNorm, out: xn, rstd, T, C, eps: c.rmsNormEps });
-        await linear(layer, 'q_proj', xn, q, 0);
-        await linear(layer, 'k_proj', xn, k, 0);
-        await linear(layer, 'v_proj', xn, v, 0);
-        await ops.rope(enc, { x: q, cs, T, nHeads: c.numHeads, D });
-        await ops.rope(enc, { x: k, cs, T, nHeads: c.numKvHeads, D });
-        await ops.attention(enc, { q, k, v, out: att, lse: attLse, T, H: c.numHeads, KVH: c.numKvHeads, D });
-        await linear(layer, 'o_proj', att, x, 1);
-        await ops.rmsnorm(enc, { x, w: layer.postNorm, out: xn, rstd, T, C, eps: c.rmsNormEps });
-        await linear(layer, 'gate_proj', xn, gate, 0);
-        await linear(layer, 'up_proj', xn, up, 0);
-        await ops.swiglu(enc, { gate, up, h: hm, n: T * F });
-        await linear(layer, 'down_proj', hm, x, 1);
-      }
-      await ops.rmsnorm(enc, { x, w: this.finalNorm, out: xn, rstd, T, C, eps: c.rmsNormEps });
-      const rowsBuf = upload('rows', Uint32Array.from(rows));
-      const targetsBuf = upload('targets', Uint32Array.from(targets));
-      const lse = alloc('lse (R)', R);
-      const logp = alloc('logp (R)', R);
-      const log1mq = alloc('log(1-q) (R)', R);
-      const scratch = ops.lmheadScratch(R, c.vocabSize);
-      live.push(scratch.part, scratch.tlogit);
-      await ops.lmhead(enc, { h: xn, rows: rowsBuf, targets: targetsBuf, R, w: this.lmHead, lse, logp, log1mq, scratch });
+      await this.encodeForward(enc, up('ids', Uint32Array.from(ids)), acts, { rate: 0, seed: 0 }, live);
+      const out = await this.encodeScores(enc, acts, up('rows', Uint32Array.from(rows)), up('targets', Uint32Array.from(targets)), R, live);
       b.device.queue.submit([enc.finish()]);
-      const [lp, l1, ls] = await Promise.all([b.readF32(logp, R), b.readF32(log1mq, R), b.readF32(lse, R)]);
-      return { logp: lp, log1mq: l1, lse: ls };
+      const [logp, log1mq, lse] = await Promise.all([b.readF32(out.logp, R), b.readF32(out.log1mq, R), b.readF32(out.lse, R)]);
+      return { logp, log1mq, lse };
     } finally {
       for (const t of live) b.destroy(t);
     }

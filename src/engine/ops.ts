@@ -92,9 +92,7 @@ export class Ops {
   }
 
   private weightEntries(w: GpuWeight, wb: number): GPUBindGroupEntry[] {
-    const e: GPUBindGroupEntry[] = [{ binding: wb, resource: { buffer: w.data.buffer } }];
-    if (w.scales) e.push({ binding: wb + 1, resource: { buffer: w.scales.buffer } });
-    return e;
+    return w.scales ? [this.buf(wb, w.data), this.buf(wb + 1, w.scales)] : [this.buf(wb, w.data)];
   }
 
   private dispatch(enc: GPUCommandEncoder, pipeline: GPUComputePipeline, entries: GPUBindGroupEntry[], groups: [number, number, number?], label: string): void {
@@ -107,7 +105,8 @@ export class Ops {
   }
 
   private buf(binding: number, t: TrackedBuffer | GPUBuffer): GPUBindGroupEntry {
-    return { binding, resource: { buffer: 'buffer' in t ? t.buffer : t } };
+    if (!('buffer' in t)) return { binding, resource: { buffer: t } };
+    return { binding, resource: t.offset === undefined ? { buffer: t.buffer } : { buffer: t.buffer, offset: t.offset, size: t.size } };
   }
 
   /** ids (T) , table (V,C) -> out (T,C) */
