@@ -97,7 +97,7 @@ export class TrainPass {
    */
   async backward(coef: Float32Array): Promise<void> {
     if (coef.length !== this.R) throw new NlftError(`${coef.length} coefficients for ${this.R} scored positions`, 'bad-position');
-    const { model, acts, live } = this;
+    const { model, acts } = this;
     const { ops, config: c } = model;
     const b = model.buffers;
     const lora = model.lora!;
