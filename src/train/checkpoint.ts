@@ -1,0 +1,45 @@
+/**
+ * Checkpoint files: `checkpoint.safetensors` holds the flat LoRA parameters and the AdamW moments
+ * (F32, shape [n]); its metadata holds the run configuration and the step, as JSON. Reading
+ * validates both and names the file and field at fault.
+ */
+import { ModelFormatError } from '../errors.ts';
+import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../model/safetensors.ts';
+import type { FileSource } from '../model/source.ts';
+import { isRecord } from '../util/json.ts';
+import type { Checkpoint, TrainConfig } from './trainer.ts';
+
+export const CHECKPOINT_FILE = 'checkpoint.safetensors';
+
+export function checkpointBytes(ck: Checkpoint): Uint8Array {
+  const n = ck.params.length;
+  return writeSafetensors(
+    [
+      { name: 'lora.params', dtype: 'F32', shape: [n], data: ck.params },
+      { name: 'adamw.m', dtype: 'F32', shape: [n], data: ck.m },
+      { name: 'adamw.v', dtype: 'F32', shape: [n], data: ck.v },
+    ],
+    { format: 'nlft-checkpoint', config: JSON.stringify(ck.config), step: String(ck.state.step) },
+  );
+}
+
+export async function readCheckpoint(source: FileSource): Promise<Checkpoint> {
+  const header = await readSafetensorsHeader(source, CHECKPOINT_FILE);
+  const meta = header.metadata;
+  if (meta.format !== 'nlft-checkpoint') throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.format', `expected "nlft-checkpoint", found ${JSON.stringify(meta.format ?? null)}`);
+  let config: unknown;
+  try {
+    config = JSON.parse(meta.config ?? '');
+  } catch {
+    throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.config', 'is not valid JSON');
+  }
+  if (!isRecord(config)) throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.config', 'expected a JSON object');
+  const step = Number(meta.step);
+  if (!Number.isInteger(step) || step < 0) throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.step', `expected a step number, found ${JSON.stringify(meta.step ?? null)}`);
+  const [params, m, v] = await Promise.all(['lora.params', 'adamw.m', 'adamw.v'].map((name) => {
+    if (!header.tensors.has(name)) throw new ModelFormatError(CHECKPOINT_FILE, name, 'missing');
+    return readTensorF32(source, CHECKPOINT_FILE, header, name);
+  }));
+  if (m.length !== params.length || v.length !== params.length) throw new ModelFormatError(CHECKPOINT_FILE, 'adamw.m', `expected ${params.length} values like lora.params`);
+  return { config: config as unknown as TrainConfig, state: { step }, params, m, v };
+}

@@ -1,0 +1,216 @@
+/**
+ * The training loop, independent of DOM and Node: epochs of shuffled samples (micro-batch 1),
+ * gradient accumulation into the flat LoRA gradient buffer, one GPU AdamW step per effective batch
+ * with a cosine schedule, per-step metrics, cancel and pause, non-finite guards, and checkpoints
+ * that resume to exactly the same result as an uninterrupted run.
+ *
+ * Determinism: the order of micro-batches is a function of (seed, epoch) and the LoRA dropout
+ * masks of (seed, micro-batch index), so the state to save is just the step counter plus the
+ * parameters and optimizer moments.
+ */
+import type { Engine } from '../engine/engine.ts';
+import type { GpuLlama } from '../engine/llama.ts';
+import { lossCoefficient, lossValue, TrainPass, type TermKind } from '../engine/train-pass.ts';
+import { NlftError } from '../errors.ts';
+import { Rng } from '../util/rng.ts';
+import { AdamW } from './optimizer.ts';
+import { sequenceOf, type TrainSample } from './samples.ts';
+import { cosineWithWarmup } from './schedule.ts';
+
+/** Hyper-parameters of a run (stored with it). */
+export interface TrainConfig {
+  epochs: number;
+  /** Stop after this many optimizer steps (null: run all epochs). */
+  maxSteps: number | null;
+  lr: number;
+  warmupFraction: number;
+  /** Effective batch: micro-batches (of one sequence) accumulated per optimizer step. */
+  batch: number;
+  seed: number;
+  dropout: number;
+  weightDecay: number;
+  maxGradNorm: number;
+}
+
+export const DEFAULT_TRAIN: TrainConfig = { epochs: 3, maxSteps: null, lr: 5e-5, warmupFraction: 0.1, batch: 4, seed: 0, dropout: 0.05, weightDecay: 0, maxGradNorm: 1 };
+
+/** Per-position loss terms of one sample (SFT: every response token, likelihood, weight 1/N). */
+export interface SampleTerms {
+  kinds: TermKind[];
+  weights: Float32Array;
+}
+
+/** How a method weights a sample's tokens after its forward pass (NLFT needs the scores; SFT does not). */
+export type TermsFn = (sample: TrainSample, pass: TrainPass) => Promise<SampleTerms> | SampleTerms;
+
+/** SFT: the mean cross-entropy of the response tokens. */
+export const sftTerms: TermsFn = (s) => ({ kinds: s.responseIds.map(() => 'likelihood'), weights: new Float32Array(s.responseIds.length).fill(1 / s.responseIds.length) });
+
+export interface StepMetrics {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  /** Mean loss of the batch's samples. */
+  loss: number;
+  /** Tokens fed (prompt + response) in the batch. */
+  tokens: number;
+  ms: number;
+  lr: number;
+  gradNorm: number;
+  /** GPU bytes at the step's peak (buffer manager). */
+  peakBytes: number;
+  samples: string[];
+}
+
+export interface TrainerState {
+  /** Optimizer steps done. */
+  step: number;
+}
+
+export interface Checkpoint {
+  config: TrainConfig;
+  state: TrainerState;
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+export interface RunHooks {
+  onStep?: (m: StepMetrics) => void | Promise<void>;
+  /** Checked between micro-batches; an aborted signal ends the run after the current step. */
+  signal?: AbortSignal;
+  /** Awaited between steps: resolve to continue (a host implements pause with it). */
+  paused?: () => Promise<void>;
+}
+
+export type RunEnd = { status: 'done' | 'cancelled'; steps: number } | { status: 'non-finite'; steps: number; message: string };
+
+export class Trainer {
+  readonly totalSteps: number;
+  readonly state: TrainerState = { step: 0 };
+  private readonly optimizer: AdamW;
+  private readonly schedule: (step: number) => number;
+  private readonly orders = new Map<number, number[]>();
+  private readonly backup;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly model: GpuLlama,
+    private readonly samples: readonly TrainSample[],
+    readonly config: TrainConfig,
+    private readonly terms: TermsFn = sftTerms,
+  ) {
+    if (samples.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
+    if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
+    for (const [k, ok] of [['epochs', config.epochs > 0], ['batch', Number.isInteger(config.batch) && config.batch >= 1], ['lr', config.lr > 0]] as const) {
+      if (!ok) throw new NlftError(`training option ${k} must be positive (got ${config[k]})`, 'usage');
+    }
+    const micro = Math.ceil(config.epochs * samples.length);
+    this.totalSteps = Math.min(Math.ceil(micro / config.batch), config.maxSteps ?? Infinity);
+    const lora = model.lora;
+    this.optimizer = new AdamW(engine, lora.params, lora.enableGradients(), lora.n, { weightDecay: config.weightDecay, maxGradNorm: config.maxGradNorm });
+    this.schedule = cosineWithWarmup({ baseLr: config.lr, totalSteps: this.totalSteps, warmupFraction: config.warmupFraction });
+    this.backup = engine.buffers.create('lora params (last good)', lora.n * 4);
+  }
+
+  /** Index into `samples` of global micro-batch k (epoch-wise Fisher–Yates shuffles from the seed). */
+  sampleAt(k: number): { sample: number; epoch: number } {
+    const n = this.samples.length;
+    const epoch = Math.floor(k / n);
+    let order = this.orders.get(epoch);
+    if (!order) {
+      const rng = new Rng((Math.imul(this.config.seed, 1000003) + epoch) >>> 0);
+      order = Array.from({ length: n }, (_, i) => i);
+      for (let i = n - 1; i > 0; i--) {
+        const j = rng.int(i + 1);
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+      this.orders.set(epoch, order);
+    }
+    return { sample: order[k % n], epoch };
+  }
+
+  /** Run until all steps are done, the signal aborts, or a loss or gradient is not finite. */
+  async run(hooks: RunHooks = {}): Promise<RunEnd> {
+    const { engine, model, config } = this;
+    const lora = model.lora!;
+    const micro = Math.ceil(config.epochs * this.samples.length);
+    while (this.state.step < this.totalSteps) {
+      if (hooks.signal?.aborted) return { status: 'cancelled', steps: this.state.step };
+      await hooks.paused?.();
+      const step = this.state.step + 1;
+      const t0 = performance.now();
+      engine.buffers.resetPeak();
+      const first = (step - 1) * config.batch;
+      const last = Math.min(step * config.batch, micro);
+      let lossSum = 0;
+      let tokens = 0;
+      const ids: string[] = [];
+      let epoch = 0;
+      for (let k = first; k < last; k++) {
+        const at = this.sampleAt(k);
+        epoch = at.epoch;
+        const s = this.samples[at.sample];
+        const seq = sequenceOf(s);
+        const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: config.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 });
+        const t = await this.terms(s, pass);
+        const loss = lossValue(t.kinds, t.weights, pass.scores);
+        if (!Number.isFinite(loss)) {
+          pass.release();
+          await this.discardGradients();
+          return { status: 'non-finite', steps: this.state.step, message: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}` };
+        }
+        const coef = Float32Array.from(t.kinds, (kind, r) => lossCoefficient(kind, t.weights[r], pass.scores.logp[r], pass.scores.log1mq[r]));
+        await pass.backward(coef);
+        lossSum += loss;
+        tokens += seq.ids.length;
+        ids.push(s.id);
+      }
+      const count = last - first;
+      const lr = this.schedule(step);
+      const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
+      enc.copyBufferToBuffer(lora.params.buffer, 0, this.backup.buffer, 0, lora.n * 4);
+      await this.optimizer.step(enc, { lr, step, gradScale: 1 / count });
+      engine.ctx.device.queue.submit([enc.finish()]);
+      const gradNorm = await this.optimizer.lastGradNorm();
+      if (!Number.isFinite(gradNorm)) {
+        const undo = engine.ctx.device.createCommandEncoder();
+        undo.copyBufferToBuffer(this.backup.buffer, 0, lora.params.buffer, 0, lora.n * 4);
+        engine.ctx.device.queue.submit([undo.finish()]);
+        await engine.ctx.device.queue.onSubmittedWorkDone();
+        return { status: 'non-finite', steps: this.state.step, message: `the gradient norm is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}` };
+      }
+      this.state.step = step;
+      await hooks.onStep?.({ step, totalSteps: this.totalSteps, epoch, loss: lossSum / count, tokens, ms: performance.now() - t0, lr, gradNorm, peakBytes: engine.buffers.peak, samples: ids });
+    }
+    return { status: 'done', steps: this.state.step };
+  }
+
+  private async discardGradients(): Promise<void> {
+    const enc = this.engine.ctx.device.createCommandEncoder();
+    enc.clearBuffer(this.model.lora!.grads!.buffer);
+    this.engine.ctx.device.queue.submit([enc.finish()]);
+    await this.engine.ctx.device.queue.onSubmittedWorkDone();
+  }
+
+  /** Everything needed to continue this run exactly. */
+  async checkpoint(): Promise<Checkpoint> {
+    const lora = this.model.lora!;
+    const { m, v } = await this.optimizer.state();
+    return { config: { ...this.config }, state: { ...this.state }, params: await this.engine.buffers.readF32(lora.params, lora.n), m, v };
+  }
+
+  /** Continue from a checkpoint of a run with the same configuration and samples. */
+  async restore(ck: Checkpoint): Promise<void> {
+    const lora = this.model.lora!;
+    if (ck.params.length !== lora.n) throw new NlftError(`the checkpoint holds ${ck.params.length} LoRA values, this model's adapters ${lora.n}: different rank or targets`, 'checkpoint');
+    this.engine.ctx.device.queue.writeBuffer(lora.params.buffer, 0, ck.params.buffer, ck.params.byteOffset, ck.params.byteLength);
+    this.optimizer.loadState({ m: ck.m, v: ck.v });
+    this.state.step = ck.state.step;
+  }
+
+  destroy(): void {
+    this.optimizer.destroy();
+    this.engine.buffers.destroy(this.backup);
+  }
+}
