@@ -5,6 +5,7 @@
 import { NlftError } from '../src/errors.ts';
 import { infoCommand } from '../src/node/cli/info.ts';
 import { logprobsCommand } from '../src/node/cli/logprobs.ts';
+import { trainCommand } from '../src/node/cli/train.ts';
 
 const USAGE = `usage: nlft <command> [options]
 
@@ -12,11 +13,17 @@ commands:
   info      --model DIR                        config, parameter count, quantized size, GPU adapter
   logprobs  --model DIR --prompt TEXT --response TEXT [--adapter DIR] [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
             log p of every response token given the prompt (raw, or built with the chat template),
-            with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given`;
+            with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given
+  train     --model DIR --data FILE --out DIR [--method sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
+            [--rank 16] [--alpha 16] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
+            [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--resume DIR]
+            LoRA fine-tuning on {question, answer} or NLFT records; writes a PEFT adapter, metrics.jsonl,
+            run.json and checkpoint.safetensors into --out`;
 
 const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => Promise<unknown>> = {
   info: infoCommand,
   logprobs: logprobsCommand,
+  train: trainCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -49,7 +49,7 @@ async function train(config: TrainConfig, data: TrainSample[], opts: { stopAfter
       readRange: async (_n, s, e) => bytes.slice(s, e),
       read: async () => bytes,
     };
-    await trainer.restore(await readCheckpoint(source));
+    await trainer.restore((await readCheckpoint(source)).checkpoint);
   }
   const metrics: StepMetrics[] = [];
   const ctl = new AbortController();
@@ -61,7 +61,7 @@ async function train(config: TrainConfig, data: TrainSample[], opts: { stopAfter
     },
   });
   const params = await g.buffers.readF32(model.lora!.params, model.lora!.n);
-  const ck = checkpointBytes(await trainer.checkpoint());
+  const ck = checkpointBytes(await trainer.checkpoint(), { ...LORA, targets: [...LORA.targets] });
   trainer.destroy();
   model.destroy();
   return { end, metrics, params, ck, totalSteps: trainer.totalSteps };

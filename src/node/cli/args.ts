@@ -24,3 +24,14 @@ export function quantOption(command: string, v: unknown): QuantFormat {
   if (!isQuantFormat(q)) throw new UsageError(`nlft ${command}: --quant must be ${QUANT_FORMATS.slice(0, -1).join(', ')} or ${QUANT_FORMATS.at(-1)} (got "${q}")`);
   return q;
 }
+
+/** A numeric option: absent → `fallback`; otherwise a finite number satisfying `ok`, else a usage error. */
+export function numberOption(command: string, values: Record<string, unknown>, name: string, fallback: number, ok: (v: number) => boolean, expected: string): number {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const v = Number(raw);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new UsageError(`nlft ${command}: --${name} must be ${expected} (got "${String(raw)}")`);
+  return v;
+}
+
+export const isPositiveInt = (v: number) => Number.isInteger(v) && v > 0;

@@ -1,0 +1,150 @@
+/**
+ * `nlft train`: fine-tune LoRA adapters on a dataset and write them in PEFT's format, with
+ * metrics.jsonl (one line per optimizer step), run.json (settings, prompt template, environment,
+ * timings, peak GPU bytes) and checkpoint.safetensors (to continue with --resume).
+ */
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseDataset } from '../../data/dataset.ts';
+import { TextTokenizer } from '../../data/tokenizer.ts';
+import { formatBytes } from '../../engine/buffers.ts';
+import { adapterName, describeAdapter } from '../../engine/gpu.ts';
+import { GpuLlama } from '../../engine/llama.ts';
+import { ModelFormatError, UsageError } from '../../errors.ts';
+import { peftAdapterFiles } from '../../export/peft.ts';
+import { loadModelFolder } from '../../model/loader.ts';
+import { DEFAULT_LORA, initLora, validateLoraConfig, type LoraConfig } from '../../model/lora.ts';
+import { PROJECTIONS, type Projection } from '../../model/weights.ts';
+import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../../train/checkpoint.ts';
+import { DEFAULT_INSTRUCTION, sftSamples } from '../../train/samples.ts';
+import { DEFAULT_TRAIN, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
+import { writePeftAdapter } from '../adapter-files.ts';
+import { createNodeEngine } from '../engine.ts';
+import { FolderSource } from '../fs-source.ts';
+import { isPositiveInt, numberOption, parse, quantOption, required } from './args.ts';
+
+const CMD = 'train';
+
+function options(values: Record<string, unknown>): { train: TrainConfig; lora: LoraConfig; maxLen: number } {
+  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) => numberOption(CMD, values, name, fallback, ok, expected);
+  const targets = typeof values.targets === 'string' ? (values.targets.split(',').map((s) => s.trim()) as Projection[]) : [...DEFAULT_LORA.targets];
+  const lora: LoraConfig = {
+    r: num('rank', DEFAULT_LORA.r, isPositiveInt, 'a positive integer'),
+    alpha: num('alpha', DEFAULT_LORA.alpha, (v) => v > 0, 'a positive number'),
+    dropout: num('dropout', DEFAULT_LORA.dropout, (v) => v >= 0 && v < 1, 'a number in [0, 1)'),
+    targets,
+  };
+  try {
+    validateLoraConfig(lora);
+  } catch (e) {
+    throw new UsageError(`nlft ${CMD}: ${(e as Error).message} (valid --targets: ${PROJECTIONS.join(',')})`);
+  }
+  const steps = values.steps === undefined ? null : num('steps', 1, isPositiveInt, 'a positive integer');
+  return {
+    lora,
+    maxLen: num('max-len', 512, (v) => Number.isInteger(v) && v >= 2, 'an integer of at least 2'),
+    train: {
+      ...DEFAULT_TRAIN,
+      epochs: num('epochs', DEFAULT_TRAIN.epochs, (v) => v > 0, 'a positive number'),
+      maxSteps: steps,
+      lr: num('lr', DEFAULT_TRAIN.lr, (v) => v > 0, 'a positive number'),
+      batch: num('batch', DEFAULT_TRAIN.batch, isPositiveInt, 'a positive integer'),
+      seed: num('seed', DEFAULT_TRAIN.seed, (v) => Number.isInteger(v) && v >= 0, 'a non-negative integer'),
+      dropout: lora.dropout,
+      weightDecay: num('weight-decay', DEFAULT_TRAIN.weightDecay, (v) => v >= 0, 'a non-negative number'),
+      warmupFraction: num('warmup', DEFAULT_TRAIN.warmupFraction, (v) => v >= 0 && v <= 1, 'a fraction in [0, 1]'),
+      maxGradNorm: num('max-grad-norm', DEFAULT_TRAIN.maxGradNorm, (v) => v >= 0, 'a non-negative number (0 disables clipping)'),
+    },
+  };
+}
+
+export async function trainCommand(argv: string[], out: (line: string) => void): Promise<RunEnd> {
+  const values = parse(CMD, argv, {
+    method: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' },
+    epochs: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
+    dropout: { type: 'string' }, targets: { type: 'string' }, 'max-len': { type: 'string' }, batch: { type: 'string' }, seed: { type: 'string' },
+    'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' },
+  });
+  const method = values.method ?? 'sft';
+  if (method === 'nlft') throw new UsageError(`nlft ${CMD}: --method nlft is not available yet in this version; use --method sft`);
+  if (method !== 'sft') throw new UsageError(`nlft ${CMD}: --method must be sft or nlft (got "${String(method)}")`);
+  const modelDir = required(CMD, values, 'model');
+  const dataFile = required(CMD, values, 'data');
+  const outDir = required(CMD, values, 'out');
+  const quant = quantOption(CMD, values.quant);
+  const opts = options(values);
+  const { maxLen } = opts;
+  let { train, lora } = opts;
+  const started = Date.now();
+
+  const model = await loadModelFolder(new FolderSource(modelDir));
+  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${modelDir}; training needs the model's tokenizer`);
+  const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(dataFile);
+  } catch {
+    throw new UsageError(`nlft ${CMD}: cannot read the dataset ${dataFile}`);
+  }
+  const { records } = parseDataset(bytes, path.basename(dataFile));
+  const { samples, truncated } = sftSamples(records, tok, maxLen);
+  out(`data       ${dataFile}: ${records.length} records${truncated ? `, ${truncated} answers truncated to fit --max-len ${maxLen}` : ''}`);
+
+  const resume = typeof values.resume === 'string' ? await readCheckpoint(new FolderSource(values.resume)) : null;
+  if (resume) {
+    ({ lora } = resume);
+    train = resume.checkpoint.config;
+    out(`resume     ${values.resume}: step ${resume.checkpoint.state.step}, with the checkpoint's training and LoRA settings`);
+  }
+  const engine = await createNodeEngine();
+  try {
+    const llama = GpuLlama.create(engine.ops, model.weights, quant, initLora(model.config, lora, train.seed));
+    const modelBytes = engine.buffers.current;
+    const trainer = new Trainer(engine, llama, samples, train);
+    if (resume) await trainer.restore(resume.checkpoint);
+    await mkdir(outDir, { recursive: true });
+    const metricsFile = path.join(outDir, 'metrics.jsonl');
+    if (!resume) await writeFile(metricsFile, '');
+    out(`model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')}; ${trainer.totalSteps} steps of batch ${train.batch}`);
+    out(`adapter    ${describeAdapter(engine.ctx.adapter)}`);
+    const ctl = new AbortController();
+    const onSigint = () => ctl.abort();
+    process.once('SIGINT', onSigint);
+    let peak = 0;
+    let lastLoss = NaN;
+    const end = await trainer
+      .run({
+        signal: ctl.signal,
+        onStep: async (m) => {
+          peak = Math.max(peak, m.peakBytes);
+          lastLoss = m.loss;
+          await appendFile(metricsFile, `${JSON.stringify(m)}\n`);
+          out(`step ${String(m.step).padStart(4)}/${m.totalSteps}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`);
+        },
+      })
+      .finally(() => process.off('SIGINT', onSigint));
+    const params = await llama.lora!.read();
+    await writePeftAdapter(outDir, peftAdapterFiles(params, lora, { baseModel: modelDir }));
+    await writeFile(path.join(outDir, CHECKPOINT_FILE), checkpointBytes(await trainer.checkpoint(), lora));
+    const run = {
+      method,
+      model: { path: modelDir, quant, config: model.config },
+      data: { path: dataFile, records: records.length, truncated, maxLen },
+      lora,
+      train,
+      prompt: { template: 'chat template of the model: system = instruction, user = input, generation prompt', defaultInstruction: DEFAULT_INSTRUCTION, response: 'answer + end-of-sequence token' },
+      environment: { adapter: engine.ctx.adapter, node: process.version, platform: `${process.platform}-${process.arch}` },
+      result: { ...end, totalSteps: trainer.totalSteps, lastLoss },
+      timings: { startedAt: new Date(started).toISOString(), seconds: (Date.now() - started) / 1000 },
+      memory: { peakBytes: peak, modelBytes },
+    };
+    await writeFile(path.join(outDir, 'run.json'), `${JSON.stringify(run, null, 2)}\n`);
+    trainer.destroy();
+    const what = end.status === 'non-finite' ? `stopped: ${end.message}` : end.status === 'done' ? 'trained' : 'cancelled (continue with --resume)';
+    out(`${what}: ${end.steps}/${trainer.totalSteps} steps, last loss ${lastLoss.toFixed(4)}, peak ${formatBytes(peak)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`);
+    if (end.status === 'non-finite') process.exitCode = 1;
+    return end;
+  } finally {
+    engine.destroy();
+  }
+}
