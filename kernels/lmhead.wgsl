@@ -10,9 +10,11 @@
 // Forward, pass `reduce`: per row, combine the partials: lse = logsumexp(z), logp = z_y - lse and
 //   log1mq = log(1 - q_y) = logsumexp_{k != y}(z) - lse, exact even when q_y -> 1 (nlft.md §3).
 // Backward, pass `partial` in mode 1: the same tile recomputes z for one vocabulary chunk
-//   [vOff, vOff + VC) and writes dz = a_r * (softmax(z) - onehot(y)) into dz (R, VC) (VC a multiple
-//   of 4, padded columns 0). a_r is the row's coefficient: c for a likelihood term c*(-log q_y),
-//   -u*q_y/(1-q_y) for an unlikelihood term u*(-log(1-q_y)) (nlft.md §5). dh = dz @ W[chunk] is then
+//   [vOff, vOff + VC) and writes dz into dz (R, VC) (VC a multiple of 4, padded columns 0):
+//   dz_v = a_r * softmax(z)_v off the target and dz_y = t_r at it, with (a_r, t_r) = coef[r] from the
+//   host (src/engine/train-pass.ts lossCoefficients, nlft.md §5: likelihood c*(-log q_y) and
+//   unlikelihood u*(-log(1-q_y)) terms; t_r computed from log q and log(1-q) so it stays exact as
+//   q_y -> 1, where a_r * (q_y - 1) would be huge times rounding noise). dh = dz @ W[chunk] is then
 //   matmul_dx.wgsl, and `scatter` adds dh into the rows' hidden-state gradient. Only one chunk of dz
 //   exists at a time, so memory is R x VC, never R x V.
 
@@ -34,7 +36,7 @@ struct Params { R: u32, V: u32, nTiles: u32, mode: u32, vOff: u32, VC: u32, _a: 
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;             // (R)
 @group(0) @binding(9) var<storage, read_write> logp: array<f32>;            // (R)
 @group(0) @binding(10) var<storage, read_write> log1mq: array<f32>;         // (R)
-@group(0) @binding(11) var<storage, read> coef: array<f32>;                 // (R) a_r
+@group(0) @binding(11) var<storage, read> coef: array<vec2<f32>>;           // (R) a_r, t_r
 @group(0) @binding(12) var<storage, read_write> dz: array<f32>;             // (R, VC)
 
 {{WEIGHT}}
@@ -56,10 +58,10 @@ fn fold(ml: vec3<f32>, z: vec4<f32>, n: u32, r: u32, tg: u32) -> vec3<f32> {
   return vec3<f32>(mt, ml.y * c + e.x + e.y + e.z + e.w, ml.z * c + ex.x + ex.y + ex.z + ex.w);
 }
 
-/// Backward epilogue: dz[r, n - vOff .. +3] = a_r * (q - onehot(y)) for the chunk's columns.
+/// Backward epilogue: dz[r, n - vOff .. +3] for the chunk's columns (a_r * q_v, or t_r at the target).
 fn store_dz(r: u32, n: u32, z: vec4<f32>) {
   if (r >= p.R) { return; }
-  let a = coef[r];
+  let at = coef[r];
   let l = lse[r];
   let tg = targets[r];
   for (var c = 0u; c < 4u; c++) {
@@ -67,7 +69,7 @@ fn store_dz(r: u32, n: u32, z: vec4<f32>) {
     let col = v - p.vOff;
     if (col < p.VC) {
       var g = 0.0;
-      if (v < p.V) { g = a * (exp(z[c] - l) - select(0.0, 1.0, v == tg)); }
+      if (v == tg) { g = at.y; } else if (v < p.V) { g = at.x * exp(z[c] - l); }
       dz[r * p.VC + col] = g;
     }
   }

@@ -4,9 +4,9 @@
  * which accumulates LoRA gradients into the model's flat gradient buffer. Base weights get no
  * gradient; activations' gradients flow through the dequantized base weights.
  *
- * The loss this differentiates is  L = sum_r a_r * (-log q_r)  for likelihood rows and
- * u_r * (-log(1 - q_r)) for unlikelihood rows; the lm-head backward only needs one number per
- * row, `lossCoefficient` (nlft.md §5): c for likelihood, -u * q/(1-q) for unlikelihood.
+ * The loss this differentiates is  L = sum_r c_r * (-log q_r)  for likelihood rows and
+ * u_r * (-log(1 - q_r)) for unlikelihood rows; the lm-head backward needs two numbers per row
+ * (`lossCoefficients`, from nlft.md §5): dz = a * softmax(z) off the target, and dz_y itself.
  */
 import { NlftError } from '../errors.ts';
 import type { Projection } from '../model/weights.ts';
@@ -17,12 +17,32 @@ import { dropoutSeed, type DropoutSpec, type ForwardActs, type GpuLlama, type Po
 /** A loss term's kind at one scored position. */
 export type TermKind = 'likelihood' | 'unlikelihood';
 
+/** Cap on log(q/(1-q)) so the unlikelihood coefficient stays finite in f32 (q within e^-80 of 1). */
+const MAX_LOG_ODDS = 80;
+
 /**
- * The lm-head backward's per-row coefficient for a term weighted by `weight` at a position with
- * log q = logp and log(1-q) = log1mq: dz = a (softmax - onehot).
+ * Per-row coefficients of the lm-head backward, interleaved (R,2): a_r and dz at the target, so
+ * that dz_v = a_r * softmax(z)_v for v != y_r. From nlft.md §5, with q = q_y:
+ *   likelihood c*(-log q):       a = c,             dz_y = c*(q - 1) = -c * exp(log(1-q))
+ *   unlikelihood u*(-log(1-q)):  a = -u * q/(1-q),  dz_y = -u*q/(1-q)*(q - 1) = u * q
+ * The target entries are written from log q and log(1-q) directly, never as a difference of
+ * nearly equal f32 numbers, so they stay exact as q -> 1.
  */
-export function lossCoefficient(kind: TermKind, weight: number, logp: number, log1mq: number): number {
-  return kind === 'likelihood' ? weight : -weight * Math.exp(logp - log1mq);
+export function lossCoefficients(kinds: readonly TermKind[], weights: ArrayLike<number>, scores: PositionScores): Float32Array {
+  const out = new Float32Array(kinds.length * 2);
+  kinds.forEach((kind, r) => {
+    const w = weights[r];
+    const { [r]: logp } = scores.logp;
+    const { [r]: log1mq } = scores.log1mq;
+    if (kind === 'likelihood') {
+      out[2 * r] = w;
+      out[2 * r + 1] = -w * Math.exp(log1mq);
+    } else {
+      out[2 * r] = -w * Math.exp(Math.min(logp - log1mq, MAX_LOG_ODDS));
+      out[2 * r + 1] = w * Math.exp(logp);
+    }
+  });
+  return out;
 }
 
 /** The loss value of the same terms, from the forward's log-probabilities. */
@@ -92,11 +112,11 @@ export class TrainPass {
   }
 
   /**
-   * Backward pass for per-row coefficients `coef` (R) (see `lossCoefficient`); adds the LoRA
+   * Backward pass for per-row coefficients `coef` (R,2) (see `lossCoefficients`); adds the LoRA
    * gradients into `model.lora.grads`. Frees the pass's activations afterwards.
    */
   async backward(coef: Float32Array): Promise<void> {
-    if (coef.length !== this.R) throw new NlftError(`${coef.length} coefficients for ${this.R} scored positions`, 'bad-position');
+    if (coef.length !== 2 * this.R) throw new NlftError(`${coef.length / 2} coefficient pairs for ${this.R} scored positions`, 'bad-position');
     const { model, acts } = this;
     const { ops, config: c } = model;
     const b = model.buffers;
@@ -115,7 +135,7 @@ export class TrainPass {
       const R = this.R;
       const V = c.vocabSize;
       const VC = Math.min(model.ops.tuning.ceChunk, Math.ceil(V / 4) * 4);
-      const coefBuf = b.upload('loss coefficients (R)', coef);
+      const coefBuf = b.upload('loss coefficients (R,2)', coef);
       tmp.push(coefBuf);
       const dz = alloc('dlogits chunk (R,VC)', R * VC);
       const dh = alloc('dh (R,C)', R * C);

@@ -10,7 +10,7 @@
  */
 import type { Engine } from '../engine/engine.ts';
 import type { GpuLlama } from '../engine/llama.ts';
-import { lossCoefficient, lossValue, TrainPass, type TermKind } from '../engine/train-pass.ts';
+import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
 import { AdamW } from './optimizer.ts';
@@ -160,8 +160,7 @@ export class Trainer {
           await this.discardGradients();
           return { status: 'non-finite', steps: this.state.step, message: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}` };
         }
-        const coef = Float32Array.from(t.kinds, (kind, r) => lossCoefficient(kind, t.weights[r], pass.scores.logp[r], pass.scores.log1mq[r]));
-        await pass.backward(coef);
+        await pass.backward(lossCoefficients(t.kinds, t.weights, pass.scores));
         lossSum += loss;
         tokens += seq.ids.length;
         ids.push(s.id);

@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuLlama, type LoraSet } from '../../src/engine/llama.ts';
-import { lossCoefficient, lossValue, TrainPass, type TermKind } from '../../src/engine/train-pass.ts';
+import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../../src/engine/train-pass.ts';
 import { makeTinyLlama, type TinyLlamaOptions } from '../../src/model/demo.ts';
 import { projectionShapes } from '../../src/model/size.ts';
 import { PROJECTIONS, type LlamaWeights } from '../../src/model/weights.ts';
@@ -95,9 +95,8 @@ async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropou
   const model = GpuLlama.create(g.ops, weights, 'f32', lora);
   try {
     const pass = await TrainPass.forward(model, c.ids, c.rows, c.targets, dropout);
-    const coef = Float32Array.from(c.rows, (_, r) => lossCoefficient(c.kinds[r], c.weights[r], pass.scores.logp[r], pass.scores.log1mq[r]));
     const loss = lossValue(c.kinds, c.weights, pass.scores);
-    await pass.backward(coef);
+    await pass.backward(lossCoefficients(c.kinds, c.weights, pass.scores));
     return { grads: await model.lora!.readGrads(), loss };
   } finally {
     model.destroy();
