@@ -54,9 +54,13 @@ export interface LayerActs {
   loraU: Partial<Record<Projection, TrackedBuffer>>;
 }
 
+/** How a forward pass keeps activations (see `GpuLlama.allocActs`). */
+export type ActsMode = 'shared' | 'per-layer' | 'checkpointed';
+
 /** Everything a forward pass over T tokens wrote. */
 export interface ForwardActs {
   T: number;
+  mode: ActsMode;
   layers: LayerActs[];
   /** Residual stream after the last layer (T,C), the final norm's output (T,C) and its rstd (T). */
   xOut: TrackedBuffer;
@@ -169,10 +173,13 @@ export class GpuLlama {
   }
 
   /**
-   * Allocate activations for T tokens: one shared set (no-grad) or one per layer (training),
-   * registering every buffer in `live` so the caller frees them.
+   * Allocate activations for T tokens, registering every buffer in `live` so the caller frees them:
+   * - 'shared': one set reused by every layer (no-grad scoring);
+   * - 'per-layer': every layer keeps its own activations for the backward pass;
+   * - 'checkpointed': every layer keeps only its input; the rest is one shared set that the
+   *   backward pass refills by recomputing each layer's forward (less memory, ~1/3 more compute).
    */
-  allocActs(T: number, perLayer: boolean, live: TrackedBuffer[]): ForwardActs {
+  allocActs(T: number, mode: ActsMode, live: TrackedBuffer[]): ForwardActs {
     const c = this.config;
     const b = this.buffers;
     const alloc = (label: string, floats: number) => {
@@ -181,61 +188,74 @@ export class GpuLlama {
       return t;
     };
     const [C, F, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
-    const x0 = alloc('residual (T,C)', T * C);
+    const shared = mode === 'shared';
     const layerSet = (i: number, xIn: TrackedBuffer): LayerActs => {
       const loraU: LayerActs['loraU'] = {};
-      for (const e of this.lora?.entries ?? []) if (e.layer === i || !perLayer) loraU[e.proj] ??= alloc(`lora u ${i}.${e.proj} (T,r)`, T * e.r);
+      for (const e of this.lora?.entries ?? []) if (e.layer === i || mode !== 'per-layer') loraU[e.proj] ??= alloc(`lora u ${i}.${e.proj} (T,r)`, T * e.r);
+      const xn1 = alloc('xn1 (T,C)', T * C);
+      const rstd1 = alloc('rstd1 (T)', T);
       return {
         xIn,
-        xn1: alloc('xn1 (T,C)', T * C),
-        rstd1: alloc('rstd1 (T)', T),
+        xn1,
+        rstd1,
         q: alloc('q (T,H*D)', T * HD),
         k: alloc('k (T,KVH*D)', T * KVD),
         v: alloc('v (T,KVH*D)', T * KVD),
         att: alloc('attention (T,H*D)', T * HD),
         attLse: alloc('attention lse (H,T)', c.numHeads * T),
-        xMid: perLayer ? alloc('residual mid (T,C)', T * C) : xIn,
-        xn2: perLayer ? alloc('xn2 (T,C)', T * C) : (null as unknown as TrackedBuffer),
-        rstd2: perLayer ? alloc('rstd2 (T)', T) : (null as unknown as TrackedBuffer),
+        // No-grad: the residual is updated in place and one normed buffer serves both norms.
+        xMid: shared ? xIn : alloc('residual mid (T,C)', T * C),
+        xn2: shared ? xn1 : alloc('xn2 (T,C)', T * C),
+        rstd2: shared ? rstd1 : alloc('rstd2 (T)', T),
         gate: alloc('gate (T,F)', T * F),
         up: alloc('up (T,F)', T * F),
         hm: alloc('swiglu (T,F)', T * F),
         loraU,
       };
     };
-    const layers: LayerActs[] = [];
-    let x = x0;
-    for (let i = 0; i < c.numLayers; i++) {
-      if (!perLayer && i > 0) {
-        layers.push(layers[0]);
-        continue;
-      }
-      const acts = layerSet(i, x);
-      if (!perLayer) {
-        acts.xn2 = acts.xn1; // no-grad: one normed buffer and one rstd serve both norms
-        acts.rstd2 = acts.rstd1;
-      }
-      layers.push(acts);
-      if (perLayer) x = alloc('residual (T,C)', T * C);
+    const inputs = [alloc('residual (T,C)', T * C)];
+    if (!shared) for (let i = 1; i <= c.numLayers; i++) inputs.push(alloc('residual (T,C)', T * C));
+    const first = layerSet(0, inputs[0]);
+    const layers = [first];
+    for (let i = 1; i < c.numLayers; i++) {
+      if (mode === 'per-layer') layers.push(layerSet(i, inputs[i]));
+      else layers.push({ ...first, xIn: shared ? first.xIn : inputs[i] });
     }
-    const xOut = perLayer ? x : x0;
-    const xnF = perLayer ? alloc('final norm (T,C)', T * C) : layers[0].xn1;
-    const rstdF = perLayer ? alloc('final rstd (T)', T) : layers[0].rstd1;
     const cs = b.upload('rope table', ropeTable(this.invFreq, T));
     live.push(cs);
-    return { T, layers, xOut, xnF, rstdF, cs, xd: null };
+    return {
+      T,
+      mode,
+      layers,
+      xOut: shared ? first.xIn : inputs[c.numLayers],
+      xnF: shared ? first.xn1 : alloc('final norm (T,C)', T * C),
+      rstdF: shared ? first.rstd1 : alloc('final rstd (T)', T),
+      cs,
+      xd: null,
+    };
   }
 
   /** Record the forward pass (embedding → layers → final norm) into `enc`. */
   async encodeForward(enc: GPUCommandEncoder, ids: TrackedBuffer, acts: ForwardActs, dropout: DropoutSpec, live: TrackedBuffer[]): Promise<void> {
+    const c = this.config;
+    if (dropout.rate > 0 && this.lora && !acts.xd) {
+      acts.xd = this.buffers.create('lora dropout (T,in)', acts.T * Math.max(...this.lora.entries.map((e) => e.inF)) * 4);
+      live.push(acts.xd);
+    }
+    await this.ops.embedding(enc, { ids, table: this.embed, out: acts.layers[0].xIn, T: acts.T });
+    for (let i = 0; i < this.layers.length; i++) await this.encodeLayer(enc, i, acts, dropout);
+    await this.ops.rmsnorm(enc, { x: acts.xOut, w: this.finalNorm, out: acts.xnF, rstd: acts.rstdF, T: acts.T, C: c.hiddenSize, eps: c.rmsNormEps });
+  }
+
+  /**
+   * Record layer i's forward from its input `acts.layers[i].xIn` into its activations and the
+   * next layer's input (the backward pass of a checkpointed forward calls this again per layer).
+   */
+  async encodeLayer(enc: GPUCommandEncoder, i: number, acts: ForwardActs, dropout: DropoutSpec): Promise<void> {
     const { ops, config: c } = this;
     const { T, cs } = acts;
     const [C, F, D] = [c.hiddenSize, c.intermediateSize, c.headDim];
-    if (dropout.rate > 0 && this.lora && !acts.xd) {
-      acts.xd = this.buffers.create('lora dropout (T,in)', T * Math.max(...this.lora.entries.map((e) => e.inF)) * 4);
-      live.push(acts.xd);
-    }
-    const linear = async (i: number, p: Projection, inp: TrackedBuffer, out: TrackedBuffer, beta: 0 | 1, u: TrackedBuffer | undefined) => {
+    const linear = async (p: Projection, inp: TrackedBuffer, out: TrackedBuffer, beta: 0 | 1, u: TrackedBuffer | undefined) => {
       await ops.matmul(enc, { x: inp, w: this.layers[i].proj[p], out, T, beta });
       const e = this.lora?.entry(i, p);
       if (!e || !u) return;
@@ -248,28 +268,24 @@ export class GpuLlama {
       await ops.matmul(enc, { x, w: A, out: u, T });
       await ops.matmul(enc, { x: u, w: B, out, T, alpha: e.scale, beta: 1 });
     };
-    await ops.embedding(enc, { ids, table: this.embed, out: acts.layers[0].xIn, T });
-    for (let i = 0; i < this.layers.length; i++) {
-      const L = this.layers[i];
-      const a = acts.layers[i];
-      await ops.rmsnorm(enc, { x: a.xIn, w: L.inputNorm, out: a.xn1, rstd: a.rstd1, T, C, eps: c.rmsNormEps });
-      await linear(i, 'q_proj', a.xn1, a.q, 0, a.loraU.q_proj);
-      await linear(i, 'k_proj', a.xn1, a.k, 0, a.loraU.k_proj);
-      await linear(i, 'v_proj', a.xn1, a.v, 0, a.loraU.v_proj);
-      await ops.rope(enc, { x: a.q, cs, T, nHeads: c.numHeads, D });
-      await ops.rope(enc, { x: a.k, cs, T, nHeads: c.numKvHeads, D });
-      await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, T, H: c.numHeads, KVH: c.numKvHeads, D });
-      if (a.xMid !== a.xIn) enc.copyBufferToBuffer(a.xIn.buffer, 0, a.xMid.buffer, 0, a.xIn.size);
-      await linear(i, 'o_proj', a.att, a.xMid, 1, a.loraU.o_proj);
-      await ops.rmsnorm(enc, { x: a.xMid, w: L.postNorm, out: a.xn2, rstd: a.rstd2, T, C, eps: c.rmsNormEps });
-      await linear(i, 'gate_proj', a.xn2, a.gate, 0, a.loraU.gate_proj);
-      await linear(i, 'up_proj', a.xn2, a.up, 0, a.loraU.up_proj);
-      await ops.swiglu(enc, { gate: a.gate, up: a.up, h: a.hm, n: T * F });
-      const xOut = i + 1 < this.layers.length ? acts.layers[i + 1].xIn : acts.xOut;
-      if (xOut !== a.xMid) enc.copyBufferToBuffer(a.xMid.buffer, 0, xOut.buffer, 0, a.xMid.size);
-      await linear(i, 'down_proj', a.hm, xOut, 1, a.loraU.down_proj);
-    }
-    await ops.rmsnorm(enc, { x: acts.xOut, w: this.finalNorm, out: acts.xnF, rstd: acts.rstdF, T, C, eps: c.rmsNormEps });
+    const L = this.layers[i];
+    const a = acts.layers[i];
+    await ops.rmsnorm(enc, { x: a.xIn, w: L.inputNorm, out: a.xn1, rstd: a.rstd1, T, C, eps: c.rmsNormEps });
+    await linear('q_proj', a.xn1, a.q, 0, a.loraU.q_proj);
+    await linear('k_proj', a.xn1, a.k, 0, a.loraU.k_proj);
+    await linear('v_proj', a.xn1, a.v, 0, a.loraU.v_proj);
+    await ops.rope(enc, { x: a.q, cs, T, nHeads: c.numHeads, D });
+    await ops.rope(enc, { x: a.k, cs, T, nHeads: c.numKvHeads, D });
+    await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, T, H: c.numHeads, KVH: c.numKvHeads, D });
+    if (a.xMid !== a.xIn) enc.copyBufferToBuffer(a.xIn.buffer, 0, a.xMid.buffer, 0, a.xIn.size);
+    await linear('o_proj', a.att, a.xMid, 1, a.loraU.o_proj);
+    await ops.rmsnorm(enc, { x: a.xMid, w: L.postNorm, out: a.xn2, rstd: a.rstd2, T, C, eps: c.rmsNormEps });
+    await linear('gate_proj', a.xn2, a.gate, 0, a.loraU.gate_proj);
+    await linear('up_proj', a.xn2, a.up, 0, a.loraU.up_proj);
+    await ops.swiglu(enc, { gate: a.gate, up: a.up, h: a.hm, n: T * F });
+    const xOut = i + 1 < this.layers.length ? acts.layers[i + 1].xIn : acts.xOut;
+    if (xOut !== a.xMid) enc.copyBufferToBuffer(a.xMid.buffer, 0, xOut.buffer, 0, a.xMid.size);
+    await linear('down_proj', a.hm, xOut, 1, a.loraU.down_proj);
   }
 
   /**
@@ -313,7 +329,7 @@ export class GpuLlama {
       return t;
     };
     try {
-      const acts = this.allocActs(ids.length, false, live);
+      const acts = this.allocActs(ids.length, 'shared', live);
       const enc = b.device.createCommandEncoder({ label: 'forward' });
       await this.encodeForward(enc, up('ids', Uint32Array.from(ids)), acts, { rate: 0, seed: 0 }, live);
       const out = await this.encodeScores(enc, acts, up('rows', Uint32Array.from(rows)), up('targets', Uint32Array.from(targets)), R, live);

@@ -70,9 +70,10 @@ export class TrainPass {
 
   /**
    * Forward over `ids` keeping activations; scores `rows` (distinct positions) against `targets`.
-   * The model must have LoRA adapters (they are what is trained).
+   * The model must have LoRA adapters (they are what is trained). With `recompute`, only each
+   * layer's input is kept and the backward pass recomputes the layer (activation checkpointing).
    */
-  static async forward(model: GpuLlama, ids: number[], rows: number[], targets: number[], dropout: DropoutSpec): Promise<TrainPass> {
+  static async forward(model: GpuLlama, ids: number[], rows: number[], targets: number[], dropout: DropoutSpec, recompute = false): Promise<TrainPass> {
     model.checkInput(ids, rows, targets);
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
     if (new Set(rows).size !== rows.length) throw new NlftError('each position can be scored only once in a training pass', 'bad-position');
@@ -86,7 +87,7 @@ export class TrainPass {
         live.push(t);
         return t;
       };
-      const acts = model.allocActs(ids.length, true, live);
+      const acts = model.allocActs(ids.length, recompute ? 'checkpointed' : 'per-layer', live);
       const enc = b.device.createCommandEncoder({ label: 'train forward' });
       await model.encodeForward(enc, up('ids', Uint32Array.from(ids)), acts, dropout, live);
       const rowsBuf = up('rows', Uint32Array.from(rows));
@@ -192,6 +193,7 @@ export class TrainPass {
       for (let i = model.layers.length - 1; i >= 0; i--) {
         const L = model.layers[i];
         const a = acts.layers[i];
+        if (acts.mode === 'checkpointed') await model.encodeLayer(enc, i, acts, this.dropout); // refill the shared activations
         // MLP: x_out = x_mid + down(silu(gate(xn2)) * up(xn2)), xn2 = norm(x_mid)
         await linearBack(i, 'down_proj', a.hm, dx, dF, 0);
         await ops.swigluBackward(enc, { gate: a.gate, up: a.up, dh: dF, dgate: dGate, dup: dUp, n: T * F });

@@ -30,9 +30,11 @@ export interface TrainConfig {
   dropout: number;
   weightDecay: number;
   maxGradNorm: number;
+  /** Keep only each layer's input and recompute the layer in the backward pass (less memory). */
+  recompute: boolean;
 }
 
-export const DEFAULT_TRAIN: TrainConfig = { epochs: 3, maxSteps: null, lr: 5e-5, warmupFraction: 0.1, batch: 4, seed: 0, dropout: 0.05, weightDecay: 0, maxGradNorm: 1 };
+export const DEFAULT_TRAIN: TrainConfig = { epochs: 3, maxSteps: null, lr: 5e-5, warmupFraction: 0.1, batch: 4, seed: 0, dropout: 0.05, weightDecay: 0, maxGradNorm: 1, recompute: false };
 
 /** Per-position loss terms of one sample (SFT: every response token, likelihood, weight 1/N). */
 export interface SampleTerms {
@@ -152,7 +154,8 @@ export class Trainer {
         epoch = at.epoch;
         const s = this.samples[at.sample];
         const seq = sequenceOf(s);
-        const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: config.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 });
+        const dropout = { rate: config.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 };
+        const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, dropout, config.recompute);
         const t = await this.terms(s, pass);
         const loss = lossValue(t.kinds, t.weights, pass.scores);
         if (!Number.isFinite(loss)) {

@@ -91,13 +91,14 @@ function referenceGrads(weights: LlamaWeights, lora: LoraSet, c: Case): { grads:
   return { grads: out, loss };
 }
 
-async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropout = { rate: 0, seed: 0 }): Promise<{ grads: LoraSet; loss: number }> {
+async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropout = { rate: 0, seed: 0 }, recompute = false): Promise<{ grads: LoraSet; loss: number; peak: number }> {
   const model = GpuLlama.create(g.ops, weights, 'f32', lora);
+  g.buffers.resetPeak();
   try {
-    const pass = await TrainPass.forward(model, c.ids, c.rows, c.targets, dropout);
+    const pass = await TrainPass.forward(model, c.ids, c.rows, c.targets, dropout, recompute);
     const loss = lossValue(c.kinds, c.weights, pass.scores);
     await pass.backward(lossCoefficients(c.kinds, c.weights, pass.scores));
-    return { grads: await model.lora!.readGrads(), loss };
+    return { grads: await model.lora!.readGrads(), loss, peak: g.buffers.peak };
   } finally {
     model.destroy();
   }
@@ -149,4 +150,16 @@ it('dropout: gradients match central differences of the engine loss with the sam
     const an = base.grads[layer][proj]![which][idx];
     expect(Math.abs(fd - an)).toBeLessThan(2e-2 * Math.max(1, Math.abs(an)));
   }
+});
+
+it('recomputing layers in the backward pass gives bit-identical gradients with less memory', async () => {
+  const weights = makeTinyLlama({ ...BASE, numLayers: 4 });
+  const lora = randomLora(weights, 4, 5);
+  const c = makeCase(BASE.vocabSize, 6);
+  const dropout = { rate: 0.1, seed: 3 };
+  const kept = await engineGrads(weights, lora, c, dropout, false);
+  const recomputed = await engineGrads(weights, lora, c, dropout, true);
+  expect(flatten(recomputed.grads)).toEqual(flatten(kept.grads));
+  expect(recomputed.loss).toBe(kept.loss);
+  expect(recomputed.peak).toBeLessThan(kept.peak);
 });

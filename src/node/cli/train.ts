@@ -54,6 +54,7 @@ function options(values: Record<string, unknown>): { train: TrainConfig; lora: L
       weightDecay: num('weight-decay', DEFAULT_TRAIN.weightDecay, (v) => v >= 0, 'a non-negative number'),
       warmupFraction: num('warmup', DEFAULT_TRAIN.warmupFraction, (v) => v >= 0 && v <= 1, 'a fraction in [0, 1]'),
       maxGradNorm: num('max-grad-norm', DEFAULT_TRAIN.maxGradNorm, (v) => v >= 0, 'a non-negative number (0 disables clipping)'),
+      recompute: values.recompute === true,
     },
   };
 }
@@ -63,7 +64,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     method: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' },
     epochs: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
     dropout: { type: 'string' }, targets: { type: 'string' }, 'max-len': { type: 'string' }, batch: { type: 'string' }, seed: { type: 'string' },
-    'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' },
+    'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' }, recompute: { type: 'boolean' },
   });
   const method = values.method ?? 'sft';
   if (method === 'nlft') throw new UsageError(`nlft ${CMD}: --method nlft is not available yet in this version; use --method sft`);
