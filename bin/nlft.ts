@@ -16,7 +16,8 @@ commands:
             with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given
   train     --model DIR --data FILE --out DIR [--method sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
             [--rank 16] [--alpha 16] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
-            [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute] [--resume DIR]
+            [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute]
+            [--memory-budget MiB] [--resume DIR]
             LoRA fine-tuning on {question, answer} or NLFT records; writes a PEFT adapter, metrics.jsonl,
             run.json and checkpoint.safetensors into --out`;
 

@@ -55,6 +55,7 @@ it('trains and writes a PEFT adapter, metrics.jsonl and run.json', async () => {
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^data {7}.*gsm\.jsonl: 4 records, \d answers truncated to fit --max-len 160$/m);
   expect(r.stdout).toMatch(/^step {4}2\/2 {2}loss \d+\.\d{4} /m);
+  expect(r.stdout).toMatch(/^memory {5}estimate [\d.]+ MiB: model [\d.]+ MiB, LoRA \+ AdamW [\d.]+ KiB, activations [\d.]+ MiB$/m);
   expect(r.stdout).toMatch(/^trained: 2\/2 steps, last loss \d+\.\d{4}, peak [\d.]+ (KiB|MiB); wrote /m);
   const adapter = await readPeftAdapter(new FolderSource(out), config);
   expect(adapter.config).toEqual({ r: 8, alpha: 16, dropout: 0.05, targets: ['q_proj', 'down_proj'] });
@@ -112,6 +113,7 @@ it('bad input: empty dataset, missing answers, a prompt longer than --max-len, b
     [['--data', data, '--lr', 'fast'], 'nlft train: --lr must be a positive number (got "fast")'],
     [['--data', path.join(tmp, 'nope.jsonl')], 'nlft train: cannot read the dataset'],
     [['--data', data, '--method', 'nlft'], 'nlft train: --method nlft is not available yet'],
+    [['--data', data, '--memory-budget', '1'], 'nlft train: a training step needs about'],
   ];
   for (const [args, message] of cases) {
     const r = await nlft('train', ...base, ...args);

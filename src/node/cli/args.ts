@@ -1,36 +1,36 @@
-/** Command-line option parsing with clear messages (node:util parseArgs, strict). */
+/** Command-line option parsing with clear messages (node:util parseArgs, strict); bin/nlft.ts prefixes the command. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../../errors.ts';
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../../model/quant.ts';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 
-export function parse(command: string, argv: string[], options: Options): Record<string, string | boolean | undefined> {
+export function parse(argv: string[], options: Options): Record<string, string | boolean | undefined> {
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as Record<string, string | boolean | undefined>;
   } catch (e) {
-    throw new UsageError(`nlft ${command}: ${(e as Error).message}`);
+    throw new UsageError(`${(e as Error).message}`);
   }
 }
 
-export function required(command: string, values: Record<string, unknown>, name: string): string {
+export function required(values: Record<string, unknown>, name: string): string {
   const v = values[name];
-  if (typeof v !== 'string' || v === '') throw new UsageError(`nlft ${command}: --${name} is required`);
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} is required`);
   return v;
 }
 
-export function quantOption(command: string, v: unknown): QuantFormat {
+export function quantOption(v: unknown): QuantFormat {
   const q = v ?? 'q8';
-  if (!isQuantFormat(q)) throw new UsageError(`nlft ${command}: --quant must be ${QUANT_FORMATS.slice(0, -1).join(', ')} or ${QUANT_FORMATS.at(-1)} (got "${q}")`);
+  if (!isQuantFormat(q)) throw new UsageError(`--quant must be ${QUANT_FORMATS.slice(0, -1).join(', ')} or ${QUANT_FORMATS.at(-1)} (got "${q}")`);
   return q;
 }
 
 /** A numeric option: absent → `fallback`; otherwise a finite number satisfying `ok`, else a usage error. */
-export function numberOption(command: string, values: Record<string, unknown>, name: string, fallback: number, ok: (v: number) => boolean, expected: string): number {
+export function numberOption(values: Record<string, unknown>, name: string, fallback: number, ok: (v: number) => boolean, expected: string): number {
   const raw = values[name];
   if (raw === undefined) return fallback;
   const v = Number(raw);
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new UsageError(`nlft ${command}: --${name} must be ${expected} (got "${String(raw)}")`);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new UsageError(`--${name} must be ${expected} (got "${String(raw)}")`);
   return v;
 }
 

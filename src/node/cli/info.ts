@@ -9,8 +9,8 @@ import { FolderSource } from '../fs-source.ts';
 import { parse, required } from './args.ts';
 
 export async function infoCommand(argv: string[], out: (line: string) => void): Promise<void> {
-  const values = parse('info', argv, { model: { type: 'string' } });
-  const dir = required('info', values, 'model');
+  const values = parse(argv, { model: { type: 'string' } });
+  const dir = required(values, 'model');
   const { config: c, tokenizerJson } = await loadModelFolder(new FolderSource(dir));
   const engine = await createNodeEngine();
   try {

@@ -32,7 +32,7 @@ export interface LogprobsResult {
 }
 
 export async function logprobsCommand(argv: string[], out: (line: string) => void): Promise<LogprobsResult> {
-  const values = parse('logprobs', argv, {
+  const values = parse(argv, {
     model: { type: 'string' },
     adapter: { type: 'string' },
     quant: { type: 'string' },
@@ -42,14 +42,14 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
     response: { type: 'string' },
     out: { type: 'string' },
   });
-  const dir = required('logprobs', values, 'model');
-  const prompt = required('logprobs', values, 'prompt');
-  const response = required('logprobs', values, 'response');
-  const quant = quantOption('logprobs', values.quant);
+  const dir = required(values, 'model');
+  const prompt = required(values, 'prompt');
+  const response = required(values, 'response');
+  const quant = quantOption(values.quant);
   const chat = values.chat === true;
   const model = await loadModelFolder(new FolderSource(dir));
   if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; logprobs needs the model's tokenizer`);
-  if (values.adapter === '') throw new UsageError('nlft logprobs: --adapter needs a folder');
+  if (values.adapter === '') throw new UsageError('--adapter needs a folder');
   const adapterDir = typeof values.adapter === 'string' ? values.adapter : null;
   const peft = adapterDir === null ? null : await readPeftAdapter(new FolderSource(adapterDir), model.config);
   const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});

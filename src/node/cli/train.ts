@@ -10,6 +10,7 @@ import { TextTokenizer } from '../../data/tokenizer.ts';
 import { formatBytes } from '../../engine/buffers.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
+import { estimateTrainBytes } from '../../engine/memory.ts';
 import { ModelFormatError, UsageError } from '../../errors.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
 import { loadModelFolder } from '../../model/loader.ts';
@@ -23,10 +24,8 @@ import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { isPositiveInt, numberOption, parse, quantOption, required } from './args.ts';
 
-const CMD = 'train';
-
 function options(values: Record<string, unknown>): { train: TrainConfig; lora: LoraConfig; maxLen: number } {
-  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) => numberOption(CMD, values, name, fallback, ok, expected);
+  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) => numberOption(values, name, fallback, ok, expected);
   const targets = typeof values.targets === 'string' ? (values.targets.split(',').map((s) => s.trim()) as Projection[]) : [...DEFAULT_LORA.targets];
   const lora: LoraConfig = {
     r: num('rank', DEFAULT_LORA.r, isPositiveInt, 'a positive integer'),
@@ -37,7 +36,7 @@ function options(values: Record<string, unknown>): { train: TrainConfig; lora: L
   try {
     validateLoraConfig(lora);
   } catch (e) {
-    throw new UsageError(`nlft ${CMD}: ${(e as Error).message} (valid --targets: ${PROJECTIONS.join(',')})`);
+    throw new UsageError(`${(e as Error).message} (valid --targets: ${PROJECTIONS.join(',')})`);
   }
   const steps = values.steps === undefined ? null : num('steps', 1, isPositiveInt, 'a positive integer');
   return {
@@ -60,19 +59,19 @@ function options(values: Record<string, unknown>): { train: TrainConfig; lora: L
 }
 
 export async function trainCommand(argv: string[], out: (line: string) => void): Promise<RunEnd> {
-  const values = parse(CMD, argv, {
+  const values = parse(argv, {
     method: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' },
     epochs: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
     dropout: { type: 'string' }, targets: { type: 'string' }, 'max-len': { type: 'string' }, batch: { type: 'string' }, seed: { type: 'string' },
-    'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' }, recompute: { type: 'boolean' },
+    'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' }, recompute: { type: 'boolean' }, 'memory-budget': { type: 'string' },
   });
   const method = values.method ?? 'sft';
-  if (method === 'nlft') throw new UsageError(`nlft ${CMD}: --method nlft is not available yet in this version; use --method sft`);
-  if (method !== 'sft') throw new UsageError(`nlft ${CMD}: --method must be sft or nlft (got "${String(method)}")`);
-  const modelDir = required(CMD, values, 'model');
-  const dataFile = required(CMD, values, 'data');
-  const outDir = required(CMD, values, 'out');
-  const quant = quantOption(CMD, values.quant);
+  if (method === 'nlft') throw new UsageError(`--method nlft is not available yet in this version; use --method sft`);
+  if (method !== 'sft') throw new UsageError(`--method must be sft or nlft (got "${String(method)}")`);
+  const modelDir = required(values, 'model');
+  const dataFile = required(values, 'data');
+  const outDir = required(values, 'out');
+  const quant = quantOption(values.quant);
   const opts = options(values);
   const { maxLen } = opts;
   let { train, lora } = opts;
@@ -85,7 +84,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   try {
     bytes = await readFile(dataFile);
   } catch {
-    throw new UsageError(`nlft ${CMD}: cannot read the dataset ${dataFile}`);
+    throw new UsageError(`cannot read the dataset ${dataFile}`);
   }
   const { records } = parseDataset(bytes, path.basename(dataFile));
   const { samples, truncated } = sftSamples(records, tok, maxLen);
@@ -97,7 +96,25 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     train = resume.checkpoint.config;
     out(`resume     ${values.resume}: step ${resume.checkpoint.state.step}, with the checkpoint's training and LoRA settings`);
   }
-  const engine = await createNodeEngine();
+  // Memory: estimate the longest sequence's step; within a budget, switch to recompute or refuse with the numbers.
+  const budgetMiB = values['memory-budget'] === undefined ? null : numberOption(values, 'memory-budget', 0, (v) => v > 0, 'a positive number of MiB');
+  const longest = samples.reduce((a, s) => (s.promptIds.length + s.responseIds.length > a.promptIds.length + a.responseIds.length ? s : a));
+  const estimate = (recompute: boolean) => estimateTrainBytes(model.config, quant, lora, longest.promptIds.length + longest.responseIds.length - 1, longest.responseIds.length, recompute);
+  let est = estimate(train.recompute);
+  if (budgetMiB !== null && est.total > budgetMiB * 2 ** 20) {
+    const alt = estimate(true);
+    if (!train.recompute && alt.total <= budgetMiB * 2 ** 20) {
+      train = { ...train, recompute: true };
+      out(`memory     ${formatBytes(est.total)} needed with all activations kept, over --memory-budget ${budgetMiB} MiB: recomputing layers instead (${formatBytes(alt.total)})`);
+      est = alt;
+    } else {
+      throw new UsageError(
+        `a training step needs about ${formatBytes(alt.total)} even with --recompute (model ${formatBytes(alt.model)}, LoRA and optimizer ${formatBytes(alt.lora)}, activations ${formatBytes(alt.activations)} for ${longest.promptIds.length + longest.responseIds.length} tokens), over --memory-budget ${budgetMiB} MiB; try a lower --max-len, --quant q4 or a smaller --rank`,
+      );
+    }
+  }
+  out(`memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`);
+  const engine = await createNodeEngine({ budgetBytes: budgetMiB === null ? undefined : budgetMiB * 2 ** 20 });
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant, initLora(model.config, lora, train.seed));
     const modelBytes = engine.buffers.current;

@@ -1,0 +1,40 @@
+/**
+ * The training-memory estimate (src/engine/memory.ts) against the buffer manager's measured peak
+ * of a real training step, with and without layer recomputation: within 10% (uniform buffers and
+ * rounding make up the difference), and never below the measurement by more than that.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { GpuLlama } from '../../src/engine/llama.ts';
+import { estimateTrainBytes } from '../../src/engine/memory.ts';
+import { makeTinyLlama } from '../../src/model/demo.ts';
+import { initLora } from '../../src/model/lora.ts';
+import { Trainer, DEFAULT_TRAIN } from '../../src/train/trainer.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { testGpu, type TestGpu } from '../helpers/gpu.ts';
+
+let g: TestGpu;
+beforeAll(async () => {
+  g = await testGpu();
+});
+afterAll(() => g?.destroy());
+
+for (const recompute of [false, true]) {
+  it(`estimate matches the measured peak of a training step (${recompute ? 'recompute' : 'keep activations'})`, async () => {
+    const weights = makeTinyLlama({ seed: 4, vocabSize: 5000, hiddenSize: 64, intermediateSize: 128, numLayers: 4, numHeads: 4, numKvHeads: 2, tie: true });
+    const lora = { r: 8, alpha: 16, dropout: 0.1, targets: ['q_proj', 'o_proj', 'gate_proj', 'down_proj'] as const };
+    const loraCfg = { ...lora, targets: [...lora.targets] };
+    const rng = new Rng(1);
+    const sample = { id: 'a', index: 1, promptIds: Array.from({ length: 40 }, () => rng.int(5000)), responseIds: Array.from({ length: 57 }, () => rng.int(5000)), truncatedBy: 0 };
+    const before = g.buffers.current;
+    const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, loraCfg, 2));
+    const trainer = new Trainer(g, model, [sample], { ...DEFAULT_TRAIN, epochs: 1, batch: 1, dropout: 0.1, recompute });
+    let peak = 0;
+    await trainer.run({ onStep: (m) => void (peak = m.peakBytes) });
+    const est = estimateTrainBytes(weights.config, 'q8', loraCfg, 96, 57, recompute);
+    const measured = peak - before;
+    expect(est.total / measured).toBeGreaterThan(0.9);
+    expect(est.total / measured).toBeLessThan(1.1);
+    trainer.destroy();
+    model.destroy();
+  });
+}
