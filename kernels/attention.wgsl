@@ -22,6 +22,15 @@ struct Params { T: u32, H: u32, KVH: u32, scale: f32 }
 var<workgroup> kt: array<vec4<f32>, BK * D4>;
 var<workgroup> vt: array<vec4<f32>, BK * D4>;
 
+/// Stage keys and values k0 .. k0+BK of kv head kvh in workgroup memory (BQ threads cooperate).
+fn load_kv_tile(k0: u32, kvh: u32, lane: u32) {
+  for (var e = lane; e < BK * D4; e += BQ) {
+    let src = (min(k0 + e / D4, p.T - 1u) * p.KVH + kvh) * D4 + e % D4;
+    kt[e] = k[src];
+    vt[e] = v[src];
+  }
+}
+
 @compute @workgroup_size(BQ)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let h = wg.y;
@@ -37,11 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   var l = 0.0;
   let kEnd = min(p.T, wg.x * BQ + BQ); // causal: no key past the block's last query
   for (var k0 = 0u; k0 < kEnd; k0 += BK) {
-    for (var e = lid.x; e < BK * D4; e += BQ) {
-      let src = (min(k0 + e / D4, p.T - 1u) * p.KVH + kvh) * D4 + e % D4;
-      kt[e] = k[src];
-      vt[e] = v[src];
-    }
+    load_kv_tile(k0, kvh, lid.x);
     workgroupBarrier();
     let jEnd = min(BK, tq + 1u - min(k0, tq + 1u));
     for (var j = 0u; j < jEnd; j++) {
@@ -118,11 +123,7 @@ fn dq_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 //#end
   let kEnd = min(p.T, wg.x * BQ + BQ);
   for (var k0 = 0u; k0 < kEnd; k0 += BK) {
-    for (var e = lid.x; e < BK * D4; e += BQ) {
-      let src = (min(k0 + e / D4, p.T - 1u) * p.KVH + kvh) * D4 + e % D4;
-      kt[e] = k[src];
-      vt[e] = v[src];
-    }
+    load_kv_tile(k0, kvh, lid.x);
     workgroupBarrier();
     let jEnd = min(BK, tq + 1u - min(k0, tq + 1u));
     for (var j = 0u; j < jEnd; j++) {

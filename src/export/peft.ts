@@ -11,6 +11,7 @@ import type { LlamaConfig } from '../model/config.ts';
 import { loraConfigIssue, validateLoraConfig, type LoraConfig } from '../model/lora.ts';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
 import { projectionShapes } from '../model/size.ts';
+import { readJsonFile } from '../model/loader.ts';
 import type { FileSource } from '../model/source.ts';
 import { PROJECTIONS, type Projection } from '../model/weights.ts';
 import { describeJsonValue, isRecord } from '../util/json.ts';
@@ -132,7 +133,7 @@ const PEFT_FIELD: Record<keyof LoraConfig, string> = {
  *   or unsupported
  */
 export async function readPeftAdapter(source: FileSource, modelConfig: LlamaConfig): Promise<PeftAdapter> {
-  const { config, baseModel } = parseAdapterConfig(await readJson(source, ADAPTER_CONFIG_FILE));
+  const { config, baseModel } = parseAdapterConfig(await readJsonFile(source, ADAPTER_CONFIG_FILE));
   if ((await source.size(ADAPTER_WEIGHTS_FILE)) === null && (await source.size('adapter_model.bin')) !== null) {
     throw new ModelFormatError(ADAPTER_WEIGHTS_FILE, undefined, `not found in ${source.label}; adapter_model.bin (a pickle) is not supported, save the adapter with safe_serialization`);
   }
@@ -238,22 +239,6 @@ function parseAdapterConfig(json: unknown): { config: LoraConfig; baseModel: str
   const base = json.base_model_name_or_path ?? null;
   if (base !== null && typeof base !== 'string') fail('base_model_name_or_path', `expected a string or null, found ${describeJsonValue(base)}`);
   return { config, baseModel: base as string | null };
-}
-
-/** Reads a file as UTF-8 JSON. */
-async function readJson(source: FileSource, name: string): Promise<unknown> {
-  const bytes = await source.read(name);
-  let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    throw new ModelFormatError(name, undefined, 'not valid UTF-8');
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new ModelFormatError(name, undefined, `not valid JSON: ${(e as Error).message}`);
-  }
 }
 
 /** `[64, 128]` */

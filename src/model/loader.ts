@@ -180,7 +180,7 @@ async function readOptionalJson(source: FileSource, name: string, files: string[
 }
 
 /** Reads and parses a UTF-8 JSON file; a missing file is the source's ModelFormatError. */
-async function readJsonFile(source: FileSource, name: string): Promise<unknown> {
+export async function readJsonFile(source: FileSource, name: string): Promise<unknown> {
   const bytes = await source.read(name);
   let text: string;
   try {

@@ -5,31 +5,20 @@
  * as an uninterrupted one; bad inputs give one clear line and a non-zero exit.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { readPeftAdapter } from '../../src/export/peft.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import type { LlamaConfig } from '../../src/model/config.ts';
 import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { NLFT, nlft, ROOT } from '../helpers/cli.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '..', '..');
-const NLFT = path.join(ROOT, 'bin', 'nlft.js');
 let tmp: string;
 let modelDir: string;
 let data: string;
 let config: LlamaConfig;
 
-async function nlft(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [NLFT, ...args], { cwd: ROOT });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 beforeAll(async () => {
   tmp = await makeTmpDir('cli-train');

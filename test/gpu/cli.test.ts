@@ -4,12 +4,11 @@
  * bad input gives a one-line message and a non-zero exit, never a stack trace.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { nlft, ROOT } from '../helpers/cli.ts';
 import { referenceLogProbs } from '../reference/llama-tf.ts';
 import { maxViolation } from '../helpers/gpu.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
@@ -18,21 +17,11 @@ import { initLora, type LoraConfig } from '../../src/model/lora.ts';
 import { writePeftAdapter } from '../../src/node/adapter-files.ts';
 import { Rng } from '../../src/util/rng.ts';
 
-const ROOT = path.resolve(import.meta.dirname, '..', '..');
 const TOKENIZER_DIR = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
 let tmp: string;
 let modelDir: string;
 let weights: LlamaWeights;
 
-async function nlft(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await promisify(execFile)('node', [path.join(ROOT, 'bin', 'nlft.js'), ...args], { cwd: ROOT });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
 
 beforeAll(async () => {
   tmp = await makeTmpDir('cli');
