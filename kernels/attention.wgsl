@@ -94,8 +94,8 @@ var<workgroup> lt: array<f32, BQ>;
 var<workgroup> dt: array<f32, BQ>;
 
 @compute @workgroup_size(64)
-fn delta_main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x; // i = h * T + t
+fn delta_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 64u; // i = h * T + t
   if (i >= p.H * p.T) { return; }
   let h = i / p.T;
   let t = i % p.T;

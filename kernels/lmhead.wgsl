@@ -165,8 +165,8 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(14) var<storage, read_write> dxn: array<vec4<f32>>;      // (T, C/4)
 
 @compute @workgroup_size(64)
-fn scatter(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x;
+fn scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 64u;
   let c4 = KW / 4u;
   if (i >= p.R * c4) { return; }
   let r = i / c4;

@@ -34,7 +34,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let kk{j} = min(k40 + {j}u, KW / 4u - 1u);
 //#end
   for (var n4 = 0u; n4 < p.N / 4u; n4++) {
-    let n = p.nOff + n4 * 4u;
+    let n = min(p.nOff + n4 * 4u, p.nLast);
     let n1 = min(n + 1u, p.nLast);
     let n2 = min(n + 2u, p.nLast);
     let n3 = min(n + 3u, p.nLast);

@@ -232,7 +232,7 @@ export class Ops {
     const code = () => fillTemplate(this.pipelines.source('attention'), { D4: a.D / 4, BQ, BK }, 'attention');
     const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
     const delta = await this.pipelines.get('attention', key, code, 'delta_main');
-    this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], [Math.ceil((a.H * a.T) / 64), 1], 'attention.delta');
+    this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], grid1d(a.H * a.T), 'attention.delta');
     const qkv = [this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(5, a.lse), this.buf(6, a.dout), this.buf(7, a.delta)];
     const dq = await this.pipelines.get('attention', key, code, 'dq_main');
     this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / BQ), a.H], 'attention.dq');
@@ -317,6 +317,6 @@ export class Ops {
   /** dxn (T,C) rows[r] += dh (R,C) row r (rows distinct) */
   async scatterRows(enc: GPUCommandEncoder, a: { w: GpuWeight; rows: TrackedBuffer; dh: TrackedBuffer; dxn: TrackedBuffer; R: number }): Promise<void> {
     const u = this.uniform([a.R, a.w.rows, 0, 0, 0, 0, 0, 0], 'uuuuuuuu');
-    this.dispatch(enc, await this.lmheadPipeline(a.w, 'scatter'), [this.buf(0, u), this.buf(2, a.rows), this.buf(13, a.dh), this.buf(14, a.dxn)], [Math.ceil((a.R * a.w.cols) / 4 / 64), 1], 'lmhead.scatter');
+    this.dispatch(enc, await this.lmheadPipeline(a.w, 'scatter'), [this.buf(0, u), this.buf(2, a.rows), this.buf(13, a.dh), this.buf(14, a.dxn)], grid1d((a.R * a.w.cols) / 4), 'lmhead.scatter');
   }
 }

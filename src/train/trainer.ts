@@ -39,7 +39,9 @@ export const DEFAULT_TRAIN: TrainConfig = { epochs: 3, maxSteps: null, lr: 5e-5,
 /** Per-position loss terms of one sample (SFT: every response token, likelihood, weight 1/N). */
 export interface SampleTerms {
   kinds: TermKind[];
-  weights: Float32Array;
+  weights: ArrayLike<number>;
+  /** A second term on the same positions (NLFT's optional SFT term on negatives); gradients add. */
+  extra?: { kinds: TermKind[]; weights: ArrayLike<number> };
 }
 
 /** How a method weights a sample's tokens after its forward pass (NLFT needs the scores; SFT does not). */
@@ -157,13 +159,15 @@ export class Trainer {
         const dropout = { rate: config.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 };
         const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, dropout, config.recompute);
         const t = await this.terms(s, pass);
-        const loss = lossValue(t.kinds, t.weights, pass.scores);
+        const loss = lossValue(t.kinds, t.weights, pass.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, pass.scores) : 0);
         if (!Number.isFinite(loss)) {
           pass.release();
           await this.discardGradients();
           return { status: 'non-finite', steps: this.state.step, message: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}` };
         }
-        await pass.backward(lossCoefficients(t.kinds, t.weights, pass.scores));
+        const coef = lossCoefficients(t.kinds, t.weights, pass.scores);
+        if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, pass.scores).forEach((c, i) => (coef[i] += c)); // the backward is linear in them
+        await pass.backward(coef);
         lossSum += loss;
         tokens += seq.ids.length;
         ids.push(s.id);
