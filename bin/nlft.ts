@@ -5,6 +5,8 @@
 import { NlftError } from '../src/errors.ts';
 import { infoCommand } from '../src/node/cli/info.ts';
 import { logprobsCommand } from '../src/node/cli/logprobs.ts';
+import { NLFT_USAGE } from '../src/node/cli/nlft-options.ts';
+import { scoreCommand } from '../src/node/cli/score.ts';
 import { trainCommand } from '../src/node/cli/train.ts';
 
 const USAGE = `usage: nlft <command> [options]
@@ -14,17 +16,23 @@ commands:
   logprobs  --model DIR --prompt TEXT --response TEXT [--adapter DIR] [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
             log p of every response token given the prompt (raw, or built with the chat template),
             with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given
-  train     --model DIR --data FILE --out DIR [--method sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
+  score     --model DIR --data FILE --out dump.json [--adapter DIR] [--quant q8] [--max-len 512] [NLFT options]
+            per record and token: pb, pc, pj, saliency class, coefficient, term kind; the record's loss; a summary
+  train     --model DIR --data FILE --out DIR [--method nlft|sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
             [--rank 16] [--alpha 16] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
             [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute]
             [--memory-budget MiB] [--resume DIR]
-            LoRA fine-tuning on {question, answer} or NLFT records; writes a PEFT adapter, metrics.jsonl,
-            run.json and checkpoint.safetensors into --out`;
+            [NLFT options]
+            LoRA fine-tuning: NLFT on records with the model's outputs (and judgments), or SFT on answers;
+            writes a PEFT adapter, metrics.jsonl, saliency.jsonl (NLFT), run.json and checkpoint.safetensors
+
+NLFT options: ${NLFT_USAGE}`;
 
 const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => Promise<unknown>> = {
   info: infoCommand,
   logprobs: logprobsCommand,
   train: trainCommand,
+  score: scoreCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

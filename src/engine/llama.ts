@@ -315,12 +315,14 @@ export class GpuLlama {
 
   /**
    * No-grad forward over `ids`; for each i, scores position `rows[i]` against `targets[i]`
-   * (the id that position predicts).
+   * (the id that position predicts). With `hidden`, also the final normed hidden states of the
+   * scored rows (R, C) (the saliency clustering's `hb`).
    */
-  async score(ids: number[], rows: number[], targets: number[]): Promise<PositionScores> {
+  async score(ids: number[], rows: number[], targets: number[], opts: { hidden?: boolean } = {}): Promise<PositionScores & { hidden?: Float32Array }> {
     this.checkInput(ids, rows, targets);
     const R = rows.length;
-    if (R === 0) return { logp: new Float32Array(0), log1mq: new Float32Array(0), lse: new Float32Array(0) };
+    const C = this.config.hiddenSize;
+    if (R === 0) return { logp: new Float32Array(0), log1mq: new Float32Array(0), lse: new Float32Array(0), hidden: opts.hidden ? new Float32Array(0) : undefined };
     const b = this.buffers;
     const live: TrackedBuffer[] = [];
     const up = (label: string, data: Uint32Array) => {
@@ -335,7 +337,11 @@ export class GpuLlama {
       const out = await this.encodeScores(enc, acts, up('rows', Uint32Array.from(rows)), up('targets', Uint32Array.from(targets)), R, live);
       b.device.queue.submit([enc.finish()]);
       const [logp, log1mq, lse] = await Promise.all([b.readF32(out.logp, R), b.readF32(out.log1mq, R), b.readF32(out.lse, R)]);
-      return { logp, log1mq, lse };
+      if (!opts.hidden) return { logp, log1mq, lse };
+      const all = await b.readF32(acts.xnF, ids.length * C);
+      const hidden = new Float32Array(R * C);
+      rows.forEach((r, i) => hidden.set(all.subarray(r * C, (r + 1) * C), i * C));
+      return { logp, log1mq, lse, hidden };
     } finally {
       for (const t of live) b.destroy(t);
     }

@@ -35,7 +35,7 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-const COMMON = ['--quant', 'q8', '--max-len', '160', '--batch', '2', '--rank', '8', '--targets', 'q_proj,down_proj', '--lr', '1e-3', '--seed', '3'];
+const COMMON = ['--method', 'sft', '--quant', 'q8', '--max-len', '160', '--batch', '2', '--rank', '8', '--targets', 'q_proj,down_proj', '--lr', '1e-3', '--seed', '3'];
 
 it('trains and writes a PEFT adapter, metrics.jsonl and run.json', async () => {
   const out = path.join(tmp, 'run1');
@@ -92,7 +92,7 @@ it('bad input: empty dataset, missing answers, a prompt longer than --max-len, b
   await writeFile(empty, '\n');
   const noAnswer = path.join(tmp, 'noanswer.jsonl');
   await writeFile(noAnswer, '{"question": "1+1?"}\n{"question": "2+2?", "answer": "4"}\n');
-  const base = ['--model', modelDir, '--out', path.join(tmp, 'bad')];
+  const base = ['--model', modelDir, '--out', path.join(tmp, 'bad'), '--max-len', '160'];
   const cases: Array<[string[], string]> = [
     [['--data', empty], 'nlft train: empty.jsonl: the file is empty; expected a JSON array of records or JSON Lines (one record per line)'],
     [['--data', noAnswer], 'record 1 (line 1): field "answer": missing'],
@@ -101,7 +101,7 @@ it('bad input: empty dataset, missing answers, a prompt longer than --max-len, b
     [['--data', data, '--targets', 'lm_head'], 'unknown projection "lm_head"'],
     [['--data', data, '--lr', 'fast'], 'nlft train: --lr must be a positive number (got "fast")'],
     [['--data', path.join(tmp, 'nope.jsonl')], 'nlft train: cannot read the dataset'],
-    [['--data', data, '--method', 'nlft'], 'nlft train: --method nlft is not available yet'],
+    [['--data', data, '--method', 'nlft'], 'record 1 (line 1): field "output": missing; NLFT training needs the model\'s response'],
     [['--data', data, '--memory-budget', '1'], 'nlft train: a training step needs about'],
   ];
   for (const [args, message] of cases) {

@@ -18,7 +18,10 @@ import { DEFAULT_LORA, initLora, validateLoraConfig, type LoraConfig } from '../
 import { PROJECTIONS, type Projection } from '../../model/weights.ts';
 import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../../train/checkpoint.ts';
 import { DEFAULT_INSTRUCTION, sftSamples } from '../../train/samples.ts';
-import { DEFAULT_TRAIN, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
+import { nlftSamples, nlftTerms, saliencySummary, scoreSamples, type NlftSample, type SaliencyEntry, type SaliencySummary } from '../../nlft/method.ts';
+import { NLFT_FLAGS, saliencyOptions, templatesOption } from './nlft-options.ts';
+import { printSummary } from './score.ts';
+import { DEFAULT_TRAIN, sftTerms, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
 import { writePeftAdapter } from '../adapter-files.ts';
 import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
@@ -63,11 +66,12 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     method: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' },
     epochs: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
     dropout: { type: 'string' }, targets: { type: 'string' }, 'max-len': { type: 'string' }, batch: { type: 'string' }, seed: { type: 'string' },
-    'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' }, recompute: { type: 'boolean' }, 'memory-budget': { type: 'string' },
+    ...NLFT_FLAGS, 'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' }, recompute: { type: 'boolean' }, 'memory-budget': { type: 'string' },
   });
-  const method = values.method ?? 'sft';
-  if (method === 'nlft') throw new UsageError(`--method nlft is not available yet in this version; use --method sft`);
-  if (method !== 'sft') throw new UsageError(`--method must be sft or nlft (got "${String(method)}")`);
+  const method = values.method ?? 'nlft';
+  if (method !== 'sft' && method !== 'nlft') throw new UsageError(`--method must be nlft or sft (got "${String(method)}")`);
+  const sal = saliencyOptions(values);
+  const templates = await templatesOption(values);
   const modelDir = required(values, 'model');
   const dataFile = required(values, 'data');
   const outDir = required(values, 'out');
@@ -86,8 +90,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   } catch {
     throw new UsageError(`cannot read the dataset ${dataFile}`);
   }
-  const { records } = parseDataset(bytes, path.basename(dataFile));
-  const { samples, truncated } = sftSamples(records, tok, maxLen);
+  const { records } = parseDataset(bytes, path.basename(dataFile), { requireOutput: method === 'nlft' });
+  const { samples, truncated } = method === 'nlft' ? nlftSamples(records, tok, templates, maxLen) : sftSamples(records, tok, maxLen);
   out(`data       ${dataFile}: ${records.length} records${truncated ? `, ${truncated} answers truncated to fit --max-len ${maxLen}` : ''}`);
 
   const resume = typeof values.resume === 'string' ? await readCheckpoint(new FolderSource(values.resume)) : null;
@@ -118,11 +122,22 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant, initLora(model.config, lora, train.seed));
     const modelBytes = engine.buffers.current;
-    const trainer = new Trainer(engine, llama, samples, train);
+    // NLFT: score the data once before training for the dataset-level saliency summary.
+    let summary: SaliencySummary | null = null;
+    if (method === 'nlft') {
+      summary = saliencySummary(await scoreSamples(llama, samples as NlftSample[], sal, (id) => tok.tokenText(id)), sal.negativesWithoutSaliency);
+      printSummary(summary, out);
+    }
+    const entries: SaliencyEntry[] = [];
+    const stepRef = { next: 1 };
+    const terms = method === 'nlft' ? nlftTerms(llama, sal, (id) => tok.tokenText(id), (e) => void entries.push(e), () => stepRef.next) : sftTerms;
+    const trainer = new Trainer(engine, llama, samples, train, terms);
+    stepRef.next = trainer.state.step + 1;
     if (resume) await trainer.restore(resume.checkpoint);
     await mkdir(outDir, { recursive: true });
     const metricsFile = path.join(outDir, 'metrics.jsonl');
-    if (!resume) await writeFile(metricsFile, '');
+    const saliencyFile = path.join(outDir, 'saliency.jsonl');
+    if (!resume) await Promise.all([writeFile(metricsFile, ''), method === 'nlft' ? writeFile(saliencyFile, '') : null]);
     out(`model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')}; ${trainer.totalSteps} steps of batch ${train.batch}`);
     out(`adapter    ${describeAdapter(engine.ctx.adapter)}`);
     const ctl = new AbortController();
@@ -134,6 +149,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       .run({
         signal: ctl.signal,
         onStep: async (m) => {
+          stepRef.next = m.step + 1;
+          if (entries.length) await appendFile(saliencyFile, entries.splice(0).map((e) => `${JSON.stringify(e)}\n`).join(''));
           peak = Math.max(peak, m.peakBytes);
           lastLoss = m.loss;
           await appendFile(metricsFile, `${JSON.stringify(m)}\n`);
@@ -150,7 +167,11 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       data: { path: dataFile, records: records.length, truncated, maxLen },
       lora,
       train,
-      prompt: { template: 'chat template of the model: system = instruction, user = input, generation prompt', defaultInstruction: DEFAULT_INSTRUCTION, response: 'answer + end-of-sequence token' },
+      prompt:
+        method === 'nlft'
+          ? { templates, views: 'chat template of the model per view (system + user, generation prompt); the response is the record output, tokenized separately' }
+          : { template: 'chat template of the model: system = instruction, user = input, generation prompt', defaultInstruction: DEFAULT_INSTRUCTION, response: 'answer + end-of-sequence token' },
+      nlft: method === 'nlft' ? { options: sal, summary } : null,
       environment: { adapter: engine.ctx.adapter, node: process.version, platform: `${process.platform}-${process.arch}` },
       result: { ...end, totalSteps: trainer.totalSteps, lastLoss },
       timings: { startedAt: new Date(started).toISOString(), seconds: (Date.now() - started) / 1000 },

@@ -1,0 +1,74 @@
+/**
+ * `nlft score`: the NLFT weighting of every record without training — per record its polarity,
+ * the three views' prompt ids, the response ids and texts, and per token pb, pc, pj, class,
+ * coefficient and term kind, with the record's loss; plus the dataset-level saliency summary.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseDataset } from '../../data/dataset.ts';
+import { TextTokenizer } from '../../data/tokenizer.ts';
+import { adapterName } from '../../engine/gpu.ts';
+import { GpuLlama } from '../../engine/llama.ts';
+import { ModelFormatError, UsageError } from '../../errors.ts';
+import { readPeftAdapter } from '../../export/peft.ts';
+import { loadModelFolder } from '../../model/loader.ts';
+import { nlftSamples, saliencySummary, scoreSamples, type SaliencySummary } from '../../nlft/method.ts';
+import { createNodeEngine } from '../engine.ts';
+import { FolderSource } from '../fs-source.ts';
+import { numberOption, parse, quantOption, required } from './args.ts';
+import { NLFT_FLAGS, saliencyOptions, templatesOption } from './nlft-options.ts';
+
+/** Print the summary in a few lines. */
+export function printSummary(s: SaliencySummary, out: (line: string) => void): void {
+  const mean = (v: number | null) => (v === null ? '-' : v.toFixed(3));
+  out(`saliency   ${s.records} records: ${s.positives} positive, ${s.negatives} negative; ${s.sixPercentRule} negatives hit the 6% rule`);
+  out(
+    `           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${s.negativesWithoutSaliency === 'train' ? 'trained towards their response with weights sqrt(pc), the authors\' rule; --negatives-without-saliency skip leaves them out' : 'skipped'})`,
+  );
+  out(`           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`);
+}
+
+export async function scoreCommand(argv: string[], out: (line: string) => void): Promise<void> {
+  const values = parse(argv, { model: { type: 'string' }, adapter: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' }, 'max-len': { type: 'string' }, ...NLFT_FLAGS });
+  const modelDir = required(values, 'model');
+  const dataFile = required(values, 'data');
+  const outFile = required(values, 'out');
+  const quant = quantOption(values.quant);
+  const maxLen = numberOption(values, 'max-len', 512, (v) => Number.isInteger(v) && v >= 2, 'an integer of at least 2');
+  const sal = saliencyOptions(values);
+  const templates = await templatesOption(values);
+  const model = await loadModelFolder(new FolderSource(modelDir));
+  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${modelDir}; scoring needs the model's tokenizer`);
+  const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(dataFile);
+  } catch {
+    throw new UsageError(`cannot read the dataset ${dataFile}`);
+  }
+  const { records } = parseDataset(bytes, path.basename(dataFile), { requireOutput: true });
+  const { samples, truncated } = nlftSamples(records, tok, templates, maxLen);
+  const peft = typeof values.adapter === 'string' ? await readPeftAdapter(new FolderSource(values.adapter), model.config) : null;
+  const engine = await createNodeEngine();
+  try {
+    const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
+    const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id));
+    const summary = saliencySummary(entries, sal.negativesWithoutSaliency);
+    const dump = {
+      model: modelDir,
+      adapter: typeof values.adapter === 'string' ? values.adapter : null,
+      quant,
+      options: sal,
+      templates,
+      truncated,
+      summary,
+      records: entries.map((e, i) => ({ ...e, views: { base: samples[i].promptIds, standard: samples[i].standardIds, judge: samples[i].judgeIds }, responseIds: samples[i].responseIds })),
+    };
+    await writeFile(outFile, `${JSON.stringify(dump, null, 1)}\n`);
+    printSummary(summary, out);
+    const loss = entries.reduce((a, e) => a + e.loss, 0) / entries.length;
+    out(`scored ${entries.length} records (${truncated} truncated to --max-len ${maxLen}), mean NLFT loss ${loss.toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`);
+  } finally {
+    engine.destroy();
+  }
+}
