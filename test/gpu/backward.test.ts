@@ -6,16 +6,16 @@
  * embeddings (f32 base). Tolerance: 1e-3 relative, plus 1e-4 of the largest gradient absolute.
  * Dropout is checked by central finite differences of the engine's own loss (same masks).
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuLlama, type LoraSet } from '../../src/engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../../src/engine/train-pass.ts';
 import { makeTinyLlama, type TinyLlamaOptions } from '../../src/model/demo.ts';
-import { projectionShapes } from '../../src/model/size.ts';
-import { PROJECTIONS, type LlamaWeights } from '../../src/model/weights.ts';
-import { Rng, fillNormal } from '../../src/util/rng.ts';
-import { gradientsRegistered, llamaLogitsTf, loraToTensors, tokenLogProbsTf, weightsToTensors } from '../reference/llama-tf.ts';
+import type { LlamaWeights } from '../../src/model/weights.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { gradientsRegistered } from '../reference/llama-tf.ts';
+import { referenceLoraGrads } from '../reference/lora-grads.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
+import { flatten, randomLora } from '../helpers/lora.ts';
 
 let g: TestGpu;
 beforeAll(async () => {
@@ -23,13 +23,6 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
-function randomLora(w: LlamaWeights, r: number, seed: number): LoraSet {
-  const rng = new Rng(seed);
-  const shapes = projectionShapes(w.config);
-  return w.layers.map(() =>
-    Object.fromEntries(PROJECTIONS.map((p) => [p, { A: fillNormal(new Float32Array(r * shapes[p][1]), 0.3, rng), B: fillNormal(new Float32Array(shapes[p][0] * r), 0.3, rng), r, scale: 1.5 }])),
-  );
-}
 
 interface Case {
   ids: number[];
@@ -53,44 +46,6 @@ function makeCase(V: number, seed: number): Case {
   };
 }
 
-/** tfjs autodiff of the same loss w.r.t. every LoRA factor; returns gradients in LoraSet shape and the loss. */
-function referenceGrads(weights: LlamaWeights, lora: LoraSet, c: Case): { grads: LoraSet; loss: number } {
-  const wt = weightsToTensors(weights);
-  const lt = loraToTensors(lora, weights.config);
-  const vars: tf.Variable[] = [];
-  const lv = lt.map((layer) =>
-    Object.fromEntries(
-      Object.entries(layer).map(([p, f]) => {
-        const A = tf.variable(f!.A);
-        const B = tf.variable(f!.B);
-        vars.push(A, B);
-        return [p, { A, B, scale: f!.scale }];
-      }),
-    ),
-  );
-  const full = c.ids.map(() => -1);
-  c.rows.forEach((r, i) => (full[r] = c.targets[i]));
-  const { value, grads } = tf.variableGrads(() => {
-    const lp = tokenLogProbsTf(llamaLogitsTf(wt, c.ids, lv), full); // rows ascending = this order
-    const isU = tf.tensor1d(c.kinds.map((k) => (k === 'unlikelihood' ? 1 : 0)));
-    const term = tf.where(tf.cast(isU, 'bool'), tf.neg(tf.log1p(tf.neg(tf.exp(lp)))), tf.neg(lp));
-    return tf.sum(tf.mul(term, tf.tensor1d(c.weights))) as tf.Scalar;
-  }, vars);
-  let k = 0;
-  const out: LoraSet = lora.map((layer) =>
-    Object.fromEntries(
-      Object.entries(layer).map(([p, f]) => {
-        const gA = grads[vars[k++].name].dataSync() as Float32Array;
-        const gB = grads[vars[k++].name].dataSync() as Float32Array;
-        return [p, { A: Float32Array.from(gA), B: Float32Array.from(gB), r: f!.r, scale: f!.scale }];
-      }),
-    ),
-  );
-  const loss = value.dataSync()[0];
-  tf.dispose([value, ...Object.values(grads), ...vars]);
-  return { grads: out, loss };
-}
-
 async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropout = { rate: 0, seed: 0 }, recompute = false): Promise<{ grads: LoraSet; loss: number; peak: number }> {
   const model = GpuLlama.create(g.ops, weights, 'f32', lora);
   g.buffers.resetPeak();
@@ -104,7 +59,6 @@ async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropou
   }
 }
 
-const flatten = (s: LoraSet) => s.flatMap((layer) => PROJECTIONS.flatMap((p) => (layer[p] ? [...layer[p]!.A, ...layer[p]!.B] : [])));
 
 const BASE: TinyLlamaOptions = { seed: 1, vocabSize: 200, hiddenSize: 32, intermediateSize: 64, numLayers: 3, numHeads: 4, numKvHeads: 2, tie: true };
 
@@ -117,7 +71,7 @@ describe.skipIf(!gradientsRegistered)('LoRA gradients vs tfjs autodiff', () => {
       const weights = makeTinyLlama(opts);
       const lora = randomLora(weights, 4, 10 + opts.seed);
       const c = makeCase(opts.vocabSize, 20 + opts.seed);
-      const ref = referenceGrads(weights, lora, c);
+      const ref = referenceLoraGrads(weights, lora, c);
       const got = await engineGrads(weights, lora, c);
       expect(got.loss).toBeCloseTo(ref.loss, 3);
       const a = flatten(got.grads);
