@@ -96,13 +96,13 @@ it('bad input: empty dataset, missing answers, a prompt longer than --max-len, b
   const cases: Array<[string[], string]> = [
     [['--data', empty], 'nlft train: empty.jsonl: the file is empty; expected a JSON array of records or JSON Lines (one record per line)'],
     [['--data', noAnswer], 'record 1 (line 1): field "answer": missing'],
-    [['--data', data, '--max-len', '60'], 'record 1 (id #1): its prompt is 105 tokens, which leaves no room for a response within --max-len 60'],
+    [['--data', data, '--method', 'sft', '--max-len', '60'], 'record 1 (id #1): its prompt is 105 tokens, which leaves no room for a response within --max-len 60'],
     [['--data', data, '--rank', '6'], 'nlft train: LoRA config (r): expected a positive multiple of 4'],
     [['--data', data, '--targets', 'lm_head'], 'unknown projection "lm_head"'],
     [['--data', data, '--lr', 'fast'], 'nlft train: --lr must be a positive number (got "fast")'],
     [['--data', path.join(tmp, 'nope.jsonl')], 'nlft train: cannot read the dataset'],
     [['--data', data, '--method', 'nlft'], 'record 1 (line 1): field "output": missing; NLFT training needs the model\'s response'],
-    [['--data', data, '--memory-budget', '1'], 'nlft train: a training step needs about'],
+    [['--data', data, '--method', 'sft', '--memory-budget', '1'], 'nlft train: a training step needs about'],
   ];
   for (const [args, message] of cases) {
     const r = await nlft('train', ...base, ...args);
