@@ -3,19 +3,15 @@
  * the three views' prompt ids, the response ids and texts, and per token pb, pc, pj, class,
  * coefficient and term kind, with the record's loss; plus the dataset-level saliency summary.
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import path from 'node:path';
-import { parseDataset } from '../../data/dataset.ts';
-import { TextTokenizer } from '../../data/tokenizer.ts';
+import { writeFile } from 'node:fs/promises';
 import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import { ModelFormatError, UsageError } from '../../errors.ts';
 import { readPeftAdapter } from '../../export/peft.ts';
-import { loadModelFolder } from '../../model/loader.ts';
 import { nlftSamples, saliencySummary, scoreSamples, type SaliencySummary } from '../../nlft/method.ts';
 import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { numberOption, parse, quantOption, required } from './args.ts';
+import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
 import { NLFT_FLAGS, saliencyOptions, templatesOption } from './nlft-options.ts';
 
 /** Print the summary in a few lines. */
@@ -37,16 +33,8 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const maxLen = numberOption(values, 'max-len', 512, (v) => Number.isInteger(v) && v >= 2, 'an integer of at least 2');
   const sal = saliencyOptions(values);
   const templates = await templatesOption(values);
-  const model = await loadModelFolder(new FolderSource(modelDir));
-  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${modelDir}; scoring needs the model's tokenizer`);
-  const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(dataFile);
-  } catch {
-    throw new UsageError(`cannot read the dataset ${dataFile}`);
-  }
-  const { records } = parseDataset(bytes, path.basename(dataFile), { requireOutput: true });
+  const { model, tok } = await loadModelWithTokenizer(modelDir, 'scoring');
+  const records = await readDatasetFile(dataFile, true);
   const { samples, truncated } = nlftSamples(records, tok, templates, maxLen);
   const peft = typeof values.adapter === 'string' ? await readPeftAdapter(new FolderSource(values.adapter), model.config) : null;
   const engine = await createNodeEngine();

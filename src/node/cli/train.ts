@@ -3,17 +3,14 @@
  * metrics.jsonl (one line per optimizer step), run.json (settings, prompt template, environment,
  * timings, peak GPU bytes) and checkpoint.safetensors (to continue with --resume).
  */
-import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseDataset } from '../../data/dataset.ts';
-import { TextTokenizer } from '../../data/tokenizer.ts';
 import { formatBytes } from '../../engine/buffers.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { estimateTrainBytes } from '../../engine/memory.ts';
-import { ModelFormatError, UsageError } from '../../errors.ts';
+import { UsageError } from '../../errors.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
-import { loadModelFolder } from '../../model/loader.ts';
 import { DEFAULT_LORA, initLora, validateLoraConfig, type LoraConfig } from '../../model/lora.ts';
 import { PROJECTIONS, type Projection } from '../../model/weights.ts';
 import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../../train/checkpoint.ts';
@@ -26,6 +23,7 @@ import { writePeftAdapter } from '../adapter-files.ts';
 import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { isPositiveInt, numberOption, parse, quantOption, required } from './args.ts';
+import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
 
 function options(values: Record<string, unknown>): { train: TrainConfig; lora: LoraConfig; maxLen: number } {
   const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) => numberOption(values, name, fallback, ok, expected);
@@ -81,16 +79,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   let { train, lora } = opts;
   const started = Date.now();
 
-  const model = await loadModelFolder(new FolderSource(modelDir));
-  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${modelDir}; training needs the model's tokenizer`);
-  const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(dataFile);
-  } catch {
-    throw new UsageError(`cannot read the dataset ${dataFile}`);
-  }
-  const { records } = parseDataset(bytes, path.basename(dataFile), { requireOutput: method === 'nlft' });
+  const { model, tok } = await loadModelWithTokenizer(modelDir, 'training');
+  const records = await readDatasetFile(dataFile, method === 'nlft');
   const { samples, truncated } = method === 'nlft' ? nlftSamples(records, tok, templates, maxLen) : sftSamples(records, tok, maxLen);
   out(`data       ${dataFile}: ${records.length} records${truncated ? `, ${truncated} answers truncated to fit --max-len ${maxLen}` : ''}`);
 
