@@ -7,8 +7,9 @@
  * logits; bench/tfjs-baseline.ts) and the ratios ours/theirs.
  *
  * On a CPU-only machine (SwiftShader) the full 30-layer model is too slow for the tfjs side
- * (a few minutes per step), so the default is a shallower model of the same width and
- * vocabulary (`--layers`, both sides equally; the output says how many layers ran).
+ * (many minutes per step), so the default is a shallower model of the same width and
+ * vocabulary (`--layers`, both sides equally; the output says how many layers ran). `--reps`
+ * sets the timed steps per side (median; default 3, after one warm-up step).
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
@@ -29,10 +30,11 @@ import { forwardFlops, SMOLLM2_135M } from './forward.ts';
 import { measureFmaPeak } from './peak.ts';
 
 /**
- * Layers of the default run. On SwiftShader the tfjs baseline alone takes ~2.5 minutes per step
- * at one layer and 256 tokens (its (T,V) lm-head matmul, x W^T with the [V,C] table, dominates),
- * and the protocol is a warm-up plus three timed steps per side, so the default keeps one layer
- * to stay near ~10 minutes on a 2-core machine; `--layers 30` runs the real depth.
+ * Layers of the default run. On SwiftShader (2 cores) the tfjs baseline takes ~100 s per step at
+ * one layer and 256 tokens, most of it in its (T,V) lm-head (x W^T with the [V,C] table, and
+ * its backward), plus ~20 s per further layer; with a warm-up and three timed steps per side the
+ * default run takes ~9 minutes with one layer. `--layers 30` runs the real depth (ours alone:
+ * `--layers 30 --skip-tfjs`).
  */
 export const DEFAULT_TRAIN_LAYERS = 1;
 
