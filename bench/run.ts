@@ -2,12 +2,14 @@
  * Benchmarks (`npm run bench -- <name> [options]`). Each measurement prints one JSON line,
  * then a short table. Runs on whatever WebGPU adapter is present.
  *   forward   SmolLM2-135M-shaped model, seeded random weights, one forward pass + fused lm-head
+ *   nlft      one NLFT step on a negative record, split by phase, against an SFT step on the same record
  *   train     the same shape with LoRA: one SFT step (forward + backward + AdamW), against tfjs-webgpu autodiff
  */
 import { forwardBench } from './forward.ts';
+import { nlftBench } from './nlft.ts';
 import { trainBench } from './train.ts';
 
-const BENCHES: Record<string, (argv: string[]) => Promise<void>> = { forward: forwardBench, train: trainBench };
+const BENCHES: Record<string, (argv: string[]) => Promise<void>> = { forward: forwardBench, train: trainBench, nlft: nlftBench };
 
 const [name, ...rest] = process.argv.slice(2);
 const bench = name ? BENCHES[name] : undefined;

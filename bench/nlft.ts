@@ -1,0 +1,109 @@
+/**
+ * NLFT-step benchmark: one NLFT micro-batch on a negative record (three views) for the
+ * SmolLM2-135M shape, split into its phases — no-grad standard and judge views, base forward
+ * keeping activations, the saliency weights (hidden-state readback + CPU rules), backward, AdamW —
+ * against an SFT step on the same record (base forward + backward + AdamW), with peak GPU bytes
+ * of each. Targets: NLFT under 2x an SFT step's time and 1.2x its peak memory.
+ * The record is synthetic (random ids: prompt P, standard and judge prompts ~1.3 P, response N).
+ */
+import { parseArgs } from 'node:util';
+import { formatBytes } from '../src/engine/buffers.ts';
+import { describeAdapter } from '../src/engine/gpu.ts';
+import { GpuLlama } from '../src/engine/llama.ts';
+import { lossCoefficients, TrainPass } from '../src/engine/train-pass.ts';
+import { tuneKernels } from '../src/engine/tune.ts';
+import { makeTinyLlama } from '../src/model/demo.ts';
+import type { QuantFormat } from '../src/model/quant.ts';
+import { recordSaliency, scoreSideViews, type NlftSample } from '../src/nlft/method.ts';
+import { viewSequence } from '../src/nlft/views.ts';
+import { createNodeEngine } from '../src/node/engine.ts';
+import { AdamW } from '../src/train/optimizer.ts';
+import { Rng } from '../src/util/rng.ts';
+import { SMOLLM2_135M } from './forward.ts';
+import { benchLora, DEFAULT_TRAIN_LAYERS } from './train.ts';
+
+export async function nlftBench(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, prompt: { type: 'string', default: '96' }, response: { type: 'string', default: '128' }, layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) } } });
+  const quant = values.quant as QuantFormat;
+  const P = Number(values.prompt);
+  const N = Number(values.response);
+  const shape = { ...SMOLLM2_135M, numLayers: Number(values.layers) };
+  const probe = await createNodeEngine();
+  const tuned = await tuneKernels(probe, { T: P + N, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
+  probe.destroy();
+  const engine = await createNodeEngine({ tuning: tuned.tuning });
+  const weights = makeTinyLlama(shape);
+  const lora = benchLora(weights.config, { r: 16, alpha: 16, dropout: 0, targets: ['gate_proj', 'up_proj', 'down_proj'] });
+  const model = GpuLlama.create(engine.ops, weights, quant, lora);
+  const rng = new Rng(3);
+  const ids = (n: number) => Array.from({ length: n }, () => rng.int(shape.vocabSize));
+  const s: NlftSample = { id: 'bench', index: 1, polarity: 'negative', promptIds: ids(P), standardIds: ids(Math.round(1.3 * P)), judgeIds: ids(Math.round(1.2 * P)), responseIds: ids(N), truncatedBy: 0 };
+  const seq = viewSequence(s.promptIds, s.responseIds);
+  const opt = new AdamW(engine, model.lora!.params, model.lora!.enableGradients(), model.lora!.n);
+  const now = () => performance.now();
+  const sync = () => engine.ctx.device.queue.onSubmittedWorkDone();
+  const optimizerStep = async (step: number) => {
+    const enc = engine.ctx.device.createCommandEncoder();
+    await opt.step(enc, { lr: 1e-5, step, gradScale: 1 });
+    engine.ctx.device.queue.submit([enc.finish()]);
+    await sync();
+  };
+  const nlftStep = async (step: number) => {
+    const t: Record<string, number> = {};
+    let t0 = now();
+    const side = await scoreSideViews(model, s);
+    t.views = now() - t0;
+    t0 = now();
+    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
+    t.baseForward = now() - t0;
+    t0 = now();
+    const r = recordSaliency(s, { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() }, side, weights.config.hiddenSize, {});
+    t.weights = now() - t0;
+    t0 = now();
+    await pass.backward(lossCoefficients(r.kinds, r.weights, pass.scores));
+    t.backward = now() - t0;
+    t0 = now();
+    await optimizerStep(step);
+    t.optimizer = now() - t0;
+    return t;
+  };
+  const sftStep = async (step: number) => {
+    const t0 = now();
+    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
+    const w = new Float32Array(N).fill(1 / N);
+    await pass.backward(lossCoefficients(seq.rows.map(() => 'likelihood'), w, pass.scores));
+    await optimizerStep(step);
+    return now() - t0;
+  };
+  await nlftStep(1); // warm-up (compiles)
+  await sftStep(2);
+  engine.buffers.resetPeak();
+  const n = await nlftStep(3);
+  const nlftPeak = engine.buffers.peak;
+  engine.buffers.resetPeak();
+  const sft = await sftStep(4);
+  const sftPeak = engine.buffers.peak;
+  const nlftMs = Object.values(n).reduce((a, b) => a + b, 0);
+  const row = {
+    bench: 'nlft',
+    adapter: describeAdapter(engine.ctx.adapter),
+    model: `SmolLM2-135M shape (${shape.numLayers} of 30 layers)`,
+    quant,
+    prompt: P,
+    response: N,
+    ms: Object.fromEntries(Object.entries(n).map(([k, v]) => [k, +v.toFixed(1)])),
+    nlft_ms: +nlftMs.toFixed(1),
+    sft_ms: +sft.toFixed(1),
+    time_ratio: +(nlftMs / sft).toFixed(2),
+    tokens_per_s: +(((P + N) * 1000) / nlftMs).toFixed(2),
+    nlft_peak_bytes: nlftPeak,
+    sft_peak_bytes: sftPeak,
+    memory_ratio: +(nlftPeak / sftPeak).toFixed(3),
+  };
+  console.log(JSON.stringify(row));
+  console.log(`\n| phase | ms |\n|---|---|\n${Object.entries(row.ms).map(([k, v]) => `| ${k} | ${v} |`).join('\n')}\n| NLFT step | ${row.nlft_ms} |\n| SFT step | ${row.sft_ms} |`);
+  console.log(`\nNLFT/SFT time ${row.time_ratio}x (target < 2x), peak ${formatBytes(nlftPeak)} vs ${formatBytes(sftPeak)} = ${row.memory_ratio}x (target < 1.2x)`);
+  opt.destroy();
+  model.destroy();
+  engine.destroy();
+}
