@@ -3,8 +3,9 @@
  * SmolLM2-135M shape, split into its phases — no-grad standard and judge views, base forward
  * keeping activations, the saliency weights (hidden-state readback + CPU rules), backward, AdamW —
  * against an SFT step on the same record (base forward + backward + AdamW), with peak GPU bytes
- * of each. Targets: NLFT under 2x an SFT step's time and 1.2x its peak memory.
- * The record is synthetic (random ids: prompt P, standard and judge prompts ~1.3 P, response N).
+ * of each. Targets: NLFT under 2x an SFT step's time and 1.2x its peak memory. Then the no-grad
+ * views of several records (--records) scored one pass per view against packed passes.
+ * The records are synthetic (random ids: prompt P, standard and judge prompts ~1.3 P, response N).
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
@@ -14,7 +15,9 @@ import { lossCoefficients, TrainPass } from '../src/engine/train-pass.ts';
 import { tuneKernels } from '../src/engine/tune.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
-import { recordSaliency, scoreSideViews, type NlftSample } from '../src/nlft/method.ts';
+import type { Projection } from '../src/model/weights.ts';
+import { scoreBatchTokens } from '../src/engine/memory.ts';
+import { DEFAULT_SCORE_BATCH_TOKENS, recordSaliency, scoreSideViews, type NlftSample } from '../src/nlft/method.ts';
 import { viewSequence } from '../src/nlft/views.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { AdamW } from '../src/train/optimizer.ts';
@@ -23,7 +26,7 @@ import { SMOLLM2_135M } from './forward.ts';
 import { benchLora, DEFAULT_TRAIN_LAYERS } from './train.ts';
 
 export async function nlftBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, prompt: { type: 'string', default: '96' }, response: { type: 'string', default: '128' }, layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) } } });
+  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, prompt: { type: 'string', default: '96' }, response: { type: 'string', default: '128' }, layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) }, records: { type: 'string', default: '8' } } });
   const quant = values.quant as QuantFormat;
   const P = Number(values.prompt);
   const N = Number(values.response);
@@ -33,7 +36,8 @@ export async function nlftBench(argv: string[]): Promise<void> {
   probe.destroy();
   const engine = await createNodeEngine({ tuning: tuned.tuning });
   const weights = makeTinyLlama(shape);
-  const lora = benchLora(weights.config, { r: 16, alpha: 16, dropout: 0, targets: ['gate_proj', 'up_proj', 'down_proj'] });
+  const loraConfig = { r: 16, alpha: 16, dropout: 0, targets: ['gate_proj', 'up_proj', 'down_proj'] as Projection[] };
+  const lora = benchLora(weights.config, loraConfig);
   const model = GpuLlama.create(engine.ops, weights, quant, lora);
   const rng = new Rng(3);
   const ids = (n: number) => Array.from({ length: n }, () => rng.int(shape.vocabSize));
@@ -51,7 +55,7 @@ export async function nlftBench(argv: string[]): Promise<void> {
   const nlftStep = async (step: number) => {
     const t: Record<string, number> = {};
     let t0 = now();
-    const side = await scoreSideViews(model, s);
+    const [side] = await scoreSideViews(model, [s]);
     t.views = now() - t0;
     t0 = now();
     const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
@@ -103,6 +107,39 @@ export async function nlftBench(argv: string[]): Promise<void> {
   console.log(JSON.stringify(row));
   console.log(`\n| phase | ms |\n|---|---|\n${Object.entries(row.ms).map(([k, v]) => `| ${k} | ${v} |`).join('\n')}\n| NLFT step | ${row.nlft_ms} |\n| SFT step | ${row.sft_ms} |`);
   console.log(`\nNLFT/SFT time ${row.time_ratio}x (target < 2x), peak ${formatBytes(nlftPeak)} vs ${formatBytes(sftPeak)} = ${row.memory_ratio}x (target < 1.2x)`);
+
+  // The no-grad views of a step's (or a scoring run's) records: one pass per view vs packed passes.
+  const K = Number(values.records);
+  const recs = Array.from({ length: K }, (_, i): NlftSample => ({ ...s, id: `r${i}`, standardIds: ids(s.standardIds.length), judgeIds: ids(s.judgeIds!.length), responseIds: ids(N) }));
+  const packTokens = Math.min(DEFAULT_SCORE_BATCH_TOKENS, scoreBatchTokens(weights.config, loraConfig, 256 * 2 ** 20, engine.ctx.device.limits.maxStorageBufferBindingSize));
+  const views = async (maxTokens: number) => {
+    engine.buffers.resetPeak();
+    const before = engine.buffers.current;
+    const t0 = now();
+    await scoreSideViews(model, recs, maxTokens);
+    return { ms: now() - t0, peak: engine.buffers.peak - before };
+  };
+  await views(packTokens); // warm-up
+  const alone = await views(1);
+  const packed = await views(packTokens);
+  const viewTokens = recs.reduce((a, r) => a + r.standardIds.length + r.judgeIds!.length + 2 * (N - 1), 0);
+  const packRow = {
+    bench: 'nlft-views',
+    records: K,
+    view_tokens: viewTokens,
+    pack_tokens: packTokens,
+    alone_ms: +alone.ms.toFixed(1),
+    packed_ms: +packed.ms.toFixed(1),
+    speedup: +(alone.ms / packed.ms).toFixed(2),
+    alone_tokens_per_s: +((viewTokens * 1000) / alone.ms).toFixed(1),
+    packed_tokens_per_s: +((viewTokens * 1000) / packed.ms).toFixed(1),
+    alone_peak_activation_bytes: alone.peak,
+    packed_peak_activation_bytes: packed.peak,
+  };
+  console.log(JSON.stringify(packRow));
+  console.log(
+    `\nno-grad views of ${K} negative records (${viewTokens} tokens): one pass per view ${packRow.alone_ms} ms, packed (<= ${packTokens} tokens a pass) ${packRow.packed_ms} ms = ${packRow.speedup}x; activations ${formatBytes(alone.peak)} vs ${formatBytes(packed.peak)}`,
+  );
   opt.destroy();
   model.destroy();
   engine.destroy();

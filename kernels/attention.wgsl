@@ -6,6 +6,9 @@
 // recomputes the probabilities tile by tile from it.
 // Workgroup: BQ query rows of one head; keys/values are staged in workgroup memory BK at a time.
 // The head dimension is unrolled (//#for) into D/4 vec4 registers for q and the accumulator.
+// Packed batches: several sequences laid end to end (no padding). seg[t] is the index of the first
+// token of t's sequence; query t attends keys seg[t]..t only, so one pass scores many records with
+// each record's result as if it ran alone. A single sequence has seg = 0 everywhere.
 
 const D4: u32 = {{D4}}u;
 const BQ: u32 = {{BQ}}u;
@@ -18,9 +21,18 @@ struct Params { T: u32, H: u32, KVH: u32, scale: f32 }
 @group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(11) var<storage, read> seg: array<u32>;                 // (T) first token of t's sequence
 
 var<workgroup> kt: array<vec4<f32>, BK * D4>;
 var<workgroup> vt: array<vec4<f32>, BK * D4>;
+var<workgroup> blockSeg: u32;
+
+/// First key tile a query block needs: the tile holding its first query's sequence start.
+/// (Made workgroup-uniform, since it bounds a loop with barriers.)
+fn first_key_tile(q0: u32, lane: u32) -> u32 {
+  if (lane == 0u) { blockSeg = seg[min(q0, p.T - 1u)]; }
+  return (workgroupUniformLoad(&blockSeg) / BK) * BK;
+}
 
 /// Stage keys and values k0 .. k0+BK of kv head kvh in workgroup memory (BQ threads cooperate).
 fn load_kv_tile(k0: u32, kvh: u32, lane: u32) {
@@ -44,12 +56,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 //#end
   var m = -3.0e38;
   var l = 0.0;
+  let s0 = seg[tq];
   let kEnd = min(p.T, wg.x * BQ + BQ); // causal: no key past the block's last query
-  for (var k0 = 0u; k0 < kEnd; k0 += BK) {
+  for (var k0 = first_key_tile(wg.x * BQ, lid.x); k0 < kEnd; k0 += BK) {
     load_kv_tile(k0, kvh, lid.x);
     workgroupBarrier();
+    let jBeg = max(s0, k0) - k0; // keys before the sequence start are another record's
     let jEnd = min(BK, tq + 1u - min(k0, tq + 1u));
-    for (var j = 0u; j < jEnd; j++) {
+    for (var j = jBeg; j < jEnd; j++) {
       let base = j * D4;
       var s = 0.0;
 //#for d in D4
@@ -80,7 +94,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 //   dq_t = scale * sum_s P (dP - Dt) k_s;  dk_s = scale * sum_t P (dP - Dt) q_t;  dv_s = sum_t P dO_t
 // Three passes, none holding a T x T buffer: `delta` (Dt), `dq` (a thread per query row, like the
 // forward), `dkdv` (a thread per key row of a kv head, summing over the query heads of its group,
-// so no atomics are needed and the result is deterministic).
+// so no atomics are needed and the result is deterministic). With packed sequences, dq starts at
+// its sequence like the forward; dkdv masks queries of other sequences but still walks them to the
+// end (training runs one sequence per pass; packing is for the no-grad scoring passes).
 
 @group(0) @binding(6) var<storage, read> dout: array<vec4<f32>>;           // (T, H*D) dO
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;          // (H, T)   Dt
@@ -92,6 +108,7 @@ var<workgroup> qt: array<vec4<f32>, BQ * D4>;
 var<workgroup> ot: array<vec4<f32>, BQ * D4>;
 var<workgroup> lt: array<f32, BQ>;
 var<workgroup> dt: array<f32, BQ>;
+var<workgroup> st: array<u32, BQ>;
 
 @compute @workgroup_size(64)
 fn delta_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -121,12 +138,14 @@ fn dq_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
   let g{d} = dout[qrow + {d}u];
   var a{d} = vec4<f32>(0.0);
 //#end
+  let s0 = seg[tq];
   let kEnd = min(p.T, wg.x * BQ + BQ);
-  for (var k0 = 0u; k0 < kEnd; k0 += BK) {
+  for (var k0 = first_key_tile(wg.x * BQ, lid.x); k0 < kEnd; k0 += BK) {
     load_kv_tile(k0, kvh, lid.x);
     workgroupBarrier();
+    let jBeg = max(s0, k0) - k0;
     let jEnd = min(BK, tq + 1u - min(k0, tq + 1u));
-    for (var j = 0u; j < jEnd; j++) {
+    for (var j = jBeg; j < jEnd; j++) {
       let base = j * D4;
       var s = 0.0;
       var dp = 0.0;
@@ -155,6 +174,7 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   let s = wg.x * BK + lid.x;
   let sk = min(s, p.T - 1u);
   let krow = (sk * p.KVH + kvh) * D4;
+  let ss = seg[sk]; // only queries of this key's sequence see it
 //#for d in D4
   let k{d} = k[krow + {d}u] * p.scale;
   let v{d} = v[krow + {d}u];
@@ -174,11 +194,12 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         let tt = min(t0 + e, p.T - 1u);
         lt[e] = lse[h * p.T + tt];
         dt[e] = delta[h * p.T + tt];
+        st[e] = seg[tt];
       }
       workgroupBarrier();
       for (var i = 0u; i < BQ; i++) {
         let t = t0 + i;
-        if (t >= sk && t < p.T) {
+        if (t >= sk && t < p.T && st[i] == ss) {
           let base = i * D4;
           var sc = 0.0;
           var dp = 0.0;

@@ -17,6 +17,7 @@ import { PROJECTIONS, type LlamaWeights, type Projection } from '../model/weight
 import type { BufferManager, TrackedBuffer } from './buffers.ts';
 import { LoraParams, type LoraSet } from './lora-params.ts';
 import type { GpuWeight, LmheadScratch, Ops } from './ops.ts';
+import { groupByTokens, packing } from './packing.ts';
 
 export type { LoraFactors, LoraSet } from './lora-params.ts';
 
@@ -54,6 +55,17 @@ export interface LayerActs {
   loraU: Partial<Record<Projection, TrackedBuffer>>;
 }
 
+/** One sequence to score: positions `rows[i]` against `targets[i]`; `hidden` also returns their final hidden states. */
+export interface ScoreRequest {
+  ids: number[];
+  rows: number[];
+  targets: number[];
+  hidden?: boolean;
+}
+
+/** A scored sequence; `hidden` (R, C) when asked for. */
+export type ScoredSequence = PositionScores & { hidden?: Float32Array };
+
 /** How a forward pass keeps activations (see `GpuLlama.allocActs`). */
 export type ActsMode = 'shared' | 'per-layer' | 'checkpointed';
 
@@ -66,7 +78,9 @@ export interface ForwardActs {
   xOut: TrackedBuffer;
   xnF: TrackedBuffer;
   rstdF: TrackedBuffer;
+  /** RoPE table, a row per token (T, D/2, 2), and each token's sequence start (T) u32 (see packing.ts). */
   cs: TrackedBuffer;
+  seg: TrackedBuffer;
   /** Scratch: dropout(x) for LoRA inputs (T, max in-features), when dropout is on. */
   xd: TrackedBuffer | null;
 }
@@ -178,8 +192,9 @@ export class GpuLlama {
    * - 'per-layer': every layer keeps its own activations for the backward pass;
    * - 'checkpointed': every layer keeps only its input; the rest is one shared set that the
    *   backward pass refills by recomputing each layer's forward (less memory, ~1/3 more compute).
+   * `lengths`: the sequences packed in the T tokens (one by default).
    */
-  allocActs(T: number, mode: ActsMode, live: TrackedBuffer[]): ForwardActs {
+  allocActs(T: number, mode: ActsMode, live: TrackedBuffer[], lengths: readonly number[] = [T]): ForwardActs {
     const c = this.config;
     const b = this.buffers;
     const alloc = (label: string, floats: number) => {
@@ -221,8 +236,11 @@ export class GpuLlama {
       if (mode === 'per-layer') layers.push(layerSet(i, inputs[i]));
       else layers.push({ ...first, xIn: shared ? first.xIn : inputs[i] });
     }
-    const cs = b.upload('rope table', ropeTable(this.invFreq, T));
-    live.push(cs);
+    const pack = packing(lengths);
+    if (pack.T !== T) throw new RangeError(`allocActs: packed lengths sum to ${pack.T}, not T=${T}`);
+    const cs = b.upload('rope table (T,D/2,2)', ropeTable(this.invFreq, pack.positions));
+    const seg = b.upload('sequence starts (T)', pack.seg);
+    live.push(cs, seg);
     return {
       T,
       mode,
@@ -231,6 +249,7 @@ export class GpuLlama {
       xnF: shared ? first.xn1 : alloc('final norm (T,C)', T * C),
       rstdF: shared ? first.rstd1 : alloc('final rstd (T)', T),
       cs,
+      seg,
       xd: null,
     };
   }
@@ -253,7 +272,7 @@ export class GpuLlama {
    */
   async encodeLayer(enc: GPUCommandEncoder, i: number, acts: ForwardActs, dropout: DropoutSpec): Promise<void> {
     const { ops, config: c } = this;
-    const { T, cs } = acts;
+    const { T, cs, seg } = acts;
     const [C, F, D] = [c.hiddenSize, c.intermediateSize, c.headDim];
     const linear = async (p: Projection, inp: TrackedBuffer, out: TrackedBuffer, beta: 0 | 1, u: TrackedBuffer | undefined) => {
       await ops.matmul(enc, { x: inp, w: this.layers[i].proj[p], out, T, beta });
@@ -276,7 +295,7 @@ export class GpuLlama {
     await linear('v_proj', a.xn1, a.v, 0, a.loraU.v_proj);
     await ops.rope(enc, { x: a.q, cs, T, nHeads: c.numHeads, D });
     await ops.rope(enc, { x: a.k, cs, T, nHeads: c.numKvHeads, D });
-    await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, T, H: c.numHeads, KVH: c.numKvHeads, D });
+    await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, seg, T, H: c.numHeads, KVH: c.numKvHeads, D });
     if (a.xMid !== a.xIn) enc.copyBufferToBuffer(a.xIn.buffer, 0, a.xMid.buffer, 0, a.xIn.size);
     await linear('o_proj', a.att, a.xMid, 1, a.loraU.o_proj);
     await ops.rmsnorm(enc, { x: a.xMid, w: L.postNorm, out: a.xn2, rstd: a.rstd2, T, C, eps: c.rmsNormEps });
@@ -318,11 +337,21 @@ export class GpuLlama {
    * (the id that position predicts). With `hidden`, also the final normed hidden states of the
    * scored rows (R, C) (the saliency clustering's `hb`).
    */
-  async score(ids: number[], rows: number[], targets: number[], opts: { hidden?: boolean } = {}): Promise<PositionScores & { hidden?: Float32Array }> {
-    this.checkInput(ids, rows, targets);
-    const R = rows.length;
+  async score(ids: number[], rows: number[], targets: number[], opts: { hidden?: boolean } = {}): Promise<ScoredSequence> {
+    return (await this.scoreBatch([{ ids, rows, targets, hidden: opts.hidden }]))[0];
+  }
+
+  /**
+   * `score` for several sequences in one packed pass (packing.ts): the weights are read once for
+   * the batch and each sequence's results equal a pass of its own. The caller bounds the batch's
+   * tokens (the activations grow with them; see `scoreBatchTokens`).
+   */
+  async scoreBatch(seqs: readonly ScoreRequest[]): Promise<ScoredSequence[]> {
+    seqs.forEach((q) => this.checkInput(q.ids, q.rows, q.targets));
     const C = this.config.hiddenSize;
-    if (R === 0) return { logp: new Float32Array(0), log1mq: new Float32Array(0), lse: new Float32Array(0), hidden: opts.hidden ? new Float32Array(0) : undefined };
+    const { T, starts } = packing(seqs.map((q) => q.ids.length));
+    const rows = seqs.flatMap((q, i) => q.rows.map((r) => starts[i] + r));
+    const R = rows.length;
     const b = this.buffers;
     const live: TrackedBuffer[] = [];
     const up = (label: string, data: Uint32Array) => {
@@ -331,20 +360,43 @@ export class GpuLlama {
       return t;
     };
     try {
-      const acts = this.allocActs(ids.length, 'shared', live);
-      const enc = b.device.createCommandEncoder({ label: 'forward' });
-      await this.encodeForward(enc, up('ids', Uint32Array.from(ids)), acts, { rate: 0, seed: 0 }, live);
-      const out = await this.encodeScores(enc, acts, up('rows', Uint32Array.from(rows)), up('targets', Uint32Array.from(targets)), R, live);
-      b.device.queue.submit([enc.finish()]);
-      const [logp, log1mq, lse] = await Promise.all([b.readF32(out.logp, R), b.readF32(out.log1mq, R), b.readF32(out.lse, R)]);
-      if (!opts.hidden) return { logp, log1mq, lse };
-      const all = await b.readF32(acts.xnF, ids.length * C);
-      const hidden = new Float32Array(R * C);
-      rows.forEach((r, i) => hidden.set(all.subarray(r * C, (r + 1) * C), i * C));
-      return { logp, log1mq, lse, hidden };
+      let [logp, log1mq, lse, all]: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0), new Float32Array(0)];
+      if (R > 0) {
+        const acts = this.allocActs(T, 'shared', live, seqs.map((q) => q.ids.length));
+        const enc = b.device.createCommandEncoder({ label: 'forward' });
+        await this.encodeForward(enc, up('ids', Uint32Array.from(seqs.flatMap((q) => q.ids))), acts, { rate: 0, seed: 0 }, live);
+        const out = await this.encodeScores(enc, acts, up('rows', Uint32Array.from(rows)), up('targets', Uint32Array.from(seqs.flatMap((q) => q.targets))), R, live);
+        b.device.queue.submit([enc.finish()]);
+        [logp, log1mq, lse] = await Promise.all([b.readF32(out.logp, R), b.readF32(out.log1mq, R), b.readF32(out.lse, R)]);
+        if (seqs.some((q) => q.hidden)) all = await b.readF32(acts.xnF, T * C);
+      }
+      let at = 0;
+      return seqs.map((q, i) => {
+        const n = q.rows.length;
+        const res: ScoredSequence = { logp: logp.slice(at, at + n), log1mq: log1mq.slice(at, at + n), lse: lse.slice(at, at + n) };
+        if (q.hidden) {
+          res.hidden = new Float32Array(n * C);
+          q.rows.forEach((r, j) => res.hidden!.set(all.subarray((starts[i] + r) * C, (starts[i] + r + 1) * C), j * C));
+        }
+        at += n;
+        return res;
+      });
     } finally {
       for (const t of live) b.destroy(t);
     }
+  }
+
+  /**
+   * Score many sequences in packed passes of at most `maxTokens` tokens each (in order; a longer
+   * sequence runs alone). `onProgress` gets the number of sequences done after each pass.
+   */
+  async scoreAll(seqs: readonly ScoreRequest[], maxTokens: number, onProgress?: (done: number) => void): Promise<ScoredSequence[]> {
+    const out: ScoredSequence[] = [];
+    for (const group of groupByTokens(seqs, (q) => q.ids.length, maxTokens)) {
+      out.push(...(await this.scoreBatch(group)));
+      onProgress?.(out.length);
+    }
+    return out;
   }
 
   /** log p(y_t | prefix) for every response token, prompt and response tokenized separately. */

@@ -8,7 +8,7 @@ import type { LlamaConfig } from '../model/config.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import { baseModelBytes, projectionShapes } from '../model/size.ts';
 import type { Projection } from '../model/weights.ts';
-import { DEFAULT_TUNING } from './ops.ts';
+import { DEFAULT_TUNING, type Tuning } from './ops.ts';
 
 export interface TrainMemoryEstimate {
   /** Frozen base weights. */
@@ -46,4 +46,30 @@ export function estimateTrainBytes(c: LlamaConfig, quant: QuantFormat, lora: { r
   const model = baseModelBytes(c, quant);
   const loraBytes = 5 * loraFloats * F32;
   return { model, lora: loraBytes, activations, total: model + loraBytes + activations };
+}
+
+/**
+ * Bytes a no-grad scoring pass over T packed tokens allocates (GpuLlama.scoreBatch: one shared set
+ * of activations, the RoPE table and sequence starts, ids, and the fused lm-head over R rows).
+ */
+export function estimateScoreBytes(c: LlamaConfig, lora: { r: number; targets: readonly Projection[] } | null, T: number, R: number, tuning: Tuning = DEFAULT_TUNING): number {
+  const [C, F, H, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
+  const loraU = lora ? lora.targets.length * lora.r : 0;
+  // residual, xn, rstd, q, k, v, attention, lse, gate, up, swiglu, lora u; rope table (T, D); seg, ids.
+  const perToken = 2 * C + 1 + 2 * HD + 2 * KVD + H + 3 * F + loraU + c.headDim + 2;
+  const nTiles = Math.ceil(c.vocabSize / (tuning.lmhead.TN * tuning.lmhead.WGX));
+  const perRow = 2 + 3 + 4 * nTiles + 1; // rows, targets; lse, logp, log1mq; partials (vec4); target logit
+  return (T * perToken + R * perRow) * F32;
+}
+
+/**
+ * The most tokens one packed no-grad pass may take: its estimate within `activationBytes` and each
+ * of its buffers within the device's binding limit (at least 1: a longer sequence runs alone).
+ */
+export function scoreBatchTokens(c: LlamaConfig, lora: { r: number; targets: readonly Projection[] } | null, activationBytes: number, maxBindingBytes: number, tuning: Tuning = DEFAULT_TUNING): number {
+  const widest = Math.max(c.intermediateSize, c.hiddenSize, c.numHeads * c.headDim) * F32;
+  const nTiles = Math.ceil(c.vocabSize / (tuning.lmhead.TN * tuning.lmhead.WGX));
+  const byBinding = Math.floor(maxBindingBytes / Math.max(widest, nTiles * 16));
+  const byMemory = Math.floor(activationBytes / estimateScoreBytes(c, lora, 1, 1, tuning));
+  return Math.max(1, Math.min(byBinding, byMemory));
 }

@@ -185,22 +185,22 @@ export class Ops {
     this.dispatch(enc, pl, [this.buf(0, this.uniform([a.n, a.seed >>> 0, a.rate, a.beta ?? 0], 'uuff')), this.buf(1, a.x), this.buf(2, a.out)], [gx, gy], 'dropout');
   }
 
-  /** x (T, nHeads*D) rotated in place with table cs (P, D/2, 2); dir -1 = inverse rotation */
+  /** x (T, nHeads*D) rotated in place with table cs (T, D/2, 2) (row t: t's position); dir -1 = inverse rotation */
   async rope(enc: GPUCommandEncoder, a: { x: TrackedBuffer; cs: TrackedBuffer; T: number; nHeads: number; D: number; dir?: 1 | -1 }): Promise<void> {
     const pl = await this.pipelines.get('rope', 'rope', () => this.pipelines.source('rope'));
     const [gx, gy] = grid1d((a.T * a.nHeads * a.D) / 2);
     this.dispatch(enc, pl, [this.buf(0, this.uniform([a.T, a.nHeads, a.D / 2, a.dir ?? 1], 'uuuf')), this.buf(1, a.x), this.buf(2, a.cs)], [gx, gy], 'rope');
   }
 
-  /** q (T,H*D), k,v (T,KVH*D) -> out (T,H*D), lse (H,T); causal */
+  /** q (T,H*D), k,v (T,KVH*D) -> out (T,H*D), lse (H,T); causal within each packed sequence (seg (T) u32: its first token) */
   async attention(
     enc: GPUCommandEncoder,
-    a: { q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; T: number; H: number; KVH: number; D: number },
+    a: { q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; seg: TrackedBuffer; T: number; H: number; KVH: number; D: number },
   ): Promise<void> {
     const { BQ, BK } = this.tuning.attention;
     const pl = await this.pipelines.get('attention', `attention:${a.D}:${BQ}:${BK}`, () => fillTemplate(this.pipelines.source('attention'), { D4: a.D / 4, BQ, BK }, 'attention'));
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse)], [Math.ceil(a.T / BQ), a.H], 'attention');
+    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse), this.buf(11, a.seg)], [Math.ceil(a.T / BQ), a.H], 'attention');
   }
 
   /** dgate, dup (n) from dh (n), given gate and up */
@@ -224,7 +224,7 @@ export class Ops {
     enc: GPUCommandEncoder,
     a: {
       q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; dout: TrackedBuffer;
-      delta: TrackedBuffer; dq: TrackedBuffer; dk: TrackedBuffer; dv: TrackedBuffer; T: number; H: number; KVH: number; D: number;
+      delta: TrackedBuffer; dq: TrackedBuffer; dk: TrackedBuffer; dv: TrackedBuffer; seg: TrackedBuffer; T: number; H: number; KVH: number; D: number;
     },
   ): Promise<void> {
     const { BQ, BK } = this.tuning.attention;
@@ -233,7 +233,7 @@ export class Ops {
     const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
     const delta = await this.pipelines.get('attention', key, code, 'delta_main');
     this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], grid1d(a.H * a.T), 'attention.delta');
-    const qkv = [this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(5, a.lse), this.buf(6, a.dout), this.buf(7, a.delta)];
+    const qkv = [this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(5, a.lse), this.buf(6, a.dout), this.buf(7, a.delta), this.buf(11, a.seg)];
     const dq = await this.pipelines.get('attention', key, code, 'dq_main');
     this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / BQ), a.H], 'attention.dq');
     const dkdv = await this.pipelines.get('attention', key, code, 'dkdv_main');

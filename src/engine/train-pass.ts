@@ -202,7 +202,7 @@ export class TrainPass {
         await ops.rmsnormBackward(enc, { x: a.xMid, w: L.postNorm, rstd: a.rstd2, dy: dXn, dx, T, C });
         // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x_in)
         await linearBack(i, 'o_proj', a.att, dx, dAtt, 0);
-        await ops.attentionBackward(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, dout: dAtt, delta, dq, dk, dv, T, H, KVH, D });
+        await ops.attentionBackward(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, dout: dAtt, delta, dq, dk, dv, seg: acts.seg, T, H, KVH, D });
         await ops.rope(enc, { x: dq, cs: acts.cs, T, nHeads: H, D, dir: -1 });
         await ops.rope(enc, { x: dk, cs: acts.cs, T, nHeads: KVH, D, dir: -1 });
         await linearBack(i, 'q_proj', a.xn1, dq, dXn, 0);

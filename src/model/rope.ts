@@ -24,14 +24,18 @@ export function ropeInvFreq(config: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 
   return inv;
 }
 
-/** cs (P, D/2, 2): interleaved cos, sin of pos * inv_freq[i] for positions 0..P-1. */
-export function ropeTable(invFreq: Float64Array, positions: number): Float32Array {
+/**
+ * cs (T, D/2, 2): interleaved cos, sin of pos[t] * inv_freq[i], a row per token; `positions` is the
+ * per-token position list (packed sequences restart at 0) or a count n for positions 0..n-1.
+ */
+export function ropeTable(invFreq: Float64Array, positions: number | ArrayLike<number>): Float32Array {
   const half = invFreq.length;
-  const out = new Float32Array(positions * half * 2);
-  for (let t = 0; t < positions; t++) {
+  const pos = typeof positions === 'number' ? Array.from({ length: positions }, (_, t) => t) : positions;
+  const out = new Float32Array(pos.length * half * 2);
+  for (let t = 0; t < pos.length; t++) {
     for (let i = 0; i < half; i++) {
       // HF computes the angle in float32 (inv_freq.float() @ position_ids.float()); match that rounding.
-      const angle = Math.fround(t * Math.fround(invFreq[i]));
+      const angle = Math.fround(pos[t] * Math.fround(invFreq[i]));
       out[(t * half + i) * 2] = Math.cos(angle);
       out[(t * half + i) * 2 + 1] = Math.sin(angle);
     }

@@ -1,17 +1,17 @@
 /**
- * NLFT training and scoring on top of the engine (architecture.md §3): per record, no-grad passes
- * over the standard and (negatives) judge views give pc and pj; the base view's forward gives pb
- * and its final hidden states hb; `saliency` turns them into per-token classes, coefficients and
- * term kinds, which the fused cross-entropy backward consumes. Every visit of a record is kept as
+ * NLFT training and scoring on top of the engine (architecture.md §3): no-grad passes over the
+ * standard and (negatives) judge views give pc and pj, several records packed per pass; the base
+ * view's forward gives pb and its final hidden states hb; `saliency` turns them into per-token
+ * classes, coefficients and term kinds, which the fused cross-entropy backward consumes. Every visit of a record is kept as
  * a saliency entry (the app's saliency map, the run's saliency record).
  */
 import type { DatasetRecord } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
-import type { GpuLlama } from '../engine/llama.ts';
+import type { GpuLlama, ScoreRequest } from '../engine/llama.ts';
 import type { TrainPass } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import type { TrainSample } from '../train/samples.ts';
-import type { TermsFn } from '../train/trainer.ts';
+import type { LossMethod } from '../train/trainer.ts';
 import { saliency, type Polarity, type SaliencyOptions, type SaliencyResult, type TokenClass } from './saliency.ts';
 import type { NlftTemplates } from './templates.ts';
 import { buildViews, viewSequence } from './views.ts';
@@ -70,13 +70,35 @@ export interface SaliencyEntry {
   tokens: SaliencyToken[];
 }
 
-/** log pc (and log pj for negatives) of the response under the no-grad views. */
-export async function scoreSideViews(model: GpuLlama, s: NlftSample): Promise<{ logpc: Float32Array; logpj: Float32Array | null }> {
+/** log pc of a record's response under the standard view and, for negatives, log pj under the judge view. */
+export interface SideScores {
+  logpc: Float32Array;
+  logpj: Float32Array | null;
+}
+
+/** Tokens one packed no-grad pass takes when the caller sets no limit (see `scoreBatchTokens`). */
+export const DEFAULT_SCORE_BATCH_TOKENS = 2048;
+
+function sideRequests(s: NlftSample): ScoreRequest[] {
   const std = viewSequence(s.standardIds, s.responseIds);
-  const logpc = (await model.score(std.ids, std.rows, std.targets)).logp;
-  if (s.polarity !== 'negative' || !s.judgeIds) return { logpc, logpj: null };
-  const jv = viewSequence(s.judgeIds, s.responseIds);
-  return { logpc, logpj: (await model.score(jv.ids, jv.rows, jv.targets)).logp };
+  if (s.polarity !== 'negative' || !s.judgeIds) return [std];
+  return [std, viewSequence(s.judgeIds, s.responseIds)];
+}
+
+/**
+ * The no-grad views of several records (standard, and judge for negatives), packed into passes of
+ * at most `maxTokens` tokens: each record's scores equal a pass of its own.
+ */
+export async function scoreSideViews(model: GpuLlama, samples: readonly NlftSample[], maxTokens = DEFAULT_SCORE_BATCH_TOKENS): Promise<SideScores[]> {
+  const reqs = samples.map(sideRequests);
+  const scored = await model.scoreAll(reqs.flat(), maxTokens);
+  let at = 0;
+  return reqs.map((r) => {
+    const logpc = scored[at].logp;
+    const logpj = r.length > 1 ? scored[at + 1].logp : null;
+    at += r.length;
+    return { logpc, logpj };
+  });
 }
 
 /** The saliency entry of a record from its views' scores and the saliency result. */
@@ -123,19 +145,43 @@ export function recordSaliency(
   );
 }
 
+/** What NLFT training reports and how it batches (see `nlftMethod`). */
+export interface NlftMethodOptions {
+  saliency?: Partial<SaliencyOptions>;
+  tokenText: (id: number) => string;
+  /** Called with every visit's saliency entry (the run's saliency record). */
+  onEntry?: (e: SaliencyEntry) => void;
+  /** The optimizer step the next entries belong to. */
+  stepOf?: () => number | null;
+  /** Tokens per packed no-grad pass (the step's side views are scored together). */
+  maxBatchTokens?: number;
+}
+
 /**
- * The NLFT loss for the trainer: scores the side views with the current adapters (no gradient),
- * weights the base view's tokens, and reports each visit through `onEntry`.
+ * NLFT for the trainer: at the start of each optimizer step, the side views of all its records are
+ * scored with the current adapters (no gradient, packed passes); after each record's base forward,
+ * its tokens are weighted by `saliency` and the visit is reported through `onEntry`.
  */
-export function nlftTerms(model: GpuLlama, opts: Partial<SaliencyOptions>, tokenText: (id: number) => string, onEntry?: (e: SaliencyEntry) => void, stepOf: () => number | null = () => null): TermsFn {
-  return async (sample: TrainSample, pass: TrainPass) => {
-    const s = sample as NlftSample;
-    if (!s.standardIds) throw new NlftError(`record ${s.index} (id ${s.id}) has no NLFT views`, 'dataset');
-    const side = await scoreSideViews(model, s);
-    const base = { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() };
-    const r = recordSaliency(s, base, side, model.config.hiddenSize, opts);
-    onEntry?.(saliencyEntry(s, stepOf(), { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText));
-    return { kinds: r.kinds, weights: r.weights, extra: r.extra };
+export function nlftMethod(model: GpuLlama, o: NlftMethodOptions): LossMethod {
+  let side = new Map<TrainSample, SideScores>();
+  const check = (s: TrainSample): NlftSample => {
+    if (!(s as NlftSample).standardIds) throw new NlftError(`record ${s.index} (id ${s.id}) has no NLFT views`, 'dataset');
+    return s as NlftSample;
+  };
+  return {
+    async beginStep(samples) {
+      const unique = [...new Set(samples)].map(check);
+      const scores = await scoreSideViews(model, unique, o.maxBatchTokens);
+      side = new Map(unique.map((s, i) => [s, scores[i]]));
+    },
+    async terms(sample: TrainSample, pass: TrainPass) {
+      const s = check(sample);
+      const sc = side.get(s) ?? (await scoreSideViews(model, [s], o.maxBatchTokens))[0];
+      const base = { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() };
+      const r = recordSaliency(s, base, sc, model.config.hiddenSize, o.saliency ?? {});
+      o.onEntry?.(saliencyEntry(s, o.stepOf?.() ?? null, { logpb: base.logp, logpc: sc.logpc, logpj: sc.logpj }, r, o.tokenText));
+      return { kinds: r.kinds, weights: r.weights, extra: r.extra };
+    },
   };
 }
 
@@ -180,16 +226,28 @@ export function saliencySummary(entries: readonly SaliencyEntry[], mode: 'train'
   };
 }
 
-/** Score every sample without training (`nlft score`, and the summary before `nlft train`). */
-export async function scoreSamples(model: GpuLlama, samples: readonly NlftSample[], opts: Partial<SaliencyOptions>, tokenText: (id: number) => string, onProgress?: (done: number) => void): Promise<SaliencyEntry[]> {
-  const out: SaliencyEntry[] = [];
-  for (const s of samples) {
-    const side = await scoreSideViews(model, s);
-    const bv = viewSequence(s.promptIds, s.responseIds);
-    const base = await model.score(bv.ids, bv.rows, bv.targets, { hidden: true });
+/**
+ * Score every sample without training (`nlft score`, and the summary before `nlft train`): all three
+ * views of the records in packed passes of at most `maxTokens` tokens; `onProgress` gets the number
+ * of records done.
+ */
+export async function scoreSamples(
+  model: GpuLlama,
+  samples: readonly NlftSample[],
+  opts: Partial<SaliencyOptions>,
+  tokenText: (id: number) => string,
+  o: { maxTokens?: number; onProgress?: (done: number) => void } = {},
+): Promise<SaliencyEntry[]> {
+  const reqs = samples.map((s) => [{ ...viewSequence(s.promptIds, s.responseIds), hidden: true }, ...sideRequests(s)]);
+  const ends = reqs.map((_, i) => reqs.slice(0, i + 1).reduce((a, r) => a + r.length, 0));
+  const onDone = o.onProgress && ((n: number) => o.onProgress!(ends.filter((e) => e <= n).length));
+  const scored = await model.scoreAll(reqs.flat(), o.maxTokens ?? DEFAULT_SCORE_BATCH_TOKENS, onDone);
+  let at = 0;
+  return samples.map((s, i) => {
+    const [base, std, judge] = scored.slice(at, at + reqs[i].length);
+    at += reqs[i].length;
+    const side = { logpc: std.logp, logpj: judge ? judge.logp : null };
     const r = recordSaliency(s, { logp: base.logp, log1mq: base.log1mq, hidden: base.hidden! }, side, model.config.hiddenSize, opts);
-    out.push(saliencyEntry(s, null, { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText));
-    onProgress?.(out.length);
-  }
-  return out;
+    return saliencyEntry(s, null, { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText);
+  });
 }

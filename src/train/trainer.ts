@@ -50,6 +50,18 @@ export type TermsFn = (sample: TrainSample, pass: TrainPass) => Promise<SampleTe
 /** SFT: the mean cross-entropy of the response tokens. */
 export const sftTerms: TermsFn = (s) => ({ kinds: s.responseIds.map(() => 'likelihood'), weights: new Float32Array(s.responseIds.length).fill(1 / s.responseIds.length) });
 
+/** A training method: how it weights each sample, and optional work once per optimizer step. */
+export interface LossMethod {
+  terms: TermsFn;
+  /**
+   * Called with an optimizer step's micro-batches before their forward passes (the adapters do not
+   * change within a step, so NLFT scores all their no-grad views here in packed passes).
+   */
+  beginStep?(samples: readonly TrainSample[]): Promise<void>;
+}
+
+export const SFT: LossMethod = { terms: sftTerms };
+
 export interface StepMetrics {
   step: number;
   totalSteps: number;
@@ -102,7 +114,7 @@ export class Trainer {
     private readonly model: GpuLlama,
     private readonly samples: readonly TrainSample[],
     readonly config: TrainConfig,
-    private readonly terms: TermsFn = sftTerms,
+    private readonly method: LossMethod = SFT,
   ) {
     if (samples.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
@@ -151,6 +163,7 @@ export class Trainer {
       let tokens = 0;
       const ids: string[] = [];
       let epoch = 0;
+      await this.method.beginStep?.(Array.from({ length: last - first }, (_, i) => this.samples[this.sampleAt(first + i).sample]));
       for (let k = first; k < last; k++) {
         const at = this.sampleAt(k);
         epoch = at.epoch;
@@ -158,7 +171,7 @@ export class Trainer {
         const seq = sequenceOf(s);
         const dropout = { rate: config.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 };
         const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, dropout, config.recompute);
-        const t = await this.terms(s, pass);
+        const t = await this.method.terms(s, pass);
         const loss = lossValue(t.kinds, t.weights, pass.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, pass.scores) : 0);
         if (!Number.isFinite(loss)) {
           pass.release();

@@ -50,6 +50,13 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
     for (const t of rec.tokens) expect(Object.keys(t).sort()).toEqual(['class', 'coefficient', 'id', 'kind', 'pb', 'pc', 'pj', 'text']);
   }
   expect(dump.summary.records).toBe(2);
+  expect(dump.scoreBatchTokens).toBeGreaterThan(100); // the five views share one pass
+  // One sequence per pass gives the same dump.
+  const alone = path.join(tmp, 'alone.json');
+  expect((await nlft('score', '--model', modelDir, '--data', data, '--out', alone, '--rho', '1.05', '--pj-min', '0', '--score-batch-tokens', '1')).code).toBe(0);
+  const dumpAlone = JSON.parse(await readFile(alone, 'utf8'));
+  expect(dumpAlone.scoreBatchTokens).toBe(1);
+  expect(dumpAlone.records).toEqual(dump.records);
 });
 
 it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
@@ -58,6 +65,7 @@ it('nlft train --method nlft writes saliency.jsonl and the summary with the run'
   expect(r.stderr).not.toContain('    at ');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/negatives have no unlikely token \(skipped\)/);
+  expect(r.stdout).toMatch(/^scoring {4}2 records, no-grad views packed \d+ tokens per pass$/m);
   const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
   expect(lines.map((e) => e.step)).toEqual([1, 1]);
   expect(lines.map((e) => e.polarity).sort()).toEqual(['negative', 'positive']);
@@ -65,6 +73,7 @@ it('nlft train --method nlft writes saliency.jsonl and the summary with the run'
   expect(run.method).toBe('nlft');
   expect(run.nlft.options.negativesWithoutSaliency).toBe('skip');
   expect(run.nlft.summary).toMatchObject({ records: 2, positives: 1, negatives: 1 });
+  expect(run.nlft.scoreBatchTokens).toBeGreaterThan(0);
   expect(run.prompt.templates.judge.user).toContain('{judgment}');
 });
 
@@ -77,6 +86,7 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
     [['score', '--data', gsm, '--out', path.join(tmp, 'x.json')], 'nlft score: gsm.jsonl: 1 problem:\n  record 1 (line 1): field "output": missing'],
     [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl], 'nlft score: templates.json (judge.user): '],
     [['train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'], 'nlft train: --cluster-criterion must be distance or similarity (got "nearest")'],
+    [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'], 'nlft score: --score-batch-tokens must be a positive integer (got "0")'],
   ];
   for (const [args, message] of cases) {
     const r = await nlft(args[0], '--model', modelDir, ...args.slice(1));

@@ -5,10 +5,12 @@
  * exp/log paths); quantized weights are compared with the reference run on the dequantized weights.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packing } from '../../src/engine/packing.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
 import { attentionRef, embeddingRef, lmHeadRef, matmulRef, rmsnormRef, ropeRef, ropeInvFreq as ropeInvFreqRef, swigluRef } from '../reference/cpu-ops.ts';
 import { maxViolation, randomArray, testGpu, type TestGpu } from '../helpers/gpu.ts';
+import { concatHeadMajor, concatRows, segmentRows } from '../reference/packed.ts';
 
 let g: TestGpu;
 beforeAll(async () => {
@@ -72,26 +74,40 @@ describe('rope', () => {
       expect(maxViolation(await g.f32(xb), x, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
     });
   }
+  it('packed sequences 4+1+6: positions restart at each sequence', async () => {
+    const lengths = [4, 1, 6], nH = 2, D = 8;
+    const { T, starts, positions } = packing(lengths);
+    const inv = ropeInvFreq({ headDim: D, ropeTheta: 10000, ropeScaling: null });
+    const x = randomArray(T * nH * D, 22);
+    const xb = g.buffers.upload('x', x);
+    await g.run((enc) => g.ops.rope(enc, { x: xb, cs: g.buffers.upload('cs', ropeTable(inv, positions)), T, nHeads: nH, D }));
+    const ref = concatRows(lengths.map((n, i) => ropeRef(segmentRows(x, nH * D, starts[i], n), n, nH, D, inv)));
+    expect(maxViolation(await g.f32(xb), ref, 1e-5, 1e-5)).toBeLessThanOrEqual(1);
+  });
 });
 
-describe('attention (causal, GQA, online softmax)', () => {
-  for (const [T, H, KVH, D] of [
-    [45, 4, 2, 16],
-    [5, 2, 2, 64],
-    [70, 6, 1, 8],
+describe('attention (causal, GQA, online softmax; packed sequences)', () => {
+  // lengths: the sequences packed in one call; several = each must equal a call of its own.
+  for (const [lengths, H, KVH, D] of [
+    [[45], 4, 2, 16],
+    [[5], 2, 2, 64],
+    [[70], 6, 1, 8],
+    [[13, 1, 31, 20], 4, 2, 16],
+    [[3, 40, 2], 6, 1, 8],
   ] as const) {
-    it(`T=${T} H=${H} KVH=${KVH} D=${D}`, async () => {
+    it(`lengths ${lengths.join('+')} H=${H} KVH=${KVH} D=${D}`, async () => {
+      const { T, starts, seg } = packing(lengths);
       const q = randomArray(T * H * D, 31, 2);
       const k = randomArray(T * KVH * D, 32, 2);
       const v = randomArray(T * KVH * D, 33);
       const out = g.buffers.create('out', T * H * D * 4);
       const lse = g.buffers.create('lse', H * T * 4);
       await g.run((enc) =>
-        g.ops.attention(enc, { q: g.buffers.upload('q', q), k: g.buffers.upload('k', k), v: g.buffers.upload('v', v), out, lse, T, H, KVH, D }),
+        g.ops.attention(enc, { q: g.buffers.upload('q', q), k: g.buffers.upload('k', k), v: g.buffers.upload('v', v), out, lse, seg: g.buffers.upload('seg', seg), T, H, KVH, D }),
       );
-      const ref = attentionRef(q, k, v, T, H, KVH, D);
-      expect(maxViolation(await g.f32(out), ref.out, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
-      expect(maxViolation(await g.f32(lse), ref.lse, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+      const refs = lengths.map((n, i) => attentionRef(segmentRows(q, H * D, starts[i], n), segmentRows(k, KVH * D, starts[i], n), segmentRows(v, KVH * D, starts[i], n), n, H, KVH, D));
+      expect(maxViolation(await g.f32(out), concatRows(refs.map((r) => r.out)), 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect(maxViolation(await g.f32(lse), concatHeadMajor(refs.map((r) => r.lse), lengths, H), 2e-4, 1e-5)).toBeLessThanOrEqual(1);
     });
   }
 });

@@ -1,11 +1,12 @@
 /**
  * The training-memory estimate (src/engine/memory.ts) against the buffer manager's measured peak
  * of a real training step, with and without layer recomputation: within 10% (uniform buffers and
- * rounding make up the difference), and never below the measurement by more than that.
+ * rounding make up the difference), and never below the measurement by more than that; the same
+ * for a packed no-grad scoring pass, and the token limit derived from it keeps a pass within its budget.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
-import { estimateTrainBytes } from '../../src/engine/memory.ts';
+import { estimateScoreBytes, estimateTrainBytes, scoreBatchTokens } from '../../src/engine/memory.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import { initLora } from '../../src/model/lora.ts';
 import { Trainer, DEFAULT_TRAIN } from '../../src/train/trainer.ts';
@@ -38,3 +39,31 @@ for (const recompute of [false, true]) {
     model.destroy();
   });
 }
+
+it('scoring estimate matches the measured peak of a packed no-grad pass, and its token limit keeps within a budget', async () => {
+  const weights = makeTinyLlama({ seed: 5, vocabSize: 5000, hiddenSize: 64, intermediateSize: 128, numLayers: 3, numHeads: 4, numKvHeads: 2, tie: true });
+  const loraCfg = { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'gate_proj'] as ('q_proj' | 'gate_proj')[] };
+  const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, loraCfg, 3));
+  const rng = new Rng(2);
+  const seq = (n: number) => {
+    const ids = Array.from({ length: n }, () => rng.int(5000));
+    return { ids, rows: ids.slice(1).map((_, i) => i), targets: ids.slice(1) };
+  };
+  const measure = async (lengths: number[]) => {
+    const before = g.buffers.current;
+    g.buffers.resetPeak();
+    await model.scoreBatch(lengths.map(seq));
+    return g.buffers.peak - before;
+  };
+  const lengths = [60, 33, 91, 12];
+  const T = lengths.reduce((a, n) => a + n, 0);
+  const est = estimateScoreBytes(weights.config, loraCfg, T, T - lengths.length);
+  const measured = await measure(lengths);
+  expect(est / measured).toBeGreaterThan(0.9);
+  expect(est / measured).toBeLessThan(1.1);
+  // A 200 KiB activation budget: the limit's worth of tokens (all scored) fits in it.
+  const limit = scoreBatchTokens(weights.config, loraCfg, 200 * 1024, g.ctx.device.limits.maxStorageBufferBindingSize);
+  expect(limit).toBeGreaterThan(10);
+  expect(await measure([limit + 1])).toBeLessThanOrEqual(200 * 1024 * 1.1);
+  model.destroy();
+});

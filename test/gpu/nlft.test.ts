@@ -4,7 +4,8 @@
  * - the loss from saliency.ts + the fused kernel equals a direct CPU computation of the spec's
  *   formula from the tfjs reference's pb, pc, pj and hidden states (1e-4 relative + 1e-6), with the same
  *   saliency classes; its LoRA gradient matches tfjs autodiff of that formula (1e-3 relative);
- * - NLFT training through the trainer keeps a saliency record per visit and is deterministic.
+ * - NLFT training through the trainer keeps a saliency record per visit and is deterministic, and
+ *   packing the no-grad views of several records into one pass changes no result.
  * Saliency thresholds are loosened (tauC, rho, pjMin) so that a random model has tokens in every class.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +13,7 @@ import { GpuLlama } from '../../src/engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass } from '../../src/engine/train-pass.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import { initLora } from '../../src/model/lora.ts';
-import { nlftTerms, recordSaliency, scoreSideViews, type NlftSample, type SaliencyEntry } from '../../src/nlft/method.ts';
+import { nlftMethod, recordSaliency, scoreSamples, scoreSideViews, type NlftSample, type SaliencyEntry } from '../../src/nlft/method.ts';
 import { saliency, type SaliencyOptions } from '../../src/nlft/saliency.ts';
 import { viewSequence } from '../../src/nlft/views.ts';
 import { DEFAULT_TRAIN, Trainer } from '../../src/train/trainer.ts';
@@ -88,7 +89,7 @@ describe.skipIf(!gradientsRegistered)('NLFT loss and gradient against the refere
       // Engine: the same record through TrainPass + scoreSideViews + recordSaliency + the fused kernel.
       const model = GpuLlama.create(g.ops, weights, 'f32', lora);
       const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: 0 });
-      const side = await scoreSideViews(model, s);
+      const [side] = await scoreSideViews(model, [s]);
       const r = recordSaliency(s, { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() }, side, C, OPTS);
       expect(r.classes).toEqual(rr.classes);
       const loss = lossValue(r.kinds, r.weights, pass.scores);
@@ -104,11 +105,12 @@ describe.skipIf(!gradientsRegistered)('NLFT loss and gradient against the refere
 });
 
 it('NLFT training through the trainer keeps a saliency record per visit and is deterministic', async () => {
-  const run = async () => {
+  const run = async (maxBatchTokens?: number) => {
     const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { r: 4, alpha: 8, dropout: 0.05, targets: ['gate_proj', 'up_proj', 'down_proj'] }, 7));
     const entries: SaliencyEntry[] = [];
     let step = 1;
-    const trainer = new Trainer(g, model, samples.slice(0, 4), { ...DEFAULT_TRAIN, epochs: 1, batch: 2, lr: 1e-3, seed: 7 }, nlftTerms(model, OPTS, (id) => `<${id}>`, (e) => void entries.push(e), () => step));
+    const method = nlftMethod(model, { saliency: OPTS, tokenText: (id) => `<${id}>`, onEntry: (e) => void entries.push(e), stepOf: () => step, maxBatchTokens });
+    const trainer = new Trainer(g, model, samples.slice(0, 4), { ...DEFAULT_TRAIN, epochs: 1, batch: 2, lr: 1e-3, seed: 7 }, method);
     const losses: number[] = [];
     await trainer.run({ onStep: (m) => void (losses.push(m.loss), (step = m.step + 1)) });
     const params = await g.buffers.readF32(model.lora!.params, model.lora!.n);
@@ -135,4 +137,22 @@ it('NLFT training through the trainer keeps a saliency record per visit and is d
   const b = await run();
   expect(b.params).toEqual(a.params);
   expect(b.losses).toEqual(a.losses);
+  // The step's side views scored one sequence per pass instead of packed: the same run, bit for bit.
+  const alone = await run(1);
+  expect(alone.params).toEqual(a.params);
+  expect(alone.entries).toEqual(a.entries);
+});
+
+it('scoring records packed into shared passes gives each record what a pass of its own gives', async () => {
+  const model = GpuLlama.create(g.ops, weights, 'q8', randomLora(weights, 4, 40, 0.05));
+  const done: number[] = [];
+  const passes: number[] = [];
+  const packed = await scoreSamples(model, samples, OPTS, String, { maxTokens: 120, onProgress: (n) => done.push(n) });
+  const alone = await scoreSamples(model, samples, OPTS, String, { maxTokens: 1, onProgress: (n) => passes.push(n) });
+  model.destroy();
+  expect(packed).toEqual(alone);
+  expect(passes).toHaveLength(10); // 4 base + 4 standard + 2 judge views, one pass each
+  expect(done.length).toBeLessThanOrEqual(4); // 22-40 tokens a view, up to 120 per pass
+  expect(done.at(-1)).toBe(samples.length);
+  expect(done).toEqual([...done].sort((x, y) => x - y));
 });

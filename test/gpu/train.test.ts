@@ -40,7 +40,7 @@ const CONFIG: TrainConfig = { ...DEFAULT_TRAIN, epochs: 8, lr: 2e-2, batch: 2, s
 async function train(config: TrainConfig, data: TrainSample[], opts: { stopAfter?: number; resumeFrom?: Uint8Array; terms?: TermsFn } = {}) {
   const weights = makeTinyLlama(MODEL);
   const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { ...LORA, targets: [...LORA.targets] }, config.seed));
-  const trainer = new Trainer(g, model, data, config, opts.terms ?? sftTerms);
+  const trainer = new Trainer(g, model, data, config, { terms: opts.terms ?? sftTerms });
   if (opts.resumeFrom) {
     const bytes = opts.resumeFrom;
     const source: FileSource = {

@@ -4,7 +4,11 @@ import path from 'node:path';
 import { UsageError } from '../../errors.ts';
 import { DEFAULT_SALIENCY, type SaliencyOptions } from '../../nlft/saliency.ts';
 import { DEFAULT_TEMPLATES, parseTemplates, type NlftTemplates } from '../../nlft/templates.ts';
-import { numberOption, type Options } from './args.ts';
+import { scoreBatchTokens } from '../../engine/memory.ts';
+import type { LlamaConfig } from '../../model/config.ts';
+import type { LoraConfig } from '../../model/lora.ts';
+import { DEFAULT_SCORE_BATCH_TOKENS } from '../../nlft/method.ts';
+import { isPositiveInt, numberOption, type Options } from './args.ts';
 
 export const NLFT_FLAGS: Options = {
   lambda: { type: 'string' },
@@ -18,11 +22,22 @@ export const NLFT_FLAGS: Options = {
   'sft-on-negatives': { type: 'boolean' },
   'negatives-without-saliency': { type: 'string' },
   templates: { type: 'string' },
+  'score-batch-tokens': { type: 'string' },
 };
 
 export const NLFT_USAGE = `[--lambda 10] [--tau-c 0.95] [--rho 1.5] [--theta 1.5] [--delta 0.4] [--pj-min 0.01]
             [--unlikely-fraction-max 0.06] [--cluster-criterion distance|similarity] [--sft-on-negatives]
-            [--negatives-without-saliency train|skip] [--templates FILE]`;
+            [--negatives-without-saliency train|skip] [--templates FILE] [--score-batch-tokens N]`;
+
+/**
+ * Tokens per packed no-grad scoring pass: --score-batch-tokens, or DEFAULT_SCORE_BATCH_TOKENS
+ * within `activationBytes`; either way within the device's per-buffer binding limit.
+ */
+export function scoreBatchOption(values: Record<string, unknown>, c: LlamaConfig, lora: LoraConfig | null, activationBytes: number, maxBindingBytes: number): number {
+  const fit = (bytes: number) => scoreBatchTokens(c, lora, bytes, maxBindingBytes);
+  if (values['score-batch-tokens'] === undefined) return Math.min(DEFAULT_SCORE_BATCH_TOKENS, fit(activationBytes));
+  return Math.min(numberOption(values, 'score-batch-tokens', 1, isPositiveInt, 'a positive integer'), fit(Infinity));
+}
 
 export function saliencyOptions(values: Record<string, unknown>): SaliencyOptions {
   const d = DEFAULT_SALIENCY;

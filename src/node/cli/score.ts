@@ -12,7 +12,10 @@ import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { numberOption, parse, quantOption, required } from './args.ts';
 import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
-import { NLFT_FLAGS, saliencyOptions, templatesOption } from './nlft-options.ts';
+import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
+
+/** Activation memory packed scoring passes may take by default (beyond the model). */
+const SCORE_ACTIVATION_BYTES = 256 * 2 ** 20;
 
 /** Print the summary in a few lines. */
 export function printSummary(s: SaliencySummary, out: (line: string) => void): void {
@@ -40,7 +43,8 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const engine = await createNodeEngine();
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
-    const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id));
+    const maxTokens = scoreBatchOption(values, model.config, peft?.config ?? null, SCORE_ACTIVATION_BYTES, engine.ctx.device.limits.maxStorageBufferBindingSize);
+    const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id), { maxTokens });
     const summary = saliencySummary(entries, sal.negativesWithoutSaliency);
     const dump = {
       model: modelDir,
@@ -50,6 +54,7 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
       templates,
       truncated,
       summary,
+      scoreBatchTokens: maxTokens,
       records: entries.map((e, i) => ({ ...e, views: { base: samples[i].promptIds, standard: samples[i].standardIds, judge: samples[i].judgeIds }, responseIds: samples[i].responseIds })),
     };
     await writeFile(outFile, `${JSON.stringify(dump, null, 1)}\n`);

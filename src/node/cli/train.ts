@@ -15,10 +15,10 @@ import { DEFAULT_LORA, initLora, validateLoraConfig, type LoraConfig } from '../
 import { PROJECTIONS, type Projection } from '../../model/weights.ts';
 import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../../train/checkpoint.ts';
 import { DEFAULT_INSTRUCTION, sftSamples } from '../../train/samples.ts';
-import { nlftSamples, nlftTerms, saliencySummary, scoreSamples, type NlftSample, type SaliencyEntry, type SaliencySummary } from '../../nlft/method.ts';
-import { NLFT_FLAGS, saliencyOptions, templatesOption } from './nlft-options.ts';
+import { nlftMethod, nlftSamples, saliencySummary, scoreSamples, type NlftSample, type SaliencyEntry, type SaliencySummary } from '../../nlft/method.ts';
+import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
 import { printSummary } from './score.ts';
-import { DEFAULT_TRAIN, sftTerms, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
+import { DEFAULT_TRAIN, SFT, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
 import { writePeftAdapter } from '../adapter-files.ts';
 import { createNodeEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
@@ -112,16 +112,20 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant, initLora(model.config, lora, train.seed));
     const modelBytes = engine.buffers.current;
-    // NLFT: score the data once before training for the dataset-level saliency summary.
+    // NLFT: score the data once before training for the dataset-level saliency summary. The no-grad
+    // passes pack several records, within the activation memory a training step needs anyway.
     let summary: SaliencySummary | null = null;
+    const scoreTokens = scoreBatchOption(values, model.config, lora, est.activations, engine.ctx.device.limits.maxStorageBufferBindingSize);
+    const tokenText = (id: number) => tok.tokenText(id);
     if (method === 'nlft') {
-      summary = saliencySummary(await scoreSamples(llama, samples as NlftSample[], sal, (id) => tok.tokenText(id)), sal.negativesWithoutSaliency);
+      out(`scoring    ${samples.length} records, no-grad views packed ${scoreTokens} tokens per pass`);
+      summary = saliencySummary(await scoreSamples(llama, samples as NlftSample[], sal, tokenText, { maxTokens: scoreTokens }), sal.negativesWithoutSaliency);
       printSummary(summary, out);
     }
     const entries: SaliencyEntry[] = [];
     const stepRef = { next: 1 };
-    const terms = method === 'nlft' ? nlftTerms(llama, sal, (id) => tok.tokenText(id), (e) => void entries.push(e), () => stepRef.next) : sftTerms;
-    const trainer = new Trainer(engine, llama, samples, train, terms);
+    const lossMethod = method === 'nlft' ? nlftMethod(llama, { saliency: sal, tokenText, onEntry: (e) => void entries.push(e), stepOf: () => stepRef.next, maxBatchTokens: scoreTokens }) : SFT;
+    const trainer = new Trainer(engine, llama, samples, train, lossMethod);
     stepRef.next = trainer.state.step + 1;
     if (resume) await trainer.restore(resume.checkpoint);
     await mkdir(outDir, { recursive: true });
@@ -161,7 +165,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         method === 'nlft'
           ? { templates, views: 'chat template of the model per view (system + user, generation prompt); the response is the record output, tokenized separately' }
           : { template: 'chat template of the model: system = instruction, user = input, generation prompt', defaultInstruction: DEFAULT_INSTRUCTION, response: 'answer + end-of-sequence token' },
-      nlft: method === 'nlft' ? { options: sal, summary } : null,
+      nlft: method === 'nlft' ? { options: sal, summary, scoreBatchTokens: scoreTokens } : null,
       environment: { adapter: engine.ctx.adapter, node: process.version, platform: `${process.platform}-${process.arch}` },
       result: { ...end, totalSteps: trainer.totalSteps, lastLoss },
       timings: { startedAt: new Date(started).toISOString(), seconds: (Date.now() - started) / 1000 },
