@@ -11,6 +11,9 @@ import { createEngine, type Engine } from '../src/engine/engine.ts';
 import { adapterName, describeAdapter } from '../src/engine/gpu.ts';
 import { bundledKernelSources } from '../src/engine/kernel-files-vite.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
+import { tuningFor, type TuningCache } from '../src/engine/tune.ts';
+import type { LlamaConfig } from '../src/model/config.ts';
+import { openTuningCache } from '../src/storage/db.ts';
 import { scoringInput } from '../src/data/prompt.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
 import { GpuUnavailableError, NlftError } from '../src/errors.ts';
@@ -32,6 +35,9 @@ import {
 
 const TOKENIZER_DIR = `${import.meta.env.BASE_URL}tokenizers/smollm2/`;
 const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
+
+/** Used when IndexedDB cannot be opened (private mode): tuning is measured at every load. */
+const NO_TUNING_CACHE: TuningCache = { get: async () => undefined, set: async () => undefined };
 
 /** A model resident on the GPU. */
 interface LoadedModel {
@@ -92,6 +98,7 @@ class Trainer implements TrainerApi {
   #demoWeights: LlamaWeights | null = null;
   #model: LoadedModel | null = null;
   #queue: Promise<unknown> = Promise.resolve();
+  #tuningCache: TuningCache | null = null;
 
   /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
   #serial<T>(job: () => Promise<T>): Promise<T> {
@@ -146,10 +153,12 @@ class Trainer implements TrainerApi {
         onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
         this.#tokenizer ??= TextTokenizer.fromJson(await fetchTokenizerFile('tokenizer.json'), await fetchTokenizerFile('tokenizer_config.json'));
 
+        const config = this.#demoWeights.config;
+        const kernels = await this.#tune(engine, config, quant, (f) => onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.4 + 0.15 * f }));
+
         onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.55 });
         this.#unloadModel();
         const llama = GpuLlama.create(engine.ops, this.#demoWeights, quant);
-        const config = this.#demoWeights.config;
         this.#model = {
           llama,
           info: {
@@ -160,6 +169,7 @@ class Trainer implements TrainerApi {
             hiddenSize: config.hiddenSize,
             vocabSize: config.vocabSize,
             weightBytes: baseModelBytes(config, quant),
+            kernels,
           },
         };
         engine.buffers.resetPeak();
@@ -173,6 +183,18 @@ class Trainer implements TrainerApi {
         release(onProgress);
       }
     });
+  }
+
+  /**
+   * Switches the engine to the tile shapes for this adapter and model: cached in IndexedDB, or
+   * measured now (first use; a few seconds) and cached. Returns a line for the model facts.
+   */
+  async #tune(engine: Engine, c: LlamaConfig, quant: QuantFormat, onFraction: (f: number) => void): Promise<string> {
+    this.#tuningCache ??= await openTuningCache().catch(() => NO_TUNING_CACHE);
+    const { tuning, source } = await tuningFor(engine, this.#tuningCache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize }, quant, onFraction);
+    engine.useTuning(tuning);
+    const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
+    return `matmul ${tile(tuning.matmul)}, lm-head ${tile(tuning.lmhead)} (${{ measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source]})`;
   }
 
   /** Frees the GPU buffers of the loaded model, if any. */

@@ -11,7 +11,10 @@ export interface Engine {
   ctx: GpuContext;
   buffers: BufferManager;
   pipelines: PipelineCache;
+  /** The kernels' dispatcher with the engine's current tile shapes. */
   ops: Ops;
+  /** Use these tile shapes for models created from now on (see tune.ts); call it as a method. */
+  useTuning(this: Engine, tuning: Tuning): void;
   destroy(): void;
 }
 
@@ -27,12 +30,14 @@ export async function createEngine(
   const ctx = await acquireGpu(gpu, { useF16: opts.useF16 });
   const buffers = new BufferManager(ctx.device, opts.budgetBytes);
   const pipelines = new PipelineCache(ctx.device, sources);
-  const ops = new Ops(ctx.device, pipelines, buffers, opts.tuning ?? DEFAULT_TUNING);
   return {
     ctx,
     buffers,
     pipelines,
-    ops,
+    ops: new Ops(ctx.device, pipelines, buffers, opts.tuning ?? DEFAULT_TUNING),
+    useTuning(this: Engine, tuning: Tuning) {
+      this.ops = new Ops(ctx.device, pipelines, buffers, tuning);
+    },
     destroy() {
       buffers.destroyAll();
       ctx.destroy();

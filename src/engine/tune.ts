@@ -5,6 +5,8 @@
  * per adapter.
  */
 import type { Engine } from './engine.ts';
+import { GpuMemoryError } from '../errors.ts';
+import type { AdapterSummary } from './gpu.ts';
 import { DEFAULT_TUNING, Ops, type GpuWeight, type Tuning } from './ops.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 
@@ -20,6 +22,14 @@ export const LMHEAD_CANDIDATES: Tuning['lmhead'][] = [
   { TM: 8, TN: 8, WGX: 16, WGY: 4 },
   { TM: 8, TN: 8, WGX: 8, WGY: 8 },
 ];
+
+/** The shapes tuning measures: T tokens of a model with hidden C, FFN F and vocabulary V. */
+export interface TuningShape {
+  T: number;
+  C: number;
+  F: number;
+  V: number;
+}
 
 export interface TuneResult {
   tuning: Tuning;
@@ -50,8 +60,9 @@ function syntheticWeight(engine: Engine, rows: number, cols: number, format: Qua
 /**
  * Pick the fastest matmul and lm-head tiles for T tokens of a model with hidden C, FFN F,
  * vocabulary V (the lm-head is timed on min(V, 8192) columns to keep tuning short).
+ * `onProgress` gets the fraction of candidates timed.
  */
-export async function tuneKernels(engine: Engine, shape: { T: number; C: number; F: number; V: number }, format: QuantFormat): Promise<TuneResult> {
+export async function tuneKernels(engine: Engine, shape: TuningShape, format: QuantFormat, onProgress?: (fraction: number) => void): Promise<TuneResult> {
   const { T, C, F } = shape;
   const V = Math.min(shape.V, 8192);
   const b = engine.buffers;
@@ -69,6 +80,7 @@ export async function tuneKernels(engine: Engine, shape: { T: number; C: number;
       engine.ctx.device.queue.submit([enc.finish()]);
     });
     matmul.push({ tile, gflops: (2 * T * F * C * reps) / ms / 1e6 });
+    onProgress?.(matmul.length / (MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length));
   }
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const rows = b.upload('tune rows', Uint32Array.from({ length: T }, (_, i) => i));
@@ -85,10 +97,63 @@ export async function tuneKernels(engine: Engine, shape: { T: number; C: number;
       engine.ctx.device.queue.submit([enc.finish()]);
     });
     lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
+    onProgress?.((matmul.length + lmhead.length) / (MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length));
     b.destroy(scratch.part);
     b.destroy(scratch.tlogit);
   }
   for (const t of [w.data, w.scales, head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
   const best = <T extends { gflops: number }>(list: T[]) => list.reduce((a, c) => (c.gflops > a.gflops ? c : a));
   return { tuning: { ...DEFAULT_TUNING, matmul: best(matmul).tile, lmhead: best(lmhead).tile }, matmul, lmhead };
+}
+
+/** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
+export const TUNING_VERSION = 1;
+
+/** Tokens the cached choice is measured on (a typical training sequence). */
+export const TUNING_TOKENS = 256;
+
+/** Where a host keeps tuning choices (IndexedDB in the app, a JSON file for the CLI). */
+export interface TuningCache {
+  get(key: string): Promise<unknown>;
+  set(key: string, tuning: Tuning): Promise<void>;
+}
+
+/** Cache key: the kernels' version, the adapter, the weight format and the model's widths. */
+export function tuningKey(adapter: AdapterSummary, shape: Omit<TuningShape, 'T'>, format: QuantFormat): string {
+  return [`v${TUNING_VERSION}`, adapter.vendor, adapter.architecture, adapter.device, adapter.description, format, shape.C, shape.F, Math.min(shape.V, 8192)].join('|');
+}
+
+const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(b);
+
+/** A cached value is used only if it is a tuning whose tiles are among today's candidates. */
+export function isCachedTuning(v: unknown): v is Tuning {
+  const t = v as Partial<Tuning> | null;
+  if (typeof t !== 'object' || t === null || !t.matmul || !t.lmhead) return false;
+  return MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) && LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) && sameTile({ ...t, matmul: 0, lmhead: 0 }, { ...DEFAULT_TUNING, matmul: 0, lmhead: 0 });
+}
+
+/**
+ * The tile shapes for this adapter and model (architecture.md 3b): the cached choice, or a short
+ * measurement now (`tuneKernels`, a few seconds) that is then cached. A cache that cannot be read
+ * or written costs a measurement, never the run.
+ */
+export async function tuningFor(
+  engine: Engine,
+  cache: TuningCache,
+  shape: Omit<TuningShape, 'T'>,
+  format: QuantFormat,
+  onProgress?: (fraction: number) => void,
+): Promise<{ tuning: Tuning; source: 'cached' | 'measured' | 'default' }> {
+  const key = tuningKey(engine.ctx.adapter, shape, format);
+  const cached = await cache.get(key).catch(() => undefined);
+  if (isCachedTuning(cached)) return { tuning: cached, source: 'cached' };
+  let tuning: Tuning;
+  try {
+    ({ tuning } = await tuneKernels(engine, { ...shape, T: TUNING_TOKENS }, format, onProgress));
+  } catch (e) {
+    if (e instanceof GpuMemoryError) return { tuning: DEFAULT_TUNING, source: 'default' }; // a tight memory budget: no room to measure
+    throw e;
+  }
+  await cache.set(key, tuning).catch(() => undefined);
+  return { tuning, source: 'measured' };
 }

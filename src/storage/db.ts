@@ -1,9 +1,11 @@
 /**
  * The app's IndexedDB database (through `idb`). Version 1 holds one key-value store of small
- * settings that survive a reload; later versions add stores (datasets, runs, checkpoints,
- * adapters) in `upgrade`, keyed on the old version.
+ * settings that survive a reload; version 2 adds the per-adapter kernel tuning choices (written by
+ * the trainer worker). Later versions add stores (datasets, runs, checkpoints, adapters) in
+ * `upgrade`, keyed on the old version. The page and the worker open it with the same version.
  */
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
+import type { TuningCache } from '../engine/tune.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
 
 /** What the playground remembers across reloads. */
@@ -29,6 +31,8 @@ export interface SettingsStore {
 
 interface StudioSchema extends DBSchema {
   settings: { key: keyof Settings; value: Settings[keyof Settings] };
+  /** tuningKey(adapter, model widths, format) -> the tile shapes measured there. */
+  tuning: { key: string; value: unknown };
 }
 
 /** Shape checks for stored values (an older build, or another tab, may have written something else). */
@@ -43,7 +47,7 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
 
 /** Name of the app's database. */
 const DB_NAME = 'nlft-studio';
-const DB_VERSION = 1;
+const DB_VERSION = 2;
 
 /** Settings kept in IndexedDB. */
 class IdbSettingsStore implements SettingsStore {
@@ -59,14 +63,27 @@ class IdbSettingsStore implements SettingsStore {
   }
 }
 
-/** Opens (creating or upgrading) the app's database and returns its settings store. */
-export async function openSettingsStore(): Promise<SettingsStore> {
-  const db = await openDB<StudioSchema>(DB_NAME, DB_VERSION, {
+function openStudioDb(): Promise<IDBPDatabase<StudioSchema>> {
+  return openDB<StudioSchema>(DB_NAME, DB_VERSION, {
     upgrade(db, oldVersion) {
       if (oldVersion < 1) db.createObjectStore('settings');
+      if (oldVersion < 2) db.createObjectStore('tuning');
     },
   });
-  return new IdbSettingsStore(db);
+}
+
+/** Opens (creating or upgrading) the app's database and returns its settings store. */
+export async function openSettingsStore(): Promise<SettingsStore> {
+  return new IdbSettingsStore(await openStudioDb());
+}
+
+/** The kernel tuning cache in IndexedDB (see src/engine/tune.ts); values are checked by the reader. */
+export async function openTuningCache(): Promise<TuningCache> {
+  const db = await openStudioDb();
+  return {
+    get: (key) => db.get('tuning', key),
+    set: async (key, tuning) => void (await db.put('tuning', tuning, key)),
+  };
 }
 
 /** Settings held in memory only: the fallback when IndexedDB cannot be opened. */

@@ -52,6 +52,8 @@ export interface ModelInfo {
   vocabSize: number;
   /** Analytic size of the frozen base weights in `quant` (see `baseModelBytes`). */
   weightBytes: number;
+  /** The kernel tile shapes in use for this GPU and model, and whether they were just measured. */
+  kernels: string;
   memory: MemoryInfo;
 }
 

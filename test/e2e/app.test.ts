@@ -77,9 +77,11 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(records.length).toBe(20);
 
     const status = page.getByTestId('model-status');
-    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 30_000 });
+    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });
     expect(await page.getByTestId('model-error').textContent()).toBe('');
     expect(await status.getAttribute('data-state')).toBe('ready');
+    // First use on this GPU: the kernel tiles are measured, then cached in IndexedDB (checked after the reload).
+    expect(await page.getByTestId('kernels').textContent()).toMatch(/^matmul \d+×\d+, lm-head \d+×\d+ \(measured now\)$/);
     expect(await page.getByTestId('gpu-bytes').textContent()).toMatch(/\d/);
 
     const pick = 2;
@@ -102,7 +104,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
 
     await page.getByTestId('quant').selectOption('q4');
     const ready = page.locator('[data-testid=model-status][data-state=ready]');
-    await expect.poll(() => ready.textContent(), { timeout: 30_000 }).toContain('q4');
+    await expect.poll(() => ready.textContent(), { timeout: 60_000 }).toContain('q4');
 
     const typed = 'A prompt typed by hand, kept across reloads.';
     await page.getByTestId('prompt').fill(typed);
@@ -111,7 +113,8 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await expect.poll(() => page.getByTestId('prompt').inputValue()).toBe(typed);
     expect(await page.getByTestId('response').inputValue()).toBe(records[pick].answer);
     expect(await page.getByTestId('quant').inputValue()).toBe('q4');
-    await expect.poll(() => ready.textContent(), { timeout: 30_000 }).toContain('q4');
+    await expect.poll(() => ready.textContent(), { timeout: 60_000 }).toContain('q4');
+    expect(await page.getByTestId('kernels').textContent()).toMatch(/\(measured earlier on this GPU\)$/);
     expect(pageErrors).toEqual([]);
   });
 

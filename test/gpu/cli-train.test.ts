@@ -12,7 +12,7 @@ import { readPeftAdapter } from '../../src/export/peft.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import type { LlamaConfig } from '../../src/model/config.ts';
 import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { NLFT, nlft, ROOT } from '../helpers/cli.ts';
+import { CLI_ENV, NLFT, nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
@@ -67,7 +67,7 @@ it('an interrupted run resumed with --resume ends with the same adapter as an un
   const full = path.join(tmp, 'full');
   expect((await nlft('train', '--model', modelDir, '--data', data, '--out', full, '--epochs', '2', ...COMMON)).code).toBe(0);
   const part = path.join(tmp, 'part');
-  const child = spawn('node', [NLFT, 'train', '--model', modelDir, '--data', data, '--out', part, '--epochs', '2', ...COMMON], { cwd: ROOT });
+  const child = spawn('node', [NLFT, 'train', '--model', modelDir, '--data', data, '--out', part, '--epochs', '2', ...COMMON], { cwd: ROOT, env: CLI_ENV });
   let stdout = '';
   let stderr = '';
   let sent = false;

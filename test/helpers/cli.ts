@@ -1,14 +1,26 @@
 /** Run the `nlft` CLI as a user does (a child process); never throws on a non-zero exit. */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const NLFT = path.join(ROOT, 'bin', 'nlft.js');
 
+/**
+ * The kernel-tuning cache of this test file's CLI runs (the first run measures, later ones reuse;
+ * never the user's ~/.cache).
+ */
+export const CLI_CACHE_DIR = mkdtempSync(path.join(os.tmpdir(), 'nlft-cli-cache-'));
+process.on('exit', () => rmSync(CLI_CACHE_DIR, { recursive: true, force: true }));
+
+/** The environment of a CLI child process. */
+export const CLI_ENV = { ...process.env, NLFT_CACHE_DIR: CLI_CACHE_DIR };
+
 export async function nlft(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)('node', [NLFT, ...args], { cwd: ROOT });
+    const { stdout, stderr } = await promisify(execFile)('node', [NLFT, ...args], { cwd: ROOT, env: CLI_ENV });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };

@@ -64,6 +64,8 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       ...row('Parameters', `${formatCount(info.parameters)} (${(info.parameters / 1e6).toFixed(2)} M)`),
       ...row('Shape', `${info.layers} layers · hidden ${info.hiddenSize} · vocabulary ${formatCount(info.vocabSize)}`),
       ...row('Weights', `${formatBytes(info.weightBytes)} in ${info.quant}`),
+      h('dt', {}, 'Kernels'),
+      h('dd', { 'data-testid': 'kernels' }, info.kernels),
       h('dt', {}, 'GPU memory'),
       memory,
     );

@@ -11,7 +11,7 @@ import { GpuLlama } from '../../engine/llama.ts';
 import { ModelFormatError, UsageError } from '../../errors.ts';
 import { readPeftAdapter } from '../../export/peft.ts';
 import { loadModelFolder } from '../../model/loader.ts';
-import { createNodeEngine } from '../engine.ts';
+import { createTunedEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { parse, quantOption, required } from './args.ts';
 
@@ -54,7 +54,7 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
   const peft = adapterDir === null ? null : await readPeftAdapter(new FolderSource(adapterDir), model.config);
   const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
   const { promptText, promptIds, responseIds } = scoringInput(tok, prompt, response, { chat, system: typeof values.system === 'string' ? values.system : undefined });
-  const engine = await createNodeEngine();
+  const { engine } = await createTunedEngine(model.config, quant);
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
     const logp = await llama.responseLogProbs(promptIds, responseIds);

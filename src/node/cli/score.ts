@@ -8,7 +8,7 @@ import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { readPeftAdapter } from '../../export/peft.ts';
 import { nlftSamples, saliencySummary, scoreSamples, type SaliencySummary } from '../../nlft/method.ts';
-import { createNodeEngine } from '../engine.ts';
+import { createTunedEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { numberOption, parse, quantOption, required } from './args.ts';
 import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
@@ -40,8 +40,9 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const records = await readDatasetFile(dataFile, true);
   const { samples, truncated } = nlftSamples(records, tok, templates, maxLen);
   const peft = typeof values.adapter === 'string' ? await readPeftAdapter(new FolderSource(values.adapter), model.config) : null;
-  const engine = await createNodeEngine();
+  const { engine, note } = await createTunedEngine(model.config, quant);
   try {
+    out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
     const maxTokens = scoreBatchOption(values, model.config, peft?.config ?? null, SCORE_ACTIVATION_BYTES, engine.ctx.device.limits.maxStorageBufferBindingSize);
     const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id), { maxTokens });

@@ -20,7 +20,7 @@ import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from '
 import { printSummary } from './score.ts';
 import { DEFAULT_TRAIN, SFT, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
 import { writePeftAdapter } from '../adapter-files.ts';
-import { createNodeEngine } from '../engine.ts';
+import { createTunedEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
 import { isPositiveInt, numberOption, parse, quantOption, required } from './args.ts';
 import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
@@ -108,8 +108,9 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     }
   }
   out(`memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`);
-  const engine = await createNodeEngine({ budgetBytes: budgetMiB === null ? undefined : budgetMiB * 2 ** 20 });
+  const { engine, note } = await createTunedEngine(model.config, quant, { budgetBytes: budgetMiB === null ? undefined : budgetMiB * 2 ** 20 });
   try {
+    out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant, initLora(model.config, lora, train.seed));
     const modelBytes = engine.buffers.current;
     // NLFT: score the data once before training for the dataset-level saliency summary. The no-grad

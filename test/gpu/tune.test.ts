@@ -1,0 +1,67 @@
+/**
+ * Per-adapter kernel tuning at first use (src/engine/tune.ts): measured once, then taken from the
+ * cache; a cached value that is not one of today's candidate tilings is measured again; the CLI's
+ * file cache round-trips and survives a corrupt file.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { DEFAULT_TUNING, type Tuning } from '../../src/engine/ops.ts';
+import { LMHEAD_CANDIDATES, MATMUL_CANDIDATES, tuningFor, tuningKey, type TuningCache } from '../../src/engine/tune.ts';
+import { FileTuningCache } from '../../src/node/tuning-cache.ts';
+import { testGpu, type TestGpu } from '../helpers/gpu.ts';
+
+let g: TestGpu;
+let tmp: string;
+beforeAll(async () => {
+  g = await testGpu();
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'nlft-tune-'));
+});
+afterAll(async () => {
+  g?.destroy();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+const SHAPE = { C: 64, F: 128, V: 3000 };
+
+function mapCache(): TuningCache & { map: Map<string, unknown> } {
+  const map = new Map<string, unknown>();
+  return { map, get: async (k) => map.get(k), set: async (k, t) => void map.set(k, t) };
+}
+
+it('measures at first use, then reuses the cached choice; a foreign cached value is measured again', async () => {
+  const cache = mapCache();
+  const progress: number[] = [];
+  const first = await tuningFor(g, cache, SHAPE, 'q8', (f) => progress.push(f));
+  expect(first.source).toBe('measured');
+  expect(MATMUL_CANDIDATES).toContainEqual(first.tuning.matmul);
+  expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
+  expect(progress.at(-1)).toBe(1);
+  const key = tuningKey(g.ctx.adapter, SHAPE, 'q8');
+  expect(cache.map.get(key)).toEqual(first.tuning);
+  const second = await tuningFor(g, cache, SHAPE, 'q8');
+  expect(second).toEqual({ tuning: first.tuning, source: 'cached' });
+  cache.map.set(key, { ...DEFAULT_TUNING, matmul: { TM: 3, TN: 5, WGX: 8, WGY: 8 } });
+  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
+});
+
+it('the key separates adapters, weight formats and model widths', () => {
+  const a = g.ctx.adapter;
+  const k = tuningKey(a, SHAPE, 'q8');
+  expect(tuningKey({ ...a, description: `${a.description} (other)` }, SHAPE, 'q8')).not.toBe(k);
+  expect(tuningKey(a, SHAPE, 'q4')).not.toBe(k);
+  expect(tuningKey(a, { ...SHAPE, F: 256 }, 'q8')).not.toBe(k);
+  expect(tuningKey(a, { ...SHAPE, V: 9000 }, 'q8')).toBe(tuningKey(a, { ...SHAPE, V: 50000 }, 'q8')); // lm-head timed on 8192 columns at most
+});
+
+it('the CLI file cache round-trips and reads a corrupt file as empty', async () => {
+  const cache = new FileTuningCache(path.join(tmp, 'nested'));
+  expect(await cache.get('x')).toBeUndefined();
+  const t: Tuning = { ...DEFAULT_TUNING, matmul: MATMUL_CANDIDATES[3] };
+  await cache.set('x', t);
+  await cache.set('y', DEFAULT_TUNING);
+  expect(await new FileTuningCache(path.join(tmp, 'nested')).get('x')).toEqual(t);
+  await writeFile(cache.file, '{"x": ');
+  expect(await cache.get('x')).toBeUndefined();
+});
