@@ -14,11 +14,11 @@ import { peftAdapterFiles } from '../../export/peft.ts';
 import { DEFAULT_LORA, initLora, validateLoraConfig, type LoraConfig } from '../../model/lora.ts';
 import { PROJECTIONS, type Projection } from '../../model/weights.ts';
 import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../../train/checkpoint.ts';
-import { DEFAULT_INSTRUCTION, sftSamples } from '../../train/samples.ts';
-import { nlftMethod, nlftSamples, saliencySummary, scoreSamples, type NlftSample, type SaliencyEntry, type SaliencySummary } from '../../nlft/method.ts';
+import { prepareRun, methodSamples } from '../../train/run.ts';
+import { DEFAULT_INSTRUCTION } from '../../train/samples.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
 import { printSummary } from './score.ts';
-import { DEFAULT_TRAIN, SFT, Trainer, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
+import { DEFAULT_TRAIN, type RunEnd, type TrainConfig } from '../../train/trainer.ts';
 import { writePeftAdapter } from '../adapter-files.ts';
 import { createTunedEngine } from '../engine.ts';
 import { FolderSource } from '../fs-source.ts';
@@ -81,7 +81,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
 
   const { model, tok } = await loadModelWithTokenizer(modelDir, 'training');
   const records = await readDatasetFile(dataFile, method === 'nlft');
-  const { samples, truncated } = method === 'nlft' ? nlftSamples(records, tok, templates, maxLen) : sftSamples(records, tok, maxLen);
+  const { samples, truncated } = methodSamples(method, records, tok, templates, maxLen);
   out(`data       ${dataFile}: ${records.length} records${truncated ? `, ${truncated} answers truncated to fit --max-len ${maxLen}` : ''}`);
 
   const resume = typeof values.resume === 'string' ? await readCheckpoint(new FolderSource(values.resume)) : null;
@@ -115,19 +115,10 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     const modelBytes = engine.buffers.current;
     // NLFT: score the data once before training for the dataset-level saliency summary. The no-grad
     // passes pack several records, within the activation memory a training step needs anyway.
-    let summary: SaliencySummary | null = null;
     const scoreTokens = scoreBatchOption(values, model.config, lora, est.activations, engine.ctx.device.limits.maxStorageBufferBindingSize);
-    const tokenText = (id: number) => tok.tokenText(id);
-    if (method === 'nlft') {
-      out(`scoring    ${samples.length} records, no-grad views packed ${scoreTokens} tokens per pass`);
-      summary = saliencySummary(await scoreSamples(llama, samples as NlftSample[], sal, tokenText, { maxTokens: scoreTokens }), sal.negativesWithoutSaliency);
-      printSummary(summary, out);
-    }
-    const entries: SaliencyEntry[] = [];
-    const stepRef = { next: 1 };
-    const lossMethod = method === 'nlft' ? nlftMethod(llama, { saliency: sal, tokenText, onEntry: (e) => void entries.push(e), stepOf: () => stepRef.next, maxBatchTokens: scoreTokens }) : SFT;
-    const trainer = new Trainer(engine, llama, samples, train, lossMethod);
-    stepRef.next = trainer.state.step + 1;
+    if (method === 'nlft') out(`scoring    ${samples.length} records, no-grad views packed ${scoreTokens} tokens per pass`);
+    const { trainer, summary, takeEntries } = await prepareRun(engine, llama, samples, { method, train, saliency: sal, tokenText: (id) => tok.tokenText(id), scoreBatchTokens: scoreTokens });
+    if (summary) printSummary(summary, out);
     if (resume) await trainer.restore(resume.checkpoint);
     await mkdir(outDir, { recursive: true });
     const metricsFile = path.join(outDir, 'metrics.jsonl');
@@ -144,8 +135,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       .run({
         signal: ctl.signal,
         onStep: async (m) => {
-          stepRef.next = m.step + 1;
-          if (entries.length) await appendFile(saliencyFile, entries.splice(0).map((e) => `${JSON.stringify(e)}\n`).join(''));
+          const entries = takeEntries();
+          if (entries.length) await appendFile(saliencyFile, entries.map((e) => `${JSON.stringify(e)}\n`).join(''));
           peak = Math.max(peak, m.peakBytes);
           lastLoss = m.loss;
           await appendFile(metricsFile, `${JSON.stringify(m)}\n`);
