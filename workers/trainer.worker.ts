@@ -14,6 +14,14 @@ import { GpuLlama } from '../src/engine/llama.ts';
 import { tuningFor, type TuningCache } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { openTuningCache } from '../src/storage/db.ts';
+import { parseDataset } from '../src/data/dataset.ts';
+import { estimateTrainBytes, scoreBatchTokens } from '../src/engine/memory.ts';
+import { ADAPTER_WEIGHTS_FILE, peftAdapterFiles, type PeftAdapterFiles } from '../src/export/peft.ts';
+import { initLora, validateLoraConfig, type LoraConfig } from '../src/model/lora.ts';
+import { DEFAULT_SCORE_BATCH_TOKENS } from '../src/nlft/method.ts';
+import { DEFAULT_SALIENCY } from '../src/nlft/saliency.ts';
+import { DEFAULT_TEMPLATES } from '../src/nlft/templates.ts';
+import { methodSamples, prepareRun } from '../src/train/run.ts';
 import { scoringInput } from '../src/data/prompt.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
 import { GpuUnavailableError, NlftError } from '../src/errors.ts';
@@ -31,13 +39,24 @@ import {
   type ScoreRequest,
   type TokenScores,
   type TrainerApi,
+  type TrainEventCallback,
+  type TrainOutcome,
+  type TrainRequest,
 } from '../src/worker/protocol.ts';
 
 const TOKENIZER_DIR = `${import.meta.env.BASE_URL}tokenizers/smollm2/`;
 const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
+/** `base_model_name_or_path` of adapters trained on the demo model (it exists only in this app). */
+const DEMO_MODEL_ID = `nlft-studio/demo-llama-seed-${DEMO_MODEL_OPTIONS.seed}`;
 
 /** Used when IndexedDB cannot be opened (private mode): tuning is measured at every load. */
 const NO_TUNING_CACHE: TuningCache = { get: async () => undefined, set: async () => undefined };
+
+/** The stop signal and pause gate of a running `train`. */
+interface RunControl {
+  abort: AbortController;
+  pause: { promise: Promise<void>; resume: () => void } | null;
+}
 
 /** A model resident on the GPU. */
 interface LoadedModel {
@@ -91,7 +110,7 @@ function release(callback: object): void {
 }
 
 /** The worker's state and the calls of `TrainerApi`; helpers are `#private`, out of comlink's reach. */
-class Trainer implements TrainerApi {
+class TrainerWorker implements TrainerApi {
   #engine: Engine | null = null;
   #adapter: AdapterInfo | null = null;
   #tokenizer: TextTokenizer | null = null;
@@ -99,6 +118,10 @@ class Trainer implements TrainerApi {
   #model: LoadedModel | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #tuningCache: TuningCache | null = null;
+  /** The running `train`'s stop signal and pause gate. */
+  #run: RunControl | null = null;
+  /** The adapters' settings of the last run that trained (for the export). */
+  #trained: LoraConfig | null = null;
 
   /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
   #serial<T>(job: () => Promise<T>): Promise<T> {
@@ -202,6 +225,7 @@ class Trainer implements TrainerApi {
     if (!this.#model || !this.#engine) return;
     this.#model.llama.destroy();
     this.#model = null;
+    this.#trained = null;
   }
 
   logprobs(request: ScoreRequest): Promise<TokenScores> {
@@ -226,6 +250,83 @@ class Trainer implements TrainerApi {
   memory(): Promise<MemoryInfo> {
     return this.#serial(async () => this.#memoryInfo());
   }
+
+  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {
+    return this.#serial(async () => {
+      try {
+        const engine = this.#live();
+        const model = this.#model;
+        const tok = this.#tokenizer;
+        if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+        const { method, train, lora, maxLen } = request;
+        validateLoraConfig(lora);
+        const records = parseDataset(request.data.bytes, request.data.name, { requireOutput: method === 'nlft' }).records;
+        const { samples, truncated } = methodSamples(method, records, tok, DEFAULT_TEMPLATES, maxLen);
+        const longest = Math.max(...samples.map((s) => s.promptIds.length + s.responseIds.length));
+        const c = model.llama.config;
+        const activations = estimateTrainBytes(c, model.info.quant, lora, longest - 1, longest, train.recompute).activations;
+        const packTokens = Math.min(DEFAULT_SCORE_BATCH_TOKENS, scoreBatchTokens(c, lora, activations, engine.ctx.device.limits.maxStorageBufferBindingSize));
+        model.llama.setLora(initLora(c, lora, train.seed));
+        this.#trained = null;
+        engine.buffers.resetPeak();
+        const run: RunControl = { abort: new AbortController(), pause: null };
+        this.#run = run;
+        const { trainer, summary, takeEntries } = await prepareRun(engine, model.llama, samples, {
+          method,
+          train,
+          saliency: DEFAULT_SALIENCY,
+          tokenText: (id) => tok.tokenText(id),
+          scoreBatchTokens: packTokens,
+          onScoring: (done, total) => onEvent({ type: 'scoring', done, total }),
+        });
+        try {
+          onEvent({ type: 'started', totalSteps: trainer.totalSteps, records: records.length, truncated, summary });
+          const end = await trainer.run({
+            signal: run.abort.signal,
+            paused: () => run.pause?.promise ?? Promise.resolve(),
+            onStep: (metrics) => onEvent({ type: 'step', metrics, entries: takeEntries() }),
+          });
+          if (end.steps > 0) this.#trained = lora;
+          return { status: end.status, steps: end.steps, totalSteps: trainer.totalSteps, message: end.status === 'non-finite' ? end.message : null };
+        } finally {
+          trainer.destroy();
+        }
+      } finally {
+        this.#run = null;
+        release(onEvent);
+      }
+    });
+  }
+
+  async setPaused(paused: boolean): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    if (paused && !run.pause) {
+      let resume = () => {};
+      const promise = new Promise<void>((r) => (resume = r));
+      run.pause = { promise, resume };
+    } else if (!paused && run.pause) {
+      run.pause.resume();
+      run.pause = null;
+    }
+  }
+
+  async stopTraining(): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    run.abort.abort();
+    await this.setPaused(false);
+  }
+
+  exportAdapter(): Promise<PeftAdapterFiles> {
+    return this.#serial(async () => {
+      this.#live();
+      const lora = this.#model?.llama.lora;
+      if (!this.#trained || !lora) throw new NlftError('No trained adapter to export: train first (a new model load drops the adapter).', 'not-ready');
+      const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: DEMO_MODEL_ID });
+      return Comlink.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer]);
+    });
+  }
 }
 
-Comlink.expose(new Trainer());
+Comlink.expose(new TrainerWorker());

@@ -3,13 +3,14 @@
  * wires the panels together. No GPU work runs here.
  */
 import './style.css';
-import { memorySettingsStore, openSettingsStore, type PlaygroundDraft, type Settings, type SettingsStore } from '../storage/db.ts';
+import { memoryRunStore, memorySettingsStore, openRunStore, openSettingsStore, type PlaygroundDraft, type Settings, type SettingsStore } from '../storage/db.ts';
 import { h } from './dom.ts';
 import { errorMessage, TrainerClient } from './trainer-client.ts';
 import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
 import { createModelPanel } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
+import { createTrainPanel } from './views/train-panel.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
 
@@ -42,7 +43,30 @@ async function main(root: HTMLElement): Promise<void> {
     trainer,
     quant: quant ?? 'q8',
     onQuantChange: (q) => void remember('quant', q),
-    onReadyChange: (ready) => playground.setModelReady(ready),
+    onReadyChange(ready) {
+      modelReady = ready;
+      syncReady();
+    },
+  });
+  const runs = await openRunStore().catch((e: unknown) => {
+    header.showBanner(`Training runs will not be kept across reloads: the browser refused IndexedDB (${errorMessage(e)}).`);
+    return memoryRunStore();
+  });
+  let modelReady = false;
+  let training = false;
+  const syncReady = () => {
+    playground.setModelReady(modelReady && !training);
+    train.setModelReady(modelReady);
+    model.setLocked(training);
+  };
+  const train = createTrainPanel({
+    trainer,
+    runs,
+    onBusyChange(busy) {
+      training = busy;
+      syncReady();
+      if (!busy) void model.refreshMemory();
+    },
   });
   const data = createDataPanel({
     picked: picked ?? null,
@@ -57,7 +81,8 @@ async function main(root: HTMLElement): Promise<void> {
     model.disable('No model: the GPU is no longer available.');
   };
 
-  root.replaceChildren(header.el, h('main', { class: 'panels' }, h('div', { class: 'column' }, model.el, data.el), playground.el));
+  root.replaceChildren(header.el, h('main', { class: 'panels' }, h('div', { class: 'column' }, model.el, data.el), h('div', { class: 'column' }, train.el, playground.el)));
+  void train.restore();
 
   void data.load().then((records) => {
     if (!draft && records.length > 0) data.pick(0);

@@ -3,6 +3,7 @@
  * callbacks through `Comlink.proxy`, so views call plain async methods and never touch comlink.
  */
 import * as Comlink from 'comlink';
+import type { PeftAdapterFiles } from '../export/peft.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import {
   INTERNAL_ERROR,
@@ -14,6 +15,9 @@ import {
   type ScoreRequest,
   type TokenScores,
   type TrainerApi,
+  type TrainEventCallback,
+  type TrainOutcome,
+  type TrainRequest,
 } from '../worker/protocol.ts';
 
 /** The `TrainerApi` of the worker, callable from the page. */
@@ -48,6 +52,26 @@ export class TrainerClient {
   /** See `TrainerApi.memory`. */
   memory(): Promise<MemoryInfo> {
     return this.remote.memory();
+  }
+
+  /** See `TrainerApi.train`; the dataset's bytes are transferred, not copied. */
+  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {
+    return this.remote.train(Comlink.transfer(request, [request.data.bytes.buffer as ArrayBuffer]), Comlink.proxy(onEvent));
+  }
+
+  /** See `TrainerApi.setPaused`. */
+  setPaused(paused: boolean): Promise<void> {
+    return this.remote.setPaused(paused);
+  }
+
+  /** See `TrainerApi.stopTraining`. */
+  stopTraining(): Promise<void> {
+    return this.remote.stopTraining();
+  }
+
+  /** See `TrainerApi.exportAdapter`. */
+  exportAdapter(): Promise<PeftAdapterFiles> {
+    return this.remote.exportAdapter();
   }
 }
 

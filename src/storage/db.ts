@@ -1,11 +1,16 @@
 /**
  * The app's IndexedDB database (through `idb`). Version 1 holds one key-value store of small
  * settings that survive a reload; version 2 adds the per-adapter kernel tuning choices (written by
- * the trainer worker). Later versions add stores (datasets, runs, checkpoints, adapters) in
- * `upgrade`, keyed on the old version. The page and the worker open it with the same version.
+ * the trainer worker); version 3 the last training run (settings, metrics, saliency, adapter).
+ * Later versions add stores (datasets, checkpoints, models) in `upgrade`, keyed on the old
+ * version. The page and the worker open it with the same version.
  */
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
 import type { TuningCache } from '../engine/tune.ts';
+import type { PeftAdapterFiles } from '../export/peft.ts';
+import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
+import type { StepMetrics } from '../train/trainer.ts';
+import type { TrainOutcome, TrainRequest } from '../worker/protocol.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
 
 /** What the playground remembers across reloads. */
@@ -33,6 +38,7 @@ interface StudioSchema extends DBSchema {
   settings: { key: keyof Settings; value: Settings[keyof Settings] };
   /** tuningKey(adapter, model widths, format) -> the tile shapes measured there. */
   tuning: { key: string; value: unknown };
+  runs: { key: string; value: unknown };
 }
 
 /** Shape checks for stored values (an older build, or another tab, may have written something else). */
@@ -47,7 +53,7 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
 
 /** Name of the app's database. */
 const DB_NAME = 'nlft-studio';
-const DB_VERSION = 2;
+const DB_VERSION = 3;
 
 /** Settings kept in IndexedDB. */
 class IdbSettingsStore implements SettingsStore {
@@ -68,6 +74,7 @@ function openStudioDb(): Promise<IDBPDatabase<StudioSchema>> {
     upgrade(db, oldVersion) {
       if (oldVersion < 1) db.createObjectStore('settings');
       if (oldVersion < 2) db.createObjectStore('tuning');
+      if (oldVersion < 3) db.createObjectStore('runs');
     },
   });
 }
@@ -96,5 +103,55 @@ export function memorySettingsStore(): SettingsStore {
     async set<K extends keyof Settings>(key: K, value: Settings[K]) {
       values.set(key, value);
     },
+  };
+}
+
+/** A training run as the app keeps it: enough to show its chart, saliency map and adapter after a reload. */
+export interface StoredRun {
+  /** The request without the dataset's bytes (its name and size are kept). */
+  request: Omit<TrainRequest, 'data'> & { data: { name: string; bytes: number } };
+  startedAt: string;
+  /** 'running' read back after a reload means the page closed while it trained. */
+  status: 'running' | TrainOutcome['status'] | 'error';
+  message: string | null;
+  totalSteps: number;
+  metrics: StepMetrics[];
+  /** The latest saliency entry of every record visited, in first-visit order. */
+  saliency: SaliencyEntry[];
+  summary: SaliencySummary | null;
+  adapter: PeftAdapterFiles | null;
+}
+
+/** Where the page keeps its last run. */
+export interface RunStore {
+  last(): Promise<StoredRun | undefined>;
+  save(run: StoredRun): Promise<void>;
+}
+
+const LAST_RUN = 'last';
+
+function isStoredRun(v: unknown): v is StoredRun {
+  const r = v as Partial<StoredRun> | null;
+  return typeof r === 'object' && r !== null && typeof r.request === 'object' && Array.isArray(r.metrics) && Array.isArray(r.saliency) && typeof r.status === 'string' && typeof r.totalSteps === 'number';
+}
+
+/** The run store in IndexedDB; a value stored by another build in another shape reads as none. */
+export async function openRunStore(): Promise<RunStore> {
+  const db = await openStudioDb();
+  return {
+    last: async () => {
+      const v: unknown = await db.get('runs', LAST_RUN);
+      return isStoredRun(v) ? v : undefined;
+    },
+    save: async (run) => void (await db.put('runs', run, LAST_RUN)),
+  };
+}
+
+/** The run store in memory only: the fallback when IndexedDB cannot be opened. */
+export function memoryRunStore(): RunStore {
+  let last: StoredRun | undefined;
+  return {
+    last: async () => last,
+    save: async (run) => void (last = run),
   };
 }

@@ -9,6 +9,11 @@
  * meant for the user (the page never shows a stack).
  */
 import type { AdapterSummary } from '../engine/gpu.ts';
+import type { PeftAdapterFiles } from '../export/peft.ts';
+import type { LoraConfig } from '../model/lora.ts';
+import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
+import type { TrainMethod } from '../train/run.ts';
+import type { StepMetrics, TrainConfig } from '../train/trainer.ts';
 import type { QuantFormat } from '../model/quant.ts';
 
 /** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
@@ -79,8 +84,42 @@ export interface TokenScores {
   millis: number;
 }
 
+/** A dataset file as the user picked it; the worker parses and validates it (errors name record and field). */
+export interface DatasetFile {
+  name: string;
+  bytes: Uint8Array;
+}
+
+/** A training run of the loaded model (stored with the run). */
+export interface TrainRequest {
+  method: TrainMethod;
+  train: TrainConfig;
+  lora: LoraConfig;
+  /** Longest sequence (prompt + response tokens); longer responses are truncated. */
+  maxLen: number;
+  data: DatasetFile;
+}
+
+/** What a run reports as it goes (in this order: scoring…, started, step…). */
+export type TrainEvent =
+  | { type: 'scoring'; done: number; total: number }
+  | { type: 'started'; totalSteps: number; records: number; truncated: number; summary: SaliencySummary | null }
+  | { type: 'step'; metrics: StepMetrics; entries: SaliencyEntry[] };
+
+/** Called by the worker for every `TrainEvent` (pass it through `Comlink.proxy`). */
+export type TrainEventCallback = (event: TrainEvent) => void;
+
+/** How a run ended: all steps, stopped by the user, or stopped by a non-finite loss or gradient (`message` says which). */
+export interface TrainOutcome {
+  status: 'done' | 'cancelled' | 'non-finite';
+  steps: number;
+  totalSteps: number;
+  message: string | null;
+}
+
 /**
- * What the trainer worker does for the page. Calls are queued in the worker and run one at a time.
+ * What the trainer worker does for the page. Calls are queued in the worker and run one at a time,
+ * except `setPaused` and `stopTraining`, which act on a running `train` at once.
  */
 export interface TrainerApi {
   /**
@@ -97,4 +136,15 @@ export interface TrainerApi {
   logprobs(request: ScoreRequest): Promise<TokenScores>;
   /** GPU bytes held now and at peak. */
   memory(): Promise<MemoryInfo>;
+  /**
+   * Trains new LoRA adapters on the loaded model; they stay on it (the playground then scores with
+   * them) until the next run or model load. Resolves when the run ends, however it ends.
+   */
+  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome>;
+  /** Pauses (between micro-batches) or resumes the running `train`; no-op when none runs. */
+  setPaused(paused: boolean): Promise<void>;
+  /** Ends the running `train` after its current step (its outcome is 'cancelled'); no-op when none runs. */
+  stopTraining(): Promise<void>;
+  /** The trained adapters in PEFT's format. Throws `not-ready` when no run has trained any. */
+  exportAdapter(): Promise<PeftAdapterFiles>;
 }

@@ -11,6 +11,9 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { build, preview, type PreviewServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
+import { readPeftAdapter } from '../../src/export/peft.ts';
+import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
+import { FolderSource } from '../../src/node/fs-source.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -115,6 +118,60 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(await page.getByTestId('quant').inputValue()).toBe('q4');
     await expect.poll(() => ready.textContent(), { timeout: 60_000 }).toContain('q4');
     expect(await page.getByTestId('kernels').textContent()).toMatch(/\(measured earlier on this GPU\)$/);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('trains NLFT in the worker, shows the loss and the saliency map, exports a PEFT adapter and keeps the run across a reload', async () => {
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    // A bad file first: the worker names the record and the field.
+    await page.getByTestId('train-file').setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify([{ input: 'q', answer: 'a #### 1' }])) });
+    expect(await page.getByTestId('train-data').textContent()).toMatch(/^bad\.json/);
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('train-error').textContent()).toContain('bad.json: 1 problem:\n  record 1: field "output": missing');
+    await page.getByRole('button', { name: 'use the sample' }).click();
+
+    // The sample: 6 records, batch 4, one epoch = 2 optimizer steps.
+    await page.getByTestId('train-epochs').fill('1');
+    await page.getByTestId('train-batch').fill('4');
+    await page.getByTestId('train-lr').fill('0.001');
+    await page.getByTestId('train-rank').fill('4');
+    await page.getByTestId('train-start').click();
+    expect(await page.getByTestId('score').isDisabled()).toBe(true); // the worker is busy training
+    await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 180_000 });
+    expect(await page.getByTestId('train-error').textContent()).toBe('');
+    expect(await page.getByTestId('train-status').textContent()).toMatch(/^Done after 2 of 2 steps\./);
+    expect(await page.getByTestId('loss-chart').getAttribute('data-steps')).toBe('2');
+    expect(await page.getByTestId('train-stats').textContent()).toMatch(/^Step 2\/2 · epoch 1 · loss \d+\.\d{4} · [\d,]+ tokens\/s/);
+    expect(await page.getByTestId('train-summary').textContent()).toMatch(/^Saliency before training: 3 positive and 3 negative records/);
+    // The saliency map: every record visited once, tokens classed and weighted.
+    expect(await page.getByTestId('saliency-record').locator('option').count()).toBe(6);
+    const classes = await page.getByTestId('saliency-tokens').locator('[data-class]').evaluateAll((spans) => spans.map((s) => s.getAttribute('data-class')));
+    expect(classes.length).toBeGreaterThan(5);
+    expect(classes.every((c) => ['correct', 'cluster', 'unlikely', 'plain'].includes(c!))).toBe(true);
+    expect(await page.getByTestId('saliency-line').textContent()).toMatch(/^Record \d \(.+, (positive|negative)\) at step [12]: loss /);
+
+    // The adapter's two files, read back with our PEFT reader against the demo model's shapes.
+    const dir = resolve(TMP, 'adapter');
+    await mkdir(dir, { recursive: true });
+    for (const id of ['export-config', 'export-weights']) {
+      const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(id).click()]);
+      await download.saveAs(resolve(dir, download.suggestedFilename()));
+    }
+    const adapter = await readPeftAdapter(new FolderSource(dir), makeTinyLlama(DEMO_MODEL_OPTIONS).config);
+    expect(adapter.config).toMatchObject({ r: 4, alpha: 4, targets: ['gate_proj', 'up_proj', 'down_proj'] });
+    expect(adapter.lora).toHaveLength(DEMO_MODEL_OPTIONS.numLayers);
+    expect(adapter.lora[0].gate_proj!.B.some((v) => v !== 0)).toBe(true); // B starts at zero: it trained
+
+    // The playground scores with the trained adapter once training is over.
+    expect(await page.getByTestId('score').isDisabled()).toBe(false);
+
+    await page.reload();
+    await page.locator('[data-testid=loss-chart][data-steps="2"]').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('train-status').textContent()).toMatch(/^Last run \(nlft, nlft-sample\.json, .+\): done after 2 of 2 steps\.$/);
+    expect(await page.getByTestId('export-weights').getAttribute('download')).toBe('adapter_model.safetensors');
+    expect(await page.getByTestId('train-rank').inputValue()).toBe('4');
+    await page.screenshot({ path: resolve(TMP, 'app-trained.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   });
 

@@ -35,6 +35,8 @@ export interface ModelPanelView {
   refreshMemory(): Promise<void>;
   /** Stops the panel for good (no GPU), showing why. */
   disable(reason: string): void;
+  /** Locks the weight choice while another job (training) holds the worker. */
+  setLocked(locked: boolean): void;
 }
 
 /** Builds the Model panel; nothing loads until `load()`. */
@@ -65,7 +67,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       ...row('Shape', `${info.layers} layers · hidden ${info.hiddenSize} · vocabulary ${formatCount(info.vocabSize)}`),
       ...row('Weights', `${formatBytes(info.weightBytes)} in ${info.quant}`),
       h('dt', {}, 'Kernels'),
-      h('dd', { 'data-testid': 'kernels' }, info.kernels),
+      h('dd', { testid: 'kernels' }, info.kernels),
       h('dt', {}, 'GPU memory'),
       memory,
     );
@@ -112,6 +114,9 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       } catch {
         // The memory line is informative only; the failure shows where the call that failed is.
       }
+    },
+    setLocked(locked) {
+      select.disabled = stopped || locked;
     },
     disable(reason) {
       stopped = true;

@@ -15,7 +15,7 @@ function tokenColour(logp: number): string {
 }
 
 /** Token text as shown: a newline is drawn as ↵ before the line break it makes. */
-function visibleText(text: string): string {
+export function visibleText(text: string): string {
   return text.replace(/\n/g, '↵\n');
 }
 
