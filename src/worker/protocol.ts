@@ -141,7 +141,7 @@ export interface TrainerApi {
    * them) until the next run or model load. Resolves when the run ends, however it ends.
    */
   train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome>;
-  /** Pauses (between micro-batches) or resumes the running `train`; no-op when none runs. */
+  /** Pauses (after the current optimizer step) or resumes the running `train`; no-op when none runs. */
   setPaused(paused: boolean): Promise<void>;
   /** Ends the running `train` after its current step (its outcome is 'cancelled'); no-op when none runs. */
   stopTraining(): Promise<void>;

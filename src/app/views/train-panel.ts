@@ -216,10 +216,12 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   start.addEventListener('click', async () => {
     error.show(null);
     setRunning(true); // at once: no second click while the data loads
+    setStatus('starting', 'Loading the data…');
     let req: TrainRequest;
     try {
       req = await request();
     } catch (e) {
+      setStatus('error', 'The data could not be read.');
       error.show(errorMessage(e));
       setRunning(false);
       return;
@@ -231,7 +233,6 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     const { data, ...settings } = req;
     run = { request: { ...settings, data: { name: data.name, bytes: data.bytes.byteLength } }, startedAt: new Date().toISOString(), status: 'running', message: null, totalSteps: 0, metrics: [], saliency: [], summary: null, adapter: null };
     showRun(run);
-    setStatus('scoring', 'Starting…');
     save();
     try {
       const out = await opts.trainer.train(req, onEvent);
@@ -257,7 +258,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     paused = !paused;
     updateButtons();
     void opts.trainer.setPaused(paused);
-    setStatus(paused ? 'paused' : 'training', paused ? 'Paused (after the current micro-batch).' : 'Training…');
+    setStatus(paused ? 'paused' : 'training', paused ? 'Paused after the current step.' : 'Training…');
   });
   stop.addEventListener('click', () => {
     stop.disabled = true;
