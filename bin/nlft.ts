@@ -26,7 +26,10 @@ commands:
             LoRA fine-tuning: NLFT on records with the model's outputs (and judgments), or SFT on answers;
             writes a PEFT adapter, metrics.jsonl, saliency.jsonl (NLFT), run.json and checkpoint.safetensors
 
-NLFT options: ${NLFT_USAGE}`;
+NLFT options: ${NLFT_USAGE}
+
+--model is a local Hugging Face folder, or a Hub id org/name[@revision] whose files are downloaded once
+into $NLFT_CACHE_DIR/hub (default ~/.cache/nlft-studio); $HF_ENDPOINT sets the Hub's URL, $HF_TOKEN its token.`;
 
 const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => Promise<unknown>> = {
   info: infoCommand,

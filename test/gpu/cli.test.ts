@@ -8,7 +8,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { nlft, ROOT } from '../helpers/cli.ts';
+import { nlft, nlftWithEnv, ROOT } from '../helpers/cli.ts';
+import { startMockHub } from '../helpers/mock-hub.ts';
 import { referenceLogProbs } from '../reference/llama-tf.ts';
 import { maxViolation } from '../helpers/gpu.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
@@ -65,6 +66,30 @@ for (const chat of [false, true]) {
   });
 }
 
+it('--model takes a Hub id: downloaded from $HF_ENDPOINT once, then read from the cache', async () => {
+  const hub = await startMockHub({ 'test-org/tiny@main': modelDir });
+  try {
+    const env = { HF_ENDPOINT: hub.url };
+    const r = await nlftWithEnv(env, 'info', '--model', 'test-org/tiny');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^download {3}config\.json \([\d.]+ \w?B\) from hub:test-org\/tiny@main$/m);
+    expect(r.stdout).toMatch(/^download {3}model\.safetensors \([\d.]+ MiB\) from hub:test-org\/tiny@main$/m);
+    expect(r.stdout).toContain('2 layers, hidden 64, ffn 96, heads 4 (kv 2, dim 16), vocab 49152');
+    const again = await nlftWithEnv(env, 'info', '--model', 'test-org/tiny');
+    expect(again.code).toBe(0);
+    expect(again.stdout).not.toContain('download');
+    expect(hub.gets.get('test-org/tiny/main/model.safetensors')).toBe(1);
+    const missing = await nlftWithEnv(env, 'info', '--model', 'test-org/absent@v2');
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr.trim()).toBe(`nlft info: config.json: not found in hub:test-org/absent@v2 (${hub.url}/test-org/absent/resolve/v2/config.json answered 404)`);
+    const neither = await nlft('info', '--model', 'no-such-folder');
+    expect(neither.stderr.trim()).toBe('nlft info: --model no-such-folder: no such folder, and not a Hub id (org/name or org/name@revision)');
+  } finally {
+    await hub.close();
+  }
+});
+
 it('prints the per-token table without --out', async () => {
   const r = await nlft('logprobs', '--model', modelDir, '--prompt', 'Q: 2+2?', '--response', ' 4', '--quant', 'q4');
   expect(r.code).toBe(0);
@@ -77,7 +102,8 @@ it('bad input: clear one-line messages, non-zero exit, no stack trace', async ()
     [['logprobs', '--prompt', 'x', '--response', 'y'], 'nlft logprobs: --model is required'],
     [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--quant', 'q3'], 'nlft logprobs: --quant must be f32, q8 or q4 (got "q3")'],
     [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--bogus'], "nlft logprobs: Unknown option '--bogus'"],
-    [['info', '--model', path.join(tmp, 'nope')], `nlft info: config.json: not found in ${path.join(tmp, 'nope')}`],
+    [['info', '--model', path.join(tmp, 'nope')], `nlft info: --model ${path.join(tmp, 'nope')}: no such folder, and not a Hub id (org/name or org/name@revision)`],
+    [['info', '--model', tmp], `nlft info: config.json: not found in ${tmp}`],
     [['frobnicate'], 'nlft: unknown command "frobnicate"'],
   ];
   for (const [args, message] of cases) {

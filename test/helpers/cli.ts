@@ -18,9 +18,14 @@ process.on('exit', () => rmSync(CLI_CACHE_DIR, { recursive: true, force: true })
 /** The environment of a CLI child process. */
 export const CLI_ENV = { ...process.env, NLFT_CACHE_DIR: CLI_CACHE_DIR };
 
-export async function nlft(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export function nlft(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return nlftWithEnv({}, ...args);
+}
+
+/** `nlft` with extra environment variables (e.g. HF_ENDPOINT for the mock hub). */
+export async function nlftWithEnv(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await promisify(execFile)('node', [NLFT, ...args], { cwd: ROOT, env: CLI_ENV });
+    const { stdout, stderr } = await promisify(execFile)('node', [NLFT, ...args], { cwd: ROOT, env: { ...CLI_ENV, ...env } });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };

@@ -1,17 +1,17 @@
-/** `nlft info --model DIR`: config, parameter count, quantized sizes, and the GPU adapter. */
+/** `nlft info --model DIR|org/name[@revision]`: config, parameter count, quantized sizes, and the GPU adapter. */
 import { describeAdapter } from '../../engine/gpu.ts';
 import { formatBytes } from '../../engine/buffers.ts';
 import { loadModelFolder } from '../../model/loader.ts';
 import { baseModelBytes } from '../../model/size.ts';
 import { parameterCount } from '../../model/weights.ts';
 import { createNodeEngine } from '../engine.ts';
-import { FolderSource } from '../fs-source.ts';
 import { parse, required } from './args.ts';
+import { modelSource } from './inputs.ts';
 
 export async function infoCommand(argv: string[], out: (line: string) => void): Promise<void> {
   const values = parse(argv, { model: { type: 'string' } });
   const dir = required(values, 'model');
-  const { config: c, tokenizerJson } = await loadModelFolder(new FolderSource(dir));
+  const { config: c, tokenizerJson } = await loadModelFolder(modelSource(dir, out));
   const engine = await createNodeEngine();
   try {
     const params = parameterCount(c);

@@ -1,16 +1,40 @@
 /** Inputs several commands share: a model folder with its tokenizer, and a dataset file. */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDataset, type DatasetRecord } from '../../data/dataset.ts';
 import { TextTokenizer } from '../../data/tokenizer.ts';
 import { ModelFormatError, UsageError } from '../../errors.ts';
 import { loadModelFolder, type LoadedModel } from '../../model/loader.ts';
+import { formatBytes } from '../../engine/buffers.ts';
+import { HubSource, parseHubId } from '../../model/hub.ts';
+import type { FileSource } from '../../model/source.ts';
 import { FolderSource } from '../fs-source.ts';
+import { FolderFileCache } from '../hub-cache.ts';
 
-/** Load a model folder that must have a tokenizer (`purpose` says what needs it, for the message). */
-export async function loadModelWithTokenizer(dir: string, purpose: string): Promise<{ model: LoadedModel; tok: TextTokenizer }> {
-  const model = await loadModelFolder(new FolderSource(dir));
-  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; ${purpose} needs the model's tokenizer`);
+/**
+ * Where --model points: a local folder, or else a Hub id `org/name[@revision]`, whose files are
+ * downloaded once into the cache (FolderFileCache). The Hub's base URL is $HF_ENDPOINT (default
+ * https://huggingface.co), its token $HF_TOKEN, as huggingface_hub reads them.
+ */
+export function modelSource(spec: string, out?: (line: string) => void): FileSource {
+  if (existsSync(spec)) return new FolderSource(spec);
+  const ref = parseHubId(spec);
+  if (!ref) throw new UsageError(`--model ${spec}: no such folder, and not a Hub id (org/name or org/name@revision)`);
+  return new HubSource(ref, {
+    baseUrl: process.env.HF_ENDPOINT || undefined,
+    token: process.env.HF_TOKEN || undefined,
+    cache: new FolderFileCache(),
+    onDownload: (file, loaded, total) => {
+      if (loaded === 0) out?.(`download   ${file}${total === null ? '' : ` (${formatBytes(total)})`} from hub:${ref.repo}@${ref.revision}`);
+    },
+  });
+}
+
+/** Load a model (see `modelSource`) that must have a tokenizer (`purpose` says what needs it, for the message). */
+export async function loadModelWithTokenizer(spec: string, purpose: string, out?: (line: string) => void): Promise<{ model: LoadedModel; tok: TextTokenizer }> {
+  const model = await loadModelFolder(modelSource(spec, out));
+  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${spec}; ${purpose} needs the model's tokenizer`);
   return { model, tok: TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {}) };
 }
 

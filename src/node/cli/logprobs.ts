@@ -12,6 +12,7 @@ import { ModelFormatError, UsageError } from '../../errors.ts';
 import { readPeftAdapter } from '../../export/peft.ts';
 import { loadModelFolder } from '../../model/loader.ts';
 import { createTunedEngine } from '../engine.ts';
+import { modelSource } from './inputs.ts';
 import { FolderSource } from '../fs-source.ts';
 import { parse, quantOption, required } from './args.ts';
 
@@ -47,7 +48,7 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
   const response = required(values, 'response');
   const quant = quantOption(values.quant);
   const chat = values.chat === true;
-  const model = await loadModelFolder(new FolderSource(dir));
+  const model = await loadModelFolder(modelSource(dir, out));
   if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; logprobs needs the model's tokenizer`);
   if (values.adapter === '') throw new UsageError('--adapter needs a folder');
   const adapterDir = typeof values.adapter === 'string' ? values.adapter : null;

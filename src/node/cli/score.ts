@@ -36,7 +36,7 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const maxLen = numberOption(values, 'max-len', 512, (v) => Number.isInteger(v) && v >= 2, 'an integer of at least 2');
   const sal = saliencyOptions(values);
   const templates = await templatesOption(values);
-  const { model, tok } = await loadModelWithTokenizer(modelDir, 'scoring');
+  const { model, tok } = await loadModelWithTokenizer(modelDir, 'scoring', out);
   const records = await readDatasetFile(dataFile, true);
   const { samples, truncated } = nlftSamples(records, tok, templates, maxLen);
   const peft = typeof values.adapter === 'string' ? await readPeftAdapter(new FolderSource(values.adapter), model.config) : null;

@@ -79,7 +79,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   let { train, lora } = opts;
   const started = Date.now();
 
-  const { model, tok } = await loadModelWithTokenizer(modelDir, 'training');
+  const { model, tok } = await loadModelWithTokenizer(modelDir, 'training', out);
   const records = await readDatasetFile(dataFile, method === 'nlft');
   const { samples, truncated } = methodSamples(method, records, tok, templates, maxLen);
   out(`data       ${dataFile}: ${records.length} records${truncated ? `, ${truncated} answers truncated to fit --max-len ${maxLen}` : ''}`);

@@ -1,0 +1,61 @@
+/**
+ * A local stand-in for the Hugging Face Hub: serves folders under `/<org>/<name>/resolve/<revision>/<file>`
+ * like huggingface.co (weights files answer with a 302 to a `/cdn/...` URL, as LFS files do there),
+ * answers 404 for unknown repositories or files and 401 for repositories marked gated, and counts
+ * requests per path so tests can see what a cache saved.
+ */
+import { createReadStream, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+
+export interface MockHub {
+  url: string;
+  /** GET requests per file path (`<org>/<name>/<revision>/<file>`), CDN redirects counted once. */
+  gets: Map<string, number>;
+  close(): Promise<void>;
+}
+
+/**
+ * @param repos `org/name@revision` → folder served for it
+ * @param gated repositories (`org/name`) that answer 401
+ */
+export async function startMockHub(repos: Record<string, string>, gated: string[] = []): Promise<MockHub> {
+  const gets = new Map<string, number>();
+  const server: Server = createServer((req, res) => {
+    const u = new URL(req.url ?? '/', 'http://hub');
+    const parts = u.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    const cdn = parts[0] === 'cdn';
+    const [org, name, resolve, revision, ...rest] = cdn ? parts.slice(1) : parts;
+    const repo = `${org}/${name}`;
+    const dir = repos[`${repo}@${revision}`];
+    if ((!cdn && resolve !== 'resolve') || !dir || rest.length === 0) return void res.writeHead(404).end('Repository not found');
+    if (gated.includes(repo)) return void res.writeHead(401).end('gated');
+    const file = path.join(dir, ...rest);
+    let size: number;
+    try {
+      const st = statSync(file);
+      if (!st.isFile()) throw new Error('not a file');
+      size = st.size;
+    } catch {
+      return void res.writeHead(404).end('Entry not found');
+    }
+    if (!cdn && rest.at(-1)!.endsWith('.safetensors')) {
+      return void res.writeHead(302, { location: `/cdn/${[org, name, 'resolve', revision, ...rest].map(encodeURIComponent).join('/')}` }).end();
+    }
+    if (req.method === 'GET') {
+      const key = `${repo}/${revision}/${rest.join('/')}`;
+      gets.set(key, (gets.get(key) ?? 0) + 1);
+    }
+    res.writeHead(200, { 'content-length': size, 'content-type': 'application/octet-stream' });
+    if (req.method === 'HEAD') return void res.end();
+    createReadStream(file).pipe(res);
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    gets,
+    close: () => new Promise((ok) => server.close(() => ok())),
+  };
+}
