@@ -12,13 +12,13 @@ import { trainCommand } from '../src/node/cli/train.ts';
 const USAGE = `usage: nlft <command> [options]
 
 commands:
-  info      --model DIR                        config, parameter count, quantized size, GPU adapter
-  logprobs  --model DIR --prompt TEXT --response TEXT [--adapter DIR] [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
+  info      --model M                          config, parameter count, quantized size, GPU adapter
+  logprobs  --model M --prompt TEXT --response TEXT [--adapter DIR] [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
             log p of every response token given the prompt (raw, or built with the chat template),
             with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given
-  score     --model DIR --data FILE --out dump.json [--adapter DIR] [--quant q8] [--max-len 512] [NLFT options]
+  score     --model M --data FILE --out dump.json [--adapter DIR] [--quant q8] [--max-len 512] [NLFT options]
             per record and token: pb, pc, pj, saliency class, coefficient, term kind; the record's loss; a summary
-  train     --model DIR --data FILE --out DIR [--method nlft|sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
+  train     --model M --data FILE --out DIR [--method nlft|sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
             [--rank 16] [--alpha 16] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
             [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute]
             [--memory-budget MiB] [--resume DIR]
@@ -28,7 +28,7 @@ commands:
 
 NLFT options: ${NLFT_USAGE}
 
---model is a local Hugging Face folder, or a Hub id org/name[@revision] whose files are downloaded once
+M (--model) is a local Hugging Face folder, or a Hub id org/name[@revision] whose files are downloaded once
 into $NLFT_CACHE_DIR/hub (default ~/.cache/nlft-studio); $HF_ENDPOINT sets the Hub's URL, $HF_TOKEN its token.`;
 
 const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => Promise<unknown>> = {

@@ -1,6 +1,6 @@
 /**
  * The trainer worker: a dedicated module Worker that owns the GPU device and runs every GPU job
- * (model upload, scoring; training later), so the page stays responsive. It implements
+ * (model download and upload, scoring, training, adapter export), so the page stays responsive. It implements
  * `TrainerApi` (src/worker/protocol.ts) and is exposed with comlink.
  *
  * Calls run one at a time in arrival order. A failed call rejects with an `Error` named by the
@@ -13,7 +13,12 @@ import { bundledKernelSources } from '../src/engine/kernel-files-vite.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { tuningFor, type TuningCache } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
-import { openTuningCache } from '../src/storage/db.ts';
+import { openFileCache, openTuningCache } from '../src/storage/db.ts';
+import { formatBytes } from '../src/engine/buffers.ts';
+import { DEFAULT_HUB_URL, HubSource, NO_FILE_CACHE, parseHubId, type FileCache } from '../src/model/hub.ts';
+import { PickedFilesSource } from '../src/model/files-source.ts';
+import { loadModelFolder } from '../src/model/loader.ts';
+import type { FileSource } from '../src/model/source.ts';
 import { parseDataset } from '../src/data/dataset.ts';
 import { estimateTrainBytes, scoreBatchTokens } from '../src/engine/memory.ts';
 import { ADAPTER_WEIGHTS_FILE, peftAdapterFiles, type PeftAdapterFiles } from '../src/export/peft.ts';
@@ -24,7 +29,7 @@ import { DEFAULT_TEMPLATES } from '../src/nlft/templates.ts';
 import { methodSamples, prepareRun } from '../src/train/run.ts';
 import { scoringInput } from '../src/data/prompt.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
-import { GpuUnavailableError, NlftError } from '../src/errors.ts';
+import { GpuUnavailableError, ModelFormatError, NlftError } from '../src/errors.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
@@ -35,6 +40,7 @@ import {
   type DeviceLostCallback,
   type MemoryInfo,
   type ModelInfo,
+  type ModelSpec,
   type ProgressCallback,
   type ScoreRequest,
   type TokenScores,
@@ -61,6 +67,8 @@ interface RunControl {
 /** A model resident on the GPU. */
 interface LoadedModel {
   llama: GpuLlama;
+  /** What trained adapters name as their base model (`base_model_name_or_path`). */
+  id: string;
   info: Omit<ModelInfo, 'memory'>;
 }
 
@@ -115,6 +123,8 @@ class TrainerWorker implements TrainerApi {
   #adapter: AdapterInfo | null = null;
   #tokenizer: TextTokenizer | null = null;
   #demoWeights: LlamaWeights | null = null;
+  #demoTokenizer: TextTokenizer | null = null;
+  #fileCache: FileCache | null = null;
   #model: LoadedModel | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #tuningCache: TuningCache | null = null;
@@ -166,26 +176,24 @@ class TrainerWorker implements TrainerApi {
     });
   }
 
-  loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
+  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
     return this.#serial(async () => {
       try {
         if (!isQuantFormat(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
         const engine = this.#live();
-        onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
-        this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
-        onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
-        this.#tokenizer ??= TextTokenizer.fromJson(await fetchTokenizerFile('tokenizer.json'), await fetchTokenizerFile('tokenizer_config.json'));
+        const { weights, tokenizer, name, id } = await this.#weightsOf(spec, onProgress);
+        const config = weights.config;
+        const kernels = await this.#tune(engine, config, quant, (f) => onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }));
 
-        const config = this.#demoWeights.config;
-        const kernels = await this.#tune(engine, config, quant, (f) => onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.4 + 0.15 * f }));
-
-        onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.55 });
+        onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.65 });
         this.#unloadModel();
-        const llama = GpuLlama.create(engine.ops, this.#demoWeights, quant);
+        const llama = GpuLlama.create(engine.ops, weights, quant);
+        this.#tokenizer = tokenizer;
         this.#model = {
           llama,
+          id,
           info: {
-            name: DEMO_MODEL_NAME,
+            name,
             quant,
             parameters: parameterCount(config),
             layers: config.numLayers,
@@ -197,7 +205,7 @@ class TrainerWorker implements TrainerApi {
         };
         engine.buffers.resetPeak();
 
-        onProgress({ stage: 'Compiling the kernels', fraction: 0.8 });
+        onProgress({ stage: 'Compiling the kernels', fraction: 0.85 });
         const bos = config.bosTokenId ?? 0;
         await llama.responseLogProbs([bos], [bos]);
         onProgress({ stage: 'Ready', fraction: 1 });
@@ -206,6 +214,35 @@ class TrainerWorker implements TrainerApi {
         release(onProgress);
       }
     });
+  }
+
+  /** The f32 weights and tokenizer of a model, with a name to show and the id adapters record as their base. */
+  async #weightsOf(spec: ModelSpec, onProgress: ProgressCallback): Promise<{ weights: LlamaWeights; tokenizer: TextTokenizer; name: string; id: string }> {
+    if (spec.kind === 'demo') {
+      onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
+      this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
+      onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
+      this.#demoTokenizer ??= TextTokenizer.fromJson(await fetchTokenizerFile('tokenizer.json'), await fetchTokenizerFile('tokenizer_config.json'));
+      return { weights: this.#demoWeights, tokenizer: this.#demoTokenizer, name: DEMO_MODEL_NAME, id: DEMO_MODEL_ID };
+    }
+    let source: FileSource;
+    let id: string;
+    if (spec.kind === 'hub') {
+      const ref = parseHubId(spec.id.trim());
+      if (!ref) throw new NlftError(`"${spec.id}" is not a Hub model id: expected org/name or org/name@revision`, 'usage');
+      this.#fileCache ??= await openFileCache().catch(() => NO_FILE_CACHE);
+      const onDownload = (file: string, loaded: number, total: number | null) =>
+        onProgress({ stage: `Downloading ${file}: ${formatBytes(loaded)}${total === null ? '' : ` of ${formatBytes(total)}`}`, fraction: 0.05 + 0.2 * (total ? loaded / total : 0) });
+      source = new HubSource(ref, { baseUrl: spec.baseUrl.trim() || DEFAULT_HUB_URL, cache: this.#fileCache, onDownload });
+      id = ref.revision === 'main' ? ref.repo : `${ref.repo}@${ref.revision}`;
+    } else {
+      source = new PickedFilesSource(spec.files, spec.label);
+      id = spec.label;
+    }
+    onProgress({ stage: `Reading ${source.label}`, fraction: 0.05 });
+    const loaded = await loadModelFolder(source, { onProgress: (done, total) => onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }) });
+    if (!loaded.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${source.label}; the app needs the model's tokenizer`);
+    return { weights: loaded.weights, tokenizer: TextTokenizer.fromJson(loaded.tokenizerJson, loaded.tokenizerConfig ?? {}), name: source.label, id };
   }
 
   /**
@@ -283,7 +320,11 @@ class TrainerWorker implements TrainerApi {
           onEvent({ type: 'started', totalSteps: trainer.totalSteps, records: records.length, truncated, summary });
           const end = await trainer.run({
             signal: run.abort.signal,
-            paused: () => run.pause?.promise ?? Promise.resolve(),
+            paused: () => {
+              if (!run.pause) return Promise.resolve();
+              onEvent({ type: 'paused', step: trainer.state.step });
+              return run.pause.promise;
+            },
             onStep: (metrics) => onEvent({ type: 'step', metrics, entries: takeEntries() }),
           });
           if (end.steps > 0) this.#trained = lora;
@@ -323,7 +364,7 @@ class TrainerWorker implements TrainerApi {
       this.#live();
       const lora = this.#model?.llama.lora;
       if (!this.#trained || !lora) throw new NlftError('No trained adapter to export: train first (a new model load drops the adapter).', 'not-ready');
-      const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: DEMO_MODEL_ID });
+      const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: this.#model!.id });
       return Comlink.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer]);
     });
   }

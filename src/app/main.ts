@@ -27,7 +27,7 @@ async function openStore(warn: (message: string) => void): Promise<SettingsStore
 async function main(root: HTMLElement): Promise<void> {
   const header = createHeader();
   const store = await openStore(header.showBanner);
-  const [quant, draft, picked] = await Promise.all([store.get('quant'), store.get('playground'), store.get('pickedRecord')]);
+  const [modelChoice, quant, draft, picked] = await Promise.all([store.get('model'), store.get('quant'), store.get('playground'), store.get('pickedRecord')]);
 
   /** Stores a setting; a failure shows in the banner (the app goes on). */
   const remember = <K extends keyof Settings>(key: K, value: Settings[K]) =>
@@ -41,7 +41,9 @@ async function main(root: HTMLElement): Promise<void> {
   });
   const model = createModelPanel({
     trainer,
+    model: modelChoice ?? { kind: 'demo' },
     quant: quant ?? 'q8',
+    onModelChange: (m) => void remember('model', m),
     onQuantChange: (q) => void remember('quant', q),
     onReadyChange(ready) {
       modelReady = ready;

@@ -11,6 +11,7 @@ import {
   type DeviceLostCallback,
   type MemoryInfo,
   type ModelInfo,
+  type ModelSpec,
   type ProgressCallback,
   type ScoreRequest,
   type TokenScores,
@@ -39,9 +40,9 @@ export class TrainerClient {
     return this.remote.init(Comlink.proxy(onDeviceLost));
   }
 
-  /** See `TrainerApi.loadDemoModel`. */
-  loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
-    return this.remote.loadDemoModel(quant, Comlink.proxy(onProgress));
+  /** See `TrainerApi.loadModel`. */
+  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
+    return this.remote.loadModel(spec, quant, Comlink.proxy(onProgress));
   }
 
   /** See `TrainerApi.logprobs`. */

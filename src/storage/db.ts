@@ -1,13 +1,15 @@
 /**
  * The app's IndexedDB database (through `idb`). Version 1 holds one key-value store of small
  * settings that survive a reload; version 2 adds the per-adapter kernel tuning choices (written by
- * the trainer worker); version 3 the last training run (settings, metrics, saliency, adapter).
+ * the trainer worker); version 3 the last training run (settings, metrics, saliency, adapter);
+ * version 4 the model files downloaded from the Hub.
  * Later versions add stores (datasets, checkpoints, models) in `upgrade`, keyed on the old
  * version. The page and the worker open it with the same version.
  */
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
 import type { TuningCache } from '../engine/tune.ts';
 import type { PeftAdapterFiles } from '../export/peft.ts';
+import type { FileCache } from '../model/hub.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
 import type { StepMetrics } from '../train/trainer.ts';
 import type { TrainOutcome, TrainRequest } from '../worker/protocol.ts';
@@ -20,8 +22,12 @@ export interface PlaygroundDraft {
   chat: boolean;
 }
 
+/** The model to load at start: the demo, or a Hub repository (a picked folder cannot be reopened without the user). */
+export type ModelChoice = { kind: 'demo' } | { kind: 'hub'; id: string; baseUrl: string };
+
 /** Every setting the app stores, by key. */
 export interface Settings {
+  model: ModelChoice;
   quant: QuantFormat;
   playground: PlaygroundDraft;
   /** Index of the dataset record picked last. */
@@ -39,10 +45,16 @@ interface StudioSchema extends DBSchema {
   /** tuningKey(adapter, model widths, format) -> the tile shapes measured there. */
   tuning: { key: string; value: unknown };
   runs: { key: string; value: unknown };
+  /** `<org>/<name>/<revision>/<file>` -> the file's bytes (see src/model/hub.ts). */
+  files: { key: string; value: Uint8Array };
 }
 
 /** Shape checks for stored values (an older build, or another tab, may have written something else). */
 const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
+  model: (v): v is ModelChoice => {
+    const m = v as Partial<{ kind: string; id: unknown; baseUrl: unknown }> | null;
+    return typeof m === 'object' && m !== null && (m.kind === 'demo' || (m.kind === 'hub' && typeof m.id === 'string' && typeof m.baseUrl === 'string'));
+  },
   quant: isQuantFormat,
   playground: (v): v is PlaygroundDraft => {
     const d = v as Partial<PlaygroundDraft> | null;
@@ -53,7 +65,7 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
 
 /** Name of the app's database. */
 const DB_NAME = 'nlft-studio';
-const DB_VERSION = 3;
+const DB_VERSION = 4;
 
 /** Settings kept in IndexedDB. */
 class IdbSettingsStore implements SettingsStore {
@@ -75,6 +87,7 @@ function openStudioDb(): Promise<IDBPDatabase<StudioSchema>> {
       if (oldVersion < 1) db.createObjectStore('settings');
       if (oldVersion < 2) db.createObjectStore('tuning');
       if (oldVersion < 3) db.createObjectStore('runs');
+      if (oldVersion < 4) db.createObjectStore('files');
     },
   });
 }
@@ -103,6 +116,18 @@ export function memorySettingsStore(): SettingsStore {
     async set<K extends keyof Settings>(key: K, value: Settings[K]) {
       values.set(key, value);
     },
+  };
+}
+
+/** The Hub download cache in IndexedDB (a model is downloaded once per revision). */
+export async function openFileCache(): Promise<FileCache> {
+  const db = await openStudioDb();
+  return {
+    get: async (key) => {
+      const v: unknown = await db.get('files', key);
+      return v instanceof Uint8Array ? v : null;
+    },
+    put: async (key, bytes) => void (await db.put('files', bytes, key)),
   };
 }
 

@@ -62,6 +62,12 @@ export interface ModelInfo {
   memory: MemoryInfo;
 }
 
+/**
+ * Which model to load: the embedded demo, a Hub repository (`org/name[@revision]` at `baseUrl`,
+ * downloaded once into IndexedDB), or the files of a folder the user picked.
+ */
+export type ModelSpec = { kind: 'demo' } | { kind: 'hub'; id: string; baseUrl: string } | { kind: 'files'; label: string; files: File[] };
+
 /** Text to score: log p of every response token given the prompt. */
 export interface ScoreRequest {
   prompt: string;
@@ -100,11 +106,13 @@ export interface TrainRequest {
   data: DatasetFile;
 }
 
-/** What a run reports as it goes (in this order: scoring…, started, step…). */
+/** What a run reports as it goes (in this order: scoring…, started, then step… with paused where it pauses). */
 export type TrainEvent =
   | { type: 'scoring'; done: number; total: number }
   | { type: 'started'; totalSteps: number; records: number; truncated: number; summary: SaliencySummary | null }
-  | { type: 'step'; metrics: StepMetrics; entries: SaliencyEntry[] };
+  | { type: 'step'; metrics: StepMetrics; entries: SaliencyEntry[] }
+  /** The run reached the pause gate after optimizer step `step` and waits for `setPaused(false)`. */
+  | { type: 'paused'; step: number };
 
 /** Called by the worker for every `TrainEvent` (pass it through `Comlink.proxy`). */
 export type TrainEventCallback = (event: TrainEvent) => void;
@@ -128,10 +136,10 @@ export interface TrainerApi {
    */
   init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo>;
   /**
-   * Builds the embedded demo model from its seed, loads the tokenizer and uploads the weights in
-   * `quant`, replacing any model already loaded.
+   * Loads a model (the demo built from its seed, a Hub repository, or picked files) with its
+   * tokenizer and uploads the weights in `quant`, replacing any model already loaded.
    */
-  loadDemoModel(quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo>;
+  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo>;
   /** Scores the response under the prompt with the loaded model. */
   logprobs(request: ScoreRequest): Promise<TokenScores>;
   /** GPU bytes held now and at peak. */

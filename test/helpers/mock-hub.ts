@@ -1,8 +1,9 @@
 /**
  * A local stand-in for the Hugging Face Hub: serves folders under `/<org>/<name>/resolve/<revision>/<file>`
  * like huggingface.co (weights files answer with a 302 to a `/cdn/...` URL, as LFS files do there),
- * answers 404 for unknown repositories or files and 401 for repositories marked gated, and counts
- * requests per path so tests can see what a cache saved.
+ * answers 404 for unknown repositories or files and 401 for repositories marked gated, sends CORS
+ * headers as huggingface.co does (the app fetches from its worker), and counts requests per path so
+ * tests can see what a cache saved.
  */
 import { createReadStream, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -23,6 +24,7 @@ export interface MockHub {
 export async function startMockHub(repos: Record<string, string>, gated: string[] = []): Promise<MockHub> {
   const gets = new Map<string, number>();
   const server: Server = createServer((req, res) => {
+    res.setHeader('access-control-allow-origin', '*');
     const u = new URL(req.url ?? '/', 'http://hub');
     const parts = u.pathname.split('/').filter(Boolean).map(decodeURIComponent);
     const cdn = parts[0] === 'cdn';

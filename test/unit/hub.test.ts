@@ -2,12 +2,14 @@
  * Loading a model from the Hub's URL layout (src/model/hub.ts) against the local mock hub: a
  * sharded BF16 checkpoint loads to the same weights as from its folder, each file is downloaded
  * once and then served from the cache, and missing, gated or unreachable repositories get clear
- * messages naming the repository and file.
+ * messages naming the repository and file. A folder picked in the browser (File objects) loads
+ * like the folder.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PickedFilesSource } from '../../src/model/files-source.ts';
 import { hubFileUrl, HubSource, parseHubId } from '../../src/model/hub.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
@@ -87,4 +89,20 @@ describe('errors name the repository and the file', () => {
       '../other/model.safetensors: expected a file name inside hub:test-org/tiny@main',
     );
   });
+});
+
+it('a picked folder (File objects with webkitRelativePath, as a browser gives them) loads like the folder itself', async () => {
+  const names = await readdir(dir);
+  const files = await Promise.all(
+    names.map(async (n) => {
+      const f = new File([await readFile(path.join(dir, n))], n);
+      Object.defineProperty(f, 'webkitRelativePath', { value: `picked/${n}` });
+      return f;
+    }),
+  );
+  const source = new PickedFilesSource(files, 'picked');
+  const local = await loadModelFolder(new FolderSource(dir));
+  expect((await loadModelFolder(source)).weights).toEqual(local.weights);
+  await expect(source.read('tokenizer.json')).rejects.toThrow('tokenizer.json: not found in picked');
+  await expect(source.readRange('config.json', 0, 1e9)).rejects.toThrow(/^config\.json: file ends at byte \d+, before the requested range \[0, 1000000000\)$/);
 });

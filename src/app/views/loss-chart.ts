@@ -29,7 +29,7 @@ export interface LossChart {
 }
 
 export function createLossChart(): LossChart {
-  const plot = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'loss-svg', role: 'img' });
+  const plot = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'loss-svg', role: 'img', hidden: '' });
   const empty = h('p', { class: 'hint' }, 'The loss of every optimizer step appears here while training runs.');
   const el = h('figure', { class: 'loss-chart', testid: 'loss-chart', 'data-steps': 0 }, empty, plot);
   return {
@@ -37,6 +37,7 @@ export function createLossChart(): LossChart {
     render(metrics, totalSteps) {
       el.dataset.steps = String(metrics.length);
       empty.hidden = metrics.length > 0;
+      plot.toggleAttribute('hidden', metrics.length === 0);
       plot.replaceChildren();
       if (metrics.length === 0) return;
       const losses = metrics.map((m) => m.loss);

@@ -1,11 +1,16 @@
 /**
- * The Model panel: loads the embedded demo model into the worker's GPU, with a weight-format
- * choice (changing it reloads the model), a progress bar, and the model's size and GPU bytes.
+ * The Model panel: picks the model — the embedded demo, a Hugging Face Hub repository (downloaded
+ * once, then loaded from the browser's cache; the Hub URL is editable, e.g. a mirror) or a local
+ * model folder — and loads it into the worker's GPU, with a weight-format choice (changing it
+ * reloads the model), a progress bar with the stage (downloads included), and the model's size,
+ * kernel tiles and GPU bytes.
  */
 import { formatBytes } from '../../engine/buffers.ts';
 import type { QuantFormat } from '../../model/quant.ts';
 import { QUANT_FORMATS } from '../../model/quant.ts';
-import type { MemoryInfo, ModelInfo } from '../../worker/protocol.ts';
+import { DEFAULT_HUB_URL } from '../../model/hub.ts';
+import type { ModelChoice } from '../../storage/db.ts';
+import type { MemoryInfo, ModelInfo, ModelSpec } from '../../worker/protocol.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 
@@ -18,8 +23,11 @@ const QUANT_LABELS: Record<QuantFormat, string> = {
 /** What the Model panel needs from the app. */
 export interface ModelPanelOptions {
   trainer: TrainerClient;
-  /** The weight format to load first. */
+  /** The model to load first, and the weight format. */
+  model: ModelChoice;
   quant: QuantFormat;
+  /** Called when the user loads another demo or Hub model (a picked folder is not remembered: its files must be picked again). */
+  onModelChange(model: ModelChoice): void;
   /** Called when the user picks another weight format (before it loads). */
   onQuantChange(quant: QuantFormat): void;
   /** Called with true once a model is ready, false while none is. */
@@ -35,13 +43,20 @@ export interface ModelPanelView {
   refreshMemory(): Promise<void>;
   /** Stops the panel for good (no GPU), showing why. */
   disable(reason: string): void;
-  /** Locks the weight choice while another job (training) holds the worker. */
+  /** Locks the model and weight choices while another job (training) holds the worker. */
   setLocked(locked: boolean): void;
 }
 
 /** Builds the Model panel; nothing loads until `load()`. */
 export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const { el, body } = panel('Model', 'model-panel');
+  const kind = h('select', { testid: 'model-kind', id: 'model-kind' }, h('option', { value: 'demo' }, 'Demo model (random weights, offline)'), h('option', { value: 'hub' }, 'Hugging Face Hub'), h('option', { value: 'folder' }, 'A model folder on this computer'));
+  const hubId = h('input', { type: 'text', testid: 'hub-id', id: 'hub-id', placeholder: 'HuggingFaceTB/SmolLM2-135M', spellcheck: false });
+  const hubUrl = h('input', { type: 'url', testid: 'hub-url', id: 'hub-url', placeholder: DEFAULT_HUB_URL, spellcheck: false });
+  const hubLoad = h('button', { type: 'button', testid: 'hub-load' }, 'Load');
+  const hubRow = h('div', { class: 'settings', hidden: true }, h('label', { class: 'setting', for: 'hub-id' }, h('span', {}, 'Repository (org/name[@revision])'), hubId), h('label', { class: 'setting', for: 'hub-url' }, h('span', {}, 'Hub URL'), hubUrl), h('div', { class: 'setting' }, h('span', {}, '\u00a0'), hubLoad));
+  const folder = h('input', { type: 'file', testid: 'model-folder', id: 'model-folder', multiple: true, webkitdirectory: true });
+  const folderRow = h('label', { class: 'field inline', for: 'model-folder', hidden: true }, 'Folder (config.json, *.safetensors, tokenizer.json)', folder);
   const select = h('select', { testid: 'quant', id: 'quant' });
   for (const q of QUANT_FORMATS) select.append(h('option', { value: q, selected: q === opts.quant }, QUANT_LABELS[q]));
   const progress = h('progress', { testid: 'model-progress', max: 1, value: 0 });
@@ -49,9 +64,26 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const error = errorLine('model-error');
   const facts = h('dl', { class: 'facts', hidden: true });
   const memory = h('dd', { testid: 'gpu-bytes' });
-  body.append(h('label', { class: 'field inline', for: 'quant' }, 'Weights', select), progress, status, error.el, facts);
+  body.append(h('label', { class: 'field inline', for: 'model-kind' }, 'Model', kind), hubRow, folderRow, h('label', { class: 'field inline', for: 'quant' }, 'Weights', select), progress, status, error.el, facts);
 
+  if (opts.model.kind === 'hub') {
+    kind.value = 'hub';
+    hubId.value = opts.model.id;
+    hubUrl.value = opts.model.baseUrl === DEFAULT_HUB_URL ? '' : opts.model.baseUrl;
+  }
+  /** The model loaded last (a picked folder's files stay here until another pick). */
+  let current: ModelSpec = opts.model;
   let stopped = false;
+  let locked = false;
+  let loading = false;
+  const showRows = () => {
+    hubRow.hidden = kind.value !== 'hub';
+    folderRow.hidden = kind.value !== 'folder';
+  };
+  showRows();
+  const updateControls = () => {
+    for (const c of [kind, hubId, hubUrl, hubLoad, folder, select]) c.disabled = stopped || locked || loading;
+  };
   const setState = (state: 'loading' | 'ready' | 'error', text: string) => {
     status.dataset.state = state;
     status.textContent = text;
@@ -77,13 +109,14 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
 
   const load = async () => {
     const quant = select.value as QuantFormat;
-    select.disabled = true;
+    loading = true;
+    updateControls();
     error.show(null);
     progress.value = 0;
     progress.hidden = false;
-    setState('loading', 'Loading the demo model…');
+    setState('loading', current.kind === 'demo' ? 'Loading the demo model…' : 'Loading the model…');
     try {
-      const info = await opts.trainer.loadDemoModel(quant, (p) => {
+      const info = await opts.trainer.loadModel(current, quant, (p) => {
         progress.value = p.fraction;
         status.textContent = `${p.stage}…`;
       });
@@ -93,15 +126,42 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       setState('ready', `${info.name}, ${info.quant} weights`);
     } catch (e) {
       if (stopped) return;
+      progress.hidden = true;
       setState('error', 'The model could not be loaded.');
       error.show(errorMessage(e));
     } finally {
-      select.disabled = stopped;
+      loading = false;
+      updateControls();
     }
   };
 
   select.addEventListener('change', () => {
     opts.onQuantChange(select.value as QuantFormat);
+    void load();
+  });
+  kind.addEventListener('change', () => {
+    showRows();
+    if (kind.value === 'demo') {
+      current = { kind: 'demo' };
+      opts.onModelChange(current);
+      void load();
+    }
+  });
+  hubLoad.addEventListener('click', () => {
+    const choice: ModelChoice = { kind: 'hub', id: hubId.value.trim(), baseUrl: hubUrl.value.trim() || DEFAULT_HUB_URL };
+    if (!choice.id) {
+      error.show('Type the repository of a Llama model, e.g. HuggingFaceTB/SmolLM2-135M.');
+      return;
+    }
+    current = choice;
+    opts.onModelChange(choice);
+    void load();
+  });
+  folder.addEventListener('change', () => {
+    const files = [...(folder.files ?? [])];
+    if (files.length === 0) return;
+    const rel = (files[0] as File & { webkitRelativePath?: string }).webkitRelativePath;
+    current = { kind: 'files', label: rel ? rel.split('/')[0] : files[0].name, files };
     void load();
   });
 
@@ -115,12 +175,13 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
         // The memory line is informative only; the failure shows where the call that failed is.
       }
     },
-    setLocked(locked) {
-      select.disabled = stopped || locked;
+    setLocked(on) {
+      locked = on;
+      updateControls();
     },
     disable(reason) {
       stopped = true;
-      select.disabled = true;
+      updateControls();
       progress.hidden = true;
       setState('error', reason);
     },

@@ -194,6 +194,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       run.summary = ev.summary;
       showSummary(ev.summary);
       setStatus('training', `Training: ${ev.records} records${ev.truncated ? ` (${ev.truncated} truncated to ${MAX_LEN} tokens)` : ''}, ${ev.totalSteps} steps…`);
+    } else if (ev.type === 'paused') {
+      if (paused) setStatus('paused', `Paused after step ${ev.step} of ${run.totalSteps}.`);
     } else {
       run.metrics.push(ev.metrics);
       for (const e of ev.entries) saliency.set(e.id, e);
@@ -258,7 +260,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     paused = !paused;
     updateButtons();
     void opts.trainer.setPaused(paused);
-    setStatus(paused ? 'paused' : 'training', paused ? 'Paused after the current step.' : 'Training…');
+    setStatus(paused ? 'pausing' : 'training', paused ? 'Pausing after the current step…' : 'Training…');
   });
   stop.addEventListener('click', () => {
     stop.disabled = true;
