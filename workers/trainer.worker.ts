@@ -24,8 +24,8 @@ import { estimateTrainBytes, scoreBatchTokens } from '../src/engine/memory.ts';
 import { ADAPTER_WEIGHTS_FILE, peftAdapterFiles, type PeftAdapterFiles } from '../src/export/peft.ts';
 import { initLora, validateLoraConfig, type LoraConfig } from '../src/model/lora.ts';
 import { DEFAULT_SCORE_BATCH_TOKENS } from '../src/nlft/method.ts';
-import { DEFAULT_SALIENCY } from '../src/nlft/saliency.ts';
-import { DEFAULT_TEMPLATES } from '../src/nlft/templates.ts';
+import { checkSaliencyOptions } from '../src/nlft/saliency.ts';
+import { parseTemplates } from '../src/nlft/templates.ts';
 import { methodSamples, prepareRun } from '../src/train/run.ts';
 import { scoringInput } from '../src/data/prompt.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
@@ -295,10 +295,12 @@ class TrainerWorker implements TrainerApi {
         const model = this.#model;
         const tok = this.#tokenizer;
         if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
-        const { method, train, lora, maxLen } = request;
+        const { method, train, lora, maxLen, saliency } = request;
         validateLoraConfig(lora);
+        checkSaliencyOptions(saliency);
+        const templates = parseTemplates(request.templates, 'NLFT templates');
         const records = parseDataset(request.data.bytes, request.data.name, { requireOutput: method === 'nlft' }).records;
-        const { samples, truncated } = methodSamples(method, records, tok, DEFAULT_TEMPLATES, maxLen);
+        const { samples, truncated } = methodSamples(method, records, tok, templates, maxLen);
         const longest = Math.max(...samples.map((s) => s.promptIds.length + s.responseIds.length));
         const c = model.llama.config;
         const activations = estimateTrainBytes(c, model.info.quant, lora, longest - 1, longest, train.recompute).activations;
@@ -311,7 +313,7 @@ class TrainerWorker implements TrainerApi {
         const { trainer, summary, takeEntries } = await prepareRun(engine, model.llama, samples, {
           method,
           train,
-          saliency: DEFAULT_SALIENCY,
+          saliency,
           tokenText: (id) => tok.tokenText(id),
           scoreBatchTokens: packTokens,
           onScoring: (done, total) => onEvent({ type: 'scoring', done, total }),

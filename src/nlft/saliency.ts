@@ -183,7 +183,8 @@ export function recordLoss(kinds: readonly TermKind[], weights: ArrayLike<number
   return s;
 }
 
-function checkOptions(o: SaliencyOptions): void {
+/** Throws a usage `NlftError` naming the first option out of its range. */
+export function checkSaliencyOptions(o: SaliencyOptions): void {
   const bad = (name: string, want: string) => {
     throw new NlftError(`saliency option ${name} must be ${want} (got ${String(o[name as keyof SaliencyOptions])})`, 'usage');
   };
@@ -224,7 +225,7 @@ const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 /** Classes and loss terms of one record (nlft.md §3). */
 export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions> = {}): SaliencyResult {
   const o: SaliencyOptions = { ...DEFAULT_SALIENCY, ...options };
-  checkOptions(o);
+  checkSaliencyOptions(o);
   const N = (input.logpc ?? input.pc)?.length ?? 0;
   if (N === 0) throw new NlftError('saliency needs a response of at least one token (and the standard view scored)', 'empty-input');
   const standard = view('standard', input.pc, input.logpc, N);

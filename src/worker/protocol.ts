@@ -12,6 +12,8 @@ import type { AdapterSummary } from '../engine/gpu.ts';
 import type { PeftAdapterFiles } from '../export/peft.ts';
 import type { LoraConfig } from '../model/lora.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
+import type { SaliencyOptions } from '../nlft/saliency.ts';
+import type { NlftTemplates } from '../nlft/templates.ts';
 import type { TrainMethod } from '../train/run.ts';
 import type { StepMetrics, TrainConfig } from '../train/trainer.ts';
 import type { QuantFormat } from '../model/quant.ts';
@@ -103,6 +105,9 @@ export interface TrainRequest {
   lora: LoraConfig;
   /** Longest sequence (prompt + response tokens); longer responses are truncated. */
   maxLen: number;
+  /** NLFT's constants and safeguards, and the views' prompt texts (validated by the worker). */
+  saliency: SaliencyOptions;
+  templates: NlftTemplates;
   data: DatasetFile;
 }
 

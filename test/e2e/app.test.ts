@@ -133,6 +133,19 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
     expect(await page.getByTestId('train-error').textContent()).toContain('bad.json: 1 problem:\n  record 1: field "output": missing');
     await page.getByRole('button', { name: 'use the sample' }).click();
+    // NLFT options and templates are checked by the worker, which names the option or field.
+    await page.getByTestId('nlft-options').locator('summary').click();
+    await page.getByTestId('nlft-tauC').fill('2');
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('train-error').textContent()).toBe('saliency option tauC must be in (0, 1) (got 2)');
+    await page.getByTestId('nlft-tauC').fill('0.95');
+    await page.getByTestId('template-standard.user').fill('Question: {input} Judged: {judgment}');
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('train-error').textContent()).toMatch(/^NLFT templates \(standard\.user\): .*\{judgment\}/);
+    await page.getByTestId('nlft-reset').click();
+    await page.getByTestId('nlft-rho').fill('1.2');
 
     // The sample: 6 records, batch 4, one epoch = 2 optimizer steps.
     await page.getByTestId('train-epochs').fill('1');
@@ -174,6 +187,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(await page.getByTestId('train-status').textContent()).toMatch(/^Last run \(nlft, nlft-sample\.json, .+\): done after 2 of 2 steps\.$/);
     expect(await page.getByTestId('export-weights').getAttribute('download')).toBe('adapter_model.safetensors');
     expect(await page.getByTestId('train-rank').inputValue()).toBe('4');
+    expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.2'); // the run's options come back with it
     await page.screenshot({ path: resolve(TMP, 'app-trained.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   }, 300_000);

@@ -1,6 +1,7 @@
 /**
  * The Train panel: fine-tunes LoRA adapters on the loaded model in the worker (NLFT or SFT) on the
- * bundled NLFT sample or a dropped JSON/JSONL file, with pause and stop, a progress bar, per-step
+ * bundled NLFT sample or a dropped JSON/JSONL file, with every NLFT option and the views' prompt
+ * texts editable (nlft-options.ts), pause and stop, a progress bar, per-step
  * loss, speed and GPU memory, the loss chart, the saliency map of every visited record, and the
  * adapter's two PEFT files to download. The run (settings, metrics, saliency, adapter) is saved
  * after every step, so a reload shows it again.
@@ -16,6 +17,7 @@ import type { TrainEvent, TrainRequest } from '../../worker/protocol.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 import { createLossChart } from './loss-chart.ts';
+import { createNlftOptionsForm } from './nlft-options.ts';
 import { describeEntry, renderSaliency, renderSaliencyLegend } from './saliency-map.ts';
 
 /** The bundled NLFT records (written for this app; see public/samples/SOURCE.md). */
@@ -75,10 +77,12 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const salBody = h('div', { class: 'result' });
   const saliencyBox = h('div', { class: 'saliency-box', testid: 'saliency-map', hidden: true }, h('div', { class: 'actions' }, h('strong', {}, 'Saliency map'), salRecord), salLine, salBody, renderSaliencyLegend());
   const exportBox = h('p', { class: 'actions', testid: 'train-export', hidden: true });
+  const nlftForm = createNlftOptionsForm();
 
   body.append(
     h('div', { class: 'actions' }, h('span', { class: 'field' }, 'Data'), dataName, useSample, h('label', { class: 'file', for: 'train-file' }, 'Choose a JSON/JSONL file…', file)),
     h('div', { class: 'settings' }, h('label', { class: 'setting', for: 'train-method' }, h('span', {}, 'Method'), method), epochs.el, lr.el, batch.el, rank.el, seed.el),
+    nlftForm.el,
     h('div', { class: 'actions' }, start, pause, stop),
     progress,
     status,
@@ -103,6 +107,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     stop.disabled = !running;
     pause.textContent = paused ? 'Resume' : 'Pause';
     for (const f of [method, epochs.input, lr.input, batch.input, rank.input, seed.input, file]) f.disabled = running;
+    nlftForm.setDisabled(running);
   };
   const setStatus = (state: string, text: string) => {
     status.dataset.state = state;
@@ -181,7 +186,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       if (!res.ok) throw new Error(`Could not load the sample data (${SAMPLE_PATH}): HTTP ${res.status}`);
       data = { name: SAMPLE_PATH.split('/')[1], bytes: new Uint8Array(await res.arrayBuffer()) };
     }
-    return { method: method.value as TrainMethod, train, lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: r }, maxLen: MAX_LEN, data };
+    const { saliency: sal, templates } = nlftForm.read();
+    return { method: method.value as TrainMethod, train, lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: r }, maxLen: MAX_LEN, saliency: sal, templates, data };
   };
 
   const onEvent = (ev: TrainEvent) => {
@@ -293,6 +299,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       batch.input.value = String(s.train.batch);
       rank.input.value = String(s.lora.r);
       seed.input.value = String(s.train.seed);
+      if (s.saliency && s.templates) nlftForm.fill(s.saliency, s.templates); // runs stored before these were kept have none
       showRun(last);
       const steps = `${last.metrics.length} of ${last.totalSteps} steps`;
       if (last.status === 'running') setStatus('interrupted', `The last run (${s.method}, ${s.data.name}) was interrupted by a reload after ${steps}; its adapter was not saved.`);
