@@ -27,6 +27,8 @@ import { DEFAULT_SCORE_BATCH_TOKENS } from '../src/nlft/method.ts';
 import { checkSaliencyOptions } from '../src/nlft/saliency.ts';
 import { parseTemplates } from '../src/nlft/templates.ts';
 import { methodSamples, prepareRun } from '../src/train/run.ts';
+import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../src/train/checkpoint.ts';
+import type { Checkpoint } from '../src/train/trainer.ts';
 import { scoringInput } from '../src/data/prompt.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
 import { GpuUnavailableError, ModelFormatError, NlftError } from '../src/errors.ts';
@@ -35,6 +37,7 @@ import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../src/model/qua
 import { baseModelBytes } from '../src/model/size.ts';
 import { parameterCount, type LlamaWeights } from '../src/model/weights.ts';
 import {
+  CHECKPOINT_SECONDS,
   INTERNAL_ERROR,
   type AdapterInfo,
   type DeviceLostCallback,
@@ -295,7 +298,19 @@ class TrainerWorker implements TrainerApi {
         const model = this.#model;
         const tok = this.#tokenizer;
         if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
-        const { method, train, lora, maxLen, saliency } = request;
+        const { method, maxLen, saliency } = request;
+        let { train, lora } = request;
+        let resumeFrom: Checkpoint | null = null;
+        if (request.resume) {
+          const want = request.resume.model;
+          if (want.id !== model.id || want.quant !== model.info.quant) {
+            throw new NlftError(`This run trained ${want.id} with ${want.quant} weights; load that model (now ${model.id}, ${model.info.quant}) to continue it.`, 'usage');
+          }
+          const saved = await readCheckpoint(new PickedFilesSource([new File([request.resume.checkpoint as BlobPart], CHECKPOINT_FILE)], 'the saved run'));
+          ({ lora } = saved);
+          train = saved.checkpoint.config;
+          resumeFrom = saved.checkpoint;
+        }
         validateLoraConfig(lora);
         checkSaliencyOptions(saliency);
         const templates = parseTemplates(request.templates, 'NLFT templates');
@@ -319,16 +334,29 @@ class TrainerWorker implements TrainerApi {
           onScoring: (done, total) => onEvent({ type: 'scoring', done, total }),
         });
         try {
-          onEvent({ type: 'started', totalSteps: trainer.totalSteps, records: records.length, truncated, summary });
+          if (resumeFrom) await trainer.restore(resumeFrom);
+          const fromStep = trainer.state.step;
+          onEvent({ type: 'started', totalSteps: trainer.totalSteps, records: records.length, truncated, summary, model: { id: model.id, quant: model.info.quant }, fromStep });
+          let lastCheckpoint = performance.now();
+          const checkpoint = async () => {
+            const bytes = checkpointBytes(await trainer.checkpoint(), lora);
+            onEvent(Comlink.transfer({ type: 'checkpoint', step: trainer.state.step, bytes }, [bytes.buffer as ArrayBuffer]));
+            lastCheckpoint = performance.now();
+          };
           const end = await trainer.run({
             signal: run.abort.signal,
-            paused: () => {
-              if (!run.pause) return Promise.resolve();
+            async paused() {
+              if (!run.pause) return;
+              await checkpoint(); // a paused tab may be closed
               onEvent({ type: 'paused', step: trainer.state.step });
-              return run.pause.promise;
+              await run.pause.promise;
             },
-            onStep: (metrics) => onEvent({ type: 'step', metrics, entries: takeEntries() }),
+            async onStep(metrics) {
+              onEvent({ type: 'step', metrics, entries: takeEntries() });
+              if (performance.now() - lastCheckpoint > CHECKPOINT_SECONDS * 1000) await checkpoint();
+            },
           });
+          if (end.steps > fromStep) await checkpoint();
           if (end.steps > 0) this.#trained = lora;
           return { status: end.status, steps: end.steps, totalSteps: trainer.totalSteps, message: end.status === 'non-finite' ? end.message : null };
         } finally {

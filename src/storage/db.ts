@@ -12,7 +12,7 @@ import type { PeftAdapterFiles } from '../export/peft.ts';
 import type { FileCache } from '../model/hub.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
 import type { StepMetrics } from '../train/trainer.ts';
-import type { TrainOutcome, TrainRequest } from '../worker/protocol.ts';
+import type { RunModel, TrainOutcome, TrainRequest } from '../worker/protocol.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
 
 /** What the playground remembers across reloads. */
@@ -145,6 +145,12 @@ export interface StoredRun {
   saliency: SaliencyEntry[];
   summary: SaliencySummary | null;
   adapter: PeftAdapterFiles | null;
+  /** The model trained (a run continues only on it), once the worker has said. */
+  model: RunModel | null;
+  /** The dataset's bytes (to continue the run). */
+  dataset: Uint8Array | null;
+  /** The latest checkpoint the worker sent (see `TrainRequest.resume`). */
+  checkpoint: { step: number; bytes: Uint8Array } | null;
 }
 
 /** Where the page keeps its last run. */

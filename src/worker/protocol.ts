@@ -109,15 +109,34 @@ export interface TrainRequest {
   saliency: SaliencyOptions;
   templates: NlftTemplates;
   data: DatasetFile;
+  /**
+   * Continue a run from its checkpoint (a 'checkpoint' event's bytes) instead of starting afresh:
+   * the checkpoint's training and LoRA settings are used, and the loaded model must be `model`.
+   */
+  resume?: { checkpoint: Uint8Array; model: RunModel };
+}
+
+/** The model a run trains: its id and weight format (a run continues only on the same). */
+export interface RunModel {
+  id: string;
+  quant: QuantFormat;
 }
 
 /** What a run reports as it goes (in this order: scoring…, started, then step… with paused where it pauses). */
 export type TrainEvent =
   | { type: 'scoring'; done: number; total: number }
-  | { type: 'started'; totalSteps: number; records: number; truncated: number; summary: SaliencySummary | null }
+  | { type: 'started'; totalSteps: number; records: number; truncated: number; summary: SaliencySummary | null; model: RunModel; fromStep: number }
+  /**
+   * Everything needed to continue the run (`TrainRequest.resume`): sent when the run pauses or ends,
+   * and at most every `CHECKPOINT_SECONDS` between steps.
+   */
+  | { type: 'checkpoint'; step: number; bytes: Uint8Array }
   | { type: 'step'; metrics: StepMetrics; entries: SaliencyEntry[] }
   /** The run reached the pause gate after optimizer step `step` and waits for `setPaused(false)`. */
   | { type: 'paused'; step: number };
+
+/** Seconds of training between two periodic checkpoints. */
+export const CHECKPOINT_SECONDS = 30;
 
 /** Called by the worker for every `TrainEvent` (pass it through `Comlink.proxy`). */
 export type TrainEventCallback = (event: TrainEvent) => void;

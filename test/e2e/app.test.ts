@@ -192,7 +192,7 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(pageErrors).toEqual([]);
   }, 300_000);
 
-  it('pauses, resumes and stops a run; the stopped run keeps its adapter', async () => {
+  it('pauses, resumes and stops a run; the stopped run keeps its adapter and continues after a reload', async () => {
     await page.goto(url);
     await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
     await page.getByTestId('train-method').selectOption('sft');
@@ -219,6 +219,20 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(done).toBeLessThan(6);
     expect(await page.getByTestId('train-status').textContent()).toBe(`Stopped after ${done} of 6 steps. The playground now scores with the trained adapter.`);
     expect(await page.getByTestId('export-weights').isVisible()).toBe(true);
+
+    // After a reload the stopped run continues from its checkpoint (saved when it stopped) to the end.
+    await new Promise((r) => setTimeout(r, 1000)); // let the last IndexedDB write land
+    await page.reload();
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    const cont = page.getByTestId('train-continue');
+    await expect.poll(() => cont.textContent(), { timeout: 30_000 }).toBe(`Continue from step ${done}`);
+    expect(await steps()).toBe(done);
+    await cont.click();
+    await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('train-error').textContent()).toBe('');
+    expect(await page.getByTestId('train-status').textContent()).toBe('Done after 6 of 6 steps. The playground now scores with the trained adapter.');
+    expect(await steps()).toBe(6);
+    expect(await cont.isHidden()).toBe(true);
     expect(pageErrors).toEqual([]);
   }, 300_000);
 

@@ -3,8 +3,9 @@
  * bundled NLFT sample or a dropped JSON/JSONL file, with every NLFT option and the views' prompt
  * texts editable (nlft-options.ts), pause and stop, a progress bar, per-step
  * loss, speed and GPU memory, the loss chart, the saliency map of every visited record, and the
- * adapter's two PEFT files to download. The run (settings, metrics, saliency, adapter) is saved
- * after every step, so a reload shows it again.
+ * adapter's two PEFT files to download. The run (settings, data, metrics, saliency, adapter and its
+ * latest checkpoint) is saved after every step, so a reload shows it again, and a run stopped or
+ * interrupted by a reload continues from its checkpoint.
  */
 import { formatBytes } from '../../engine/buffers.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles } from '../../export/peft.ts';
@@ -66,6 +67,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const start = h('button', { type: 'button', class: 'primary', testid: 'train-start', disabled: true }, 'Train');
   const pause = h('button', { type: 'button', testid: 'train-pause', disabled: true }, 'Pause');
   const stop = h('button', { type: 'button', testid: 'train-stop', disabled: true }, 'Stop');
+  const cont = h('button', { type: 'button', testid: 'train-continue', hidden: true }, 'Continue');
   const progress = h('progress', { testid: 'train-progress', max: 1, value: 0, hidden: true });
   const status = h('p', { class: 'status', testid: 'train-status', 'data-state': 'idle' }, 'Pick the data and settings, then Train.');
   const stats = h('p', { class: 'summary', testid: 'train-stats', hidden: true });
@@ -83,7 +85,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     h('div', { class: 'actions' }, h('span', { class: 'field' }, 'Data'), dataName, useSample, h('label', { class: 'file', for: 'train-file' }, 'Choose a JSON/JSONL file…', file)),
     h('div', { class: 'settings' }, h('label', { class: 'setting', for: 'train-method' }, h('span', {}, 'Method'), method), epochs.el, lr.el, batch.el, rank.el, seed.el),
     nlftForm.el,
-    h('div', { class: 'actions' }, start, pause, stop),
+    h('div', { class: 'actions' }, start, pause, stop, cont),
     progress,
     status,
     error.el,
@@ -103,6 +105,10 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
 
   const updateButtons = () => {
     start.disabled = !modelReady || running;
+    const ck = run?.checkpoint;
+    cont.hidden = !(ck && run!.dataset && run!.model && ck.step < run!.totalSteps && run!.status !== 'done');
+    cont.disabled = !modelReady || running;
+    if (ck) cont.textContent = `Continue from step ${ck.step}`;
     pause.disabled = !running;
     stop.disabled = !running;
     pause.textContent = paused ? 'Resume' : 'Pause';
@@ -197,9 +203,13 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       setStatus('scoring', `Scoring the records under the three views: ${ev.done}/${ev.total}…`);
     } else if (ev.type === 'started') {
       run.totalSteps = ev.totalSteps;
-      run.summary = ev.summary;
-      showSummary(ev.summary);
+      run.model = ev.model;
+      if (ev.fromStep === 0) run.summary = ev.summary;
+      showSummary(run.summary);
       setStatus('training', `Training: ${ev.records} records${ev.truncated ? ` (${ev.truncated} truncated to ${MAX_LEN} tokens)` : ''}, ${ev.totalSteps} steps…`);
+    } else if (ev.type === 'checkpoint') {
+      run.checkpoint = { step: ev.step, bytes: ev.bytes };
+      save();
     } else if (ev.type === 'paused') {
       if (paused) setStatus('paused', `Paused after step ${ev.step} of ${run.totalSteps}.`);
     } else {
@@ -221,6 +231,33 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     updateButtons();
     opts.onBusyChange(on);
   };
+  /** Runs `req` in the worker (a new run, or `run` continued from its checkpoint) and records how it ends. */
+  const runInWorker = async (req: TrainRequest) => {
+    progress.hidden = false;
+    progress.value = 0;
+    showAdapter(null);
+    showRun(run!);
+    save();
+    try {
+      const out = await opts.trainer.train(req, onEvent);
+      run!.status = out.status;
+      run!.message = out.message;
+      if (out.steps > 0) run!.adapter = await opts.trainer.exportAdapter();
+      showAdapter(run!.adapter);
+      const what = { done: 'Done', cancelled: 'Stopped', 'non-finite': 'Stopped: the loss or gradient was not finite' }[out.status];
+      setStatus(out.status, `${what} after ${out.steps} of ${out.totalSteps} steps.${out.steps > 0 ? ' The playground now scores with the trained adapter.' : ''}`);
+      if (out.message) error.show(out.message);
+    } catch (e) {
+      run!.status = 'error';
+      run!.message = errorMessage(e);
+      setStatus('error', 'Training failed.');
+      error.show(run!.message);
+    } finally {
+      progress.hidden = true;
+      setRunning(false);
+      save();
+    }
+  };
   start.addEventListener('click', async () => {
     error.show(null);
     setRunning(true); // at once: no second click while the data loads
@@ -234,33 +271,35 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       setRunning(false);
       return;
     }
-    progress.hidden = false;
-    progress.value = 0;
     saliency.clear();
-    showAdapter(null);
     const { data, ...settings } = req;
-    run = { request: { ...settings, data: { name: data.name, bytes: data.bytes.byteLength } }, startedAt: new Date().toISOString(), status: 'running', message: null, totalSteps: 0, metrics: [], saliency: [], summary: null, adapter: null };
-    showRun(run);
-    save();
-    try {
-      const out = await opts.trainer.train(req, onEvent);
-      run.status = out.status;
-      run.message = out.message;
-      if (out.steps > 0) run.adapter = await opts.trainer.exportAdapter();
-      showAdapter(run.adapter);
-      const what = { done: 'Done', cancelled: 'Stopped', 'non-finite': 'Stopped: the loss or gradient was not finite' }[out.status];
-      setStatus(out.status, `${what} after ${out.steps} of ${out.totalSteps} steps.${out.steps > 0 ? ' The playground now scores with the trained adapter.' : ''}`);
-      if (out.message) error.show(out.message);
-    } catch (e) {
-      run.status = 'error';
-      run.message = errorMessage(e);
-      setStatus('error', 'Training failed.');
-      error.show(run.message);
-    } finally {
-      progress.hidden = true;
-      setRunning(false);
-      save();
-    }
+    run = {
+      request: { ...settings, data: { name: data.name, bytes: data.bytes.byteLength } },
+      startedAt: new Date().toISOString(),
+      status: 'running',
+      message: null,
+      totalSteps: 0,
+      metrics: [],
+      saliency: [],
+      summary: null,
+      adapter: null,
+      model: null,
+      dataset: data.bytes.slice(), // the request's bytes move to the worker
+      checkpoint: null,
+    };
+    await runInWorker(req);
+  });
+  cont.addEventListener('click', async () => {
+    const r = run;
+    if (!r?.checkpoint || !r.dataset || !r.model) return;
+    error.show(null);
+    setRunning(true);
+    setStatus('starting', `Continuing from step ${r.checkpoint.step}…`);
+    r.status = 'running';
+    r.message = null;
+    r.metrics = r.metrics.filter((m) => m.step <= r.checkpoint!.step); // later steps are trained again
+    const { data, ...settings } = r.request;
+    await runInWorker({ ...settings, data: { name: data.name, bytes: r.dataset.slice() }, resume: { checkpoint: r.checkpoint.bytes.slice(), model: r.model } });
   });
   pause.addEventListener('click', () => {
     paused = !paused;
@@ -302,9 +341,14 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       if (s.saliency && s.templates) nlftForm.fill(s.saliency, s.templates); // runs stored before these were kept have none
       showRun(last);
       const steps = `${last.metrics.length} of ${last.totalSteps} steps`;
-      if (last.status === 'running') setStatus('interrupted', `The last run (${s.method}, ${s.data.name}) was interrupted by a reload after ${steps}; its adapter was not saved.`);
+      if (last.status === 'running') {
+        last.status = 'cancelled';
+        const ck = last.checkpoint ? `; it can continue from its checkpoint at step ${last.checkpoint.step}` : '; it left no checkpoint to continue from';
+        setStatus('interrupted', `The last run (${s.method}, ${s.data.name}) was interrupted by a reload after ${steps}${ck}.`);
+      }
       else setStatus(last.status, `Last run (${s.method}, ${s.data.name}, ${new Date(last.startedAt).toLocaleString()}): ${last.status} after ${steps}.`);
       if (last.message && last.status !== 'done') error.show(last.message);
+      updateButtons();
     },
     setModelReady(ready) {
       modelReady = ready;
