@@ -225,3 +225,67 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 //#end
   }
 }
+
+// ---- Decode: the newest query row of each head against a KV cache (generation) ----
+//   q (1, H*D) at position T-1, kc = k, vc = v (maxT, KVH*D) holding positions 0..T-1 -> out (1, H*D)
+// One workgroup per head. Its DEC threads take keys lane, lane+DEC, ... each with its own online
+// softmax state (m, l, acc); the DEC states are then merged pairwise in workgroup memory. DEC is
+// small so that the states of D up to 128 fit the 16 KiB of workgroup memory WebGPU guarantees.
+
+const DEC: u32 = 16u;
+var<workgroup> dm: array<f32, DEC>;
+var<workgroup> dl: array<f32, DEC>;
+var<workgroup> da: array<vec4<f32>, DEC * D4>;
+
+@compute @workgroup_size(DEC)
+fn decode_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let h = wg.x;
+  let kvh = h / (p.H / p.KVH);
+//#for d in D4
+  let q{d} = q[h * D4 + {d}u] * p.scale;
+  var a{d} = vec4<f32>(0.0);
+//#end
+  var m = -3.0e38;
+  var l = 0.0;
+  for (var j = lid.x; j < p.T; j += DEC) {
+    let base = (j * p.KVH + kvh) * D4;
+    var s = 0.0;
+//#for d in D4
+    s += dot(q{d}, k[base + {d}u]);
+//#end
+    let mn = max(m, s);
+    let corr = exp(m - mn);
+    let pj = exp(s - mn);
+    l = l * corr + pj;
+//#for d in D4
+    a{d} = a{d} * corr + pj * v[base + {d}u];
+//#end
+    m = mn;
+  }
+  dm[lid.x] = m;
+  dl[lid.x] = l;
+//#for d in D4
+  da[lid.x * D4 + {d}u] = a{d};
+//#end
+  workgroupBarrier();
+  for (var stride = DEC / 2u; stride > 0u; stride = stride / 2u) {
+    if (lid.x < stride) {
+      let o = lid.x + stride;
+      let mn = max(dm[lid.x], dm[o]);
+      let c0 = exp(dm[lid.x] - mn);
+      let c1 = exp(dm[o] - mn);
+      dl[lid.x] = dl[lid.x] * c0 + dl[o] * c1;
+      for (var d = 0u; d < D4; d++) {
+        da[lid.x * D4 + d] = da[lid.x * D4 + d] * c0 + da[o * D4 + d] * c1;
+      }
+      dm[lid.x] = mn;
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) {
+    let inv = 1.0 / dl[0];
+    for (var d = 0u; d < D4; d++) {
+      out[h * D4 + d] = da[d] * inv;
+    }
+  }
+}

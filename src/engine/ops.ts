@@ -197,10 +197,23 @@ export class Ops {
     enc: GPUCommandEncoder,
     a: { q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; seg: TrackedBuffer; T: number; H: number; KVH: number; D: number },
   ): Promise<void> {
-    const { BQ, BK } = this.tuning.attention;
-    const pl = await this.pipelines.get('attention', `attention:${a.D}:${BQ}:${BK}`, () => fillTemplate(this.pipelines.source('attention'), { D4: a.D / 4, BQ, BK }, 'attention'));
+    const { BQ } = this.tuning.attention;
+    const pl = await this.attentionPipeline(a.D, 'main');
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
     this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse), this.buf(11, a.seg)], [Math.ceil(a.T / BQ), a.H], 'attention');
+  }
+
+  /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tuned tiles. */
+  private attentionPipeline(D: number, entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main'): Promise<GPUComputePipeline> {
+    const { BQ, BK } = this.tuning.attention;
+    return this.pipelines.get('attention', `attention:${D}:${BQ}:${BK}`, () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK }, 'attention'), entry);
+  }
+
+  /** Decode: q (1,H*D) of the newest position against the cache kc, vc (>= T rows of KVH*D) holding positions 0..T-1 -> out (1,H*D) */
+  async attentionDecode(enc: GPUCommandEncoder, a: { q: TrackedBuffer; kc: TrackedBuffer; vc: TrackedBuffer; out: TrackedBuffer; T: number; H: number; KVH: number; D: number }): Promise<void> {
+    const pl = await this.attentionPipeline(a.D, 'decode_main');
+    const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
+    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out)], [a.H, 1], 'attention.decode');
   }
 
   /** dgate, dup (n) from dh (n), given gate and up */
@@ -228,15 +241,13 @@ export class Ops {
     },
   ): Promise<void> {
     const { BQ, BK } = this.tuning.attention;
-    const key = `attention:${a.D}:${BQ}:${BK}`;
-    const code = () => fillTemplate(this.pipelines.source('attention'), { D4: a.D / 4, BQ, BK }, 'attention');
     const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
-    const delta = await this.pipelines.get('attention', key, code, 'delta_main');
+    const delta = await this.attentionPipeline(a.D, 'delta_main');
     this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], grid1d(a.H * a.T), 'attention.delta');
     const qkv = [this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(5, a.lse), this.buf(6, a.dout), this.buf(7, a.delta), this.buf(11, a.seg)];
-    const dq = await this.pipelines.get('attention', key, code, 'dq_main');
+    const dq = await this.attentionPipeline(a.D, 'dq_main');
     this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / BQ), a.H], 'attention.dq');
-    const dkdv = await this.pipelines.get('attention', key, code, 'dkdv_main');
+    const dkdv = await this.attentionPipeline(a.D, 'dkdv_main');
     this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [Math.ceil(a.T / BK), a.KVH], 'attention.dkdv');
   }
 

@@ -112,6 +112,29 @@ describe('attention (causal, GQA, online softmax; packed sequences)', () => {
   }
 });
 
+describe('attention decode (one new query per head against a KV cache)', () => {
+  // The newest row of full causal attention over T positions; the cache has spare rows past T.
+  for (const [T, H, KVH, D] of [
+    [1, 2, 1, 16],
+    [37, 4, 2, 16],
+    [70, 6, 3, 64],
+    [9, 2, 2, 128],
+  ] as const) {
+    it(`T=${T} H=${H} KVH=${KVH} D=${D}`, async () => {
+      const q = randomArray(T * H * D, 51, 2);
+      const k = randomArray(T * KVH * D, 52, 2);
+      const v = randomArray(T * KVH * D, 53);
+      const spare = 5 * KVH * D;
+      const kc = g.buffers.upload('kc', Float32Array.from([...k, ...randomArray(spare, 54)]));
+      const vc = g.buffers.upload('vc', Float32Array.from([...v, ...randomArray(spare, 55)]));
+      const out = g.buffers.create('out', H * D * 4);
+      await g.run((enc) => g.ops.attentionDecode(enc, { q: g.buffers.upload('q', q.subarray((T - 1) * H * D)), kc, vc, out, T, H, KVH, D }));
+      const ref = attentionRef(q, k, v, T, H, KVH, D).out.subarray((T - 1) * H * D);
+      expect(maxViolation(await g.f32(out), ref, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
 it('swiglu: n=1001', async () => {
   const n = 1001;
   const a = randomArray(n, 41, 6);
