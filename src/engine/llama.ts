@@ -83,6 +83,18 @@ export interface ForwardActs {
   seg: TrackedBuffer;
   /** Scratch: dropout(x) for LoRA inputs (T, max in-features), when dropout is on. */
   xd: TrackedBuffer | null;
+  /**
+   * Generation: the per-layer KV cache these T tokens write at rows `start`..`start`+T-1. From row
+   * 0 (the prompt) attention runs over the T rows themselves; later (one token) against the cache.
+   */
+  kv?: { cache: KvCache; start: number };
+}
+
+/** Keys and values after RoPE of every layer, (maxT, KVH*D) each, for generation. */
+export interface KvCache {
+  k: TrackedBuffer[];
+  v: TrackedBuffer[];
+  maxT: number;
 }
 
 /** LoRA dropout of a pass: rate and the seed the masks are hashed from (0 rate = off). */
@@ -295,7 +307,14 @@ export class GpuLlama {
     await linear('v_proj', a.xn1, a.v, 0, a.loraU.v_proj);
     await ops.rope(enc, { x: a.q, cs, T, nHeads: c.numHeads, D });
     await ops.rope(enc, { x: a.k, cs, T, nHeads: c.numKvHeads, D });
-    await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, seg, T, H: c.numHeads, KVH: c.numKvHeads, D });
+    const kv = acts.kv;
+    if (kv) {
+      const row = c.numKvHeads * D * 4;
+      enc.copyBufferToBuffer(a.k.buffer, 0, kv.cache.k[i].buffer, kv.start * row, T * row);
+      enc.copyBufferToBuffer(a.v.buffer, 0, kv.cache.v[i].buffer, kv.start * row, T * row);
+    }
+    if (kv && kv.start > 0) await ops.attentionDecode(enc, { q: a.q, kc: kv.cache.k[i], vc: kv.cache.v[i], out: a.att, T: kv.start + 1, H: c.numHeads, KVH: c.numKvHeads, D });
+    else await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, seg, T, H: c.numHeads, KVH: c.numKvHeads, D });
     if (a.xMid !== a.xIn) enc.copyBufferToBuffer(a.xIn.buffer, 0, a.xMid.buffer, 0, a.xIn.size);
     await linear('o_proj', a.att, a.xMid, 1, a.loraU.o_proj);
     await ops.rmsnorm(enc, { x: a.xMid, w: L.postNorm, out: a.xn2, rstd: a.rstd2, T, C, eps: c.rmsNormEps });
