@@ -8,6 +8,7 @@ import { logprobsCommand } from '../src/node/cli/logprobs.ts';
 import { NLFT_USAGE } from '../src/node/cli/nlft-options.ts';
 import { scoreCommand } from '../src/node/cli/score.ts';
 import { trainCommand } from '../src/node/cli/train.ts';
+import { generateCommand } from '../src/node/cli/generate.ts';
 
 const USAGE = `usage: nlft <command> [options]
 
@@ -26,6 +27,10 @@ commands:
             LoRA fine-tuning: NLFT on records with the model's outputs (and judgments), or SFT on answers;
             writes a PEFT adapter, metrics.jsonl, saliency.jsonl (NLFT), run.json and checkpoint.safetensors
 
+  generate  --model M --prompt TEXT [--adapter DIR] [--chat] [--system TEXT] [--max-new 256] [--temperature 0] [--seed 0]
+            [--quant q8] [--out FILE]
+            text from the model (greedy, or sampled at a temperature), until end-of-sequence or --max-new tokens
+
 NLFT options: ${NLFT_USAGE}
 
 M (--model) is a local Hugging Face folder, or a Hub id org/name[@revision] whose files are downloaded once
@@ -36,6 +41,7 @@ const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => 
   logprobs: logprobsCommand,
   train: trainCommand,
   score: scoreCommand,
+  generate: generateCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

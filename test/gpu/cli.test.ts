@@ -10,8 +10,11 @@ import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { nlft, nlftWithEnv, ROOT } from '../helpers/cli.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
+import { promptInput } from '../../src/data/prompt.ts';
+import { generate } from '../../src/engine/generate.ts';
+import { GpuLlama } from '../../src/engine/llama.ts';
 import { referenceLogProbs } from '../reference/llama-tf.ts';
-import { maxViolation } from '../helpers/gpu.ts';
+import { maxViolation, testGpu } from '../helpers/gpu.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { peftAdapterFiles } from '../../src/export/peft.ts';
 import { initLora, type LoraConfig } from '../../src/model/lora.ts';
@@ -88,6 +91,33 @@ it('--model takes a Hub id: downloaded from $HF_ENDPOINT once, then read from th
   } finally {
     await hub.close();
   }
+});
+
+it('nlft generate: greedy text equal to the engine API, a summary line, --out JSON, bad options', async () => {
+  const file = path.join(tmp, 'gen.json');
+  const r = await nlft('generate', '--model', modelDir, '--prompt', 'Name a colour.', '--chat', '--max-new', '6', '--quant', 'f32', '--out', file);
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/^wrote .*gen\.json: \d tokens in [\d.]+ s \([\d.]+ tokens\/s, prefill included\), ended by (--max-new 6|the end-of-sequence token) \(f32, greedy, .+\)$/m);
+  const json = JSON.parse(await readFile(file, 'utf8'));
+  const tok = TextTokenizer.fromJson(JSON.parse(await readFile(path.join(modelDir, 'tokenizer.json'), 'utf8')), JSON.parse(await readFile(path.join(modelDir, 'tokenizer_config.json'), 'utf8')));
+  const { promptIds } = promptInput(tok, 'Name a colour.', { chat: true });
+  expect(json.prompt_ids).toEqual(promptIds);
+  const g = await testGpu();
+  try {
+    const model = GpuLlama.create(g.ops, weights, 'f32');
+    const want = await generate(model, promptIds, { maxNewTokens: 6, temperature: 0, seed: 0, stopIds: tok.eosTokenIds });
+    expect(json.ids).toEqual(want.ids);
+    expect(json.reason).toBe(want.reason);
+  } finally {
+    g.destroy();
+  }
+  const printed = await nlft('generate', '--model', modelDir, '--prompt', 'Hi', '--max-new', '3', '--temperature', '0.7', '--seed', '4');
+  expect(printed.code).toBe(0);
+  expect(printed.stdout).toMatch(/\n-- \d tokens in .+ \(q8, temperature 0\.7, seed 4, .+\)\n$/);
+  const bad = await nlft('generate', '--model', modelDir, '--prompt', 'Hi', '--temperature=-1');
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr.trim()).toBe('nlft generate: --temperature must be a number >= 0 (0 = greedy) (got "-1")');
 });
 
 it('prints the per-token table without --out', async () => {

@@ -9,6 +9,8 @@ import { loadModelFolder, type LoadedModel } from '../../model/loader.ts';
 import { formatBytes } from '../../engine/buffers.ts';
 import { HubSource, parseHubId } from '../../model/hub.ts';
 import type { FileSource } from '../../model/source.ts';
+import type { LlamaConfig } from '../../model/config.ts';
+import { readPeftAdapter, type PeftAdapter } from '../../export/peft.ts';
 import { FolderSource } from '../fs-source.ts';
 import { FolderFileCache } from '../hub-cache.ts';
 
@@ -47,4 +49,11 @@ export async function readDatasetFile(file: string, requireOutput: boolean): Pro
     throw new UsageError(`cannot read the dataset ${file}`);
   }
   return parseDataset(bytes, path.basename(file), { requireOutput }).records;
+}
+
+/** --adapter: a PEFT adapter folder for the model, or null when the option is absent. */
+export async function adapterOption(values: Record<string, unknown>, config: LlamaConfig): Promise<PeftAdapter | null> {
+  if (values.adapter === undefined) return null;
+  if (typeof values.adapter !== 'string' || values.adapter === '') throw new UsageError('--adapter needs a folder');
+  return readPeftAdapter(new FolderSource(values.adapter), config);
 }

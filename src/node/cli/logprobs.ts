@@ -5,15 +5,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { scoringInput } from '../../data/prompt.ts';
-import { TextTokenizer } from '../../data/tokenizer.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import { ModelFormatError, UsageError } from '../../errors.ts';
-import { readPeftAdapter } from '../../export/peft.ts';
-import { loadModelFolder } from '../../model/loader.ts';
 import { createTunedEngine } from '../engine.ts';
-import { modelSource } from './inputs.ts';
-import { FolderSource } from '../fs-source.ts';
+import { adapterOption, loadModelWithTokenizer } from './inputs.ts';
 import { parse, quantOption, required } from './args.ts';
 
 export interface LogprobsResult {
@@ -48,12 +43,9 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
   const response = required(values, 'response');
   const quant = quantOption(values.quant);
   const chat = values.chat === true;
-  const model = await loadModelFolder(modelSource(dir, out));
-  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${dir}; logprobs needs the model's tokenizer`);
-  if (values.adapter === '') throw new UsageError('--adapter needs a folder');
+  const { model, tok } = await loadModelWithTokenizer(dir, 'logprobs', out);
   const adapterDir = typeof values.adapter === 'string' ? values.adapter : null;
-  const peft = adapterDir === null ? null : await readPeftAdapter(new FolderSource(adapterDir), model.config);
-  const tok = TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {});
+  const peft = await adapterOption(values, model.config);
   const { promptText, promptIds, responseIds } = scoringInput(tok, prompt, response, { chat, system: typeof values.system === 'string' ? values.system : undefined });
   const { engine } = await createTunedEngine(model.config, quant);
   try {

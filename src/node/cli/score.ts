@@ -6,12 +6,10 @@
 import { writeFile } from 'node:fs/promises';
 import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import { readPeftAdapter } from '../../export/peft.ts';
 import { nlftSamples, saliencySummary, scoreSamples, type SaliencySummary } from '../../nlft/method.ts';
 import { createTunedEngine } from '../engine.ts';
-import { FolderSource } from '../fs-source.ts';
 import { numberOption, parse, quantOption, required } from './args.ts';
-import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
+import { adapterOption, loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
 
 /** Activation memory packed scoring passes may take by default (beyond the model). */
@@ -39,7 +37,7 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const { model, tok } = await loadModelWithTokenizer(modelDir, 'scoring', out);
   const records = await readDatasetFile(dataFile, true);
   const { samples, truncated } = nlftSamples(records, tok, templates, maxLen);
-  const peft = typeof values.adapter === 'string' ? await readPeftAdapter(new FolderSource(values.adapter), model.config) : null;
+  const peft = await adapterOption(values, model.config);
   const { engine, note } = await createTunedEngine(model.config, quant);
   try {
     out(`kernels    ${note}`);
