@@ -9,6 +9,7 @@ import { NLFT_USAGE } from '../src/node/cli/nlft-options.ts';
 import { scoreCommand } from '../src/node/cli/score.ts';
 import { trainCommand } from '../src/node/cli/train.ts';
 import { generateCommand } from '../src/node/cli/generate.ts';
+import { evalCommand } from '../src/node/cli/eval.ts';
 
 const USAGE = `usage: nlft <command> [options]
 
@@ -30,6 +31,9 @@ commands:
   generate  --model M --prompt TEXT [--adapter DIR] [--chat] [--system TEXT] [--max-new 256] [--temperature 0] [--seed 0]
             [--quant q8] [--out FILE]
             text from the model (greedy, or sampled at a temperature), until end-of-sequence or --max-new tokens
+  eval      --model M --data FILE [--adapter DIR] [--limit N] [--max-new 512] [--temperature 0] [--seed 0] [--quant q8]
+            [--out results.json]
+            accuracy on {question, answer} (or NLFT) records: the final number of each answer vs the standard one
 
 NLFT options: ${NLFT_USAGE}
 
@@ -42,6 +46,7 @@ const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => 
   train: trainCommand,
   score: scoreCommand,
   generate: generateCommand,
+  eval: evalCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -120,6 +120,24 @@ it('nlft generate: greedy text equal to the engine API, a summary line, --out JS
   expect(bad.stderr.trim()).toBe('nlft generate: --temperature must be a number >= 0 (0 = greedy) (got "-1")');
 });
 
+it('nlft eval prints a line per item and the accuracy with its counts; --limit and --out', async () => {
+  const data = path.join(tmp, 'qa.jsonl');
+  await writeFile(data, ['{"question": "1 + 1?", "answer": "#### 2"}', '{"question": "2 + 2?", "answer": "#### 4"}', '{"question": "3 + 3?", "answer": "#### 6"}'].join('\n'));
+  const file = path.join(tmp, 'eval.json');
+  const r = await nlft('eval', '--model', modelDir, '--data', data, '--limit', '2', '--max-new', '3', '--out', file);
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/^item {4}1\/2 {2}(right|wrong) {2}expected 2, got \S+ {2}\(\d tokens, (stop|length)\)$/m);
+  expect(r.stdout).toMatch(/^item {4}2\/2 {2}(right|wrong) {2}expected 4, got \S+/m);
+  expect(r.stdout).toMatch(/^accuracy [0-2]\/2 = \d+\.\d{2}% \(q8, greedy, max-new 3, .+\)$/m);
+  const json = JSON.parse(await readFile(file, 'utf8'));
+  expect(json.items).toHaveLength(2);
+  expect(json.summary.total).toBe(2);
+  expect(json.summary.correct).toBe(json.items.filter((i: { correct: boolean }) => i.correct).length);
+  const bad = await nlft('eval', '--model', modelDir, '--data', data, '--limit', '0');
+  expect(bad.stderr.trim()).toBe('nlft eval: --limit must be a positive integer (got "0")');
+});
+
 it('prints the per-token table without --out', async () => {
   const r = await nlft('logprobs', '--model', modelDir, '--prompt', 'Q: 2+2?', '--response', ' 4', '--quant', 'q4');
   expect(r.code).toBe(0);

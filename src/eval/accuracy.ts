@@ -1,0 +1,67 @@
+/**
+ * Evaluation (nlft.md §7): the model answers each question from the base prompt (the chat template
+ * with the record's instruction, or the default, as the system turn), greedily or at a temperature;
+ * the final number of its answer (`#### N`, else the last number; commas stripped) is compared with
+ * the standard answer's. Accuracy is reported with its counts.
+ */
+import { extractFinalNumber, type DatasetRecord } from '../data/dataset.ts';
+import type { TextTokenizer } from '../data/tokenizer.ts';
+import { generate } from '../engine/generate.ts';
+import type { GpuLlama } from '../engine/llama.ts';
+import { NlftError } from '../errors.ts';
+import { basePrompt } from '../train/samples.ts';
+
+export interface EvalOptions {
+  maxNewTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  seed: number;
+  /** Ends the evaluation before the next question (the items done so far are reported). */
+  signal?: AbortSignal;
+}
+
+/** One question as the model answered it. */
+export interface EvalItem {
+  index: number;
+  id: string;
+  /** The standard answer's final number (null when it has none: the item counts as wrong). */
+  expected: string | null;
+  /** The final number of the model's answer, or null when it wrote none. */
+  got: string | null;
+  correct: boolean;
+  output: string;
+  tokens: number;
+  /** How generation ended (see `Generated.reason`). */
+  ended: 'stop' | 'length' | 'context' | 'cancelled';
+}
+
+export interface EvalSummary {
+  correct: number;
+  total: number;
+  accuracy: number;
+  /** Items whose standard answer has no final number (they count as wrong). */
+  withoutExpected: number;
+}
+
+export function summarize(items: readonly EvalItem[]): EvalSummary {
+  const correct = items.filter((i) => i.correct).length;
+  return { correct, total: items.length, accuracy: items.length ? correct / items.length : 0, withoutExpected: items.filter((i) => i.expected === null).length };
+}
+
+/** Answer every record (in order) and grade it; `onItem` gets each graded item as it is done. */
+export async function evaluate(model: GpuLlama, tok: TextTokenizer, records: readonly DatasetRecord[], o: EvalOptions, onItem?: (item: EvalItem, done: number) => void): Promise<EvalItem[]> {
+  if (records.length === 0) throw new NlftError('the dataset has no records: nothing to evaluate', 'dataset');
+  const items: EvalItem[] = [];
+  for (const r of records) {
+    if (o.signal?.aborted) break;
+    const promptIds = tok.encode(basePrompt(tok, r));
+    const g = await generate(model, promptIds, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, seed: o.seed + r.index, stopIds: tok.eosTokenIds, signal: o.signal });
+    const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
+    const expected = extractFinalNumber(r.answer);
+    const got = extractFinalNumber(output);
+    const item: EvalItem = { index: r.index, id: r.id, expected, got, correct: expected !== null && got === expected, output, tokens: g.ids.length, ended: g.reason };
+    items.push(item);
+    onItem?.(item, items.length);
+  }
+  return items;
+}
