@@ -4,12 +4,14 @@
  *   forward   SmolLM2-135M-shaped model, seeded random weights, one forward pass + fused lm-head
  *   nlft      one NLFT step on a negative record, split by phase, against an SFT step on the same record
  *   train     the same shape with LoRA: one SFT step (forward + backward + AdamW), against tfjs-webgpu autodiff
+ *   generate  the same shape: prefill into the KV cache, then decode steps (ms per token)
  */
 import { forwardBench } from './forward.ts';
+import { generateBench } from './generate.ts';
 import { nlftBench } from './nlft.ts';
 import { trainBench } from './train.ts';
 
-const BENCHES: Record<string, (argv: string[]) => Promise<void>> = { forward: forwardBench, train: trainBench, nlft: nlftBench };
+const BENCHES: Record<string, (argv: string[]) => Promise<void>> = { forward: forwardBench, train: trainBench, nlft: nlftBench, generate: generateBench };
 
 const [name, ...rest] = process.argv.slice(2);
 const bench = name ? BENCHES[name] : undefined;

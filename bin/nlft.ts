@@ -10,6 +10,7 @@ import { scoreCommand } from '../src/node/cli/score.ts';
 import { trainCommand } from '../src/node/cli/train.ts';
 import { generateCommand } from '../src/node/cli/generate.ts';
 import { evalCommand } from '../src/node/cli/eval.ts';
+import { prepareCommand } from '../src/node/cli/prepare.ts';
 
 const USAGE = `usage: nlft <command> [options]
 
@@ -34,6 +35,10 @@ commands:
   eval      --model M --data FILE [--adapter DIR] [--limit N] [--max-new 512] [--temperature 0] [--seed 0] [--quant q8]
             [--out results.json]
             accuracy on {question, answer} (or NLFT) records: the final number of each answer vs the standard one
+  prepare   --model M --data FILE --out nlft.json [--adapter DIR] [--limit N] [--temperature 0.6] [--max-new 512]
+            [--seed 0] [--quant q8] [--judge-url URL --judge-model NAME]
+            NLFT records from {question, answer}: the model's own answers, graded, wrong ones judged (by a judge
+            model behind an OpenAI-compatible endpoint, key in $JUDGE_API_KEY; else a template judgment from the grade)
 
 NLFT options: ${NLFT_USAGE}
 
@@ -47,6 +52,7 @@ const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => 
   score: scoreCommand,
   generate: generateCommand,
   eval: evalCommand,
+  prepare: prepareCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

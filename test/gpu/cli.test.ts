@@ -11,6 +11,8 @@ import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { nlft, nlftWithEnv, ROOT } from '../helpers/cli.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
 import { promptInput } from '../../src/data/prompt.ts';
+import { answersMatch, parseDataset } from '../../src/data/dataset.ts';
+import { startMockChat } from '../helpers/mock-chat.ts';
 import { generate } from '../../src/engine/generate.ts';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { referenceLogProbs } from '../reference/llama-tf.ts';
@@ -136,6 +138,43 @@ it('nlft eval prints a line per item and the accuracy with its counts; --limit a
   expect(json.summary.correct).toBe(json.items.filter((i: { correct: boolean }) => i.correct).length);
   const bad = await nlft('eval', '--model', modelDir, '--data', data, '--limit', '0');
   expect(bad.stderr.trim()).toBe('nlft eval: --limit must be a positive integer (got "0")');
+});
+
+it('nlft prepare: the model answers, wrong answers are judged (template or a judge endpoint), the file re-imports as NLFT records', async () => {
+  const data = path.join(tmp, 'gsm.jsonl');
+  await writeFile(data, ['{"question": "1 + 1?", "answer": "#### 2"}', '{"question": "2 + 2?", "answer": "#### 4"}'].join('\n'));
+  const file = path.join(tmp, 'nlft.json');
+  const r = await nlft('prepare', '--model', modelDir, '--data', data, '--out', file, '--max-new', '4', '--seed', '3');
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/^record {4}1\/2 {2}(right|wrong) {2}expected 2, got \S+/m);
+  expect(r.stdout).toMatch(/^prepared 2 records: \d right, \d wrong with judgments from template \(from the grade\); wrote .*nlft\.json \(temperature 0\.6, seed 3, q8\)$/m);
+  const prepared = JSON.parse(await readFile(file, 'utf8'));
+  expect(prepared.map((x: { input: string }) => x.input)).toEqual(['1 + 1?', '2 + 2?']);
+  for (const x of prepared) {
+    expect(Object.keys(x).sort()).toEqual(['answer', 'id', 'input', 'judgment', 'output']);
+    expect(x.judgment === null).toBe(answersMatch(x.output, x.answer));
+  }
+  // With a judge endpoint, wrong answers carry its judgment; the file trains as NLFT data.
+  const chat = await startMockChat(() => 'The arithmetic is wrong.');
+  try {
+    const judged = path.join(tmp, 'judged.json');
+    const j = await nlft('prepare', '--model', modelDir, '--data', data, '--out', judged, '--max-new', '4', '--judge-url', chat.url, '--judge-model', 'mock-judge');
+    expect(j.code).toBe(0);
+    const recs = JSON.parse(await readFile(judged, 'utf8'));
+    const wrong = recs.filter((x: { judgment: string | null }) => x.judgment !== null);
+    expect(wrong.every((x: { judgment: string }) => x.judgment === 'The arithmetic is wrong.')).toBe(true);
+    expect(chat.requests).toHaveLength(wrong.length);
+    const nonEmpty = recs.filter((x: { output: string }) => x.output.trim() !== '');
+    if (nonEmpty.length > 0) {
+      const back = parseDataset(new TextEncoder().encode(JSON.stringify(nonEmpty)), 'judged.json', { requireOutput: true }).records;
+      expect(back.map((x) => x.polarity)).toEqual(nonEmpty.map((x: { judgment: string | null }) => (x.judgment === null ? 'positive' : 'negative')));
+    }
+  } finally {
+    await chat.close();
+  }
+  const bad = await nlft('prepare', '--model', modelDir, '--data', data, '--out', file, '--judge-url', 'http://x');
+  expect(bad.stderr.trim()).toBe('nlft prepare: --judge-url and --judge-model go together (an OpenAI-compatible endpoint and its model name)');
 });
 
 it('prints the per-token table without --out', async () => {
