@@ -40,6 +40,9 @@ export const DEFAULT_TUNING: Tuning = {
 
 const MAX_WG = 65535;
 
+/** The matmul tile for fewer rows than the tuned tile has (generation's T = 1): 1 row x 4 columns per thread. */
+const ROW_TILE: Tuning['matmul'] = { TM: 1, TN: 4, WGX: 64, WGY: 1 };
+
 /** Scratch of the lm-head forward: (R, nTiles) partials and (R) target logits. */
 export interface LmheadScratch {
   part: TrackedBuffer;
@@ -147,7 +150,8 @@ export class Ops {
   /** out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T */
   async matmul(enc: GPUCommandEncoder, a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; T: number; alpha?: number; beta?: number }): Promise<void> {
     const { format, rows: N, cols: K } = a.w;
-    const { TM, TN, WGX, WGY } = this.tuning.matmul;
+    // Fewer rows than the tile holds (decode: T = 1): one row per thread, no idle rows.
+    const { TM, TN, WGX, WGY } = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
     const pl = await this.pipelines.get('matmul', `matmul:${format}:${K}:${TM}:${TN}:${WGX}:${WGY}`, () =>
       fillTemplate(this.pipelines.source('matmul'), { TM, TN4: TN / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul'),
     );

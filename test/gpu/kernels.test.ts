@@ -5,6 +5,7 @@
  * exp/log paths); quantized weights are compared with the reference run on the dequantized weights.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
@@ -42,6 +43,18 @@ describe('matmul', () => {
       await g.run((enc) => g.ops.matmul(enc, { x: xb, w: wb, out: ob, T, alpha: 0.25, beta: 1 }));
       expect(maxViolation(await g.f32(ob), ref.map((v) => v * 1.25), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
     });
+  }
+});
+
+it('matmul with fewer rows than the tuned tile (T=5, 1 under a 16x12 tile: one row per thread) matches the reference', async () => {
+  const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, matmul: { TM: 16, TN: 12, WGX: 8, WGY: 8 } });
+  for (const T of [5, 1]) {
+    const [N, K] = [70, 64];
+    const x = randomArray(T * K, 90 + T);
+    const w = randomArray(N * K, 91, 0.5);
+    const ob = g.buffers.create('out', T * N * 4);
+    await g.run((enc) => ops.matmul(enc, { x: g.buffers.upload('x', x), w: g.weight(w, N, K, 'q8'), out: ob, T }));
+    expect(maxViolation(await g.f32(ob), matmulRef(x, deq(w, N, K, 'q8'), T, N, K), 1e-4, 1e-5), `T=${T}`).toBeLessThanOrEqual(1);
   }
 });
 
