@@ -29,7 +29,8 @@ import { parseTemplates } from '../src/nlft/templates.ts';
 import { methodSamples, prepareRun } from '../src/train/run.ts';
 import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../src/train/checkpoint.ts';
 import type { Checkpoint } from '../src/train/trainer.ts';
-import { scoringInput } from '../src/data/prompt.ts';
+import { promptInput, scoringInput } from '../src/data/prompt.ts';
+import { generate } from '../src/engine/generate.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
 import { GpuUnavailableError, ModelFormatError, NlftError } from '../src/errors.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
@@ -41,6 +42,9 @@ import {
   INTERNAL_ERROR,
   type AdapterInfo,
   type DeviceLostCallback,
+  type GenerateRequest,
+  type GenerateResult,
+  type TextCallback,
   type MemoryInfo,
   type ModelInfo,
   type ModelSpec,
@@ -289,6 +293,36 @@ class TrainerWorker implements TrainerApi {
 
   memory(): Promise<MemoryInfo> {
     return this.#serial(async () => this.#memoryInfo());
+  }
+
+  generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {
+    return this.#serial(async () => {
+      try {
+        this.#live();
+        const model = this.#model;
+        const tok = this.#tokenizer;
+        if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+        const { promptIds } = promptInput(tok, request.prompt, { chat: request.chat });
+        if (promptIds.length === 0) throw new NlftError('The prompt is empty: type a question first.', 'empty-prompt');
+        const stop = new Set(tok.eosTokenIds);
+        const ids: number[] = [];
+        const start = performance.now();
+        const r = await generate(model.llama, promptIds, {
+          maxNewTokens: request.maxNewTokens,
+          temperature: request.temperature,
+          seed: request.seed,
+          stopIds: tok.eosTokenIds,
+          onToken: (id) => {
+            if (stop.has(id)) return;
+            ids.push(id);
+            onText(tok.decode(ids));
+          },
+        });
+        return { text: tok.decode(ids), tokens: r.ids.length, reason: r.reason, millis: performance.now() - start };
+      } finally {
+        release(onText);
+      }
+    });
   }
 
   train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {

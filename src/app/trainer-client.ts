@@ -9,6 +9,9 @@ import {
   INTERNAL_ERROR,
   type AdapterInfo,
   type DeviceLostCallback,
+  type GenerateRequest,
+  type GenerateResult,
+  type TextCallback,
   type MemoryInfo,
   type ModelInfo,
   type ModelSpec,
@@ -48,6 +51,11 @@ export class TrainerClient {
   /** See `TrainerApi.logprobs`. */
   logprobs(request: ScoreRequest): Promise<TokenScores> {
     return this.remote.logprobs(request);
+  }
+
+  /** See `TrainerApi.generate`. */
+  generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {
+    return this.remote.generate(request, Comlink.proxy(onText));
   }
 
   /** See `TrainerApi.memory`. */

@@ -78,6 +78,27 @@ export interface ScoreRequest {
   chat: boolean;
 }
 
+/** Text to generate: the model's continuation of the prompt (with `chat`, its answer as the assistant). */
+export interface GenerateRequest {
+  prompt: string;
+  chat: boolean;
+  maxNewTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  seed: number;
+}
+
+/** Called with the text generated so far after each token (pass it through `Comlink.proxy`). */
+export type TextCallback = (text: string) => void;
+
+/** The generated text and how generation ended. */
+export interface GenerateResult {
+  text: string;
+  tokens: number;
+  reason: 'stop' | 'length' | 'context' | 'cancelled';
+  millis: number;
+}
+
 /** Per-token scores of the response. */
 export interface TokenScores {
   /** Number of prompt tokens (after the chat template, when asked). */
@@ -168,6 +189,8 @@ export interface TrainerApi {
   logprobs(request: ScoreRequest): Promise<TokenScores>;
   /** GPU bytes held now and at peak. */
   memory(): Promise<MemoryInfo>;
+  /** Generates a response with the loaded model (and its trained adapter, if any), streaming the text. */
+  generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult>;
   /**
    * Trains new LoRA adapters on the loaded model; they stay on it (the playground then scores with
    * them) until the next run or model load. Resolves when the run ends, however it ends.

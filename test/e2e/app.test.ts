@@ -179,8 +179,13 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(adapter.lora).toHaveLength(DEMO_MODEL_OPTIONS.numLayers);
     expect(adapter.lora[0].gate_proj!.B.some((v) => v !== 0)).toBe(true); // B starts at zero: it trained
 
-    // The playground scores with the trained adapter once training is over.
+    // The playground scores with the trained adapter once training is over, and generates with it.
     expect(await page.getByTestId('score').isDisabled()).toBe(false);
+    await page.getByTestId('generate').click();
+    const info = page.getByTestId('generate-info');
+    await info.waitFor({ state: 'visible', timeout: 120_000 });
+    expect(await info.textContent()).toMatch(/^Generated \d+ tokens in [\d.]+ s, ended by (the end-of-sequence token|the 128-token limit)\./);
+    expect(await page.getByTestId('score-error').textContent()).toBe('');
 
     await page.reload();
     await page.locator('[data-testid=loss-chart][data-steps="2"]').waitFor({ timeout: 30_000 });

@@ -1,5 +1,6 @@
 /**
- * The Playground panel: a prompt and a response, scored by the loaded model token by token.
+ * The Playground panel: a prompt and a response, scored by the loaded model token by token; the
+ * model (with the adapter trained last, if any) can also write the response itself (Generate).
  * Every edit is handed to `onDraftChange` (which persists it), so nothing typed is lost on reload.
  */
 import type { PlaygroundDraft } from '../../storage/db.ts';
@@ -7,6 +8,9 @@ import type { TokenScores } from '../../worker/protocol.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 import { renderLegend, renderTokenStrip } from './token-strip.ts';
+
+/** Tokens the Generate button writes at most (greedy). */
+const GENERATE_TOKENS = 128;
 
 /** What the Playground panel needs from the app. */
 export interface PlaygroundPanelOptions {
@@ -34,6 +38,8 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
   const response = h('textarea', { id: 'response', testid: 'response', rows: 6, spellcheck: false });
   const chat = h('input', { type: 'checkbox', id: 'chat', testid: 'chat' });
   const score = h('button', { type: 'button', class: 'primary', testid: 'score', disabled: true }, 'Score');
+  const gen = h('button', { type: 'button', testid: 'generate', disabled: true, title: `Greedy, up to ${GENERATE_TOKENS} tokens` }, 'Generate');
+  const genInfo = h('p', { class: 'hint', testid: 'generate-info', hidden: true });
   const saved = h('span', { class: 'hint', testid: 'draft-status', 'data-state': 'saved' });
   const error = errorLine('score-error');
   const summary = h('p', { class: 'summary', testid: 'score-summary', hidden: true });
@@ -52,8 +58,10 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
       { class: 'actions' },
       h('label', { class: 'check', for: 'chat' }, chat, 'Chat template (prompt as a user turn)'),
       score,
+      gen,
       saved,
     ),
+    genInfo,
     error.el,
     summary,
     result,
@@ -61,10 +69,13 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
 
   let modelReady = false;
   let scoring = false;
+  let generating = false;
   const updateButton = () => {
-    score.disabled = !modelReady || scoring;
+    score.disabled = !modelReady || scoring || generating;
     score.textContent = scoring ? 'Scoring…' : 'Score';
     score.setAttribute('aria-busy', String(scoring));
+    gen.disabled = !modelReady || scoring || generating;
+    gen.textContent = generating ? 'Generating…' : 'Generate';
   };
 
   let saves = 0;
@@ -116,6 +127,29 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
       error.show(errorMessage(e));
     } finally {
       scoring = false;
+      updateButton();
+    }
+  });
+
+  gen.addEventListener('click', async () => {
+    generating = true;
+    updateButton();
+    error.show(null);
+    genInfo.hidden = true;
+    try {
+      const r = await opts.trainer.generate({ prompt: prompt.value, chat: chat.checked, maxNewTokens: GENERATE_TOKENS, temperature: 0, seed: 0 }, (text) => {
+        response.value = text;
+      });
+      response.value = r.text;
+      save();
+      const why = { stop: 'the end-of-sequence token', length: `the ${GENERATE_TOKENS}-token limit`, context: "the model's context length", cancelled: 'a stop' }[r.reason];
+      genInfo.textContent = `Generated ${r.tokens} tokens in ${(r.millis / 1000).toFixed(1)} s, ended by ${why}. Score it to see each token's log-probability.`;
+      genInfo.hidden = false;
+      opts.onScored();
+    } catch (e) {
+      error.show(errorMessage(e));
+    } finally {
+      generating = false;
       updateButton();
     }
   });
