@@ -147,16 +147,22 @@ export interface StoredRun {
   adapter: PeftAdapterFiles | null;
   /** The model trained (a run continues only on it), once the worker has said. */
   model: RunModel | null;
-  /** The dataset's bytes (to continue the run). */
-  dataset: Uint8Array | null;
-  /** The latest checkpoint the worker sent (see `TrainRequest.resume`). */
-  checkpoint: { step: number; bytes: Uint8Array } | null;
+  /** The step of the latest checkpoint the worker sent (its bytes are the 'checkpoint' blob), or null. */
+  checkpointStep: number | null;
 }
+
+/**
+ * The large parts of the last run, kept apart from the record (which is rewritten every step):
+ * the dataset's bytes and the latest checkpoint (see `TrainRequest.resume`).
+ */
+export type RunBlob = 'dataset' | 'checkpoint';
 
 /** Where the page keeps its last run. */
 export interface RunStore {
   last(): Promise<StoredRun | undefined>;
   save(run: StoredRun): Promise<void>;
+  saveBlob(name: RunBlob, bytes: Uint8Array): Promise<void>;
+  blob(name: RunBlob): Promise<Uint8Array | undefined>;
 }
 
 const LAST_RUN = 'last';
@@ -175,14 +181,22 @@ export async function openRunStore(): Promise<RunStore> {
       return isStoredRun(v) ? v : undefined;
     },
     save: async (run) => void (await db.put('runs', run, LAST_RUN)),
+    saveBlob: async (name, bytes) => void (await db.put('runs', bytes, `${LAST_RUN}:${name}`)),
+    blob: async (name) => {
+      const v: unknown = await db.get('runs', `${LAST_RUN}:${name}`);
+      return v instanceof Uint8Array ? v : undefined;
+    },
   };
 }
 
 /** The run store in memory only: the fallback when IndexedDB cannot be opened. */
 export function memoryRunStore(): RunStore {
   let last: StoredRun | undefined;
+  const blobs = new Map<RunBlob, Uint8Array>();
   return {
     last: async () => last,
     save: async (run) => void (last = run),
+    saveBlob: async (name, bytes) => void blobs.set(name, bytes),
+    blob: async (name) => blobs.get(name),
   };
 }

@@ -3,9 +3,9 @@
  * bundled NLFT sample or a dropped JSON/JSONL file, with every NLFT option and the views' prompt
  * texts editable (nlft-options.ts), pause and stop, a progress bar, per-step
  * loss, speed and GPU memory, the loss chart, the saliency map of every visited record, and the
- * adapter's two PEFT files to download. The run (settings, data, metrics, saliency, adapter and its
- * latest checkpoint) is saved after every step, so a reload shows it again, and a run stopped or
- * interrupted by a reload continues from its checkpoint.
+ * adapter's two PEFT files to download. The run (settings, metrics, saliency, adapter) is saved
+ * after every step, its data and latest checkpoint apart (they are large and change rarely), so a
+ * reload shows it again and a run stopped or interrupted by a reload continues from its checkpoint.
  */
 import { formatBytes } from '../../engine/buffers.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles } from '../../export/peft.ts';
@@ -105,10 +105,10 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
 
   const updateButtons = () => {
     start.disabled = !modelReady || running;
-    const ck = run?.checkpoint;
-    cont.hidden = !(ck && run!.dataset && run!.model && ck.step < run!.totalSteps && run!.status !== 'done');
+    const ck = run?.checkpointStep ?? null;
+    cont.hidden = !(run && ck !== null && run.model && ck < run.totalSteps && run.status !== 'done');
     cont.disabled = !modelReady || running;
-    if (ck) cont.textContent = `Continue from step ${ck.step}`;
+    if (ck !== null) cont.textContent = `Continue from step ${ck}`;
     pause.disabled = !running;
     stop.disabled = !running;
     pause.textContent = paused ? 'Resume' : 'Pause';
@@ -208,8 +208,15 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       showSummary(run.summary);
       setStatus('training', `Training: ${ev.records} records${ev.truncated ? ` (${ev.truncated} truncated to ${MAX_LEN} tokens)` : ''}, ${ev.totalSteps} steps…`);
     } else if (ev.type === 'checkpoint') {
-      run.checkpoint = { step: ev.step, bytes: ev.bytes };
-      save();
+      const r = run;
+      // The record names the checkpoint only once its bytes are stored.
+      opts.runs.saveBlob('checkpoint', ev.bytes).then(
+        () => {
+          r.checkpointStep = ev.step;
+          save();
+        },
+        (e: unknown) => error.show(`The checkpoint could not be saved in this browser: ${errorMessage(e)}`),
+      );
     } else if (ev.type === 'paused') {
       if (paused) setStatus('paused', `Paused after step ${ev.step} of ${run.totalSteps}.`);
     } else {
@@ -284,22 +291,34 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       summary: null,
       adapter: null,
       model: null,
-      dataset: data.bytes.slice(), // the request's bytes move to the worker
-      checkpoint: null,
+      checkpointStep: null,
     };
+    try {
+      await opts.runs.saveBlob('dataset', data.bytes.slice()); // the request's bytes move to the worker
+    } catch (e) {
+      error.show(`The data could not be saved in this browser (the run cannot continue after a reload): ${errorMessage(e)}`);
+    }
     await runInWorker(req);
   });
   cont.addEventListener('click', async () => {
     const r = run;
-    if (!r?.checkpoint || !r.dataset || !r.model) return;
+    const step = r?.checkpointStep;
+    if (!r || step === null || step === undefined || !r.model) return;
     error.show(null);
     setRunning(true);
-    setStatus('starting', `Continuing from step ${r.checkpoint.step}…`);
+    setStatus('starting', `Continuing from step ${step}…`);
+    const [dataset, checkpoint] = await Promise.all([opts.runs.blob('dataset'), opts.runs.blob('checkpoint')]).catch(() => [undefined, undefined]);
+    if (!dataset || !checkpoint) {
+      setStatus('error', 'This run cannot continue.');
+      error.show(`The ${dataset ? 'checkpoint' : 'data'} of this run is no longer stored in this browser; start a new run.`);
+      setRunning(false);
+      return;
+    }
     r.status = 'running';
     r.message = null;
-    r.metrics = r.metrics.filter((m) => m.step <= r.checkpoint!.step); // later steps are trained again
+    r.metrics = r.metrics.filter((m) => m.step <= step); // later steps are trained again
     const { data, ...settings } = r.request;
-    await runInWorker({ ...settings, data: { name: data.name, bytes: r.dataset.slice() }, resume: { checkpoint: r.checkpoint.bytes.slice(), model: r.model } });
+    await runInWorker({ ...settings, data: { name: data.name, bytes: dataset }, resume: { checkpoint, model: r.model } });
   });
   pause.addEventListener('click', () => {
     paused = !paused;
@@ -343,7 +362,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       const steps = `${last.metrics.length} of ${last.totalSteps} steps`;
       if (last.status === 'running') {
         last.status = 'cancelled';
-        const ck = last.checkpoint ? `; it can continue from its checkpoint at step ${last.checkpoint.step}` : '; it left no checkpoint to continue from';
+        const ck = last.checkpointStep !== null && last.checkpointStep !== undefined ? `; it can continue from its checkpoint at step ${last.checkpointStep}` : '; it left no checkpoint to continue from';
         setStatus('interrupted', `The last run (${s.method}, ${s.data.name}) was interrupted by a reload after ${steps}${ck}.`);
       }
       else setStatus(last.status, `Last run (${s.method}, ${s.data.name}, ${new Date(last.startedAt).toLocaleString()}): ${last.status} after ${steps}.`);
