@@ -31,6 +31,7 @@ import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../src/train/c
 import type { Checkpoint } from '../src/train/trainer.ts';
 import { promptInput, scoringInput } from '../src/data/prompt.ts';
 import { generate } from '../src/engine/generate.ts';
+import { evaluate, summarize } from '../src/eval/accuracy.ts';
 import { TextTokenizer } from '../src/data/tokenizer.ts';
 import { GpuUnavailableError, ModelFormatError, NlftError } from '../src/errors.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
@@ -42,6 +43,9 @@ import {
   INTERNAL_ERROR,
   type AdapterInfo,
   type DeviceLostCallback,
+  type EvalItemCallback,
+  type EvalOutcome,
+  type EvalRequest,
   type GenerateRequest,
   type GenerateResult,
   type TextCallback,
@@ -139,6 +143,8 @@ class TrainerWorker implements TrainerApi {
   #run: RunControl | null = null;
   /** The adapters' settings of the last run that trained (for the export). */
   #trained: LoraConfig | null = null;
+  /** Ends the running `evaluate`. */
+  #evalAbort: AbortController | null = null;
 
   /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
   #serial<T>(job: () => Promise<T>): Promise<T> {
@@ -293,6 +299,31 @@ class TrainerWorker implements TrainerApi {
 
   memory(): Promise<MemoryInfo> {
     return this.#serial(async () => this.#memoryInfo());
+  }
+
+  evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome> {
+    return this.#serial(async () => {
+      try {
+        this.#live();
+        const model = this.#model;
+        const tok = this.#tokenizer;
+        if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+        const records = parseDataset(request.data.bytes, request.data.name).records.slice(0, request.limit);
+        const abort = new AbortController();
+        this.#evalAbort = abort;
+        const items = await evaluate(model.llama, tok, records, { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, signal: abort.signal }, (item, done) => onItem(item, done, records.length));
+        const t = this.#trained;
+        const label = `${model.info.name}, ${model.info.quant}, ${t ? `trained adapter (r ${t.r} on ${t.targets.join(',')})` : 'no adapter'}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens`;
+        return { label, at: new Date().toISOString(), summary: summarize(items), items, stopped: items.length < records.length };
+      } finally {
+        this.#evalAbort = null;
+        release(onItem);
+      }
+    });
+  }
+
+  async stopEvaluation(): Promise<void> {
+    this.#evalAbort?.abort();
   }
 
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {

@@ -3,13 +3,14 @@
  * wires the panels together. No GPU work runs here.
  */
 import './style.css';
-import { memoryRunStore, memorySettingsStore, openRunStore, openSettingsStore, type PlaygroundDraft, type Settings, type SettingsStore } from '../storage/db.ts';
+import { memoryEvalHistory, memoryRunStore, memorySettingsStore, openEvalHistory, openRunStore, openSettingsStore, type PlaygroundDraft, type Settings, type SettingsStore } from '../storage/db.ts';
 import { h } from './dom.ts';
 import { errorMessage, TrainerClient } from './trainer-client.ts';
 import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
 import { createModelPanel } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
+import { createEvalPanel } from './views/eval-panel.ts';
 import { createTrainPanel } from './views/train-panel.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
@@ -54,13 +55,25 @@ async function main(root: HTMLElement): Promise<void> {
     header.showBanner(`Training runs will not be kept across reloads: the browser refused IndexedDB (${errorMessage(e)}).`);
     return memoryRunStore();
   });
+  const evalHistory = await openEvalHistory().catch(() => memoryEvalHistory());
   let modelReady = false;
   let training = false;
+  let evaluating = false;
   const syncReady = () => {
-    playground.setModelReady(modelReady && !training);
-    train.setModelReady(modelReady);
-    model.setLocked(training);
+    const busy = training || evaluating;
+    playground.setModelReady(modelReady && !busy);
+    train.setModelReady(modelReady && !evaluating);
+    evaluation.setModelReady(modelReady && !training);
+    model.setLocked(busy);
   };
+  const evaluation = createEvalPanel({
+    trainer,
+    history: evalHistory,
+    onBusyChange(busy) {
+      evaluating = busy;
+      syncReady();
+    },
+  });
   const train = createTrainPanel({
     trainer,
     runs,
@@ -83,8 +96,9 @@ async function main(root: HTMLElement): Promise<void> {
     model.disable('No model: the GPU is no longer available.');
   };
 
-  root.replaceChildren(header.el, h('main', { class: 'panels' }, h('div', { class: 'column' }, model.el, data.el), h('div', { class: 'column' }, train.el, playground.el)));
+  root.replaceChildren(header.el, h('main', { class: 'panels' }, h('div', { class: 'column' }, model.el, evaluation.el, data.el), h('div', { class: 'column' }, train.el, playground.el)));
   void train.restore();
+  void evaluation.restore();
 
   void data.load().then((records) => {
     if (!draft && records.length > 0) data.pick(0);

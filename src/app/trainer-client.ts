@@ -9,6 +9,9 @@ import {
   INTERNAL_ERROR,
   type AdapterInfo,
   type DeviceLostCallback,
+  type EvalItemCallback,
+  type EvalOutcome,
+  type EvalRequest,
   type GenerateRequest,
   type GenerateResult,
   type TextCallback,
@@ -51,6 +54,16 @@ export class TrainerClient {
   /** See `TrainerApi.logprobs`. */
   logprobs(request: ScoreRequest): Promise<TokenScores> {
     return this.remote.logprobs(request);
+  }
+
+  /** See `TrainerApi.evaluate`; the dataset's bytes are transferred. */
+  evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome> {
+    return this.remote.evaluate(Comlink.transfer(request, [request.data.bytes.buffer as ArrayBuffer]), Comlink.proxy(onItem));
+  }
+
+  /** See `TrainerApi.stopEvaluation`. */
+  stopEvaluation(): Promise<void> {
+    return this.remote.stopEvaluation();
   }
 
   /** See `TrainerApi.generate`. */

@@ -12,7 +12,7 @@ import type { PeftAdapterFiles } from '../export/peft.ts';
 import type { FileCache } from '../model/hub.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
 import type { StepMetrics } from '../train/trainer.ts';
-import type { RunModel, TrainOutcome, TrainRequest } from '../worker/protocol.ts';
+import type { EvalOutcome, RunModel, TrainOutcome, TrainRequest } from '../worker/protocol.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
 
 /** What the playground remembers across reloads. */
@@ -199,4 +199,27 @@ export function memoryRunStore(): RunStore {
     saveBlob: async (name, bytes) => void blobs.set(name, bytes),
     blob: async (name) => blobs.get(name),
   };
+}
+
+/** Evaluations the page ran (newest last), kept so before/after numbers survive a reload. */
+export interface EvalHistory {
+  list(): Promise<EvalOutcome[]>;
+  add(o: EvalOutcome): Promise<void>;
+}
+
+const EVALS = 'evals';
+
+export async function openEvalHistory(): Promise<EvalHistory> {
+  const db = await openStudioDb();
+  const list = async () => {
+    const v: unknown = await db.get('runs', EVALS);
+    return Array.isArray(v) ? (v as EvalOutcome[]) : [];
+  };
+  return { list, add: async (o) => void (await db.put('runs', [...(await list()), o], EVALS)) };
+}
+
+/** The history in memory only: the fallback when IndexedDB cannot be opened. */
+export function memoryEvalHistory(): EvalHistory {
+  const all: EvalOutcome[] = [];
+  return { list: async () => [...all], add: async (o) => void all.push(o) };
 }

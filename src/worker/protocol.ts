@@ -16,6 +16,7 @@ import type { SaliencyOptions } from '../nlft/saliency.ts';
 import type { NlftTemplates } from '../nlft/templates.ts';
 import type { TrainMethod } from '../train/run.ts';
 import type { StepMetrics, TrainConfig } from '../train/trainer.ts';
+import type { EvalItem, EvalSummary } from '../eval/accuracy.ts';
 import type { QuantFormat } from '../model/quant.ts';
 
 /** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
@@ -97,6 +98,28 @@ export interface GenerateResult {
   tokens: number;
   reason: 'stop' | 'length' | 'context' | 'cancelled';
   millis: number;
+}
+
+/** An evaluation of the loaded model (and its trained adapter, if any) on question/answer records. */
+export interface EvalRequest {
+  data: DatasetFile;
+  /** Questions to answer, from the first. */
+  limit: number;
+  maxNewTokens: number;
+}
+
+/** Called after each graded question (pass it through `Comlink.proxy`). */
+export type EvalItemCallback = (item: EvalItem, done: number, total: number) => void;
+
+/** What an evaluation found, and on what. */
+export interface EvalOutcome {
+  /** The model, weights and adapter evaluated, e.g. "Demo Llama …, q8, trained adapter (nlft r 4)". */
+  label: string;
+  at: string;
+  summary: EvalSummary;
+  items: EvalItem[];
+  /** Stopped by the user before the last question. */
+  stopped: boolean;
 }
 
 /** Per-token scores of the response. */
@@ -189,6 +212,10 @@ export interface TrainerApi {
   logprobs(request: ScoreRequest): Promise<TokenScores>;
   /** GPU bytes held now and at peak. */
   memory(): Promise<MemoryInfo>;
+  /** Answers and grades questions (nlft.md §7) with the loaded model and its trained adapter, if any. */
+  evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome>;
+  /** Ends the running `evaluate` before its next question; no-op when none runs. */
+  stopEvaluation(): Promise<void>;
   /** Generates a response with the loaded model (and its trained adapter, if any), streaming the text. */
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult>;
   /**

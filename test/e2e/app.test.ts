@@ -187,12 +187,25 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(await info.textContent()).toMatch(/^Generated \d+ tokens in [\d.]+ s, ended by (the end-of-sequence token|the 128-token limit)\./);
     expect(await page.getByTestId('score-error').textContent()).toBe('');
 
+    // Evaluate the trained model on 2 GSM8K sample questions; the result is kept with the earlier ones.
+    await page.getByTestId('eval-limit').fill('2');
+    await page.getByTestId('eval-max-new').fill('8');
+    await page.getByTestId('eval-start').click();
+    await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('eval-error').textContent()).toBe('');
+    expect(await page.getByTestId('eval-status').textContent()).toMatch(/^Accuracy [0-2]\/2 = [\d.]+% — .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\); gsm8k-sample\.jsonl, greedy, up to 8 tokens$/);
+    expect(await page.getByTestId('eval-items').locator('li').count()).toBe(2);
+    expect(await page.getByTestId('eval-items').locator('li').first().textContent()).toMatch(/^#1 (right|wrong): expected 18, got \S+ \(\d tokens\)$/);
+    const evals = await page.getByTestId('eval-history').locator('li').count();
+    expect(evals).toBeGreaterThanOrEqual(1);
+
     await page.reload();
     await page.locator('[data-testid=loss-chart][data-steps="2"]').waitFor({ timeout: 30_000 });
     expect(await page.getByTestId('train-status').textContent()).toMatch(/^Last run \(nlft, nlft-sample\.json, .+\): done after 2 of 2 steps\.$/);
     expect(await page.getByTestId('export-weights').getAttribute('download')).toBe('adapter_model.safetensors');
     expect(await page.getByTestId('train-rank').inputValue()).toBe('4');
     expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.2'); // the run's options come back with it
+    await expect.poll(() => page.getByTestId('eval-history').locator('li').count()).toBe(evals);
     await page.screenshot({ path: resolve(TMP, 'app-trained.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   }, 300_000);

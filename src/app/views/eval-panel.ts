@@ -1,0 +1,129 @@
+/**
+ * The Evaluate panel (nlft.md §7): the loaded model — with the adapter trained last, if any —
+ * answers the first N questions of the GSM8K sample or a picked file greedily; each answer's final
+ * number is compared with the standard answer's. Shows progress, each item, the accuracy with its
+ * counts, and every earlier evaluation (kept across reloads) for before/after comparisons.
+ */
+import type { EvalHistory } from '../../storage/db.ts';
+import type { EvalOutcome } from '../../worker/protocol.ts';
+import { errorLine, h, panel } from '../dom.ts';
+import { errorMessage, type TrainerClient } from '../trainer-client.ts';
+
+const SAMPLE_PATH = 'samples/gsm8k-sample.jsonl';
+
+export interface EvalPanelOptions {
+  trainer: TrainerClient;
+  history: EvalHistory;
+  /** Called with true while an evaluation holds the worker, false after. */
+  onBusyChange(busy: boolean): void;
+}
+
+export interface EvalPanelView {
+  el: HTMLElement;
+  /** Lists the stored evaluations (call once at start). */
+  restore(): Promise<void>;
+  setModelReady(ready: boolean): void;
+}
+
+const percent = (o: EvalOutcome) => `${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`;
+
+export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
+  const { el, body } = panel('Evaluate', 'eval-panel');
+  const limit = h('input', { type: 'number', id: 'eval-limit', testid: 'eval-limit', value: 5, min: 1, step: '1' });
+  const maxNew = h('input', { type: 'number', id: 'eval-max-new', testid: 'eval-max-new', value: 256, min: 1, step: '1' });
+  const file = h('input', { type: 'file', id: 'eval-file', testid: 'eval-file', accept: '.json,.jsonl,application/json' });
+  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, 'gsm8k-sample.jsonl (20 GSM8K test questions)');
+  const run = h('button', { type: 'button', class: 'primary', testid: 'eval-start', disabled: true }, 'Evaluate');
+  const stop = h('button', { type: 'button', testid: 'eval-stop', disabled: true }, 'Stop');
+  const progress = h('progress', { max: 1, value: 0, hidden: true });
+  const status = h('p', { class: 'status', testid: 'eval-status', 'data-state': 'idle' }, 'Greedy answers, graded by their final number.');
+  const error = errorLine('eval-error');
+  const items = h('ol', { class: 'eval-items', testid: 'eval-items' });
+  const history = h('ul', { class: 'eval-history', testid: 'eval-history' });
+  body.append(
+    h('div', { class: 'actions' }, h('span', { class: 'field' }, 'Questions'), dataName, h('label', { class: 'file', for: 'eval-file' }, 'Choose a file…', file)),
+    h('div', { class: 'settings' }, h('label', { class: 'setting', for: 'eval-limit' }, h('span', {}, 'How many'), limit), h('label', { class: 'setting', for: 'eval-max-new' }, h('span', {}, 'Max tokens per answer'), maxNew)),
+    h('div', { class: 'actions' }, run, stop),
+    progress,
+    status,
+    error.el,
+    items,
+    h('strong', {}, 'Results so far'),
+    history,
+  );
+
+  let ready = false;
+  let busy = false;
+  let picked: File | null = null;
+  const update = () => {
+    run.disabled = !ready || busy;
+    stop.disabled = !busy;
+    for (const c of [limit, maxNew, file]) c.disabled = busy;
+  };
+  const setStatus = (state: string, text: string) => {
+    status.dataset.state = state;
+    status.textContent = text;
+  };
+  const showHistory = (all: EvalOutcome[]) => {
+    history.replaceChildren(...all.map((o) => h('li', {}, h('strong', {}, percent(o)), ` ${o.stopped ? '(stopped) ' : ''}— ${o.label} · ${new Date(o.at).toLocaleString()}`)));
+  };
+
+  file.addEventListener('change', () => {
+    picked = file.files?.[0] ?? null;
+    if (picked) dataName.textContent = picked.name;
+  });
+  stop.addEventListener('click', () => void opts.trainer.stopEvaluation());
+  run.addEventListener('click', async () => {
+    error.show(null);
+    const n = Number(limit.value);
+    const m = Number(maxNew.value);
+    if (!Number.isInteger(n) || n < 1 || !Number.isInteger(m) || m < 1) {
+      error.show(`How many and Max tokens must be positive whole numbers (got "${limit.value}", "${maxNew.value}")`);
+      return;
+    }
+    busy = true;
+    update();
+    opts.onBusyChange(true);
+    items.replaceChildren();
+    progress.hidden = false;
+    progress.value = 0;
+    setStatus('running', 'Loading the questions…');
+    try {
+      let data: { name: string; bytes: Uint8Array };
+      if (picked) data = { name: picked.name, bytes: new Uint8Array(await picked.arrayBuffer()) };
+      else {
+        const res = await fetch(`${import.meta.env.BASE_URL}${SAMPLE_PATH}`);
+        if (!res.ok) throw new Error(`Could not load ${SAMPLE_PATH}: HTTP ${res.status}`);
+        data = { name: 'gsm8k-sample.jsonl', bytes: new Uint8Array(await res.arrayBuffer()) };
+      }
+      setStatus('running', 'Answering…');
+      const out = await opts.trainer.evaluate({ data, limit: n, maxNewTokens: m }, (it, done, total) => {
+        progress.value = done / total;
+        setStatus('running', `Answered ${done} of ${total}…`);
+        items.append(h('li', { 'data-correct': it.correct }, `#${it.index} ${it.correct ? 'right' : 'wrong'}: expected ${it.expected ?? '–'}, got ${it.got ?? '–'} (${it.tokens} tokens)`));
+      });
+      setStatus('done', `Accuracy ${percent(out)}${out.stopped ? ' (stopped early)' : ''} — ${out.label}`);
+      await opts.history.add(out).catch((e: unknown) => error.show(`The result could not be saved in this browser: ${errorMessage(e)}`));
+      showHistory(await opts.history.list());
+    } catch (e) {
+      setStatus('error', 'The evaluation failed.');
+      error.show(errorMessage(e));
+    } finally {
+      busy = false;
+      progress.hidden = true;
+      update();
+      opts.onBusyChange(false);
+    }
+  });
+
+  return {
+    el,
+    async restore() {
+      showHistory(await opts.history.list().catch(() => []));
+    },
+    setModelReady(r) {
+      ready = r;
+      update();
+    },
+  };
+}
