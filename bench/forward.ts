@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
+import type { Engine } from '../src/engine/engine.ts';
 import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { medianMs, tuneKernels } from '../src/engine/tune.ts';
@@ -18,6 +19,11 @@ import { measureFmaPeak } from './peak.ts';
 
 /** SmolLM2-135M: 30 layers, hidden 576, ffn 1536, 9 heads (3 kv) of 64, vocab 49152, tied. */
 export const SMOLLM2_135M = { seed: 7, vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3, tie: true, ropeTheta: 100000, maxPositionEmbeddings: 8192 };
+
+/** The first fields of a benchmark's JSON row: which bench, on which adapter, model depth and weights. */
+export function rowHeader(bench: string, engine: Engine, numLayers: number, quant: QuantFormat): Record<string, string> {
+  return { bench, adapter: describeAdapter(engine.ctx.adapter), model: `SmolLM2-135M shape (${numLayers} of 30 layers)`, quant };
+}
 
 function emit(obj: Record<string, unknown>): void {
   console.log(JSON.stringify(obj));

@@ -8,7 +8,6 @@
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
 import { generate } from '../src/engine/generate.ts';
-import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { tuneKernels } from '../src/engine/tune.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
@@ -16,7 +15,7 @@ import type { QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { Rng } from '../src/util/rng.ts';
-import { SMOLLM2_135M } from './forward.ts';
+import { rowHeader, SMOLLM2_135M } from './forward.ts';
 
 export async function generateBench(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, prompt: { type: 'string', default: '64' }, new: { type: 'string', default: '16' }, layers: { type: 'string', default: String(SMOLLM2_135M.numLayers) } } });
@@ -38,10 +37,7 @@ export async function generateBench(argv: string[]): Promise<void> {
   const prefillMs = stamps[0] - t0;
   const decodeMs = (stamps.at(-1)! - stamps[0]) / Math.max(1, r.ids.length - 1);
   const row = {
-    bench: 'generate',
-    adapter: describeAdapter(engine.ctx.adapter),
-    model: `SmolLM2-135M shape (${shape.numLayers} of 30 layers)`,
-    quant,
+    ...rowHeader('generate', engine, shape.numLayers, quant),
     prompt: P,
     new_tokens: r.ids.length,
     prefill_ms: +prefillMs.toFixed(1),

@@ -9,7 +9,6 @@
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
-import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { lossCoefficients, TrainPass } from '../src/engine/train-pass.ts';
 import { tuneKernels } from '../src/engine/tune.ts';
@@ -22,7 +21,7 @@ import { viewSequence } from '../src/nlft/views.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { AdamW } from '../src/train/optimizer.ts';
 import { Rng } from '../src/util/rng.ts';
-import { SMOLLM2_135M } from './forward.ts';
+import { rowHeader, SMOLLM2_135M } from './forward.ts';
 import { benchLora, DEFAULT_TRAIN_LAYERS } from './train.ts';
 
 export async function nlftBench(argv: string[]): Promise<void> {
@@ -89,10 +88,7 @@ export async function nlftBench(argv: string[]): Promise<void> {
   const sftPeak = engine.buffers.peak;
   const nlftMs = Object.values(n).reduce((a, b) => a + b, 0);
   const row = {
-    bench: 'nlft',
-    adapter: describeAdapter(engine.ctx.adapter),
-    model: `SmolLM2-135M shape (${shape.numLayers} of 30 layers)`,
-    quant,
+    ...rowHeader('nlft', engine, shape.numLayers, quant),
     prompt: P,
     response: N,
     ms: Object.fromEntries(Object.entries(n).map(([k, v]) => [k, +v.toFixed(1)])),

@@ -162,6 +162,15 @@ class TrainerWorker implements TrainerApi {
     return this.#engine;
   }
 
+  /** The engine with a model and its tokenizer loaded, or a `not-ready` error. */
+  #loaded(): { engine: Engine; model: LoadedModel; tok: TextTokenizer } {
+    const engine = this.#live();
+    const model = this.#model;
+    const tok = this.#tokenizer;
+    if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+    return { engine, model, tok };
+  }
+
   #memoryInfo(): MemoryInfo {
     const { current, peak } = this.#live().buffers;
     return { currentBytes: current, peakBytes: peak };
@@ -280,10 +289,7 @@ class TrainerWorker implements TrainerApi {
 
   logprobs(request: ScoreRequest): Promise<TokenScores> {
     return this.#serial(async () => {
-      this.#live();
-      const model = this.#model;
-      const tokenizer = this.#tokenizer;
-      if (!model || !tokenizer) throw new NlftError('No model is loaded yet.', 'not-ready');
+      const { model, tok: tokenizer } = this.#loaded();
       const { promptIds, responseIds: ids } = scoringInput(tokenizer, request.prompt, request.response, { chat: request.chat });
       const start = performance.now();
       const logp = await model.llama.responseLogProbs(promptIds, ids);
@@ -304,10 +310,7 @@ class TrainerWorker implements TrainerApi {
   evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome> {
     return this.#serial(async () => {
       try {
-        this.#live();
-        const model = this.#model;
-        const tok = this.#tokenizer;
-        if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+        const { model, tok } = this.#loaded();
         const records = parseDataset(request.data.bytes, request.data.name).records.slice(0, request.limit);
         const abort = new AbortController();
         this.#evalAbort = abort;
@@ -329,10 +332,7 @@ class TrainerWorker implements TrainerApi {
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {
     return this.#serial(async () => {
       try {
-        this.#live();
-        const model = this.#model;
-        const tok = this.#tokenizer;
-        if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+        const { model, tok } = this.#loaded();
         const { promptIds } = promptInput(tok, request.prompt, { chat: request.chat });
         if (promptIds.length === 0) throw new NlftError('The prompt is empty: type a question first.', 'empty-prompt');
         const stop = new Set(tok.eosTokenIds);
@@ -359,10 +359,7 @@ class TrainerWorker implements TrainerApi {
   train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {
     return this.#serial(async () => {
       try {
-        const engine = this.#live();
-        const model = this.#model;
-        const tok = this.#tokenizer;
-        if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+        const { engine, model, tok } = this.#loaded();
         const { method, maxLen, saliency } = request;
         let { train, lora } = request;
         let resumeFrom: Checkpoint | null = null;

@@ -71,6 +71,20 @@ export class BufferManager {
     return t;
   }
 
+  /** `create` of `floats` f32 values for one job, remembered in `live` (the job frees that list). */
+  f32In(live: TrackedBuffer[], label: string, floats: number): TrackedBuffer {
+    const t = this.create(label, floats * 4);
+    live.push(t);
+    return t;
+  }
+
+  /** `upload` for one job, remembered in `live` (the job frees that list). */
+  uploadIn(live: TrackedBuffer[], label: string, data: Float32Array | Uint32Array | Int32Array): TrackedBuffer {
+    const t = this.upload(label, data);
+    live.push(t);
+    return t;
+  }
+
   /** Free a buffer (safe to call twice). */
   destroy(t: TrackedBuffer | null | undefined): void {
     if (!t || !this.live.has(t.buffer)) return;

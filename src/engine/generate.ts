@@ -54,11 +54,7 @@ export async function generate(model: GpuLlama, promptIds: number[], o: Generate
   const b = model.buffers;
   const KVD = c.numKvHeads * c.headDim;
   const live: TrackedBuffer[] = [];
-  const alloc = (label: string, floats: number) => {
-    const t = b.create(label, floats * 4);
-    live.push(t);
-    return t;
-  };
+  const alloc = (label: string, floats: number) => b.f32In(live, label, floats);
   try {
     const cache: KvCache = { k: [], v: [], maxT };
     for (let i = 0; i < c.numLayers; i++) {

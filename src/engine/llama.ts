@@ -209,11 +209,7 @@ export class GpuLlama {
   allocActs(T: number, mode: ActsMode, live: TrackedBuffer[], lengths: readonly number[] = [T]): ForwardActs {
     const c = this.config;
     const b = this.buffers;
-    const alloc = (label: string, floats: number) => {
-      const t = b.create(label, floats * 4);
-      live.push(t);
-      return t;
-    };
+    const alloc = (label: string, floats: number) => b.f32In(live, label, floats);
     const [C, F, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
     const shared = mode === 'shared';
     const layerSet = (i: number, xIn: TrackedBuffer): LayerActs => {
@@ -339,11 +335,7 @@ export class GpuLlama {
     live: TrackedBuffer[],
   ): Promise<{ lse: TrackedBuffer; logp: TrackedBuffer; log1mq: TrackedBuffer; scratch: LmheadScratch }> {
     const b = this.buffers;
-    const mk = (label: string) => {
-      const t = b.create(label, R * 4);
-      live.push(t);
-      return t;
-    };
+    const mk = (label: string) => b.f32In(live, label, R);
     const out = { lse: mk('lse (R)'), logp: mk('logp (R)'), log1mq: mk('log(1-q) (R)') };
     const scratch = this.ops.lmheadScratch(R, this.config.vocabSize);
     live.push(scratch.part, scratch.tlogit);
@@ -373,11 +365,7 @@ export class GpuLlama {
     const R = rows.length;
     const b = this.buffers;
     const live: TrackedBuffer[] = [];
-    const up = (label: string, data: Uint32Array) => {
-      const t = b.upload(label, data);
-      live.push(t);
-      return t;
-    };
+    const up = (label: string, data: Uint32Array) => b.uploadIn(live, label, data);
     try {
       let [logp, log1mq, lse, all]: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0), new Float32Array(0)];
       if (R > 0) {

@@ -82,11 +82,7 @@ export class TrainPass {
     const b = model.buffers;
     const live: TrackedBuffer[] = [];
     try {
-      const up = (label: string, data: Uint32Array) => {
-        const t = b.upload(label, data);
-        live.push(t);
-        return t;
-      };
+      const up = (label: string, data: Uint32Array) => b.uploadIn(live, label, data);
       const acts = model.allocActs(ids.length, recompute ? 'checkpointed' : 'per-layer', live);
       const enc = b.device.createCommandEncoder({ label: 'train forward' });
       await model.encodeForward(enc, up('ids', Uint32Array.from(ids)), acts, dropout, live);
@@ -125,11 +121,7 @@ export class TrainPass {
     const T = acts.T;
     const [C, F, D, H, KVH] = [c.hiddenSize, c.intermediateSize, c.headDim, c.numHeads, c.numKvHeads];
     const tmp: TrackedBuffer[] = [];
-    const alloc = (label: string, floats: number) => {
-      const t = b.create(label, floats * 4);
-      tmp.push(t);
-      return t;
-    };
+    const alloc = (label: string, floats: number) => b.f32In(tmp, label, floats);
     try {
       const enc = b.device.createCommandEncoder({ label: 'backward' });
       // Loss -> d(final normed hidden), one vocabulary chunk at a time.

@@ -148,7 +148,7 @@ it('nlft prepare: the model answers, wrong answers are judged (template or a jud
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^record {4}1\/2 {2}(right|wrong) {2}expected 2, got \S+/m);
-  expect(r.stdout).toMatch(/^prepared 2 records: \d right, \d wrong with judgments from template \(from the grade\); wrote .*nlft\.json \(temperature 0\.6, seed 3, q8\)$/m);
+  expect(r.stdout).toMatch(/^prepared 2 records: \d right, \d wrong with judgments from template \(from the grade\); wrote .*nlft\.json \(q8, temperature 0\.6, seed 3\)$/m);
   const prepared = JSON.parse(await readFile(file, 'utf8'));
   expect(prepared.map((x: { input: string }) => x.input)).toEqual(['1 + 1?', '2 + 2?']);
   for (const x of prepared) {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { parseDataset, type DatasetRecord } from '../../data/dataset.ts';
 import { TextTokenizer } from '../../data/tokenizer.ts';
 import { ModelFormatError, UsageError } from '../../errors.ts';
+import { isPositiveInt, numberOption } from './args.ts';
 import { loadModelFolder, type LoadedModel } from '../../model/loader.ts';
 import { formatBytes } from '../../engine/buffers.ts';
 import { HubSource, parseHubId } from '../../model/hub.ts';
@@ -56,4 +57,9 @@ export async function adapterOption(values: Record<string, unknown>, config: Lla
   if (values.adapter === undefined) return null;
   if (typeof values.adapter !== 'string' || values.adapter === '') throw new UsageError('--adapter needs a folder');
   return readPeftAdapter(new FolderSource(values.adapter), config);
+}
+
+/** --limit: how many records to use from the first (all when absent). */
+export function limitOption(values: Record<string, unknown>): number {
+  return values.limit === undefined ? Infinity : numberOption(values, 'limit', 1, isPositiveInt, 'a positive integer');
 }
