@@ -18,7 +18,18 @@ import { createNodeEngine } from '../src/node/engine.ts';
 import { measureFmaPeak } from './peak.ts';
 
 /** SmolLM2-135M: 30 layers, hidden 576, ffn 1536, 9 heads (3 kv) of 64, vocab 49152, tied. */
-export const SMOLLM2_135M = { seed: 7, vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3, tie: true, ropeTheta: 100000, maxPositionEmbeddings: 8192 };
+export const SMOLLM2_135M = {
+  seed: 7,
+  vocabSize: 49152,
+  hiddenSize: 576,
+  intermediateSize: 1536,
+  numLayers: 30,
+  numHeads: 9,
+  numKvHeads: 3,
+  tie: true,
+  ropeTheta: 100000,
+  maxPositionEmbeddings: 8192,
+};
 
 /** The first fields of a benchmark's JSON row: which bench, on which adapter, model depth and weights. */
 export function rowHeader(bench: string, engine: Engine, numLayers: number, quant: QuantFormat): Record<string, string> {
@@ -37,7 +48,10 @@ export function forwardFlops(c: LlamaConfig, T: number, R: number): number {
 }
 
 export async function forwardBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, tokens: { type: 'string', default: '256' }, layers: { type: 'string' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: { quant: { type: 'string', default: 'q8' }, tokens: { type: 'string', default: '256' }, layers: { type: 'string' } },
+  });
   const quant = values.quant as QuantFormat;
   const T = Number(values.tokens);
   const shape = { ...SMOLLM2_135M, numLayers: values.layers ? Number(values.layers) : SMOLLM2_135M.numLayers };
@@ -48,8 +62,27 @@ export async function forwardBench(argv: string[]): Promise<void> {
 
   // Per-adapter tile choice on the model's own shapes; the winners run the whole forward pass.
   const tuned = await tuneKernels(probe, { T, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
-  for (const m of tuned.matmul) emit({ bench: 'matmul_tile', quant, T, N: shape.intermediateSize, K: shape.hiddenSize, tile: m.tile, gflops: +m.gflops.toFixed(2), of_peak: +(m.gflops / peak).toFixed(3) });
-  for (const m of tuned.lmhead) emit({ bench: 'lmhead_tile', quant, R: T, C: shape.hiddenSize, tile: m.tile, gflops: +m.gflops.toFixed(2), of_peak: +(m.gflops / peak).toFixed(3) });
+  for (const m of tuned.matmul)
+    emit({
+      bench: 'matmul_tile',
+      quant,
+      T,
+      N: shape.intermediateSize,
+      K: shape.hiddenSize,
+      tile: m.tile,
+      gflops: +m.gflops.toFixed(2),
+      of_peak: +(m.gflops / peak).toFixed(3),
+    });
+  for (const m of tuned.lmhead)
+    emit({
+      bench: 'lmhead_tile',
+      quant,
+      R: T,
+      C: shape.hiddenSize,
+      tile: m.tile,
+      gflops: +m.gflops.toFixed(2),
+      of_peak: +(m.gflops / peak).toFixed(3),
+    });
   const best = tuned.matmul.reduce((a, c) => (c.gflops > a.gflops ? c : a));
   probe.destroy();
 

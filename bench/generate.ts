@@ -18,7 +18,15 @@ import { Rng } from '../src/util/rng.ts';
 import { rowHeader, SMOLLM2_135M } from './forward.ts';
 
 export async function generateBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, prompt: { type: 'string', default: '64' }, new: { type: 'string', default: '16' }, layers: { type: 'string', default: String(SMOLLM2_135M.numLayers) } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quant: { type: 'string', default: 'q8' },
+      prompt: { type: 'string', default: '64' },
+      new: { type: 'string', default: '16' },
+      layers: { type: 'string', default: String(SMOLLM2_135M.numLayers) },
+    },
+  });
   const quant = values.quant as QuantFormat;
   const P = Number(values.prompt);
   const N = Number(values.new);
@@ -33,7 +41,13 @@ export async function generateBench(argv: string[]): Promise<void> {
   engine.buffers.resetPeak();
   const stamps: number[] = [];
   const t0 = performance.now();
-  const r = await generate(model, prompt, { maxNewTokens: N, temperature: 0, seed: 0, stopIds: [], onToken: () => void stamps.push(performance.now()) });
+  const r = await generate(model, prompt, {
+    maxNewTokens: N,
+    temperature: 0,
+    seed: 0,
+    stopIds: [],
+    onToken: () => void stamps.push(performance.now()),
+  });
   const prefillMs = stamps[0] - t0;
   const decodeMs = (stamps.at(-1)! - stamps[0]) / Math.max(1, r.ids.length - 1);
   const row = {
@@ -47,7 +61,9 @@ export async function generateBench(argv: string[]): Promise<void> {
     peak_bytes: engine.buffers.peak,
   };
   console.log(JSON.stringify(row));
-  console.log(`\nprefill ${P} tokens ${row.prefill_ms} ms; decode ${row.decode_ms_per_token} ms/token = ${row.decode_tokens_per_s} tokens/s (streams ${formatBytes(row.weight_bytes_per_token)} of weights a token); peak ${formatBytes(row.peak_bytes)}`);
+  console.log(
+    `\nprefill ${P} tokens ${row.prefill_ms} ms; decode ${row.decode_ms_per_token} ms/token = ${row.decode_tokens_per_s} tokens/s (streams ${formatBytes(row.weight_bytes_per_token)} of weights a token); peak ${formatBytes(row.peak_bytes)}`,
+  );
   model.destroy();
   engine.destroy();
 }

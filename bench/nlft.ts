@@ -25,7 +25,16 @@ import { rowHeader, SMOLLM2_135M } from './forward.ts';
 import { benchLora, DEFAULT_TRAIN_LAYERS } from './train.ts';
 
 export async function nlftBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { quant: { type: 'string', default: 'q8' }, prompt: { type: 'string', default: '96' }, response: { type: 'string', default: '128' }, layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) }, records: { type: 'string', default: '8' } } });
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quant: { type: 'string', default: 'q8' },
+      prompt: { type: 'string', default: '96' },
+      response: { type: 'string', default: '128' },
+      layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) },
+      records: { type: 'string', default: '8' },
+    },
+  });
   const quant = values.quant as QuantFormat;
   const P = Number(values.prompt);
   const N = Number(values.response);
@@ -40,7 +49,16 @@ export async function nlftBench(argv: string[]): Promise<void> {
   const model = GpuLlama.create(engine.ops, weights, quant, lora);
   const rng = new Rng(3);
   const ids = (n: number) => Array.from({ length: n }, () => rng.int(shape.vocabSize));
-  const s: NlftSample = { id: 'bench', index: 1, polarity: 'negative', promptIds: ids(P), standardIds: ids(Math.round(1.3 * P)), judgeIds: ids(Math.round(1.2 * P)), responseIds: ids(N), truncatedBy: 0 };
+  const s: NlftSample = {
+    id: 'bench',
+    index: 1,
+    polarity: 'negative',
+    promptIds: ids(P),
+    standardIds: ids(Math.round(1.3 * P)),
+    judgeIds: ids(Math.round(1.2 * P)),
+    responseIds: ids(N),
+    truncatedBy: 0,
+  };
   const seq = viewSequence(s.promptIds, s.responseIds);
   const opt = new AdamW(engine, model.lora!.params, model.lora!.enableGradients(), model.lora!.n);
   const now = () => performance.now();
@@ -60,7 +78,13 @@ export async function nlftBench(argv: string[]): Promise<void> {
     const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
     t.baseForward = now() - t0;
     t0 = now();
-    const r = recordSaliency(s, { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() }, side, weights.config.hiddenSize, {});
+    const r = recordSaliency(
+      s,
+      { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() },
+      side,
+      weights.config.hiddenSize,
+      {},
+    );
     t.weights = now() - t0;
     t0 = now();
     await pass.backward(lossCoefficients(r.kinds, r.weights, pass.scores));
@@ -74,7 +98,13 @@ export async function nlftBench(argv: string[]): Promise<void> {
     const t0 = now();
     const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
     const w = new Float32Array(N).fill(1 / N);
-    await pass.backward(lossCoefficients(seq.rows.map(() => 'likelihood'), w, pass.scores));
+    await pass.backward(
+      lossCoefficients(
+        seq.rows.map(() => 'likelihood'),
+        w,
+        pass.scores,
+      ),
+    );
     await optimizerStep(step);
     return now() - t0;
   };
@@ -101,13 +131,31 @@ export async function nlftBench(argv: string[]): Promise<void> {
     memory_ratio: +(nlftPeak / sftPeak).toFixed(3),
   };
   console.log(JSON.stringify(row));
-  console.log(`\n| phase | ms |\n|---|---|\n${Object.entries(row.ms).map(([k, v]) => `| ${k} | ${v} |`).join('\n')}\n| NLFT step | ${row.nlft_ms} |\n| SFT step | ${row.sft_ms} |`);
-  console.log(`\nNLFT/SFT time ${row.time_ratio}x (target < 2x), peak ${formatBytes(nlftPeak)} vs ${formatBytes(sftPeak)} = ${row.memory_ratio}x (target < 1.2x)`);
+  console.log(
+    `\n| phase | ms |\n|---|---|\n${Object.entries(row.ms)
+      .map(([k, v]) => `| ${k} | ${v} |`)
+      .join('\n')}\n| NLFT step | ${row.nlft_ms} |\n| SFT step | ${row.sft_ms} |`,
+  );
+  console.log(
+    `\nNLFT/SFT time ${row.time_ratio}x (target < 2x), peak ${formatBytes(nlftPeak)} vs ${formatBytes(sftPeak)} = ${row.memory_ratio}x (target < 1.2x)`,
+  );
 
   // The no-grad views of a step's (or a scoring run's) records: one pass per view vs packed passes.
   const K = Number(values.records);
-  const recs = Array.from({ length: K }, (_, i): NlftSample => ({ ...s, id: `r${i}`, standardIds: ids(s.standardIds.length), judgeIds: ids(s.judgeIds!.length), responseIds: ids(N) }));
-  const packTokens = Math.min(DEFAULT_SCORE_BATCH_TOKENS, scoreBatchTokens(weights.config, loraConfig, 256 * 2 ** 20, engine.ctx.device.limits.maxStorageBufferBindingSize));
+  const recs = Array.from(
+    { length: K },
+    (_, i): NlftSample => ({
+      ...s,
+      id: `r${i}`,
+      standardIds: ids(s.standardIds.length),
+      judgeIds: ids(s.judgeIds!.length),
+      responseIds: ids(N),
+    }),
+  );
+  const packTokens = Math.min(
+    DEFAULT_SCORE_BATCH_TOKENS,
+    scoreBatchTokens(weights.config, loraConfig, 256 * 2 ** 20, engine.ctx.device.limits.maxStorageBufferBindingSize),
+  );
   const views = async (maxTokens: number) => {
     engine.buffers.resetPeak();
     const before = engine.buffers.current;

@@ -5,9 +5,14 @@ import { fillTemplate } from '../src/engine/kernels.ts';
 export async function measureFmaPeak(engine: Engine): Promise<number> {
   const ITERS = 4096;
   const threads = 64 * 256;
-  const pl = await engine.pipelines.get('fma_peak', `fma_peak:${ITERS}`, () => fillTemplate(engine.pipelines.source('fma_peak'), { ITERS }));
+  const pl = await engine.pipelines.get('fma_peak', `fma_peak:${ITERS}`, () =>
+    fillTemplate(engine.pipelines.source('fma_peak'), { ITERS }),
+  );
   const sink = engine.buffers.create('fma sink', threads * 16);
-  const bind = engine.ctx.device.createBindGroup({ layout: pl.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: sink.buffer } }] });
+  const bind = engine.ctx.device.createBindGroup({
+    layout: pl.getBindGroupLayout(0),
+    entries: [{ binding: 0, resource: { buffer: sink.buffer } }],
+  });
   const run = async () => {
     const enc = engine.ctx.device.createCommandEncoder();
     const pass = enc.beginComputePass();

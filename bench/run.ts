@@ -11,7 +11,12 @@ import { generateBench } from './generate.ts';
 import { nlftBench } from './nlft.ts';
 import { trainBench } from './train.ts';
 
-const BENCHES: Record<string, (argv: string[]) => Promise<void>> = { forward: forwardBench, train: trainBench, nlft: nlftBench, generate: generateBench };
+const BENCHES: Record<string, (argv: string[]) => Promise<void>> = {
+  forward: forwardBench,
+  train: trainBench,
+  nlft: nlftBench,
+  generate: generateBench,
+};
 
 const [name, ...rest] = process.argv.slice(2);
 const bench = name ? BENCHES[name] : undefined;

@@ -65,16 +65,28 @@ async function checkGradients(tf: Tf): Promise<void> {
   const dx = tf.grad((t: TF.Tensor) => tf.sum(tf.square(t)))(x);
   const got = await dx.data();
   // d/dw of -logsoftmax(w·h)[1] = (softmax - onehot) ⊗ h, through matMul, logSoftmax and gather
-  const w = tf.variable(tf.tensor2d([[0.1, 0.2], [-0.3, 0.4], [0.5, -0.6]]), true, 'gradcheck.w');
+  const w = tf.variable(
+    tf.tensor2d([
+      [0.1, 0.2],
+      [-0.3, 0.4],
+      [0.5, -0.6],
+    ]),
+    true,
+    'gradcheck.w',
+  );
   const h = [1, 2];
-  const { grads, value } = tf.variableGrads(() => tf.neg(tf.sum(tf.gather(tf.reshape(tf.logSoftmax(tf.matMul(tf.tensor2d([h], [1, 2]), w, false, true)), [3]), [1]))) as TF.Scalar, [w]);
+  const { grads, value } = tf.variableGrads(
+    () => tf.neg(tf.sum(tf.gather(tf.reshape(tf.logSoftmax(tf.matMul(tf.tensor2d([h], [1, 2]), w, false, true)), [3]), [1]))) as TF.Scalar,
+    [w],
+  );
   const z = [0.1 + 0.4, -0.3 + 0.8, 0.5 - 1.2];
   const lse = Math.log(z.reduce((s, v) => s + Math.exp(v), 0));
   const want = z.flatMap((zi, i) => h.map((hj) => (Math.exp(zi - lse) - (i === 1 ? 1 : 0)) * hj));
   const gw = await grads[w.name].data();
   const ok = close(got, [2, -4, 6]) && close(gw, want) && close(await value.data(), [lse - z[1]]);
   tf.dispose([x, dx, w, value, ...Object.values(grads)]);
-  if (!ok) throw new Error(`tfjs gradients are wrong or missing: d sum(x^2) = [${Array.from(got)}], dW = [${Array.from(gw)}] (want [${want}])`);
+  if (!ok)
+    throw new Error(`tfjs gradients are wrong or missing: d sum(x^2) = [${Array.from(got)}], dW = [${Array.from(gw)}] (want [${want}])`);
 }
 
 export interface TfjsStepOptions {
@@ -209,7 +221,15 @@ export async function tfjsTrainStep(o: TfjsStepOptions): Promise<TfjsStepResult>
 
   const info = backend.adapterInfo;
   const adapter = [info?.vendor, info?.architecture].filter((x) => x).join(' / ') || 'unknown adapter';
-  tf.dispose([wt.embed, wt.finalNorm, ...(wt.lmHead ? [wt.lmHead] : []), ...wt.layers.flatMap((l) => Object.values(l)), ...vars, ...m, ...s]);
+  tf.dispose([
+    wt.embed,
+    wt.finalNorm,
+    ...(wt.lmHead ? [wt.lmHead] : []),
+    ...wt.layers.flatMap((l) => Object.values(l)),
+    ...vars,
+    ...m,
+    ...s,
+  ]);
   return {
     version: tf.version_core,
     adapter,

@@ -93,11 +93,20 @@ export function trainFlops(c: LlamaConfig, T: number, R: number, lora: Pick<Lora
  * Backward scratch (one layer's activation gradients, a dlogits chunk) and the LoRA layout's
  * 256-byte alignment padding are not counted, so the engine's real peak is a little above this.
  */
-export function trainAnalyticMinBytes(c: LlamaConfig, quant: QuantFormat, T: number, lora: LoraConfig): { total: number; base: number; lora: number; activations: number } {
+export function trainAnalyticMinBytes(
+  c: LlamaConfig,
+  quant: QuantFormat,
+  T: number,
+  lora: LoraConfig,
+): { total: number; base: number; lora: number; activations: number } {
   const [C, F, HD, KVD, H] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.numHeads];
   const perLayer = T * (4 * C + 2 * HD + 2 * KVD + 3 * F + 2 + H + lora.targets.length * lora.r);
   const final = T * (2 * C + 1);
-  const parts = { base: baseModelBytes(c, quant), lora: loraParameterCount(c, lora) * 4 * 4, activations: (c.numLayers * perLayer + final) * 4 };
+  const parts = {
+    base: baseModelBytes(c, quant),
+    lora: loraParameterCount(c, lora) * 4 * 4,
+    activations: (c.numLayers * perLayer + final) * 4,
+  };
   return { total: parts.base + parts.lora + parts.activations, ...parts };
 }
 
@@ -126,7 +135,9 @@ export async function trainBench(argv: string[]): Promise<void> {
   const loraCfg: LoraConfig = { r, alpha: 16, dropout: 0, targets };
   const modelName = `SmolLM2-135M shape (${numLayers} of ${SMOLLM2_135M.numLayers} layers)`;
   if (numLayers !== SMOLLM2_135M.numLayers) {
-    console.error(`note: ${numLayers} decoder layers instead of SmolLM2-135M's ${SMOLLM2_135M.numLayers} (width, heads and vocabulary as the real model; --layers ${SMOLLM2_135M.numLayers} for the full depth), on both sides`);
+    console.error(
+      `note: ${numLayers} decoder layers instead of SmolLM2-135M's ${SMOLLM2_135M.numLayers} (width, heads and vocabulary as the real model; --layers ${SMOLLM2_135M.numLayers} for the full depth), on both sides`,
+    );
   }
 
   const probe = await createNodeEngine();
@@ -136,7 +147,15 @@ export async function trainBench(argv: string[]): Promise<void> {
   const tuned = await tuneKernels(probe, { T, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
   const best = tuned.matmul.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   const bestHead = tuned.lmhead.reduce((a, m) => (m.gflops > a.gflops ? m : a));
-  emit({ bench: 'train_tiles', quant, T, matmul_tile: best.tile, matmul_gflops: +best.gflops.toFixed(2), lmhead_tile: bestHead.tile, lmhead_gflops: +bestHead.gflops.toFixed(2) });
+  emit({
+    bench: 'train_tiles',
+    quant,
+    T,
+    matmul_tile: best.tile,
+    matmul_gflops: +best.gflops.toFixed(2),
+    lmhead_tile: bestHead.tile,
+    lmhead_gflops: +bestHead.gflops.toFixed(2),
+  });
   probe.destroy();
 
   // The model, its adapters, and one SFT sequence: all T-1 next-token positions scored, 1/N each.
@@ -218,7 +237,13 @@ export async function trainBench(argv: string[]): Promise<void> {
     const tokenTargets = ids.map((_, i) => (i + 1 < T ? ids[i + 1] : -1));
     const m = await tfjsTrainStep({ weights, lora, ids, targets: tokenTargets, lr: LR, reps });
     const tgflops = flops / (m.ms / 1000) / 1e9;
-    theirs = { ms: m.ms, tokens_per_s: (T * 1000) / m.ms, gflops: tgflops, peak_bytes: m.peakBytesInGpu, peak_bytes_allocated: m.peakBytesAllocatedInGpu };
+    theirs = {
+      ms: m.ms,
+      tokens_per_s: (T * 1000) / m.ms,
+      gflops: tgflops,
+      peak_bytes: m.peakBytesInGpu,
+      peak_bytes_allocated: m.peakBytesAllocatedInGpu,
+    };
     emit({
       bench: 'train',
       impl: 'tfjs-webgpu',
@@ -241,7 +266,8 @@ export async function trainBench(argv: string[]): Promise<void> {
       peak_bytes_allocated: m.peakBytesAllocatedInGpu,
       resident_bytes: m.residentBytes,
       tf_memory_after_step: m.memoryAfter,
-      memory_note: 'peak_bytes: high-water mark of the webgpu backend bufferManager.numBytesUsed (GPU buffers owned by live or in-flight tensors, uniforms, staging) over the timed steps; peak_bytes_allocated: of numBytesAllocated (also the buffers tfjs keeps pooled for reuse, what the device really holds)',
+      memory_note:
+        'peak_bytes: high-water mark of the webgpu backend bufferManager.numBytesUsed (GPU buffers owned by live or in-flight tensors, uniforms, staging) over the timed steps; peak_bytes_allocated: of numBytesAllocated (also the buffers tfjs keeps pooled for reuse, what the device really holds)',
     });
     emit({
       bench: 'train_ratio',
@@ -251,7 +277,11 @@ export async function trainBench(argv: string[]): Promise<void> {
       peak_bytes_tfjs_over_ours: +(theirs.peak_bytes / ours.peak_bytes).toFixed(2),
       peak_bytes_allocated_tfjs_over_ours: +(theirs.peak_bytes_allocated / ours.peak_bytes).toFixed(2),
       targets: { of_peak: '>= 0.35', speed_ratio: '>= 5', peak_bytes_ratio: '>= 2' },
-      met: { of_peak: ours.of_peak >= 0.35, speed_ratio: ours.tokens_per_s / theirs.tokens_per_s >= 5, peak_bytes_ratio: theirs.peak_bytes / ours.peak_bytes >= 2 },
+      met: {
+        of_peak: ours.of_peak >= 0.35,
+        speed_ratio: ours.tokens_per_s / theirs.tokens_per_s >= 5,
+        peak_bytes_ratio: theirs.peak_bytes / ours.peak_bytes >= 2,
+      },
     });
   }
 

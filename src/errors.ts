@@ -6,7 +6,10 @@
 
 /** Base class: an expected failure with a user-facing message. */
 export class NlftError extends Error {
-  constructor(message: string, readonly code: string) {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
     super(message);
     this.name = new.target.name;
   }
@@ -14,7 +17,11 @@ export class NlftError extends Error {
 
 /** A model file (config.json, *.safetensors, tokenizer files) is missing, malformed or unsupported. */
 export class ModelFormatError extends NlftError {
-  constructor(readonly file: string, readonly field: string | undefined, detail: string) {
+  constructor(
+    readonly file: string,
+    readonly field: string | undefined,
+    detail: string,
+  ) {
     super(`${file}${field ? ` (${field})` : ''}: ${detail}`, 'model-format');
   }
 }
@@ -28,7 +35,10 @@ export class GpuUnavailableError extends NlftError {
 
 /** The GPU device was lost (driver reset, out of memory, tab backgrounded too long). */
 export class DeviceLostError extends NlftError {
-  constructor(readonly reason: string, detail: string) {
+  constructor(
+    readonly reason: string,
+    detail: string,
+  ) {
     super(`GPU device lost (${reason}): ${detail}`, 'device-lost');
   }
 }
@@ -49,7 +59,10 @@ export class UsageError extends NlftError {
 
 /** A WGSL shader failed to compile or validate (a bug on our side, reported with the kernel name). */
 export class KernelError extends NlftError {
-  constructor(readonly kernel: string, detail: string) {
+  constructor(
+    readonly kernel: string,
+    detail: string,
+  ) {
     super(`kernel ${kernel}: ${detail}`, 'kernel');
   }
 }

@@ -205,7 +205,9 @@ class TrainerWorker implements TrainerApi {
         const engine = this.#live();
         const { weights, tokenizer, name, id } = await this.#weightsOf(spec, onProgress);
         const config = weights.config;
-        const kernels = await this.#tune(engine, config, quant, (f) => onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }));
+        const kernels = await this.#tune(engine, config, quant, (f) =>
+          onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }),
+        );
 
         onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.65 });
         this.#unloadModel();
@@ -239,12 +241,18 @@ class TrainerWorker implements TrainerApi {
   }
 
   /** The f32 weights and tokenizer of a model, with a name to show and the id adapters record as their base. */
-  async #weightsOf(spec: ModelSpec, onProgress: ProgressCallback): Promise<{ weights: LlamaWeights; tokenizer: TextTokenizer; name: string; id: string }> {
+  async #weightsOf(
+    spec: ModelSpec,
+    onProgress: ProgressCallback,
+  ): Promise<{ weights: LlamaWeights; tokenizer: TextTokenizer; name: string; id: string }> {
     if (spec.kind === 'demo') {
       onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
       this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
       onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
-      this.#demoTokenizer ??= TextTokenizer.fromJson(await fetchTokenizerFile('tokenizer.json'), await fetchTokenizerFile('tokenizer_config.json'));
+      this.#demoTokenizer ??= TextTokenizer.fromJson(
+        await fetchTokenizerFile('tokenizer.json'),
+        await fetchTokenizerFile('tokenizer_config.json'),
+      );
       return { weights: this.#demoWeights, tokenizer: this.#demoTokenizer, name: DEMO_MODEL_NAME, id: DEMO_MODEL_ID };
     }
     let source: FileSource;
@@ -254,7 +262,10 @@ class TrainerWorker implements TrainerApi {
       if (!ref) throw new NlftError(`"${spec.id}" is not a Hub model id: expected org/name or org/name@revision`, 'usage');
       this.#fileCache ??= await openFileCache().catch(() => NO_FILE_CACHE);
       const onDownload = (file: string, loaded: number, total: number | null) =>
-        onProgress({ stage: `Downloading ${file}: ${formatBytes(loaded)}${total === null ? '' : ` of ${formatBytes(total)}`}`, fraction: 0.05 + 0.2 * (total ? loaded / total : 0) });
+        onProgress({
+          stage: `Downloading ${file}: ${formatBytes(loaded)}${total === null ? '' : ` of ${formatBytes(total)}`}`,
+          fraction: 0.05 + 0.2 * (total ? loaded / total : 0),
+        });
       source = new HubSource(ref, { baseUrl: spec.baseUrl.trim() || DEFAULT_HUB_URL, cache: this.#fileCache, onDownload });
       id = ref.revision === 'main' ? ref.repo : `${ref.repo}@${ref.revision}`;
     } else {
@@ -262,9 +273,17 @@ class TrainerWorker implements TrainerApi {
       id = spec.label;
     }
     onProgress({ stage: `Reading ${source.label}`, fraction: 0.05 });
-    const loaded = await loadModelFolder(source, { onProgress: (done, total) => onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }) });
-    if (!loaded.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${source.label}; the app needs the model's tokenizer`);
-    return { weights: loaded.weights, tokenizer: TextTokenizer.fromJson(loaded.tokenizerJson, loaded.tokenizerConfig ?? {}), name: source.label, id };
+    const loaded = await loadModelFolder(source, {
+      onProgress: (done, total) => onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }),
+    });
+    if (!loaded.tokenizerJson)
+      throw new ModelFormatError('tokenizer.json', undefined, `not found in ${source.label}; the app needs the model's tokenizer`);
+    return {
+      weights: loaded.weights,
+      tokenizer: TextTokenizer.fromJson(loaded.tokenizerJson, loaded.tokenizerConfig ?? {}),
+      name: source.label,
+      id,
+    };
   }
 
   /**
@@ -273,7 +292,13 @@ class TrainerWorker implements TrainerApi {
    */
   async #tune(engine: Engine, c: LlamaConfig, quant: QuantFormat, onFraction: (f: number) => void): Promise<string> {
     this.#tuningCache ??= await openTuningCache().catch(() => NO_TUNING_CACHE);
-    const { tuning, source } = await tuningFor(engine, this.#tuningCache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize }, quant, onFraction);
+    const { tuning, source } = await tuningFor(
+      engine,
+      this.#tuningCache,
+      { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize },
+      quant,
+      onFraction,
+    );
     engine.useTuning(tuning);
     const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
     return `matmul ${tile(tuning.matmul)}, lm-head ${tile(tuning.lmhead)} (${{ measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source]})`;
@@ -314,7 +339,13 @@ class TrainerWorker implements TrainerApi {
         const records = parseDataset(request.data.bytes, request.data.name).records.slice(0, request.limit);
         const abort = new AbortController();
         this.#evalAbort = abort;
-        const items = await evaluate(model.llama, tok, records, { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, signal: abort.signal }, (item, done) => onItem(item, done, records.length));
+        const items = await evaluate(
+          model.llama,
+          tok,
+          records,
+          { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, signal: abort.signal },
+          (item, done) => onItem(item, done, records.length),
+        );
         const t = this.#trained;
         const label = `${model.info.name}, ${model.info.quant}, ${t ? `trained adapter (r ${t.r} on ${t.targets.join(',')})` : 'no adapter'}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens`;
         return { label, at: new Date().toISOString(), summary: summarize(items), items, stopped: items.length < records.length };
@@ -366,9 +397,14 @@ class TrainerWorker implements TrainerApi {
         if (request.resume) {
           const want = request.resume.model;
           if (want.id !== model.id || want.quant !== model.info.quant) {
-            throw new NlftError(`This run trained ${want.id} with ${want.quant} weights; load that model (now ${model.id}, ${model.info.quant}) to continue it.`, 'usage');
+            throw new NlftError(
+              `This run trained ${want.id} with ${want.quant} weights; load that model (now ${model.id}, ${model.info.quant}) to continue it.`,
+              'usage',
+            );
           }
-          const saved = await readCheckpoint(new PickedFilesSource([new File([request.resume.checkpoint as BlobPart], CHECKPOINT_FILE)], 'the saved run'));
+          const saved = await readCheckpoint(
+            new PickedFilesSource([new File([request.resume.checkpoint as BlobPart], CHECKPOINT_FILE)], 'the saved run'),
+          );
           ({ lora } = saved);
           train = saved.checkpoint.config;
           resumeFrom = saved.checkpoint;
@@ -381,7 +417,10 @@ class TrainerWorker implements TrainerApi {
         const longest = Math.max(...samples.map((s) => s.promptIds.length + s.responseIds.length));
         const c = model.llama.config;
         const activations = estimateTrainBytes(c, model.info.quant, lora, longest - 1, longest, train.recompute).activations;
-        const packTokens = Math.min(DEFAULT_SCORE_BATCH_TOKENS, scoreBatchTokens(c, lora, activations, engine.ctx.device.limits.maxStorageBufferBindingSize));
+        const packTokens = Math.min(
+          DEFAULT_SCORE_BATCH_TOKENS,
+          scoreBatchTokens(c, lora, activations, engine.ctx.device.limits.maxStorageBufferBindingSize),
+        );
         model.llama.setLora(initLora(c, lora, train.seed));
         this.#trained = null;
         engine.buffers.resetPeak();
@@ -398,7 +437,15 @@ class TrainerWorker implements TrainerApi {
         try {
           if (resumeFrom) await trainer.restore(resumeFrom);
           const fromStep = trainer.state.step;
-          onEvent({ type: 'started', totalSteps: trainer.totalSteps, records: records.length, truncated, summary, model: { id: model.id, quant: model.info.quant }, fromStep });
+          onEvent({
+            type: 'started',
+            totalSteps: trainer.totalSteps,
+            records: records.length,
+            truncated,
+            summary,
+            model: { id: model.id, quant: model.info.quant },
+            fromStep,
+          });
           let lastCheckpoint = performance.now();
           const checkpoint = async () => {
             const bytes = checkpointBytes(await trainer.checkpoint(), lora);
@@ -420,7 +467,12 @@ class TrainerWorker implements TrainerApi {
           });
           if (end.steps > fromStep) await checkpoint();
           if (end.steps > 0) this.#trained = lora;
-          return { status: end.status, steps: end.steps, totalSteps: trainer.totalSteps, message: end.status === 'non-finite' ? end.message : null };
+          return {
+            status: end.status,
+            steps: end.steps,
+            totalSteps: trainer.totalSteps,
+            message: end.status === 'non-finite' ? end.message : null,
+          };
         } finally {
           trainer.destroy();
         }
@@ -455,7 +507,8 @@ class TrainerWorker implements TrainerApi {
     return this.#serial(async () => {
       this.#live();
       const lora = this.#model?.llama.lora;
-      if (!this.#trained || !lora) throw new NlftError('No trained adapter to export: train first (a new model load drops the adapter).', 'not-ready');
+      if (!this.#trained || !lora)
+        throw new NlftError('No trained adapter to export: train first (a new model load drops the adapter).', 'not-ready');
       const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: this.#model!.id });
       return Comlink.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer]);
     });

@@ -3,7 +3,17 @@
  * wires the panels together. No GPU work runs here.
  */
 import './style.css';
-import { memoryEvalHistory, memoryRunStore, memorySettingsStore, openEvalHistory, openRunStore, openSettingsStore, type PlaygroundDraft, type Settings, type SettingsStore } from '../storage/db.ts';
+import {
+  memoryEvalHistory,
+  memoryRunStore,
+  memorySettingsStore,
+  openEvalHistory,
+  openRunStore,
+  openSettingsStore,
+  type PlaygroundDraft,
+  type Settings,
+  type SettingsStore,
+} from '../storage/db.ts';
 import { h } from './dom.ts';
 import { errorMessage, TrainerClient } from './trainer-client.ts';
 import { createDataPanel } from './views/data-panel.ts';
@@ -28,7 +38,12 @@ async function openStore(warn: (message: string) => void): Promise<SettingsStore
 async function main(root: HTMLElement): Promise<void> {
   const header = createHeader();
   const store = await openStore(header.showBanner);
-  const [modelChoice, quant, draft, picked] = await Promise.all([store.get('model'), store.get('quant'), store.get('playground'), store.get('pickedRecord')]);
+  const [modelChoice, quant, draft, picked] = await Promise.all([
+    store.get('model'),
+    store.get('quant'),
+    store.get('playground'),
+    store.get('pickedRecord'),
+  ]);
 
   /** Stores a setting; a failure shows in the banner (the app goes on). */
   const remember = <K extends keyof Settings>(key: K, value: Settings[K]) =>
@@ -96,7 +111,15 @@ async function main(root: HTMLElement): Promise<void> {
     model.disable('No model: the GPU is no longer available.');
   };
 
-  root.replaceChildren(header.el, h('main', { class: 'panels' }, h('div', { class: 'column' }, model.el, evaluation.el, data.el), h('div', { class: 'column' }, train.el, playground.el)));
+  root.replaceChildren(
+    header.el,
+    h(
+      'main',
+      { class: 'panels' },
+      h('div', { class: 'column' }, model.el, evaluation.el, data.el),
+      h('div', { class: 'column' }, train.el, playground.el),
+    ),
+  );
   void train.restore();
   void evaluation.restore();
 

@@ -350,7 +350,12 @@ const NUMBER = /(?<!\d)-?(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)/g;
 export function extractFinalNumber(text: string): string | null {
   const marker = text.lastIndexOf('####');
   if (marker >= 0) {
-    const [afterMarker] = [...text.slice(marker + 4).split('\n')[0].matchAll(NUMBER)];
+    const [afterMarker] = [
+      ...text
+        .slice(marker + 4)
+        .split('\n')[0]
+        .matchAll(NUMBER),
+    ];
     if (afterMarker) return canonicalNumber(afterMarker[0]);
   }
   const all = [...text.matchAll(NUMBER)];

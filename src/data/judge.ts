@@ -59,7 +59,11 @@ export function chatJudge(o: ChatJudgeOptions): Judge {
       };
       let res: Response;
       try {
-        res = await (o.fetch ?? fetch)(url, { method: 'POST', headers: { 'content-type': 'application/json', ...(o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {}) }, body: JSON.stringify(body) });
+        res = await (o.fetch ?? fetch)(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(o.apiKey ? { authorization: `Bearer ${o.apiKey}` } : {}) },
+          body: JSON.stringify(body),
+        });
       } catch (e) {
         throw new NlftError(`judge ${url}: cannot reach it (${(e as Error).message})`, 'judge');
       }
@@ -71,7 +75,8 @@ export function chatJudge(o: ChatJudgeOptions): Judge {
       } catch {
         throw new NlftError(`judge ${url}: the reply is not JSON`, 'judge');
       }
-      if (typeof content !== 'string' || !content.trim()) throw new NlftError(`judge ${url}: the reply has no choices[0].message.content text`, 'judge');
+      if (typeof content !== 'string' || !content.trim())
+        throw new NlftError(`judge ${url}: the reply has no choices[0].message.content text`, 'judge');
       return content.trim();
     },
   };

@@ -44,13 +44,26 @@ export async function prepareRecords(
   const out: PreparedRecord[] = [];
   for (const r of records) {
     if (o.signal?.aborted) break;
-    const g = await generate(model, tok.encode(basePrompt(tok, r)), { maxNewTokens: o.maxNewTokens, temperature: o.temperature, seed: o.seed + r.index, stopIds: tok.eosTokenIds, signal: o.signal });
+    const g = await generate(model, tok.encode(basePrompt(tok, r)), {
+      maxNewTokens: o.maxNewTokens,
+      temperature: o.temperature,
+      seed: o.seed + r.index,
+      stopIds: tok.eosTokenIds,
+      signal: o.signal,
+    });
     const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
     const expected = extractFinalNumber(r.answer);
     const got = extractFinalNumber(output);
     const right = expected !== null && got === expected;
     const judgment = right ? null : await o.judge.judge({ question: r.input, answer: r.answer, output, expected, got });
-    const rec: PreparedRecord = { id: r.id, ...(r.instruction !== null ? { instruction: r.instruction } : {}), input: r.input, output, answer: r.answer, judgment };
+    const rec: PreparedRecord = {
+      id: r.id,
+      ...(r.instruction !== null ? { instruction: r.instruction } : {}),
+      input: r.input,
+      output,
+      answer: r.answer,
+      judgment,
+    };
     out.push(rec);
     onRecord?.(rec, right, out.length);
   }

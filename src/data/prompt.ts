@@ -13,8 +13,15 @@ export interface ScoringInput {
 }
 
 /** The prompt as the model reads it: the raw text, or with `chat` a user turn (after an optional system turn) and the generation prompt. */
-export function promptInput(tok: TextTokenizer, prompt: string, opts: { chat: boolean; system?: string }): { promptText: string; promptIds: number[] } {
-  const messages: ChatMessage[] = [...(opts.system !== undefined ? [{ role: 'system' as const, content: opts.system }] : []), { role: 'user', content: prompt }];
+export function promptInput(
+  tok: TextTokenizer,
+  prompt: string,
+  opts: { chat: boolean; system?: string },
+): { promptText: string; promptIds: number[] } {
+  const messages: ChatMessage[] = [
+    ...(opts.system !== undefined ? [{ role: 'system' as const, content: opts.system }] : []),
+    { role: 'user', content: prompt },
+  ];
   const promptText = opts.chat ? tok.applyChatTemplate(messages, { addGenerationPrompt: true }) : prompt;
   return { promptText, promptIds: tok.encode(promptText) };
 }
@@ -22,7 +29,8 @@ export function promptInput(tok: TextTokenizer, prompt: string, opts: { chat: bo
 export function scoringInput(tok: TextTokenizer, prompt: string, response: string, opts: { chat: boolean; system?: string }): ScoringInput {
   const { promptText, promptIds } = promptInput(tok, prompt, opts);
   const responseIds = tok.encode(response);
-  if (promptIds.length === 0) throw new NlftError('the prompt is empty: a response is scored given a prompt of at least one token', 'empty-prompt');
+  if (promptIds.length === 0)
+    throw new NlftError('the prompt is empty: a response is scored given a prompt of at least one token', 'empty-prompt');
   if (responseIds.length === 0) throw new NlftError('the response is empty: there is nothing to score', 'empty-response');
   return { promptText, promptIds, responseIds };
 }

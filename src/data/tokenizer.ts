@@ -36,7 +36,6 @@ interface SpecialToken {
   id: number;
 }
 
-
 /**
  * Reads a special token from tokenizer_config.json: a string, or an AddedToken object
  * (`{"content": "...", ...}`) as older configs store it; null when absent or null.
@@ -115,11 +114,7 @@ export class TextTokenizer {
    * `files` names them in error messages. Throws ModelFormatError naming the file and field at
    * fault; a missing chat_template is reported only when a chat is formatted.
    */
-  static fromJson(
-    tokenizerJson: unknown,
-    tokenizerConfig: unknown,
-    files: TokenizerFileNames = DEFAULT_FILES,
-  ): TextTokenizer {
+  static fromJson(tokenizerJson: unknown, tokenizerConfig: unknown, files: TokenizerFileNames = DEFAULT_FILES): TextTokenizer {
     if (!isRecord(tokenizerJson)) throw new ModelFormatError(files.tokenizer, undefined, 'must be a JSON object');
     if (!isRecord(tokenizerJson.model)) {
       const detail = 'missing; expected the tokenizer model object (e.g. BPE vocab and merges)';

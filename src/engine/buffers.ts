@@ -37,7 +37,10 @@ export class BufferManager {
   /**
    * @param budget optional cap on total bytes (a memory budget chosen by the user or estimate).
    */
-  constructor(readonly device: GPUDevice, readonly budget = Infinity) {}
+  constructor(
+    readonly device: GPUDevice,
+    readonly budget = Infinity,
+  ) {}
 
   /** Allocate a storage buffer (size rounded up to 4 bytes; zero-size becomes 4). */
   create(label: string, size: number, usage = STORAGE): TrackedBuffer {

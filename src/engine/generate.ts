@@ -49,7 +49,11 @@ export async function generate(model: GpuLlama, promptIds: number[], o: Generate
   const c = model.config;
   if (promptIds.length === 0) throw new NlftError('generation needs at least one prompt token', 'empty-prompt');
   model.checkInput(promptIds, [], []);
-  if (!(o.temperature >= 0) || !Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0) throw new NlftError(`generation needs temperature >= 0 and a whole number of new tokens (got ${o.temperature}, ${o.maxNewTokens})`, 'usage');
+  if (!(o.temperature >= 0) || !Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 0)
+    throw new NlftError(
+      `generation needs temperature >= 0 and a whole number of new tokens (got ${o.temperature}, ${o.maxNewTokens})`,
+      'usage',
+    );
   const maxT = Math.min(c.maxPositionEmbeddings, promptIds.length + o.maxNewTokens);
   const b = model.buffers;
   const KVD = c.numKvHeads * c.headDim;

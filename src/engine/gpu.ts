@@ -69,7 +69,10 @@ export async function acquireGpu(
 ): Promise<GpuContext> {
   if (!gpu) throw new GpuUnavailableError('WebGPU is not available in this environment (no navigator.gpu).');
   const adapter = await gpu.requestAdapter({ powerPreference: opts.powerPreference ?? 'high-performance' });
-  if (!adapter) throw new GpuUnavailableError('No WebGPU adapter found. On Linux, a Vulkan driver is needed (SwiftShader from Debian\'s chromium package works).');
+  if (!adapter)
+    throw new GpuUnavailableError(
+      "No WebGPU adapter found. On Linux, a Vulkan driver is needed (SwiftShader from Debian's chromium package works).",
+    );
   const has = (f: string) => adapter.features.has(f as GPUFeatureName);
   const features = {
     shaderF16: has('shader-f16') && opts.useF16 !== false,
@@ -100,7 +103,7 @@ export async function acquireGpu(
   let lostError: DeviceLostError | null = null;
   let destroyed = false;
   const lost = device.lost.then((l) => {
-    lostError = new DeviceLostError(destroyed ? 'destroyed' : l.reason ?? 'unknown', l.message || 'no detail');
+    lostError = new DeviceLostError(destroyed ? 'destroyed' : (l.reason ?? 'unknown'), l.message || 'no detail');
     return lostError;
   });
   device.addEventListener?.('uncapturederror', (ev: Event) => {

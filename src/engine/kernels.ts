@@ -59,7 +59,10 @@ export function fillTemplate(src: string, values: Record<string, string | number
 /** Compiles each distinct (kernel, parameters) once per device. */
 export class PipelineCache {
   private cache = new Map<string, GPUComputePipeline>();
-  constructor(readonly device: GPUDevice, readonly sources: KernelSources) {}
+  constructor(
+    readonly device: GPUDevice,
+    readonly sources: KernelSources,
+  ) {}
 
   source(name: string): string {
     const s = this.sources[name];
@@ -86,9 +89,11 @@ export class PipelineCache {
       throw new KernelError(name, errors.map((e) => `line ${e.lineNum}:${e.linePos} ${e.message}`).join('; '));
     }
     this.device.pushErrorScope('validation');
-    const pipeline = await this.device.createComputePipelineAsync({ label: name, layout: 'auto', compute: { module, entryPoint } }).catch((e: Error) => {
-      throw new KernelError(name, e.message);
-    });
+    const pipeline = await this.device
+      .createComputePipelineAsync({ label: name, layout: 'auto', compute: { module, entryPoint } })
+      .catch((e: Error) => {
+        throw new KernelError(name, e.message);
+      });
     const err = await this.device.popErrorScope();
     if (err) throw new KernelError(name, err.message);
     this.cache.set(full, pipeline);

@@ -135,7 +135,13 @@ export class GpuLlama {
     const keep = (t: TrackedBuffer) => (made.push(t), t);
     const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
       const q = quantize(w, rows, cols, format);
-      return { format, rows, cols, data: keep(b.upload(name, q.data)), scales: q.scales ? keep(b.upload(`${name}.scales`, q.scales)) : null };
+      return {
+        format,
+        rows,
+        cols,
+        data: keep(b.upload(name, q.data)),
+        scales: q.scales ? keep(b.upload(`${name}.scales`, q.scales)) : null,
+      };
     };
     try {
       const tf = tableFormat(quant);
@@ -143,10 +149,22 @@ export class GpuLlama {
       const lmHead = weights.lmHead ? upload('lm_head', weights.lmHead, c.vocabSize, c.hiddenSize, tf) : embed;
       const shapes = projectionShapes(c);
       const layers = weights.layers.map((lw, i): GpuLayer => {
-        const src: Record<Projection, Float32Array> = { q_proj: lw.q, k_proj: lw.k, v_proj: lw.v, o_proj: lw.o, gate_proj: lw.gate, up_proj: lw.up, down_proj: lw.down };
+        const src: Record<Projection, Float32Array> = {
+          q_proj: lw.q,
+          k_proj: lw.k,
+          v_proj: lw.v,
+          o_proj: lw.o,
+          gate_proj: lw.gate,
+          up_proj: lw.up,
+          down_proj: lw.down,
+        };
         const proj = {} as Record<Projection, GpuWeight>;
         for (const p of PROJECTIONS) proj[p] = upload(`layers.${i}.${p}`, src[p], shapes[p][0], shapes[p][1], quant);
-        return { inputNorm: keep(b.upload(`layers.${i}.input_layernorm`, lw.inputNorm)), postNorm: keep(b.upload(`layers.${i}.post_attention_layernorm`, lw.postNorm)), proj };
+        return {
+          inputNorm: keep(b.upload(`layers.${i}.input_layernorm`, lw.inputNorm)),
+          postNorm: keep(b.upload(`layers.${i}.post_attention_layernorm`, lw.postNorm)),
+          proj,
+        };
       });
       const finalNorm = keep(b.upload('norm', weights.finalNorm));
       const params = lora ? LoraParams.create(b, c, lora) : null;
@@ -190,12 +208,22 @@ export class GpuLlama {
     const c = this.config;
     const T = ids.length;
     if (T === 0) throw new NlftError('cannot run the model on an empty token sequence', 'empty-input');
-    if (T > c.maxPositionEmbeddings) throw new NlftError(`sequence of ${T} tokens is longer than the model's max_position_embeddings (${c.maxPositionEmbeddings})`, 'too-long');
+    if (T > c.maxPositionEmbeddings)
+      throw new NlftError(
+        `sequence of ${T} tokens is longer than the model's max_position_embeddings (${c.maxPositionEmbeddings})`,
+        'too-long',
+      );
     if (rows.length !== targets.length) throw new NlftError(`${rows.length} positions but ${targets.length} targets`, 'bad-position');
-    for (const [what, list] of [['token id', ids], ['target id', targets]] as const) {
-      for (const id of list) if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) throw new NlftError(`${what} ${id} is outside the vocabulary [0, ${c.vocabSize})`, 'bad-token');
+    for (const [what, list] of [
+      ['token id', ids],
+      ['target id', targets],
+    ] as const) {
+      for (const id of list)
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+          throw new NlftError(`${what} ${id} is outside the vocabulary [0, ${c.vocabSize})`, 'bad-token');
     }
-    for (const r of rows) if (!Number.isInteger(r) || r < 0 || r >= T) throw new NlftError(`position ${r} is outside the sequence [0, ${T})`, 'bad-position');
+    for (const r of rows)
+      if (!Number.isInteger(r) || r < 0 || r >= T) throw new NlftError(`position ${r} is outside the sequence [0, ${T})`, 'bad-position');
   }
 
   /**
@@ -214,7 +242,8 @@ export class GpuLlama {
     const shared = mode === 'shared';
     const layerSet = (i: number, xIn: TrackedBuffer): LayerActs => {
       const loraU: LayerActs['loraU'] = {};
-      for (const e of this.lora?.entries ?? []) if (e.layer === i || mode !== 'per-layer') loraU[e.proj] ??= alloc(`lora u ${i}.${e.proj} (T,r)`, T * e.r);
+      for (const e of this.lora?.entries ?? [])
+        if (e.layer === i || mode !== 'per-layer') loraU[e.proj] ??= alloc(`lora u ${i}.${e.proj} (T,r)`, T * e.r);
       const xn1 = alloc('xn1 (T,C)', T * C);
       const rstd1 = alloc('rstd1 (T)', T);
       return {
@@ -263,7 +292,13 @@ export class GpuLlama {
   }
 
   /** Record the forward pass (embedding → layers → final norm) into `enc`. */
-  async encodeForward(enc: GPUCommandEncoder, ids: TrackedBuffer, acts: ForwardActs, dropout: DropoutSpec, live: TrackedBuffer[]): Promise<void> {
+  async encodeForward(
+    enc: GPUCommandEncoder,
+    ids: TrackedBuffer,
+    acts: ForwardActs,
+    dropout: DropoutSpec,
+    live: TrackedBuffer[],
+  ): Promise<void> {
     const c = this.config;
     if (dropout.rate > 0 && this.lora && !acts.xd) {
       acts.xd = this.buffers.create('lora dropout (T,in)', acts.T * Math.max(...this.lora.entries.map((e) => e.inF)) * 4);
@@ -271,7 +306,15 @@ export class GpuLlama {
     }
     await this.ops.embedding(enc, { ids, table: this.embed, out: acts.layers[0].xIn, T: acts.T });
     for (let i = 0; i < this.layers.length; i++) await this.encodeLayer(enc, i, acts, dropout);
-    await this.ops.rmsnorm(enc, { x: acts.xOut, w: this.finalNorm, out: acts.xnF, rstd: acts.rstdF, T: acts.T, C: c.hiddenSize, eps: c.rmsNormEps });
+    await this.ops.rmsnorm(enc, {
+      x: acts.xOut,
+      w: this.finalNorm,
+      out: acts.xnF,
+      rstd: acts.rstdF,
+      T: acts.T,
+      C: c.hiddenSize,
+      eps: c.rmsNormEps,
+    });
   }
 
   /**
@@ -309,7 +352,17 @@ export class GpuLlama {
       enc.copyBufferToBuffer(a.k.buffer, 0, kv.cache.k[i].buffer, kv.start * row, T * row);
       enc.copyBufferToBuffer(a.v.buffer, 0, kv.cache.v[i].buffer, kv.start * row, T * row);
     }
-    if (kv && kv.start > 0) await ops.attentionDecode(enc, { q: a.q, kc: kv.cache.k[i], vc: kv.cache.v[i], out: a.att, T: kv.start + 1, H: c.numHeads, KVH: c.numKvHeads, D });
+    if (kv && kv.start > 0)
+      await ops.attentionDecode(enc, {
+        q: a.q,
+        kc: kv.cache.k[i],
+        vc: kv.cache.v[i],
+        out: a.att,
+        T: kv.start + 1,
+        H: c.numHeads,
+        KVH: c.numKvHeads,
+        D,
+      });
     else await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, seg, T, H: c.numHeads, KVH: c.numKvHeads, D });
     if (a.xMid !== a.xIn) enc.copyBufferToBuffer(a.xIn.buffer, 0, a.xMid.buffer, 0, a.xIn.size);
     await linear('o_proj', a.att, a.xMid, 1, a.loraU.o_proj);
@@ -369,10 +422,22 @@ export class GpuLlama {
     try {
       let [logp, log1mq, lse, all]: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0), new Float32Array(0)];
       if (R > 0) {
-        const acts = this.allocActs(T, 'shared', live, seqs.map((q) => q.ids.length));
+        const acts = this.allocActs(
+          T,
+          'shared',
+          live,
+          seqs.map((q) => q.ids.length),
+        );
         const enc = b.device.createCommandEncoder({ label: 'forward' });
         await this.encodeForward(enc, up('ids', Uint32Array.from(seqs.flatMap((q) => q.ids))), acts, { rate: 0, seed: 0 }, live);
-        const out = await this.encodeScores(enc, acts, up('rows', Uint32Array.from(rows)), up('targets', Uint32Array.from(seqs.flatMap((q) => q.targets))), R, live);
+        const out = await this.encodeScores(
+          enc,
+          acts,
+          up('rows', Uint32Array.from(rows)),
+          up('targets', Uint32Array.from(seqs.flatMap((q) => q.targets))),
+          R,
+          live,
+        );
         b.device.queue.submit([enc.finish()]);
         [logp, log1mq, lse] = await Promise.all([b.readF32(out.logp, R), b.readF32(out.log1mq, R), b.readF32(out.lse, R)]);
         if (seqs.some((q) => q.hidden)) all = await b.readF32(acts.xnF, T * C);
@@ -408,7 +473,8 @@ export class GpuLlama {
 
   /** log p(y_t | prefix) for every response token, prompt and response tokenized separately. */
   async responseLogProbs(promptIds: number[], responseIds: number[]): Promise<Float32Array> {
-    if (promptIds.length === 0) throw new NlftError('the prompt has no tokens: at least one token must precede the response', 'empty-prompt');
+    if (promptIds.length === 0)
+      throw new NlftError('the prompt has no tokens: at least one token must precede the response', 'empty-prompt');
     if (responseIds.length === 0) return new Float32Array(0);
     // The last response token predicts nothing we score, so it is not fed.
     const ids = [...promptIds, ...responseIds.slice(0, -1)];

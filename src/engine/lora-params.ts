@@ -59,14 +59,19 @@ export class LoraParams {
     const entries: LoraEntry[] = [];
     let n = 0;
     lora.forEach((layer, i) => {
-      if (i >= config.numLayers) throw new NlftError(`LoRA adapters for layer ${i}, but the model has ${config.numLayers} layers`, 'lora-shape');
+      if (i >= config.numLayers)
+        throw new NlftError(`LoRA adapters for layer ${i}, but the model has ${config.numLayers} layers`, 'lora-shape');
       for (const proj of PROJECTIONS) {
         const f = layer[proj];
         if (!f) continue;
         const [outF, inF] = shapes[proj];
-        if (!Number.isInteger(f.r) || f.r <= 0 || f.r % 4 !== 0) throw new NlftError(`LoRA rank ${f.r} is not supported: the rank must be a positive multiple of 4`, 'lora-rank');
+        if (!Number.isInteger(f.r) || f.r <= 0 || f.r % 4 !== 0)
+          throw new NlftError(`LoRA rank ${f.r} is not supported: the rank must be a positive multiple of 4`, 'lora-rank');
         if (f.A.length !== f.r * inF || f.B.length !== outF * f.r) {
-          throw new NlftError(`LoRA layer ${i} ${proj}: expected A [${f.r}, ${inF}] and B [${outF}, ${f.r}], got ${f.A.length} and ${f.B.length} values`, 'lora-shape');
+          throw new NlftError(
+            `LoRA layer ${i} ${proj}: expected A [${f.r}, ${inF}] and B [${outF}, ${f.r}], got ${f.A.length} and ${f.B.length} values`,
+            'lora-shape',
+          );
         }
         const aOff = n;
         const bOff = alignUp(aOff + f.r * inF);
@@ -112,7 +117,12 @@ export class LoraParams {
   unflatten(flat: Float32Array): LoraSet {
     const out: LoraSet = [];
     for (const e of this.entries) {
-      (out[e.layer] ??= {})[e.proj] = { A: flat.slice(e.aOff, e.aOff + e.r * e.inF), B: flat.slice(e.bOff, e.bOff + e.outF * e.r), r: e.r, scale: e.scale };
+      (out[e.layer] ??= {})[e.proj] = {
+        A: flat.slice(e.aOff, e.aOff + e.r * e.inF),
+        B: flat.slice(e.bOff, e.bOff + e.outF * e.r),
+        r: e.r,
+        scale: e.scale,
+      };
     }
     for (let i = 0; i < out.length; i++) out[i] ??= {};
     return out;

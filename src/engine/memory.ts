@@ -26,7 +26,14 @@ const F32 = 4;
  * @param T tokens of the longest training sequence
  * @param R positions scored in it (response tokens)
  */
-export function estimateTrainBytes(c: LlamaConfig, quant: QuantFormat, lora: { r: number; targets: readonly Projection[] }, T: number, R: number, recompute: boolean): TrainMemoryEstimate {
+export function estimateTrainBytes(
+  c: LlamaConfig,
+  quant: QuantFormat,
+  lora: { r: number; targets: readonly Projection[] },
+  T: number,
+  R: number,
+  recompute: boolean,
+): TrainMemoryEstimate {
   const shapes = projectionShapes(c);
   const [C, F, H, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
   const pad = (n: number) => Math.ceil(n / 64) * 64;
@@ -52,7 +59,13 @@ export function estimateTrainBytes(c: LlamaConfig, quant: QuantFormat, lora: { r
  * Bytes a no-grad scoring pass over T packed tokens allocates (GpuLlama.scoreBatch: one shared set
  * of activations, the RoPE table and sequence starts, ids, and the fused lm-head over R rows).
  */
-export function estimateScoreBytes(c: LlamaConfig, lora: { r: number; targets: readonly Projection[] } | null, T: number, R: number, tuning: Tuning = DEFAULT_TUNING): number {
+export function estimateScoreBytes(
+  c: LlamaConfig,
+  lora: { r: number; targets: readonly Projection[] } | null,
+  T: number,
+  R: number,
+  tuning: Tuning = DEFAULT_TUNING,
+): number {
   const [C, F, H, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
   const loraU = lora ? lora.targets.length * lora.r : 0;
   // residual, xn, rstd, q, k, v, attention, lse, gate, up, swiglu, lora u; rope table (T, D); seg, ids.
@@ -66,7 +79,13 @@ export function estimateScoreBytes(c: LlamaConfig, lora: { r: number; targets: r
  * The most tokens one packed no-grad pass may take: its estimate within `activationBytes` and each
  * of its buffers within the device's binding limit (at least 1: a longer sequence runs alone).
  */
-export function scoreBatchTokens(c: LlamaConfig, lora: { r: number; targets: readonly Projection[] } | null, activationBytes: number, maxBindingBytes: number, tuning: Tuning = DEFAULT_TUNING): number {
+export function scoreBatchTokens(
+  c: LlamaConfig,
+  lora: { r: number; targets: readonly Projection[] } | null,
+  activationBytes: number,
+  maxBindingBytes: number,
+  tuning: Tuning = DEFAULT_TUNING,
+): number {
   const widest = Math.max(c.intermediateSize, c.hiddenSize, c.numHeads * c.headDim) * F32;
   const nTiles = Math.ceil(c.vocabSize / (tuning.lmhead.TN * tuning.lmhead.WGX));
   const byBinding = Math.floor(maxBindingBytes / Math.max(widest, nTiles * 16));

@@ -98,7 +98,13 @@ export class Ops {
     return w.scales ? [this.buf(wb, w.data), this.buf(wb + 1, w.scales)] : [this.buf(wb, w.data)];
   }
 
-  private dispatch(enc: GPUCommandEncoder, pipeline: GPUComputePipeline, entries: GPUBindGroupEntry[], groups: [number, number, number?], label: string): void {
+  private dispatch(
+    enc: GPUCommandEncoder,
+    pipeline: GPUComputePipeline,
+    entries: GPUBindGroupEntry[],
+    groups: [number, number, number?],
+    label: string,
+  ): void {
     const bind = this.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
     const pass = enc.beginComputePass({ label });
     pass.setPipeline(pipeline);
@@ -119,36 +125,64 @@ export class Ops {
       fillTemplate(this.pipelines.source('embedding'), { K: C, WEIGHT: this.weightCode(format, 3) }, 'embedding'),
     );
     const [gx, gy] = grid1d((a.T * C) / 4);
-    this.dispatch(enc, pl, [this.buf(0, this.uniform([a.T, V, 0, 0], 'uuuu')), this.buf(1, a.ids), this.buf(2, a.out), ...this.weightEntries(a.table, 3)], [gx, gy], 'embedding');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, this.uniform([a.T, V, 0, 0], 'uuuu')), this.buf(1, a.ids), this.buf(2, a.out), ...this.weightEntries(a.table, 3)],
+      [gx, gy],
+      'embedding',
+    );
   }
 
   /** x (T,C) , w (C) -> out (T,C), rstd (T) */
-  async rmsnorm(enc: GPUCommandEncoder, a: { x: TrackedBuffer; w: TrackedBuffer; out: TrackedBuffer; rstd: TrackedBuffer; T: number; C: number; eps: number }): Promise<void> {
+  async rmsnorm(
+    enc: GPUCommandEncoder,
+    a: { x: TrackedBuffer; w: TrackedBuffer; out: TrackedBuffer; rstd: TrackedBuffer; T: number; C: number; eps: number },
+  ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'));
     const gx = Math.min(a.T, MAX_WG);
     this.dispatch(
       enc,
       pl,
-      [this.buf(0, this.uniform([a.T, a.C, a.eps, 0], 'uufu')), this.buf(1, a.x), this.buf(2, a.w), this.buf(3, a.out), this.buf(4, a.rstd)],
+      [
+        this.buf(0, this.uniform([a.T, a.C, a.eps, 0], 'uufu')),
+        this.buf(1, a.x),
+        this.buf(2, a.w),
+        this.buf(3, a.out),
+        this.buf(4, a.rstd),
+      ],
       [gx, Math.ceil(a.T / MAX_WG)],
       'rmsnorm',
     );
   }
 
   /** dx (T,C) += RMSNorm backward of dy (T,C) given x, w and the saved rstd */
-  async rmsnormBackward(enc: GPUCommandEncoder, a: { x: TrackedBuffer; w: TrackedBuffer; rstd: TrackedBuffer; dy: TrackedBuffer; dx: TrackedBuffer; T: number; C: number }): Promise<void> {
+  async rmsnormBackward(
+    enc: GPUCommandEncoder,
+    a: { x: TrackedBuffer; w: TrackedBuffer; rstd: TrackedBuffer; dy: TrackedBuffer; dx: TrackedBuffer; T: number; C: number },
+  ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'), 'backward');
     this.dispatch(
       enc,
       pl,
-      [this.buf(0, this.uniform([a.T, a.C, 0, 0], 'uufu')), this.buf(1, a.x), this.buf(2, a.w), this.buf(4, a.rstd), this.buf(5, a.dy), this.buf(6, a.dx)],
+      [
+        this.buf(0, this.uniform([a.T, a.C, 0, 0], 'uufu')),
+        this.buf(1, a.x),
+        this.buf(2, a.w),
+        this.buf(4, a.rstd),
+        this.buf(5, a.dy),
+        this.buf(6, a.dx),
+      ],
       [Math.min(a.T, MAX_WG), Math.ceil(a.T / MAX_WG)],
       'rmsnorm.backward',
     );
   }
 
   /** out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T */
-  async matmul(enc: GPUCommandEncoder, a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; T: number; alpha?: number; beta?: number }): Promise<void> {
+  async matmul(
+    enc: GPUCommandEncoder,
+    a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; T: number; alpha?: number; beta?: number },
+  ): Promise<void> {
     const { format, rows: N, cols: K } = a.w;
     // Fewer rows than the tile holds (decode: T = 1): one row per thread, no idle rows.
     const { TM, TN, WGX, WGY } = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
@@ -156,14 +190,23 @@ export class Ops {
       fillTemplate(this.pipelines.source('matmul'), { TM, TN4: TN / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul'),
     );
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0], 'uuff');
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.x), this.buf(2, a.out), ...this.weightEntries(a.w, 3)], [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))], 'matmul');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, a.x), this.buf(2, a.out), ...this.weightEntries(a.w, 3)],
+      [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))],
+      'matmul',
+    );
   }
 
   /**
    * dx (T,K) = beta*dx + alpha * dy (T,N) @ W(N,K); with `nOff`, W's rows nOff..nOff+N (a vocabulary
    * chunk; rows past the end are clamped and must meet zero gradients).
    */
-  async matmulDx(enc: GPUCommandEncoder, a: { dy: TrackedBuffer; w: GpuWeight; dx: TrackedBuffer; T: number; N?: number; nOff?: number; alpha?: number; beta?: number }): Promise<void> {
+  async matmulDx(
+    enc: GPUCommandEncoder,
+    a: { dy: TrackedBuffer; w: GpuWeight; dx: TrackedBuffer; T: number; N?: number; nOff?: number; alpha?: number; beta?: number },
+  ): Promise<void> {
     const { format, rows, cols: K } = a.w;
     const N = a.N ?? rows;
     const { TM, TK, WGX, WGY } = this.tuning.matmulDx;
@@ -171,63 +214,142 @@ export class Ops {
       fillTemplate(this.pipelines.source('matmul_dx'), { TM, TK4: TK / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul_dx'),
     );
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, 0, 0], 'uuffuuuu');
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.dy), this.buf(2, a.dx), ...this.weightEntries(a.w, 3)], [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))], 'matmul_dx');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, a.dy), this.buf(2, a.dx), ...this.weightEntries(a.w, 3)],
+      [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))],
+      'matmul_dx',
+    );
   }
 
   /** out (M,P) = beta*out + alpha * a(T,M)^T @ b(T,P): LoRA weight gradients */
-  async matmulTn(enc: GPUCommandEncoder, x: { a: TrackedBuffer; b: TrackedBuffer; out: TrackedBuffer; T: number; M: number; P: number; alpha?: number; beta?: number }): Promise<void> {
+  async matmulTn(
+    enc: GPUCommandEncoder,
+    x: { a: TrackedBuffer; b: TrackedBuffer; out: TrackedBuffer; T: number; M: number; P: number; alpha?: number; beta?: number },
+  ): Promise<void> {
     const { TM, TP, WGX, WGY } = this.tuning.matmulTn;
-    const pl = await this.pipelines.get('matmul_tn', `matmul_tn:${TM}:${TP}:${WGX}:${WGY}`, () => fillTemplate(this.pipelines.source('matmul_tn'), { TM, TP4: TP / 4, WGX, WGY }, 'matmul_tn'));
+    const pl = await this.pipelines.get('matmul_tn', `matmul_tn:${TM}:${TP}:${WGX}:${WGY}`, () =>
+      fillTemplate(this.pipelines.source('matmul_tn'), { TM, TP4: TP / 4, WGX, WGY }, 'matmul_tn'),
+    );
     const u = this.uniform([x.T, x.M, x.P, x.alpha ?? 1, x.beta ?? 0, 0, 0, 0], 'uuuffuuu');
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, x.a), this.buf(2, x.b), this.buf(3, x.out)], [Math.ceil(x.P / (TP * WGX)), Math.ceil(x.M / (TM * WGY))], 'matmul_tn');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, x.a), this.buf(2, x.b), this.buf(3, x.out)],
+      [Math.ceil(x.P / (TP * WGX)), Math.ceil(x.M / (TM * WGY))],
+      'matmul_tn',
+    );
   }
 
   /** out (n) = beta*out + dropout(x) with the mask hashed from `seed` (inverted: kept values / (1-rate)) */
-  async dropout(enc: GPUCommandEncoder, a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: number; rate: number; beta?: number }): Promise<void> {
+  async dropout(
+    enc: GPUCommandEncoder,
+    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: number; rate: number; beta?: number },
+  ): Promise<void> {
     const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
     const [gx, gy] = grid1d(a.n);
-    this.dispatch(enc, pl, [this.buf(0, this.uniform([a.n, a.seed >>> 0, a.rate, a.beta ?? 0], 'uuff')), this.buf(1, a.x), this.buf(2, a.out)], [gx, gy], 'dropout');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, this.uniform([a.n, a.seed >>> 0, a.rate, a.beta ?? 0], 'uuff')), this.buf(1, a.x), this.buf(2, a.out)],
+      [gx, gy],
+      'dropout',
+    );
   }
 
   /** x (T, nHeads*D) rotated in place with table cs (T, D/2, 2) (row t: t's position); dir -1 = inverse rotation */
-  async rope(enc: GPUCommandEncoder, a: { x: TrackedBuffer; cs: TrackedBuffer; T: number; nHeads: number; D: number; dir?: 1 | -1 }): Promise<void> {
+  async rope(
+    enc: GPUCommandEncoder,
+    a: { x: TrackedBuffer; cs: TrackedBuffer; T: number; nHeads: number; D: number; dir?: 1 | -1 },
+  ): Promise<void> {
     const pl = await this.pipelines.get('rope', 'rope', () => this.pipelines.source('rope'));
     const [gx, gy] = grid1d((a.T * a.nHeads * a.D) / 2);
-    this.dispatch(enc, pl, [this.buf(0, this.uniform([a.T, a.nHeads, a.D / 2, a.dir ?? 1], 'uuuf')), this.buf(1, a.x), this.buf(2, a.cs)], [gx, gy], 'rope');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, this.uniform([a.T, a.nHeads, a.D / 2, a.dir ?? 1], 'uuuf')), this.buf(1, a.x), this.buf(2, a.cs)],
+      [gx, gy],
+      'rope',
+    );
   }
 
   /** q (T,H*D), k,v (T,KVH*D) -> out (T,H*D), lse (H,T); causal within each packed sequence (seg (T) u32: its first token) */
   async attention(
     enc: GPUCommandEncoder,
-    a: { q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; seg: TrackedBuffer; T: number; H: number; KVH: number; D: number },
+    a: {
+      q: TrackedBuffer;
+      k: TrackedBuffer;
+      v: TrackedBuffer;
+      out: TrackedBuffer;
+      lse: TrackedBuffer;
+      seg: TrackedBuffer;
+      T: number;
+      H: number;
+      KVH: number;
+      D: number;
+    },
   ): Promise<void> {
     const { BQ } = this.tuning.attention;
     const pl = await this.attentionPipeline(a.D, 'main');
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse), this.buf(11, a.seg)], [Math.ceil(a.T / BQ), a.H], 'attention');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse), this.buf(11, a.seg)],
+      [Math.ceil(a.T / BQ), a.H],
+      'attention',
+    );
   }
 
   /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tuned tiles. */
-  private attentionPipeline(D: number, entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main'): Promise<GPUComputePipeline> {
+  private attentionPipeline(
+    D: number,
+    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main',
+  ): Promise<GPUComputePipeline> {
     const { BQ, BK } = this.tuning.attention;
-    return this.pipelines.get('attention', `attention:${D}:${BQ}:${BK}`, () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK }, 'attention'), entry);
+    return this.pipelines.get(
+      'attention',
+      `attention:${D}:${BQ}:${BK}`,
+      () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK }, 'attention'),
+      entry,
+    );
   }
 
   /** Decode: q (1,H*D) of the newest position against the cache kc, vc (>= T rows of KVH*D) holding positions 0..T-1 -> out (1,H*D) */
-  async attentionDecode(enc: GPUCommandEncoder, a: { q: TrackedBuffer; kc: TrackedBuffer; vc: TrackedBuffer; out: TrackedBuffer; T: number; H: number; KVH: number; D: number }): Promise<void> {
+  async attentionDecode(
+    enc: GPUCommandEncoder,
+    a: { q: TrackedBuffer; kc: TrackedBuffer; vc: TrackedBuffer; out: TrackedBuffer; T: number; H: number; KVH: number; D: number },
+  ): Promise<void> {
     const pl = await this.attentionPipeline(a.D, 'decode_main');
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out)], [a.H, 1], 'attention.decode');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out)],
+      [a.H, 1],
+      'attention.decode',
+    );
   }
 
   /** dgate, dup (n) from dh (n), given gate and up */
-  async swigluBackward(enc: GPUCommandEncoder, a: { gate: TrackedBuffer; up: TrackedBuffer; dh: TrackedBuffer; dgate: TrackedBuffer; dup: TrackedBuffer; n: number }): Promise<void> {
+  async swigluBackward(
+    enc: GPUCommandEncoder,
+    a: { gate: TrackedBuffer; up: TrackedBuffer; dh: TrackedBuffer; dgate: TrackedBuffer; dup: TrackedBuffer; n: number },
+  ): Promise<void> {
     const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'), 'backward');
     const [gx, gy] = grid1d(a.n);
     this.dispatch(
       enc,
       pl,
-      [this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')), this.buf(1, a.gate), this.buf(2, a.up), this.buf(4, a.dh), this.buf(5, a.dgate), this.buf(6, a.dup)],
+      [
+        this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')),
+        this.buf(1, a.gate),
+        this.buf(2, a.up),
+        this.buf(4, a.dh),
+        this.buf(5, a.dgate),
+        this.buf(6, a.dup),
+      ],
       [gx, gy],
       'swiglu.backward',
     );
@@ -240,15 +362,36 @@ export class Ops {
   async attentionBackward(
     enc: GPUCommandEncoder,
     a: {
-      q: TrackedBuffer; k: TrackedBuffer; v: TrackedBuffer; out: TrackedBuffer; lse: TrackedBuffer; dout: TrackedBuffer;
-      delta: TrackedBuffer; dq: TrackedBuffer; dk: TrackedBuffer; dv: TrackedBuffer; seg: TrackedBuffer; T: number; H: number; KVH: number; D: number;
+      q: TrackedBuffer;
+      k: TrackedBuffer;
+      v: TrackedBuffer;
+      out: TrackedBuffer;
+      lse: TrackedBuffer;
+      dout: TrackedBuffer;
+      delta: TrackedBuffer;
+      dq: TrackedBuffer;
+      dk: TrackedBuffer;
+      dv: TrackedBuffer;
+      seg: TrackedBuffer;
+      T: number;
+      H: number;
+      KVH: number;
+      D: number;
     },
   ): Promise<void> {
     const { BQ, BK } = this.tuning.attention;
     const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
     const delta = await this.attentionPipeline(a.D, 'delta_main');
     this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], grid1d(a.H * a.T), 'attention.delta');
-    const qkv = [this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(5, a.lse), this.buf(6, a.dout), this.buf(7, a.delta), this.buf(11, a.seg)];
+    const qkv = [
+      this.buf(1, a.q),
+      this.buf(2, a.k),
+      this.buf(3, a.v),
+      this.buf(5, a.lse),
+      this.buf(6, a.dout),
+      this.buf(7, a.delta),
+      this.buf(11, a.seg),
+    ];
     const dq = await this.attentionPipeline(a.D, 'dq_main');
     this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / BQ), a.H], 'attention.dq');
     const dkdv = await this.attentionPipeline(a.D, 'dkdv_main');
@@ -259,21 +402,37 @@ export class Ops {
   async swiglu(enc: GPUCommandEncoder, a: { gate: TrackedBuffer; up: TrackedBuffer; h: TrackedBuffer; n: number }): Promise<void> {
     const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'));
     const [gx, gy] = grid1d(a.n);
-    this.dispatch(enc, pl, [this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')), this.buf(1, a.gate), this.buf(2, a.up), this.buf(3, a.h)], [gx, gy], 'swiglu');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')), this.buf(1, a.gate), this.buf(2, a.up), this.buf(3, a.h)],
+      [gx, gy],
+      'swiglu',
+    );
   }
 
   /** Scratch for `lmhead`: (R, nTiles) partials and (R) target logits. */
   lmheadScratch(R: number, V: number): LmheadScratch {
     const { TN, WGX } = this.tuning.lmhead;
     const nTiles = Math.ceil(V / (TN * WGX));
-    return { part: this.buffers.create('lmhead partials', R * nTiles * 16, STORAGE), tlogit: this.buffers.create('lmhead target logits', R * 4, STORAGE), nTiles };
+    return {
+      part: this.buffers.create('lmhead partials', R * nTiles * 16, STORAGE),
+      tlogit: this.buffers.create('lmhead target logits', R * 4, STORAGE),
+      nTiles,
+    };
   }
 
   private async lmheadPipeline(w: GpuWeight, entry: 'partial' | 'reduce' | 'scatter'): Promise<GPUComputePipeline> {
     const { format, cols: C } = w;
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const key = `lmhead:${format}:${C}:${TM}:${TN}:${WGX}:${WGY}`;
-    return this.pipelines.get('lmhead', key, () => fillTemplate(this.pipelines.source('lmhead'), { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead'), entry);
+    return this.pipelines.get(
+      'lmhead',
+      key,
+      () =>
+        fillTemplate(this.pipelines.source('lmhead'), { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead'),
+      entry,
+    );
   }
 
   /**
@@ -282,7 +441,17 @@ export class Ops {
    */
   async lmhead(
     enc: GPUCommandEncoder,
-    a: { h: TrackedBuffer; rows: TrackedBuffer; targets: TrackedBuffer; R: number; w: GpuWeight; lse: TrackedBuffer; logp: TrackedBuffer; log1mq: TrackedBuffer; scratch: LmheadScratch },
+    a: {
+      h: TrackedBuffer;
+      rows: TrackedBuffer;
+      targets: TrackedBuffer;
+      R: number;
+      w: GpuWeight;
+      lse: TrackedBuffer;
+      logp: TrackedBuffer;
+      log1mq: TrackedBuffer;
+      scratch: LmheadScratch;
+    },
   ): Promise<void> {
     const V = a.w.rows;
     const { TM, WGY } = this.tuning.lmhead;
@@ -292,8 +461,16 @@ export class Ops {
       enc,
       await this.lmheadPipeline(a.w, 'partial'),
       [
-        this.buf(0, u), this.buf(1, a.h), this.buf(2, a.rows), this.buf(3, a.targets), this.buf(4, part), this.buf(5, tlogit),
-        this.buf(8, a.lse), this.buf(11, this.dummy('read')), this.buf(12, this.dummy('write')), ...this.weightEntries(a.w, 6),
+        this.buf(0, u),
+        this.buf(1, a.h),
+        this.buf(2, a.rows),
+        this.buf(3, a.targets),
+        this.buf(4, part),
+        this.buf(5, tlogit),
+        this.buf(8, a.lse),
+        this.buf(11, this.dummy('read')),
+        this.buf(12, this.dummy('write')),
+        ...this.weightEntries(a.w, 6),
       ],
       [nTiles, Math.ceil(a.R / (TM * WGY))],
       'lmhead.partial',
@@ -301,7 +478,15 @@ export class Ops {
     this.dispatch(
       enc,
       await this.lmheadPipeline(a.w, 'reduce'),
-      [this.buf(0, u), this.buf(3, a.targets), this.buf(4, part), this.buf(5, tlogit), this.buf(8, a.lse), this.buf(9, a.logp), this.buf(10, a.log1mq)],
+      [
+        this.buf(0, u),
+        this.buf(3, a.targets),
+        this.buf(4, part),
+        this.buf(5, tlogit),
+        this.buf(8, a.lse),
+        this.buf(9, a.logp),
+        this.buf(10, a.log1mq),
+      ],
       [Math.ceil(a.R / 64), 1],
       'lmhead.reduce',
     );
@@ -313,7 +498,19 @@ export class Ops {
    */
   async lmheadDz(
     enc: GPUCommandEncoder,
-    a: { h: TrackedBuffer; rows: TrackedBuffer; targets: TrackedBuffer; R: number; w: GpuWeight; lse: TrackedBuffer; coef: TrackedBuffer; dz: TrackedBuffer; vOff: number; VC: number; scratch: LmheadScratch },
+    a: {
+      h: TrackedBuffer;
+      rows: TrackedBuffer;
+      targets: TrackedBuffer;
+      R: number;
+      w: GpuWeight;
+      lse: TrackedBuffer;
+      coef: TrackedBuffer;
+      dz: TrackedBuffer;
+      vOff: number;
+      VC: number;
+      scratch: LmheadScratch;
+    },
   ): Promise<void> {
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const u = this.uniform([a.R, a.w.rows, a.scratch.nTiles, 1, a.vOff, a.VC, 0, 0], 'uuuuuuuu');
@@ -321,8 +518,16 @@ export class Ops {
       enc,
       await this.lmheadPipeline(a.w, 'partial'),
       [
-        this.buf(0, u), this.buf(1, a.h), this.buf(2, a.rows), this.buf(3, a.targets), this.buf(4, a.scratch.part), this.buf(5, a.scratch.tlogit),
-        this.buf(8, a.lse), this.buf(11, a.coef), this.buf(12, a.dz), ...this.weightEntries(a.w, 6),
+        this.buf(0, u),
+        this.buf(1, a.h),
+        this.buf(2, a.rows),
+        this.buf(3, a.targets),
+        this.buf(4, a.scratch.part),
+        this.buf(5, a.scratch.tlogit),
+        this.buf(8, a.lse),
+        this.buf(11, a.coef),
+        this.buf(12, a.dz),
+        ...this.weightEntries(a.w, 6),
       ],
       [Math.ceil(a.VC / (TN * WGX)), Math.ceil(a.R / (TM * WGY))],
       'lmhead.dz',
@@ -330,8 +535,17 @@ export class Ops {
   }
 
   /** dxn (T,C) rows[r] += dh (R,C) row r (rows distinct) */
-  async scatterRows(enc: GPUCommandEncoder, a: { w: GpuWeight; rows: TrackedBuffer; dh: TrackedBuffer; dxn: TrackedBuffer; R: number }): Promise<void> {
+  async scatterRows(
+    enc: GPUCommandEncoder,
+    a: { w: GpuWeight; rows: TrackedBuffer; dh: TrackedBuffer; dxn: TrackedBuffer; R: number },
+  ): Promise<void> {
     const u = this.uniform([a.R, a.w.rows, 0, 0, 0, 0, 0, 0], 'uuuuuuuu');
-    this.dispatch(enc, await this.lmheadPipeline(a.w, 'scatter'), [this.buf(0, u), this.buf(2, a.rows), this.buf(13, a.dh), this.buf(14, a.dxn)], grid1d((a.R * a.w.cols) / 4), 'lmhead.scatter');
+    this.dispatch(
+      enc,
+      await this.lmheadPipeline(a.w, 'scatter'),
+      [this.buf(0, u), this.buf(2, a.rows), this.buf(13, a.dh), this.buf(14, a.dxn)],
+      grid1d((a.R * a.w.cols) / 4),
+      'lmhead.scatter',
+    );
   }
 }

@@ -73,7 +73,14 @@ export class TrainPass {
    * The model must have LoRA adapters (they are what is trained). With `recompute`, only each
    * layer's input is kept and the backward pass recomputes the layer (activation checkpointing).
    */
-  static async forward(model: GpuLlama, ids: number[], rows: number[], targets: number[], dropout: DropoutSpec, recompute = false): Promise<TrainPass> {
+  static async forward(
+    model: GpuLlama,
+    ids: number[],
+    rows: number[],
+    targets: number[],
+    dropout: DropoutSpec,
+    recompute = false,
+  ): Promise<TrainPass> {
     model.checkInput(ids, rows, targets);
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
     if (new Set(rows).size !== rows.length) throw new NlftError('each position can be scored only once in a training pass', 'bad-position');
@@ -113,7 +120,8 @@ export class TrainPass {
    * gradients into `model.lora.grads`. Frees the pass's activations afterwards.
    */
   async backward(coef: Float32Array): Promise<void> {
-    if (coef.length !== 2 * this.R) throw new NlftError(`${coef.length / 2} coefficient pairs for ${this.R} scored positions`, 'bad-position');
+    if (coef.length !== 2 * this.R)
+      throw new NlftError(`${coef.length / 2} coefficient pairs for ${this.R} scored positions`, 'bad-position');
     const { model, acts } = this;
     const { ops, config: c } = model;
     const b = model.buffers;
@@ -133,7 +141,19 @@ export class TrainPass {
       const dz = alloc('dlogits chunk (R,VC)', R * VC);
       const dh = alloc('dh (R,C)', R * C);
       for (let vOff = 0; vOff < V; vOff += VC) {
-        await ops.lmheadDz(enc, { h: acts.xnF, rows: this.rows, targets: this.targets, R, w: model.lmHead, lse: this.lse, coef: coefBuf, dz, vOff, VC, scratch: this.scratch });
+        await ops.lmheadDz(enc, {
+          h: acts.xnF,
+          rows: this.rows,
+          targets: this.targets,
+          R,
+          w: model.lmHead,
+          lse: this.lse,
+          coef: coefBuf,
+          dz,
+          vOff,
+          VC,
+          scratch: this.scratch,
+        });
         await ops.matmulDx(enc, { dy: dz, w: model.lmHead, dx: dh, T: R, N: VC, nOff: vOff, beta: vOff === 0 ? 0 : 1 });
       }
       const dxn = alloc('d final norm (T,C)', T * C);
@@ -176,7 +196,14 @@ export class TrainPass {
         await ops.matmulTn(enc, { a: g, b: x, out: dA, T, M: e.r, P: e.inF, alpha: e.scale, beta: 1 }); //  dA += s g^T dropout(x)
         if (this.dropout.rate > 0) {
           await ops.matmulDx(enc, { dy: g, w: A, dx: gx!, T, alpha: e.scale });
-          await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, seed: dropoutSeed(this.dropout.seed, i, p), rate: this.dropout.rate, beta: 1 });
+          await ops.dropout(enc, {
+            x: gx!,
+            out: dIn,
+            n: T * e.inF,
+            seed: dropoutSeed(this.dropout.seed, i, p),
+            rate: this.dropout.rate,
+            beta: 1,
+          });
         } else {
           await ops.matmulDx(enc, { dy: g, w: A, dx: dIn, T, alpha: e.scale, beta: 1 });
         }
@@ -194,7 +221,23 @@ export class TrainPass {
         await ops.rmsnormBackward(enc, { x: a.xMid, w: L.postNorm, rstd: a.rstd2, dy: dXn, dx, T, C });
         // Attention: x_mid = x_in + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x_in)
         await linearBack(i, 'o_proj', a.att, dx, dAtt, 0);
-        await ops.attentionBackward(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, dout: dAtt, delta, dq, dk, dv, seg: acts.seg, T, H, KVH, D });
+        await ops.attentionBackward(enc, {
+          q: a.q,
+          k: a.k,
+          v: a.v,
+          out: a.att,
+          lse: a.attLse,
+          dout: dAtt,
+          delta,
+          dq,
+          dk,
+          dv,
+          seg: acts.seg,
+          T,
+          H,
+          KVH,
+          D,
+        });
         await ops.rope(enc, { x: dq, cs: acts.cs, T, nHeads: H, D, dir: -1 });
         await ops.rope(enc, { x: dk, cs: acts.cs, T, nHeads: KVH, D, dir: -1 });
         await linearBack(i, 'q_proj', a.xn1, dq, dXn, 0);

@@ -53,8 +53,19 @@ export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3
 }
 
 function syntheticWeight(engine: Engine, rows: number, cols: number, format: QuantFormat): GpuWeight {
-  const q = quantize(new Float32Array(rows * cols).map((_, i) => Math.sin(i) * 0.05), rows, cols, format);
-  return { format, rows, cols, data: engine.buffers.upload('tune w', q.data), scales: q.scales ? engine.buffers.upload('tune w.scales', q.scales) : null };
+  const q = quantize(
+    new Float32Array(rows * cols).map((_, i) => Math.sin(i) * 0.05),
+    rows,
+    cols,
+    format,
+  );
+  return {
+    format,
+    rows,
+    cols,
+    data: engine.buffers.upload('tune w', q.data),
+    scales: q.scales ? engine.buffers.upload('tune w.scales', q.scales) : null,
+  };
 }
 
 /**
@@ -62,7 +73,12 @@ function syntheticWeight(engine: Engine, rows: number, cols: number, format: Qua
  * vocabulary V (the lm-head is timed on min(V, 8192) columns to keep tuning short).
  * `onProgress` gets the fraction of candidates timed.
  */
-export async function tuneKernels(engine: Engine, shape: TuningShape, format: QuantFormat, onProgress?: (fraction: number) => void): Promise<TuneResult> {
+export async function tuneKernels(
+  engine: Engine,
+  shape: TuningShape,
+  format: QuantFormat,
+  onProgress?: (fraction: number) => void,
+): Promise<TuneResult> {
   const { T, C, F } = shape;
   const V = Math.min(shape.V, 8192);
   const b = engine.buffers;
@@ -83,7 +99,10 @@ export async function tuneKernels(engine: Engine, shape: TuningShape, format: Qu
     onProgress?.(matmul.length / (MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length));
   }
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
-  const rows = b.upload('tune rows', Uint32Array.from({ length: T }, (_, i) => i));
+  const rows = b.upload(
+    'tune rows',
+    Uint32Array.from({ length: T }, (_, i) => i),
+  );
   const lse = b.create('tune lse', T * 4);
   const logp = b.create('tune logp', T * 4);
   const log1mq = b.create('tune log1mq', T * 4);
@@ -120,7 +139,17 @@ export interface TuningCache {
 
 /** Cache key: the kernels' version, the adapter, the weight format and the model's widths. */
 export function tuningKey(adapter: AdapterSummary, shape: Omit<TuningShape, 'T'>, format: QuantFormat): string {
-  return [`v${TUNING_VERSION}`, adapter.vendor, adapter.architecture, adapter.device, adapter.description, format, shape.C, shape.F, Math.min(shape.V, 8192)].join('|');
+  return [
+    `v${TUNING_VERSION}`,
+    adapter.vendor,
+    adapter.architecture,
+    adapter.device,
+    adapter.description,
+    format,
+    shape.C,
+    shape.F,
+    Math.min(shape.V, 8192),
+  ].join('|');
 }
 
 const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(b);
@@ -129,7 +158,11 @@ const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(
 export function isCachedTuning(v: unknown): v is Tuning {
   const t = v as Partial<Tuning> | null;
   if (typeof t !== 'object' || t === null || !t.matmul || !t.lmhead) return false;
-  return MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) && LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) && sameTile({ ...t, matmul: 0, lmhead: 0 }, { ...DEFAULT_TUNING, matmul: 0, lmhead: 0 });
+  return (
+    MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) &&
+    LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) &&
+    sameTile({ ...t, matmul: 0, lmhead: 0 }, { ...DEFAULT_TUNING, matmul: 0, lmhead: 0 })
+  );
 }
 
 /**

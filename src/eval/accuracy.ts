@@ -45,21 +45,47 @@ export interface EvalSummary {
 
 export function summarize(items: readonly EvalItem[]): EvalSummary {
   const correct = items.filter((i) => i.correct).length;
-  return { correct, total: items.length, accuracy: items.length ? correct / items.length : 0, withoutExpected: items.filter((i) => i.expected === null).length };
+  return {
+    correct,
+    total: items.length,
+    accuracy: items.length ? correct / items.length : 0,
+    withoutExpected: items.filter((i) => i.expected === null).length,
+  };
 }
 
 /** Answer every record (in order) and grade it; `onItem` gets each graded item as it is done. */
-export async function evaluate(model: GpuLlama, tok: TextTokenizer, records: readonly DatasetRecord[], o: EvalOptions, onItem?: (item: EvalItem, done: number) => void): Promise<EvalItem[]> {
+export async function evaluate(
+  model: GpuLlama,
+  tok: TextTokenizer,
+  records: readonly DatasetRecord[],
+  o: EvalOptions,
+  onItem?: (item: EvalItem, done: number) => void,
+): Promise<EvalItem[]> {
   if (records.length === 0) throw new NlftError('the dataset has no records: nothing to evaluate', 'dataset');
   const items: EvalItem[] = [];
   for (const r of records) {
     if (o.signal?.aborted) break;
     const promptIds = tok.encode(basePrompt(tok, r));
-    const g = await generate(model, promptIds, { maxNewTokens: o.maxNewTokens, temperature: o.temperature, seed: o.seed + r.index, stopIds: tok.eosTokenIds, signal: o.signal });
+    const g = await generate(model, promptIds, {
+      maxNewTokens: o.maxNewTokens,
+      temperature: o.temperature,
+      seed: o.seed + r.index,
+      stopIds: tok.eosTokenIds,
+      signal: o.signal,
+    });
     const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
     const expected = extractFinalNumber(r.answer);
     const got = extractFinalNumber(output);
-    const item: EvalItem = { index: r.index, id: r.id, expected, got, correct: expected !== null && got === expected, output, tokens: g.ids.length, ended: g.reason };
+    const item: EvalItem = {
+      index: r.index,
+      id: r.id,
+      expected,
+      got,
+      correct: expected !== null && got === expected,
+      output,
+      tokens: g.ids.length,
+      ended: g.reason,
+    };
     items.push(item);
     onItem?.(item, items.length);
   }

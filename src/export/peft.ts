@@ -135,7 +135,11 @@ const PEFT_FIELD: Record<keyof LoraConfig, string> = {
 export async function readPeftAdapter(source: FileSource, modelConfig: LlamaConfig): Promise<PeftAdapter> {
   const { config, baseModel } = parseAdapterConfig(await readJsonFile(source, ADAPTER_CONFIG_FILE));
   if ((await source.size(ADAPTER_WEIGHTS_FILE)) === null && (await source.size('adapter_model.bin')) !== null) {
-    throw new ModelFormatError(ADAPTER_WEIGHTS_FILE, undefined, `not found in ${source.label}; adapter_model.bin (a pickle) is not supported, save the adapter with safe_serialization`);
+    throw new ModelFormatError(
+      ADAPTER_WEIGHTS_FILE,
+      undefined,
+      `not found in ${source.label}; adapter_model.bin (a pickle) is not supported, save the adapter with safe_serialization`,
+    );
   }
   const header = await readSafetensorsHeader(source, ADAPTER_WEIGHTS_FILE);
   const shapes = projectionShapes(modelConfig);
@@ -146,7 +150,11 @@ export async function readPeftAdapter(source: FileSource, modelConfig: LlamaConf
     const { proj, factor } = parseKey(key, modelConfig, config.targets);
     const want = expectedShape(proj, factor);
     if (info.shape.length !== 2 || info.shape[0] !== want[0] || info.shape[1] !== want[1]) {
-      throw new ModelFormatError(ADAPTER_WEIGHTS_FILE, key, `expected shape ${formatShape(want)} (r ${config.r}), found ${formatShape(info.shape)}`);
+      throw new ModelFormatError(
+        ADAPTER_WEIGHTS_FILE,
+        key,
+        `expected shape ${formatShape(want)} (r ${config.r}), found ${formatShape(info.shape)}`,
+      );
     }
   }
   const targets = PROJECTIONS.filter((p) => config.targets.includes(p));
@@ -155,7 +163,11 @@ export async function readPeftAdapter(source: FileSource, modelConfig: LlamaConf
       for (const factor of ['A', 'B'] as const) {
         const name = peftTensorName(layer, p, factor);
         if (!header.tensors.has(name)) {
-          throw new ModelFormatError(ADAPTER_WEIGHTS_FILE, name, `missing; expected shape ${formatShape(expectedShape(p, factor))} since target_modules lists ${p}`);
+          throw new ModelFormatError(
+            ADAPTER_WEIGHTS_FILE,
+            name,
+            `missing; expected shape ${formatShape(expectedShape(p, factor))} since target_modules lists ${p}`,
+          );
         }
       }
     }
@@ -204,8 +216,10 @@ function parseAdapterConfig(json: unknown): { config: LoraConfig; baseModel: str
     throw new ModelFormatError(ADAPTER_CONFIG_FILE, field, detail);
   };
   if (!isRecord(json)) return fail(undefined, `expected a JSON object, found ${describeJsonValue(json)}`);
-  if (json.peft_type !== 'LORA') fail('peft_type', `expected "LORA", found ${describeJsonValue(json.peft_type)}; only LoRA adapters are supported`);
-  if (json.task_type != null && json.task_type !== 'CAUSAL_LM') fail('task_type', `expected "CAUSAL_LM", found ${describeJsonValue(json.task_type)}`);
+  if (json.peft_type !== 'LORA')
+    fail('peft_type', `expected "LORA", found ${describeJsonValue(json.peft_type)}; only LoRA adapters are supported`);
+  if (json.task_type != null && json.task_type !== 'CAUSAL_LM')
+    fail('task_type', `expected "CAUSAL_LM", found ${describeJsonValue(json.task_type)}`);
   const number = (field: string): number => {
     const v = json[field];
     return typeof v === 'number' ? v : fail(field, `expected a number, found ${describeJsonValue(v)}`);
@@ -223,8 +237,10 @@ function parseAdapterConfig(json: unknown): { config: LoraConfig; baseModel: str
   const issue = loraConfigIssue(config);
   if (issue !== null) fail(PEFT_FIELD[issue.field], issue.detail);
 
-  if ((json.fan_in_fan_out ?? false) !== false) fail('fan_in_fan_out', `expected false (Llama's projections are nn.Linear), found ${describeJsonValue(json.fan_in_fan_out)}`);
-  if ((json.bias ?? 'none') !== 'none') fail('bias', `expected "none", found ${describeJsonValue(json.bias)}; LoRA bias terms are not supported`);
+  if ((json.fan_in_fan_out ?? false) !== false)
+    fail('fan_in_fan_out', `expected false (Llama's projections are nn.Linear), found ${describeJsonValue(json.fan_in_fan_out)}`);
+  if ((json.bias ?? 'none') !== 'none')
+    fail('bias', `expected "none", found ${describeJsonValue(json.bias)}; LoRA bias terms are not supported`);
   const unsupported: Array<[string, string, boolean]> = [
     ['use_rslora', 'rank-stabilized LoRA', json.use_rslora === true],
     ['use_dora', 'DoRA', json.use_dora === true],
@@ -237,7 +253,8 @@ function parseAdapterConfig(json: unknown): { config: LoraConfig; baseModel: str
     if (present) fail(field, `not supported: ${what} (${field}: ${describeJsonValue(json[field])})`);
   }
   const base = json.base_model_name_or_path ?? null;
-  if (base !== null && typeof base !== 'string') fail('base_model_name_or_path', `expected a string or null, found ${describeJsonValue(base)}`);
+  if (base !== null && typeof base !== 'string')
+    fail('base_model_name_or_path', `expected a string or null, found ${describeJsonValue(base)}`);
   return { config, baseModel: base as string | null };
 }
 

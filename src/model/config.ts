@@ -66,7 +66,8 @@ export function parseLlamaConfig(json: unknown, fileName = 'config.json'): Llama
   const positiveNumber = (field: string, fallback: number): number => {
     const v = json[field];
     if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(field, `expected a positive number, found ${describeJsonValue(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      return fail(field, `expected a positive number, found ${describeJsonValue(v)}`);
     return v;
   };
   /** A boolean field, `false` when absent or null. */
@@ -209,7 +210,8 @@ function parseRopeScaling(v: unknown, fail: Fail): Llama3RopeScaling | null {
 /** A token id: a non-negative integer, or null/absent. */
 function parseTokenId(v: unknown, field: string, fail: Fail): number | null {
   if (v === undefined || v === null) return null;
-  if (!Number.isSafeInteger(v) || (v as number) < 0) return fail(field, `expected a token id (non-negative integer) or null, found ${describeJsonValue(v)}`);
+  if (!Number.isSafeInteger(v) || (v as number) < 0)
+    return fail(field, `expected a token id (non-negative integer) or null, found ${describeJsonValue(v)}`);
   return v as number;
 }
 
@@ -221,5 +223,3 @@ function parseEosTokenId(v: unknown, fail: Fail): number | number[] | null {
   }
   return v as number[];
 }
-
-

@@ -85,8 +85,7 @@ export function makeTinyLlama(opts: TinyLlamaOptions): LlamaWeights {
   const config = tinyLlamaConfig(opts);
   const rng = new Rng(opts.seed);
   const C = config.hiddenSize;
-  const normal = (count: number, std: number, mean = 0): Float32Array =>
-    fillNormal(new Float32Array(count), std, rng, mean);
+  const normal = (count: number, std: number, mean = 0): Float32Array => fillNormal(new Float32Array(count), std, rng, mean);
   const norm = (): Float32Array => normal(C, 0.1, 1);
   const proj = (rows: number, cols: number): Float32Array => normal(rows * cols, 1 / Math.sqrt(cols));
 

@@ -30,8 +30,10 @@ export class PickedFilesSource implements FileSource {
 
   async readRange(name: string, start: number, end: number): Promise<Uint8Array> {
     const f = this.file(name);
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) throw new RangeError(`PickedFilesSource.readRange(${name}): bad range [${start}, ${end})`);
-    if (end > f.size) throw new ModelFormatError(name, undefined, `file ends at byte ${f.size}, before the requested range [${start}, ${end})`);
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start)
+      throw new RangeError(`PickedFilesSource.readRange(${name}): bad range [${start}, ${end})`);
+    if (end > f.size)
+      throw new ModelFormatError(name, undefined, `file ends at byte ${f.size}, before the requested range [${start}, ${end})`);
     return new Uint8Array(await f.slice(start, end).arrayBuffer());
   }
 

@@ -25,7 +25,9 @@ export function parseHubId(spec: string): HubRef | null {
   const at = spec.indexOf('@');
   const repo = at < 0 ? spec : spec.slice(0, at);
   const revision = at < 0 ? 'main' : spec.slice(at + 1);
-  return REPO.test(repo) && REVISION.test(revision) && !`${repo}/${revision}`.split('/').some((p) => p === '.' || p === '..') ? { repo, revision } : null;
+  return REPO.test(repo) && REVISION.test(revision) && !`${repo}/${revision}`.split('/').some((p) => p === '.' || p === '..')
+    ? { repo, revision }
+    : null;
 }
 
 /** The download URL of a file of a repository. */
@@ -79,8 +81,10 @@ export class HubSource implements FileSource {
 
   async readRange(name: string, start: number, end: number): Promise<Uint8Array> {
     const bytes = await this.read(name);
-    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) throw new RangeError(`HubSource.readRange(${name}): bad range [${start}, ${end})`);
-    if (end > bytes.length) throw new ModelFormatError(name, undefined, `file ends at byte ${bytes.length}, before the requested range [${start}, ${end})`);
+    if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start)
+      throw new RangeError(`HubSource.readRange(${name}): bad range [${start}, ${end})`);
+    if (end > bytes.length)
+      throw new ModelFormatError(name, undefined, `file ends at byte ${bytes.length}, before the requested range [${start}, ${end})`);
     return bytes.subarray(start, end);
   }
 
@@ -116,7 +120,10 @@ export class HubSource implements FileSource {
     }
     if (res.status === 404) return null;
     if (res.status === 401 || res.status === 403) {
-      throw new NlftError(`${this.label}: ${name}: HTTP ${res.status} — the repository is gated or private${this.opts.token ? ' and the token was refused' : '; a token is needed'}`, 'fetch');
+      throw new NlftError(
+        `${this.label}: ${name}: HTTP ${res.status} — the repository is gated or private${this.opts.token ? ' and the token was refused' : '; a token is needed'}`,
+        'fetch',
+      );
     }
     if (!res.ok || !res.body) throw new NlftError(`${this.label}: ${name}: HTTP ${res.status} from ${url}`, 'fetch');
     const bytes = await this.download(name, res);
@@ -144,7 +151,8 @@ export class HubSource implements FileSource {
       loaded += chunk.value.length;
       this.opts.onDownload?.(name, loaded, total);
     }
-    if (total !== null && loaded !== total) throw new NlftError(`${this.label}: the download of ${name} ended at ${loaded} of ${total} bytes`, 'fetch');
+    if (total !== null && loaded !== total)
+      throw new NlftError(`${this.label}: the download of ${name} ended at ${loaded} of ${total} bytes`, 'fetch');
     const out = new Uint8Array(loaded);
     let at = 0;
     for (const c of chunks) {

@@ -7,12 +7,7 @@
 import { ModelFormatError } from '../errors.ts';
 import { describeJsonValue } from '../util/json.ts';
 import { parseLlamaConfig, type LlamaConfig } from './config.ts';
-import {
-  readSafetensorsHeader,
-  readTensorF32,
-  type SafetensorsHeader,
-  type SafetensorsTensorInfo,
-} from './safetensors.ts';
+import { readSafetensorsHeader, readTensorF32, type SafetensorsHeader, type SafetensorsTensorInfo } from './safetensors.ts';
 import type { FileSource } from './source.ts';
 import { assembleWeights, hfTensorNames, type LlamaWeights, type TensorLookup } from './weights.ts';
 

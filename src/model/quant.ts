@@ -59,9 +59,7 @@ function checkShape(rows: number, cols: number, format: QuantFormat): void {
     throw new Error(`quant: rows and cols must be positive integers, got rows=${rows}, cols=${cols}`);
   }
   if (format !== 'f32' && cols % QUANT_BLOCK !== 0) {
-    throw new Error(
-      `quant: ${format} needs K (cols, the input dimension) to be a multiple of ${QUANT_BLOCK}, got K=${cols}`,
-    );
+    throw new Error(`quant: ${format} needs K (cols, the input dimension) to be a multiple of ${QUANT_BLOCK}, got K=${cols}`);
   }
 }
 

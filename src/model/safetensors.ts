@@ -131,8 +131,7 @@ export async function parseSafetensorsHeader(
   fileSize: number,
   fileName: string,
 ): Promise<SafetensorsHeader> {
-  const read: RangeReader =
-    typeof input === 'function' ? input : async (start, end) => sliceChecked(input, start, end, fileName);
+  const read: RangeReader = typeof input === 'function' ? input : async (start, end) => sliceChecked(input, start, end, fileName);
   if (fileSize < 8) {
     throw new ModelFormatError(fileName, 'header', `file is ${fileSize} bytes, shorter than the 8-byte header length`);
   }
@@ -370,9 +369,7 @@ export function writeSafetensors(tensors: SafetensorsTensor[], metadata?: Record
 /* Helpers                                                                              */
 /* ------------------------------------------------------------------------------------ */
 
-
 /** `[64, 128]` */
 function formatShape(shape: readonly unknown[]): string {
   return `[${shape.join(', ')}]`;
 }
-

@@ -9,7 +9,9 @@ export function tableFormat(quant: QuantFormat): QuantFormat {
 }
 
 /** Shapes [out, in] of one layer's seven projections. */
-export function projectionShapes(c: LlamaConfig): Record<'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj', [number, number]> {
+export function projectionShapes(
+  c: LlamaConfig,
+): Record<'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj', [number, number]> {
   const H = c.numHeads * c.headDim;
   const KV = c.numKvHeads * c.headDim;
   return {
@@ -38,10 +40,17 @@ export function checkQuantizable(c: LlamaConfig, quant: QuantFormat): void {
     ['intermediate_size', c.intermediateSize],
     ['num_attention_heads * head_dim', c.numHeads * c.headDim],
   ];
-  if (c.headDim % 4 !== 0) throw new NlftError(`config.json (head_dim): ${c.headDim} is not a multiple of 4, which the attention kernel needs`, 'unsupported-shape');
+  if (c.headDim % 4 !== 0)
+    throw new NlftError(
+      `config.json (head_dim): ${c.headDim} is not a multiple of 4, which the attention kernel needs`,
+      'unsupported-shape',
+    );
   for (const [name, v] of dims) {
     if (v % multiple !== 0) {
-      throw new NlftError(`config.json (${name}): ${v} is not a multiple of ${multiple}, which ${quant === 'f32' ? 'the f32 kernels' : `${quant} blocks`} need`, 'unsupported-shape');
+      throw new NlftError(
+        `config.json (${name}): ${v} is not a multiple of ${multiple}, which ${quant === 'f32' ? 'the f32 kernels' : `${quant} blocks`} need`,
+        'unsupported-shape',
+      );
     }
   }
 }

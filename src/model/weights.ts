@@ -47,9 +47,7 @@ export const LAYER_TENSOR_NAMES: Record<keyof LayerWeights, string> = {
 };
 
 /** Where a tensor lives in `LlamaWeights`. */
-export type WeightSlot =
-  | { layer: null; key: 'embed' | 'finalNorm' | 'lmHead' }
-  | { layer: number; key: keyof LayerWeights };
+export type WeightSlot = { layer: null; key: 'embed' | 'finalNorm' | 'lmHead' } | { layer: number; key: keyof LayerWeights };
 
 /** One tensor a Llama checkpoint must hold: HF name, shape, and its place in `LlamaWeights`. */
 export interface HfTensorSpec {
@@ -125,11 +123,7 @@ export async function assembleWeights(config: LlamaConfig, tensors: TensorLookup
       throw new ModelFormatError(tensors.source, spec.name, `missing; expected shape ${formatShape(spec.shape)}${why}`);
     }
     if (found.shape.length !== spec.shape.length || found.shape.some((d, i) => d !== spec.shape[i])) {
-      throw new ModelFormatError(
-        found.file,
-        spec.name,
-        `expected shape ${formatShape(spec.shape)}, found ${formatShape(found.shape)}`,
-      );
+      throw new ModelFormatError(found.file, spec.name, `expected shape ${formatShape(spec.shape)}, found ${formatShape(found.shape)}`);
     }
   }
   const weights: LlamaWeights = {

@@ -24,7 +24,12 @@ export interface NlftSample extends TrainSample {
 }
 
 /** Build NLFT samples; every record needs an `output` and a known polarity. */
-export function nlftSamples(records: readonly DatasetRecord[], tok: TextTokenizer, templates: NlftTemplates, maxLen: number): { samples: NlftSample[]; truncated: number } {
+export function nlftSamples(
+  records: readonly DatasetRecord[],
+  tok: TextTokenizer,
+  templates: NlftTemplates,
+  maxLen: number,
+): { samples: NlftSample[]; truncated: number } {
   if (records.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
   let truncated = 0;
   const samples = records.map((r): NlftSample => {
@@ -89,7 +94,11 @@ function sideRequests(s: NlftSample): ScoreRequest[] {
  * The no-grad views of several records (standard, and judge for negatives), packed into passes of
  * at most `maxTokens` tokens: each record's scores equal a pass of its own.
  */
-export async function scoreSideViews(model: GpuLlama, samples: readonly NlftSample[], maxTokens = DEFAULT_SCORE_BATCH_TOKENS): Promise<SideScores[]> {
+export async function scoreSideViews(
+  model: GpuLlama,
+  samples: readonly NlftSample[],
+  maxTokens = DEFAULT_SCORE_BATCH_TOKENS,
+): Promise<SideScores[]> {
   const reqs = samples.map(sideRequests);
   const scored = await model.scoreAll(reqs.flat(), maxTokens);
   let at = 0;
@@ -140,7 +149,15 @@ export function recordSaliency(
   opts: Partial<SaliencyOptions>,
 ): SaliencyResult {
   return saliency(
-    { polarity: s.polarity, logpb: base.logp, log1mpb: base.log1mq, logpc: side.logpc, logpj: side.logpj ?? undefined, hb: base.hidden, hiddenSize },
+    {
+      polarity: s.polarity,
+      logpb: base.logp,
+      log1mpb: base.log1mq,
+      logpc: side.logpc,
+      logpj: side.logpj ?? undefined,
+      hb: base.hidden,
+      hiddenSize,
+    },
     opts,
   );
 }

@@ -156,12 +156,20 @@ function cosine(a: Float64Array, hb: ArrayLike<number>, off: number): number {
  * seeds themselves are in the result. Criterion 'distance': 1 - cos(centre, hb[j]) > delta;
  * 'similarity': cos(centre, hb[j]) > 1 - delta.
  */
-export function expandClusters(seeds: Iterable<number>, hb: ArrayLike<number>, N: number, C: number, delta: number, criterion: ClusterCriterion): Set<number> {
+export function expandClusters(
+  seeds: Iterable<number>,
+  hb: ArrayLike<number>,
+  N: number,
+  C: number,
+  delta: number,
+  criterion: ClusterCriterion,
+): Set<number> {
   if (hb.length !== N * C) throw new NlftError(`hidden states hold ${hb.length} values, expected ${N} x ${C}`, 'bad-position');
   const joins = criterion === 'distance' ? (cos: number) => 1 - cos > delta : (cos: number) => cos > 1 - delta;
   const out = new Set<number>();
   for (const i of [...seeds].sort((a, b) => a - b)) {
-    if (!Number.isInteger(i) || i < 0 || i >= N) throw new NlftError(`cluster seed ${i} is outside the response (0..${N - 1})`, 'bad-position');
+    if (!Number.isInteger(i) || i < 0 || i >= N)
+      throw new NlftError(`cluster seed ${i} is outside the response (0..${N - 1})`, 'bad-position');
     out.add(i);
     const centre = Float64Array.from({ length: C }, (_, k) => hb[i * C + k]);
     const walk = (from: number, step: number) => {
@@ -177,7 +185,12 @@ export function expandClusters(seeds: Iterable<number>, hb: ArrayLike<number>, N
 }
 
 /** Sum over tokens of weights[t] * (-log pb[t]) (likelihood) or weights[t] * (-log(1 - pb[t])) (unlikelihood). */
-export function recordLoss(kinds: readonly TermKind[], weights: ArrayLike<number>, logpb: ArrayLike<number>, log1mpb: ArrayLike<number>): number {
+export function recordLoss(
+  kinds: readonly TermKind[],
+  weights: ArrayLike<number>,
+  logpb: ArrayLike<number>,
+  log1mpb: ArrayLike<number>,
+): number {
   let s = 0;
   for (let t = 0; t < kinds.length; t++) s += weights[t] * -(kinds[t] === 'likelihood' ? logpb[t] : log1mpb[t]);
   return s;

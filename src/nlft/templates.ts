@@ -87,7 +87,11 @@ function scan(text: string): Piece[] {
       const name = NAME.exec(text.slice(i + 1))?.[0];
       if (name === undefined || text[i + 1 + name.length] !== '}') {
         const found = JSON.stringify(text.slice(i, i + 12));
-        throw new TemplateError(undefined, undefined, `"{" at character ${i + 1} (${found}) does not start a placeholder like {input}; write "{{" for a literal brace`);
+        throw new TemplateError(
+          undefined,
+          undefined,
+          `"{" at character ${i + 1} (${found}) does not start a placeholder like {input}; write "{{" for a literal brace`,
+        );
       }
       if (literal) pieces.push({ text: literal });
       literal = '';
@@ -201,7 +205,12 @@ export function checkTemplates(t: NlftTemplates, file?: string): void {
 }
 
 /** Reads a `{system, user}` group of a templates file over `base`. */
-function readGroup(json: unknown, group: 'standard' | 'judge', base: { system: string; user: string }, file: string): { system: string; user: string } {
+function readGroup(
+  json: unknown,
+  group: 'standard' | 'judge',
+  base: { system: string; user: string },
+  file: string,
+): { system: string; user: string } {
   if (json === undefined) return { ...base };
   if (!isRecord(json)) {
     throw new TemplateError(file, group, `expected an object with fields "system" and "user", found ${describeJsonValue(json)}`);
@@ -226,7 +235,11 @@ function readGroup(json: unknown, group: 'standard' | 'judge', base: { system: s
  */
 export function parseTemplates(json: unknown, fileName: string): NlftTemplates {
   if (!isRecord(json)) {
-    throw new TemplateError(fileName, undefined, `expected a JSON object with fields "baseSystem", "standard" and "judge", found ${describeJsonValue(json)}`);
+    throw new TemplateError(
+      fileName,
+      undefined,
+      `expected a JSON object with fields "baseSystem", "standard" and "judge", found ${describeJsonValue(json)}`,
+    );
   }
   for (const key of Object.keys(json)) {
     if (key !== 'baseSystem' && key !== 'standard' && key !== 'judge') {

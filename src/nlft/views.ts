@@ -112,6 +112,9 @@ export function buildViews(
 }
 
 /** The model input of one view: ids (prompt + response[:-1]), the positions scored and their targets. */
-export function viewSequence(promptIds: readonly number[], responseIds: readonly number[]): { ids: number[]; rows: number[]; targets: number[] } {
+export function viewSequence(
+  promptIds: readonly number[],
+  responseIds: readonly number[],
+): { ids: number[]; rows: number[]; targets: number[] } {
   return sequenceOf({ id: '', index: 0, promptIds: [...promptIds], responseIds: [...responseIds], truncatedBy: 0 });
 }

@@ -17,14 +17,22 @@ export async function createNodeEngine(opts: { budgetBytes?: number; tuning?: Tu
  * FileTuningCache; the first use on an adapter measures them, a few seconds). `note` says which,
  * for the CLI's log.
  */
-export async function createTunedEngine(c: LlamaConfig, quant: QuantFormat, opts: { budgetBytes?: number } = {}): Promise<{ engine: Engine; note: string }> {
+export async function createTunedEngine(
+  c: LlamaConfig,
+  quant: QuantFormat,
+  opts: { budgetBytes?: number } = {},
+): Promise<{ engine: Engine; note: string }> {
   const engine = await createNodeEngine(opts);
   try {
     const cache = new FileTuningCache();
     const { tuning, source } = await tuningFor(engine, cache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize }, quant);
     engine.useTuning(tuning);
     const tile = (t: { TM: number; TN: number }) => `${t.TM}x${t.TN}`;
-    const why = { measured: `measured now for this adapter, cached in ${cache.file}`, cached: 'cached for this adapter', default: 'defaults: no memory left to measure' }[source];
+    const why = {
+      measured: `measured now for this adapter, cached in ${cache.file}`,
+      cached: 'cached for this adapter',
+      default: 'defaults: no memory left to measure',
+    }[source];
     return { engine, note: `matmul tile ${tile(tuning.matmul)}, lm-head tile ${tile(tuning.lmhead)} (${why})` };
   } catch (e) {
     engine.destroy();

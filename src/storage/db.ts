@@ -53,12 +53,18 @@ interface StudioSchema extends DBSchema {
 const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
   model: (v): v is ModelChoice => {
     const m = v as Partial<{ kind: string; id: unknown; baseUrl: unknown }> | null;
-    return typeof m === 'object' && m !== null && (m.kind === 'demo' || (m.kind === 'hub' && typeof m.id === 'string' && typeof m.baseUrl === 'string'));
+    return (
+      typeof m === 'object' &&
+      m !== null &&
+      (m.kind === 'demo' || (m.kind === 'hub' && typeof m.id === 'string' && typeof m.baseUrl === 'string'))
+    );
   },
   quant: isQuantFormat,
   playground: (v): v is PlaygroundDraft => {
     const d = v as Partial<PlaygroundDraft> | null;
-    return typeof d === 'object' && d !== null && typeof d.prompt === 'string' && typeof d.response === 'string' && typeof d.chat === 'boolean';
+    return (
+      typeof d === 'object' && d !== null && typeof d.prompt === 'string' && typeof d.response === 'string' && typeof d.chat === 'boolean'
+    );
   },
   pickedRecord: (v): v is number => Number.isInteger(v) && (v as number) >= 0,
 };
@@ -169,7 +175,15 @@ const LAST_RUN = 'last';
 
 function isStoredRun(v: unknown): v is StoredRun {
   const r = v as Partial<StoredRun> | null;
-  return typeof r === 'object' && r !== null && typeof r.request === 'object' && Array.isArray(r.metrics) && Array.isArray(r.saliency) && typeof r.status === 'string' && typeof r.totalSteps === 'number';
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    typeof r.request === 'object' &&
+    Array.isArray(r.metrics) &&
+    Array.isArray(r.saliency) &&
+    typeof r.status === 'string' &&
+    typeof r.totalSteps === 'number'
+  );
 }
 
 /** The run store in IndexedDB; a value stored by another build in another shape reads as none. */

@@ -33,7 +33,12 @@ export function checkpointBytes(ck: Checkpoint, lora: LoraConfig): Uint8Array {
 export async function readCheckpoint(source: FileSource): Promise<SavedCheckpoint> {
   const header = await readSafetensorsHeader(source, CHECKPOINT_FILE);
   const meta = header.metadata;
-  if (meta.format !== 'nlft-checkpoint') throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.format', `expected "nlft-checkpoint", found ${JSON.stringify(meta.format ?? null)}`);
+  if (meta.format !== 'nlft-checkpoint')
+    throw new ModelFormatError(
+      CHECKPOINT_FILE,
+      '__metadata__.format',
+      `expected "nlft-checkpoint", found ${JSON.stringify(meta.format ?? null)}`,
+    );
   const json = (field: 'config' | 'lora'): Record<string, unknown> => {
     let v: unknown;
     try {
@@ -49,11 +54,15 @@ export async function readCheckpoint(source: FileSource): Promise<SavedCheckpoin
   const issue = loraConfigIssue(lora as unknown as LoraConfig);
   if (issue) throw new ModelFormatError(CHECKPOINT_FILE, `__metadata__.lora.${issue.field}`, issue.detail);
   const step = Number(meta.step);
-  if (!Number.isInteger(step) || step < 0) throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.step', `expected a step number, found ${JSON.stringify(meta.step ?? null)}`);
-  const [params, m, v] = await Promise.all(['lora.params', 'adamw.m', 'adamw.v'].map((name) => {
-    if (!header.tensors.has(name)) throw new ModelFormatError(CHECKPOINT_FILE, name, 'missing');
-    return readTensorF32(source, CHECKPOINT_FILE, header, name);
-  }));
-  if (m.length !== params.length || v.length !== params.length) throw new ModelFormatError(CHECKPOINT_FILE, 'adamw.m', `expected ${params.length} values like lora.params`);
+  if (!Number.isInteger(step) || step < 0)
+    throw new ModelFormatError(CHECKPOINT_FILE, '__metadata__.step', `expected a step number, found ${JSON.stringify(meta.step ?? null)}`);
+  const [params, m, v] = await Promise.all(
+    ['lora.params', 'adamw.m', 'adamw.v'].map((name) => {
+      if (!header.tensors.has(name)) throw new ModelFormatError(CHECKPOINT_FILE, name, 'missing');
+      return readTensorF32(source, CHECKPOINT_FILE, header, name);
+    }),
+  );
+  if (m.length !== params.length || v.length !== params.length)
+    throw new ModelFormatError(CHECKPOINT_FILE, 'adamw.m', `expected ${params.length} values like lora.params`);
   return { checkpoint: { config: config as unknown as TrainConfig, state: { step }, params, m, v }, lora: lora as unknown as LoraConfig };
 }

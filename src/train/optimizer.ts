@@ -88,21 +88,26 @@ export class AdamW {
   ) {
     if (!Number.isInteger(n) || n < 1) throw new RangeError(`AdamW: n must be a positive integer (got ${n})`);
     for (const b of [params, grads]) {
-      if (b.size < n * 4) throw new RangeError(`AdamW: buffer "${b.label}" holds ${b.size} bytes, fewer than n = ${n} floats (${n * 4} bytes)`);
+      if (b.size < n * 4)
+        throw new RangeError(`AdamW: buffer "${b.label}" holds ${b.size} bytes, fewer than n = ${n} floats (${n * 4} bytes)`);
     }
     this.beta1 = opts.beta1 ?? 0.9;
     this.beta2 = opts.beta2 ?? 0.999;
     this.eps = opts.eps ?? 1e-8;
     this.weightDecay = opts.weightDecay ?? 0;
     this.maxGradNorm = opts.maxGradNorm ?? 1.0;
-    for (const [name, b] of [['beta1', this.beta1], ['beta2', this.beta2]] as const) {
+    for (const [name, b] of [
+      ['beta1', this.beta1],
+      ['beta2', this.beta2],
+    ] as const) {
       if (!(b >= 0 && b < 1)) throw new RangeError(`AdamW: ${name} must be in [0, 1) (got ${b})`);
     }
     if (!(this.eps > 0 && Number.isFinite(this.eps))) throw new RangeError(`AdamW: eps must be a finite number > 0 (got ${this.eps})`);
     if (!(this.weightDecay >= 0 && Number.isFinite(this.weightDecay))) {
       throw new RangeError(`AdamW: weightDecay must be a finite number >= 0 (got ${this.weightDecay})`);
     }
-    if (!Number.isFinite(this.maxGradNorm)) throw new RangeError(`AdamW: maxGradNorm must be a finite number (<= 0 disables clipping) (got ${this.maxGradNorm})`);
+    if (!Number.isFinite(this.maxGradNorm))
+      throw new RangeError(`AdamW: maxGradNorm must be a finite number (<= 0 disables clipping) (got ${this.maxGradNorm})`);
 
     this.n4 = Math.floor(n / 4);
     this.nParts = Math.min(Math.ceil(this.n4 / NORM_WG), MAX_PARTS);
@@ -123,7 +128,8 @@ export class AdamW {
   async step(enc: GPUCommandEncoder, a: AdamWStepArgs): Promise<void> {
     if (!(a.lr >= 0 && Number.isFinite(a.lr))) throw new RangeError(`AdamW.step: lr must be a finite number >= 0 (got ${a.lr})`);
     if (!Number.isInteger(a.step) || a.step < 1) throw new RangeError(`AdamW.step: step must be an integer >= 1 (got ${a.step})`);
-    if (!(a.gradScale > 0 && Number.isFinite(a.gradScale))) throw new RangeError(`AdamW.step: gradScale must be a finite number > 0 (got ${a.gradScale})`);
+    if (!(a.gradScale > 0 && Number.isFinite(a.gradScale)))
+      throw new RangeError(`AdamW.step: gradScale must be a finite number > 0 (got ${a.gradScale})`);
     const passes = this.passes ?? (this.passes = await this.makePasses());
     const queue = this.engine.ctx.device.queue;
 
@@ -135,12 +141,22 @@ export class AdamW {
     queue.writeBuffer(this.normUniform.buffer, 0, nu.buffer);
 
     // Everything derived from the hyper-parameters in f64, rounded once to f32 by the uniform.
-    const b1 = this.beta1, b2 = this.beta2;
+    const b1 = this.beta1,
+      b2 = this.beta2;
     const au = new DataView(new ArrayBuffer(48));
     au.setUint32(0, this.n, true);
-    [a.lr * this.weightDecay, b1, 1 - b1, b2, 1 - b2, a.lr / (1 - b1 ** a.step), 1 / Math.sqrt(1 - b2 ** a.step), this.eps, a.gradScale, this.maxGradNorm].forEach(
-      (x, i) => au.setFloat32(4 + i * 4, x, true),
-    );
+    [
+      a.lr * this.weightDecay,
+      b1,
+      1 - b1,
+      b2,
+      1 - b2,
+      a.lr / (1 - b1 ** a.step),
+      1 / Math.sqrt(1 - b2 ** a.step),
+      this.eps,
+      a.gradScale,
+      this.maxGradNorm,
+    ].forEach((x, i) => au.setFloat32(4 + i * 4, x, true));
     queue.writeBuffer(this.adamUniform.buffer, 0, au.buffer);
 
     if (passes.partial) record(enc, passes.partial, [this.nParts, 1], 'gradnorm.partial');
@@ -160,7 +176,10 @@ export class AdamW {
 
   /** Restore moments saved by `state()` (the caller passes the matching step numbers on). */
   loadState(s: AdamWState): void {
-    for (const [name, x] of [['m', s.m], ['v', s.v]] as const) {
+    for (const [name, x] of [
+      ['m', s.m],
+      ['v', s.v],
+    ] as const) {
       if (x.length !== this.n) throw new RangeError(`AdamW.loadState: ${name} has ${x.length} floats, expected n = ${this.n}`);
     }
     const queue = this.engine.ctx.device.queue;

@@ -7,7 +7,15 @@ import type { DatasetRecord } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import type { Engine } from '../engine/engine.ts';
 import type { GpuLlama } from '../engine/llama.ts';
-import { nlftMethod, nlftSamples, saliencySummary, scoreSamples, type NlftSample, type SaliencyEntry, type SaliencySummary } from '../nlft/method.ts';
+import {
+  nlftMethod,
+  nlftSamples,
+  saliencySummary,
+  scoreSamples,
+  type NlftSample,
+  type SaliencyEntry,
+  type SaliencySummary,
+} from '../nlft/method.ts';
 import type { SaliencyOptions } from '../nlft/saliency.ts';
 import type { NlftTemplates } from '../nlft/templates.ts';
 import { sftSamples, type TrainSample } from './samples.ts';
@@ -16,7 +24,13 @@ import { SFT, Trainer, type TrainConfig } from './trainer.ts';
 export type TrainMethod = 'nlft' | 'sft';
 
 /** The samples of a method: NLFT's three views of each record's `output`, or SFT on the standard `answer`. */
-export function methodSamples(method: TrainMethod, records: readonly DatasetRecord[], tok: TextTokenizer, templates: NlftTemplates, maxLen: number): { samples: TrainSample[]; truncated: number } {
+export function methodSamples(
+  method: TrainMethod,
+  records: readonly DatasetRecord[],
+  tok: TextTokenizer,
+  templates: NlftTemplates,
+  maxLen: number,
+): { samples: TrainSample[]; truncated: number } {
   return method === 'nlft' ? nlftSamples(records, tok, templates, maxLen) : sftSamples(records, tok, maxLen);
 }
 
@@ -47,7 +61,10 @@ export async function prepareRun(
 ): Promise<PreparedRun> {
   if (o.method === 'sft') return { trainer: new Trainer(engine, model, samples, o.train, SFT), summary: null, takeEntries: () => [] };
   const nlft = samples as readonly NlftSample[];
-  const scored = await scoreSamples(model, nlft, o.saliency, o.tokenText, { maxTokens: o.scoreBatchTokens, onProgress: (done) => o.onScoring?.(done, samples.length) });
+  const scored = await scoreSamples(model, nlft, o.saliency, o.tokenText, {
+    maxTokens: o.scoreBatchTokens,
+    onProgress: (done) => o.onScoring?.(done, samples.length),
+  });
   const summary = saliencySummary(scored, o.saliency.negativesWithoutSaliency);
   let entries: SaliencyEntry[] = [];
   const method = nlftMethod(model, {

@@ -47,7 +47,11 @@ export function basePrompt(tok: TextTokenizer, r: DatasetRecord): string {
  * (so the model learns to stop). Responses longer than fits in `maxLen` are truncated at the end;
  * a record whose prompt alone leaves no room for a response token is refused with its index.
  */
-export function sftSamples(records: readonly DatasetRecord[], tok: TextTokenizer, maxLen: number): { samples: TrainSample[]; truncated: number } {
+export function sftSamples(
+  records: readonly DatasetRecord[],
+  tok: TextTokenizer,
+  maxLen: number,
+): { samples: TrainSample[]; truncated: number } {
   if (records.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
   const eos = tok.eosTokenIds[0];
   let truncated = 0;
@@ -56,7 +60,10 @@ export function sftSamples(records: readonly DatasetRecord[], tok: TextTokenizer
     const full = [...tok.encode(r.answer), eos];
     const room = maxLen - promptIds.length + 1; // the last response token is predicted, not fed
     if (room < 1) {
-      throw new NlftError(`record ${r.index} (id ${r.id}): its prompt is ${promptIds.length} tokens, which leaves no room for a response within --max-len ${maxLen}`, 'too-long');
+      throw new NlftError(
+        `record ${r.index} (id ${r.id}): its prompt is ${promptIds.length} tokens, which leaves no room for a response within --max-len ${maxLen}`,
+        'too-long',
+      );
     }
     const responseIds = full.slice(0, room);
     if (responseIds.length < full.length) truncated++;

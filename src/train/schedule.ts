@@ -35,8 +35,10 @@ export type CosineScheduleOptions = {
  */
 export function cosineWithWarmup(o: CosineScheduleOptions): (step: number) => number {
   const { baseLr, totalSteps, minLr = 0 } = o;
-  if (!(baseLr > 0 && Number.isFinite(baseLr))) throw new RangeError(`cosineWithWarmup: baseLr must be a finite number > 0 (got ${baseLr})`);
-  if (!Number.isInteger(totalSteps) || totalSteps < 1) throw new RangeError(`cosineWithWarmup: totalSteps must be an integer >= 1 (got ${totalSteps})`);
+  if (!(baseLr > 0 && Number.isFinite(baseLr)))
+    throw new RangeError(`cosineWithWarmup: baseLr must be a finite number > 0 (got ${baseLr})`);
+  if (!Number.isInteger(totalSteps) || totalSteps < 1)
+    throw new RangeError(`cosineWithWarmup: totalSteps must be an integer >= 1 (got ${totalSteps})`);
   if (!(minLr >= 0 && minLr <= baseLr)) throw new RangeError(`cosineWithWarmup: minLr must be in [0, baseLr = ${baseLr}] (got ${minLr})`);
   if (o.warmupSteps !== undefined && o.warmupFraction !== undefined) {
     throw new RangeError('cosineWithWarmup: give warmupSteps or warmupFraction, not both');

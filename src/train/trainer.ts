@@ -34,7 +34,18 @@ export interface TrainConfig {
   recompute: boolean;
 }
 
-export const DEFAULT_TRAIN: TrainConfig = { epochs: 3, maxSteps: null, lr: 5e-5, warmupFraction: 0.1, batch: 4, seed: 0, dropout: 0.05, weightDecay: 0, maxGradNorm: 1, recompute: false };
+export const DEFAULT_TRAIN: TrainConfig = {
+  epochs: 3,
+  maxSteps: null,
+  lr: 5e-5,
+  warmupFraction: 0.1,
+  batch: 4,
+  seed: 0,
+  dropout: 0.05,
+  weightDecay: 0,
+  maxGradNorm: 1,
+  recompute: false,
+};
 
 /** Per-position loss terms of one sample (SFT: every response token, likelihood, weight 1/N). */
 export interface SampleTerms {
@@ -48,7 +59,10 @@ export interface SampleTerms {
 export type TermsFn = (sample: TrainSample, pass: TrainPass) => Promise<SampleTerms> | SampleTerms;
 
 /** SFT: the mean cross-entropy of the response tokens. */
-export const sftTerms: TermsFn = (s) => ({ kinds: s.responseIds.map(() => 'likelihood'), weights: new Float32Array(s.responseIds.length).fill(1 / s.responseIds.length) });
+export const sftTerms: TermsFn = (s) => ({
+  kinds: s.responseIds.map(() => 'likelihood'),
+  weights: new Float32Array(s.responseIds.length).fill(1 / s.responseIds.length),
+});
 
 /** A training method: how it weights each sample, and optional work once per optimizer step. */
 export interface LossMethod {
@@ -118,13 +132,20 @@ export class Trainer {
   ) {
     if (samples.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
-    for (const [k, ok] of [['epochs', config.epochs > 0], ['batch', Number.isInteger(config.batch) && config.batch >= 1], ['lr', config.lr > 0]] as const) {
+    for (const [k, ok] of [
+      ['epochs', config.epochs > 0],
+      ['batch', Number.isInteger(config.batch) && config.batch >= 1],
+      ['lr', config.lr > 0],
+    ] as const) {
       if (!ok) throw new NlftError(`training option ${k} must be positive (got ${config[k]})`, 'usage');
     }
     const micro = Math.ceil(config.epochs * samples.length);
     this.totalSteps = Math.min(Math.ceil(micro / config.batch), config.maxSteps ?? Infinity);
     const lora = model.lora;
-    this.optimizer = new AdamW(engine, lora.params, lora.enableGradients(), lora.n, { weightDecay: config.weightDecay, maxGradNorm: config.maxGradNorm });
+    this.optimizer = new AdamW(engine, lora.params, lora.enableGradients(), lora.n, {
+      weightDecay: config.weightDecay,
+      maxGradNorm: config.maxGradNorm,
+    });
     this.schedule = cosineWithWarmup({ baseLr: config.lr, totalSteps: this.totalSteps, warmupFraction: config.warmupFraction });
     this.backup = engine.buffers.create('lora params (last good)', lora.n * 4);
   }
@@ -176,7 +197,11 @@ export class Trainer {
         if (!Number.isFinite(loss)) {
           pass.release();
           await this.discardGradients();
-          return { status: 'non-finite', steps: this.state.step, message: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}` };
+          return {
+            status: 'non-finite',
+            steps: this.state.step,
+            message: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}`,
+          };
         }
         const coef = lossCoefficients(t.kinds, t.weights, pass.scores);
         if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, pass.scores).forEach((c, i) => (coef[i] += c)); // the backward is linear in them
@@ -197,10 +222,25 @@ export class Trainer {
         undo.copyBufferToBuffer(this.backup.buffer, 0, lora.params.buffer, 0, lora.n * 4);
         engine.ctx.device.queue.submit([undo.finish()]);
         await engine.ctx.device.queue.onSubmittedWorkDone();
-        return { status: 'non-finite', steps: this.state.step, message: `the gradient norm is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}` };
+        return {
+          status: 'non-finite',
+          steps: this.state.step,
+          message: `the gradient norm is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}`,
+        };
       }
       this.state.step = step;
-      await hooks.onStep?.({ step, totalSteps: this.totalSteps, epoch, loss: lossSum / count, tokens, ms: performance.now() - t0, lr, gradNorm, peakBytes: engine.buffers.peak, samples: ids });
+      await hooks.onStep?.({
+        step,
+        totalSteps: this.totalSteps,
+        epoch,
+        loss: lossSum / count,
+        tokens,
+        ms: performance.now() - t0,
+        lr,
+        gradNorm,
+        peakBytes: engine.buffers.peak,
+        samples: ids,
+      });
     }
     return { status: 'done', steps: this.state.step };
   }
@@ -222,7 +262,11 @@ export class Trainer {
   /** Continue from a checkpoint of a run with the same configuration and samples. */
   async restore(ck: Checkpoint): Promise<void> {
     const lora = this.model.lora!;
-    if (ck.params.length !== lora.n) throw new NlftError(`the checkpoint holds ${ck.params.length} LoRA values, this model's adapters ${lora.n}: different rank or targets`, 'checkpoint');
+    if (ck.params.length !== lora.n)
+      throw new NlftError(
+        `the checkpoint holds ${ck.params.length} LoRA values, this model's adapters ${lora.n}: different rank or targets`,
+        'checkpoint',
+      );
     this.engine.ctx.device.queue.writeBuffer(lora.params.buffer, 0, ck.params.buffer, ck.params.byteOffset, ck.params.byteLength);
     this.optimizer.loadState({ m: ck.m, v: ck.v });
     this.state.step = ck.state.step;

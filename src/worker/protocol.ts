@@ -169,7 +169,15 @@ export interface RunModel {
 /** What a run reports as it goes (in this order: scoring…, started, then step… with paused where it pauses). */
 export type TrainEvent =
   | { type: 'scoring'; done: number; total: number }
-  | { type: 'started'; totalSteps: number; records: number; truncated: number; summary: SaliencySummary | null; model: RunModel; fromStep: number }
+  | {
+      type: 'started';
+      totalSteps: number;
+      records: number;
+      truncated: number;
+      summary: SaliencySummary | null;
+      model: RunModel;
+      fromStep: number;
+    }
   /**
    * Everything needed to continue the run (`TrainRequest.resume`): sent when the run pauses or ends,
    * and at most every `CHECKPOINT_SECONDS` between steps.

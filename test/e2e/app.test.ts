@@ -44,7 +44,10 @@ const records = readPublic('samples/gsm8k-sample.jsonl')
   .split('\n')
   .filter((l) => l.trim())
   .map((l) => JSON.parse(l) as { question: string; answer: string });
-const tokenizer = TextTokenizer.fromJson(JSON.parse(readPublic('tokenizers/smollm2/tokenizer.json')), JSON.parse(readPublic('tokenizers/smollm2/tokenizer_config.json')));
+const tokenizer = TextTokenizer.fromJson(
+  JSON.parse(readPublic('tokenizers/smollm2/tokenizer.json')),
+  JSON.parse(readPublic('tokenizers/smollm2/tokenizer_config.json')),
+);
 
 describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium (skipped: ${CHROMIUM} is missing)`, () => {
   let server: PreviewServer;
@@ -104,7 +107,10 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     const sum = Number(await page.getByTestId('logprob-sum').getAttribute('data-value'));
     expect(Number.isFinite(sum)).toBe(true);
     expect(sum).toBeLessThan(0);
-    expect(sum).toBeCloseTo(values.reduce((a, b) => a + b, 0), 3);
+    expect(sum).toBeCloseTo(
+      values.reduce((a, b) => a + b, 0),
+      3,
+    );
     await page.screenshot({ path: resolve(TMP, 'app.png'), fullPage: true });
 
     await page.getByTestId('quant').selectOption('q4');
@@ -127,7 +133,13 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await page.goto(url);
     await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
     // A bad file first: the worker names the record and the field.
-    await page.getByTestId('train-file').setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify([{ input: 'q', answer: 'a #### 1' }])) });
+    await page
+      .getByTestId('train-file')
+      .setInputFiles({
+        name: 'bad.json',
+        mimeType: 'application/json',
+        buffer: Buffer.from(JSON.stringify([{ input: 'q', answer: 'a #### 1' }])),
+      });
     expect(await page.getByTestId('train-data').textContent()).toMatch(/^bad\.json/);
     await page.getByTestId('train-start').click();
     await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
@@ -162,7 +174,10 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     expect(await page.getByTestId('train-summary').textContent()).toMatch(/^Saliency before training: 3 positive and 3 negative records/);
     // The saliency map: every record visited once, tokens classed and weighted.
     expect(await page.getByTestId('saliency-record').locator('option').count()).toBe(6);
-    const classes = await page.getByTestId('saliency-tokens').locator('[data-class]').evaluateAll((spans) => spans.map((s) => s.getAttribute('data-class')));
+    const classes = await page
+      .getByTestId('saliency-tokens')
+      .locator('[data-class]')
+      .evaluateAll((spans) => spans.map((s) => s.getAttribute('data-class')));
     expect(classes.length).toBeGreaterThan(5);
     expect(classes.every((c) => ['correct', 'cluster', 'unlikely', 'plain'].includes(c!))).toBe(true);
     expect(await page.getByTestId('saliency-line').textContent()).toMatch(/^Record \d \(.+, (positive|negative)\) at step [12]: loss /);
@@ -184,7 +199,9 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await page.getByTestId('generate').click();
     const info = page.getByTestId('generate-info');
     await info.waitFor({ state: 'visible', timeout: 120_000 });
-    expect(await info.textContent()).toMatch(/^Generated \d+ tokens in [\d.]+ s, ended by (the end-of-sequence token|the 128-token limit)\./);
+    expect(await info.textContent()).toMatch(
+      /^Generated \d+ tokens in [\d.]+ s, ended by (the end-of-sequence token|the 128-token limit)\./,
+    );
     expect(await page.getByTestId('score-error').textContent()).toBe('');
 
     // Evaluate the trained model on 2 GSM8K sample questions; the result is kept with the earlier ones.
@@ -193,15 +210,21 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await page.getByTestId('eval-start').click();
     await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('eval-error').textContent()).toBe('');
-    expect(await page.getByTestId('eval-status').textContent()).toMatch(/^Accuracy [0-2]\/2 = [\d.]+% — .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\); gsm8k-sample\.jsonl, greedy, up to 8 tokens$/);
+    expect(await page.getByTestId('eval-status').textContent()).toMatch(
+      /^Accuracy [0-2]\/2 = [\d.]+% — .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\); gsm8k-sample\.jsonl, greedy, up to 8 tokens$/,
+    );
     expect(await page.getByTestId('eval-items').locator('li').count()).toBe(2);
-    expect(await page.getByTestId('eval-items').locator('li').first().textContent()).toMatch(/^#1 (right|wrong): expected 18, got \S+ \(\d tokens\)$/);
+    expect(await page.getByTestId('eval-items').locator('li').first().textContent()).toMatch(
+      /^#1 (right|wrong): expected 18, got \S+ \(\d tokens\)$/,
+    );
     const evals = await page.getByTestId('eval-history').locator('li').count();
     expect(evals).toBeGreaterThanOrEqual(1);
 
     await page.reload();
     await page.locator('[data-testid=loss-chart][data-steps="2"]').waitFor({ timeout: 30_000 });
-    expect(await page.getByTestId('train-status').textContent()).toMatch(/^Last run \(nlft, nlft-sample\.json, .+\): done after 2 of 2 steps\.$/);
+    expect(await page.getByTestId('train-status').textContent()).toMatch(
+      /^Last run \(nlft, nlft-sample\.json, .+\): done after 2 of 2 steps\.$/,
+    );
     expect(await page.getByTestId('export-weights').getAttribute('download')).toBe('adapter_model.safetensors');
     expect(await page.getByTestId('train-rank').inputValue()).toBe('4');
     expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.2'); // the run's options come back with it
@@ -235,7 +258,9 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await page.locator('[data-testid=train-status][data-state=cancelled]').waitFor({ timeout: 60_000 });
     const done = await steps();
     expect(done).toBeLessThan(6);
-    expect(await page.getByTestId('train-status').textContent()).toBe(`Stopped after ${done} of 6 steps. The playground now scores with the trained adapter.`);
+    expect(await page.getByTestId('train-status').textContent()).toBe(
+      `Stopped after ${done} of 6 steps. The playground now scores with the trained adapter.`,
+    );
     expect(await page.getByTestId('export-weights').isVisible()).toBe(true);
 
     // After a reload the stopped run continues from its checkpoint (saved when it stopped) to the end.
@@ -248,7 +273,9 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await cont.click();
     await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('train-error').textContent()).toBe('');
-    expect(await page.getByTestId('train-status').textContent()).toBe('Done after 6 of 6 steps. The playground now scores with the trained adapter.');
+    expect(await page.getByTestId('train-status').textContent()).toBe(
+      'Done after 6 of 6 steps. The playground now scores with the trained adapter.',
+    );
     expect(await steps()).toBe(6);
     expect(await cont.isHidden()).toBe(true);
     expect(pageErrors).toEqual([]);
@@ -257,7 +284,17 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
   it('loads a model from a Hub (a local mock) — downloaded once, kept in IndexedDB, scored with its own tokenizer — and from a picked folder', async () => {
     const dir = resolve(TMP, 'hub-model');
     await writeTinyLlamaFolder(dir, {
-      seed: 8, vocabSize: 49152, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, tie: true, dtype: 'BF16', shards: 2, tokenizerDir: resolve(ROOT, 'public/tokenizers/smollm2'),
+      seed: 8,
+      vocabSize: 49152,
+      hiddenSize: 64,
+      intermediateSize: 96,
+      numLayers: 2,
+      numHeads: 4,
+      numKvHeads: 2,
+      tie: true,
+      dtype: 'BF16',
+      shards: 2,
+      tokenizerDir: resolve(ROOT, 'public/tokenizers/smollm2'),
     });
     const hub = await startMockHub({ 'test-org/tiny@main': dir });
     try {
@@ -268,7 +305,9 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
       await page.getByTestId('hub-url').fill(hub.url);
       await page.getByTestId('hub-load').click();
       await page.locator('[data-testid=model-status][data-state=error]').waitFor({ timeout: 30_000 });
-      expect(await page.getByTestId('model-error').textContent()).toBe(`config.json: not found in hub:test-org/missing@main (${hub.url}/test-org/missing/resolve/main/config.json answered 404)`);
+      expect(await page.getByTestId('model-error').textContent()).toBe(
+        `config.json: not found in hub:test-org/missing@main (${hub.url}/test-org/missing/resolve/main/config.json answered 404)`,
+      );
 
       await page.getByTestId('hub-id').fill('test-org/tiny');
       await page.getByTestId('hub-load').click();

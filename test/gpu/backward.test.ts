@@ -23,7 +23,6 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
-
 interface Case {
   ids: number[];
   rows: number[];
@@ -46,7 +45,13 @@ function makeCase(V: number, seed: number): Case {
   };
 }
 
-async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropout = { rate: 0, seed: 0 }, recompute = false): Promise<{ grads: LoraSet; loss: number; peak: number }> {
+async function engineGrads(
+  weights: LlamaWeights,
+  lora: LoraSet,
+  c: Case,
+  dropout = { rate: 0, seed: 0 },
+  recompute = false,
+): Promise<{ grads: LoraSet; loss: number; peak: number }> {
   const model = GpuLlama.create(g.ops, weights, 'f32', lora);
   g.buffers.resetPeak();
   try {
@@ -59,13 +64,24 @@ async function engineGrads(weights: LlamaWeights, lora: LoraSet, c: Case, dropou
   }
 }
 
-
-const BASE: TinyLlamaOptions = { seed: 1, vocabSize: 200, hiddenSize: 32, intermediateSize: 64, numLayers: 3, numHeads: 4, numKvHeads: 2, tie: true };
+const BASE: TinyLlamaOptions = {
+  seed: 1,
+  vocabSize: 200,
+  hiddenSize: 32,
+  intermediateSize: 64,
+  numLayers: 3,
+  numHeads: 4,
+  numKvHeads: 2,
+  tie: true,
+};
 
 describe.skipIf(!gradientsRegistered)('LoRA gradients vs tfjs autodiff', () => {
   for (const [name, opts] of [
     ['3 layers, GQA, tied, llama3 rope', { ...BASE, ropeScaling: true }],
-    ['2 layers, MHA, untied, head_dim 16 x 4 heads = 64 != hidden', { ...BASE, seed: 2, numLayers: 2, numKvHeads: 4, headDim: 16, tie: false }],
+    [
+      '2 layers, MHA, untied, head_dim 16 x 4 heads = 64 != hidden',
+      { ...BASE, seed: 2, numLayers: 2, numKvHeads: 4, headDim: 16, tie: false },
+    ],
   ] as const) {
     it(name, async () => {
       const weights = makeTinyLlama(opts);
@@ -92,9 +108,15 @@ it('dropout: gradients match central differences of the engine loss with the sam
   const again = await engineGrads(weights, lora, c, dropout);
   expect(flatten(again.grads)).toEqual(flatten(base.grads)); // reproducible from the seed
   const h = 1e-2;
-  for (const [layer, proj, which, idx] of [[0, 'gate_proj', 'A', 5], [1, 'q_proj', 'B', 7], [0, 'down_proj', 'A', 40]] as const) {
+  for (const [layer, proj, which, idx] of [
+    [0, 'gate_proj', 'A', 5],
+    [1, 'q_proj', 'B', 7],
+    [0, 'down_proj', 'A', 40],
+  ] as const) {
     const bump = (d: number) => {
-      const l = lora.map((x) => Object.fromEntries(Object.entries(x).map(([p, f]) => [p, { ...f!, A: f!.A.slice(), B: f!.B.slice() }]))) as LoraSet;
+      const l = lora.map((x) =>
+        Object.fromEntries(Object.entries(x).map(([p, f]) => [p, { ...f!, A: f!.A.slice(), B: f!.B.slice() }])),
+      ) as LoraSet;
       l[layer][proj]![which][idx] += d;
       return l;
     };

@@ -17,7 +17,16 @@ beforeAll(async () => {
 afterAll(() => g?.destroy());
 
 /** float64 loss of rows h (R,C) against W (V,C). */
-function lossF64(h: Float64Array, w: Float32Array, R: number, V: number, C: number, targets: number[], kinds: TermKind[], weights: number[]): number {
+function lossF64(
+  h: Float64Array,
+  w: Float32Array,
+  R: number,
+  V: number,
+  C: number,
+  targets: number[],
+  kinds: TermKind[],
+  weights: number[],
+): number {
   let L = 0;
   for (let r = 0; r < R; r++) {
     const z = new Float64Array(V);
@@ -33,7 +42,9 @@ function lossF64(h: Float64Array, w: Float32Array, R: number, V: number, C: numb
 }
 
 it('matches finite differences for both term kinds, with q_y near 0 and near 1', async () => {
-  const R = 6, V = 333, C = 32;
+  const R = 6,
+    V = 333,
+    C = 32;
   const w = randomArray(V * C, 7, 0.5);
   const h = randomArray(R * C, 8, 1);
   const targets = [5, 17, 100, 200, 332, 0];
@@ -46,7 +57,10 @@ it('matches finite differences for both term kinds, with q_y near 0 and near 1',
   const weights = [0.5, 1.5, 1, 0.25, 2, 0.75];
   const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, ceChunk: 64 }); // 6 chunks, the last partial
   const hb = g.buffers.upload('h', h);
-  const rows = g.buffers.upload('rows', Uint32Array.from({ length: R }, (_, i) => i));
+  const rows = g.buffers.upload(
+    'rows',
+    Uint32Array.from({ length: R }, (_, i) => i),
+  );
   const tg = g.buffers.upload('targets', Uint32Array.from(targets));
   const W = g.weight(w, V, C, 'f32');
   const [lse, logp, log1mq] = [0, 1, 2].map(() => g.buffers.create('r', R * 4));

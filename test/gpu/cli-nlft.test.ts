@@ -19,7 +19,15 @@ beforeAll(async () => {
   tmp = await makeTmpDir('cli-nlft');
   modelDir = path.join(tmp, 'model');
   await writeTinyLlamaFolder(modelDir, {
-    seed: 9, vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true, dtype: 'F32',
+    seed: 9,
+    vocabSize: 49152,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 1,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+    dtype: 'F32',
     tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
   });
   const all = JSON.parse(await readFile(path.join(ROOT, 'public', 'samples', 'nlft-sample.json'), 'utf8'));
@@ -37,10 +45,19 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^saliency {3}2 records: 1 positive, 1 negative; [01] negatives hit the 6% rule$/m);
   // First use of this adapter and model in this test file's cache: the tiles are measured.
-  expect(r.stdout).toMatch(/^kernels {4}matmul tile \d+x\d+, lm-head tile \d+x\d+ \(measured now for this adapter, cached in .*tuning\.json\)$/m);
+  expect(r.stdout).toMatch(
+    /^kernels {4}matmul tile \d+x\d+, lm-head tile \d+x\d+ \(measured now for this adapter, cached in .*tuning\.json\)$/m,
+  );
   expect(r.stdout).toMatch(/^scored 2 records \(0 truncated to --max-len 512\), mean NLFT loss \d+\.\d{4}; wrote /m);
   const dump = JSON.parse(await readFile(out, 'utf8'));
-  expect(dump.options).toMatchObject({ lambda: 10, tauC: 0.95, rho: 1.05, pjMin: 0, clusterCriterion: 'distance', negativesWithoutSaliency: 'train' });
+  expect(dump.options).toMatchObject({
+    lambda: 10,
+    tauC: 0.95,
+    rho: 1.05,
+    pjMin: 0,
+    clusterCriterion: 'distance',
+    negativesWithoutSaliency: 'train',
+  });
   expect(dump.templates.standard.user).toContain('{answer}');
   const [pos, neg] = dump.records;
   expect([pos.polarity, neg.polarity]).toEqual(['positive', 'negative']);
@@ -55,7 +72,25 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
   expect(dump.scoreBatchTokens).toBeGreaterThan(100); // the five views share one pass
   // One sequence per pass gives the same dump.
   const alone = path.join(tmp, 'alone.json');
-  expect((await nlft('score', '--model', modelDir, '--data', data, '--out', alone, '--rho', '1.05', '--pj-min', '0', '--score-batch-tokens', '1')).code).toBe(0);
+  expect(
+    (
+      await nlft(
+        'score',
+        '--model',
+        modelDir,
+        '--data',
+        data,
+        '--out',
+        alone,
+        '--rho',
+        '1.05',
+        '--pj-min',
+        '0',
+        '--score-batch-tokens',
+        '1',
+      )
+    ).code,
+  ).toBe(0);
   const dumpAlone = JSON.parse(await readFile(alone, 'utf8'));
   expect(dumpAlone.scoreBatchTokens).toBe(1);
   expect(dumpAlone.records).toEqual(dump.records);
@@ -63,13 +98,34 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
 
 it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
   const out = path.join(tmp, 'run');
-  const r = await nlft('train', '--model', modelDir, '--data', data, '--out', out, '--steps', '1', '--batch', '2', '--rank', '4', '--negatives-without-saliency', 'skip');
+  const r = await nlft(
+    'train',
+    '--model',
+    modelDir,
+    '--data',
+    data,
+    '--out',
+    out,
+    '--steps',
+    '1',
+    '--batch',
+    '2',
+    '--rank',
+    '4',
+    '--negatives-without-saliency',
+    'skip',
+  );
   expect(r.stderr).not.toContain('    at ');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/negatives have no unlikely token \(skipped\)/);
   expect(r.stdout).toMatch(/^scoring {4}2 records, no-grad views packed \d+ tokens per pass$/m);
-  expect(r.stdout).toMatch(/^kernels {4}matmul tile \d+x\d+, lm-head tile \d+x\d+ \((measured now for this adapter, cached in .*|cached for this adapter)\)$/m);
-  const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  expect(r.stdout).toMatch(
+    /^kernels {4}matmul tile \d+x\d+, lm-head tile \d+x\d+ \((measured now for this adapter, cached in .*|cached for this adapter)\)$/m,
+  );
+  const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   expect(lines.map((e) => e.step)).toEqual([1, 1]);
   expect(lines.map((e) => e.polarity).sort()).toEqual(['negative', 'positive']);
   const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
@@ -86,10 +142,19 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
   const tpl = path.join(tmp, 'templates.json');
   await writeFile(tpl, JSON.stringify({ judge: { user: 'no judgment here: {input}' } }));
   const cases: Array<[string[], string]> = [
-    [['score', '--data', gsm, '--out', path.join(tmp, 'x.json')], 'nlft score: gsm.jsonl: 1 problem:\n  record 1 (line 1): field "output": missing'],
+    [
+      ['score', '--data', gsm, '--out', path.join(tmp, 'x.json')],
+      'nlft score: gsm.jsonl: 1 problem:\n  record 1 (line 1): field "output": missing',
+    ],
     [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl], 'nlft score: templates.json (judge.user): '],
-    [['train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'], 'nlft train: --cluster-criterion must be distance or similarity (got "nearest")'],
-    [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'], 'nlft score: --score-batch-tokens must be a positive integer (got "0")'],
+    [
+      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'],
+      'nlft train: --cluster-criterion must be distance or similarity (got "nearest")',
+    ],
+    [
+      ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'],
+      'nlft score: --score-batch-tokens must be a positive integer (got "0")',
+    ],
   ];
   for (const [args, message] of cases) {
     const r = await nlft(args[0], '--model', modelDir, ...args.slice(1));

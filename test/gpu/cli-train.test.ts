@@ -19,12 +19,21 @@ let modelDir: string;
 let data: string;
 let config: LlamaConfig;
 
-
 beforeAll(async () => {
   tmp = await makeTmpDir('cli-train');
   modelDir = path.join(tmp, 'model');
-  ({ weights: { config } } = await writeTinyLlamaFolder(modelDir, {
-    seed: 8, vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, numKvHeads: 1, tie: true, dtype: 'BF16',
+  ({
+    weights: { config },
+  } = await writeTinyLlamaFolder(modelDir, {
+    seed: 8,
+    vocabSize: 49152,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 2,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+    dtype: 'BF16',
     tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
   }));
   const lines = (await readFile(path.join(ROOT, 'public', 'samples', 'gsm8k-sample.jsonl'), 'utf8')).split('\n').slice(0, 4);
@@ -35,7 +44,24 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-const COMMON = ['--method', 'sft', '--quant', 'q8', '--max-len', '160', '--batch', '2', '--rank', '8', '--targets', 'q_proj,down_proj', '--lr', '1e-3', '--seed', '3'];
+const COMMON = [
+  '--method',
+  'sft',
+  '--quant',
+  'q8',
+  '--max-len',
+  '160',
+  '--batch',
+  '2',
+  '--rank',
+  '8',
+  '--targets',
+  'q_proj,down_proj',
+  '--lr',
+  '1e-3',
+  '--seed',
+  '3',
+];
 
 it('trains and writes a PEFT adapter, metrics.jsonl and run.json', async () => {
   const out = path.join(tmp, 'run1');
@@ -51,9 +77,24 @@ it('trains and writes a PEFT adapter, metrics.jsonl and run.json', async () => {
   expect(adapter.lora[1].down_proj!.A).toHaveLength(8 * 64);
   expect(adapter.lora[1].down_proj!.B).toHaveLength(32 * 8);
   expect(adapter.lora[0].q_proj!.B.some((v) => v !== 0)).toBe(true); // B starts at zero and was trained
-  const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  const metrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   expect(metrics.map((m) => m.step)).toEqual([1, 2]);
-  for (const m of metrics) expect(Object.keys(m).sort()).toEqual(['epoch', 'gradNorm', 'loss', 'lr', 'ms', 'peakBytes', 'samples', 'step', 'tokens', 'totalSteps']);
+  for (const m of metrics)
+    expect(Object.keys(m).sort()).toEqual([
+      'epoch',
+      'gradNorm',
+      'loss',
+      'lr',
+      'ms',
+      'peakBytes',
+      'samples',
+      'step',
+      'tokens',
+      'totalSteps',
+    ]);
   const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
   expect(run.method).toBe('sft');
   expect(run.train).toMatchObject({ maxSteps: 2, batch: 2, seed: 3, lr: 1e-3 });
@@ -67,7 +108,10 @@ it('an interrupted run resumed with --resume ends with the same adapter as an un
   const full = path.join(tmp, 'full');
   expect((await nlft('train', '--model', modelDir, '--data', data, '--out', full, '--epochs', '2', ...COMMON)).code).toBe(0);
   const part = path.join(tmp, 'part');
-  const child = spawn('node', [NLFT, 'train', '--model', modelDir, '--data', data, '--out', part, '--epochs', '2', ...COMMON], { cwd: ROOT, env: CLI_ENV });
+  const child = spawn('node', [NLFT, 'train', '--model', modelDir, '--data', data, '--out', part, '--epochs', '2', ...COMMON], {
+    cwd: ROOT,
+    env: CLI_ENV,
+  });
   let stdout = '';
   let stderr = '';
   let sent = false;
@@ -84,7 +128,9 @@ it('an interrupted run resumed with --resume ends with the same adapter as an un
   const r = await nlft('train', '--model', modelDir, '--data', data, '--out', resumed, '--resume', part, ...COMMON);
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^resume {5}.*: step [12], with the checkpoint's training and LoRA settings$/m);
-  expect(await readFile(path.join(resumed, 'adapter_model.safetensors'))).toEqual(await readFile(path.join(full, 'adapter_model.safetensors')));
+  expect(await readFile(path.join(resumed, 'adapter_model.safetensors'))).toEqual(
+    await readFile(path.join(full, 'adapter_model.safetensors')),
+  );
 });
 
 it('bad input: empty dataset, missing answers, a prompt longer than --max-len, bad options', async () => {
@@ -96,7 +142,10 @@ it('bad input: empty dataset, missing answers, a prompt longer than --max-len, b
   const cases: Array<[string[], string]> = [
     [['--data', empty], 'nlft train: empty.jsonl: the file is empty; expected a JSON array of records or JSON Lines (one record per line)'],
     [['--data', noAnswer], 'record 1 (line 1): field "answer": missing'],
-    [['--data', data, '--method', 'sft', '--max-len', '60'], 'record 1 (id #1): its prompt is 105 tokens, which leaves no room for a response within --max-len 60'],
+    [
+      ['--data', data, '--method', 'sft', '--max-len', '60'],
+      'record 1 (id #1): its prompt is 105 tokens, which leaves no room for a response within --max-len 60',
+    ],
     [['--data', data, '--rank', '6'], 'nlft train: LoRA config (r): expected a positive multiple of 4'],
     [['--data', data, '--targets', 'lm_head'], 'unknown projection "lm_head"'],
     [['--data', data, '--lr', 'fast'], 'nlft train: --lr must be a positive number (got "fast")'],

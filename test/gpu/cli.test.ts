@@ -28,12 +28,21 @@ let tmp: string;
 let modelDir: string;
 let weights: LlamaWeights;
 
-
 beforeAll(async () => {
   tmp = await makeTmpDir('cli');
   modelDir = path.join(tmp, 'model');
   ({ weights } = await writeTinyLlamaFolder(modelDir, {
-    seed: 3, vocabSize: 49152, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, tie: true, ropeScaling: true, dtype: 'F32', tokenizerDir: TOKENIZER_DIR,
+    seed: 3,
+    vocabSize: 49152,
+    hiddenSize: 64,
+    intermediateSize: 96,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    tie: true,
+    ropeScaling: true,
+    dtype: 'F32',
+    tokenizerDir: TOKENIZER_DIR,
   }));
 });
 afterAll(async () => {
@@ -53,12 +62,28 @@ for (const chat of [false, true]) {
     const out = path.join(tmp, `lp-${chat}.json`);
     const prompt = 'Natalia sold clips to 48 of her friends. How many?';
     const response = ' She sold 48/2 = 24 clips.\n#### 24';
-    const r = await nlft('logprobs', '--model', modelDir, '--quant', 'f32', '--prompt', prompt, '--response', response, '--out', out, ...(chat ? ['--chat'] : []));
+    const r = await nlft(
+      'logprobs',
+      '--model',
+      modelDir,
+      '--quant',
+      'f32',
+      '--prompt',
+      prompt,
+      '--response',
+      response,
+      '--out',
+      out,
+      ...(chat ? ['--chat'] : []),
+    );
     expect(r.stderr).not.toContain('    at ');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^wrote .*lp-.*\.json: \d+ response tokens, sum log p = -\d+\.\d{4}/);
     const res = JSON.parse(await readFile(out, 'utf8'));
-    const tok = TextTokenizer.fromJson(JSON.parse(await readFile(path.join(TOKENIZER_DIR, 'tokenizer.json'), 'utf8')), JSON.parse(await readFile(path.join(TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')));
+    const tok = TextTokenizer.fromJson(
+      JSON.parse(await readFile(path.join(TOKENIZER_DIR, 'tokenizer.json'), 'utf8')),
+      JSON.parse(await readFile(path.join(TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')),
+    );
     const promptText = chat ? tok.applyChatTemplate([{ role: 'user', content: prompt }], { addGenerationPrompt: true }) : prompt;
     expect(res.prompt_ids).toEqual(tok.encode(promptText));
     expect(res.response_ids).toEqual(tok.encode(response)); // tokenized on its own, then concatenated
@@ -87,9 +112,13 @@ it('--model takes a Hub id: downloaded from $HF_ENDPOINT once, then read from th
     expect(hub.gets.get('test-org/tiny/main/model.safetensors')).toBe(1);
     const missing = await nlftWithEnv(env, 'info', '--model', 'test-org/absent@v2');
     expect(missing.code).not.toBe(0);
-    expect(missing.stderr.trim()).toBe(`nlft info: config.json: not found in hub:test-org/absent@v2 (${hub.url}/test-org/absent/resolve/v2/config.json answered 404)`);
+    expect(missing.stderr.trim()).toBe(
+      `nlft info: config.json: not found in hub:test-org/absent@v2 (${hub.url}/test-org/absent/resolve/v2/config.json answered 404)`,
+    );
     const neither = await nlft('info', '--model', 'no-such-folder');
-    expect(neither.stderr.trim()).toBe('nlft info: --model no-such-folder: no such folder, and not a Hub id (org/name or org/name@revision)');
+    expect(neither.stderr.trim()).toBe(
+      'nlft info: --model no-such-folder: no such folder, and not a Hub id (org/name or org/name@revision)',
+    );
   } finally {
     await hub.close();
   }
@@ -97,12 +126,30 @@ it('--model takes a Hub id: downloaded from $HF_ENDPOINT once, then read from th
 
 it('nlft generate: greedy text equal to the engine API, a summary line, --out JSON, bad options', async () => {
   const file = path.join(tmp, 'gen.json');
-  const r = await nlft('generate', '--model', modelDir, '--prompt', 'Name a colour.', '--chat', '--max-new', '6', '--quant', 'f32', '--out', file);
+  const r = await nlft(
+    'generate',
+    '--model',
+    modelDir,
+    '--prompt',
+    'Name a colour.',
+    '--chat',
+    '--max-new',
+    '6',
+    '--quant',
+    'f32',
+    '--out',
+    file,
+  );
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
-  expect(r.stdout).toMatch(/^wrote .*gen\.json: \d tokens in [\d.]+ s \([\d.]+ tokens\/s, prefill included\), ended by (--max-new 6|the end-of-sequence token) \(f32, greedy, .+\)$/m);
+  expect(r.stdout).toMatch(
+    /^wrote .*gen\.json: \d tokens in [\d.]+ s \([\d.]+ tokens\/s, prefill included\), ended by (--max-new 6|the end-of-sequence token) \(f32, greedy, .+\)$/m,
+  );
   const json = JSON.parse(await readFile(file, 'utf8'));
-  const tok = TextTokenizer.fromJson(JSON.parse(await readFile(path.join(modelDir, 'tokenizer.json'), 'utf8')), JSON.parse(await readFile(path.join(modelDir, 'tokenizer_config.json'), 'utf8')));
+  const tok = TextTokenizer.fromJson(
+    JSON.parse(await readFile(path.join(modelDir, 'tokenizer.json'), 'utf8')),
+    JSON.parse(await readFile(path.join(modelDir, 'tokenizer_config.json'), 'utf8')),
+  );
   const { promptIds } = promptInput(tok, 'Name a colour.', { chat: true });
   expect(json.prompt_ids).toEqual(promptIds);
   const g = await testGpu();
@@ -124,7 +171,14 @@ it('nlft generate: greedy text equal to the engine API, a summary line, --out JS
 
 it('nlft eval prints a line per item and the accuracy with its counts; --limit and --out', async () => {
   const data = path.join(tmp, 'qa.jsonl');
-  await writeFile(data, ['{"question": "1 + 1?", "answer": "#### 2"}', '{"question": "2 + 2?", "answer": "#### 4"}', '{"question": "3 + 3?", "answer": "#### 6"}'].join('\n'));
+  await writeFile(
+    data,
+    [
+      '{"question": "1 + 1?", "answer": "#### 2"}',
+      '{"question": "2 + 2?", "answer": "#### 4"}',
+      '{"question": "3 + 3?", "answer": "#### 6"}',
+    ].join('\n'),
+  );
   const file = path.join(tmp, 'eval.json');
   const r = await nlft('eval', '--model', modelDir, '--data', data, '--limit', '2', '--max-new', '3', '--out', file);
   expect(r.stderr).toBe('');
@@ -148,7 +202,9 @@ it('nlft prepare: the model answers, wrong answers are judged (template or a jud
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^record {4}1\/2 {2}(right|wrong) {2}expected 2, got \S+/m);
-  expect(r.stdout).toMatch(/^prepared 2 records: \d right, \d wrong with judgments from template \(from the grade\); wrote .*nlft\.json \(q8, temperature 0\.6, seed 3\)$/m);
+  expect(r.stdout).toMatch(
+    /^prepared 2 records: \d right, \d wrong with judgments from template \(from the grade\); wrote .*nlft\.json \(q8, temperature 0\.6, seed 3\)$/m,
+  );
   const prepared = JSON.parse(await readFile(file, 'utf8'));
   expect(prepared.map((x: { input: string }) => x.input)).toEqual(['1 + 1?', '2 + 2?']);
   for (const x of prepared) {
@@ -159,7 +215,21 @@ it('nlft prepare: the model answers, wrong answers are judged (template or a jud
   const chat = await startMockChat(() => 'The arithmetic is wrong.');
   try {
     const judged = path.join(tmp, 'judged.json');
-    const j = await nlft('prepare', '--model', modelDir, '--data', data, '--out', judged, '--max-new', '4', '--judge-url', chat.url, '--judge-model', 'mock-judge');
+    const j = await nlft(
+      'prepare',
+      '--model',
+      modelDir,
+      '--data',
+      data,
+      '--out',
+      judged,
+      '--max-new',
+      '4',
+      '--judge-url',
+      chat.url,
+      '--judge-model',
+      'mock-judge',
+    );
     expect(j.code).toBe(0);
     const recs = JSON.parse(await readFile(judged, 'utf8'));
     const wrong = recs.filter((x: { judgment: string | null }) => x.judgment !== null);
@@ -168,13 +238,17 @@ it('nlft prepare: the model answers, wrong answers are judged (template or a jud
     const nonEmpty = recs.filter((x: { output: string }) => x.output.trim() !== '');
     if (nonEmpty.length > 0) {
       const back = parseDataset(new TextEncoder().encode(JSON.stringify(nonEmpty)), 'judged.json', { requireOutput: true }).records;
-      expect(back.map((x) => x.polarity)).toEqual(nonEmpty.map((x: { judgment: string | null }) => (x.judgment === null ? 'positive' : 'negative')));
+      expect(back.map((x) => x.polarity)).toEqual(
+        nonEmpty.map((x: { judgment: string | null }) => (x.judgment === null ? 'positive' : 'negative')),
+      );
     }
   } finally {
     await chat.close();
   }
   const bad = await nlft('prepare', '--model', modelDir, '--data', data, '--out', file, '--judge-url', 'http://x');
-  expect(bad.stderr.trim()).toBe('nlft prepare: --judge-url and --judge-model go together (an OpenAI-compatible endpoint and its model name)');
+  expect(bad.stderr.trim()).toBe(
+    'nlft prepare: --judge-url and --judge-model go together (an OpenAI-compatible endpoint and its model name)',
+  );
 });
 
 it('prints the per-token table without --out', async () => {
@@ -187,9 +261,15 @@ it('prints the per-token table without --out', async () => {
 it('bad input: clear one-line messages, non-zero exit, no stack trace', async () => {
   const cases: Array<[string[], string]> = [
     [['logprobs', '--prompt', 'x', '--response', 'y'], 'nlft logprobs: --model is required'],
-    [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--quant', 'q3'], 'nlft logprobs: --quant must be f32, q8 or q4 (got "q3")'],
+    [
+      ['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--quant', 'q3'],
+      'nlft logprobs: --quant must be f32, q8 or q4 (got "q3")',
+    ],
     [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--bogus'], "nlft logprobs: Unknown option '--bogus'"],
-    [['info', '--model', path.join(tmp, 'nope')], `nlft info: --model ${path.join(tmp, 'nope')}: no such folder, and not a Hub id (org/name or org/name@revision)`],
+    [
+      ['info', '--model', path.join(tmp, 'nope')],
+      `nlft info: --model ${path.join(tmp, 'nope')}: no such folder, and not a Hub id (org/name or org/name@revision)`,
+    ],
     [['info', '--model', tmp], `nlft info: config.json: not found in ${tmp}`],
     [['frobnicate'], 'nlft: unknown command "frobnicate"'],
   ];
@@ -201,7 +281,17 @@ it('bad input: clear one-line messages, non-zero exit, no stack trace', async ()
   }
   // A model folder with no tokenizer
   const bare = path.join(tmp, 'bare');
-  await writeTinyLlamaFolder(bare, { seed: 4, vocabSize: 64, hiddenSize: 32, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true, dtype: 'F32' });
+  await writeTinyLlamaFolder(bare, {
+    seed: 4,
+    vocabSize: 64,
+    hiddenSize: 32,
+    intermediateSize: 32,
+    numLayers: 1,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+    dtype: 'F32',
+  });
   const r = await nlft('logprobs', '--model', bare, '--prompt', 'x', '--response', 'y');
   expect(r.code).toBe(1);
   expect(r.stderr).toContain(`tokenizer.json: not found in ${bare}; logprobs needs the model's tokenizer`);
@@ -214,7 +304,12 @@ it('bad input: clear one-line messages, non-zero exit, no stack trace', async ()
 });
 
 it('nlft logprobs --adapter scores with a PEFT LoRA adapter, matching the reference; a bad adapter exits 1', async () => {
-  const c: LoraConfig = { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+  const c: LoraConfig = {
+    r: 8,
+    alpha: 16,
+    dropout: 0,
+    targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  };
   const lora = initLora(weights.config, c, 21);
   const rng = new Rng(22);
   for (const layer of lora) for (const f of Object.values(layer)) f!.B.forEach((_, i, B) => (B[i] = 0.2 * rng.normal()));

@@ -23,21 +23,42 @@ let tok: TextTokenizer;
 beforeAll(async () => {
   g = await testGpu();
   const dir = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
-  tok = TextTokenizer.fromJson(JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')), JSON.parse(await readFile(path.join(dir, 'tokenizer_config.json'), 'utf8')));
+  tok = TextTokenizer.fromJson(
+    JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')),
+    JSON.parse(await readFile(path.join(dir, 'tokenizer_config.json'), 'utf8')),
+  );
 });
 afterAll(() => g?.destroy());
 
 it('each item is the greedy answer to the base prompt, graded by final number', async () => {
-  const weights = makeTinyLlama({ seed: 41, vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true });
+  const weights = makeTinyLlama({
+    seed: 41,
+    vocabSize: 49152,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 1,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+  });
   const model = GpuLlama.create(g.ops, weights, 'q8');
-  const jsonl = ['{"question": "1 + 1?", "answer": "It is 2.\\n#### 2"}', '{"question": "Half of 10?", "answer": "#### 5"}', '{"question": "No number here", "answer": "none"}'].join('\n');
+  const jsonl = [
+    '{"question": "1 + 1?", "answer": "It is 2.\\n#### 2"}',
+    '{"question": "Half of 10?", "answer": "#### 5"}',
+    '{"question": "No number here", "answer": "none"}',
+  ].join('\n');
   const records = parseDataset(new TextEncoder().encode(jsonl), 'qa.jsonl').records;
   const done: number[] = [];
   const items = await evaluate(model, tok, records, { maxNewTokens: 5, temperature: 0, seed: 0 }, (_, n) => done.push(n));
   expect(done).toEqual([1, 2, 3]);
   for (const [i, it] of items.entries()) {
     const r = records[i];
-    const want = await generate(model, tok.encode(basePrompt(tok, r)), { maxNewTokens: 5, temperature: 0, seed: 0, stopIds: tok.eosTokenIds });
+    const want = await generate(model, tok.encode(basePrompt(tok, r)), {
+      maxNewTokens: 5,
+      temperature: 0,
+      seed: 0,
+      stopIds: tok.eosTokenIds,
+    });
     expect(it.tokens).toBe(want.ids.length);
     expect(it.output).toBe(tok.decode(want.reason === 'stop' ? want.ids.slice(0, -1) : want.ids));
     expect(it.expected).toBe(extractFinalNumber(r.answer));
@@ -49,7 +70,21 @@ it('each item is the greedy answer to the base prompt, graded by final number', 
 });
 
 it('summaries count right answers, the total and answers without a final number', () => {
-  const item = (correct: boolean, expected: string | null): EvalItem => ({ index: 1, id: 'x', expected, got: correct ? expected : null, correct, output: '', tokens: 1, ended: 'stop' });
-  expect(summarize([item(true, '3'), item(false, '4'), item(false, null), item(true, '1')])).toEqual({ correct: 2, total: 4, accuracy: 0.5, withoutExpected: 1 });
+  const item = (correct: boolean, expected: string | null): EvalItem => ({
+    index: 1,
+    id: 'x',
+    expected,
+    got: correct ? expected : null,
+    correct,
+    output: '',
+    tokens: 1,
+    ended: 'stop',
+  });
+  expect(summarize([item(true, '3'), item(false, '4'), item(false, null), item(true, '1')])).toEqual({
+    correct: 2,
+    total: 4,
+    accuracy: 0.5,
+    withoutExpected: 1,
+  });
   expect(summarize([])).toEqual({ correct: 0, total: 0, accuracy: 0, withoutExpected: 0 });
 });

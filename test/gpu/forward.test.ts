@@ -35,7 +35,10 @@ const BASE = { vocabSize: 384, hiddenSize: 64, intermediateSize: 96, numLayers: 
 const MODELS: Array<[string, TinyLlamaFolderOptions]> = [
   ['GQA, tied, llama3 rope scaling, F32', { ...BASE, seed: 1, tie: true, ropeScaling: true, dtype: 'F32' }],
   ['GQA, untied, BF16, 2 shards', { ...BASE, seed: 2, tie: false, dtype: 'BF16', shards: 2 }],
-  ['MQA (1 kv head), head_dim 32 != hidden/heads, 3 layers, F16', { ...BASE, seed: 3, numLayers: 3, numKvHeads: 1, headDim: 32, tie: false, dtype: 'F16' }],
+  [
+    'MQA (1 kv head), head_dim 32 != hidden/heads, 3 layers, F16',
+    { ...BASE, seed: 3, numLayers: 3, numKvHeads: 1, headDim: 32, tie: false, dtype: 'F16' },
+  ],
 ];
 
 function sequence(seed: number, T: number, V: number): { ids: number[]; rows: number[]; targets: number[] } {
@@ -55,7 +58,10 @@ function dequantizedWeights(w: LlamaWeights, quant: QuantFormat): LlamaWeights {
     lmHead: w.lmHead && dq(w.lmHead, c.vocabSize, c.hiddenSize, tf),
     finalNorm: w.finalNorm,
     layers: w.layers.map((l) => {
-      const H = c.numHeads * c.headDim, KV = c.numKvHeads * c.headDim, C = c.hiddenSize, F = c.intermediateSize;
+      const H = c.numHeads * c.headDim,
+        KV = c.numKvHeads * c.headDim,
+        C = c.hiddenSize,
+        F = c.intermediateSize;
       return {
         inputNorm: l.inputNorm,
         postNorm: l.postNorm,
@@ -103,7 +109,14 @@ describe.each(MODELS)('%s', (_name, opts) => {
     const llama = GpuLlama.create(g.ops, weights, 'f32');
     const got = await llama.score(ids, rows, tg);
     const ref = referenceLogProbs(weights, ids, targets);
-    expect(maxViolation(got.logp, rows.map((r) => ref[r]), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+    expect(
+      maxViolation(
+        got.logp,
+        rows.map((r) => ref[r]),
+        1e-4,
+        1e-5,
+      ),
+    ).toBeLessThanOrEqual(1);
     llama.destroy();
   });
 });
@@ -115,11 +128,25 @@ it('LoRA on all seven projections matches the reference with the same adapters',
   const c = weights.config;
   const rng = new Rng(77);
   const r = 8;
-  const H = c.numHeads * c.headDim, KV = c.numKvHeads * c.headDim, C = c.hiddenSize, F = c.intermediateSize;
-  const shapes = { q_proj: [H, C], k_proj: [KV, C], v_proj: [KV, C], o_proj: [C, H], gate_proj: [F, C], up_proj: [F, C], down_proj: [C, F] } as const;
+  const H = c.numHeads * c.headDim,
+    KV = c.numKvHeads * c.headDim,
+    C = c.hiddenSize,
+    F = c.intermediateSize;
+  const shapes = {
+    q_proj: [H, C],
+    k_proj: [KV, C],
+    v_proj: [KV, C],
+    o_proj: [C, H],
+    gate_proj: [F, C],
+    up_proj: [F, C],
+    down_proj: [C, F],
+  } as const;
   const lora: LoraSet = weights.layers.map(() =>
     Object.fromEntries(
-      Object.entries(shapes).map(([p, [n, k]]) => [p, { A: fillNormal(new Float32Array(r * k), 0.2, rng), B: fillNormal(new Float32Array(n * r), 0.2, rng), r, scale: 2 }]),
+      Object.entries(shapes).map(([p, [n, k]]) => [
+        p,
+        { A: fillNormal(new Float32Array(r * k), 0.2, rng), B: fillNormal(new Float32Array(n * r), 0.2, rng), r, scale: 2 },
+      ]),
     ),
   );
   const { ids, rows, targets } = sequence(5, 29, c.vocabSize);
@@ -138,7 +165,9 @@ it('refuses a model over the memory budget with the numbers, and frees what it h
   const weights = (await loadModelFolder(new FolderSource(dir))).weights;
   const buffers = new BufferManager(g.ctx.device, 150_000);
   const ops = new Ops(g.ctx.device, g.pipelines, buffers);
-  expect(() => GpuLlama.create(ops, weights, 'f32')).toThrow(/^buffer "layers\.\d\.\w+" \(\d+\.\d KiB\) would take GPU memory to \d+\.\d KiB, over the budget of 146\.5 KiB$/);
+  expect(() => GpuLlama.create(ops, weights, 'f32')).toThrow(
+    /^buffer "layers\.\d\.\w+" \(\d+\.\d KiB\) would take GPU memory to \d+\.\d KiB, over the budget of 146\.5 KiB$/,
+  );
   expect(buffers.current).toBe(0);
 });
 

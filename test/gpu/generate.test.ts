@@ -23,7 +23,17 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
-const weights = makeTinyLlama({ seed: 31, vocabSize: 300, hiddenSize: 64, intermediateSize: 96, numLayers: 2, numHeads: 4, numKvHeads: 2, tie: false, ropeScaling: true });
+const weights = makeTinyLlama({
+  seed: 31,
+  vocabSize: 300,
+  hiddenSize: 64,
+  intermediateSize: 96,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  tie: false,
+  ropeScaling: true,
+});
 const PROMPT = [5, 17, 250, 3, 99, 42, 7];
 
 /** The weights as the q8 model computes with them (each matrix dequantized). */
@@ -35,7 +45,16 @@ function dequantized(w: LlamaWeights): LlamaWeights {
     ...w,
     embed: d(w.embed, c.vocabSize, C),
     lmHead: w.lmHead ? d(w.lmHead, c.vocabSize, C) : null,
-    layers: w.layers.map((l) => ({ ...l, q: d(l.q, HD, C), k: d(l.k, KVD, C), v: d(l.v, KVD, C), o: d(l.o, C, HD), gate: d(l.gate, F, C), up: d(l.up, F, C), down: d(l.down, C, F) })),
+    layers: w.layers.map((l) => ({
+      ...l,
+      q: d(l.q, HD, C),
+      k: d(l.k, KVD, C),
+      v: d(l.v, KVD, C),
+      o: d(l.o, C, HD),
+      gate: d(l.gate, F, C),
+      up: d(l.up, F, C),
+      down: d(l.down, C, F),
+    })),
   };
 }
 
@@ -67,7 +86,13 @@ it("each step's logits match the reference's last row over the whole sequence (t
   const lora = randomLora(weights, 4, 78, 0.05);
   const model = GpuLlama.create(g.ops, weights, 'f32', lora);
   const steps: Float32Array[] = [];
-  const out = await generate(model, PROMPT, { maxNewTokens: 6, temperature: 0.8, seed: 5, stopIds: [], onLogits: (l) => void steps.push(l.slice()) });
+  const out = await generate(model, PROMPT, {
+    maxNewTokens: 6,
+    temperature: 0.8,
+    seed: 5,
+    stopIds: [],
+    onLogits: (l) => void steps.push(l.slice()),
+  });
   model.destroy();
   const V = weights.config.vocabSize;
   const { logits } = referenceForward(weights, [...PROMPT, ...out.ids], { lora });
@@ -100,7 +125,16 @@ it('sampling is reproducible for a seed and follows the temperature; stop ids en
 });
 
 it('the context length ends generation', async () => {
-  const short = makeTinyLlama({ seed: 32, vocabSize: 64, hiddenSize: 32, intermediateSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true });
+  const short = makeTinyLlama({
+    seed: 32,
+    vocabSize: 64,
+    hiddenSize: 32,
+    intermediateSize: 32,
+    numLayers: 1,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+  });
   short.config.maxPositionEmbeddings = 10;
   const model = GpuLlama.create(g.ops, short, 'f32');
   const r = await generate(model, [1, 2, 3, 4, 5, 6, 7], { maxNewTokens: 20, temperature: 0, seed: 0, stopIds: [] });

@@ -32,7 +32,9 @@ describe('host layer', () => {
     expect([b.peak, b.largest]).toEqual([4096, 0]);
     const limit = Math.min(e.ctx.device.limits.maxBufferSize, e.ctx.device.limits.maxStorageBufferBindingSize);
     expect(() => b.create('logits', limit + 4)).toThrow(GpuMemoryError);
-    expect(() => b.create('logits', limit + 4)).toThrow(`buffer "logits" needs ${formatBytes(limit + 4)}, but this GPU allows at most ${formatBytes(limit)} per buffer`);
+    expect(() => b.create('logits', limit + 4)).toThrow(
+      `buffer "logits" needs ${formatBytes(limit + 4)}, but this GPU allows at most ${formatBytes(limit)} per buffer`,
+    );
     expect(b.current).toBe(4096);
     b.destroy(y);
     e.destroy();
@@ -40,8 +42,12 @@ describe('host layer', () => {
 
   it('reports a WGSL error as a KernelError naming the kernel and line', async () => {
     const e = await createNodeEngine({});
-    await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(KernelError);
-    await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(/^kernel broken: line 1:\d+ /);
+    await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(
+      KernelError,
+    );
+    await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(
+      /^kernel broken: line 1:\d+ /,
+    );
     e.destroy();
   });
 

@@ -66,30 +66,40 @@ const FD = [1e-6, 1e-7] as const; // rtol, atol of reference vs finite differenc
 describe('references vs float64 finite differences', () => {
   it('matmulDxRef / matmulTnRef are the adjoints of x W^T', () => {
     // <dy, x W^T> = <dy W, x> and, for out = a^T b, <out, Z> = <a, b Z^T>.
-    const T = 5, N = 6, K = 7;
-    const x = randomArray(T * K, 1), w = randomArray(N * K, 2), dy = randomArray(T * N, 3);
+    const T = 5,
+      N = 6,
+      K = 7;
+    const x = randomArray(T * K, 1),
+      w = randomArray(N * K, 2),
+      dy = randomArray(T * N, 3);
     const y = matmulRef(x, w, T, N, K);
     const dx = matmulDxRef(dy, w, T, N, K);
-    let lhs = 0, rhs = 0;
+    let lhs = 0,
+      rhs = 0;
     for (let i = 0; i < T * N; i++) lhs += dy[i] * y[i];
     for (let i = 0; i < T * K; i++) rhs += dx[i] * x[i];
     expect(Math.abs(lhs - rhs)).toBeLessThan(1e-5 * (1 + Math.abs(lhs))); // y is f32-rounded
     const out = matmulTnRef(dy, x, T, N, K); // (N,K) = dy^T x: the weight gradient of y = x W^T
     const dw = numericGrad(f64(w), (ww) => {
       let s = 0;
-      for (let t = 0; t < T; t++) for (let n = 0; n < N; n++) {
-        let d = 0;
-        for (let k = 0; k < K; k++) d += x[t * K + k] * ww[n * K + k];
-        s += dy[t * N + n] * d;
-      }
+      for (let t = 0; t < T; t++)
+        for (let n = 0; n < N; n++) {
+          let d = 0;
+          for (let k = 0; k < K; k++) d += x[t * K + k] * ww[n * K + k];
+          s += dy[t * N + n] * d;
+        }
       return s;
     });
     expect(maxViolation(out, dw, ...FD)).toBeLessThanOrEqual(1);
   });
 
   it('matmulDxRef chunk: rows nOff.. of W; padding past the last row must carry zero dy', () => {
-    const T = 3, V = 10, K = 4, N = 8;
-    const w = randomArray(V * K, 4), dyFull = randomArray(T * V, 5);
+    const T = 3,
+      V = 10,
+      K = 4,
+      N = 8;
+    const w = randomArray(V * K, 4),
+      dyFull = randomArray(T * V, 5);
     const full = matmulDxRef(dyFull, w, T, V, K);
     const sum = new Float64Array(T * K);
     for (let nOff = 0; nOff < V; nOff += N) {
@@ -102,8 +112,12 @@ describe('references vs float64 finite differences', () => {
   });
 
   it('rmsnormBackwardRef', () => {
-    const T = 3, C = 9, eps = 1e-5;
-    const x = f64(randomArray(T * C, 6, 2)), w = randomArray(C, 7), dy = randomArray(T * C, 8);
+    const T = 3,
+      C = 9,
+      eps = 1e-5;
+    const x = f64(randomArray(T * C, 6, 2)),
+      w = randomArray(C, 7),
+      dy = randomArray(T * C, 8);
     const dx0 = randomArray(T * C, 9);
     const loss = (xx: Float64Array) => {
       let s = 0;
@@ -121,19 +135,38 @@ describe('references vs float64 finite differences', () => {
 
   it('swigluBackwardRef', () => {
     const n = 40;
-    const gate = f64(randomArray(n, 10, 8)), up = f64(randomArray(n, 11, 2)), dh = randomArray(n, 12);
+    const gate = f64(randomArray(n, 10, 8)),
+      up = f64(randomArray(n, 11, 2)),
+      dh = randomArray(n, 12);
     const ref = swigluBackwardRef(gate, up, dh);
     const loss = (gg: Float64Array, uu: Float64Array) => gg.reduce((s, gv, i) => s + dh[i] * (gv / (1 + Math.exp(-gv))) * uu[i], 0);
-    expect(maxViolation(ref.dgate, numericGrad(gate, (gg) => loss(gg, up)), ...FD)).toBeLessThanOrEqual(1);
-    expect(maxViolation(ref.dup, numericGrad(up, (uu) => loss(gate, uu)), ...FD)).toBeLessThanOrEqual(1);
+    expect(
+      maxViolation(
+        ref.dgate,
+        numericGrad(gate, (gg) => loss(gg, up)),
+        ...FD,
+      ),
+    ).toBeLessThanOrEqual(1);
+    expect(
+      maxViolation(
+        ref.dup,
+        numericGrad(up, (uu) => loss(gate, uu)),
+        ...FD,
+      ),
+    ).toBeLessThanOrEqual(1);
     // Saturated gates stay finite and exact: sigmoid(-800) underflows, sigmoid(800) = 1.
     const big = swigluBackwardRef([-800, 800], [1, 1], [1, 1]);
     expect([...big.dgate, ...big.dup].map((v) => v + 0)).toEqual([0, 1, 0, 800]); // + 0: -0 -> 0
   });
 
   it('attentionBackwardRef (causal GQA, T=6 H=4 KVH=2 D=4)', () => {
-    const T = 6, H = 4, KVH = 2, D = 4;
-    const q = f64(randomArray(T * H * D, 13, 2)), k = f64(randomArray(T * KVH * D, 14, 2)), v = f64(randomArray(T * KVH * D, 15));
+    const T = 6,
+      H = 4,
+      KVH = 2,
+      D = 4;
+    const q = f64(randomArray(T * H * D, 13, 2)),
+      k = f64(randomArray(T * KVH * D, 14, 2)),
+      v = f64(randomArray(T * KVH * D, 15));
     const dout = randomArray(T * H * D, 16);
     const loss = (qq: Float64Array, kk: Float64Array, vv: Float64Array) => {
       let L = 0;
@@ -154,9 +187,27 @@ describe('references vs float64 finite differences', () => {
       return L;
     };
     const ref = attentionBackwardRef(q, k, v, dout, T, H, KVH, D);
-    expect(maxViolation(ref.dq, numericGrad(q, (x) => loss(x, k, v)), ...FD)).toBeLessThanOrEqual(1);
-    expect(maxViolation(ref.dk, numericGrad(k, (x) => loss(q, x, v)), ...FD)).toBeLessThanOrEqual(1);
-    expect(maxViolation(ref.dv, numericGrad(v, (x) => loss(q, k, x)), ...FD)).toBeLessThanOrEqual(1);
+    expect(
+      maxViolation(
+        ref.dq,
+        numericGrad(q, (x) => loss(x, k, v)),
+        ...FD,
+      ),
+    ).toBeLessThanOrEqual(1);
+    expect(
+      maxViolation(
+        ref.dk,
+        numericGrad(k, (x) => loss(q, x, v)),
+        ...FD,
+      ),
+    ).toBeLessThanOrEqual(1);
+    expect(
+      maxViolation(
+        ref.dv,
+        numericGrad(v, (x) => loss(q, k, x)),
+        ...FD,
+      ),
+    ).toBeLessThanOrEqual(1);
   });
 });
 
@@ -184,7 +235,14 @@ describe('matmul_dx: dx = beta*dx + alpha * dy @ W', () => {
       expect(maxViolation(await g.f32(dx), ref2, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
       // alpha with beta 0
       await g.run((enc) => g.ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T, alpha: 2.5 }));
-      expect(maxViolation(await g.f32(dx), ref1.map((v) => 2.5 * v), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect(
+        maxViolation(
+          await g.f32(dx),
+          ref1.map((v) => 2.5 * v),
+          1e-4,
+          1e-5,
+        ),
+      ).toBeLessThanOrEqual(1);
     });
   }
 
@@ -238,11 +296,19 @@ describe('matmul_tn: out = beta*out + alpha * a^T b', () => {
       const a = randomArray(T * M, 300 + M);
       const b = randomArray(T * P, 301 + P);
       const a2 = randomArray(T * M, 302);
-      const ab = g.buffers.upload('a', a), bb = g.buffers.upload('b', b);
+      const ab = g.buffers.upload('a', a),
+        bb = g.buffers.upload('b', b);
       const out = g.buffers.upload('out', nanArray(M * P)); // beta 0 must not read out
       await g.run((enc) => g.ops.matmulTn(enc, { a: ab, b: bb, out, T, M, P, alpha: 1.5 }));
       const ref = matmulTnRef(a, b, T, M, P);
-      expect(maxViolation(await g.f32(out), ref.map((v) => 1.5 * v), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect(
+        maxViolation(
+          await g.f32(out),
+          ref.map((v) => 1.5 * v),
+          1e-4,
+          1e-5,
+        ),
+      ).toBeLessThanOrEqual(1);
       // beta 1: gradient accumulation over micro-batches.
       await g.run((enc) => g.ops.matmulTn(enc, { a: g.buffers.upload('a2', a2), b: bb, out, T, M, P, alpha: 0.5, beta: 1 }));
       const ref2 = matmulTnRef(a2, b, T, M, P).map((v, i) => 1.5 * ref[i] + 0.5 * v);
@@ -252,12 +318,15 @@ describe('matmul_tn: out = beta*out + alpha * a^T b', () => {
 });
 
 it('rmsnorm backward: T=7, C=100, accumulating into a non-zero dx', async () => {
-  const T = 7, C = 100, eps = 1e-5;
+  const T = 7,
+    C = 100,
+    eps = 1e-5;
   const x = randomArray(T * C, 400, 3);
   const w = randomArray(C, 401);
   const dy = randomArray(T * C, 402);
   const dx0 = randomArray(T * C, 403, 0.5);
-  const xb = g.buffers.upload('x', x), wb = g.buffers.upload('w', w);
+  const xb = g.buffers.upload('x', x),
+    wb = g.buffers.upload('w', w);
   const rstd = g.buffers.create('rstd', T * 4);
   const dx = g.buffers.upload('dx', dx0);
   await g.run(async (enc) => {
@@ -275,7 +344,14 @@ it('swiglu backward: n=1001 including large |gate|', async () => {
   const dh = randomArray(n, 502);
   const [dgate, dup] = [nanArray(n), nanArray(n)].map((a) => g.buffers.upload('out', a));
   await g.run((enc) =>
-    g.ops.swigluBackward(enc, { gate: g.buffers.upload('g', gate), up: g.buffers.upload('u', up), dh: g.buffers.upload('dh', dh), dgate, dup, n }),
+    g.ops.swigluBackward(enc, {
+      gate: g.buffers.upload('g', gate),
+      up: g.buffers.upload('u', up),
+      dh: g.buffers.upload('dh', dh),
+      dgate,
+      dup,
+      n,
+    }),
   );
   const ref = swigluBackwardRef(gate, up, dh);
   const [gotG, gotU] = [await g.f32(dgate), await g.f32(dup)];
@@ -307,11 +383,27 @@ describe('attention backward (causal, GQA; probabilities recomputed from the for
       await g.run(async (enc) => {
         await g.ops.attention(enc, { q: qb, k: kb, v: vb, out, lse, seg: segb, T, H, KVH, D });
         await g.ops.attentionBackward(enc, {
-          q: qb, k: kb, v: vb, out, lse, dout: g.buffers.upload('dout', dout), delta: g.buffers.create('delta', H * T * 4), dq, dk, dv, seg: segb, T, H, KVH, D,
+          q: qb,
+          k: kb,
+          v: vb,
+          out,
+          lse,
+          dout: g.buffers.upload('dout', dout),
+          delta: g.buffers.create('delta', H * T * 4),
+          dq,
+          dk,
+          dv,
+          seg: segb,
+          T,
+          H,
+          KVH,
+          D,
         });
       });
       const rows = (a: Float32Array, w: number, i: number) => segmentRows(a, w, starts[i], lengths[i]);
-      const refs = lengths.map((n, i) => attentionBackwardRef(rows(q, H * D, i), rows(k, KVH * D, i), rows(v, KVH * D, i), rows(dout, H * D, i), n, H, KVH, D));
+      const refs = lengths.map((n, i) =>
+        attentionBackwardRef(rows(q, H * D, i), rows(k, KVH * D, i), rows(v, KVH * D, i), rows(dout, H * D, i), n, H, KVH, D),
+      );
       for (const [name, got, want] of [
         ['dq', await g.f32(dq), concatRows(refs.map((r) => r.dq))],
         ['dk', await g.f32(dk), concatRows(refs.map((r) => r.dk))],
@@ -332,7 +424,9 @@ describe('dropout (hashed mask, inverted scaling)', () => {
   });
   const run = async (a: { x?: Float32Array; seed: number; rate: number; beta?: number; prev?: Float32Array }) => {
     const out = g.buffers.upload('out', a.prev ?? nanArray(a.x?.length ?? n));
-    await g.run((enc) => g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed: a.seed, rate: a.rate, beta: a.beta }));
+    await g.run((enc) =>
+      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed: a.seed, rate: a.rate, beta: a.beta }),
+    );
     return g.f32(out);
   };
 
@@ -363,7 +457,8 @@ describe('dropout (hashed mask, inverted scaling)', () => {
   });
 
   it('beta 1 accumulates; forward on x then backward on a gradient with the same seed share the mask', async () => {
-    const rate = 0.25, seed = 0xdeadbeef;
+    const rate = 0.25,
+      seed = 0xdeadbeef;
     const fwd = await run({ seed, rate }); // x -> dropout(x)
     const grad = randomArray(n, 701);
     const prev = randomArray(n, 702); // the input gradient already accumulated by the base path
@@ -371,7 +466,8 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     expect(maxViolation(bwd, dropoutRef(grad, seed, rate, 1, prev), 1e-6, 1e-7)).toBeLessThanOrEqual(1);
     let bad = 0;
     for (let i = 0; i < n; i++) {
-      if (fwd[i] === 0) bad += bwd[i] === prev[i] ? 0 : 1; // dropped forward: no gradient added (exactly)
+      if (fwd[i] === 0)
+        bad += bwd[i] === prev[i] ? 0 : 1; // dropped forward: no gradient added (exactly)
       else bad += Math.abs(bwd[i] - prev[i] - grad[i] / 0.75) <= 1e-6 * (1 + Math.abs(prev[i])) ? 0 : 1; // kept: grad / (1 - rate) added
     }
     expect(bad).toBe(0);
@@ -403,12 +499,18 @@ describe('scatterRows: dxn[rows[r]] += dh[r]', () => {
       const dh = randomArray(R * C, 801);
       const dxn = g.buffers.upload('dxn', dxn0);
       const w = g.weight(randomArray(50 * C, 802), 50, C, format); // only its shape (C) matters
-      await g.run((enc) => g.ops.scatterRows(enc, { w, rows: g.buffers.upload('rows', Uint32Array.from(rows)), dh: g.buffers.upload('dh', dh), dxn, R }));
+      await g.run((enc) =>
+        g.ops.scatterRows(enc, { w, rows: g.buffers.upload('rows', Uint32Array.from(rows)), dh: g.buffers.upload('dh', dh), dxn, R }),
+      );
       const got = await g.f32(dxn);
       expect(Array.from(got)).toEqual(Array.from(scatterRowsRef(dxn0, dh, rows, C)));
       for (let t = 0; t < T; t++) {
         const [a, b] = [got.subarray(t * C, t * C + C), dxn0.subarray(t * C, t * C + C)];
-        if (rows.includes(t)) expect(a.some((v, c) => v !== b[c]), `row ${t} got its gradient`).toBe(true);
+        if (rows.includes(t))
+          expect(
+            a.some((v, c) => v !== b[c]),
+            `row ${t} got its gradient`,
+          ).toBe(true);
         else expect(Array.from(a), `row ${t} untouched`).toEqual(Array.from(b));
       }
     });

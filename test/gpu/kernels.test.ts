@@ -9,7 +9,16 @@ import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
-import { attentionRef, embeddingRef, lmHeadRef, matmulRef, rmsnormRef, ropeRef, ropeInvFreq as ropeInvFreqRef, swigluRef } from '../reference/cpu-ops.ts';
+import {
+  attentionRef,
+  embeddingRef,
+  lmHeadRef,
+  matmulRef,
+  rmsnormRef,
+  ropeRef,
+  ropeInvFreq as ropeInvFreqRef,
+  swigluRef,
+} from '../reference/cpu-ops.ts';
 import { maxViolation, randomArray, testGpu, type TestGpu } from '../helpers/gpu.ts';
 import { concatHeadMajor, concatRows, segmentRows } from '../reference/packed.ts';
 
@@ -41,7 +50,14 @@ describe('matmul', () => {
       expect(maxViolation(await g.f32(ob), ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
       // accumulate: out = out + alpha * x W^T
       await g.run((enc) => g.ops.matmul(enc, { x: xb, w: wb, out: ob, T, alpha: 0.25, beta: 1 }));
-      expect(maxViolation(await g.f32(ob), ref.map((v) => v * 1.25), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect(
+        maxViolation(
+          await g.f32(ob),
+          ref.map((v) => v * 1.25),
+          1e-4,
+          1e-5,
+        ),
+      ).toBeLessThanOrEqual(1);
     });
   }
 });
@@ -59,7 +75,9 @@ it('matmul with fewer rows than the tuned tile (T=5, 1 under a 16x12 tile: one r
 });
 
 it('rmsnorm: T=7, C=100 (not a multiple of the 64-thread row)', async () => {
-  const T = 7, C = 100, eps = 1e-5;
+  const T = 7,
+    C = 100,
+    eps = 1e-5;
   const x = randomArray(T * C, 11, 3);
   const w = randomArray(C, 12);
   const out = g.buffers.create('out', T * C * 4);
@@ -74,7 +92,9 @@ describe('rope', () => {
   const scaling = { ropeType: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 };
   for (const ropeScaling of [null, scaling]) {
     it(`T=11, 3 heads, D=16, ${ropeScaling ? 'llama3 scaling' : 'no scaling'}; inverse restores`, async () => {
-      const T = 11, nH = 3, D = 16;
+      const T = 11,
+        nH = 3,
+        D = 16;
       const cfg = { headDim: D, ropeTheta: 500, ropeScaling };
       const inv = ropeInvFreq(cfg);
       expect(maxViolation(inv, ropeInvFreqRef(D, 500, ropeScaling), 1e-12, 0)).toBeLessThanOrEqual(1);
@@ -88,7 +108,9 @@ describe('rope', () => {
     });
   }
   it('packed sequences 4+1+6: positions restart at each sequence', async () => {
-    const lengths = [4, 1, 6], nH = 2, D = 8;
+    const lengths = [4, 1, 6],
+      nH = 2,
+      D = 8;
     const { T, starts, positions } = packing(lengths);
     const inv = ropeInvFreq({ headDim: D, ropeTheta: 10000, ropeScaling: null });
     const x = randomArray(T * nH * D, 22);
@@ -116,11 +138,43 @@ describe('attention (causal, GQA, online softmax; packed sequences)', () => {
       const out = g.buffers.create('out', T * H * D * 4);
       const lse = g.buffers.create('lse', H * T * 4);
       await g.run((enc) =>
-        g.ops.attention(enc, { q: g.buffers.upload('q', q), k: g.buffers.upload('k', k), v: g.buffers.upload('v', v), out, lse, seg: g.buffers.upload('seg', seg), T, H, KVH, D }),
+        g.ops.attention(enc, {
+          q: g.buffers.upload('q', q),
+          k: g.buffers.upload('k', k),
+          v: g.buffers.upload('v', v),
+          out,
+          lse,
+          seg: g.buffers.upload('seg', seg),
+          T,
+          H,
+          KVH,
+          D,
+        }),
       );
-      const refs = lengths.map((n, i) => attentionRef(segmentRows(q, H * D, starts[i], n), segmentRows(k, KVH * D, starts[i], n), segmentRows(v, KVH * D, starts[i], n), n, H, KVH, D));
+      const refs = lengths.map((n, i) =>
+        attentionRef(
+          segmentRows(q, H * D, starts[i], n),
+          segmentRows(k, KVH * D, starts[i], n),
+          segmentRows(v, KVH * D, starts[i], n),
+          n,
+          H,
+          KVH,
+          D,
+        ),
+      );
       expect(maxViolation(await g.f32(out), concatRows(refs.map((r) => r.out)), 2e-4, 1e-5)).toBeLessThanOrEqual(1);
-      expect(maxViolation(await g.f32(lse), concatHeadMajor(refs.map((r) => r.lse), lengths, H), 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect(
+        maxViolation(
+          await g.f32(lse),
+          concatHeadMajor(
+            refs.map((r) => r.lse),
+            lengths,
+            H,
+          ),
+          2e-4,
+          1e-5,
+        ),
+      ).toBeLessThanOrEqual(1);
     });
   }
 });
@@ -141,7 +195,9 @@ describe('attention decode (one new query per head against a KV cache)', () => {
       const kc = g.buffers.upload('kc', Float32Array.from([...k, ...randomArray(spare, 54)]));
       const vc = g.buffers.upload('vc', Float32Array.from([...v, ...randomArray(spare, 55)]));
       const out = g.buffers.create('out', H * D * 4);
-      await g.run((enc) => g.ops.attentionDecode(enc, { q: g.buffers.upload('q', q.subarray((T - 1) * H * D)), kc, vc, out, T, H, KVH, D }));
+      await g.run((enc) =>
+        g.ops.attentionDecode(enc, { q: g.buffers.upload('q', q.subarray((T - 1) * H * D)), kc, vc, out, T, H, KVH, D }),
+      );
       const ref = attentionRef(q, k, v, T, H, KVH, D).out.subarray((T - 1) * H * D);
       expect(maxViolation(await g.f32(out), ref, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
     });
@@ -160,10 +216,19 @@ it('swiglu: n=1001', async () => {
 describe('embedding gather', () => {
   for (const format of ['f32', 'q8'] as const) {
     it(format, async () => {
-      const V = 50, C = 64, ids = [3, 0, 49, 3, 17, 8, 22];
+      const V = 50,
+        C = 64,
+        ids = [3, 0, 49, 3, 17, 8, 22];
       const table = randomArray(V * C, 51);
       const out = g.buffers.create('out', ids.length * C * 4);
-      await g.run((enc) => g.ops.embedding(enc, { ids: g.buffers.upload('ids', Uint32Array.from(ids)), table: g.weight(table, V, C, format), out, T: ids.length }));
+      await g.run((enc) =>
+        g.ops.embedding(enc, {
+          ids: g.buffers.upload('ids', Uint32Array.from(ids)),
+          table: g.weight(table, V, C, format),
+          out,
+          T: ids.length,
+        }),
+      );
       // f32 is a copy (exact); q8 dequantizes as unpack4x8snorm(q) * (127 s), within a few ulp of q*s.
       const [rtol, atol] = format === 'f32' ? [0, 0] : [1e-6, 1e-7];
       expect(maxViolation(await g.f32(out), embeddingRef(deq(table, V, C, format), V, C, ids), rtol, atol)).toBeLessThanOrEqual(1);
@@ -228,7 +293,9 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
   }
 
   it('log(1 - q_y) stays exact when q_y -> 1 (where 1 - exp(log q_y) would round to 0)', async () => {
-    const V = 64, C = 8, R = 2;
+    const V = 64,
+      C = 8,
+      R = 2;
     const w = new Float32Array(V * C);
     for (let v = 0; v < V; v++) w[v * C + (v % C)] = v === 5 ? 40 : 0.01 * v; // target 5 dominates
     const h = Float32Array.from({ length: R * C }, (_, i) => (i % C === 5 ? 1 : 0.1));
@@ -236,8 +303,15 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
     const [lse, logp, log1mq] = [0, 1, 2].map(() => g.buffers.create('out', R * 4));
     await g.run((enc) =>
       g.ops.lmhead(enc, {
-        h: g.buffers.upload('h', h), rows: g.buffers.upload('rows', Uint32Array.from([0, 1])), targets: g.buffers.upload('t', Uint32Array.from(targets)),
-        R, w: g.weight(w, V, C, 'f32'), lse, logp, log1mq, scratch: g.ops.lmheadScratch(R, V),
+        h: g.buffers.upload('h', h),
+        rows: g.buffers.upload('rows', Uint32Array.from([0, 1])),
+        targets: g.buffers.upload('t', Uint32Array.from(targets)),
+        R,
+        w: g.weight(w, V, C, 'f32'),
+        lse,
+        logp,
+        log1mq,
+        scratch: g.ops.lmheadScratch(R, V),
       }),
     );
     const ref = log1mqRef(h, w, R, V, C, targets);

@@ -21,11 +21,26 @@ afterAll(() => g?.destroy());
 
 for (const recompute of [false, true]) {
   it(`estimate matches the measured peak of a training step (${recompute ? 'recompute' : 'keep activations'})`, async () => {
-    const weights = makeTinyLlama({ seed: 4, vocabSize: 5000, hiddenSize: 64, intermediateSize: 128, numLayers: 4, numHeads: 4, numKvHeads: 2, tie: true });
+    const weights = makeTinyLlama({
+      seed: 4,
+      vocabSize: 5000,
+      hiddenSize: 64,
+      intermediateSize: 128,
+      numLayers: 4,
+      numHeads: 4,
+      numKvHeads: 2,
+      tie: true,
+    });
     const lora = { r: 8, alpha: 16, dropout: 0.1, targets: ['q_proj', 'o_proj', 'gate_proj', 'down_proj'] as const };
     const loraCfg = { ...lora, targets: [...lora.targets] };
     const rng = new Rng(1);
-    const sample = { id: 'a', index: 1, promptIds: Array.from({ length: 40 }, () => rng.int(5000)), responseIds: Array.from({ length: 57 }, () => rng.int(5000)), truncatedBy: 0 };
+    const sample = {
+      id: 'a',
+      index: 1,
+      promptIds: Array.from({ length: 40 }, () => rng.int(5000)),
+      responseIds: Array.from({ length: 57 }, () => rng.int(5000)),
+      truncatedBy: 0,
+    };
     const before = g.buffers.current;
     const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, loraCfg, 2));
     const trainer = new Trainer(g, model, [sample], { ...DEFAULT_TRAIN, epochs: 1, batch: 1, dropout: 0.1, recompute });
@@ -41,7 +56,16 @@ for (const recompute of [false, true]) {
 }
 
 it('scoring estimate matches the measured peak of a packed no-grad pass, and its token limit keeps within a budget', async () => {
-  const weights = makeTinyLlama({ seed: 5, vocabSize: 5000, hiddenSize: 64, intermediateSize: 128, numLayers: 3, numHeads: 4, numKvHeads: 2, tie: true });
+  const weights = makeTinyLlama({
+    seed: 5,
+    vocabSize: 5000,
+    hiddenSize: 64,
+    intermediateSize: 128,
+    numLayers: 3,
+    numHeads: 4,
+    numKvHeads: 2,
+    tie: true,
+  });
   const loraCfg = { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'gate_proj'] as ('q_proj' | 'gate_proj')[] };
   const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, loraCfg, 3));
   const rng = new Rng(2);

@@ -40,7 +40,16 @@ function synthetic(): NlftSample[] {
   }));
 }
 const OPTS: Partial<SaliencyOptions> = { tauC: 0.004, rho: 1.05, pjMin: 0, delta: 0.6 };
-const weights = makeTinyLlama({ seed: 21, vocabSize: V, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 2, numKvHeads: 1, tie: true });
+const weights = makeTinyLlama({
+  seed: 21,
+  vocabSize: V,
+  hiddenSize: 32,
+  intermediateSize: 64,
+  numLayers: 2,
+  numHeads: 2,
+  numKvHeads: 1,
+  tie: true,
+});
 
 let g: TestGpu;
 let samples: NlftSample[];
@@ -106,10 +115,21 @@ describe.skipIf(!gradientsRegistered)('NLFT loss and gradient against the refere
 
 it('NLFT training through the trainer keeps a saliency record per visit and is deterministic', async () => {
   const run = async (maxBatchTokens?: number) => {
-    const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { r: 4, alpha: 8, dropout: 0.05, targets: ['gate_proj', 'up_proj', 'down_proj'] }, 7));
+    const model = GpuLlama.create(
+      g.ops,
+      weights,
+      'q8',
+      initLora(weights.config, { r: 4, alpha: 8, dropout: 0.05, targets: ['gate_proj', 'up_proj', 'down_proj'] }, 7),
+    );
     const entries: SaliencyEntry[] = [];
     let step = 1;
-    const method = nlftMethod(model, { saliency: OPTS, tokenText: (id) => `<${id}>`, onEntry: (e) => void entries.push(e), stepOf: () => step, maxBatchTokens });
+    const method = nlftMethod(model, {
+      saliency: OPTS,
+      tokenText: (id) => `<${id}>`,
+      onEntry: (e) => void entries.push(e),
+      stepOf: () => step,
+      maxBatchTokens,
+    });
     const trainer = new Trainer(g, model, samples.slice(0, 4), { ...DEFAULT_TRAIN, epochs: 1, batch: 2, lr: 1e-3, seed: 7 }, method);
     const losses: number[] = [];
     await trainer.run({ onStep: (m) => void (losses.push(m.loss), (step = m.step + 1)) });

@@ -88,7 +88,7 @@ const CASES: Case[] = [
     ],
   },
   {
-    name: 'n=1000, maxGradNorm 1e-5 (the 1e-6 in clip_grad_norm_\'s coefficient matters)',
+    name: "n=1000, maxGradNorm 1e-5 (the 1e-6 in clip_grad_norm_'s coefficient matters)",
     n: 1000,
     opts: { ...BASE, weightDecay: 0, maxGradNorm: 1e-5 },
     steps: [
@@ -162,9 +162,16 @@ async function runCase(c: Case, check: boolean): Promise<{ params: Float32Array;
     expect(maxViolation(p, ref.p, 1e-5, 1e-7 * maxAbs(ref.p)), `step ${k + 1} params`).toBeLessThanOrEqual(1);
     expect(maxViolation(m, ref.m, 1e-5, 1e-6 * maxAbs(ref.m)), `step ${k + 1} m`).toBeLessThanOrEqual(1);
     expect(maxViolation(v, ref.v, 1e-5, 0), `step ${k + 1} v`).toBeLessThanOrEqual(1);
-    expect((await g.f32(grads, c.n)).every((x) => x === 0), `step ${k + 1}: grads zeroed`).toBe(true);
+    expect(
+      (await g.f32(grads, c.n)).every((x) => x === 0),
+      `step ${k + 1}: grads zeroed`,
+    ).toBe(true);
     if (c.n > PAD[1]) {
-      for (const a of [p, m, v]) expect(a.subarray(...PAD).every((x) => x === 0), `step ${k + 1}: padding stays 0`).toBe(true);
+      for (const a of [p, m, v])
+        expect(
+          a.subarray(...PAD).every((x) => x === 0),
+          `step ${k + 1}: padding stays 0`,
+        ).toBe(true);
     }
   }
   const out = { params: await g.f32(params, c.n), ...(await opt.state()), norms };
@@ -212,7 +219,9 @@ it('state() / loadState(): a restored optimizer continues bit-identically', asyn
   const [sa, sb] = [await a.opt.state(), await b.opt.state()];
   expect(sb.m).toEqual(sa.m);
   expect(sb.v).toEqual(sa.v);
-  expect(() => b.opt.loadState({ m: new Float32Array(n), v: new Float32Array(n - 1) })).toThrow('AdamW.loadState: v has 1000 floats, expected n = 1001');
+  expect(() => b.opt.loadState({ m: new Float32Array(n), v: new Float32Array(n - 1) })).toThrow(
+    'AdamW.loadState: v has 1000 floats, expected n = 1001',
+  );
   for (const x of [a, b]) x.opt.destroy();
 });
 
@@ -237,8 +246,12 @@ describe('argument checks', () => {
     expect(() => new AdamW(g, params, grads, 100)).toThrow('AdamW: buffer "grads" holds 396 bytes, fewer than n = 100 floats (400 bytes)');
     expect(() => new AdamW(g, params, grads, 99, { beta2: 1 })).toThrow('AdamW: beta2 must be in [0, 1) (got 1)');
     expect(() => new AdamW(g, params, grads, 99, { eps: 0 })).toThrow('AdamW: eps must be a finite number > 0 (got 0)');
-    expect(() => new AdamW(g, params, grads, 99, { weightDecay: -0.1 })).toThrow('AdamW: weightDecay must be a finite number >= 0 (got -0.1)');
-    expect(() => new AdamW(g, params, grads, 99, { maxGradNorm: NaN })).toThrow('AdamW: maxGradNorm must be a finite number (<= 0 disables clipping) (got NaN)');
+    expect(() => new AdamW(g, params, grads, 99, { weightDecay: -0.1 })).toThrow(
+      'AdamW: weightDecay must be a finite number >= 0 (got -0.1)',
+    );
+    expect(() => new AdamW(g, params, grads, 99, { maxGradNorm: NaN })).toThrow(
+      'AdamW: maxGradNorm must be a finite number (<= 0 disables clipping) (got NaN)',
+    );
   });
 
   it('step', async () => {
@@ -248,7 +261,9 @@ describe('argument checks', () => {
     const enc = g.ctx.device.createCommandEncoder();
     await expect(opt.step(enc, { lr: -1, step: 1, gradScale: 1 })).rejects.toThrow('AdamW.step: lr must be a finite number >= 0 (got -1)');
     await expect(opt.step(enc, { lr: 1e-3, step: 0, gradScale: 1 })).rejects.toThrow('AdamW.step: step must be an integer >= 1 (got 0)');
-    await expect(opt.step(enc, { lr: 1e-3, step: 1, gradScale: 0 })).rejects.toThrow('AdamW.step: gradScale must be a finite number > 0 (got 0)');
+    await expect(opt.step(enc, { lr: 1e-3, step: 1, gradScale: 0 })).rejects.toThrow(
+      'AdamW.step: gradScale must be a finite number > 0 (got 0)',
+    );
     opt.destroy();
   });
 });

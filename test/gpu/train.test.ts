@@ -21,7 +21,16 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
-const MODEL: TinyLlamaOptions = { seed: 11, vocabSize: 256, hiddenSize: 32, intermediateSize: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, tie: true };
+const MODEL: TinyLlamaOptions = {
+  seed: 11,
+  vocabSize: 256,
+  hiddenSize: 32,
+  intermediateSize: 64,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  tie: true,
+};
 const LORA = { r: 8, alpha: 16, dropout: 0.05, targets: ['q_proj', 'v_proj', 'gate_proj', 'up_proj', 'down_proj'] as const };
 
 function samples(n: number, V: number, seed: number): TrainSample[] {
@@ -37,7 +46,11 @@ function samples(n: number, V: number, seed: number): TrainSample[] {
 
 const CONFIG: TrainConfig = { ...DEFAULT_TRAIN, epochs: 8, lr: 2e-2, batch: 2, seed: 5, dropout: 0.05 };
 
-async function train(config: TrainConfig, data: TrainSample[], opts: { stopAfter?: number; resumeFrom?: Uint8Array; terms?: TermsFn } = {}) {
+async function train(
+  config: TrainConfig,
+  data: TrainSample[],
+  opts: { stopAfter?: number; resumeFrom?: Uint8Array; terms?: TermsFn } = {},
+) {
   const weights = makeTinyLlama(MODEL);
   const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { ...LORA, targets: [...LORA.targets] }, config.seed));
   const trainer = new Trainer(g, model, data, config, { terms: opts.terms ?? sftTerms });
@@ -113,7 +126,9 @@ it('a non-finite loss stops the run and keeps the last good parameters', async (
   const run = await train({ ...CONFIG, epochs: 3 }, data, { terms: poisoned });
   expect(run.end.status).toBe('non-finite');
   expect(run.end.steps).toBe(3);
-  expect((run.end as { message: string }).message).toMatch(/^the loss of record \d \(id s\d\) is not finite at step 4; training stopped, the adapter keeps the parameters of step 3$/);
+  expect((run.end as { message: string }).message).toMatch(
+    /^the loss of record \d \(id s\d\) is not finite at step 4; training stopped, the adapter keeps the parameters of step 3$/,
+  );
   const clean = await train({ ...CONFIG, epochs: 3 }, data, { stopAfter: 3 });
   expect(run.params).toEqual(clean.params);
 });
@@ -122,7 +137,11 @@ it('peak GPU bytes of a training step on a 49152 vocabulary stay below tokens x 
   const weights = makeTinyLlama({ ...MODEL, vocabSize: 49152, hiddenSize: 64, intermediateSize: 128 });
   const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { ...LORA, targets: [...LORA.targets] }, 1));
   const modelBytes = g.buffers.current;
-  const data = samples(2, 49152, 4).map((s) => ({ ...s, promptIds: s.promptIds.concat(s.promptIds, s.promptIds), responseIds: s.responseIds.concat(s.responseIds) }));
+  const data = samples(2, 49152, 4).map((s) => ({
+    ...s,
+    promptIds: s.promptIds.concat(s.promptIds, s.promptIds),
+    responseIds: s.responseIds.concat(s.responseIds),
+  }));
   const trainer = new Trainer(g, model, data, { ...CONFIG, epochs: 1, batch: 2 });
   const metrics: StepMetrics[] = [];
   await trainer.run({ onStep: (m) => void metrics.push(m) });

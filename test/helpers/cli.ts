@@ -23,7 +23,10 @@ export function nlft(...args: string[]): Promise<{ code: number; stdout: string;
 }
 
 /** `nlft` with extra environment variables (e.g. HF_ENDPOINT for the mock hub). */
-export async function nlftWithEnv(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function nlftWithEnv(
+  env: Record<string, string>,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await promisify(execFile)('node', [NLFT, ...args], { cwd: ROOT, env: { ...CLI_ENV, ...env } });
     return { code: 0, stdout, stderr };

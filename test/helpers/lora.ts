@@ -8,7 +8,17 @@ export function randomLora(w: LlamaWeights, r: number, seed: number, std = 0.3):
   const rng = new Rng(seed);
   const shapes = projectionShapes(w.config);
   return w.layers.map(() =>
-    Object.fromEntries(PROJECTIONS.map((p) => [p, { A: fillNormal(new Float32Array(r * shapes[p][1]), std, rng), B: fillNormal(new Float32Array(shapes[p][0] * r), std, rng), r, scale: 1.5 }])),
+    Object.fromEntries(
+      PROJECTIONS.map((p) => [
+        p,
+        {
+          A: fillNormal(new Float32Array(r * shapes[p][1]), std, rng),
+          B: fillNormal(new Float32Array(shapes[p][0] * r), std, rng),
+          r,
+          scale: 1.5,
+        },
+      ]),
+    ),
   );
 }
 

@@ -22,7 +22,9 @@ export async function startMockChat(reply: (body: MockChat['requests'][number]['
       requests.push({ headers: req.headers, body });
       const r = reply(body);
       if (typeof r === 'number') return void res.writeHead(r).end('{"error": "refused"}');
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ choices: [{ message: { role: 'assistant', content: r } }] }));
+      res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ choices: [{ message: { role: 'assistant', content: r } }] }));
     });
   });
   await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));

@@ -43,7 +43,9 @@ export async function startMockHub(repos: Record<string, string>, gated: string[
       return void res.writeHead(404).end('Entry not found');
     }
     if (!cdn && rest.at(-1)!.endsWith('.safetensors')) {
-      return void res.writeHead(302, { location: `/cdn/${[org, name, 'resolve', revision, ...rest].map(encodeURIComponent).join('/')}` }).end();
+      return void res
+        .writeHead(302, { location: `/cdn/${[org, name, 'resolve', revision, ...rest].map(encodeURIComponent).join('/')}` })
+        .end();
     }
     if (req.method === 'GET') {
       const key = `${repo}/${revision}/${rest.join('/')}`;

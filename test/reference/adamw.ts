@@ -45,7 +45,12 @@ export function gradNormRef(grads: ArrayLike<number>, gradScale: number): number
  *   p -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps)
  * @returns the norm of gradScale * grads before clipping
  */
-export function adamwStepRef(s: AdamWRefState, grads: ArrayLike<number>, a: { lr: number; step: number; gradScale: number }, o: AdamWRefOptions): number {
+export function adamwStepRef(
+  s: AdamWRefState,
+  grads: ArrayLike<number>,
+  a: { lr: number; step: number; gradScale: number },
+  o: AdamWRefOptions,
+): number {
   const n = s.p.length;
   if (grads.length !== n) throw new RangeError(`adamwStepRef: ${grads.length} grads for ${n} parameters`);
   const norm = gradNormRef(grads, a.gradScale);

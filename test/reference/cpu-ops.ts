@@ -38,13 +38,7 @@ export function embeddingRef(table: Float32Array, V: number, C: number, ids: Arr
  * RMSNorm: out = x * w / sqrt(mean(x^2) + eps), per row.
  * x (T,C), w (C) -> out (T,C), rstd (T) = 1 / sqrt(mean(x^2) + eps) (what a backward pass saves).
  */
-export function rmsnormRef(
-  x: Float32Array,
-  w: Float32Array,
-  T: number,
-  C: number,
-  eps: number,
-): { out: Float32Array; rstd: Float32Array } {
+export function rmsnormRef(x: Float32Array, w: Float32Array, T: number, C: number, eps: number): { out: Float32Array; rstd: Float32Array } {
   checkLength('rmsnormRef x', x, T * C);
   checkLength('rmsnormRef w', w, C);
   const out = new Float32Array(T * C);
@@ -167,14 +161,7 @@ export function ropeInvFreq(D: number, theta: number, scaling: Llama3RopeScaling
  * out[i] = x[i] cos - x[i+D/2] sin, out[i+D/2] = x[i+D/2] cos + x[i] sin.
  * x (T, nHeads*D), invFreq (D/2) -> out (T, nHeads*D).
  */
-export function ropeRef(
-  x: Float32Array,
-  T: number,
-  nHeads: number,
-  D: number,
-  invFreq: ArrayLike<number>,
-  posOffset = 0,
-): Float32Array {
+export function ropeRef(x: Float32Array, T: number, nHeads: number, D: number, invFreq: ArrayLike<number>, posOffset = 0): Float32Array {
   const half = D / 2;
   checkLength('ropeRef x', x, T * nHeads * D);
   checkLength('ropeRef invFreq', invFreq, half);

@@ -432,12 +432,7 @@ export function referenceForward(
  * NaN where targets[t] is -1.
  * ids (T), targets (T) -> (T)
  */
-export function referenceLogProbs(
-  weights: LlamaWeights,
-  ids: number[],
-  targets: number[],
-  opts: ReferenceOptions = {},
-): Float32Array {
+export function referenceLogProbs(weights: LlamaWeights, ids: number[], targets: number[], opts: ReferenceOptions = {}): Float32Array {
   ensureCpuBackend();
   if (targets.length !== ids.length) throw new RangeError(`llama-tf: ${targets.length} targets for ${ids.length} ids`);
   const picked = tf.tidy(() => {

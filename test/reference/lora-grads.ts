@@ -55,4 +55,3 @@ export function referenceLoraGrads(weights: LlamaWeights, lora: LoraSet, c: Weig
   tf.dispose([value, ...Object.values(grads), ...vars]);
   return { grads: out, loss };
 }
-

@@ -4,9 +4,10 @@ import { ModelFormatError } from '../../src/errors.ts';
 import { configToJson, parseLlamaConfig, type LlamaConfig } from '../../src/model/config.ts';
 
 /** SmolLM2-135M-Instruct's real config.json (copied into test/fixtures with its licence note). */
-const smollm2 = JSON.parse(
-  readFileSync(new URL('../fixtures/smollm2-135m-config.json', import.meta.url), 'utf8'),
-) as Record<string, unknown>;
+const smollm2 = JSON.parse(readFileSync(new URL('../fixtures/smollm2-135m-config.json', import.meta.url), 'utf8')) as Record<
+  string,
+  unknown
+>;
 
 /** A Llama-3.2-1B-shaped config (published values). */
 const llama32: Record<string, unknown> = {

@@ -69,7 +69,12 @@ describe('parseDataset: formats', () => {
 
   it('normalises polarity: score >= 7 wins over a judgment, blank judgment is none, no output is unknown', () => {
     const { records } = parseDataset(read('test/fixtures/data/nlft-small.json'), 'nlft-small.json');
-    const table = records.map(({ score, judgment, output, polarity }) => ({ score, judgment: judgment !== null, output: output !== null, polarity }));
+    const table = records.map(({ score, judgment, output, polarity }) => ({
+      score,
+      judgment: judgment !== null,
+      output: output !== null,
+      polarity,
+    }));
     expect(table).toEqual([
       { score: null, judgment: false, output: true, polarity: 'positive' }, // judgment null
       { score: 7, judgment: true, output: true, polarity: 'positive' }, // score 7 with a judgment
@@ -172,7 +177,9 @@ describe('parseDataset: file errors', () => {
   it('enforces the size limit, giving both sizes', () => {
     const data = utf8(`[${'{"input": "q", "answer": "a"},'.repeat(50)}{"input": "q", "answer": "a"}]`);
     expect(data.length).toBe(1531);
-    expectFailure(data, 'big.json', 'big.json: the file is 1.5 KiB (1531 bytes), over the size limit of 1.0 KiB (1024 bytes)', { maxBytes: 1024 });
+    expectFailure(data, 'big.json', 'big.json: the file is 1.5 KiB (1531 bytes), over the size limit of 1.0 KiB (1024 bytes)', {
+      maxBytes: 1024,
+    });
     expectFailure(utf8('0123456789a'), 'tiny.jsonl', 'tiny.jsonl: the file is 11 bytes, over the size limit of 10 bytes', { maxBytes: 10 });
     expect(parseDataset(data, 'big.json', { maxBytes: 1531 }).records).toHaveLength(51);
     // The default is 64 MiB, checked before the bytes are decoded.
@@ -248,11 +255,19 @@ describe('parseDataset: record validation', () => {
         '  record 3: field "id": duplicate of record 1 ("17")',
       ].join('\n'),
     );
-    expectFailure(utf8('[{"input": "q"}]'), 'one.json', 'one.json: 1 problem:\n  record 1: field "answer": missing; expected a non-empty string');
+    expectFailure(
+      utf8('[{"input": "q"}]'),
+      'one.json',
+      'one.json: 1 problem:\n  record 1: field "answer": missing; expected a non-empty string',
+    );
   });
 
   it('requires an output when asked to (NLFT training)', () => {
-    const text = ['{"input": "q", "output": "o", "answer": "a"}', '{"question": "q", "answer": "a"}', '{"input": "q", "output": " ", "answer": "a"}'].join('\n');
+    const text = [
+      '{"input": "q", "output": "o", "answer": "a"}',
+      '{"question": "q", "answer": "a"}',
+      '{"input": "q", "output": " ", "answer": "a"}',
+    ].join('\n');
     expect(parseDataset(utf8(text), 'train.jsonl').records).toHaveLength(3);
     expectFailure(
       utf8(text),
@@ -313,7 +328,13 @@ describe('final answers', () => {
 
 describe('datasetSummary', () => {
   /** A tokenizer with one token per whitespace-separated word. */
-  const words = { encode: (text: string): number[] => text.split(/\s+/).filter(Boolean).map(() => 0) };
+  const words = {
+    encode: (text: string): number[] =>
+      text
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(() => 0),
+  };
 
   it('counts polarities, token percentiles (nearest rank) and truncated records', () => {
     const { records } = parseDataset(read('test/fixtures/data/nlft-small.json'), 'nlft-small.json');
@@ -353,7 +374,8 @@ describe('datasetSummary', () => {
       JSON.parse(readFileSync(new URL('tokenizer_config.json', dir), 'utf8')),
     );
     const { records } = parseDataset(read('public/samples/gsm8k-sample.jsonl'), 'gsm8k-sample.jsonl');
-    const buildPrompt = (r: DatasetRecord): string => tok.applyChatTemplate([{ role: 'user', content: r.input }], { addGenerationPrompt: true });
+    const buildPrompt = (r: DatasetRecord): string =>
+      tok.applyChatTemplate([{ role: 'user', content: r.input }], { addGenerationPrompt: true });
     const summary = datasetSummary(records, tok, { maxLen: 256, buildPrompt });
     // Pinned: the sample's 20 totals run from 93 to 321 tokens, 7 of them above 256.
     expect(summary).toEqual({

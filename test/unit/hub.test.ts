@@ -38,10 +38,13 @@ describe('hub ids and URLs', () => {
   it('parses org/name with an optional revision', () => {
     expect(parseHubId('HuggingFaceTB/SmolLM2-135M')).toEqual({ repo: 'HuggingFaceTB/SmolLM2-135M', revision: 'main' });
     expect(parseHubId('meta-llama/Llama-3.2-1B@refs/pr/3')).toEqual({ repo: 'meta-llama/Llama-3.2-1B', revision: 'refs/pr/3' });
-    for (const bad of ['SmolLM2', './models/x', 'a/b/c', 'a/b@', 'a/../b', 'a/b@../x', '/abs/path']) expect(parseHubId(bad), bad).toBeNull();
+    for (const bad of ['SmolLM2', './models/x', 'a/b/c', 'a/b@', 'a/../b', 'a/b@../x', '/abs/path'])
+      expect(parseHubId(bad), bad).toBeNull();
   });
   it('builds resolve URLs as huggingface.co lays them out', () => {
-    expect(hubFileUrl('https://huggingface.co/', { repo: 'org/m', revision: 'refs/pr/3' }, 'model.safetensors')).toBe('https://huggingface.co/org/m/resolve/refs%2Fpr%2F3/model.safetensors');
+    expect(hubFileUrl('https://huggingface.co/', { repo: 'org/m', revision: 'refs/pr/3' }, 'model.safetensors')).toBe(
+      'https://huggingface.co/org/m/resolve/refs%2Fpr%2F3/model.safetensors',
+    );
   });
 });
 
@@ -49,14 +52,21 @@ it('a sharded BF16 model loads from the hub to the same weights as from its fold
   const local = await loadModelFolder(new FolderSource(dir));
   const downloads: string[] = [];
   const cache = new FolderFileCache(cacheDir);
-  const source = new HubSource({ repo: 'test-org/tiny', revision: 'main' }, { baseUrl: hub.url, cache, onDownload: (f, loaded) => void (loaded === 0 && downloads.push(f)) });
+  const source = new HubSource(
+    { repo: 'test-org/tiny', revision: 'main' },
+    { baseUrl: hub.url, cache, onDownload: (f, loaded) => void (loaded === 0 && downloads.push(f)) },
+  );
   const progress: number[] = [];
   const remote = await loadModelFolder(source, { onProgress: (done) => progress.push(done) });
   expect(source.label).toBe('hub:test-org/tiny@main');
   expect(remote.config).toEqual(local.config);
   expect(remote.weights).toEqual(local.weights);
   expect(remote.files).toEqual(local.files);
-  expect(downloads.filter((f) => f.endsWith('.safetensors')).sort()).toEqual(['model-00001-of-00003.safetensors', 'model-00002-of-00003.safetensors', 'model-00003-of-00003.safetensors']);
+  expect(downloads.filter((f) => f.endsWith('.safetensors')).sort()).toEqual([
+    'model-00001-of-00003.safetensors',
+    'model-00002-of-00003.safetensors',
+    'model-00003-of-00003.safetensors',
+  ]);
   for (const [file, n] of hub.gets) expect(n, file).toBe(1); // one request per file, ranges served from memory
   // A second source with the same cache makes no request at all.
   const before = [...hub.gets.values()].reduce((a, b) => a + b, 0);
@@ -80,14 +90,16 @@ describe('errors name the repository and the file', () => {
     );
   });
   it('an unreachable hub', async () => {
-    await expect(loadModelFolder(new HubSource({ repo: 'test-org/tiny', revision: 'main' }, { baseUrl: 'http://127.0.0.1:9' }))).rejects.toThrow(
+    await expect(
+      loadModelFolder(new HubSource({ repo: 'test-org/tiny', revision: 'main' }, { baseUrl: 'http://127.0.0.1:9' })),
+    ).rejects.toThrow(
       /^hub:test-org\/tiny@main: cannot reach http:\/\/127\.0\.0\.1:9\/test-org\/tiny\/resolve\/main\/config\.json \(.+\); check the network or the hub URL$/,
     );
   });
   it('a file name that leaves the repository (from a hostile shard index)', async () => {
-    await expect(new HubSource({ repo: 'test-org/tiny', revision: 'main' }, { baseUrl: hub.url }).read('../other/model.safetensors')).rejects.toThrow(
-      '../other/model.safetensors: expected a file name inside hub:test-org/tiny@main',
-    );
+    await expect(
+      new HubSource({ repo: 'test-org/tiny', revision: 'main' }, { baseUrl: hub.url }).read('../other/model.safetensors'),
+    ).rejects.toThrow('../other/model.safetensors: expected a file name inside hub:test-org/tiny@main');
   });
 });
 
@@ -104,5 +116,7 @@ it('a picked folder (File objects with webkitRelativePath, as a browser gives th
   const local = await loadModelFolder(new FolderSource(dir));
   expect((await loadModelFolder(source)).weights).toEqual(local.weights);
   await expect(source.read('tokenizer.json')).rejects.toThrow('tokenizer.json: not found in picked');
-  await expect(source.readRange('config.json', 0, 1e9)).rejects.toThrow(/^config\.json: file ends at byte \d+, before the requested range \[0, 1000000000\)$/);
+  await expect(source.readRange('config.json', 0, 1e9)).rejects.toThrow(
+    /^config\.json: file ends at byte \d+, before the requested range \[0, 1000000000\)$/,
+  );
 });

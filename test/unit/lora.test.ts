@@ -5,7 +5,16 @@ import { DEFAULT_LORA, initLora, loraParameterCount, validateLoraConfig, type Lo
 import { PROJECTIONS, type Projection } from '../../src/model/weights.ts';
 
 /** hidden 32, ffn 48, 4 heads of 8 with 2 KV heads: q/o 32x32, k/v 16x32, gate/up 48x32, down 32x48. */
-const MODEL = tinyLlamaConfig({ seed: 0, vocabSize: 50, hiddenSize: 32, intermediateSize: 48, numLayers: 3, numHeads: 4, numKvHeads: 2, tie: true });
+const MODEL = tinyLlamaConfig({
+  seed: 0,
+  vocabSize: 50,
+  hiddenSize: 32,
+  intermediateSize: 48,
+  numLayers: 3,
+  numHeads: 4,
+  numKvHeads: 2,
+  tie: true,
+});
 const ALL: LoraConfig = { r: 8, alpha: 32, dropout: 0, targets: [...PROJECTIONS] };
 const SHAPES: Record<Projection, [number, number]> = {
   q_proj: [32, 32],
@@ -61,7 +70,16 @@ describe('initLora', () => {
   });
 
   it('draws A uniformly in ±1/sqrt(fan_in): mean ~0, variance ~bound²/3, flat histogram', () => {
-    const big = tinyLlamaConfig({ seed: 0, vocabSize: 50, hiddenSize: 256, intermediateSize: 1024, numLayers: 1, numHeads: 4, numKvHeads: 4, tie: true });
+    const big = tinyLlamaConfig({
+      seed: 0,
+      vocabSize: 50,
+      hiddenSize: 256,
+      intermediateSize: 1024,
+      numLayers: 1,
+      numHeads: 4,
+      numKvHeads: 4,
+      tie: true,
+    });
     const A = initLora(big, { r: 64, alpha: 64, dropout: 0, targets: ['down_proj'] }, 7)[0].down_proj!.A;
     expect(A.length).toBe(64 * 1024);
     const bound = 1 / 32; // 1 / sqrt(1024)
@@ -82,8 +100,8 @@ describe('initLora', () => {
     const variance = sq / n - mean * mean;
     // Standard error of the mean is bound / sqrt(3n) ≈ 7e-5; of the variance about 0.4% relative.
     expect(Math.abs(mean)).toBeLessThan(5e-4);
-    expect(variance / (bound * bound / 3)).toBeGreaterThan(0.98);
-    expect(variance / (bound * bound / 3)).toBeLessThan(1.02);
+    expect(variance / ((bound * bound) / 3)).toBeGreaterThan(0.98);
+    expect(variance / ((bound * bound) / 3)).toBeLessThan(1.02);
     expect(min).toBeGreaterThanOrEqual(-bound);
     expect(min).toBeLessThan(-0.999 * bound);
     expect(max).toBeLessThanOrEqual(bound);
@@ -113,7 +131,9 @@ describe('initLora', () => {
   });
 
   it('refuses an invalid config', () => {
-    expect(() => initLora(MODEL, { ...ALL, r: 6 }, 1)).toThrow('LoRA config (r): expected a positive multiple of 4 (the GPU kernels need it), found 6');
+    expect(() => initLora(MODEL, { ...ALL, r: 6 }, 1)).toThrow(
+      'LoRA config (r): expected a positive multiple of 4 (the GPU kernels need it), found 6',
+    );
   });
 });
 

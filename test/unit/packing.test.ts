@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { groupByTokens, packing } from '../../src/engine/packing.ts';
 
 describe('packing', () => {
-  it('lays sequences end to end; positions restart; seg names each token\'s first token', () => {
+  it("lays sequences end to end; positions restart; seg names each token's first token", () => {
     const p = packing([3, 1, 2]);
     expect(p.T).toBe(6);
     expect(p.starts).toEqual([0, 3, 4]);

@@ -6,7 +6,13 @@ import { ModelFormatError, NlftError } from '../../src/errors.ts';
 import { peftAdapterFiles, peftTensorName, readPeftAdapter, type PeftAdapterFiles } from '../../src/export/peft.ts';
 import { tinyLlamaConfig } from '../../src/model/demo.ts';
 import { initLora, type LoraConfig } from '../../src/model/lora.ts';
-import { f16BitsToF32, f32ToF16Bits, parseSafetensorsHeader, writeSafetensors, type SafetensorsTensor } from '../../src/model/safetensors.ts';
+import {
+  f16BitsToF32,
+  f32ToF16Bits,
+  parseSafetensorsHeader,
+  writeSafetensors,
+  type SafetensorsTensor,
+} from '../../src/model/safetensors.ts';
 import type { FileSource } from '../../src/model/source.ts';
 import { PROJECTIONS } from '../../src/model/weights.ts';
 import { writePeftAdapter } from '../../src/node/adapter-files.ts';
@@ -15,8 +21,22 @@ import { Rng } from '../../src/util/rng.ts';
 import { makeTmpDir } from '../fixtures/tiny-llama.ts';
 
 /** hidden 16, ffn 24, 2 layers, 4 heads of 4 with 2 KV heads: q/o [16, 16], k/v [8, 16], gate/up [24, 16], down [16, 24]. */
-const MODEL = tinyLlamaConfig({ seed: 0, vocabSize: 40, hiddenSize: 16, intermediateSize: 24, numLayers: 2, numHeads: 4, numKvHeads: 2, tie: true });
-const ALL: LoraConfig = { r: 4, alpha: 8, dropout: 0.1, targets: ['q_proj', 'v_proj', 'k_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] };
+const MODEL = tinyLlamaConfig({
+  seed: 0,
+  vocabSize: 40,
+  hiddenSize: 16,
+  intermediateSize: 24,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  tie: true,
+});
+const ALL: LoraConfig = {
+  r: 4,
+  alpha: 8,
+  dropout: 0.1,
+  targets: ['q_proj', 'v_proj', 'k_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+};
 const MLP: LoraConfig = { r: 8, alpha: 16, dropout: 0.05, targets: ['gate_proj', 'up_proj', 'down_proj'] };
 const CFG = 'adapter_config.json';
 const ST = 'adapter_model.safetensors';
@@ -93,7 +113,17 @@ describe('peftAdapterFiles', () => {
       modules_to_save: null,
     });
     expect(Object.keys(json)).toEqual([
-      'peft_type', 'task_type', 'r', 'lora_alpha', 'lora_dropout', 'target_modules', 'bias', 'base_model_name_or_path', 'fan_in_fan_out', 'inference_mode', 'modules_to_save',
+      'peft_type',
+      'task_type',
+      'r',
+      'lora_alpha',
+      'lora_dropout',
+      'target_modules',
+      'bias',
+      'base_model_name_or_path',
+      'fan_in_fan_out',
+      'inference_mode',
+      'modules_to_save',
     ]);
     expect(text.endsWith('}\n')).toBe(true);
   });
@@ -124,13 +154,21 @@ describe('peftAdapterFiles', () => {
   it('refuses an invalid config, and LoRA that does not match the config', () => {
     const lora = initLora(MODEL, MLP, 1);
     expect(() => peftAdapterFiles(lora, { ...MLP, r: 6 }, { baseModel: 'x' })).toThrow(NlftError);
-    expect(() => peftAdapterFiles(lora, { ...MLP, r: 6 }, { baseModel: 'x' })).toThrow('LoRA config (r): expected a positive multiple of 4 (the GPU kernels need it), found 6');
+    expect(() => peftAdapterFiles(lora, { ...MLP, r: 6 }, { baseModel: 'x' })).toThrow(
+      'LoRA config (r): expected a positive multiple of 4 (the GPU kernels need it), found 6',
+    );
     expect(() => peftAdapterFiles(lora, { ...MLP, targets: ['gate_proj', 'up_proj'] }, { baseModel: 'x' })).toThrow(
       'peftAdapterFiles: layer 0 has down_proj, which is not in the targets',
     );
-    expect(() => peftAdapterFiles(lora, { ...MLP, targets: ['q_proj', 'gate_proj', 'up_proj', 'down_proj'] }, { baseModel: 'x' })).toThrow('peftAdapterFiles: layer 0 lacks q_proj');
-    expect(() => peftAdapterFiles(lora, { ...MLP, alpha: 8 }, { baseModel: 'x' })).toThrow('peftAdapterFiles: layer 0 gate_proj: scale 2, config says alpha / r = 1');
-    expect(() => peftAdapterFiles(lora, { ...MLP, r: 4, alpha: 8 }, { baseModel: 'x' })).toThrow('peftAdapterFiles: layer 0 gate_proj: rank 8, config says 4');
+    expect(() => peftAdapterFiles(lora, { ...MLP, targets: ['q_proj', 'gate_proj', 'up_proj', 'down_proj'] }, { baseModel: 'x' })).toThrow(
+      'peftAdapterFiles: layer 0 lacks q_proj',
+    );
+    expect(() => peftAdapterFiles(lora, { ...MLP, alpha: 8 }, { baseModel: 'x' })).toThrow(
+      'peftAdapterFiles: layer 0 gate_proj: scale 2, config says alpha / r = 1',
+    );
+    expect(() => peftAdapterFiles(lora, { ...MLP, r: 4, alpha: 8 }, { baseModel: 'x' })).toThrow(
+      'peftAdapterFiles: layer 0 gate_proj: rank 8, config says 4',
+    );
   });
 });
 
@@ -209,8 +247,19 @@ describe('readPeftAdapter', () => {
     expect(bf16.lora[0].q_proj!.B.length).toBe(16 * 4);
     // Fields newer PEFT versions add, at their defaults, and optional fields left out.
     const modern = configWith({
-      use_rslora: false, use_dora: false, rank_pattern: {}, alpha_pattern: {}, layers_to_transform: null, modules_to_save: null,
-      init_lora_weights: true, revision: null, lora_dropout: undefined, fan_in_fan_out: undefined, bias: undefined, base_model_name_or_path: undefined, task_type: null,
+      use_rslora: false,
+      use_dora: false,
+      rank_pattern: {},
+      alpha_pattern: {},
+      layers_to_transform: null,
+      modules_to_save: null,
+      init_lora_weights: true,
+      revision: null,
+      lora_dropout: undefined,
+      fan_in_fan_out: undefined,
+      bias: undefined,
+      base_model_name_or_path: undefined,
+      task_type: null,
     });
     const back = await read({ [CFG]: modern });
     expect(back.config).toEqual({ ...ALL, dropout: 0 });
@@ -219,22 +268,37 @@ describe('readPeftAdapter', () => {
 
   it('refuses a bad adapter_config.json with a message naming the field', async () => {
     const cases: Array<[Record<string, unknown> | string, string]> = [
-      [{ peft_type: 'PREFIX_TUNING' }, 'adapter_config.json (peft_type): expected "LORA", found "PREFIX_TUNING"; only LoRA adapters are supported'],
+      [
+        { peft_type: 'PREFIX_TUNING' },
+        'adapter_config.json (peft_type): expected "LORA", found "PREFIX_TUNING"; only LoRA adapters are supported',
+      ],
       [{ task_type: 'SEQ_CLS' }, 'adapter_config.json (task_type): expected "CAUSAL_LM", found "SEQ_CLS"'],
       [{ r: '4' }, 'adapter_config.json (r): expected a number, found "4"'],
       [{ r: 6 }, 'adapter_config.json (r): expected a positive multiple of 4 (the GPU kernels need it), found 6'],
       [{ lora_alpha: undefined }, 'adapter_config.json (lora_alpha): expected a number, found nothing'],
       [{ lora_alpha: -1 }, 'adapter_config.json (lora_alpha): expected a positive number, found -1'],
       [{ lora_dropout: 1 }, 'adapter_config.json (lora_dropout): expected a number in [0, 1), found 1'],
-      [{ target_modules: 'q_proj|v_proj' }, 'adapter_config.json (target_modules): expected a list of module names (a regular expression is not supported), found "q_proj|v_proj"'],
-      [{ target_modules: ['q_proj', 'lm_head'] }, 'adapter_config.json (target_modules): unknown projection "lm_head"; valid names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj'],
+      [
+        { target_modules: 'q_proj|v_proj' },
+        'adapter_config.json (target_modules): expected a list of module names (a regular expression is not supported), found "q_proj|v_proj"',
+      ],
+      [
+        { target_modules: ['q_proj', 'lm_head'] },
+        'adapter_config.json (target_modules): unknown projection "lm_head"; valid names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj',
+      ],
       [{ fan_in_fan_out: true }, "adapter_config.json (fan_in_fan_out): expected false (Llama's projections are nn.Linear), found true"],
       [{ bias: 'all' }, 'adapter_config.json (bias): expected "none", found "all"; LoRA bias terms are not supported'],
       [{ use_rslora: true }, 'adapter_config.json (use_rslora): not supported: rank-stabilized LoRA (use_rslora: true)'],
       [{ use_dora: true }, 'adapter_config.json (use_dora): not supported: DoRA (use_dora: true)'],
       [{ rank_pattern: { q_proj: 8 } }, 'adapter_config.json (rank_pattern): not supported: per-module ranks (rank_pattern: {"q_proj":8})'],
-      [{ layers_to_transform: [0] }, 'adapter_config.json (layers_to_transform): not supported: adapting only some layers (layers_to_transform: [0])'],
-      [{ modules_to_save: ['lm_head'] }, 'adapter_config.json (modules_to_save): not supported: fully trained extra modules (modules_to_save: ["lm_head"])'],
+      [
+        { layers_to_transform: [0] },
+        'adapter_config.json (layers_to_transform): not supported: adapting only some layers (layers_to_transform: [0])',
+      ],
+      [
+        { modules_to_save: ['lm_head'] },
+        'adapter_config.json (modules_to_save): not supported: fully trained extra modules (modules_to_save: ["lm_head"])',
+      ],
       [{ base_model_name_or_path: 3 }, 'adapter_config.json (base_model_name_or_path): expected a string or null, found 3'],
       ['[1, 2]', 'adapter_config.json: expected a JSON object, found [1,2]'],
       ['{"peft_type": "LORA",', 'adapter_config.json: not valid JSON: '],
@@ -274,11 +338,17 @@ describe('readPeftAdapter', () => {
         'adapter_model.safetensors (model.layers.0.self_attn.q_proj.lora_A.weight): unexpected tensor; PEFT always writes keys starting with "base_model.model.", e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight',
       ],
       [
-        writeSafetensors(tensors.map((t) => (t.name.endsWith('layers.1.mlp.up_proj.lora_B.weight') ? { ...t, shape: [4, 24], data: t.data } : t))),
+        writeSafetensors(
+          tensors.map((t) => (t.name.endsWith('layers.1.mlp.up_proj.lora_B.weight') ? { ...t, shape: [4, 24], data: t.data } : t)),
+        ),
         'adapter_model.safetensors (base_model.model.model.layers.1.mlp.up_proj.lora_B.weight): expected shape [24, 4] (r 4), found [4, 24]',
       ],
       [
-        writeSafetensors(tensors.map((t) => (t.name.endsWith('layers.0.self_attn.v_proj.lora_A.weight') ? { ...t, shape: [4, 8], data: t.data.subarray(0, 32) } : t))),
+        writeSafetensors(
+          tensors.map((t) =>
+            t.name.endsWith('layers.0.self_attn.v_proj.lora_A.weight') ? { ...t, shape: [4, 8], data: t.data.subarray(0, 32) } : t,
+          ),
+        ),
         'adapter_model.safetensors (base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight): expected shape [4, 16] (r 4), found [4, 8]',
       ],
       [
@@ -304,7 +374,9 @@ describe('readPeftAdapter', () => {
     expect(await failure({ [ST]: full.subarray(0, full.length - 4) })).toBe(
       `adapter_model.safetensors (base_model.model.model.layers.1.mlp.down_proj.lora_B.weight): data_offsets: expected [begin, end] with 0 <= begin <= end <= ${dataSize - 4} (the data size), found [${dataSize - 256},${dataSize}]`,
     );
-    expect(await failure({ [ST]: full.subarray(0, 5) })).toBe('adapter_model.safetensors (header): file is 5 bytes, shorter than the 8-byte header length');
+    expect(await failure({ [ST]: full.subarray(0, 5) })).toBe(
+      'adapter_model.safetensors (header): file is 5 bytes, shorter than the 8-byte header length',
+    );
     expect(await failure({ [ST]: undefined })).toBe('adapter_model.safetensors: not found in memory');
     expect(await failure({ [ST]: undefined, 'adapter_model.bin': new Uint8Array(10) })).toBe(
       'adapter_model.safetensors: not found in memory; adapter_model.bin (a pickle) is not supported, save the adapter with safe_serialization',

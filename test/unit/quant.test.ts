@@ -82,7 +82,8 @@ describe('quantize / dequantize', () => {
       const deq = dequantize(q);
       for (const k of [0, 31, 64, 127]) expect(Object.is(deq[k], 0)).toBe(true);
       for (let k = 0; k < 32; k++) expect(codeAt(q.data as Uint32Array, 64, 1, k, format)).toBe(0);
-      if (format === 'q4') expect(q.data[(1 * 64) / 8]).toBe(0x88888888); // zero code = nibble 8
+      if (format === 'q4')
+        expect(q.data[(1 * 64) / 8]).toBe(0x88888888); // zero code = nibble 8
       else expect(q.data[64 / 4]).toBe(0);
     });
 
@@ -153,7 +154,10 @@ describe('quantize / dequantize', () => {
   });
 
   it('keeps negative extremes: a block of equal negative values maps to -qmax, never past it', () => {
-    for (const [format, qmax] of [['q8', 127], ['q4', 7]] as const) {
+    for (const [format, qmax] of [
+      ['q8', 127],
+      ['q4', 7],
+    ] as const) {
       const w = new Float32Array(32).fill(-3.75);
       const q = quantize(w, 1, 32, format);
       for (let k = 0; k < 32; k++) expect(codeAt(q.data as Uint32Array, 32, 0, k, format)).toBe(-qmax);
@@ -173,17 +177,13 @@ describe('quantize / dequantize', () => {
 
   it('rejects K that is not a multiple of 32, naming K', () => {
     const w = new Float32Array(2 * 48);
-    expect(() => quantize(w, 2, 48, 'q8')).toThrow(
-      'quant: q8 needs K (cols, the input dimension) to be a multiple of 32, got K=48',
-    );
+    expect(() => quantize(w, 2, 48, 'q8')).toThrow('quant: q8 needs K (cols, the input dimension) to be a multiple of 32, got K=48');
     expect(() => quantize(w, 2, 48, 'q4')).toThrow('got K=48');
     expect(() => quantizedBytes(2, 48, 'q4')).toThrow('got K=48');
   });
 
   it('rejects a length mismatch and non-finite weights', () => {
-    expect(() => quantize(new Float32Array(63), 2, 32, 'q8')).toThrow(
-      'quant: weight has 63 elements, expected rows*cols = 2*32 = 64',
-    );
+    expect(() => quantize(new Float32Array(63), 2, 32, 'q8')).toThrow('quant: weight has 63 elements, expected rows*cols = 2*32 = 64');
     const w = new Float32Array(64);
     w[40] = NaN;
     expect(() => quantize(w, 2, 32, 'q4')).toThrow('quant: non-finite weight NaN at row 1, col 8');
@@ -198,8 +198,8 @@ describe('quantize / dequantize', () => {
   it('quantizedBytes = packed codes + 4 bytes per 32-element block', () => {
     const cases: [number, number, QuantFormat, number][] = [
       [576, 576, 'f32', 576 * 576 * 4],
-      [576, 576, 'q8', 576 * 576 + (576 * 18) * 4],
-      [576, 576, 'q4', (576 * 576) / 2 + (576 * 18) * 4],
+      [576, 576, 'q8', 576 * 576 + 576 * 18 * 4],
+      [576, 576, 'q4', (576 * 576) / 2 + 576 * 18 * 4],
       [1536, 576, 'q4', 1536 * 288 + 1536 * 18 * 4],
       [3, 5, 'f32', 60],
     ];

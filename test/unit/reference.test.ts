@@ -374,8 +374,14 @@ describe('rope inverse frequencies', () => {
 describe('llama-tf forward vs the cpu-ops composition', () => {
   const cases: Array<[string, Partial<LlamaConfig>]> = [
     ['tied, GQA, head_dim != hidden/heads, llama3 scaling', { ropeScaling: SMALL_LLAMA3 }],
-    ['untied, MHA, no scaling', { vocabSize: 29, hiddenSize: 16, intermediateSize: 28, numHeads: 2, numKvHeads: 2, headDim: 8, tieWordEmbeddings: false }],
-    ['untied, MQA (one kv head), 3 layers, theta 5e5', { numLayers: 3, numHeads: 4, numKvHeads: 1, headDim: 6, ropeTheta: 500000, tieWordEmbeddings: false }],
+    [
+      'untied, MHA, no scaling',
+      { vocabSize: 29, hiddenSize: 16, intermediateSize: 28, numHeads: 2, numKvHeads: 2, headDim: 8, tieWordEmbeddings: false },
+    ],
+    [
+      'untied, MQA (one kv head), 3 layers, theta 5e5',
+      { numLayers: 3, numHeads: 4, numKvHeads: 1, headDim: 6, ropeTheta: 500000, tieWordEmbeddings: false },
+    ],
   ];
   for (const [name, over] of cases) {
     it(name, () => {
@@ -405,7 +411,11 @@ describe('llama-tf forward vs the cpu-ops composition', () => {
     referenceForward(w, ids, { lora: randomLora(cfg, 2, 7, false) });
     const before = tf.memory().numTensors;
     referenceForward(w, ids, { lora: randomLora(cfg, 2, 7, false) });
-    referenceLogProbs(w, ids, ids.map(() => 1));
+    referenceLogProbs(
+      w,
+      ids,
+      ids.map(() => 1),
+    );
     referenceInvFreq(cfg);
     expect(tf.memory().numTensors).toBe(before);
   });
@@ -427,7 +437,11 @@ describe('log-probs', () => {
   it('exp(log p) sums to one over the vocabulary at every position', () => {
     const sums = new Float64Array(T);
     for (let v = 0; v < V; v++) {
-      const lp = referenceLogProbs(w, ids, ids.map(() => v));
+      const lp = referenceLogProbs(
+        w,
+        ids,
+        ids.map(() => v),
+      );
       for (let t = 0; t < T; t++) sums[t] += Math.exp(lp[t]!);
     }
     for (let t = 0; t < T; t++) expect(Math.abs(sums[t]! - 1)).toBeLessThan(1e-5);
@@ -566,7 +580,10 @@ describe('LoRA', () => {
     const only = (A2: Float32Array, B2: Float32Array): LoraDict => [{}, { gate_proj: { ...f, A: A2, B: B2 } }];
     expect(Math.abs(lossOf(only(f.A, f.B)) - loss)).toBeLessThan(1e-4);
     const eps = 1e-2;
-    for (const [g, which] of [[gB, 'B'], [gA, 'A']] as const) {
+    for (const [g, which] of [
+      [gB, 'B'],
+      [gA, 'A'],
+    ] as const) {
       let idx = 0;
       for (let i = 1; i < g.length; i++) if (Math.abs(g[i]!) > Math.abs(g[idx]!)) idx = i;
       const plus = (which === 'B' ? f.B : f.A).slice();

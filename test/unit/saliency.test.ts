@@ -107,7 +107,10 @@ describe('saliency: positive records', () => {
     const r = saliency({ polarity: 'positive', pc: [0.5, 0.6, 0.99, 0.9, 0.3], hb: NO_RESET_HB, hiddenSize: 2 });
     expect(r.classes).toEqual(['plain', 'cluster', 'correct', 'cluster', 'plain']);
     closeAll(r.coefficients, [POW06_05, POW03_06, 1.32768, POW03_09, POW06_03]);
-    closeAll(r.weights, [POW06_05, POW03_06, 1.32768, POW03_09, POW06_03].map((s) => (10 * (1 + s)) / 5));
+    closeAll(
+      r.weights,
+      [POW06_05, POW03_06, 1.32768, POW03_09, POW06_03].map((s) => (10 * (1 + s)) / 5),
+    );
   });
 
   it('a token both in K (reached by another seed) and in C is correct: the C rule overrides', () => {
@@ -187,7 +190,14 @@ describe('saliency: negative records', () => {
 
   it('pj must exceed pjMin (0.01), strictly', () => {
     // All ratios are 10 or 20; only the third token has pj > 0.01. 1/3 > 6%: the others get 0.
-    const r = saliency({ polarity: 'negative', pb: [0.001, 0.0009, 0.001], pc: [0.001, 0.0009, 0.001], pj: [0.01, 0.009, 0.02], hb: H([1, 0], [1, 0], [1, 0]), hiddenSize: 2 });
+    const r = saliency({
+      polarity: 'negative',
+      pb: [0.001, 0.0009, 0.001],
+      pc: [0.001, 0.0009, 0.001],
+      pj: [0.01, 0.009, 0.02],
+      hb: H([1, 0], [1, 0], [1, 0]),
+      hiddenSize: 2,
+    });
     expect(r.classes).toEqual(['plain', 'plain', 'unlikely']);
     closeAll(r.coefficients, [0, 0, 1.9999999815251008]); // 2*sigmoid(20 - 1.5)
     closeAll(r.weights, [0, 0, 6.666666605083669]);
@@ -195,7 +205,14 @@ describe('saliency: negative records', () => {
 
   it('a ratio exactly at rho is not above it', () => {
     // r1 = 0.375/0.25 = 1.5 exactly; r2 = 0.375/0.25 = 1.5 exactly; third: r1 = r2 = 3.
-    const r = saliency({ polarity: 'negative', pb: [0.25, 0.125, 0.125], pc: [0.125, 0.25, 0.125], pj: [0.375, 0.375, 0.375], hb: H([1, 0], [1, 0], [1, 0]), hiddenSize: 2 });
+    const r = saliency({
+      polarity: 'negative',
+      pb: [0.25, 0.125, 0.125],
+      pc: [0.125, 0.25, 0.125],
+      pj: [0.375, 0.375, 0.375],
+      hb: H([1, 0], [1, 0], [1, 0]),
+      hiddenSize: 2,
+    });
     expect(r.classes).toEqual(['plain', 'plain', 'unlikely']);
     closeAll(r.coefficients, [0, 0, 1.6351489523872873]); // 2*sigmoid(3 - 1.5)
   });
@@ -213,7 +230,16 @@ describe('saliency: negative records', () => {
 
   it('log-probabilities give the same result as probabilities', () => {
     const p = negative50([10, 20, 30]);
-    const r = saliency({ ...p, pb: undefined, pc: undefined, pj: undefined, logpb: p.pb.map(Math.log), logpc: p.pc.map(Math.log), logpj: p.pj.map(Math.log), log1mpb: p.pb.map((x) => Math.log(1 - x)) });
+    const r = saliency({
+      ...p,
+      pb: undefined,
+      pc: undefined,
+      pj: undefined,
+      logpb: p.pb.map(Math.log),
+      logpc: p.pc.map(Math.log),
+      logpj: p.pj.map(Math.log),
+      log1mpb: p.pb.map((x) => Math.log(1 - x)),
+    });
     const q = saliency(p);
     expect(r.classes).toEqual(q.classes);
     closeAll(r.weights, [...q.weights]);
@@ -234,7 +260,14 @@ describe('saliency: negative records', () => {
   });
 
   describe('a negative with no unlikely token', () => {
-    const input = { polarity: 'negative' as const, pb: [0.5, 0.5, 0.5], pc: [0.25, 0.81, 0.64], pj: [0.1, 0.1, 0.1], hb: H([1, 0], [0, 1], [1, 0]), hiddenSize: 2 };
+    const input = {
+      polarity: 'negative' as const,
+      pb: [0.5, 0.5, 0.5],
+      pc: [0.25, 0.81, 0.64],
+      pj: [0.1, 0.1, 0.1],
+      hb: H([1, 0], [0, 1], [1, 0]),
+      hiddenSize: 2,
+    };
 
     it("'train' (default, the authors'): likelihood with sqrt(pc), towards the wrong response", () => {
       const r = saliency(input);
@@ -263,7 +296,9 @@ describe('saliency: negative records', () => {
 describe('recordLoss', () => {
   it('sums weights times -log pb (likelihood) or -log(1 - pb) (unlikelihood)', () => {
     // 2 * -ln 0.5 + 3 * -ln 0.75
-    expect(recordLoss(['likelihood', 'unlikelihood'], [2, 3], [Math.log(0.5), Math.log(0.25)], [Math.log(0.5), Math.log(0.75)])).toBeCloseTo(2.249340578475233, 12);
+    expect(
+      recordLoss(['likelihood', 'unlikelihood'], [2, 3], [Math.log(0.5), Math.log(0.25)], [Math.log(0.5), Math.log(0.75)]),
+    ).toBeCloseTo(2.249340578475233, 12);
   });
 });
 
@@ -272,7 +307,7 @@ describe('saliency: input and option checks', () => {
     const pos = { polarity: 'positive' as const, pc: [0.5], hb: [1, 0], hiddenSize: 2 };
     expect(() => saliency(pos, { tauC: 1 })).toThrow(/tauC/);
     expect(() => saliency(pos, { clusterCriterion: 'cosine' as 'distance' })).toThrow(/clusterCriterion/);
-    expect(() => saliency({ ...pos, pc: [] , hb: [] })).toThrow(NlftError);
+    expect(() => saliency({ ...pos, pc: [], hb: [] })).toThrow(NlftError);
     expect(() => saliency({ ...pos, hb: [1, 0, 0] })).toThrow(/hidden states/);
     expect(() => saliency({ ...pos, pb: [0.5, 0.5] })).toThrow(/base view/);
     expect(() => saliency({ polarity: 'negative', pc: [0.5], pb: [0.5], hb: [1, 0], hiddenSize: 2 })).toThrow(/judge/);

@@ -32,7 +32,13 @@ describe('cosineWithWarmup', () => {
   });
 
   it('equals baseLr * HF lr_lambda(current_step = s) at every step', () => {
-    for (const [T, W] of [[100, 10], [37, 0], [20, 20], [1, 1], [7, 3]] as const) {
+    for (const [T, W] of [
+      [100, 10],
+      [37, 0],
+      [20, 20],
+      [1, 1],
+      [7, 3],
+    ] as const) {
       const lr = cosineWithWarmup({ baseLr: 2e-4, totalSteps: T, warmupSteps: W });
       for (let s = 1; s <= T; s++) expect(lr(s)).toBeCloseTo(2e-4 * hfLambda(s, W, T), 18);
     }
@@ -84,6 +90,7 @@ describe('cosineWithWarmup', () => {
     expect(bad({ warmupFraction: 1.5 })).toThrow('cosineWithWarmup: warmupFraction must be in [0, 1] (got 1.5)');
     expect(bad({ warmupFraction: NaN })).toThrow('cosineWithWarmup: warmupFraction must be in [0, 1] (got NaN)');
     const lr = cosineWithWarmup({ baseLr: 1e-3, totalSteps: 10 });
-    for (const s of [0, 11, 1.5]) expect(() => lr(s)).toThrow(`cosineWithWarmup: step must be an integer in [1, totalSteps = 10] (got ${s})`);
+    for (const s of [0, 11, 1.5])
+      expect(() => lr(s)).toThrow(`cosineWithWarmup: step must be an integer in [1, totalSteps = 10] (got ${s})`);
   });
 });

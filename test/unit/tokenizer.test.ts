@@ -106,9 +106,7 @@ describe('TextTokenizer (SmolLM2 tokenizer.json + our tokenizer_config.json)', (
     it('renders system + user with a generation prompt in ChatML', () => {
       const text = tok.applyChatTemplate([{ role: 'system', content: 'Answer briefly.' }, user], { addGenerationPrompt: true });
       expect(text).toBe(
-        '<|im_start|>system\nAnswer briefly.<|im_end|>\n' +
-          '<|im_start|>user\nWhat is 5 + 7?<|im_end|>\n' +
-          '<|im_start|>assistant\n',
+        '<|im_start|>system\nAnswer briefly.<|im_end|>\n' + '<|im_start|>user\nWhat is 5 + 7?<|im_end|>\n' + '<|im_start|>assistant\n',
       );
     });
 

@@ -129,7 +129,9 @@ describe('views: prompts', () => {
     expect(p.standard).toBe(
       '<|im_start|>system\nExpert. Task: Default rules.<|im_end|>\n<|im_start|>user\nWhat is {x}? => {answer} {not a placeholder}<|im_end|>\n<|im_start|>assistant\n',
     );
-    expect(p.judge).toBe('<|im_start|>system\nTask: Default rules.<|im_end|>\n<|im_start|>user\nWhat is {x}? / uses {y}<|im_end|>\n<|im_start|>assistant\n');
+    expect(p.judge).toBe(
+      '<|im_start|>system\nTask: Default rules.<|im_end|>\n<|im_start|>user\nWhat is {x}? / uses {y}<|im_end|>\n<|im_start|>assistant\n',
+    );
   });
 });
 
@@ -240,7 +242,10 @@ describe('views: truncation and errors', () => {
   });
 
   it('refuses a record without output, naming it', () => {
-    const [, r] = records([{ input: 'q', output: 'o', answer: 'a' }, { question: 'How many?', answer: '#### 3' }]);
+    const [, r] = records([
+      { input: 'q', output: 'o', answer: 'a' },
+      { question: 'How many?', answer: '#### 3' },
+    ]);
     expect(r.output).toBeNull();
     expectError(
       () => buildViews(tok, r, DEFAULT_TEMPLATES, { maxLen: 512 }),
@@ -271,14 +276,22 @@ describe('templates: fillTemplate', () => {
   });
 
   it('names an unknown placeholder and a stray brace', () => {
-    expectError(() => fillTemplate('Q: {input} {foo}', { input: 'x', answer: 'y' }), TemplateError, 'unknown placeholder {foo}; it can use {input}, {answer}');
+    expectError(
+      () => fillTemplate('Q: {input} {foo}', { input: 'x', answer: 'y' }),
+      TemplateError,
+      'unknown placeholder {foo}; it can use {input}, {answer}',
+    );
     expectError(() => fillTemplate('{foo}', {}), TemplateError, 'unknown placeholder {foo}; it can use no placeholders');
     expectError(
       () => fillTemplate('set { x }', { input: 'x' }),
       TemplateError,
       '"{" at character 5 ("{ x }") does not start a placeholder like {input}; write "{{" for a literal brace',
     );
-    expectError(() => fillTemplate('{input', { input: 'x' }), TemplateError, '"{" at character 1 ("{input") does not start a placeholder like {input}; write "{{" for a literal brace');
+    expectError(
+      () => fillTemplate('{input', { input: 'x' }),
+      TemplateError,
+      '"{" at character 1 ("{input") does not start a placeholder like {input}; write "{{" for a literal brace',
+    );
     expectError(() => fillTemplate('a}b', {}), TemplateError, '"}" at character 2 closes no placeholder; write "}}" for a literal brace');
   });
 });
@@ -287,7 +300,13 @@ describe('templates: parseTemplates', () => {
   it('accepts the defaults and a stored full set as they are', () => {
     expect(() => checkTemplates(DEFAULT_TEMPLATES)).not.toThrow();
     expect(parseTemplates({}, 'empty.json')).toEqual(DEFAULT_TEMPLATES);
-    const stored = JSON.parse(JSON.stringify({ baseSystem: 'B', standard: { system: 'S', user: '{input}|{answer}' }, judge: { system: 'J {input}', user: '{judgment}' } }));
+    const stored = JSON.parse(
+      JSON.stringify({
+        baseSystem: 'B',
+        standard: { system: 'S', user: '{input}|{answer}' },
+        judge: { system: 'J {input}', user: '{judgment}' },
+      }),
+    );
     expect(parseTemplates(stored, 'run.json')).toEqual(stored);
   });
 
@@ -307,12 +326,32 @@ describe('templates: parseTemplates', () => {
   });
 
   it('names the file and field of a value of the wrong type', () => {
-    expectError(() => parseTemplates(readFixture('bad-field.json'), 'templates.json'), TemplateError, 'templates.json (judge.user): expected a string, found 3');
+    expectError(
+      () => parseTemplates(readFixture('bad-field.json'), 'templates.json'),
+      TemplateError,
+      'templates.json (judge.user): expected a string, found 3',
+    );
     expectError(() => parseTemplates({ baseSystem: null }, 't.json'), TemplateError, 't.json (baseSystem): expected a string, found null');
-    expectError(() => parseTemplates({ standard: 'x' }, 't.json'), TemplateError, 't.json (standard): expected an object with fields "system" and "user", found "x"');
-    expectError(() => parseTemplates([1], 't.json'), TemplateError, 't.json: expected a JSON object with fields "baseSystem", "standard" and "judge", found [1]');
-    expectError(() => parseTemplates({ standart: {} }, 't.json'), TemplateError, 't.json (standart): unknown field; expected "baseSystem", "standard" or "judge"');
-    expectError(() => parseTemplates({ judge: { usr: 'x' } }, 't.json'), TemplateError, 't.json (judge.usr): unknown field; expected "system" or "user"');
+    expectError(
+      () => parseTemplates({ standard: 'x' }, 't.json'),
+      TemplateError,
+      't.json (standard): expected an object with fields "system" and "user", found "x"',
+    );
+    expectError(
+      () => parseTemplates([1], 't.json'),
+      TemplateError,
+      't.json: expected a JSON object with fields "baseSystem", "standard" and "judge", found [1]',
+    );
+    expectError(
+      () => parseTemplates({ standart: {} }, 't.json'),
+      TemplateError,
+      't.json (standart): unknown field; expected "baseSystem", "standard" or "judge"',
+    );
+    expectError(
+      () => parseTemplates({ judge: { usr: 'x' } }, 't.json'),
+      TemplateError,
+      't.json (judge.usr): unknown field; expected "system" or "user"',
+    );
   });
 
   it('refuses a template that lacks a placeholder its view needs', () => {
@@ -347,7 +386,11 @@ describe('templates: parseTemplates', () => {
       TemplateError,
       't.json (standard.system): unknown placeholder {judgment}; standard.system can use {instruction}, {input}, {answer}',
     );
-    expectError(() => parseTemplates({ baseSystem: 'Answer {input}' }, 't.json'), TemplateError, 't.json (baseSystem): unknown placeholder {input}; baseSystem can use no placeholders');
+    expectError(
+      () => parseTemplates({ baseSystem: 'Answer {input}' }, 't.json'),
+      TemplateError,
+      't.json (baseSystem): unknown placeholder {input}; baseSystem can use no placeholders',
+    );
     expectError(
       () => parseTemplates({ standard: { user: '{input} {answer} }' } }, 't.json'),
       TemplateError,

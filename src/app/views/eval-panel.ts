@@ -41,8 +41,19 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const items = h('ol', { class: 'eval-items', testid: 'eval-items' });
   const history = h('ul', { class: 'eval-history', testid: 'eval-history' });
   body.append(
-    h('div', { class: 'actions' }, h('span', { class: 'field' }, 'Questions'), dataName, h('label', { class: 'file', for: 'eval-file' }, 'Choose a file…', file)),
-    h('div', { class: 'settings' }, h('label', { class: 'setting', for: 'eval-limit' }, h('span', {}, 'How many'), limit), h('label', { class: 'setting', for: 'eval-max-new' }, h('span', {}, 'Max tokens per answer'), maxNew)),
+    h(
+      'div',
+      { class: 'actions' },
+      h('span', { class: 'field' }, 'Questions'),
+      dataName,
+      h('label', { class: 'file', for: 'eval-file' }, 'Choose a file…', file),
+    ),
+    h(
+      'div',
+      { class: 'settings' },
+      h('label', { class: 'setting', for: 'eval-limit' }, h('span', {}, 'How many'), limit),
+      h('label', { class: 'setting', for: 'eval-max-new' }, h('span', {}, 'Max tokens per answer'), maxNew),
+    ),
     h('div', { class: 'actions' }, run, stop),
     progress,
     status,
@@ -65,7 +76,11 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     status.textContent = text;
   };
   const showHistory = (all: EvalOutcome[]) => {
-    history.replaceChildren(...all.map((o) => h('li', {}, h('strong', {}, percent(o)), ` ${o.stopped ? '(stopped) ' : ''}— ${o.label} · ${new Date(o.at).toLocaleString()}`)));
+    history.replaceChildren(
+      ...all.map((o) =>
+        h('li', {}, h('strong', {}, percent(o)), ` ${o.stopped ? '(stopped) ' : ''}— ${o.label} · ${new Date(o.at).toLocaleString()}`),
+      ),
+    );
   };
 
   file.addEventListener('change', () => {
@@ -100,7 +115,13 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
       const out = await opts.trainer.evaluate({ data, limit: n, maxNewTokens: m }, (it, done, total) => {
         progress.value = done / total;
         setStatus('running', `Answered ${done} of ${total}…`);
-        items.append(h('li', { 'data-correct': it.correct }, `#${it.index} ${it.correct ? 'right' : 'wrong'}: expected ${it.expected ?? '–'}, got ${it.got ?? '–'} (${it.tokens} tokens)`));
+        items.append(
+          h(
+            'li',
+            { 'data-correct': it.correct },
+            `#${it.index} ${it.correct ? 'right' : 'wrong'}: expected ${it.expected ?? '–'}, got ${it.got ?? '–'} (${it.tokens} tokens)`,
+          ),
+        );
       });
       setStatus('done', `Accuracy ${percent(out)}${out.stopped ? ' (stopped early)' : ''} — ${out.label}`);
       await opts.history.add(out).catch((e: unknown) => error.show(`The result could not be saved in this browser: ${errorMessage(e)}`));

@@ -21,7 +21,13 @@ export function createHeader(): HeaderView {
   const el = h(
     'header',
     { class: 'app-header' },
-    h('div', { class: 'brand' }, h('img', { src: `${import.meta.env.BASE_URL}favicon.svg`, alt: '', width: 28, height: 28 }), h('h1', {}, 'NLFT Studio'), h('span', { class: 'tagline' }, 'fine-tune Llama models in this tab, on WebGPU')),
+    h(
+      'div',
+      { class: 'brand' },
+      h('img', { src: `${import.meta.env.BASE_URL}favicon.svg`, alt: '', width: 28, height: 28 }),
+      h('h1', {}, 'NLFT Studio'),
+      h('span', { class: 'tagline' }, 'fine-tune Llama models in this tab, on WebGPU'),
+    ),
     adapter,
     banner.el,
   );

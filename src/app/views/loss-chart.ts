@@ -54,8 +54,17 @@ export function createLossChart(): LossChart {
         svg('text', { x: PAD.left - 6, y: PAD.top + 8, 'text-anchor': 'end', class: 'axis' }, label(hi)),
         svg('text', { x: PAD.left - 6, y: H - PAD.bottom, 'text-anchor': 'end', class: 'axis' }, label(lo)),
         svg('text', { x: PAD.left, y: H - 6, class: 'axis' }, 'step 1'),
-        svg('text', { x: W - PAD.right, y: H - 6, 'text-anchor': 'end', class: 'axis' }, `step ${Math.max(totalSteps, metrics.at(-1)!.step)}`),
-        svg('polyline', { points: metrics.map((m) => `${x(m.step).toFixed(1)},${y(m.loss).toFixed(1)}`).join(' '), fill: 'none', stroke: '#1f6f8b', 'stroke-width': 2 }),
+        svg(
+          'text',
+          { x: W - PAD.right, y: H - 6, 'text-anchor': 'end', class: 'axis' },
+          `step ${Math.max(totalSteps, metrics.at(-1)!.step)}`,
+        ),
+        svg('polyline', {
+          points: metrics.map((m) => `${x(m.step).toFixed(1)},${y(m.loss).toFixed(1)}`).join(' '),
+          fill: 'none',
+          stroke: '#1f6f8b',
+          'stroke-width': 2,
+        }),
       );
       for (const m of metrics) plot.append(svg('circle', { cx: x(m.step).toFixed(1), cy: y(m.loss).toFixed(1), r: 2.5, fill: '#1f6f8b' }));
       plot.setAttribute('aria-label', `Loss over ${metrics.length} steps: from ${label(losses[0])} to ${label(losses.at(-1)!)}`);

@@ -50,13 +50,30 @@ export interface ModelPanelView {
 /** Builds the Model panel; nothing loads until `load()`. */
 export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const { el, body } = panel('Model', 'model-panel');
-  const kind = h('select', { testid: 'model-kind', id: 'model-kind' }, h('option', { value: 'demo' }, 'Demo model (random weights, offline)'), h('option', { value: 'hub' }, 'Hugging Face Hub'), h('option', { value: 'folder' }, 'A model folder on this computer'));
+  const kind = h(
+    'select',
+    { testid: 'model-kind', id: 'model-kind' },
+    h('option', { value: 'demo' }, 'Demo model (random weights, offline)'),
+    h('option', { value: 'hub' }, 'Hugging Face Hub'),
+    h('option', { value: 'folder' }, 'A model folder on this computer'),
+  );
   const hubId = h('input', { type: 'text', testid: 'hub-id', id: 'hub-id', placeholder: 'HuggingFaceTB/SmolLM2-135M', spellcheck: false });
   const hubUrl = h('input', { type: 'url', testid: 'hub-url', id: 'hub-url', placeholder: DEFAULT_HUB_URL, spellcheck: false });
   const hubLoad = h('button', { type: 'button', testid: 'hub-load' }, 'Load');
-  const hubRow = h('div', { class: 'settings', hidden: true }, h('label', { class: 'setting', for: 'hub-id' }, h('span', {}, 'Repository (org/name[@revision])'), hubId), h('label', { class: 'setting', for: 'hub-url' }, h('span', {}, 'Hub URL'), hubUrl), h('div', { class: 'setting' }, h('span', {}, '\u00a0'), hubLoad));
+  const hubRow = h(
+    'div',
+    { class: 'settings', hidden: true },
+    h('label', { class: 'setting', for: 'hub-id' }, h('span', {}, 'Repository (org/name[@revision])'), hubId),
+    h('label', { class: 'setting', for: 'hub-url' }, h('span', {}, 'Hub URL'), hubUrl),
+    h('div', { class: 'setting' }, h('span', {}, '\u00a0'), hubLoad),
+  );
   const folder = h('input', { type: 'file', testid: 'model-folder', id: 'model-folder', multiple: true, webkitdirectory: true });
-  const folderRow = h('label', { class: 'field inline', for: 'model-folder', hidden: true }, 'Folder (config.json, *.safetensors, tokenizer.json)', folder);
+  const folderRow = h(
+    'label',
+    { class: 'field inline', for: 'model-folder', hidden: true },
+    'Folder (config.json, *.safetensors, tokenizer.json)',
+    folder,
+  );
   const select = h('select', { testid: 'quant', id: 'quant' });
   for (const q of QUANT_FORMATS) select.append(h('option', { value: q, selected: q === opts.quant }, QUANT_LABELS[q]));
   const progress = h('progress', { testid: 'model-progress', max: 1, value: 0 });
@@ -64,7 +81,16 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const error = errorLine('model-error');
   const facts = h('dl', { class: 'facts', hidden: true });
   const memory = h('dd', { testid: 'gpu-bytes' });
-  body.append(h('label', { class: 'field inline', for: 'model-kind' }, 'Model', kind), hubRow, folderRow, h('label', { class: 'field inline', for: 'quant' }, 'Weights', select), progress, status, error.el, facts);
+  body.append(
+    h('label', { class: 'field inline', for: 'model-kind' }, 'Model', kind),
+    hubRow,
+    folderRow,
+    h('label', { class: 'field inline', for: 'quant' }, 'Weights', select),
+    progress,
+    status,
+    error.el,
+    facts,
+  );
 
   if (opts.model.kind === 'hub') {
     kind.value = 'hub';

@@ -37,13 +37,40 @@ export interface NlftOptionsForm {
 }
 
 export function createNlftOptionsForm(): NlftOptionsForm {
-  const numbers = new Map(NUMBERS.map(([key, label]) => [key, { label, input: h('input', { type: 'number', step: 'any', testid: `nlft-${key}`, id: `nlft-${key}` }) }]));
-  const criterion = h('select', { testid: 'nlft-clusterCriterion', id: 'nlft-clusterCriterion' }, h('option', { value: 'distance' }, "distance (the authors' code)"), h('option', { value: 'similarity' }, 'similarity'));
-  const without = h('select', { testid: 'nlft-negativesWithoutSaliency', id: 'nlft-negativesWithoutSaliency' }, h('option', { value: 'train' }, "train (the authors' rule)"), h('option', { value: 'skip' }, 'skip'));
+  const numbers = new Map(
+    NUMBERS.map(([key, label]) => [
+      key,
+      { label, input: h('input', { type: 'number', step: 'any', testid: `nlft-${key}`, id: `nlft-${key}` }) },
+    ]),
+  );
+  const criterion = h(
+    'select',
+    { testid: 'nlft-clusterCriterion', id: 'nlft-clusterCriterion' },
+    h('option', { value: 'distance' }, "distance (the authors' code)"),
+    h('option', { value: 'similarity' }, 'similarity'),
+  );
+  const without = h(
+    'select',
+    { testid: 'nlft-negativesWithoutSaliency', id: 'nlft-negativesWithoutSaliency' },
+    h('option', { value: 'train' }, "train (the authors' rule)"),
+    h('option', { value: 'skip' }, 'skip'),
+  );
   const sftNeg = h('input', { type: 'checkbox', testid: 'nlft-sftOnNegatives', id: 'nlft-sftOnNegatives' });
-  const texts = new Map(TEMPLATE_FIELDS.map(([key, label]) => [key, { label, area: h('textarea', { rows: 3, spellcheck: false, testid: `template-${key}`, id: `template-${key}` }) }]));
+  const texts = new Map(
+    TEMPLATE_FIELDS.map(([key, label]) => [
+      key,
+      { label, area: h('textarea', { rows: 3, spellcheck: false, testid: `template-${key}`, id: `template-${key}` }) },
+    ]),
+  );
   const reset = h('button', { type: 'button', testid: 'nlft-reset' }, 'Reset to the defaults');
-  const controls: Array<HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement | HTMLButtonElement> = [...[...numbers.values()].map((n) => n.input), criterion, without, sftNeg, ...[...texts.values()].map((t) => t.area), reset];
+  const controls: Array<HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement | HTMLButtonElement> = [
+    ...[...numbers.values()].map((n) => n.input),
+    criterion,
+    without,
+    sftNeg,
+    ...[...texts.values()].map((t) => t.area),
+    reset,
+  ];
 
   const el = h(
     'details',
@@ -58,20 +85,42 @@ export function createNlftOptionsForm(): NlftOptionsForm {
     ),
     h('label', { class: 'check', for: 'nlft-sftOnNegatives' }, sftNeg, 'Add an SFT term on negative records (off by default)'),
     ...[...texts.entries()].flatMap(([key, t]) => [h('label', { class: 'field', for: `template-${key}` }, t.label), t.area]),
-    h('p', { class: 'actions' }, reset, h('span', { class: 'hint' }, 'Placeholders: {instruction}, {input}, {answer}, {judgment} (judge view); {{ and }} are literal braces.')),
+    h(
+      'p',
+      { class: 'actions' },
+      reset,
+      h(
+        'span',
+        { class: 'hint' },
+        'Placeholders: {instruction}, {input}, {answer}, {judgment} (judge view); {{ and }} are literal braces.',
+      ),
+    ),
   );
 
   const form: NlftOptionsForm = {
     el,
     read() {
-      const saliency: SaliencyOptions = { ...DEFAULT_SALIENCY, clusterCriterion: criterion.value as SaliencyOptions['clusterCriterion'], negativesWithoutSaliency: without.value as SaliencyOptions['negativesWithoutSaliency'], sftOnNegatives: sftNeg.checked };
+      const saliency: SaliencyOptions = {
+        ...DEFAULT_SALIENCY,
+        clusterCriterion: criterion.value as SaliencyOptions['clusterCriterion'],
+        negativesWithoutSaliency: without.value as SaliencyOptions['negativesWithoutSaliency'],
+        sftOnNegatives: sftNeg.checked,
+      };
       for (const [key, n] of numbers) {
         const v = Number(n.input.value);
-        if (n.input.value.trim() === '' || !Number.isFinite(v)) throw new Error(`NLFT option ${n.label} must be a number (got "${n.input.value}")`);
+        if (n.input.value.trim() === '' || !Number.isFinite(v))
+          throw new Error(`NLFT option ${n.label} must be a number (got "${n.input.value}")`);
         saliency[key] = v;
       }
       const t = (key: string) => texts.get(key)!.area.value;
-      return { saliency, templates: { baseSystem: t('baseSystem'), standard: { system: t('standard.system'), user: t('standard.user') }, judge: { system: t('judge.system'), user: t('judge.user') } } };
+      return {
+        saliency,
+        templates: {
+          baseSystem: t('baseSystem'),
+          standard: { system: t('standard.system'), user: t('standard.user') },
+          judge: { system: t('judge.system'), user: t('judge.user') },
+        },
+      };
     },
     fill(saliency, templates) {
       for (const [key, n] of numbers) n.input.value = String(saliency[key]);

@@ -38,7 +38,11 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
   const response = h('textarea', { id: 'response', testid: 'response', rows: 6, spellcheck: false });
   const chat = h('input', { type: 'checkbox', id: 'chat', testid: 'chat' });
   const score = h('button', { type: 'button', class: 'primary', testid: 'score', disabled: true }, 'Score');
-  const gen = h('button', { type: 'button', testid: 'generate', disabled: true, title: `Greedy, up to ${GENERATE_TOKENS} tokens` }, 'Generate');
+  const gen = h(
+    'button',
+    { type: 'button', testid: 'generate', disabled: true, title: `Greedy, up to ${GENERATE_TOKENS} tokens` },
+    'Generate',
+  );
   const genInfo = h('p', { class: 'hint', testid: 'generate-info', hidden: true });
   const saved = h('span', { class: 'hint', testid: 'draft-status', 'data-state': 'saved' });
   const error = errorLine('score-error');
@@ -137,12 +141,20 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
     error.show(null);
     genInfo.hidden = true;
     try {
-      const r = await opts.trainer.generate({ prompt: prompt.value, chat: chat.checked, maxNewTokens: GENERATE_TOKENS, temperature: 0, seed: 0 }, (text) => {
-        response.value = text;
-      });
+      const r = await opts.trainer.generate(
+        { prompt: prompt.value, chat: chat.checked, maxNewTokens: GENERATE_TOKENS, temperature: 0, seed: 0 },
+        (text) => {
+          response.value = text;
+        },
+      );
       response.value = r.text;
       save();
-      const why = { stop: 'the end-of-sequence token', length: `the ${GENERATE_TOKENS}-token limit`, context: "the model's context length", cancelled: 'a stop' }[r.reason];
+      const why = {
+        stop: 'the end-of-sequence token',
+        length: `the ${GENERATE_TOKENS}-token limit`,
+        context: "the model's context length",
+        cancelled: 'a stop',
+      }[r.reason];
       genInfo.textContent = `Generated ${r.tokens} tokens in ${(r.millis / 1000).toFixed(1)} s, ended by ${why}. Score it to see each token's log-probability.`;
       genInfo.hidden = false;
       opts.onScored();

@@ -32,7 +32,7 @@ export function renderSaliency(e: SaliencyEntry): HTMLElement {
       },
       visibleText(t.text),
     );
-    span.style.setProperty('--weight', (0.25 + 0.75 * Math.abs(t.coefficient) / max).toFixed(3));
+    span.style.setProperty('--weight', (0.25 + (0.75 * Math.abs(t.coefficient)) / max).toFixed(3));
     strip.append(span);
   }
   return strip;
@@ -43,7 +43,9 @@ export function renderSaliencyLegend(): HTMLElement {
   return h(
     'p',
     { class: 'legend' },
-    ...(Object.keys(CLASS_LABEL) as TokenClass[]).map((c) => h('span', { class: 'legend-item' }, h('span', { class: `swatch sal-${c}` }), CLASS_LABEL[c])),
+    ...(Object.keys(CLASS_LABEL) as TokenClass[]).map((c) =>
+      h('span', { class: 'legend-item' }, h('span', { class: `swatch sal-${c}` }), CLASS_LABEL[c]),
+    ),
     h('span', {}, '· darker = larger coefficient'),
   );
 }
@@ -51,7 +53,10 @@ export function renderSaliencyLegend(): HTMLElement {
 /** One line about the entry: record, polarity, step, loss and what NLFT found. */
 export function describeEntry(e: SaliencyEntry): string {
   const n = (c: TokenClass) => e.tokens.filter((t) => t.class === c).length;
-  const found = e.polarity === 'negative' ? `${n('unlikely')} unlikely, ${n('cluster')} cluster` : `${n('correct')} correct, ${n('cluster')} cluster`;
-  const notes = [e.sixPercentRule ? '6% rule: only unlikely tokens train' : '', e.skipped ? 'skipped (no unlikely token)' : ''].filter(Boolean).join('; ');
+  const found =
+    e.polarity === 'negative' ? `${n('unlikely')} unlikely, ${n('cluster')} cluster` : `${n('correct')} correct, ${n('cluster')} cluster`;
+  const notes = [e.sixPercentRule ? '6% rule: only unlikely tokens train' : '', e.skipped ? 'skipped (no unlikely token)' : '']
+    .filter(Boolean)
+    .join('; ');
   return `Record ${e.index} (${e.id}, ${e.polarity}) at step ${e.step ?? '–'}: loss ${e.loss.toFixed(3)}; ${found} of ${e.tokens.length} tokens${notes ? `; ${notes}` : ''}`;
 }

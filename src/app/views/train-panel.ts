@@ -55,7 +55,12 @@ function fileLink(name: string, content: string | Uint8Array, testid: string): H
 
 export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const { el, body } = panel('Train', 'train-panel');
-  const method = h('select', { id: 'train-method', testid: 'train-method' }, h('option', { value: 'nlft' }, 'NLFT (saliency-weighted)'), h('option', { value: 'sft' }, 'SFT on the standard answers'));
+  const method = h(
+    'select',
+    { id: 'train-method', testid: 'train-method' },
+    h('option', { value: 'nlft' }, 'NLFT (saliency-weighted)'),
+    h('option', { value: 'sft' }, 'SFT on the standard answers'),
+  );
   const epochs = numberField('train-epochs', 'Epochs', DEFAULT_TRAIN.epochs, { min: 0.01, step: 'any' });
   const lr = numberField('train-lr', 'Learning rate', DEFAULT_TRAIN.lr, { min: 0 });
   const batch = numberField('train-batch', 'Batch', DEFAULT_TRAIN.batch, { min: 1, step: '1' });
@@ -77,13 +82,36 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const salRecord = h('select', { testid: 'saliency-record', 'aria-label': 'Record shown in the saliency map' });
   const salLine = h('p', { class: 'hint', testid: 'saliency-line' });
   const salBody = h('div', { class: 'result' });
-  const saliencyBox = h('div', { class: 'saliency-box', testid: 'saliency-map', hidden: true }, h('div', { class: 'actions' }, h('strong', {}, 'Saliency map'), salRecord), salLine, salBody, renderSaliencyLegend());
+  const saliencyBox = h(
+    'div',
+    { class: 'saliency-box', testid: 'saliency-map', hidden: true },
+    h('div', { class: 'actions' }, h('strong', {}, 'Saliency map'), salRecord),
+    salLine,
+    salBody,
+    renderSaliencyLegend(),
+  );
   const exportBox = h('p', { class: 'actions', testid: 'train-export', hidden: true });
   const nlftForm = createNlftOptionsForm();
 
   body.append(
-    h('div', { class: 'actions' }, h('span', { class: 'field' }, 'Data'), dataName, useSample, h('label', { class: 'file', for: 'train-file' }, 'Choose a JSON/JSONL file…', file)),
-    h('div', { class: 'settings' }, h('label', { class: 'setting', for: 'train-method' }, h('span', {}, 'Method'), method), epochs.el, lr.el, batch.el, rank.el, seed.el),
+    h(
+      'div',
+      { class: 'actions' },
+      h('span', { class: 'field' }, 'Data'),
+      dataName,
+      useSample,
+      h('label', { class: 'file', for: 'train-file' }, 'Choose a JSON/JSONL file…', file),
+    ),
+    h(
+      'div',
+      { class: 'settings' },
+      h('label', { class: 'setting', for: 'train-method' }, h('span', {}, 'Method'), method),
+      epochs.el,
+      lr.el,
+      batch.el,
+      rank.el,
+      seed.el,
+    ),
     nlftForm.el,
     h('div', { class: 'actions' }, start, pause, stop, cont),
     progress,
@@ -172,7 +200,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const request = async (): Promise<TrainRequest> => {
     const num = (f: { input: HTMLInputElement }, name: string, ok: (v: number) => boolean, expected: string) => {
       const v = Number(f.input.value);
-      if (f.input.value.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new Error(`${name} must be ${expected} (got "${f.input.value}")`);
+      if (f.input.value.trim() === '' || !Number.isFinite(v) || !ok(v))
+        throw new Error(`${name} must be ${expected} (got "${f.input.value}")`);
       return v;
     };
     const int = (v: number) => Number.isInteger(v) && v > 0;
@@ -193,7 +222,15 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       data = { name: SAMPLE_PATH.split('/')[1], bytes: new Uint8Array(await res.arrayBuffer()) };
     }
     const { saliency: sal, templates } = nlftForm.read();
-    return { method: method.value as TrainMethod, train, lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: r }, maxLen: MAX_LEN, saliency: sal, templates, data };
+    return {
+      method: method.value as TrainMethod,
+      train,
+      lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: r },
+      maxLen: MAX_LEN,
+      saliency: sal,
+      templates,
+      data,
+    };
   };
 
   const onEvent = (ev: TrainEvent) => {
@@ -206,7 +243,10 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       run.model = ev.model;
       if (ev.fromStep === 0) run.summary = ev.summary;
       showSummary(run.summary);
-      setStatus('training', `Training: ${ev.records} records${ev.truncated ? ` (${ev.truncated} truncated to ${MAX_LEN} tokens)` : ''}, ${ev.totalSteps} steps…`);
+      setStatus(
+        'training',
+        `Training: ${ev.records} records${ev.truncated ? ` (${ev.truncated} truncated to ${MAX_LEN} tokens)` : ''}, ${ev.totalSteps} steps…`,
+      );
     } else if (ev.type === 'checkpoint') {
       const r = run;
       // The record names the checkpoint only once its bytes are stored.
@@ -252,7 +292,10 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       if (out.steps > 0) run!.adapter = await opts.trainer.exportAdapter();
       showAdapter(run!.adapter);
       const what = { done: 'Done', cancelled: 'Stopped', 'non-finite': 'Stopped: the loss or gradient was not finite' }[out.status];
-      setStatus(out.status, `${what} after ${out.steps} of ${out.totalSteps} steps.${out.steps > 0 ? ' The playground now scores with the trained adapter.' : ''}`);
+      setStatus(
+        out.status,
+        `${what} after ${out.steps} of ${out.totalSteps} steps.${out.steps > 0 ? ' The playground now scores with the trained adapter.' : ''}`,
+      );
       if (out.message) error.show(out.message);
     } catch (e) {
       run!.status = 'error';
@@ -307,7 +350,10 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     error.show(null);
     setRunning(true);
     setStatus('starting', `Continuing from step ${step}…`);
-    const [dataset, checkpoint] = await Promise.all([opts.runs.blob('dataset'), opts.runs.blob('checkpoint')]).catch(() => [undefined, undefined]);
+    const [dataset, checkpoint] = await Promise.all([opts.runs.blob('dataset'), opts.runs.blob('checkpoint')]).catch(() => [
+      undefined,
+      undefined,
+    ]);
     if (!dataset || !checkpoint) {
       setStatus('error', 'This run cannot continue.');
       error.show(`The ${dataset ? 'checkpoint' : 'data'} of this run is no longer stored in this browser; start a new run.`);
@@ -362,10 +408,16 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       const steps = `${last.metrics.length} of ${last.totalSteps} steps`;
       if (last.status === 'running') {
         last.status = 'cancelled';
-        const ck = last.checkpointStep !== null && last.checkpointStep !== undefined ? `; it can continue from its checkpoint at step ${last.checkpointStep}` : '; it left no checkpoint to continue from';
+        const ck =
+          last.checkpointStep !== null && last.checkpointStep !== undefined
+            ? `; it can continue from its checkpoint at step ${last.checkpointStep}`
+            : '; it left no checkpoint to continue from';
         setStatus('interrupted', `The last run (${s.method}, ${s.data.name}) was interrupted by a reload after ${steps}${ck}.`);
-      }
-      else setStatus(last.status, `Last run (${s.method}, ${s.data.name}, ${new Date(last.startedAt).toLocaleString()}): ${last.status} after ${steps}.`);
+      } else
+        setStatus(
+          last.status,
+          `Last run (${s.method}, ${s.data.name}, ${new Date(last.startedAt).toLocaleString()}): ${last.status} after ${steps}.`,
+        );
       if (last.message && last.status !== 'done') error.show(last.message);
       updateButtons();
     },

@@ -21,16 +21,24 @@ export function required(values: Record<string, unknown>, name: string): string 
 
 export function quantOption(v: unknown): QuantFormat {
   const q = v ?? 'q8';
-  if (!isQuantFormat(q)) throw new UsageError(`--quant must be ${QUANT_FORMATS.slice(0, -1).join(', ')} or ${QUANT_FORMATS.at(-1)} (got "${q}")`);
+  if (!isQuantFormat(q))
+    throw new UsageError(`--quant must be ${QUANT_FORMATS.slice(0, -1).join(', ')} or ${QUANT_FORMATS.at(-1)} (got "${q}")`);
   return q;
 }
 
 /** A numeric option: absent → `fallback`; otherwise a finite number satisfying `ok`, else a usage error. */
-export function numberOption(values: Record<string, unknown>, name: string, fallback: number, ok: (v: number) => boolean, expected: string): number {
+export function numberOption(
+  values: Record<string, unknown>,
+  name: string,
+  fallback: number,
+  ok: (v: number) => boolean,
+  expected: string,
+): number {
   const raw = values[name];
   if (raw === undefined) return fallback;
   const v = Number(raw);
-  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v) || !ok(v)) throw new UsageError(`--${name} must be ${expected} (got "${String(raw)}")`);
+  if (typeof raw !== 'string' || raw.trim() === '' || !Number.isFinite(v) || !ok(v))
+    throw new UsageError(`--${name} must be ${expected} (got "${String(raw)}")`);
   return v;
 }
 

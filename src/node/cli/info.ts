@@ -16,10 +16,16 @@ export async function infoCommand(argv: string[], out: (line: string) => void): 
   try {
     const params = parameterCount(c);
     out(`model      ${dir}`);
-    out(`shape      llama: ${c.numLayers} layers, hidden ${c.hiddenSize}, ffn ${c.intermediateSize}, heads ${c.numHeads} (kv ${c.numKvHeads}, dim ${c.headDim}), vocab ${c.vocabSize}`);
-    out(`rope       theta ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling x${c.ropeScaling.factor}` : ''}; max positions ${c.maxPositionEmbeddings}; ${c.tieWordEmbeddings ? 'tied' : 'untied'} embeddings`);
+    out(
+      `shape      llama: ${c.numLayers} layers, hidden ${c.hiddenSize}, ffn ${c.intermediateSize}, heads ${c.numHeads} (kv ${c.numKvHeads}, dim ${c.headDim}), vocab ${c.vocabSize}`,
+    );
+    out(
+      `rope       theta ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling x${c.ropeScaling.factor}` : ''}; max positions ${c.maxPositionEmbeddings}; ${c.tieWordEmbeddings ? 'tied' : 'untied'} embeddings`,
+    );
     out(`parameters ${params.toLocaleString('en-US')} (${(params / 1e6).toFixed(2)} M)`);
-    out(`size       f32 ${formatBytes(baseModelBytes(c, 'f32'))}, q8 ${formatBytes(baseModelBytes(c, 'q8'))}, q4 ${formatBytes(baseModelBytes(c, 'q4'))}`);
+    out(
+      `size       f32 ${formatBytes(baseModelBytes(c, 'f32'))}, q8 ${formatBytes(baseModelBytes(c, 'q8'))}, q4 ${formatBytes(baseModelBytes(c, 'q4'))}`,
+    );
     out(`tokenizer  ${tokenizerJson ? 'tokenizer.json present' : 'none (logprobs needs tokenizer.json)'}`);
     out(`adapter    ${describeAdapter(engine.ctx.adapter)}`);
   } finally {

@@ -35,9 +35,14 @@ export function modelSource(spec: string, out?: (line: string) => void): FileSou
 }
 
 /** Load a model (see `modelSource`) that must have a tokenizer (`purpose` says what needs it, for the message). */
-export async function loadModelWithTokenizer(spec: string, purpose: string, out?: (line: string) => void): Promise<{ model: LoadedModel; tok: TextTokenizer }> {
+export async function loadModelWithTokenizer(
+  spec: string,
+  purpose: string,
+  out?: (line: string) => void,
+): Promise<{ model: LoadedModel; tok: TextTokenizer }> {
   const model = await loadModelFolder(modelSource(spec, out));
-  if (!model.tokenizerJson) throw new ModelFormatError('tokenizer.json', undefined, `not found in ${spec}; ${purpose} needs the model's tokenizer`);
+  if (!model.tokenizerJson)
+    throw new ModelFormatError('tokenizer.json', undefined, `not found in ${spec}; ${purpose} needs the model's tokenizer`);
   return { model, tok: TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {}) };
 }
 

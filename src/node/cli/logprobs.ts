@@ -46,7 +46,10 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
   const { model, tok } = await loadModelWithTokenizer(dir, 'logprobs', out);
   const adapterDir = typeof values.adapter === 'string' ? values.adapter : null;
   const peft = await adapterOption(values, model.config);
-  const { promptText, promptIds, responseIds } = scoringInput(tok, prompt, response, { chat, system: typeof values.system === 'string' ? values.system : undefined });
+  const { promptText, promptIds, responseIds } = scoringInput(tok, prompt, response, {
+    chat,
+    system: typeof values.system === 'string' ? values.system : undefined,
+  });
   const { engine } = await createTunedEngine(model.config, quant);
   try {
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
@@ -64,7 +67,8 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
       logprobs: Array.from(logp),
       sum_logprob: logp.reduce((a, b) => a + b, 0),
     };
-    const lora = peft === null ? '' : `LoRA ${adapterDir} (r ${peft.config.r}, alpha ${peft.config.alpha}, ${peft.config.targets.join(' ')}), `;
+    const lora =
+      peft === null ? '' : `LoRA ${adapterDir} (r ${peft.config.r}, alpha ${peft.config.alpha}, ${peft.config.targets.join(' ')}), `;
     const setting = `(${quant}, ${lora}${adapterName(engine.ctx.adapter)})`;
     if (typeof values.out === 'string') {
       await writeFile(values.out, JSON.stringify(result, null, 2));
@@ -72,7 +76,11 @@ export async function logprobsCommand(argv: string[], out: (line: string) => voi
     } else {
       out(`prompt ids (${promptIds.length}): ${promptIds.join(' ')}`);
       out('  t      id  token                 log p');
-      result.response_ids.forEach((id, t) => out(`${String(t).padStart(3)} ${String(id).padStart(7)}  ${JSON.stringify(result.response_tokens[t]).padEnd(20)} ${result.logprobs[t].toFixed(5)}`));
+      result.response_ids.forEach((id, t) =>
+        out(
+          `${String(t).padStart(3)} ${String(id).padStart(7)}  ${JSON.stringify(result.response_tokens[t]).padEnd(20)} ${result.logprobs[t].toFixed(5)}`,
+        ),
+      );
       out(`${responseIds.length} response tokens, sum log p = ${result.sum_logprob.toFixed(4)} ${setting}`);
     }
     return result;

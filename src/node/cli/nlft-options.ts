@@ -33,7 +33,13 @@ export const NLFT_USAGE = `[--lambda 10] [--tau-c 0.95] [--rho 1.5] [--theta 1.5
  * Tokens per packed no-grad scoring pass: --score-batch-tokens, or DEFAULT_SCORE_BATCH_TOKENS
  * within `activationBytes`; either way within the device's per-buffer binding limit.
  */
-export function scoreBatchOption(values: Record<string, unknown>, c: LlamaConfig, lora: LoraConfig | null, activationBytes: number, maxBindingBytes: number): number {
+export function scoreBatchOption(
+  values: Record<string, unknown>,
+  c: LlamaConfig,
+  lora: LoraConfig | null,
+  activationBytes: number,
+  maxBindingBytes: number,
+): number {
   const fit = (bytes: number) => scoreBatchTokens(c, lora, bytes, maxBindingBytes);
   if (values['score-batch-tokens'] === undefined) return Math.min(DEFAULT_SCORE_BATCH_TOKENS, fit(activationBytes));
   return Math.min(numberOption(values, 'score-batch-tokens', 1, isPositiveInt, 'a positive integer'), fit(Infinity));
@@ -41,13 +47,16 @@ export function scoreBatchOption(values: Record<string, unknown>, c: LlamaConfig
 
 export function saliencyOptions(values: Record<string, unknown>): SaliencyOptions {
   const d = DEFAULT_SALIENCY;
-  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) => numberOption(values, name, fallback, ok, expected);
+  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) =>
+    numberOption(values, name, fallback, ok, expected);
   const positive = (v: number) => v > 0;
   const fraction = (v: number) => v >= 0 && v <= 1;
   const criterion = values['cluster-criterion'] ?? d.clusterCriterion;
-  if (criterion !== 'distance' && criterion !== 'similarity') throw new UsageError(`--cluster-criterion must be distance or similarity (got "${String(criterion)}")`);
+  if (criterion !== 'distance' && criterion !== 'similarity')
+    throw new UsageError(`--cluster-criterion must be distance or similarity (got "${String(criterion)}")`);
   const without = values['negatives-without-saliency'] ?? d.negativesWithoutSaliency;
-  if (without !== 'train' && without !== 'skip') throw new UsageError(`--negatives-without-saliency must be train or skip (got "${String(without)}")`);
+  if (without !== 'train' && without !== 'skip')
+    throw new UsageError(`--negatives-without-saliency must be train or skip (got "${String(without)}")`);
   return {
     lambda: num('lambda', d.lambda, positive, 'a positive number'),
     tauC: num('tau-c', d.tauC, (v) => v > 0 && v < 1, 'a number in (0, 1)'),

@@ -15,7 +15,14 @@ import { describeGeneration, GENERATION_FLAGS, generationOptions, withGeneration
 import { limitOption, readDatasetFile } from './inputs.ts';
 
 export async function prepareCommand(argv: string[], out: (line: string) => void): Promise<void> {
-  const values = parse(argv, { ...GENERATION_FLAGS, data: { type: 'string' }, out: { type: 'string' }, limit: { type: 'string' }, 'judge-url': { type: 'string' }, 'judge-model': { type: 'string' } });
+  const values = parse(argv, {
+    ...GENERATION_FLAGS,
+    data: { type: 'string' },
+    out: { type: 'string' },
+    limit: { type: 'string' },
+    'judge-url': { type: 'string' },
+    'judge-model': { type: 'string' },
+  });
   const spec = required(values, 'model');
   const dataFile = required(values, 'data');
   const outFile = required(values, 'out');
@@ -23,17 +30,31 @@ export async function prepareCommand(argv: string[], out: (line: string) => void
   const g = generationOptions(values, { maxNew: DEFAULT_PREPARE.maxNewTokens, temperature: DEFAULT_PREPARE.temperature });
   const url = values['judge-url'];
   const judgeModel = values['judge-model'];
-  if ((typeof url === 'string') !== (typeof judgeModel === 'string')) throw new UsageError('--judge-url and --judge-model go together (an OpenAI-compatible endpoint and its model name)');
-  const judge = typeof url === 'string' && typeof judgeModel === 'string' ? chatJudge({ url, model: judgeModel, apiKey: process.env.JUDGE_API_KEY || undefined }) : TEMPLATE_JUDGE;
+  if ((typeof url === 'string') !== (typeof judgeModel === 'string'))
+    throw new UsageError('--judge-url and --judge-model go together (an OpenAI-compatible endpoint and its model name)');
+  const judge =
+    typeof url === 'string' && typeof judgeModel === 'string'
+      ? chatJudge({ url, model: judgeModel, apiKey: process.env.JUDGE_API_KEY || undefined })
+      : TEMPLATE_JUDGE;
   const records = (await readDatasetFile(dataFile, false)).slice(0, limit);
   await withGenerationModel(spec, 'preparation', values, g.quant, out, async ({ llama, tok, peft, signal }) => {
     let right = 0;
-    const prepared = await prepareRecords(llama, tok, records, { temperature: g.temperature, maxNewTokens: g.maxNew, seed: g.seed, judge, signal }, (r, ok, done) => {
-      if (ok) right++;
-      out(`record ${String(done).padStart(4)}/${records.length}  ${ok ? 'right' : 'wrong'}  expected ${extractFinalNumber(r.answer) ?? '-'}, got ${extractFinalNumber(r.output) ?? '-'}${ok ? '' : '  (judged)'}`);
-    });
+    const prepared = await prepareRecords(
+      llama,
+      tok,
+      records,
+      { temperature: g.temperature, maxNewTokens: g.maxNew, seed: g.seed, judge, signal },
+      (r, ok, done) => {
+        if (ok) right++;
+        out(
+          `record ${String(done).padStart(4)}/${records.length}  ${ok ? 'right' : 'wrong'}  expected ${extractFinalNumber(r.answer) ?? '-'}, got ${extractFinalNumber(r.output) ?? '-'}${ok ? '' : '  (judged)'}`,
+        );
+      },
+    );
     await writeFile(outFile, `${JSON.stringify(prepared, null, 1)}\n`);
     const stopped = prepared.length < records.length ? ` (stopped after ${prepared.length} of ${records.length})` : '';
-    out(`prepared ${prepared.length} records${stopped}: ${right} right, ${prepared.length - right} wrong with judgments from ${judge.name}; wrote ${outFile} (${describeGeneration(g, peft !== null)})`);
+    out(
+      `prepared ${prepared.length} records${stopped}: ${right} right, ${prepared.length - right} wrong with judgments from ${judge.name}; wrote ${outFile} (${describeGeneration(g, peft !== null)})`,
+    );
   });
 }

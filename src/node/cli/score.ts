@@ -20,13 +20,23 @@ export function printSummary(s: SaliencySummary, out: (line: string) => void): v
   const mean = (v: number | null) => (v === null ? '-' : v.toFixed(3));
   out(`saliency   ${s.records} records: ${s.positives} positive, ${s.negatives} negative; ${s.sixPercentRule} negatives hit the 6% rule`);
   out(
-    `           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${s.negativesWithoutSaliency === 'train' ? 'trained towards their response with weights sqrt(pc), the authors\' rule; --negatives-without-saliency skip leaves them out' : 'skipped'})`,
+    `           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${s.negativesWithoutSaliency === 'train' ? "trained towards their response with weights sqrt(pc), the authors' rule; --negatives-without-saliency skip leaves them out" : 'skipped'})`,
   );
-  out(`           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`);
+  out(
+    `           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`,
+  );
 }
 
 export async function scoreCommand(argv: string[], out: (line: string) => void): Promise<void> {
-  const values = parse(argv, { model: { type: 'string' }, adapter: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' }, 'max-len': { type: 'string' }, ...NLFT_FLAGS });
+  const values = parse(argv, {
+    model: { type: 'string' },
+    adapter: { type: 'string' },
+    data: { type: 'string' },
+    out: { type: 'string' },
+    quant: { type: 'string' },
+    'max-len': { type: 'string' },
+    ...NLFT_FLAGS,
+  });
   const modelDir = required(values, 'model');
   const dataFile = required(values, 'data');
   const outFile = required(values, 'out');
@@ -42,7 +52,13 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   try {
     out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
-    const maxTokens = scoreBatchOption(values, model.config, peft?.config ?? null, SCORE_ACTIVATION_BYTES, engine.ctx.device.limits.maxStorageBufferBindingSize);
+    const maxTokens = scoreBatchOption(
+      values,
+      model.config,
+      peft?.config ?? null,
+      SCORE_ACTIVATION_BYTES,
+      engine.ctx.device.limits.maxStorageBufferBindingSize,
+    );
     const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id), { maxTokens });
     const summary = saliencySummary(entries, sal.negativesWithoutSaliency);
     const dump = {
@@ -54,12 +70,18 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
       truncated,
       summary,
       scoreBatchTokens: maxTokens,
-      records: entries.map((e, i) => ({ ...e, views: { base: samples[i].promptIds, standard: samples[i].standardIds, judge: samples[i].judgeIds }, responseIds: samples[i].responseIds })),
+      records: entries.map((e, i) => ({
+        ...e,
+        views: { base: samples[i].promptIds, standard: samples[i].standardIds, judge: samples[i].judgeIds },
+        responseIds: samples[i].responseIds,
+      })),
     };
     await writeFile(outFile, `${JSON.stringify(dump, null, 1)}\n`);
     printSummary(summary, out);
     const loss = entries.reduce((a, e) => a + e.loss, 0) / entries.length;
-    out(`scored ${entries.length} records (${truncated} truncated to --max-len ${maxLen}), mean NLFT loss ${loss.toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`);
+    out(
+      `scored ${entries.length} records (${truncated} truncated to --max-len ${maxLen}), mean NLFT loss ${loss.toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`,
+    );
   } finally {
     engine.destroy();
   }

@@ -26,8 +26,10 @@ import { isPositiveInt, numberOption, parse, quantOption, required } from './arg
 import { loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
 
 function options(values: Record<string, unknown>): { train: TrainConfig; lora: LoraConfig; maxLen: number } {
-  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) => numberOption(values, name, fallback, ok, expected);
-  const targets = typeof values.targets === 'string' ? (values.targets.split(',').map((s) => s.trim()) as Projection[]) : [...DEFAULT_LORA.targets];
+  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) =>
+    numberOption(values, name, fallback, ok, expected);
+  const targets =
+    typeof values.targets === 'string' ? (values.targets.split(',').map((s) => s.trim()) as Projection[]) : [...DEFAULT_LORA.targets];
   const lora: LoraConfig = {
     r: num('rank', DEFAULT_LORA.r, isPositiveInt, 'a positive integer'),
     alpha: num('alpha', DEFAULT_LORA.alpha, (v) => v > 0, 'a positive number'),
@@ -61,10 +63,28 @@ function options(values: Record<string, unknown>): { train: TrainConfig; lora: L
 
 export async function trainCommand(argv: string[], out: (line: string) => void): Promise<RunEnd> {
   const values = parse(argv, {
-    method: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' }, out: { type: 'string' }, quant: { type: 'string' },
-    epochs: { type: 'string' }, steps: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
-    dropout: { type: 'string' }, targets: { type: 'string' }, 'max-len': { type: 'string' }, batch: { type: 'string' }, seed: { type: 'string' },
-    ...NLFT_FLAGS, 'weight-decay': { type: 'string' }, warmup: { type: 'string' }, 'max-grad-norm': { type: 'string' }, resume: { type: 'string' }, recompute: { type: 'boolean' }, 'memory-budget': { type: 'string' },
+    method: { type: 'string' },
+    model: { type: 'string' },
+    data: { type: 'string' },
+    out: { type: 'string' },
+    quant: { type: 'string' },
+    epochs: { type: 'string' },
+    steps: { type: 'string' },
+    lr: { type: 'string' },
+    rank: { type: 'string' },
+    alpha: { type: 'string' },
+    dropout: { type: 'string' },
+    targets: { type: 'string' },
+    'max-len': { type: 'string' },
+    batch: { type: 'string' },
+    seed: { type: 'string' },
+    ...NLFT_FLAGS,
+    'weight-decay': { type: 'string' },
+    warmup: { type: 'string' },
+    'max-grad-norm': { type: 'string' },
+    resume: { type: 'string' },
+    recompute: { type: 'boolean' },
+    'memory-budget': { type: 'string' },
   });
   const method = values.method ?? 'nlft';
   if (method !== 'sft' && method !== 'nlft') throw new UsageError(`--method must be nlft or sft (got "${String(method)}")`);
@@ -91,15 +111,26 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     out(`resume     ${values.resume}: step ${resume.checkpoint.state.step}, with the checkpoint's training and LoRA settings`);
   }
   // Memory: estimate the longest sequence's step; within a budget, switch to recompute or refuse with the numbers.
-  const budgetMiB = values['memory-budget'] === undefined ? null : numberOption(values, 'memory-budget', 0, (v) => v > 0, 'a positive number of MiB');
+  const budgetMiB =
+    values['memory-budget'] === undefined ? null : numberOption(values, 'memory-budget', 0, (v) => v > 0, 'a positive number of MiB');
   const longest = samples.reduce((a, s) => (s.promptIds.length + s.responseIds.length > a.promptIds.length + a.responseIds.length ? s : a));
-  const estimate = (recompute: boolean) => estimateTrainBytes(model.config, quant, lora, longest.promptIds.length + longest.responseIds.length - 1, longest.responseIds.length, recompute);
+  const estimate = (recompute: boolean) =>
+    estimateTrainBytes(
+      model.config,
+      quant,
+      lora,
+      longest.promptIds.length + longest.responseIds.length - 1,
+      longest.responseIds.length,
+      recompute,
+    );
   let est = estimate(train.recompute);
   if (budgetMiB !== null && est.total > budgetMiB * 2 ** 20) {
     const alt = estimate(true);
     if (!train.recompute && alt.total <= budgetMiB * 2 ** 20) {
       train = { ...train, recompute: true };
-      out(`memory     ${formatBytes(est.total)} needed with all activations kept, over --memory-budget ${budgetMiB} MiB: recomputing layers instead (${formatBytes(alt.total)})`);
+      out(
+        `memory     ${formatBytes(est.total)} needed with all activations kept, over --memory-budget ${budgetMiB} MiB: recomputing layers instead (${formatBytes(alt.total)})`,
+      );
       est = alt;
     } else {
       throw new UsageError(
@@ -107,8 +138,12 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       );
     }
   }
-  out(`memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`);
-  const { engine, note } = await createTunedEngine(model.config, quant, { budgetBytes: budgetMiB === null ? undefined : budgetMiB * 2 ** 20 });
+  out(
+    `memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`,
+  );
+  const { engine, note } = await createTunedEngine(model.config, quant, {
+    budgetBytes: budgetMiB === null ? undefined : budgetMiB * 2 ** 20,
+  });
   try {
     out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant, initLora(model.config, lora, train.seed));
@@ -117,14 +152,22 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     // passes pack several records, within the activation memory a training step needs anyway.
     const scoreTokens = scoreBatchOption(values, model.config, lora, est.activations, engine.ctx.device.limits.maxStorageBufferBindingSize);
     if (method === 'nlft') out(`scoring    ${samples.length} records, no-grad views packed ${scoreTokens} tokens per pass`);
-    const { trainer, summary, takeEntries } = await prepareRun(engine, llama, samples, { method, train, saliency: sal, tokenText: (id) => tok.tokenText(id), scoreBatchTokens: scoreTokens });
+    const { trainer, summary, takeEntries } = await prepareRun(engine, llama, samples, {
+      method,
+      train,
+      saliency: sal,
+      tokenText: (id) => tok.tokenText(id),
+      scoreBatchTokens: scoreTokens,
+    });
     if (summary) printSummary(summary, out);
     if (resume) await trainer.restore(resume.checkpoint);
     await mkdir(outDir, { recursive: true });
     const metricsFile = path.join(outDir, 'metrics.jsonl');
     const saliencyFile = path.join(outDir, 'saliency.jsonl');
     if (!resume) await Promise.all([writeFile(metricsFile, ''), method === 'nlft' ? writeFile(saliencyFile, '') : null]);
-    out(`model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')}; ${trainer.totalSteps} steps of batch ${train.batch}`);
+    out(
+      `model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')}; ${trainer.totalSteps} steps of batch ${train.batch}`,
+    );
     out(`adapter    ${describeAdapter(engine.ctx.adapter)}`);
     const ctl = new AbortController();
     const onSigint = () => ctl.abort();
@@ -140,7 +183,9 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
           peak = Math.max(peak, m.peakBytes);
           lastLoss = m.loss;
           await appendFile(metricsFile, `${JSON.stringify(m)}\n`);
-          out(`step ${String(m.step).padStart(4)}/${m.totalSteps}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`);
+          out(
+            `step ${String(m.step).padStart(4)}/${m.totalSteps}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`,
+          );
         },
       })
       .finally(() => process.off('SIGINT', onSigint));
@@ -155,8 +200,16 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       train,
       prompt:
         method === 'nlft'
-          ? { templates, views: 'chat template of the model per view (system + user, generation prompt); the response is the record output, tokenized separately' }
-          : { template: 'chat template of the model: system = instruction, user = input, generation prompt', defaultInstruction: DEFAULT_INSTRUCTION, response: 'answer + end-of-sequence token' },
+          ? {
+              templates,
+              views:
+                'chat template of the model per view (system + user, generation prompt); the response is the record output, tokenized separately',
+            }
+          : {
+              template: 'chat template of the model: system = instruction, user = input, generation prompt',
+              defaultInstruction: DEFAULT_INSTRUCTION,
+              response: 'answer + end-of-sequence token',
+            },
       nlft: method === 'nlft' ? { options: sal, summary, scoreBatchTokens: scoreTokens } : null,
       environment: { adapter: engine.ctx.adapter, node: process.version, platform: `${process.platform}-${process.arch}` },
       result: { ...end, totalSteps: trainer.totalSteps, lastLoss },
@@ -165,8 +218,11 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     };
     await writeFile(path.join(outDir, 'run.json'), `${JSON.stringify(run, null, 2)}\n`);
     trainer.destroy();
-    const what = end.status === 'non-finite' ? `stopped: ${end.message}` : end.status === 'done' ? 'trained' : 'cancelled (continue with --resume)';
-    out(`${what}: ${end.steps}/${trainer.totalSteps} steps, last loss ${lastLoss.toFixed(4)}, peak ${formatBytes(peak)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`);
+    const what =
+      end.status === 'non-finite' ? `stopped: ${end.message}` : end.status === 'done' ? 'trained' : 'cancelled (continue with --resume)';
+    out(
+      `${what}: ${end.steps}/${trainer.totalSteps} steps, last loss ${lastLoss.toFixed(4)}, peak ${formatBytes(peak)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`,
+    );
     if (end.status === 'non-finite') process.exitCode = 1;
     return end;
   } finally {
