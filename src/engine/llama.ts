@@ -132,7 +132,10 @@ export class GpuLlama {
     checkQuantizable(c, quant);
     // On failure part-way (a buffer over the device limit, bad adapters), free what was made.
     const made: TrackedBuffer[] = [];
-    const keep = (t: TrackedBuffer) => (made.push(t), t);
+    const keep = (t: TrackedBuffer) => {
+      made.push(t);
+      return t;
+    };
     const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
       const q = quantize(w, rows, cols, format);
       return {
@@ -191,7 +194,10 @@ export class GpuLlama {
         this.buffers.destroy(t);
       }
     };
-    const dropW = (w: GpuWeight) => (drop(w.data), drop(w.scales));
+    const dropW = (w: GpuWeight) => {
+      drop(w.data);
+      drop(w.scales);
+    };
     dropW(this.embed);
     dropW(this.lmHead);
     drop(this.finalNorm);

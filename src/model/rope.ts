@@ -8,7 +8,7 @@ import type { LlamaConfig } from './config.ts';
 export function ropeInvFreq(config: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float64Array {
   const half = config.headDim / 2;
   const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(config.ropeTheta, (2 * i) / config.headDim);
+  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
   const s = config.ropeScaling;
   if (!s) return inv;
   const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;

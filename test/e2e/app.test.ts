@@ -133,13 +133,11 @@ describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium
     await page.goto(url);
     await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
     // A bad file first: the worker names the record and the field.
-    await page
-      .getByTestId('train-file')
-      .setInputFiles({
-        name: 'bad.json',
-        mimeType: 'application/json',
-        buffer: Buffer.from(JSON.stringify([{ input: 'q', answer: 'a #### 1' }])),
-      });
+    await page.getByTestId('train-file').setInputFiles({
+      name: 'bad.json',
+      mimeType: 'application/json',
+      buffer: Buffer.from(JSON.stringify([{ input: 'q', answer: 'a #### 1' }])),
+    });
     expect(await page.getByTestId('train-data').textContent()).toMatch(/^bad\.json/);
     await page.getByTestId('train-start').click();
     await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });

@@ -132,7 +132,12 @@ it('NLFT training through the trainer keeps a saliency record per visit and is d
     });
     const trainer = new Trainer(g, model, samples.slice(0, 4), { ...DEFAULT_TRAIN, epochs: 1, batch: 2, lr: 1e-3, seed: 7 }, method);
     const losses: number[] = [];
-    await trainer.run({ onStep: (m) => void (losses.push(m.loss), (step = m.step + 1)) });
+    await trainer.run({
+      onStep: (m) => {
+        losses.push(m.loss);
+        step = m.step + 1;
+      },
+    });
     const params = await g.buffers.readF32(model.lora!.params, model.lora!.n);
     trainer.destroy();
     model.destroy();

@@ -136,7 +136,7 @@ export function ropeInvFreq(D: number, theta: number, scaling: Llama3RopeScaling
   if (D % 2 !== 0) throw new RangeError(`ropeInvFreq: head dim ${D} is odd`);
   const half = D / 2;
   const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / D);
+  for (let i = 0; i < half; i++) inv[i] = 1 / theta ** ((2 * i) / D);
   if (scaling === null) return inv;
   const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: oldCtx } = scaling;
   const lowFreqWavelen = oldCtx / lowFreqFactor;

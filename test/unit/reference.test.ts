@@ -328,7 +328,7 @@ describe('rope inverse frequencies', () => {
   it('without scaling: 1 / theta^(2i/D), tfjs and cpu-ops agree', () => {
     const cfg = makeConfig({ headDim: 16, ropeTheta: 500000 });
     const inv = ropeInvFreq(16, 500000, null);
-    for (let i = 0; i < 8; i++) expect(inv[i]).toBeCloseTo(Math.pow(500000, -(2 * i) / 16), 15);
+    for (let i = 0; i < 8; i++) expect(inv[i]).toBeCloseTo(500000 ** (-(2 * i) / 16), 15);
     expect(relErr(referenceInvFreq(cfg), inv)).toBeLessThan(1e-6);
   });
 

@@ -40,9 +40,9 @@ export function scoreBatchOption(
   activationBytes: number,
   maxBindingBytes: number,
 ): number {
-  const fit = (bytes: number) => scoreBatchTokens(c, lora, bytes, maxBindingBytes);
-  if (values['score-batch-tokens'] === undefined) return Math.min(DEFAULT_SCORE_BATCH_TOKENS, fit(activationBytes));
-  return Math.min(numberOption(values, 'score-batch-tokens', 1, isPositiveInt, 'a positive integer'), fit(Infinity));
+  const fitting = (bytes: number) => scoreBatchTokens(c, lora, bytes, maxBindingBytes);
+  if (values['score-batch-tokens'] === undefined) return Math.min(DEFAULT_SCORE_BATCH_TOKENS, fitting(activationBytes));
+  return Math.min(numberOption(values, 'score-batch-tokens', 1, isPositiveInt, 'a positive integer'), fitting(Infinity));
 }
 
 export function saliencyOptions(values: Record<string, unknown>): SaliencyOptions {
