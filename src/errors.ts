@@ -4,11 +4,62 @@
  * `message` only, never a stack trace, for any `NlftError`.
  */
 
+/** What kind of failure an `NlftError` is; hosts may branch on it (the worker sends it as the error's `name`). */
+export type ErrorCode =
+  /** a model file (config, weights, tokenizer) is missing, malformed or unsupported */
+  | 'model-format'
+  /** no usable WebGPU adapter or device */
+  | 'gpu-unavailable'
+  /** the GPU device was lost */
+  | 'device-lost'
+  /** a buffer over the device limit or the memory budget */
+  | 'gpu-memory'
+  /** a bad command-line option or request field */
+  | 'usage'
+  /** a WGSL kernel failed to compile (a bug on our side) */
+  | 'kernel'
+  /** a dataset file or some of its records are invalid */
+  | 'dataset'
+  /** an NLFT view template is malformed */
+  | 'templates'
+  /** LoRA settings out of range */
+  | 'lora-config'
+  /** a LoRA rank the kernels cannot use */
+  | 'lora-rank'
+  /** LoRA factors of the wrong shape for the model */
+  | 'lora-shape'
+  /** an operation needs LoRA adapters and the model has none */
+  | 'no-lora'
+  /** a scored position or sequence layout outside the input */
+  | 'bad-position'
+  /** a token id outside the vocabulary */
+  | 'bad-token'
+  /** a model shape the kernels do not support */
+  | 'unsupported-shape'
+  /** an input with no tokens */
+  | 'empty-input'
+  /** a prompt with no tokens */
+  | 'empty-prompt'
+  /** a response with no tokens */
+  | 'empty-response'
+  /** a sequence that does not fit the length limit */
+  | 'too-long'
+  /** a required file or value is missing */
+  | 'missing'
+  /** a checkpoint that does not fit the run it should continue */
+  | 'checkpoint'
+  /** a file could not be fetched */
+  | 'fetch'
+  /** the judge endpoint failed or answered badly */
+  | 'judge'
+  /** no GPU, model or trained adapter yet for this call */
+  | 'not-ready';
+
 /** Base class: an expected failure with a user-facing message. */
 export class NlftError extends Error {
   constructor(
     message: string,
-    readonly code: string,
+    readonly code: ErrorCode,
   ) {
     super(message);
     this.name = new.target.name;
@@ -64,5 +115,40 @@ export class KernelError extends NlftError {
     detail: string,
   ) {
     super(`kernel ${kernel}: ${detail}`, 'kernel');
+  }
+}
+
+/** One problem of one record. */
+export interface DatasetProblem {
+  /** 1-based record number, counting records only (JSON Lines' blank lines are not records). */
+  record: number;
+  /** 1-based line of the record, for JSON Lines; absent for a JSON array. */
+  line?: number;
+  /** The field at fault; "" when the record as a whole is (e.g. not an object). */
+  field: string;
+  /** What is wrong, with what was expected and what was found. */
+  message: string;
+}
+
+/** A dataset file cannot be read, or some of its records are invalid (then `problems` lists them all). */
+export class DatasetError extends NlftError {
+  constructor(
+    readonly file: string,
+    detail: string,
+    readonly problems: readonly DatasetProblem[] = [],
+  ) {
+    super(`${file}: ${detail}`, 'dataset');
+  }
+}
+
+/** A template is malformed or uses a placeholder it may not; names the file (when any) and the field. */
+export class TemplateError extends NlftError {
+  constructor(
+    readonly file: string | undefined,
+    readonly field: string | undefined,
+    detail: string,
+  ) {
+    const where = `${file ?? ''}${field ? `${file ? ' ' : ''}(${field})` : ''}`;
+    super(where ? `${where}: ${detail}` : detail, 'templates');
   }
 }

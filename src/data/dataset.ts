@@ -5,7 +5,7 @@
  * (JSON Lines) and the field; records are normalised to `DatasetRecord`. Also the final-number rule
  * used to grade responses (nlft.md §6).
  */
-import { NlftError } from '../errors.ts';
+import { DatasetError, type DatasetProblem } from '../errors.ts';
 import { describeJsonValue, isRecord } from '../util/json.ts';
 
 /** Largest file `parseDataset` accepts unless told otherwise: 64 MiB. */
@@ -16,29 +16,6 @@ export const POSITIVE_SCORE = 7;
 
 /** At most this many problems are listed in a `DatasetError` message; the rest are counted. */
 const MAX_LISTED_PROBLEMS = 20;
-
-/** One problem of one record. */
-export interface DatasetProblem {
-  /** 1-based record number, counting records only (JSON Lines' blank lines are not records). */
-  record: number;
-  /** 1-based line of the record, for JSON Lines; absent for a JSON array. */
-  line?: number;
-  /** The field at fault; "" when the record as a whole is (e.g. not an object). */
-  field: string;
-  /** What is wrong, with what was expected and what was found. */
-  message: string;
-}
-
-/** A dataset file cannot be read, or some of its records are invalid (then `problems` lists them all). */
-export class DatasetError extends NlftError {
-  constructor(
-    readonly file: string,
-    detail: string,
-    readonly problems: readonly DatasetProblem[] = [],
-  ) {
-    super(`${file}: ${detail}`, 'dataset');
-  }
-}
 
 /** positive: trained to be more likely; negative: has a judgment of what is wrong; unknown: no output (not graded yet). */
 export type Polarity = 'positive' | 'negative' | 'unknown';

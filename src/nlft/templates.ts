@@ -5,8 +5,8 @@
  * written `{{` or `}}`. The defaults are our own wording; a `--templates FILE` (JSON) may replace any
  * of them, and the texts used are stored with every run.
  */
-import { NlftError } from '../errors.ts';
-import { DEFAULT_INSTRUCTION } from '../train/samples.ts';
+import { TemplateError } from '../errors.ts';
+import { DEFAULT_INSTRUCTION } from '../data/prompt.ts';
 import { describeJsonValue, isRecord } from '../util/json.ts';
 
 /** The editable prompt texts of the views. */
@@ -50,18 +50,6 @@ export const DEFAULT_TEMPLATES: NlftTemplates = Object.freeze({
     user: 'Question:\n{input}\n\nJudgment of the response:\n{judgment}',
   }),
 });
-
-/** A template is malformed or uses a placeholder it may not; names the file (when any) and the field. */
-export class TemplateError extends NlftError {
-  constructor(
-    readonly file: string | undefined,
-    readonly field: string | undefined,
-    detail: string,
-  ) {
-    const where = `${file ?? ''}${field ? `${file ? ' ' : ''}(${field})` : ''}`;
-    super(where ? `${where}: ${detail}` : detail, 'templates');
-  }
-}
 
 type Piece = { text: string } | { name: string };
 

@@ -2,13 +2,13 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   answersMatch,
-  DatasetError,
   DEFAULT_MAX_DATASET_BYTES,
   extractFinalNumber,
   parseDataset,
   type DatasetOptions,
   type DatasetRecord,
 } from '../../src/data/dataset.ts';
+import { DatasetError } from '../../src/errors.ts';
 import { datasetSummary } from '../../src/data/summary.ts';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { NlftError } from '../../src/errors.ts';

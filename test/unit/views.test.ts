@@ -5,15 +5,15 @@ import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { NlftError } from '../../src/errors.ts';
 import {
   DEFAULT_TEMPLATES,
-  TemplateError,
   checkTemplates,
   fillTemplate,
   parseTemplates,
   templatePlaceholders,
   type NlftTemplates,
 } from '../../src/nlft/templates.ts';
+import { TemplateError } from '../../src/errors.ts';
 import { buildViews, viewPrompts, viewSequence } from '../../src/nlft/views.ts';
-import { DEFAULT_INSTRUCTION, basePrompt, sequenceOf } from '../../src/train/samples.ts';
+import { DEFAULT_INSTRUCTION, basePrompt, sequenceOf } from '../../src/data/prompt.ts';
 
 const dir = new URL('../../public/tokenizers/smollm2/', import.meta.url);
 const tokenizerJson = JSON.parse(readFileSync(new URL('tokenizer.json', dir), 'utf8')) as {
