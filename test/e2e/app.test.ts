@@ -16,6 +16,7 @@ import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import { writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
+import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -49,7 +50,8 @@ const tokenizer = TextTokenizer.fromJson(
   JSON.parse(readPublic('tokenizers/smollm2/tokenizer_config.json')),
 );
 
-describe.skipIf(!hasChromium)(hasChromium ? 'app in Chromium' : `app in Chromium (skipped: ${CHROMIUM} is missing)`, () => {
+describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `app in Chromium (skipped: ${CHROMIUM} is missing)`, () => {
+  requirePrerequisite(hasChromium, CHROMIUM);
   let server: PreviewServer;
   let browser: Browser;
   let page: Page;

@@ -7,11 +7,13 @@
  * Dropout is checked by central finite differences of the engine's own loss (same masks).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GpuLlama, type LoraSet } from '../../src/engine/llama.ts';
+import { GpuLlama } from '../../src/engine/llama.ts';
+import type { LoraSet } from '../../src/model/lora.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../../src/engine/train-pass.ts';
 import { makeTinyLlama, type TinyLlamaOptions } from '../../src/model/demo.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 import { gradientsRegistered } from '../reference/llama-tf.ts';
 import { referenceLoraGrads } from '../reference/lora-grads.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
@@ -75,7 +77,8 @@ const BASE: TinyLlamaOptions = {
   tie: true,
 };
 
-describe.skipIf(!gradientsRegistered)('LoRA gradients vs tfjs autodiff', () => {
+describe.skipIf(skipOutsideCi(!gradientsRegistered))('LoRA gradients vs tfjs autodiff', () => {
+  requirePrerequisite(gradientsRegistered, 'the tfjs gradient registrations');
   for (const [name, opts] of [
     ['3 layers, GQA, tied, llama3 rope', { ...BASE, ropeScaling: true }],
     [

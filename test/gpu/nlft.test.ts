@@ -18,6 +18,7 @@ import { saliency, type SaliencyOptions } from '../../src/nlft/saliency.ts';
 import { viewSequence } from '../../src/nlft/views.ts';
 import { DEFAULT_TRAIN, Trainer } from '../../src/train/trainer.ts';
 import { Rng } from '../../src/util/rng.ts';
+import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 import { gradientsRegistered, referenceForward, referenceLogProbs } from '../reference/llama-tf.ts';
 import { referenceLoraGrads } from '../reference/lora-grads.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
@@ -67,7 +68,8 @@ function refLogp(prompt: number[], response: number[], lora: Parameters<typeof r
   return Float64Array.from(referenceLogProbs(weights, seq.ids, full, lora).filter((v) => !Number.isNaN(v)));
 }
 
-describe.skipIf(!gradientsRegistered)('NLFT loss and gradient against the reference', () => {
+describe.skipIf(skipOutsideCi(!gradientsRegistered))('NLFT loss and gradient against the reference', () => {
+  requirePrerequisite(gradientsRegistered, 'the tfjs gradient registrations');
   for (const which of [2, 3, 0]) {
     it(`record ${which + 1} (${which < 2 ? 'positive' : 'negative'})`, async () => {
       const s = samples[which];
