@@ -18,7 +18,7 @@
  */
 import { register } from 'node:module';
 import type * as TF from '@tensorflow/tfjs-core';
-import type { LoraSet } from '../src/engine/llama.ts';
+import type { LoraSet } from '../src/model/lora.ts';
 import { projectionShapes } from '../src/model/size.ts';
 import type { LlamaWeights, Projection } from '../src/model/weights.ts';
 import { nodeGpu } from '../src/node/webgpu.ts';

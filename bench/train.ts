@@ -14,7 +14,8 @@
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
 import { describeAdapter } from '../src/engine/gpu.ts';
-import { GpuLlama, type LoraSet } from '../src/engine/llama.ts';
+import { GpuLlama } from '../src/engine/llama.ts';
+import type { LoraSet } from '../src/model/lora.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../src/engine/train-pass.ts';
 import { medianMs, tuneKernels } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';

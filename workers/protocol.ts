@@ -8,16 +8,13 @@
  * `'gpu-unavailable'`), or `INTERNAL_ERROR` for an unexpected failure, and whose `message` is
  * meant for the user (the page never shows a stack).
  */
-import type { AdapterSummary } from '../engine/gpu.ts';
-import type { PeftAdapterFiles } from '../export/peft.ts';
-import type { LoraConfig } from '../model/lora.ts';
-import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
-import type { SaliencyOptions } from '../nlft/saliency.ts';
-import type { NlftTemplates } from '../nlft/templates.ts';
-import type { TrainMethod } from '../train/run.ts';
-import type { StepMetrics, TrainConfig } from '../train/trainer.ts';
-import type { EvalItem, EvalSummary } from '../eval/accuracy.ts';
-import type { QuantFormat } from '../model/quant.ts';
+import type { AdapterSummary } from '../src/engine/gpu.ts';
+import type { EvalItem } from '../src/eval/accuracy.ts';
+import type { PeftAdapterFiles } from '../src/export/peft.ts';
+import type { QuantFormat } from '../src/model/quant.ts';
+import type { SaliencyEntry, SaliencySummary } from '../src/nlft/method.ts';
+import type { EvalOutcome, EvalRequest, RunModel, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import type { StepMetrics } from '../src/train/trainer.ts';
 
 /** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
 export const INTERNAL_ERROR = 'internal';
@@ -100,27 +97,8 @@ export interface GenerateResult {
   millis: number;
 }
 
-/** An evaluation of the loaded model (and its trained adapter, if any) on question/answer records. */
-export interface EvalRequest {
-  data: DatasetFile;
-  /** Questions to answer, from the first. */
-  limit: number;
-  maxNewTokens: number;
-}
-
 /** Called after each graded question (pass it through `Comlink.proxy`). */
 export type EvalItemCallback = (item: EvalItem, done: number, total: number) => void;
-
-/** What an evaluation found, and on what. */
-export interface EvalOutcome {
-  /** The model, weights and adapter evaluated, e.g. "Demo Llama …, q8, trained adapter (nlft r 4)". */
-  label: string;
-  at: string;
-  summary: EvalSummary;
-  items: EvalItem[];
-  /** Stopped by the user before the last question. */
-  stopped: boolean;
-}
 
 /** Per-token scores of the response. */
 export interface TokenScores {
@@ -134,36 +112,6 @@ export interface TokenScores {
   logprobs: number[];
   /** Time the worker spent on the forward pass, in milliseconds. */
   millis: number;
-}
-
-/** A dataset file as the user picked it; the worker parses and validates it (errors name record and field). */
-export interface DatasetFile {
-  name: string;
-  bytes: Uint8Array;
-}
-
-/** A training run of the loaded model (stored with the run). */
-export interface TrainRequest {
-  method: TrainMethod;
-  train: TrainConfig;
-  lora: LoraConfig;
-  /** Longest sequence (prompt + response tokens); longer responses are truncated. */
-  maxLen: number;
-  /** NLFT's constants and safeguards, and the views' prompt texts (validated by the worker). */
-  saliency: SaliencyOptions;
-  templates: NlftTemplates;
-  data: DatasetFile;
-  /**
-   * Continue a run from its checkpoint (a 'checkpoint' event's bytes) instead of starting afresh:
-   * the checkpoint's training and LoRA settings are used, and the loaded model must be `model`.
-   */
-  resume?: { checkpoint: Uint8Array; model: RunModel };
-}
-
-/** The model a run trains: its id and weight format (a run continues only on the same). */
-export interface RunModel {
-  id: string;
-  quant: QuantFormat;
 }
 
 /** What a run reports as it goes (in this order: scoring…, started, then step… with paused where it pauses). */
@@ -192,14 +140,6 @@ export const CHECKPOINT_SECONDS = 30;
 
 /** Called by the worker for every `TrainEvent` (pass it through `Comlink.proxy`). */
 export type TrainEventCallback = (event: TrainEvent) => void;
-
-/** How a run ended: all steps, stopped by the user, or stopped by a non-finite loss or gradient (`message` says which). */
-export interface TrainOutcome {
-  status: 'done' | 'cancelled' | 'non-finite';
-  steps: number;
-  totalSteps: number;
-  message: string | null;
-}
 
 /**
  * What the trainer worker does for the page. Calls are queued in the worker and run one at a time,

@@ -26,7 +26,7 @@ import { initLora, validateLoraConfig, type LoraConfig } from '../src/model/lora
 import { DEFAULT_SCORE_BATCH_TOKENS } from '../src/nlft/method.ts';
 import { checkSaliencyOptions } from '../src/nlft/saliency.ts';
 import { parseTemplates } from '../src/nlft/templates.ts';
-import { methodSamples, prepareRun } from '../src/train/run.ts';
+import { methodSamples, prepareRun } from '../src/session/train.ts';
 import { checkpointBytes, CHECKPOINT_FILE, readCheckpoint } from '../src/train/checkpoint.ts';
 import type { Checkpoint } from '../src/train/trainer.ts';
 import { promptInput, scoringInput } from '../src/data/prompt.ts';
@@ -44,8 +44,6 @@ import {
   type AdapterInfo,
   type DeviceLostCallback,
   type EvalItemCallback,
-  type EvalOutcome,
-  type EvalRequest,
   type GenerateRequest,
   type GenerateResult,
   type TextCallback,
@@ -57,9 +55,8 @@ import {
   type TokenScores,
   type TrainerApi,
   type TrainEventCallback,
-  type TrainOutcome,
-  type TrainRequest,
-} from '../src/worker/protocol.ts';
+} from './protocol.ts';
+import type { EvalOutcome, EvalRequest, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 
 const TOKENIZER_DIR = `${import.meta.env.BASE_URL}tokenizers/smollm2/`;
 const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;

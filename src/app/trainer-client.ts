@@ -10,8 +10,6 @@ import {
   type AdapterInfo,
   type DeviceLostCallback,
   type EvalItemCallback,
-  type EvalOutcome,
-  type EvalRequest,
   type GenerateRequest,
   type GenerateResult,
   type TextCallback,
@@ -23,9 +21,8 @@ import {
   type TokenScores,
   type TrainerApi,
   type TrainEventCallback,
-  type TrainOutcome,
-  type TrainRequest,
-} from '../worker/protocol.ts';
+} from '../../workers/protocol.ts';
+import type { EvalOutcome, EvalRequest, TrainOutcome, TrainRequest } from '../session/requests.ts';
 
 /** The `TrainerApi` of the worker, callable from the page. */
 export class TrainerClient {

@@ -4,6 +4,7 @@
  * and appended, so its ids never merge with the prompt's (nlft.md §2).
  */
 import { NlftError } from '../errors.ts';
+import type { DatasetRecord } from './dataset.ts';
 import type { ChatMessage, TextTokenizer } from './tokenizer.ts';
 
 export interface ScoringInput {
@@ -33,4 +34,39 @@ export function scoringInput(tok: TextTokenizer, prompt: string, response: strin
     throw new NlftError('the prompt is empty: a response is scored given a prompt of at least one token', 'empty-prompt');
   if (responseIds.length === 0) throw new NlftError('the response is empty: there is nothing to score', 'empty-response');
   return { promptText, promptIds, responseIds };
+}
+
+/** The system text of the base view when a record has no `instruction`. */
+export const DEFAULT_INSTRUCTION = "Solve the problem step by step. End with the final answer on its own line, as '#### <number>'.";
+
+/** One sequence to train on: the model reads prompt + response[:-1] and predicts every response token. */
+export interface TrainSample {
+  /** The record's id and 1-based index in its file. */
+  id: string;
+  index: number;
+  promptIds: number[];
+  responseIds: number[];
+  /** Response tokens cut to fit `maxLen`. */
+  truncatedBy: number;
+}
+
+/** The model input of a sample: ids, the positions scored and their targets. */
+export function sequenceOf(s: TrainSample): { ids: number[]; rows: number[]; targets: number[] } {
+  const P = s.promptIds.length;
+  return {
+    ids: [...s.promptIds, ...s.responseIds.slice(0, -1)],
+    rows: s.responseIds.map((_, i) => P + i - 1),
+    targets: s.responseIds,
+  };
+}
+
+/** The base-view prompt of a record, as text. */
+export function basePrompt(tok: TextTokenizer, r: DatasetRecord): string {
+  return tok.applyChatTemplate(
+    [
+      { role: 'system', content: r.instruction ?? DEFAULT_INSTRUCTION },
+      { role: 'user', content: r.input },
+    ],
+    { addGenerationPrompt: true },
+  );
 }

@@ -15,11 +15,10 @@ import { ropeInvFreq, ropeTable } from '../model/rope.ts';
 import { checkQuantizable, projectionShapes, tableFormat } from '../model/size.ts';
 import { PROJECTIONS, type LlamaWeights, type Projection } from '../model/weights.ts';
 import type { BufferManager, TrackedBuffer } from './buffers.ts';
-import { LoraParams, type LoraSet } from './lora-params.ts';
+import type { LoraSet } from '../model/lora.ts';
+import { LoraParams } from './lora-params.ts';
 import type { GpuWeight, LmheadScratch, Ops } from './ops.ts';
 import { groupByTokens, packing } from './packing.ts';
-
-export type { LoraFactors, LoraSet } from './lora-params.ts';
 
 /** One layer's frozen weights on the GPU. */
 export interface GpuLayer {

@@ -10,16 +10,7 @@ import { projectionShapes } from '../model/size.ts';
 import { PROJECTIONS, type Projection } from '../model/weights.ts';
 import type { BufferManager, TrackedBuffer } from './buffers.ts';
 import type { GpuWeight } from './ops.ts';
-
-/** LoRA factors of one projection: y += scale * (dropout(x) A^T) B^T, A (r,in), B (out,r). */
-export interface LoraFactors {
-  A: Float32Array;
-  B: Float32Array;
-  r: number;
-  scale: number;
-}
-/** Per layer, the adapted projections. */
-export type LoraSet = Array<Partial<Record<Projection, LoraFactors>>>;
+import type { LoraSet } from '../model/lora.ts';
 
 /** Where one adapted projection's factors live in the flat buffers (offsets in floats). */
 export interface LoraEntry {

@@ -9,7 +9,7 @@ import type { TextTokenizer } from '../data/tokenizer.ts';
 import { generate } from '../engine/generate.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { NlftError } from '../errors.ts';
-import { basePrompt } from '../train/samples.ts';
+import { basePrompt } from '../data/prompt.ts';
 
 export interface EvalOptions {
   maxNewTokens: number;

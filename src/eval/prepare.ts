@@ -4,13 +4,13 @@
  * answer, and a wrong one gets a judgment (`Judge`); right ones get none. The result is NLFT
  * records in the §1 format, ready to train on, export and re-import.
  */
-import { extractFinalNumber, type DatasetRecord } from './dataset.ts';
+import { extractFinalNumber, type DatasetRecord } from '../data/dataset.ts';
 import type { Judge } from './judge.ts';
-import type { TextTokenizer } from './tokenizer.ts';
+import type { TextTokenizer } from '../data/tokenizer.ts';
 import { generate } from '../engine/generate.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { NlftError } from '../errors.ts';
-import { basePrompt } from '../train/samples.ts';
+import { basePrompt } from '../data/prompt.ts';
 
 export const DEFAULT_PREPARE = { temperature: 0.6, maxNewTokens: 512, seed: 0 };
 

@@ -5,7 +5,7 @@
  * `….lora_B.weight` `[out, r]`. Written as F32; read from F32, F16 or BF16, and validated
  * against the model the adapter is meant for.
  */
-import type { LoraSet } from '../engine/llama.ts';
+import type { LoraSet } from '../model/lora.ts';
 import { ModelFormatError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { loraConfigIssue, validateLoraConfig, type LoraConfig } from '../model/lora.ts';

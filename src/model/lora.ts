@@ -3,12 +3,21 @@
  * targeted projections of every layer, A `[r, in]`, B `[out, r]`, initialised as PEFT does.
  */
 import { NlftError } from '../errors.ts';
-import type { LoraSet } from '../engine/llama.ts';
 import { describeJsonValue } from '../util/json.ts';
 import { Rng } from '../util/rng.ts';
 import type { LlamaConfig } from './config.ts';
 import { projectionShapes } from './size.ts';
 import { PROJECTIONS, type Projection } from './weights.ts';
+
+/** LoRA factors of one projection: y += scale * (dropout(x) A^T) B^T, A (r,in), B (out,r). */
+export interface LoraFactors {
+  A: Float32Array;
+  B: Float32Array;
+  r: number;
+  scale: number;
+}
+/** Per layer, the adapted projections. */
+export type LoraSet = Array<Partial<Record<Projection, LoraFactors>>>;
 
 /** LoRA hyper-parameters (PEFT's `r`, `lora_alpha`, `lora_dropout`, `target_modules`). */
 export interface LoraConfig {

@@ -10,7 +10,7 @@ import type { TextTokenizer } from '../data/tokenizer.ts';
 import type { GpuLlama, ScoreRequest } from '../engine/llama.ts';
 import type { TrainPass } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
-import type { TrainSample } from '../train/samples.ts';
+import type { TrainSample } from '../data/prompt.ts';
 import type { LossMethod } from '../train/trainer.ts';
 import { saliency, type Polarity, type SaliencyOptions, type SaliencyResult, type TokenClass } from './saliency.ts';
 import type { NlftTemplates } from './templates.ts';

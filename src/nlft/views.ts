@@ -7,7 +7,7 @@
 import type { DatasetRecord } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import { NlftError } from '../errors.ts';
-import { sequenceOf } from '../train/samples.ts';
+import { sequenceOf } from '../data/prompt.ts';
 import { fillField, type NlftTemplates } from './templates.ts';
 
 /** Names of the views; the base view is the one trained. */

@@ -18,8 +18,9 @@ import {
 } from '../nlft/method.ts';
 import type { SaliencyOptions } from '../nlft/saliency.ts';
 import type { NlftTemplates } from '../nlft/templates.ts';
-import { sftSamples, type TrainSample } from './samples.ts';
-import { SFT, Trainer, type TrainConfig } from './trainer.ts';
+import { sftSamples } from '../train/samples.ts';
+import type { TrainSample } from '../data/prompt.ts';
+import { SFT, Trainer, type TrainConfig } from '../train/trainer.ts';
 
 export type TrainMethod = 'nlft' | 'sft';
 

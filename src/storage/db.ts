@@ -12,7 +12,7 @@ import type { PeftAdapterFiles } from '../export/peft.ts';
 import type { FileCache } from '../model/hub.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
 import type { StepMetrics } from '../train/trainer.ts';
-import type { EvalOutcome, RunModel, TrainOutcome, TrainRequest } from '../worker/protocol.ts';
+import type { EvalOutcome, RunModel, TrainOutcome, TrainRequest } from '../session/requests.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
 
 /** What the playground remembers across reloads. */

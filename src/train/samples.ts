@@ -4,43 +4,9 @@
  * response tokenized on its own and appended (nlft.md §2), truncated to `maxLen` tokens.
  */
 import type { DatasetRecord } from '../data/dataset.ts';
+import { basePrompt, type TrainSample } from '../data/prompt.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import { NlftError } from '../errors.ts';
-
-/** The system text of the base view when a record has no `instruction`. */
-export const DEFAULT_INSTRUCTION = "Solve the problem step by step. End with the final answer on its own line, as '#### <number>'.";
-
-/** One sequence to train on: the model reads prompt + response[:-1] and predicts every response token. */
-export interface TrainSample {
-  /** The record's id and 1-based index in its file. */
-  id: string;
-  index: number;
-  promptIds: number[];
-  responseIds: number[];
-  /** Response tokens cut to fit `maxLen`. */
-  truncatedBy: number;
-}
-
-/** The model input of a sample: ids, the positions scored and their targets. */
-export function sequenceOf(s: TrainSample): { ids: number[]; rows: number[]; targets: number[] } {
-  const P = s.promptIds.length;
-  return {
-    ids: [...s.promptIds, ...s.responseIds.slice(0, -1)],
-    rows: s.responseIds.map((_, i) => P + i - 1),
-    targets: s.responseIds,
-  };
-}
-
-/** The base-view prompt of a record, as text. */
-export function basePrompt(tok: TextTokenizer, r: DatasetRecord): string {
-  return tok.applyChatTemplate(
-    [
-      { role: 'system', content: r.instruction ?? DEFAULT_INSTRUCTION },
-      { role: 'user', content: r.input },
-    ],
-    { addGenerationPrompt: true },
-  );
-}
 
 /**
  * SFT samples: the standard `answer` given the base prompt, followed by the end-of-sequence token

@@ -14,7 +14,7 @@ import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../engine
 import { NlftError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
 import { AdamW } from './optimizer.ts';
-import { sequenceOf, type TrainSample } from './samples.ts';
+import { sequenceOf, type TrainSample } from '../data/prompt.ts';
 import { cosineWithWarmup } from './schedule.ts';
 
 /** Hyper-parameters of a run (stored with it). */

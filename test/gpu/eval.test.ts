@@ -14,7 +14,7 @@ import { generate } from '../../src/engine/generate.ts';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { evaluate, summarize, type EvalItem } from '../../src/eval/accuracy.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
-import { basePrompt } from '../../src/train/samples.ts';
+import { basePrompt } from '../../src/data/prompt.ts';
 import { ROOT } from '../helpers/cli.ts';
 import { testGpu, type TestGpu } from '../helpers/gpu.ts';
 

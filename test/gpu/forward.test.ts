@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rm } from 'node:fs/promises';
 import { BufferManager } from '../../src/engine/buffers.ts';
-import { GpuLlama, type LoraSet } from '../../src/engine/llama.ts';
+import { GpuLlama } from '../../src/engine/llama.ts';
+import type { LoraSet } from '../../src/model/lora.ts';
 import { Ops } from '../../src/engine/ops.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';

@@ -9,7 +9,7 @@ import { GpuLlama } from '../../src/engine/llama.ts';
 import { initLora } from '../../src/model/lora.ts';
 import { makeTinyLlama, type TinyLlamaOptions } from '../../src/model/demo.ts';
 import { checkpointBytes, readCheckpoint, CHECKPOINT_FILE } from '../../src/train/checkpoint.ts';
-import type { TrainSample } from '../../src/train/samples.ts';
+import type { TrainSample } from '../../src/data/prompt.ts';
 import { DEFAULT_TRAIN, sftTerms, Trainer, type StepMetrics, type TermsFn, type TrainConfig } from '../../src/train/trainer.ts';
 import type { FileSource } from '../../src/model/source.ts';
 import { Rng } from '../../src/util/rng.ts';

@@ -1,5 +1,5 @@
 /** LoRA helpers for tests: seeded random adapters on every projection, and a flat view of a LoraSet. */
-import type { LoraSet } from '../../src/engine/llama.ts';
+import type { LoraSet } from '../../src/model/lora.ts';
 import { projectionShapes } from '../../src/model/size.ts';
 import { PROJECTIONS, type LlamaWeights } from '../../src/model/weights.ts';
 import { Rng, fillNormal } from '../../src/util/rng.ts';

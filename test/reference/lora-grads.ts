@@ -4,7 +4,7 @@
  * with q_r = p(targets[r] | ids[..rows[r]]) (rows ascending).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { LoraSet } from '../../src/engine/llama.ts';
+import type { LoraSet } from '../../src/model/lora.ts';
 import type { TermKind } from '../../src/engine/train-pass.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { llamaLogitsTf, loraToTensors, tokenLogProbsTf, weightsToTensors } from './llama-tf.ts';

@@ -1,6 +1,6 @@
 /** Judgments for data preparation (src/data/judge.ts): the template judge, and a judge model behind an OpenAI-compatible endpoint (a local mock). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chatJudge, JUDGE_SYSTEM, TEMPLATE_JUDGE, type JudgeCase } from '../../src/data/judge.ts';
+import { chatJudge, JUDGE_SYSTEM, TEMPLATE_JUDGE, type JudgeCase } from '../../src/eval/judge.ts';
 import { startMockChat, type MockChat } from '../helpers/mock-chat.ts';
 
 const CASE: JudgeCase = { question: 'Half of 10?', answer: '10 / 2 = 5\n#### 5', output: '10 - 2 = 8\n#### 8', expected: '5', got: '8' };

@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { LoraSet } from '../../src/engine/llama.ts';
+import type { LoraSet } from '../../src/model/lora.ts';
 import { ModelFormatError, NlftError } from '../../src/errors.ts';
 import { peftAdapterFiles, peftTensorName, readPeftAdapter, type PeftAdapterFiles } from '../../src/export/peft.ts';
 import { tinyLlamaConfig } from '../../src/model/demo.ts';

@@ -5,7 +5,7 @@
  * counts, and every earlier evaluation (kept across reloads) for before/after comparisons.
  */
 import type { EvalHistory } from '../../storage/db.ts';
-import type { EvalOutcome } from '../../worker/protocol.ts';
+import type { EvalOutcome } from '../../session/requests.ts';
 import { errorLine, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 

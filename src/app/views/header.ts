@@ -1,5 +1,5 @@
 /** The page header: app name, the GPU adapter line, and a banner for failures and warnings. */
-import type { AdapterInfo } from '../../worker/protocol.ts';
+import type { AdapterInfo } from '../../../workers/protocol.ts';
 import { errorLine, h } from '../dom.ts';
 
 /** The header's element and what the app tells it. */

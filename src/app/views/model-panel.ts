@@ -10,7 +10,7 @@ import type { QuantFormat } from '../../model/quant.ts';
 import { QUANT_FORMATS } from '../../model/quant.ts';
 import { DEFAULT_HUB_URL } from '../../model/hub.ts';
 import type { ModelChoice } from '../../storage/db.ts';
-import type { MemoryInfo, ModelInfo, ModelSpec } from '../../worker/protocol.ts';
+import type { MemoryInfo, ModelInfo, ModelSpec } from '../../../workers/protocol.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 

@@ -4,7 +4,7 @@
  * Every edit is handed to `onDraftChange` (which persists it), so nothing typed is lost on reload.
  */
 import type { PlaygroundDraft } from '../../storage/db.ts';
-import type { TokenScores } from '../../worker/protocol.ts';
+import type { TokenScores } from '../../../workers/protocol.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 import { renderLegend, renderTokenStrip } from './token-strip.ts';

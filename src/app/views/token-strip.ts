@@ -2,7 +2,7 @@
  * The token strip: each response token as a span coloured by its probability, with its id and
  * log-probability in the tooltip (and in `data-id` / `data-logp` for tests and tools).
  */
-import type { TokenScores } from '../../worker/protocol.ts';
+import type { TokenScores } from '../../../workers/protocol.ts';
 import { h } from '../dom.ts';
 
 /** The colour scale spans p from 10^-LOG10_FLOOR (red) to 1 (green). */

@@ -12,9 +12,10 @@ import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles } from
 import { DEFAULT_LORA } from '../../model/lora.ts';
 import type { SaliencyEntry, SaliencySummary } from '../../nlft/method.ts';
 import type { StoredRun, RunStore } from '../../storage/db.ts';
-import type { TrainMethod } from '../../train/run.ts';
+import type { TrainMethod } from '../../session/train.ts';
 import { DEFAULT_TRAIN, type StepMetrics } from '../../train/trainer.ts';
-import type { TrainEvent, TrainRequest } from '../../worker/protocol.ts';
+import type { TrainEvent } from '../../../workers/protocol.ts';
+import type { TrainRequest } from '../../session/requests.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 import { createLossChart } from './loss-chart.ts';

@@ -7,8 +7,8 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { extractFinalNumber } from '../../data/dataset.ts';
-import { chatJudge, TEMPLATE_JUDGE } from '../../data/judge.ts';
-import { DEFAULT_PREPARE, prepareRecords } from '../../data/prepare.ts';
+import { chatJudge, TEMPLATE_JUDGE } from '../../eval/judge.ts';
+import { DEFAULT_PREPARE, prepareRecords } from '../../eval/prepare.ts';
 import { UsageError } from '../../errors.ts';
 import { parse, required } from './args.ts';
 import { describeGeneration, GENERATION_FLAGS, generationOptions, withGenerationModel } from './generation.ts';
