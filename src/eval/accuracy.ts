@@ -53,6 +53,34 @@ export function summarize(items: readonly EvalItem[]): EvalSummary {
   };
 }
 
+/** A record's question answered from its base prompt and graded by the final number. */
+export interface GradedAnswer {
+  output: string;
+  tokens: number;
+  ended: EvalItem['ended'];
+  expected: string | null;
+  got: string | null;
+  correct: boolean;
+}
+
+/**
+ * The model answers one record from its base prompt (seed `o.seed + r.index`, so a record's answer
+ * does not depend on which others run with it); the answer is graded by its final number.
+ */
+export async function answerAndGrade(model: GpuLlama, tok: TextTokenizer, r: DatasetRecord, o: EvalOptions): Promise<GradedAnswer> {
+  const g = await generate(model, tok.encode(basePrompt(tok, r)), {
+    maxNewTokens: o.maxNewTokens,
+    temperature: o.temperature,
+    seed: o.seed + r.index,
+    stopIds: tok.eosTokenIds,
+    signal: o.signal,
+  });
+  const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
+  const expected = extractFinalNumber(r.answer);
+  const got = extractFinalNumber(output);
+  return { output, tokens: g.ids.length, ended: g.reason, expected, got, correct: expected !== null && got === expected };
+}
+
 /** Answer every record (in order) and grade it; `onItem` gets each graded item as it is done. */
 export async function evaluate(
   model: GpuLlama,
@@ -65,27 +93,7 @@ export async function evaluate(
   const items: EvalItem[] = [];
   for (const r of records) {
     if (o.signal?.aborted) break;
-    const promptIds = tok.encode(basePrompt(tok, r));
-    const g = await generate(model, promptIds, {
-      maxNewTokens: o.maxNewTokens,
-      temperature: o.temperature,
-      seed: o.seed + r.index,
-      stopIds: tok.eosTokenIds,
-      signal: o.signal,
-    });
-    const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
-    const expected = extractFinalNumber(r.answer);
-    const got = extractFinalNumber(output);
-    const item: EvalItem = {
-      index: r.index,
-      id: r.id,
-      expected,
-      got,
-      correct: expected !== null && got === expected,
-      output,
-      tokens: g.ids.length,
-      ended: g.reason,
-    };
+    const item: EvalItem = { index: r.index, id: r.id, ...(await answerAndGrade(model, tok, r, o)) };
     items.push(item);
     onItem?.(item, items.length);
   }

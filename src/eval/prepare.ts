@@ -4,13 +4,12 @@
  * answer, and a wrong one gets a judgment (`Judge`); right ones get none. The result is NLFT
  * records in the §1 format, ready to train on, export and re-import.
  */
-import { extractFinalNumber, type DatasetRecord } from '../data/dataset.ts';
-import type { Judge } from './judge.ts';
+import type { DatasetRecord } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
-import { generate } from '../engine/generate.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { NlftError } from '../errors.ts';
-import { basePrompt } from '../data/prompt.ts';
+import { answerAndGrade } from './accuracy.ts';
+import type { Judge } from './judge.ts';
 
 export const DEFAULT_PREPARE = { temperature: 0.6, maxNewTokens: 512, seed: 0 };
 
@@ -44,17 +43,7 @@ export async function prepareRecords(
   const out: PreparedRecord[] = [];
   for (const r of records) {
     if (o.signal?.aborted) break;
-    const g = await generate(model, tok.encode(basePrompt(tok, r)), {
-      maxNewTokens: o.maxNewTokens,
-      temperature: o.temperature,
-      seed: o.seed + r.index,
-      stopIds: tok.eosTokenIds,
-      signal: o.signal,
-    });
-    const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
-    const expected = extractFinalNumber(r.answer);
-    const got = extractFinalNumber(output);
-    const right = expected !== null && got === expected;
+    const { output, expected, got, correct: right } = await answerAndGrade(model, tok, r, o);
     const judgment = right ? null : await o.judge.judge({ question: r.input, answer: r.answer, output, expected, got });
     const rec: PreparedRecord = {
       id: r.id,

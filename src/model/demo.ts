@@ -14,14 +14,9 @@ import { hfTensorNames, weightAt, type LayerWeights, type LlamaWeights } from '.
 import { fillNormal, Rng } from '../util/rng.ts';
 
 /** Shape and seed of a random Llama model. */
-export interface TinyLlamaOptions {
+export interface TinyLlamaOptions
+  extends Pick<LlamaConfig, 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' | 'numKvHeads'> {
   seed: number;
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
   /** Default hiddenSize / numHeads. */
   headDim?: number;
   /** Tie the lm-head to the embeddings. */
