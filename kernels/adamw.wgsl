@@ -14,6 +14,9 @@
 // on the fly, so the gradient is never rescaled in place; and grads is zeroed here, ready for the
 // next step's accumulation, which saves a separate clearing pass over the buffer.
 // Zero padding between the LoRA matrices stays zero (p = g = m = v = 0 gives a zero update).
+//
+// CPU reference: test/reference/adamw.ts adamwStepRef (float64, torch order).
+// Test: test/gpu/optimizer.test.ts.
 
 struct Params {
   n: u32, lrWd: f32, b1: f32, omb1: f32,

@@ -9,6 +9,10 @@
 // Packed batches: several sequences laid end to end (no padding). seg[t] is the index of the first
 // token of t's sequence; query t attends keys seg[t]..t only, so one pass scores many records with
 // each record's result as if it ran alone. A single sequence has seg = 0 everywhere.
+//
+// CPU references: test/reference/cpu-ops.ts attentionRef (forward and, for its last row, decode),
+// test/reference/cpu-backward.ts attentionBackwardRef (delta, dq, dkdv).
+// Tests: test/gpu/kernels.test.ts (forward, decode), test/gpu/kernels-backward.test.ts (backward).
 
 const D4: u32 = {{D4}}u;
 const BQ: u32 = {{BQ}}u;

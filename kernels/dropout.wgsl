@@ -2,6 +2,9 @@
 // over (T,K). The mask is a hash of (seed, element index), so the backward pass regenerates exactly
 // the forward's mask from the seed instead of storing it, and a run is reproducible from its seed.
 // Used forward (x -> dropout(x), beta 0) and backward (dL/dx += mask * g / (1 - rate), beta 1).
+//
+// CPU reference: test/reference/cpu-backward.ts dropoutRef (mask: dropoutMaskRef, hash: dropoutHashRef).
+// Test: test/gpu/kernels-backward.test.ts.
 
 struct Params { n: u32, seed: u32, rate: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;

@@ -1,6 +1,9 @@
 // Embedding gather: ids (T) , table (V,C) -> out (T,C).
 // The table is f32 or block-quantized like the linear weights (qweight.wgsl's `load_w4`), so a
 // tied lm-head and the embedding share one quantized copy. C must be a multiple of 4 (32 when quantized).
+//
+// CPU reference: test/reference/cpu-ops.ts embeddingRef (quantized tables: on the dequantized table).
+// Test: test/gpu/kernels.test.ts.
 
 const KW: u32 = {{K}}u;
 

@@ -1,6 +1,9 @@
 // FMA throughput probe: the adapter's practical f32 peak, measured in the same process as a
 // benchmark so achieved GFLOP/s can be stated as a fraction of it. Each thread runs 8
 // independent vec4 FMA chains (enough to hide latency), ITERS times; one FMA = 2 FLOP.
+//
+// No CPU reference: a throughput probe (the sums go to a sink only so they are not optimised away);
+// bench/peak.ts runs it, and no test checks its output.
 
 const ITERS: u32 = {{ITERS}}u;
 

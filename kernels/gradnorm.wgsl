@@ -7,6 +7,9 @@
 // Two passes instead of atomics: WGSL has no float atomics, and a fixed reduction order (strided
 // loops whose stride depends only on n, then a tree in workgroup memory) makes the result
 // bit-identical from run to run. The host skips `partial` when n < 4 (nParts = 0).
+//
+// CPU reference: test/reference/adamw.ts gradNormRef.
+// Test: test/gpu/optimizer.test.ts.
 
 const WG: u32 = 256u;
 

@@ -17,6 +17,11 @@
 //   q_y -> 1, where a_r * (q_y - 1) would be huge times rounding noise). dh = dz @ W[chunk] is then
 //   matmul_dx.wgsl, and `scatter` adds dh into the rows' hidden-state gradient. Only one chunk of dz
 //   exists at a time, so memory is R x VC, never R x V.
+//
+// CPU references: test/reference/cpu-ops.ts lmHeadRef (forward), test/reference/cpu-backward.ts
+// scatterRowsRef (scatter); the dz chunks against float64 finite differences of the loss.
+// Tests: test/gpu/kernels.test.ts (forward), test/gpu/ce.test.ts (dz chunks + matmul_dx),
+// test/gpu/kernels-backward.test.ts (scatter).
 
 const WGX: u32 = {{WGX}}u;
 const WGY: u32 = {{WGY}}u;

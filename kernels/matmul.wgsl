@@ -10,6 +10,9 @@
 // (architecture.md 3b); the tile shape is picked per adapter. The tile is unrolled (//#for) so it
 // lives in registers. Rows/columns past T/N are clamped on load and skipped on store, so any T, N
 // work; K must be a multiple of 4 (32 for quantized weights).
+//
+// CPU reference: test/reference/cpu-ops.ts matmulRef (quantized W: on the dequantized weight).
+// Test: test/gpu/kernels.test.ts.
 
 const KW: u32 = {{K}}u;
 

@@ -9,6 +9,9 @@
 // time: dx_i += mat4x4(W[n], W[n+1], W[n+2], W[n+3]) * dy_i[n..n+3] for each vec4 of k.
 // N must be a multiple of 4 (a vocabulary chunk is padded with zero gradients; its rows past
 // nLast are clamped); K a multiple of 4 (32 for quantized weights).
+//
+// CPU reference: test/reference/cpu-backward.ts matmulDxRef (whole W and the vocabulary-chunk form).
+// Test: test/gpu/kernels-backward.test.ts.
 
 const KW: u32 = {{K}}u;
 

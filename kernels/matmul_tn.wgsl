@@ -4,6 +4,9 @@
 // beta = 1 accumulates over micro-batches of gradient accumulation. Each thread owns TM rows x
 // (4*TP4) columns of the output and streams T: acc_i += a[t, m_i] * b[t, p..p+3].
 // The sum runs over t in a fixed order, so results are deterministic. P must be a multiple of 4.
+//
+// CPU reference: test/reference/cpu-backward.ts matmulTnRef.
+// Test: test/gpu/kernels-backward.test.ts.
 
 struct Params { T: u32, M: u32, P: u32, alpha: f32, beta: f32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

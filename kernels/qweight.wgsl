@@ -8,6 +8,11 @@
 // Each section defines `load_w4(n, k4) -> vec4<f32>` = W[n, 4*k4 .. 4*k4+3], and the bindings
 // it reads at {{WB}} (and {{WB}}+1 for the scales). The host splices exactly one section into a
 // kernel, so unused bindings never appear in the pipeline layout. `KW` is K (inputs per row).
+//
+// CPU reference: src/model/quant.ts dequantize (the host quantizer writes these formats; test/unit/quant.test.ts).
+// Tests: every kernel that splices a section in (matmul, matmul_dx, embedding, lmhead) runs q8 and q4
+// cases against its reference on the dequantized weight, in test/gpu/kernels.test.ts and
+// test/gpu/kernels-backward.test.ts.
 
 //#section f32
 @group(0) @binding({{WB}}) var<storage, read> wf32: array<vec4<f32>>;

@@ -1,6 +1,9 @@
 // RMSNorm forward and backward (llm.c style pair).
 // Forward: out (T,C) = x * w / sqrt(mean(x^2) + eps); rstd (T) saved for the backward pass.
 // One workgroup per row; the sums are tree reductions in workgroup memory.
+//
+// CPU references: test/reference/cpu-ops.ts rmsnormRef, test/reference/cpu-backward.ts rmsnormBackwardRef.
+// Tests: test/gpu/kernels.test.ts (forward), test/gpu/kernels-backward.test.ts (backward).
 
 const WG: u32 = 64u;
 

@@ -5,6 +5,9 @@
 // only accurate on [-pi, pi] and positions make the angles much larger. A row per token (not per
 // position) lets packed sequences restart their positions at 0 with no extra index buffer.
 // `dir` = +1 applies the rotation (forward), -1 its transpose (the backward pass).
+//
+// CPU reference: test/reference/cpu-ops.ts ropeRef (angles from its own ropeInvFreq, float64).
+// Test: test/gpu/kernels.test.ts (forward; dir -1 restores the input).
 
 struct Params { T: u32, nHeads: u32, halfD: u32, dir: f32 }
 @group(0) @binding(0) var<uniform> p: Params;

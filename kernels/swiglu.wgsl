@@ -3,6 +3,9 @@
 //   backward: dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g))),  du = dh * silu(g)
 // gate and up are kept from the forward pass, so h has its own buffer; the backward writes dg, du
 // over its own outputs (dh is consumed).
+//
+// CPU references: test/reference/cpu-ops.ts swigluRef, test/reference/cpu-backward.ts swigluBackwardRef.
+// Tests: test/gpu/kernels.test.ts (forward), test/gpu/kernels-backward.test.ts (backward).
 
 struct Params { n: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: Params;

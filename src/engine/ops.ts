@@ -1,7 +1,11 @@
 /**
- * Typed dispatch of the forward kernels. Each op specialises its WGSL (tile sizes, weight
- * format, head dim), binds its buffers and records one dispatch into the caller's encoder.
- * Shapes follow llm.c comments: (T,C) = T rows of C floats, row-major.
+ * Typed dispatch of the engine's kernels, grouped as forward/backward pairs (llm.c style): each
+ * op specialises its WGSL (tile sizes, weight format, head dim), binds its buffers and records one
+ * dispatch (or a few) into the caller's encoder. The layer functions that call them in order, the
+ * forward and backward of each layer side by side, are in decoder-layer.ts, lora-linear.ts and
+ * lm-head.ts. The optimizer's kernels (gradnorm.wgsl, adamw.wgsl) are dispatched by
+ * src/train/optimizer.ts, which owns their state. Shapes follow llm.c comments: (T,C) = T rows of
+ * C floats, row-major.
  */
 import type { QuantFormat } from '../model/quant.ts';
 import { STORAGE, UNIFORM, type BufferManager, type TrackedBuffer } from './buffers.ts';
@@ -118,6 +122,8 @@ export class Ops {
     return { binding, resource: t.offset === undefined ? { buffer: t.buffer } : { buffer: t.buffer, offset: t.offset, size: t.size } };
   }
 
+  // --- Embedding (kernels/embedding.wgsl): forward only; the table is frozen and the backward pass stops at the first layer.
+
   /** ids (T) , table (V,C) -> out (T,C) */
   async embedding(enc: GPUCommandEncoder, a: { ids: TrackedBuffer; table: GpuWeight; out: TrackedBuffer; T: number }): Promise<void> {
     const { format, rows: V, cols: C } = a.table;
@@ -133,6 +139,8 @@ export class Ops {
       'embedding',
     );
   }
+
+  // --- RMSNorm (kernels/rmsnorm.wgsl): forward / backward.
 
   /** x (T,C) , w (C) -> out (T,C), rstd (T) */
   async rmsnorm(
@@ -177,6 +185,8 @@ export class Ops {
       'rmsnorm.backward',
     );
   }
+
+  // --- Linear (kernels/matmul*.wgsl): forward / input gradient dx / LoRA weight gradient dW.
 
   /** out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T */
   async matmul(
@@ -242,6 +252,8 @@ export class Ops {
     );
   }
 
+  // --- LoRA dropout (kernels/dropout.wgsl): its own backward; the same seed gives the same mask on the gradient.
+
   /** out (n) = beta*out + dropout(x) with the mask hashed from `seed` (inverted: kept values / (1-rate)) */
   async dropout(
     enc: GPUCommandEncoder,
@@ -258,6 +270,8 @@ export class Ops {
     );
   }
 
+  // --- RoPE (kernels/rope.wgsl): forward (dir +1) and backward (dir -1, the inverse rotation) in one op.
+
   /** x (T, nHeads*D) rotated in place with table cs (T, D/2, 2) (row t: t's position); dir -1 = inverse rotation */
   async rope(
     enc: GPUCommandEncoder,
@@ -271,6 +285,22 @@ export class Ops {
       [this.buf(0, this.uniform([a.T, a.nHeads, a.D / 2, a.dir ?? 1], 'uuuf')), this.buf(1, a.x), this.buf(2, a.cs)],
       [gx, gy],
       'rope',
+    );
+  }
+
+  // --- Attention (kernels/attention.wgsl): forward / backward (delta, dq, dk+dv) / decode against a KV cache.
+
+  /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tuned tiles. */
+  private attentionPipeline(
+    D: number,
+    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main',
+  ): Promise<GPUComputePipeline> {
+    const { BQ, BK } = this.tuning.attention;
+    return this.pipelines.get(
+      'attention',
+      `attention:${D}:${BQ}:${BK}`,
+      () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK }, 'attention'),
+      entry,
     );
   }
 
@@ -299,59 +329,6 @@ export class Ops {
       [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse), this.buf(11, a.seg)],
       [Math.ceil(a.T / BQ), a.H],
       'attention',
-    );
-  }
-
-  /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tuned tiles. */
-  private attentionPipeline(
-    D: number,
-    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main',
-  ): Promise<GPUComputePipeline> {
-    const { BQ, BK } = this.tuning.attention;
-    return this.pipelines.get(
-      'attention',
-      `attention:${D}:${BQ}:${BK}`,
-      () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK }, 'attention'),
-      entry,
-    );
-  }
-
-  /** Decode: q (1,H*D) of the newest position against the cache kc, vc (>= T rows of KVH*D) holding positions 0..T-1 -> out (1,H*D) */
-  async attentionDecode(
-    enc: GPUCommandEncoder,
-    a: { q: TrackedBuffer; kc: TrackedBuffer; vc: TrackedBuffer; out: TrackedBuffer; T: number; H: number; KVH: number; D: number },
-  ): Promise<void> {
-    const pl = await this.attentionPipeline(a.D, 'decode_main');
-    const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
-    this.dispatch(
-      enc,
-      pl,
-      [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out)],
-      [a.H, 1],
-      'attention.decode',
-    );
-  }
-
-  /** dgate, dup (n) from dh (n), given gate and up */
-  async swigluBackward(
-    enc: GPUCommandEncoder,
-    a: { gate: TrackedBuffer; up: TrackedBuffer; dh: TrackedBuffer; dgate: TrackedBuffer; dup: TrackedBuffer; n: number },
-  ): Promise<void> {
-    const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'), 'backward');
-    const [gx, gy] = grid1d(a.n);
-    this.dispatch(
-      enc,
-      pl,
-      [
-        this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')),
-        this.buf(1, a.gate),
-        this.buf(2, a.up),
-        this.buf(4, a.dh),
-        this.buf(5, a.dgate),
-        this.buf(6, a.dup),
-      ],
-      [gx, gy],
-      'swiglu.backward',
     );
   }
 
@@ -398,6 +375,24 @@ export class Ops {
     this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [Math.ceil(a.T / BK), a.KVH], 'attention.dkdv');
   }
 
+  /** Decode: q (1,H*D) of the newest position against the cache kc, vc (>= T rows of KVH*D) holding positions 0..T-1 -> out (1,H*D) */
+  async attentionDecode(
+    enc: GPUCommandEncoder,
+    a: { q: TrackedBuffer; kc: TrackedBuffer; vc: TrackedBuffer; out: TrackedBuffer; T: number; H: number; KVH: number; D: number },
+  ): Promise<void> {
+    const pl = await this.attentionPipeline(a.D, 'decode_main');
+    const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out)],
+      [a.H, 1],
+      'attention.decode',
+    );
+  }
+
+  // --- SwiGLU (kernels/swiglu.wgsl): forward / backward.
+
   /** h (n) = silu(gate) * up */
   async swiglu(enc: GPUCommandEncoder, a: { gate: TrackedBuffer; up: TrackedBuffer; h: TrackedBuffer; n: number }): Promise<void> {
     const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'));
@@ -410,6 +405,32 @@ export class Ops {
       'swiglu',
     );
   }
+
+  /** dgate, dup (n) from dh (n), given gate and up */
+  async swigluBackward(
+    enc: GPUCommandEncoder,
+    a: { gate: TrackedBuffer; up: TrackedBuffer; dh: TrackedBuffer; dgate: TrackedBuffer; dup: TrackedBuffer; n: number },
+  ): Promise<void> {
+    const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'), 'backward');
+    const [gx, gy] = grid1d(a.n);
+    this.dispatch(
+      enc,
+      pl,
+      [
+        this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')),
+        this.buf(1, a.gate),
+        this.buf(2, a.up),
+        this.buf(4, a.dh),
+        this.buf(5, a.dgate),
+        this.buf(6, a.dup),
+      ],
+      [gx, gy],
+      'swiglu.backward',
+    );
+  }
+
+  // --- Fused lm-head (kernels/lmhead.wgsl): forward (lse, log q, log(1-q)) / cross-entropy backward (dz per vocabulary chunk;
+  // dh = dz W is matmulDx) / scatter of dh into the scored rows.
 
   /** Scratch for `lmhead`: (R, nTiles) partials and (R) target logits. */
   lmheadScratch(R: number, V: number): LmheadScratch {

@@ -7,7 +7,8 @@
  *
  * Each gradient is derived by hand from its forward definition (the derivation is in the comment);
  * none reuses a trick of the kernels (e.g. attention recomputes its probabilities from scratch and
- * never uses the forward's out or lse).
+ * never uses the forward's out or lse). Each backward kernel's header (kernels/*.wgsl) names the
+ * function here it is checked against.
  */
 
 function checkLength(name: string, a: ArrayLike<number>, expected: number): void {

@@ -6,7 +6,8 @@
  *
  * These functions are deliberately naive (loops, no blocking) so that they are easy to audit;
  * they are independent of the tfjs reference in `llama-tf.ts`, and the two are checked against
- * each other in `test/unit/reference.test.ts`.
+ * each other in `test/unit/reference.test.ts`. Each kernel's header (kernels/*.wgsl) names the
+ * function here it is checked against; the backward kernels' references are in `cpu-backward.ts`.
  */
 import type { Llama3RopeScaling } from '../../src/model/config.ts';
 

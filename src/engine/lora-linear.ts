@@ -1,0 +1,126 @@
+/**
+ * The linear layer with a LoRA adapter, forward and backward side by side:
+ *   y = beta*y + x W^T + s * dropout(x) A^T B^T,   s = alpha / r
+ * W (out,in) is a frozen base weight (f32/q8/q4, dequantized inside the matmul tiles); A (r,in) and
+ * B (out,r) are the trained factors. The forward keeps u = dropout(x) A^T (T,r) for dB. The dropout
+ * mask is never stored: both passes hash it from the same seed (`dropoutSeed`), so the backward
+ * sees exactly the forward's mask. Also the shared context of every layer function of a pass.
+ */
+import type { LlamaConfig } from '../model/config.ts';
+import { PROJECTIONS, type Projection } from '../model/weights.ts';
+import type { ForwardActs, LinearScratch } from './activations.ts';
+import type { TrackedBuffer } from './buffers.ts';
+import type { LoraParams } from './lora-params.ts';
+import type { GpuWeight, Ops } from './ops.ts';
+
+/** LoRA dropout of a pass: rate and the seed the masks are hashed from (0 rate = off). */
+export interface DropoutSpec {
+  rate: number;
+  seed: number;
+}
+
+/** The dropout seed of one (layer, projection) input, derived from the pass seed. */
+export function dropoutSeed(seed: number, layer: number, proj: Projection): number {
+  let h = (seed ^ Math.imul(layer + 1, 0x9e3779b1) ^ Math.imul(PROJECTIONS.indexOf(proj) + 1, 0x85ebca77)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+/**
+ * What the layer functions of one pass share: the encoder they record into, the kernels, the
+ * model's shapes and adapters, the pass's dropout and its activations.
+ */
+export interface PassContext {
+  enc: GPUCommandEncoder;
+  ops: Ops;
+  config: LlamaConfig;
+  lora: LoraParams | null;
+  dropout: DropoutSpec;
+  acts: ForwardActs;
+}
+
+/**
+ * Forward of projection `p` of layer `layer`:
+ *   x (T,in) -> out (T,out) (beta 1 adds onto out, the residual stream), u (T,r) = dropout(x) A^T.
+ * `u` is where the adapter's intermediate goes; without an adapter on (layer, p) only the base runs.
+ */
+export async function linearForward(
+  ctx: PassContext,
+  layer: number,
+  p: Projection,
+  w: GpuWeight,
+  x: TrackedBuffer,
+  out: TrackedBuffer,
+  beta: 0 | 1,
+  u: TrackedBuffer | undefined,
+): Promise<void> {
+  const { enc, ops, dropout, acts } = ctx;
+  const T = acts.T;
+  // out = beta*out + x W^T
+  await ops.matmul(enc, { x, w, out, T, beta });
+  const e = ctx.lora?.entry(layer, p);
+  if (!e || !u) return;
+  const { A, B } = ctx.lora!.weights(e);
+  let xa = x;
+  if (dropout.rate > 0) {
+    // xd (T,in) = dropout(x)
+    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed: dropoutSeed(dropout.seed, layer, p), rate: dropout.rate });
+    xa = acts.xd!;
+  }
+  // u (T,r) = dropout(x) A^T
+  await ops.matmul(enc, { x: xa, w: A, out: u, T });
+  // out += s u B^T
+  await ops.matmul(enc, { x: u, w: B, out, T, alpha: e.scale, beta: 1 });
+}
+
+/**
+ * Backward of `linearForward`, given its input x (T,in) and u (T,r):
+ *   dOut (T,out) -> dIn (T,in) = beta*dIn + dOut W + s * dropout'(dOut B A)   (beta 1 adds onto dIn)
+ *   dB (out,r) += s dOut^T u,   dA (r,in) += s g^T dropout(x),   g = dOut B (T,r)
+ * The base weight gets no gradient; the LoRA gradients accumulate into the model's gradient buffer.
+ */
+export async function linearBackward(
+  ctx: PassContext,
+  layer: number,
+  p: Projection,
+  w: GpuWeight,
+  x: TrackedBuffer,
+  u: TrackedBuffer | undefined,
+  dOut: TrackedBuffer,
+  dIn: TrackedBuffer,
+  beta: 0 | 1,
+  scratch: LinearScratch,
+): Promise<void> {
+  const { enc, ops, dropout, acts } = ctx;
+  const T = acts.T;
+  // dIn = beta*dIn + dOut W
+  await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta });
+  const e = ctx.lora?.entry(layer, p);
+  if (!e) return;
+  const lora = ctx.lora!;
+  const { A, B } = lora.weights(e);
+  const { dA, dB } = lora.gradViews(e);
+  const { g, gx } = scratch;
+  const seed = dropoutSeed(dropout.seed, layer, p);
+  let xa = x;
+  if (dropout.rate > 0) {
+    // xd (T,in) = dropout(x), the forward's mask
+    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed, rate: dropout.rate });
+    xa = acts.xd!;
+  }
+  // dB += s dOut^T u
+  await ops.matmulTn(enc, { a: dOut, b: u!, out: dB, T, M: e.outF, P: e.r, alpha: e.scale, beta: 1 });
+  // g (T,r) = dOut B
+  await ops.matmulDx(enc, { dy: dOut, w: B, dx: g, T });
+  // dA += s g^T dropout(x)
+  await ops.matmulTn(enc, { a: g, b: xa, out: dA, T, M: e.r, P: e.inF, alpha: e.scale, beta: 1 });
+  if (dropout.rate > 0) {
+    // gx (T,in) = s g A
+    await ops.matmulDx(enc, { dy: g, w: A, dx: gx!, T, alpha: e.scale });
+    // dIn += dropout'(gx)
+    await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, seed, rate: dropout.rate, beta: 1 });
+  } else {
+    // dIn += s g A
+    await ops.matmulDx(enc, { dy: g, w: A, dx: dIn, T, alpha: e.scale, beta: 1 });
+  }
+}
