@@ -48,6 +48,8 @@ export type ErrorCode =
   | 'missing'
   /** a checkpoint that does not fit the run it should continue */
   | 'checkpoint'
+  /** a run stored in the browser that cannot be read back or continued */
+  | 'stored-run'
   /** a file could not be fetched */
   | 'fetch'
   /** the judge endpoint failed or answered badly */

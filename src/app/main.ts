@@ -101,7 +101,7 @@ async function main(root: HTMLElement): Promise<void> {
   const data = createDataPanel({
     picked: picked ?? null,
     onPick(record, index) {
-      playground.fill(record.question, record.answer);
+      playground.fill(record.input, record.answer);
       void remember('pickedRecord', index);
     },
   });

@@ -2,18 +2,17 @@
  * The app's IndexedDB database (through `idb`). Version 1 holds one key-value store of small
  * settings that survive a reload; version 2 adds the per-adapter kernel tuning choices (written by
  * the trainer worker); version 3 the last training run (settings, metrics, saliency, adapter);
- * version 4 the model files downloaded from the Hub.
- * Later versions add stores (datasets, checkpoints, models) in `upgrade`, keyed on the old
- * version. The page and the worker open it with the same version.
+ * version 4 the model files downloaded from the Hub. The `runs` store holds the last run, its
+ * dataset and checkpoint (runs.ts) and the evaluation history.
+ * Later versions add object stores in `upgrade`, keyed on the old version.
+ * The page and the worker open it with the same version.
  */
 import { openDB, type DBSchema, type IDBPDatabase } from 'idb';
 import type { TuningCache } from '../engine/tune.ts';
-import type { PeftAdapterFiles } from '../export/peft.ts';
 import type { FileCache } from '../model/hub.ts';
-import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
-import type { StepMetrics } from '../train/trainer.ts';
-import type { EvalOutcome, RunModel, TrainOutcome, TrainRequest } from '../session/requests.ts';
+import type { EvalOutcome } from '../session/requests.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
+import { memoryKeyValueStore, runStore, type KeyValueStore, type RunStore } from './runs.ts';
 
 /** What the playground remembers across reloads. */
 export interface PlaygroundDraft {
@@ -44,6 +43,7 @@ interface StudioSchema extends DBSchema {
   settings: { key: keyof Settings; value: Settings[keyof Settings] };
   /** tuningKey(adapter, model widths, format) -> the tile shapes measured there. */
   tuning: { key: string; value: unknown };
+  /** The last run, its dataset and checkpoint (see runs.ts), and the evaluations (`evals`). */
   runs: { key: string; value: unknown };
   /** `<org>/<name>/<revision>/<file>` -> the file's bytes (see src/model/hub.ts). */
   files: { key: string; value: Uint8Array };
@@ -98,6 +98,11 @@ function openStudioDb(): Promise<IDBPDatabase<StudioSchema>> {
   });
 }
 
+/** The `runs` object store (the last run, its dataset and checkpoint, the evaluations) as a key-value store. */
+function objectStore(db: IDBPDatabase<StudioSchema>): KeyValueStore {
+  return { get: (key) => db.get('runs', key), put: async (key, value) => void (await db.put('runs', value, key)) };
+}
+
 /** Opens (creating or upgrading) the app's database and returns its settings store. */
 export async function openSettingsStore(): Promise<SettingsStore> {
   return new IdbSettingsStore(await openStudioDb());
@@ -137,82 +142,14 @@ export async function openFileCache(): Promise<FileCache> {
   };
 }
 
-/** A training run as the app keeps it: enough to show its chart, saliency map and adapter after a reload. */
-export interface StoredRun {
-  /** The request without the dataset's bytes (its name and size are kept). */
-  request: Omit<TrainRequest, 'data'> & { data: { name: string; bytes: number } };
-  startedAt: string;
-  /** 'running' read back after a reload means the page closed while it trained. */
-  status: 'running' | TrainOutcome['status'] | 'error';
-  message: string | null;
-  totalSteps: number;
-  metrics: StepMetrics[];
-  /** The latest saliency entry of every record visited, in first-visit order. */
-  saliency: SaliencyEntry[];
-  summary: SaliencySummary | null;
-  adapter: PeftAdapterFiles | null;
-  /** The model trained (a run continues only on it), once the worker has said. */
-  model: RunModel | null;
-  /** The step of the latest checkpoint the worker sent (its bytes are the 'checkpoint' blob), or null. */
-  checkpointStep: number | null;
-}
-
-/**
- * The large parts of the last run, kept apart from the record (which is rewritten every step):
- * the dataset's bytes and the latest checkpoint (see `TrainRequest.resume`).
- */
-export type RunBlob = 'dataset' | 'checkpoint';
-
-/** Where the page keeps its last run. */
-export interface RunStore {
-  last(): Promise<StoredRun | undefined>;
-  save(run: StoredRun): Promise<void>;
-  saveBlob(name: RunBlob, bytes: Uint8Array): Promise<void>;
-  blob(name: RunBlob): Promise<Uint8Array | undefined>;
-}
-
-const LAST_RUN = 'last';
-
-function isStoredRun(v: unknown): v is StoredRun {
-  const r = v as Partial<StoredRun> | null;
-  return (
-    typeof r === 'object' &&
-    r !== null &&
-    typeof r.request === 'object' &&
-    Array.isArray(r.metrics) &&
-    Array.isArray(r.saliency) &&
-    typeof r.status === 'string' &&
-    typeof r.totalSteps === 'number'
-  );
-}
-
-/** The run store in IndexedDB; a value stored by another build in another shape reads as none. */
+/** The run store in the app's IndexedDB (see runs.ts). */
 export async function openRunStore(): Promise<RunStore> {
-  const db = await openStudioDb();
-  return {
-    last: async () => {
-      const v: unknown = await db.get('runs', LAST_RUN);
-      return isStoredRun(v) ? v : undefined;
-    },
-    save: async (run) => void (await db.put('runs', run, LAST_RUN)),
-    saveBlob: async (name, bytes) => void (await db.put('runs', bytes, `${LAST_RUN}:${name}`)),
-    blob: async (name) => {
-      const v: unknown = await db.get('runs', `${LAST_RUN}:${name}`);
-      return v instanceof Uint8Array ? v : undefined;
-    },
-  };
+  return runStore(objectStore(await openStudioDb()));
 }
 
 /** The run store in memory only: the fallback when IndexedDB cannot be opened. */
 export function memoryRunStore(): RunStore {
-  let last: StoredRun | undefined;
-  const blobs = new Map<RunBlob, Uint8Array>();
-  return {
-    last: async () => last,
-    save: async (run) => void (last = run),
-    saveBlob: async (name, bytes) => void blobs.set(name, bytes),
-    blob: async (name) => blobs.get(name),
-  };
+  return runStore(memoryKeyValueStore());
 }
 
 /** Evaluations the page ran (newest last), kept so before/after numbers survive a reload. */
@@ -223,17 +160,21 @@ export interface EvalHistory {
 
 const EVALS = 'evals';
 
-export async function openEvalHistory(): Promise<EvalHistory> {
-  const db = await openStudioDb();
+/** The history over `kv` (the evaluations are one list under one key). */
+function evalHistory(kv: KeyValueStore): EvalHistory {
   const list = async () => {
-    const v: unknown = await db.get('runs', EVALS);
+    const v = await kv.get(EVALS);
     return Array.isArray(v) ? (v as EvalOutcome[]) : [];
   };
-  return { list, add: async (o) => void (await db.put('runs', [...(await list()), o], EVALS)) };
+  return { list, add: async (o) => kv.put(EVALS, [...(await list()), o]) };
+}
+
+/** The evaluation history in the app's IndexedDB. */
+export async function openEvalHistory(): Promise<EvalHistory> {
+  return evalHistory(objectStore(await openStudioDb()));
 }
 
 /** The history in memory only: the fallback when IndexedDB cannot be opened. */
 export function memoryEvalHistory(): EvalHistory {
-  const all: EvalOutcome[] = [];
-  return { list: async () => [...all], add: async (o) => void all.push(o) };
+  return evalHistory(memoryKeyValueStore());
 }

@@ -85,6 +85,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     const list = page.getByTestId('dataset-list').locator('li');
     await expect.poll(() => list.count()).toBe(records.length);
     expect(records.length).toBe(20);
+    // Read by parseDataset: GSM8K records have no response yet, so no polarity.
+    expect(await page.getByTestId('dataset-status').textContent()).toMatch(/^GSM8K sample, 20 records: 20 without a response yet /);
 
     const status = page.getByTestId('model-status');
     await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });
@@ -230,6 +232,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.2'); // the run's options come back with it
     await expect.poll(() => page.getByTestId('eval-history').locator('li').count()).toBe(evals);
     await page.screenshot({ path: resolve(TMP, 'app-trained.png'), fullPage: true });
+    await page.getByTestId('train-panel').screenshot({ path: resolve(TMP, 'train-panel.png') });
     expect(pageErrors).toEqual([]);
   }, 300_000);
 
@@ -278,6 +281,45 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     );
     expect(await steps()).toBe(6);
     expect(await cont.isHidden()).toBe(true);
+    expect(pageErrors).toEqual([]);
+  }, 300_000);
+
+  // Needs the worker side of `TrainRequest.memoryBudgetMiB` (the session layer's budget rule, as the CLI's --memory-budget).
+  it('refuses a run over the memory budget with the sizes and stores nothing; without a budget it trains', async () => {
+    await page.goto(url);
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    // The last run is the previous test's: SFT, 6 of 6 steps, no budget.
+    const last = /^Last run \(sft, nlft-sample\.json, .+\): done after 6 of 6 steps\.$/;
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 30_000 }).toMatch(last);
+    const budget = page.getByTestId('train-memory-budget');
+    expect(await budget.inputValue()).toBe('');
+    await page.getByTestId('train-epochs').fill('1'); // 6 records, batch 4: 2 steps
+
+    await budget.fill('1');
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status]:is([data-state=error], [data-state=done])').waitFor({ timeout: 60_000 });
+    const message = (await page.getByTestId('train-error').textContent()) ?? '';
+    expect(message).toMatch(/memory budget/);
+    const sizes = message.match(/\d+(\.\d+)? (B|KiB|MiB|GiB)\b/g) ?? [];
+    expect(sizes, message).toContainEqual(expect.stringMatching(/^1(\.0)? MiB$/)); // the budget
+    expect(sizes.length, message).toBeGreaterThanOrEqual(2); // and the size needed
+    expect(await page.getByTestId('train-status').getAttribute('data-state')).toBe('error');
+    expect(await page.getByTestId('loss-chart').getAttribute('data-steps')).toBe('6'); // the stored run is shown again
+    expect(await page.getByTestId('train-start').isDisabled()).toBe(false);
+
+    // Nothing was stored as a new run: after a reload the last run is still the previous one.
+    await page.reload();
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 30_000 }).toMatch(last);
+
+    await page.getByTestId('train-epochs').fill('1');
+    await budget.fill('');
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('train-error').textContent()).toBe('');
+    expect(await page.getByTestId('train-status').textContent()).toBe(
+      'Done after 2 of 2 steps. The playground now scores with the trained adapter.',
+    );
     expect(pageErrors).toEqual([]);
   }, 300_000);
 

@@ -7,9 +7,8 @@
 import type { EvalHistory } from '../../storage/db.ts';
 import type { EvalOutcome } from '../../session/requests.ts';
 import { errorLine, h, panel } from '../dom.ts';
+import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
-
-const SAMPLE_PATH = 'samples/gsm8k-sample.jsonl';
 
 export interface EvalPanelOptions {
   trainer: TrainerClient;
@@ -32,7 +31,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const limit = h('input', { type: 'number', id: 'eval-limit', testid: 'eval-limit', value: 5, min: 1, step: '1' });
   const maxNew = h('input', { type: 'number', id: 'eval-max-new', testid: 'eval-max-new', value: 256, min: 1, step: '1' });
   const file = h('input', { type: 'file', id: 'eval-file', testid: 'eval-file', accept: '.json,.jsonl,application/json' });
-  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, 'gsm8k-sample.jsonl (20 GSM8K test questions)');
+  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, SAMPLES['gsm8k-sample.jsonl']);
   const run = h('button', { type: 'button', class: 'primary', testid: 'eval-start', disabled: true }, 'Evaluate');
   const stop = h('button', { type: 'button', testid: 'eval-stop', disabled: true }, 'Stop');
   const progress = h('progress', { max: 1, value: 0, hidden: true });
@@ -104,13 +103,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     progress.value = 0;
     setStatus('running', 'Loading the questions…');
     try {
-      let data: { name: string; bytes: Uint8Array };
-      if (picked) data = { name: picked.name, bytes: new Uint8Array(await picked.arrayBuffer()) };
-      else {
-        const res = await fetch(`${import.meta.env.BASE_URL}${SAMPLE_PATH}`);
-        if (!res.ok) throw new Error(`Could not load ${SAMPLE_PATH}: HTTP ${res.status}`);
-        data = { name: 'gsm8k-sample.jsonl', bytes: new Uint8Array(await res.arrayBuffer()) };
-      }
+      const data = picked ? await readPickedFile(picked) : await fetchSample('gsm8k-sample.jsonl');
       setStatus('running', 'Answering…');
       const out = await opts.trainer.evaluate({ data, limit: n, maxNewTokens: m }, (it, done, total) => {
         progress.value = done / total;

@@ -1,0 +1,94 @@
+/**
+ * What the Train panel shows of a run (DOM only): the last step's numbers (loss, tokens/s, s/step,
+ * gradient norm, GPU peak), the dataset-level saliency summary, the loss chart, the saliency map of
+ * every visited record, and the adapter's two PEFT files to download.
+ */
+import { formatBytes } from '../../engine/buffers.ts';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles } from '../../export/peft.ts';
+import type { SaliencySummary } from '../../nlft/method.ts';
+import type { StoredRun } from '../../storage/runs.ts';
+import { formatCount, h } from '../dom.ts';
+import { createLossChart } from './loss-chart.ts';
+import { describeEntry, renderSaliency, renderSaliencyLegend } from './saliency-map.ts';
+
+export interface RunView {
+  /** The view's elements, in order. */
+  els: HTMLElement[];
+  /** Shows `run`'s steps, summary and saliency as they stand (after a step, or read back from storage); not its adapter. */
+  show(run: StoredRun): void;
+  /** Shows the saliency summary (null hides it). */
+  showSummary(summary: SaliencySummary | null): void;
+  /** Offers the adapter's files for download (null hides them). */
+  showAdapter(files: PeftAdapterFiles | null): void;
+}
+
+/** A download link for one file of the adapter. */
+function fileLink(name: string, content: string | Uint8Array, testid: string): HTMLAnchorElement {
+  const blob = new Blob([content as BlobPart], { type: name.endsWith('.json') ? 'application/json' : 'application/octet-stream' });
+  return h('a', { href: URL.createObjectURL(blob), download: name, testid, class: 'download' }, `${name} (${formatBytes(blob.size)})`);
+}
+
+export function createRunView(): RunView {
+  const stats = h('p', { class: 'summary', testid: 'train-stats', hidden: true });
+  const summaryLine = h('p', { class: 'hint', testid: 'train-summary', hidden: true });
+  const chart = createLossChart();
+  const salRecord = h('select', { testid: 'saliency-record', 'aria-label': 'Record shown in the saliency map' });
+  const salLine = h('p', { class: 'hint', testid: 'saliency-line' });
+  const salBody = h('div', { class: 'result' });
+  const saliencyBox = h(
+    'div',
+    { class: 'saliency-box', testid: 'saliency-map', hidden: true },
+    h('div', { class: 'actions' }, h('strong', {}, 'Saliency map'), salRecord),
+    salLine,
+    salBody,
+    renderSaliencyLegend(),
+  );
+  const exportBox = h('p', { class: 'actions', testid: 'train-export', hidden: true });
+  let shown: StoredRun | null = null;
+
+  /** The entry picked in the menu (kept across updates while that record is listed). */
+  const showEntry = () => {
+    const e = shown?.saliency.find((x) => x.id === salRecord.value);
+    if (!e) return;
+    salLine.textContent = describeEntry(e);
+    salBody.replaceChildren(renderSaliency(e));
+  };
+  salRecord.addEventListener('change', showEntry);
+
+  const view: RunView = {
+    els: [stats, summaryLine, chart.el, saliencyBox, exportBox],
+    show(run) {
+      shown = run;
+      chart.render(run.metrics, run.totalSteps);
+      const m = run.metrics.at(-1);
+      stats.hidden = !m;
+      if (m)
+        stats.textContent = `Step ${m.step}/${m.totalSteps} · epoch ${m.epoch + 1} · loss ${m.loss.toFixed(4)} · ${formatCount(Math.round((m.tokens * 1000) / m.ms))} tokens/s · ${(m.ms / 1000).toFixed(2)} s/step · grad-norm ${m.gradNorm.toFixed(3)} · GPU peak ${formatBytes(m.peakBytes)}`;
+      view.showSummary(run.summary);
+      saliencyBox.hidden = run.saliency.length === 0;
+      const keep = salRecord.value;
+      salRecord.replaceChildren(...run.saliency.map((e) => h('option', { value: e.id }, `#${e.index} ${e.polarity}`)));
+      if (run.saliency.some((e) => e.id === keep)) salRecord.value = keep;
+      showEntry();
+    },
+    showSummary(s) {
+      summaryLine.hidden = !s;
+      if (!s) return;
+      summaryLine.textContent =
+        `Saliency before training: ${s.positives} positive and ${s.negatives} negative records; ${s.negativesWithoutUnlikely} negatives have no unlikely token` +
+        ` (${s.negativesWithoutSaliency === 'train' ? "trained towards their response, the authors' rule" : 'skipped'}); ${s.sixPercentRule} hit the 6% rule.`;
+    },
+    showAdapter(files) {
+      for (const a of exportBox.querySelectorAll('a')) URL.revokeObjectURL(a.href);
+      exportBox.hidden = !files;
+      if (!files) return exportBox.replaceChildren();
+      exportBox.replaceChildren(
+        h('strong', {}, 'Adapter (PEFT):'),
+        fileLink(ADAPTER_CONFIG_FILE, files[ADAPTER_CONFIG_FILE], 'export-config'),
+        fileLink(ADAPTER_WEIGHTS_FILE, files[ADAPTER_WEIGHTS_FILE], 'export-weights'),
+        h('span', { class: 'hint' }, 'Put both in one folder; PEFT loads it with PeftModel.from_pretrained.'),
+      );
+    },
+  };
+  return view;
+}

@@ -1,0 +1,143 @@
+/**
+ * The Train panel's settings: the data (the bundled NLFT sample or a picked JSON/JSONL file), the
+ * method, the training and LoRA numbers, the memory budget, and the NLFT options and templates
+ * (nlft-options.ts). The form only reads numbers as numbers; whether a value is allowed is the
+ * worker's rule (the session layer's validation, the same as the CLI's), and its message is shown.
+ */
+import { formatBytes } from '../../engine/buffers.ts';
+import { DEFAULT_LORA } from '../../model/lora.ts';
+import type { TrainRequest } from '../../session/requests.ts';
+import type { TrainMethod } from '../../session/train.ts';
+import type { StoredRun } from '../../storage/runs.ts';
+import { DEFAULT_TRAIN } from '../../train/trainer.ts';
+import { h } from '../dom.ts';
+import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
+import { createNlftOptionsForm } from './nlft-options.ts';
+
+/** The app trains on sequences of at most this many tokens (prompt + response). */
+export const MAX_LEN = 512;
+
+/** The sample trained on when no file is picked. */
+const SAMPLE = 'nlft-sample.json';
+
+export interface TrainForm {
+  /** The data row, the settings grid and the NLFT options, in order. */
+  els: HTMLElement[];
+  /**
+   * The request as the form holds it, with the data read.
+   * @throws Error naming the field when a number field does not hold a number, or NlftError when the sample cannot be fetched
+   */
+  read(): Promise<TrainRequest>;
+  /** Shows the settings of a stored run (its data is named; a picked file cannot be picked again for the user). */
+  fill(request: StoredRun['request']): void;
+  setDisabled(disabled: boolean): void;
+}
+
+/** A labelled number input. */
+function numberField(id: string, label: string, value: number | null, step = 'any') {
+  const input = h('input', { type: 'number', id, testid: id, value: value ?? '', step });
+  return { label, input, el: h('label', { class: 'setting', for: id }, h('span', {}, label), input) };
+}
+
+/** The number in a field, or `empty` when it is blank. */
+function readNumber(f: { label: string; input: HTMLInputElement }): number;
+function readNumber(f: { label: string; input: HTMLInputElement }, empty: null): number | null;
+function readNumber(f: { label: string; input: HTMLInputElement }, empty?: null): number | null {
+  const text = f.input.value.trim();
+  if (text === '' && empty === null) return null;
+  const v = Number(text);
+  if (text === '' || !Number.isFinite(v)) throw new Error(`${f.label} must be a number (got "${f.input.value}")`);
+  return v;
+}
+
+export function createTrainForm(): TrainForm {
+  const method = h(
+    'select',
+    { id: 'train-method', testid: 'train-method' },
+    h('option', { value: 'nlft' }, 'NLFT (saliency-weighted)'),
+    h('option', { value: 'sft' }, 'SFT on the standard answers'),
+  );
+  const epochs = numberField('train-epochs', 'Epochs', DEFAULT_TRAIN.epochs);
+  const lr = numberField('train-lr', 'Learning rate', DEFAULT_TRAIN.lr);
+  const batch = numberField('train-batch', 'Batch', DEFAULT_TRAIN.batch, '1');
+  const rank = numberField('train-rank', 'LoRA rank', DEFAULT_LORA.r, '1');
+  const seed = numberField('train-seed', 'Seed', DEFAULT_TRAIN.seed, '1');
+  const budget = numberField('train-memory-budget', 'Memory budget (MiB)', null);
+  budget.input.placeholder = 'none';
+  budget.input.title =
+    'GPU memory the run may use; over it, layers are recomputed if that fits, else the run is refused. Empty: no budget.';
+  const file = h('input', { type: 'file', id: 'train-file', testid: 'train-file', accept: '.json,.jsonl,application/json' });
+  const dataName = h('span', { class: 'hint', testid: 'train-data' }, SAMPLES[SAMPLE]);
+  const useSample = h('button', { type: 'button', class: 'link', hidden: true }, 'use the sample');
+  const nlft = createNlftOptionsForm();
+  let picked: File | null = null;
+
+  file.addEventListener('change', () => {
+    picked = file.files?.[0] ?? null;
+    if (!picked) return;
+    dataName.textContent = `${picked.name} (${formatBytes(picked.size)})`;
+    useSample.hidden = false;
+  });
+  useSample.addEventListener('click', () => {
+    picked = null;
+    file.value = '';
+    dataName.textContent = SAMPLES[SAMPLE];
+    useSample.hidden = true;
+  });
+
+  return {
+    els: [
+      h(
+        'div',
+        { class: 'actions' },
+        h('span', { class: 'field' }, 'Data'),
+        dataName,
+        useSample,
+        h('label', { class: 'file', for: 'train-file' }, 'Choose a JSON/JSONL file…', file),
+      ),
+      h(
+        'div',
+        { class: 'settings' },
+        h('label', { class: 'setting wide', for: 'train-method' }, h('span', {}, 'Method'), method),
+        epochs.el,
+        lr.el,
+        batch.el,
+        rank.el,
+        seed.el,
+        budget.el,
+      ),
+      nlft.el,
+    ],
+    async read() {
+      const r = readNumber(rank);
+      const train = { ...DEFAULT_TRAIN, epochs: readNumber(epochs), lr: readNumber(lr), batch: readNumber(batch), seed: readNumber(seed) };
+      const memoryBudgetMiB = readNumber(budget, null);
+      const { saliency, templates } = nlft.read();
+      return {
+        method: method.value as TrainMethod,
+        train,
+        lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: r },
+        maxLen: MAX_LEN,
+        saliency,
+        templates,
+        memoryBudgetMiB,
+        data: picked ? await readPickedFile(picked) : await fetchSample(SAMPLE),
+      };
+    },
+    fill(s) {
+      method.value = s.method;
+      epochs.input.value = String(s.train.epochs);
+      lr.input.value = String(s.train.lr);
+      batch.input.value = String(s.train.batch);
+      rank.input.value = String(s.lora.r);
+      seed.input.value = String(s.train.seed);
+      budget.input.value = s.memoryBudgetMiB === null || s.memoryBudgetMiB === undefined ? '' : String(s.memoryBudgetMiB);
+      nlft.fill(s.saliency, s.templates);
+    },
+    setDisabled(disabled) {
+      for (const c of [method, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample])
+        c.disabled = disabled;
+      nlft.setDisabled(disabled);
+    },
+  };
+}
