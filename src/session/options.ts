@@ -86,7 +86,7 @@ const LORA_OPTION: Record<keyof LoraConfig, string> = { r: 'rank', alpha: 'alpha
  * @throws UsageError `rank: expected a positive multiple of 4 (the GPU kernels need it), found 6`, …
  */
 export function loraOf(lora: TrainRequest['lora']): LoraConfig {
-  const config: LoraConfig = { ...lora, alpha: lora.alpha ?? defaultAlpha(lora.r) };
+  const config: LoraConfig = { r: lora.r, alpha: lora.alpha ?? defaultAlpha(lora.r), dropout: lora.dropout, targets: lora.targets };
   const issue = loraConfigIssue(config);
   if (issue) throw new UsageError(`${LORA_OPTION[issue.field]}: ${issue.detail}`);
   return config;
@@ -109,8 +109,13 @@ export function checkSaliency(s: SaliencyOptions): void {
     checkOption(name, s[name]);
 }
 
-/** Checks the training hyper-parameters. @throws UsageError naming the first bad one */
-export function checkTrainConfig(t: TrainConfig): void {
+/**
+ * Checks the training hyper-parameters and returns them in their canonical key order (checkpoints
+ * and run records store them as JSON, the same bytes whichever host built them).
+ *
+ * @throws UsageError naming the first bad one
+ */
+export function checkTrainConfig(t: TrainConfig): TrainConfig {
   checkOption('epochs', t.epochs);
   checkOption('steps', t.maxSteps);
   checkOption('lr', t.lr);
@@ -120,21 +125,24 @@ export function checkTrainConfig(t: TrainConfig): void {
   checkOption('warmup', t.warmupFraction);
   checkOption('maxGradNorm', t.maxGradNorm);
   checkOption('recompute', t.recompute);
+  const { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute } = t;
+  return { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute };
 }
 
 /**
  * Checks every option of a training request (a resumed run's training and LoRA settings come from
- * its checkpoint and are checked there) and returns its LoRA config with alpha's default applied.
+ * its checkpoint and are checked there) and returns its training and LoRA configs, alpha's default
+ * applied, in canonical key order.
  *
  * @throws UsageError naming the first bad option
  */
-export function checkTrainRequest(req: TrainRequest): LoraConfig {
+export function checkTrainRequest(req: TrainRequest): { train: TrainConfig; lora: LoraConfig } {
   checkOption('method', req.method);
-  checkTrainConfig(req.train);
+  const train = checkTrainConfig(req.train);
   const lora = loraOf(req.lora);
   checkOption('maxLen', req.maxLen);
   checkOption('memoryBudgetMiB', req.memoryBudgetMiB);
   checkOption('scoreBatchTokens', req.scoreBatchTokens);
   checkSaliency(req.saliency);
-  return lora;
+  return { train, lora };
 }

@@ -38,7 +38,7 @@ import { type NlftTemplates, parseTemplates } from '../nlft/templates.ts';
 import { CHECKPOINT_FILE, checkpointBytes, readCheckpoint } from '../train/checkpoint.ts';
 import { sftSamples } from '../train/samples.ts';
 import { type Checkpoint, type RunEnd, SFT, type TrainConfig, Trainer } from '../train/trainer.ts';
-import { checkTrainRequest } from './options.ts';
+import { checkTrainConfig, checkTrainRequest } from './options.ts';
 import type { RunModel, TrainEvent, TrainRequest } from './requests.ts';
 
 export type TrainMethod = 'nlft' | 'sft';
@@ -128,8 +128,7 @@ export async function planTraining(
   model: { config: LlamaConfig; quant: QuantFormat; id: string },
   tok: TextTokenizer,
 ): Promise<TrainPlan> {
-  let lora = checkTrainRequest(req);
-  let train = req.train;
+  let { train, lora } = checkTrainRequest(req);
   let resume: Checkpoint | null = null;
   if (req.resume) {
     const want = req.resume.model;
@@ -143,7 +142,7 @@ export async function planTraining(
       new PickedFilesSource([new File([req.resume.checkpoint as BlobPart], CHECKPOINT_FILE)], 'the saved run'),
     );
     ({ lora } = saved);
-    train = saved.checkpoint.config;
+    train = checkTrainConfig(saved.checkpoint.config);
     resume = saved.checkpoint;
   }
   const templates = parseTemplates(req.templates, 'NLFT templates');

@@ -87,10 +87,10 @@ describe('option rules', () => {
   });
 
   it('alpha defaults to the rank, in the CLI and in a request without one', () => {
-    expect(checkTrainRequest(appRequest({ lora: { r: 8, alpha: undefined } })).alpha).toBe(8);
-    expect(checkTrainRequest(appRequest({ lora: { r: 16, alpha: null } })).alpha).toBe(16);
-    expect(checkTrainRequest(trainRequestOf({ rank: '8' }, INPUTS)).alpha).toBe(8);
-    expect(checkTrainRequest(trainRequestOf({ rank: '8', alpha: '32' }, INPUTS)).alpha).toBe(32);
+    expect(checkTrainRequest(appRequest({ lora: { r: 8, alpha: undefined } })).lora.alpha).toBe(8);
+    expect(checkTrainRequest(appRequest({ lora: { r: 16, alpha: null } })).lora.alpha).toBe(16);
+    expect(checkTrainRequest(trainRequestOf({ rank: '8' }, INPUTS)).lora.alpha).toBe(8);
+    expect(checkTrainRequest(trainRequestOf({ rank: '8', alpha: '32' }, INPUTS)).lora.alpha).toBe(32);
   });
 
   it('the CLI defaults make the default request', () => {
