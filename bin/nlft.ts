@@ -22,7 +22,7 @@ commands:
   score     --model M --data FILE --out dump.json [--adapter DIR] [--quant q8] [--max-len 512] [NLFT options]
             per record and token: pb, pc, pj, saliency class, coefficient, term kind; the record's loss; a summary
   train     --model M --data FILE --out DIR [--method nlft|sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
-            [--rank 16] [--alpha 16] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
+            [--rank 16] [--alpha RANK] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
             [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute]
             [--memory-budget MiB] [--resume DIR]
             [NLFT options]

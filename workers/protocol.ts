@@ -1,6 +1,6 @@
 /**
  * The contract between the page (main thread) and `workers/trainer.worker.ts`, which owns the GPU
- * device. The worker exposes a `TrainerApi` with comlink; the page holds a `Remote<TrainerApi>`.
+ * device (its calls are `TrainerHost`'s, workers/trainer-host.ts). The worker exposes a `TrainerApi` with comlink; the page holds a `Remote<TrainerApi>`.
  *
  * Everything here crosses a `postMessage`: plain data only (structured-clone), except callback
  * parameters, which the page wraps in `Comlink.proxy`. A call that fails rejects with an `Error`
@@ -12,9 +12,9 @@ import type { AdapterSummary } from '../src/engine/gpu.ts';
 import type { EvalItem } from '../src/eval/accuracy.ts';
 import type { PeftAdapterFiles } from '../src/export/peft.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
-import type { SaliencyEntry, SaliencySummary } from '../src/nlft/method.ts';
-import type { EvalOutcome, EvalRequest, RunModel, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
-import type { StepMetrics } from '../src/train/trainer.ts';
+import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+
+export type { TrainEvent };
 
 /** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
 export const INTERNAL_ERROR = 'internal';
@@ -114,27 +114,6 @@ export interface TokenScores {
   millis: number;
 }
 
-/** What a run reports as it goes (in this order: scoring…, started, then step… with paused where it pauses). */
-export type TrainEvent =
-  | { type: 'scoring'; done: number; total: number }
-  | {
-      type: 'started';
-      totalSteps: number;
-      records: number;
-      truncated: number;
-      summary: SaliencySummary | null;
-      model: RunModel;
-      fromStep: number;
-    }
-  /**
-   * Everything needed to continue the run (`TrainRequest.resume`): sent when the run pauses or ends,
-   * and at most every `CHECKPOINT_SECONDS` between steps.
-   */
-  | { type: 'checkpoint'; step: number; bytes: Uint8Array }
-  | { type: 'step'; metrics: StepMetrics; entries: SaliencyEntry[] }
-  /** The run reached the pause gate after optimizer step `step` and waits for `setPaused(false)`. */
-  | { type: 'paused'; step: number };
-
 /** Seconds of training between two periodic checkpoints. */
 export const CHECKPOINT_SECONDS = 30;
 
@@ -160,7 +139,7 @@ export interface TrainerApi {
   logprobs(request: ScoreRequest): Promise<TokenScores>;
   /** GPU bytes held now and at peak. */
   memory(): Promise<MemoryInfo>;
-  /** Answers and grades questions (nlft.md §7) with the loaded model and its trained adapter, if any. */
+  /** Answers and grades questions with the loaded model and its trained adapter, if any. */
   evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome>;
   /** Ends the running `evaluate` before its next question; no-op when none runs. */
   stopEvaluation(): Promise<void>;

@@ -31,10 +31,15 @@ export interface LoraConfig {
   targets: Projection[];
 }
 
-/** NLFT's defaults: rank 16, alpha 16, dropout 0.05 on the MLP projections. */
+/** alpha when none is given: the rank, so the LoRA branch's scale alpha / r is 1 whatever the rank. */
+export function defaultAlpha(r: number): number {
+  return r;
+}
+
+/** NLFT's defaults: rank 16, alpha 16 (`defaultAlpha`), dropout 0.05 on the MLP projections. */
 export const DEFAULT_LORA: Readonly<LoraConfig> = Object.freeze({
   r: 16,
-  alpha: 16,
+  alpha: defaultAlpha(16),
   dropout: 0.05,
   targets: Object.freeze(['gate_proj', 'up_proj', 'down_proj']) as Projection[],
 });

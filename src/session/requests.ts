@@ -8,7 +8,10 @@ import type { LoraConfig } from '../model/lora.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import type { SaliencyOptions } from '../nlft/saliency.ts';
 import type { NlftTemplates } from '../nlft/templates.ts';
-import type { TrainConfig } from '../train/trainer.ts';
+import type { StepMetrics, TrainConfig } from '../train/trainer.ts';
+import type { DatasetSummary } from '../data/summary.ts';
+import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
+import type { TrainMemoryEstimate } from '../engine/memory.ts';
 import type { TrainMethod } from './train.ts';
 
 /** An evaluation of the loaded model (and its trained adapter, if any) on question/answer records. */
@@ -36,13 +39,21 @@ export interface DatasetFile {
   bytes: Uint8Array;
 }
 
-/** A training run of the loaded model (stored with the run). */
+/** A training run of the loaded model (stored with the run); `checkTrainRequest` says what is valid. */
 export interface TrainRequest {
   method: TrainMethod;
   train: TrainConfig;
-  lora: LoraConfig;
+  /** LoRA's settings; alpha absent or null means `defaultAlpha(r)` (alpha = r). */
+  lora: Omit<LoraConfig, 'alpha'> & { alpha?: number | null };
   /** Longest sequence (prompt + response tokens); longer responses are truncated. */
   maxLen: number;
+  /**
+   * GPU memory a training step may take, in MiB (absent or null: no limit). A run whose estimate is
+   * over it switches to recomputing layers when that fits, and is refused with the numbers otherwise.
+   */
+  memoryBudgetMiB?: number | null;
+  /** Tokens per packed no-grad scoring pass (absent or null: as many as the step's activation memory holds). */
+  scoreBatchTokens?: number | null;
   /** NLFT's constants and safeguards, and the views' prompt texts (validated by the worker). */
   saliency: SaliencyOptions;
   templates: NlftTemplates;
@@ -51,9 +62,9 @@ export interface TrainRequest {
   memoryBudgetMiB?: number | null;
   /**
    * Continue a run from its checkpoint (a 'checkpoint' event's bytes) instead of starting afresh:
-   * the checkpoint's training and LoRA settings are used, and the loaded model must be `model`.
+   * the checkpoint's training and LoRA settings are used, and the loaded model must be `model` when given.
    */
-  resume?: { checkpoint: Uint8Array; model: RunModel };
+  resume?: { checkpoint: Uint8Array; model?: RunModel };
 }
 
 /** The model a run trains: its id and weight format (a run continues only on the same). */
@@ -69,3 +80,33 @@ export interface TrainOutcome {
   totalSteps: number;
   message: string | null;
 }
+
+/** What a run reports as it goes (in this order: scoring…, started, then step… with paused where it pauses). */
+export type TrainEvent =
+  /** NLFT's scoring pass over the data: records done of `total`; the first event also says the tokens per packed pass. */
+  | { type: 'scoring'; done: number; total: number; passTokens?: number }
+  | {
+      type: 'started';
+      totalSteps: number;
+      records: number;
+      truncated: number;
+      /** NLFT: the saliency summary of the data under the initial adapters; null for SFT. */
+      summary: SaliencySummary | null;
+      model: RunModel;
+      fromStep: number;
+      /** Polarities and token lengths of the data (prompts as the base view builds them). */
+      dataSummary?: DatasetSummary;
+      /** The step's memory estimate, and whether layers are recomputed (asked for, or to fit the budget). */
+      memory?: TrainMemoryEstimate;
+      recompute?: boolean;
+      /** Tokens per packed no-grad scoring pass (NLFT). */
+      scoreBatchTokens?: number;
+    }
+  /**
+   * Everything needed to continue the run (`TrainRequest.resume`): sent when the run pauses or ends,
+   * and every `checkpointSeconds` between steps where the host asks for it.
+   */
+  | { type: 'checkpoint'; step: number; bytes: Uint8Array }
+  | { type: 'step'; metrics: StepMetrics; entries: SaliencyEntry[] }
+  /** The run reached the pause gate after optimizer step `step` and waits to be resumed. */
+  | { type: 'paused'; step: number };

@@ -1,26 +1,45 @@
 /**
- * A training run as both hosts (the CLI and the app's worker) start it: the samples of the chosen
- * method, NLFT's scoring pass for the dataset-level saliency summary, the loss method and the
- * trainer, with the saliency entries of every visit collected per optimizer step.
+ * A training run, written once for both hosts (the `nlft train` CLI and the app's worker): the
+ * request's options checked (session/options.ts), the data parsed and turned into the method's
+ * samples, the memory a step needs estimated and fitted to the budget, the LoRA adapters
+ * initialised or restored from a checkpoint, NLFT's scoring pass sized and run, the trainer run
+ * with its checkpoint cadence, and everything reported as `TrainEvent`s. A host only turns its
+ * input into a `TrainRequest` and the events into lines and files, or messages.
+ *
+ * Two phases, because a host may need the plan before it has a GPU (the CLI creates its engine
+ * with the budget the plan settled): `planTraining` is CPU-only, `runTraining` uses the engine.
  */
 import type { DatasetRecord } from '../data/dataset.ts';
+import { parseDataset } from '../data/dataset.ts';
+import { basePrompt, DEFAULT_INSTRUCTION, type TrainSample } from '../data/prompt.ts';
+import { type DatasetSummary, datasetSummary } from '../data/summary.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
+import { formatBytes } from '../engine/buffers.ts';
 import type { Engine } from '../engine/engine.ts';
 import type { GpuLlama } from '../engine/llama.ts';
+import { estimateTrainBytes, scoreBatchTokens, type TrainMemoryEstimate } from '../engine/memory.ts';
+import { NlftError, UsageError } from '../errors.ts';
+import type { LlamaConfig } from '../model/config.ts';
+import { PickedFilesSource } from '../model/files-source.ts';
+import { initLora, type LoraConfig } from '../model/lora.ts';
+import type { QuantFormat } from '../model/quant.ts';
 import {
+  DEFAULT_SCORE_BATCH_TOKENS,
+  type NlftSample,
   nlftMethod,
   nlftSamples,
-  saliencySummary,
-  scoreSamples,
-  type NlftSample,
   type SaliencyEntry,
   type SaliencySummary,
+  saliencySummary,
+  scoreSamples,
 } from '../nlft/method.ts';
 import type { SaliencyOptions } from '../nlft/saliency.ts';
-import type { NlftTemplates } from '../nlft/templates.ts';
+import { type NlftTemplates, parseTemplates } from '../nlft/templates.ts';
+import { CHECKPOINT_FILE, checkpointBytes, readCheckpoint } from '../train/checkpoint.ts';
 import { sftSamples } from '../train/samples.ts';
-import type { TrainSample } from '../data/prompt.ts';
-import { SFT, Trainer, type TrainConfig } from '../train/trainer.ts';
+import { type Checkpoint, type RunEnd, SFT, type TrainConfig, Trainer } from '../train/trainer.ts';
+import { checkTrainConfig, checkTrainRequest } from './options.ts';
+import type { RunModel, TrainEvent, TrainRequest } from './requests.ts';
 
 export type TrainMethod = 'nlft' | 'sft';
 
@@ -35,54 +54,304 @@ export function methodSamples(
   return method === 'nlft' ? nlftSamples(records, tok, templates, maxLen) : sftSamples(records, tok, maxLen);
 }
 
-export interface PreparedRun {
-  trainer: Trainer;
-  /** NLFT: the saliency summary of the data under the initial adapters; null for SFT. */
-  summary: SaliencySummary | null;
-  /** The saliency entries of the visits since the last call (NLFT), in visit order. */
-  takeEntries(): SaliencyEntry[];
+/** The memory a training step needs and how it fits the budget. */
+export interface MemoryPlan {
+  /** The estimate of the step as it will run. */
+  estimate: TrainMemoryEstimate;
+  /** Recompute layers in the backward pass (asked for, or switched on to fit the budget). */
+  recompute: boolean;
+  /** When the budget switched recomputation on: the estimate with all activations kept; else null. */
+  kept: TrainMemoryEstimate | null;
+  /** The budget in bytes, or null for none. */
+  budgetBytes: number | null;
 }
 
 /**
- * Score the data (NLFT; `onScoring` gets records done and the total) and build the trainer for
- * `model`, whose adapters are the ones trained.
+ * Fits a step's memory to the budget. The step is sized on the longest sample: T its tokens fed
+ * (prompt + response − 1), R its scored rows (the response tokens). Over the budget, a run keeping
+ * every layer's activations switches to recomputing them when that fits; otherwise it is refused.
+ *
+ * @throws UsageError with the needed and allowed sizes, when even recomputation does not fit
  */
-export async function prepareRun(
-  engine: Engine,
-  model: GpuLlama,
+export function planMemory(
+  c: LlamaConfig,
+  quant: QuantFormat,
+  lora: LoraConfig,
   samples: readonly TrainSample[],
-  o: {
-    method: TrainMethod;
-    train: TrainConfig;
-    saliency: SaliencyOptions;
-    tokenText: (id: number) => string;
-    scoreBatchTokens: number;
-    onScoring?: (done: number, total: number) => void;
-  },
-): Promise<PreparedRun> {
-  if (o.method === 'sft') return { trainer: new Trainer(engine, model, samples, o.train, SFT), summary: null, takeEntries: () => [] };
-  const nlft = samples as readonly NlftSample[];
-  const scored = await scoreSamples(model, nlft, o.saliency, o.tokenText, {
-    maxTokens: o.scoreBatchTokens,
-    onProgress: (done) => o.onScoring?.(done, samples.length),
-  });
-  const summary = saliencySummary(scored, o.saliency.negativesWithoutSaliency);
-  let entries: SaliencyEntry[] = [];
-  const method = nlftMethod(model, {
-    saliency: o.saliency,
-    tokenText: o.tokenText,
-    onEntry: (e) => void entries.push(e),
-    stepOf: () => trainer.state.step + 1,
-    maxBatchTokens: o.scoreBatchTokens,
-  });
-  const trainer = new Trainer(engine, model, samples, o.train, method);
+  recompute: boolean,
+  budgetMiB: number | null,
+): MemoryPlan {
+  const longest = samples.reduce((a, s) => (s.promptIds.length + s.responseIds.length > a.promptIds.length + a.responseIds.length ? s : a));
+  const tokens = longest.promptIds.length + longest.responseIds.length;
+  const estimate = (r: boolean) => estimateTrainBytes(c, quant, lora, tokens - 1, longest.responseIds.length, r);
+  const asked = estimate(recompute);
+  const budgetBytes = budgetMiB === null ? null : budgetMiB * 2 ** 20;
+  if (budgetBytes === null || asked.total <= budgetBytes) return { estimate: asked, recompute, kept: null, budgetBytes };
+  const alt = estimate(true);
+  if (!recompute && alt.total <= budgetBytes) return { estimate: alt, recompute: true, kept: asked, budgetBytes };
+  throw new UsageError(
+    `a training step needs about ${formatBytes(alt.total)} even recomputing layers (model ${formatBytes(alt.model)}, LoRA and optimizer ${formatBytes(alt.lora)}, activations ${formatBytes(alt.activations)} for ${tokens} tokens), over the memory budget of ${budgetMiB} MiB; try a lower maxLen, q4 weights or a smaller rank`,
+  );
+}
+
+/** A run as planned before the GPU is involved: settings resolved, data prepared, memory fitted. */
+export interface TrainPlan {
+  method: TrainMethod;
+  /** The training settings (the checkpoint's when resuming), recompute as the memory plan decided. */
+  train: TrainConfig;
+  lora: LoraConfig;
+  maxLen: number;
+  saliency: SaliencyOptions;
+  templates: NlftTemplates;
+  records: number;
+  samples: TrainSample[];
+  /** Samples whose response was cut to fit `maxLen`. */
+  truncated: number;
+  dataSummary: DatasetSummary;
+  memory: MemoryPlan;
+  /** The checkpoint to continue from, or null for a fresh run. */
+  resume: Checkpoint | null;
+  /** Tokens per packed no-grad scoring pass the request asked for (null: sized from memory). */
+  scoreBatchTokens: number | null;
+}
+
+/**
+ * Checks a request and prepares its run for the model `model` (its config, weight format and id)
+ * with tokenizer `tok`.
+ *
+ * @throws UsageError for a bad option or a run over the memory budget; DatasetError, TemplateError,
+ *   ModelFormatError (the checkpoint) naming the record, field or file; NlftError ('usage') when a
+ *   resumed run trained another model
+ */
+export async function planTraining(
+  req: TrainRequest,
+  model: { config: LlamaConfig; quant: QuantFormat; id: string },
+  tok: TextTokenizer,
+): Promise<TrainPlan> {
+  let { train, lora } = checkTrainRequest(req);
+  let resume: Checkpoint | null = null;
+  if (req.resume) {
+    const want = req.resume.model;
+    if (want && (want.id !== model.id || want.quant !== model.quant)) {
+      throw new NlftError(
+        `This run trained ${want.id} with ${want.quant} weights; load that model (now ${model.id}, ${model.quant}) to continue it.`,
+        'usage',
+      );
+    }
+    const saved = await readCheckpoint(
+      new PickedFilesSource([new File([req.resume.checkpoint as BlobPart], CHECKPOINT_FILE)], 'the saved run'),
+    );
+    ({ lora } = saved);
+    train = checkTrainConfig(saved.checkpoint.config);
+    resume = saved.checkpoint;
+  }
+  const templates = parseTemplates(req.templates, 'NLFT templates');
+  const records = parseDataset(req.data.bytes, req.data.name, { requireOutput: req.method === 'nlft' }).records;
+  const { samples, truncated } = methodSamples(req.method, records, tok, templates, req.maxLen);
+  const memory = planMemory(model.config, model.quant, lora, samples, train.recompute, req.memoryBudgetMiB ?? null);
   return {
-    trainer,
-    summary,
-    takeEntries() {
-      const out = entries;
-      entries = [];
-      return out;
+    method: req.method,
+    train: { ...train, recompute: memory.recompute },
+    lora,
+    maxLen: req.maxLen,
+    saliency: req.saliency,
+    templates,
+    records: records.length,
+    samples,
+    truncated,
+    dataSummary: datasetSummary(records, tok, { maxLen: req.maxLen, buildPrompt: (r) => basePrompt(tok, r) }),
+    memory,
+    resume,
+    scoreBatchTokens: req.scoreBatchTokens ?? null,
+  };
+}
+
+/**
+ * Tokens per packed no-grad scoring pass: the asked number, or else `DEFAULT_SCORE_BATCH_TOKENS`
+ * within `activationBytes` (the memory a training step takes anyway); either way within the
+ * device's per-buffer binding limit.
+ */
+export function scorePassTokens(
+  c: LlamaConfig,
+  lora: LoraConfig | null,
+  asked: number | null,
+  activationBytes: number,
+  maxBindingBytes: number,
+): number {
+  const fitting = (bytes: number) => scoreBatchTokens(c, lora, bytes, maxBindingBytes);
+  return asked === null ? Math.min(DEFAULT_SCORE_BATCH_TOKENS, fitting(activationBytes)) : Math.min(asked, fitting(Infinity));
+}
+
+/** How a host runs a planned training: where events go, and its stop, pause and checkpoint cadence. */
+export interface TrainHost {
+  /** Receives every event in order; a returned promise is awaited (a host may write files). */
+  onEvent(event: TrainEvent): void | Promise<void>;
+  /** The model trained, as checkpoints and `started` name it. */
+  model: RunModel;
+  /** Ends the run after the current step. */
+  signal?: AbortSignal;
+  /** Checked between steps: a promise pauses the run (after a checkpoint and a `paused` event) until it resolves. */
+  pauseGate?: () => Promise<void> | null;
+  /** Seconds between checkpoints while training (null: only when the run pauses or ends). */
+  checkpointSeconds: number | null;
+}
+
+/** How a run went, for the host's summary and run record. */
+export interface TrainResult {
+  end: RunEnd;
+  /** Optimizer step the run started from (0, or the checkpoint's). */
+  fromStep: number;
+  totalSteps: number;
+  /** Loss of the last step run (NaN when none ran). */
+  lastLoss: number;
+  /** Highest GPU bytes of a step. */
+  peakBytes: number;
+  /** GPU bytes held with the model and fresh adapters, before training. */
+  modelBytes: number;
+  /** NLFT: the saliency summary under the initial adapters; null for SFT. */
+  summary: SaliencySummary | null;
+  scoreBatchTokens: number;
+}
+
+/**
+ * Trains `llama` (which gets fresh adapters, or the checkpoint's) as `plan` says. Every event goes
+ * to `host.onEvent`; a checkpoint event comes when the run pauses, every `checkpointSeconds`, and
+ * when it ends. The adapters stay on `llama` afterwards.
+ */
+export async function runTraining(
+  engine: Engine,
+  llama: GpuLlama,
+  tok: TextTokenizer,
+  plan: TrainPlan,
+  host: TrainHost,
+): Promise<TrainResult> {
+  const c = llama.config;
+  const { method, train, lora, samples } = plan;
+  const passTokens = scorePassTokens(
+    c,
+    lora,
+    plan.scoreBatchTokens,
+    plan.memory.estimate.activations,
+    engine.ctx.device.limits.maxStorageBufferBindingSize,
+  );
+  llama.setLora(initLora(c, lora, train.seed));
+  const modelBytes = engine.buffers.current;
+  engine.buffers.resetPeak();
+  const tokenText = (id: number) => tok.tokenText(id);
+  let summary: SaliencySummary | null = null;
+  let entries: SaliencyEntry[] = [];
+  let trainer: Trainer;
+  if (method === 'sft') {
+    trainer = new Trainer(engine, llama, samples, train, SFT, lora.dropout);
+  } else {
+    await host.onEvent({ type: 'scoring', done: 0, total: samples.length, passTokens });
+    const scored = await scoreSamples(llama, samples as readonly TrainSample[] as readonly NlftSample[], plan.saliency, tokenText, {
+      maxTokens: passTokens,
+      onProgress: (done) => void host.onEvent({ type: 'scoring', done, total: samples.length }),
+    });
+    summary = saliencySummary(scored, plan.saliency.negativesWithoutSaliency);
+    const loss = nlftMethod(llama, {
+      saliency: plan.saliency,
+      tokenText,
+      onEntry: (e) => void entries.push(e),
+      stepOf: () => trainer.state.step + 1,
+      maxBatchTokens: passTokens,
+    });
+    trainer = new Trainer(engine, llama, samples, train, loss, lora.dropout);
+  }
+  try {
+    if (plan.resume) await trainer.restore(plan.resume);
+    const fromStep = trainer.state.step;
+    await host.onEvent({
+      type: 'started',
+      totalSteps: trainer.totalSteps,
+      records: plan.records,
+      truncated: plan.truncated,
+      summary,
+      model: host.model,
+      fromStep,
+      dataSummary: plan.dataSummary,
+      memory: plan.memory.estimate,
+      recompute: train.recompute,
+      scoreBatchTokens: passTokens,
+    });
+    let lastCheckpoint = performance.now();
+    const checkpoint = async () => {
+      await host.onEvent({ type: 'checkpoint', step: trainer.state.step, bytes: checkpointBytes(await trainer.checkpoint(), lora) });
+      lastCheckpoint = performance.now();
+    };
+    let peakBytes = 0;
+    let lastLoss = Number.NaN;
+    const end = await trainer.run({
+      signal: host.signal,
+      async paused() {
+        const gate = host.pauseGate?.();
+        if (!gate) return;
+        await checkpoint(); // a paused run may never be resumed in this process
+        await host.onEvent({ type: 'paused', step: trainer.state.step });
+        await gate;
+      },
+      async onStep(metrics) {
+        peakBytes = Math.max(peakBytes, metrics.peakBytes);
+        lastLoss = metrics.loss;
+        const visited = entries;
+        entries = [];
+        await host.onEvent({ type: 'step', metrics, entries: visited });
+        if (host.checkpointSeconds !== null && performance.now() - lastCheckpoint > host.checkpointSeconds * 1000) await checkpoint();
+      },
+    });
+    await checkpoint();
+    return { end, fromStep, totalSteps: trainer.totalSteps, lastLoss, peakBytes, modelBytes, summary, scoreBatchTokens: passTokens };
+  } finally {
+    trainer.destroy();
+  }
+}
+
+/** Where a run came from and ran, as the host knows it (for the run record). */
+export interface RunOrigin {
+  /** The model as the user named it (folder, Hub id) and its config. */
+  model: { path: string; quant: QuantFormat; config: LlamaConfig };
+  /** The dataset as the user named it. */
+  dataPath: string;
+  /** The GPU adapter and the host's runtime, e.g. `{ adapter, node, platform }`. */
+  environment: Record<string, unknown>;
+  /** When the run was asked for (ms since the epoch). */
+  startedAt: number;
+}
+
+/**
+ * The run record (`run.json`): settings, data and its summary, prompt building, NLFT options and
+ * summary, environment, result, timings and memory.
+ */
+export function trainRunRecord(plan: TrainPlan, result: TrainResult, origin: RunOrigin): Record<string, unknown> {
+  const { method } = plan;
+  return {
+    method,
+    model: origin.model,
+    data: { path: origin.dataPath, records: plan.records, truncated: plan.truncated, maxLen: plan.maxLen, summary: plan.dataSummary },
+    lora: plan.lora,
+    train: plan.train,
+    prompt:
+      method === 'nlft'
+        ? {
+            templates: plan.templates,
+            views:
+              'chat template of the model per view (system + user, generation prompt); the response is the record output, tokenized separately',
+          }
+        : {
+            template: 'chat template of the model: system = instruction, user = input, generation prompt',
+            defaultInstruction: DEFAULT_INSTRUCTION,
+            response: 'answer + end-of-sequence token',
+          },
+    nlft: method === 'nlft' ? { options: plan.saliency, summary: result.summary, scoreBatchTokens: result.scoreBatchTokens } : null,
+    environment: origin.environment,
+    result: { ...result.end, totalSteps: result.totalSteps, lastLoss: result.lastLoss },
+    timings: { startedAt: new Date(origin.startedAt).toISOString(), seconds: (Date.now() - origin.startedAt) / 1000 },
+    memory: {
+      peakBytes: result.peakBytes,
+      modelBytes: result.modelBytes,
+      estimate: plan.memory.estimate,
+      budgetBytes: plan.memory.budgetBytes,
     },
   };
 }

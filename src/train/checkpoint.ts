@@ -1,7 +1,8 @@
 /**
  * Checkpoint files: `checkpoint.safetensors` holds the flat LoRA parameters and the AdamW moments
  * (F32, shape [n]); its metadata holds the run and LoRA configurations and the step, as JSON. Reading
- * validates both and names the file and field at fault.
+ * validates both and names the file and field at fault; a checkpoint of the previous version (its
+ * training config with a `dropout`) reads with that rate as the LoRA dropout.
  */
 import { ModelFormatError } from '../errors.ts';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors } from '../model/safetensors.ts';
@@ -49,8 +50,11 @@ export async function readCheckpoint(source: FileSource): Promise<SavedCheckpoin
     if (!isRecord(v)) throw new ModelFormatError(CHECKPOINT_FILE, `__metadata__.${field}`, 'expected a JSON object');
     return v;
   };
-  const config = json('config');
+  const { dropout: oldDropout, ...config } = json('config');
   const lora = json('lora');
+  // Checkpoints of the previous version kept the dropout rate in the training config too, and used
+  // that one: it moves to the LoRA config, its one home now, so the run continues exactly.
+  if (oldDropout !== undefined) lora.dropout = oldDropout;
   const issue = loraConfigIssue(lora as unknown as LoraConfig);
   if (issue) throw new ModelFormatError(CHECKPOINT_FILE, `__metadata__.lora.${issue.field}`, issue.detail);
   const step = Number(meta.step);

@@ -27,7 +27,6 @@ export interface TrainConfig {
   /** Effective batch: micro-batches (of one sequence) accumulated per optimizer step. */
   batch: number;
   seed: number;
-  dropout: number;
   weightDecay: number;
   maxGradNorm: number;
   /** Keep only each layer's input and recompute the layer in the backward pass (less memory). */
@@ -41,7 +40,6 @@ export const DEFAULT_TRAIN: TrainConfig = {
   warmupFraction: 0.1,
   batch: 4,
   seed: 0,
-  dropout: 0.05,
   weightDecay: 0,
   maxGradNorm: 1,
   recompute: false,
@@ -129,6 +127,8 @@ export class Trainer {
     private readonly samples: readonly TrainSample[],
     readonly config: TrainConfig,
     private readonly method: LossMethod = SFT,
+    /** The LoRA dropout rate on the adapters' input (`LoraConfig.dropout`, its one home). */
+    private readonly dropout = 0,
   ) {
     if (samples.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
@@ -190,7 +190,7 @@ export class Trainer {
         epoch = at.epoch;
         const s = this.samples[at.sample];
         const seq = sequenceOf(s);
-        const dropout = { rate: config.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 };
+        const dropout = { rate: this.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 };
         const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, dropout, config.recompute);
         const t = await this.method.terms(s, pass);
         const loss = lossValue(t.kinds, t.weights, pass.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, pass.scores) : 0);

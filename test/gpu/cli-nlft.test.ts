@@ -149,11 +149,11 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
     [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl], 'nlft score: templates.json (judge.user): '],
     [
       ['train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'],
-      'nlft train: --cluster-criterion must be distance or similarity (got "nearest")',
+      'nlft train: clusterCriterion: expected distance or similarity, found "nearest"',
     ],
     [
       ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'],
-      'nlft score: --score-batch-tokens must be a positive integer (got "0")',
+      'nlft score: scoreBatchTokens: expected a positive integer (or none: sized from memory), found 0',
     ],
   ];
   for (const [args, message] of cases) {

@@ -43,7 +43,7 @@ for (const recompute of [false, true]) {
     };
     const before = g.buffers.current;
     const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, loraCfg, 2));
-    const trainer = new Trainer(g, model, [sample], { ...DEFAULT_TRAIN, epochs: 1, batch: 1, dropout: 0.1, recompute });
+    const trainer = new Trainer(g, model, [sample], { ...DEFAULT_TRAIN, epochs: 1, batch: 1, recompute }, undefined, 0.1);
     let peak = 0;
     await trainer.run({ onStep: (m) => void (peak = m.peakBytes) });
     const est = estimateTrainBytes(weights.config, 'q8', loraCfg, 96, 57, recompute);

@@ -44,7 +44,7 @@ function samples(n: number, V: number, seed: number): TrainSample[] {
   }));
 }
 
-const CONFIG: TrainConfig = { ...DEFAULT_TRAIN, epochs: 8, lr: 2e-2, batch: 2, seed: 5, dropout: 0.05 };
+const CONFIG: TrainConfig = { ...DEFAULT_TRAIN, epochs: 8, lr: 2e-2, batch: 2, seed: 5 };
 
 async function train(
   config: TrainConfig,
@@ -53,7 +53,7 @@ async function train(
 ) {
   const weights = makeTinyLlama(MODEL);
   const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { ...LORA, targets: [...LORA.targets] }, config.seed));
-  const trainer = new Trainer(g, model, data, config, { terms: opts.terms ?? sftTerms });
+  const trainer = new Trainer(g, model, data, config, { terms: opts.terms ?? sftTerms }, LORA.dropout);
   if (opts.resumeFrom) {
     const bytes = opts.resumeFrom;
     const source: FileSource = {
@@ -142,7 +142,7 @@ it('peak GPU bytes of a training step on a 49152 vocabulary stay below tokens x 
     promptIds: s.promptIds.concat(s.promptIds, s.promptIds),
     responseIds: s.responseIds.concat(s.responseIds),
   }));
-  const trainer = new Trainer(g, model, data, { ...CONFIG, epochs: 1, batch: 2 });
+  const trainer = new Trainer(g, model, data, { ...CONFIG, epochs: 1, batch: 2 }, undefined, LORA.dropout);
   const metrics: StepMetrics[] = [];
   await trainer.run({ onStep: (m) => void metrics.push(m) });
   const T = Math.max(...data.map((s) => s.promptIds.length + s.responseIds.length - 1));

@@ -42,4 +42,15 @@ export function numberOption(
   return v;
 }
 
+/**
+ * An option's value as the session's rules (src/session/options.ts) take it: a number when the text
+ * is one, else the text itself (so a message shows what was typed), or undefined when absent.
+ */
+export function rawOption(values: Record<string, unknown>, name: string): unknown {
+  const v = values[name];
+  if (typeof v !== 'string') return v;
+  const n = Number(v);
+  return v.trim() !== '' && Number.isFinite(n) ? n : v;
+}
+
 export const isPositiveInt = (v: number) => Number.isInteger(v) && v > 0;

@@ -46,15 +46,18 @@ export async function loadModelWithTokenizer(
   return { model, tok: TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {}) };
 }
 
-/** Read and validate a dataset file. */
-export async function readDatasetFile(file: string, requireOutput: boolean): Promise<DatasetRecord[]> {
-  let bytes: Uint8Array;
+/** The bytes of a dataset file. */
+export async function readDatasetBytes(file: string): Promise<Uint8Array> {
   try {
-    bytes = await readFile(file);
+    return await readFile(file);
   } catch {
     throw new UsageError(`cannot read the dataset ${file}`);
   }
-  return parseDataset(bytes, path.basename(file), { requireOutput }).records;
+}
+
+/** Read and validate a dataset file. */
+export async function readDatasetFile(file: string, requireOutput: boolean): Promise<DatasetRecord[]> {
+  return parseDataset(await readDatasetBytes(file), path.basename(file), { requireOutput }).records;
 }
 
 /** --adapter: a PEFT adapter folder for the model, or null when the option is absent. */

@@ -1,14 +1,11 @@
-/** The NLFT options shared by `nlft score` and `nlft train --method nlft` (nlft.md: every constant a flag). */
+/** The NLFT options shared by `nlft score` and `nlft train --method nlft` (every constant a flag; the rules are the session's). */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../../errors.ts';
 import { DEFAULT_SALIENCY, type SaliencyOptions } from '../../nlft/saliency.ts';
 import { DEFAULT_TEMPLATES, parseTemplates, type NlftTemplates } from '../../nlft/templates.ts';
-import { scoreBatchTokens } from '../../engine/memory.ts';
-import type { LlamaConfig } from '../../model/config.ts';
-import type { LoraConfig } from '../../model/lora.ts';
-import { DEFAULT_SCORE_BATCH_TOKENS } from '../../nlft/method.ts';
-import { isPositiveInt, numberOption, type Options } from './args.ts';
+import { checkOption, checkSaliency } from '../../session/options.ts';
+import { rawOption, type Options } from './args.ts';
 
 export const NLFT_FLAGS: Options = {
   lambda: { type: 'string' },
@@ -29,46 +26,31 @@ export const NLFT_USAGE = `[--lambda 10] [--tau-c 0.95] [--rho 1.5] [--theta 1.5
             [--unlikely-fraction-max 0.06] [--cluster-criterion distance|similarity] [--sft-on-negatives]
             [--negatives-without-saliency train|skip] [--templates FILE] [--score-batch-tokens N]`;
 
-/**
- * Tokens per packed no-grad scoring pass: --score-batch-tokens, or DEFAULT_SCORE_BATCH_TOKENS
- * within `activationBytes`; either way within the device's per-buffer binding limit.
- */
-export function scoreBatchOption(
-  values: Record<string, unknown>,
-  c: LlamaConfig,
-  lora: LoraConfig | null,
-  activationBytes: number,
-  maxBindingBytes: number,
-): number {
-  const fitting = (bytes: number) => scoreBatchTokens(c, lora, bytes, maxBindingBytes);
-  if (values['score-batch-tokens'] === undefined) return Math.min(DEFAULT_SCORE_BATCH_TOKENS, fitting(activationBytes));
-  return Math.min(numberOption(values, 'score-batch-tokens', 1, isPositiveInt, 'a positive integer'), fitting(Infinity));
+/** --score-batch-tokens, or null when absent (checked by the session's rule `scoreBatchTokens`). */
+export function scoreBatchOption(values: Record<string, unknown>): number | null {
+  const v = rawOption(values, 'score-batch-tokens') ?? null;
+  checkOption('scoreBatchTokens', v);
+  return v as number | null;
 }
 
+/** The NLFT flags as saliency options, defaults where absent, checked by the session's rules. */
 export function saliencyOptions(values: Record<string, unknown>): SaliencyOptions {
   const d = DEFAULT_SALIENCY;
-  const num = (name: string, fallback: number, ok: (v: number) => boolean, expected: string) =>
-    numberOption(values, name, fallback, ok, expected);
-  const positive = (v: number) => v > 0;
-  const fraction = (v: number) => v >= 0 && v <= 1;
-  const criterion = values['cluster-criterion'] ?? d.clusterCriterion;
-  if (criterion !== 'distance' && criterion !== 'similarity')
-    throw new UsageError(`--cluster-criterion must be distance or similarity (got "${String(criterion)}")`);
-  const without = values['negatives-without-saliency'] ?? d.negativesWithoutSaliency;
-  if (without !== 'train' && without !== 'skip')
-    throw new UsageError(`--negatives-without-saliency must be train or skip (got "${String(without)}")`);
-  return {
-    lambda: num('lambda', d.lambda, positive, 'a positive number'),
-    tauC: num('tau-c', d.tauC, (v) => v > 0 && v < 1, 'a number in (0, 1)'),
-    rho: num('rho', d.rho, positive, 'a positive number'),
-    theta: num('theta', d.theta, Number.isFinite, 'a number'),
-    delta: num('delta', d.delta, fraction, 'a number in [0, 1]'),
-    pjMin: num('pj-min', d.pjMin, fraction, 'a probability in [0, 1]'),
-    unlikelyFractionMax: num('unlikely-fraction-max', d.unlikelyFractionMax, fraction, 'a fraction in [0, 1]'),
-    clusterCriterion: criterion,
+  const or = (name: string, fallback: unknown) => rawOption(values, name) ?? fallback;
+  const s = {
+    lambda: or('lambda', d.lambda),
+    tauC: or('tau-c', d.tauC),
+    rho: or('rho', d.rho),
+    theta: or('theta', d.theta),
+    delta: or('delta', d.delta),
+    pjMin: or('pj-min', d.pjMin),
+    unlikelyFractionMax: or('unlikely-fraction-max', d.unlikelyFractionMax),
+    clusterCriterion: or('cluster-criterion', d.clusterCriterion),
     sftOnNegatives: values['sft-on-negatives'] === true,
-    negativesWithoutSaliency: without,
-  };
+    negativesWithoutSaliency: or('negatives-without-saliency', d.negativesWithoutSaliency),
+  } as SaliencyOptions;
+  checkSaliency(s);
+  return s;
 }
 
 export async function templatesOption(values: Record<string, unknown>): Promise<NlftTemplates> {

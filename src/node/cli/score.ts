@@ -7,8 +7,10 @@ import { writeFile } from 'node:fs/promises';
 import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { nlftSamples, saliencySummary, scoreSamples, type SaliencySummary } from '../../nlft/method.ts';
+import { scorePassTokens } from '../../session/train.ts';
 import { createTunedEngine } from '../engine.ts';
-import { numberOption, parse, quantOption, required } from './args.ts';
+import { parse, quantOption, rawOption, required } from './args.ts';
+import { checkOption, DEFAULT_MAX_LEN } from '../../session/options.ts';
 import { adapterOption, loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
 
@@ -41,21 +43,23 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const dataFile = required(values, 'data');
   const outFile = required(values, 'out');
   const quant = quantOption(values.quant);
-  const maxLen = numberOption(values, 'max-len', 512, (v) => Number.isInteger(v) && v >= 2, 'an integer of at least 2');
+  const maxLen = rawOption(values, 'max-len') ?? DEFAULT_MAX_LEN;
+  checkOption('maxLen', maxLen);
   const sal = saliencyOptions(values);
+  const passTokens = scoreBatchOption(values);
   const templates = await templatesOption(values);
   const { model, tok } = await loadModelWithTokenizer(modelDir, 'scoring', out);
   const records = await readDatasetFile(dataFile, true);
-  const { samples, truncated } = nlftSamples(records, tok, templates, maxLen);
+  const { samples, truncated } = nlftSamples(records, tok, templates, maxLen as number);
   const peft = await adapterOption(values, model.config);
   const { engine, note } = await createTunedEngine(model.config, quant);
   try {
     out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
-    const maxTokens = scoreBatchOption(
-      values,
+    const maxTokens = scorePassTokens(
       model.config,
       peft?.config ?? null,
+      passTokens,
       SCORE_ACTIVATION_BYTES,
       engine.ctx.device.limits.maxStorageBufferBindingSize,
     );

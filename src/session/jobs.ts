@@ -1,0 +1,98 @@
+/**
+ * The evaluation, generation and scoring jobs of a loaded model, written once for the hosts: what
+ * they read from a request, what they run and what they hand back (an evaluation's label
+ * included), with no knowledge of where the request came from.
+ */
+import { parseDataset } from '../data/dataset.ts';
+import { promptInput, scoringInput } from '../data/prompt.ts';
+import type { TextTokenizer } from '../data/tokenizer.ts';
+import { type Generated, generate } from '../engine/generate.ts';
+import type { GpuLlama } from '../engine/llama.ts';
+import { NlftError } from '../errors.ts';
+import { type EvalItem, evaluate, summarize } from '../eval/accuracy.ts';
+import type { LoraConfig } from '../model/lora.ts';
+import type { QuantFormat } from '../model/quant.ts';
+import type { EvalOutcome, EvalRequest } from './requests.ts';
+
+/** The model a job runs on: its GPU weights, tokenizer, name and weight format, and its trained adapters' settings (null: none). */
+export interface LoadedJobModel {
+  llama: GpuLlama;
+  tok: TextTokenizer;
+  name: string;
+  quant: QuantFormat;
+  trained: LoraConfig | null;
+}
+
+/**
+ * Answers the first `limit` questions of the request's data greedily and grades them; stops
+ * before the next question when `signal` aborts.
+ */
+export async function runEvaluation(
+  m: LoadedJobModel,
+  request: EvalRequest,
+  o: { signal?: AbortSignal; onItem?: (item: EvalItem, done: number, total: number) => void },
+): Promise<EvalOutcome> {
+  const records = parseDataset(request.data.bytes, request.data.name).records.slice(0, request.limit);
+  const items = await evaluate(
+    m.llama,
+    m.tok,
+    records,
+    { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, signal: o.signal },
+    (item, done) => o.onItem?.(item, done, records.length),
+  );
+  const t = m.trained;
+  const adapter = t ? `trained adapter (r ${t.r} on ${t.targets.join(',')})` : 'no adapter';
+  const label = `${m.name}, ${m.quant}, ${adapter}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens`;
+  return { label, at: new Date().toISOString(), summary: summarize(items), items, stopped: items.length < records.length };
+}
+
+/** A generation: the prompt (raw, or a chat user turn) and how to sample. */
+export interface GenerationRequest {
+  prompt: string;
+  chat: boolean;
+  maxNewTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  seed: number;
+}
+
+/**
+ * The model's continuation of the prompt, until an end-of-sequence token, `maxNewTokens` or the
+ * context; `onText` gets the text so far after each token (end-of-sequence tokens left out).
+ *
+ * @throws NlftError ('empty-prompt') when the prompt has no tokens
+ */
+export async function generateText(
+  llama: GpuLlama,
+  tok: TextTokenizer,
+  request: GenerationRequest,
+  onText?: (text: string) => void,
+): Promise<{ text: string; tokens: number; reason: Generated['reason'] }> {
+  const { promptIds } = promptInput(tok, request.prompt, { chat: request.chat });
+  if (promptIds.length === 0) throw new NlftError('The prompt is empty: type a question first.', 'empty-prompt');
+  const stop = new Set(tok.eosTokenIds);
+  const ids: number[] = [];
+  const r = await generate(llama, promptIds, {
+    maxNewTokens: request.maxNewTokens,
+    temperature: request.temperature,
+    seed: request.seed,
+    stopIds: tok.eosTokenIds,
+    onToken: (id) => {
+      if (stop.has(id)) return;
+      ids.push(id);
+      onText?.(tok.decode(ids));
+    },
+  });
+  return { text: tok.decode(ids), tokens: r.ids.length, reason: r.reason };
+}
+
+/** log p of every response token given the prompt (raw, or a chat user turn), with the tokens' ids and texts. */
+export async function scoreResponse(
+  llama: GpuLlama,
+  tok: TextTokenizer,
+  request: { prompt: string; response: string; chat: boolean },
+): Promise<{ promptTokens: number; ids: number[]; texts: string[]; logprobs: number[] }> {
+  const { promptIds, responseIds: ids } = scoringInput(tok, request.prompt, request.response, { chat: request.chat });
+  const logp = await llama.responseLogProbs(promptIds, ids);
+  return { promptTokens: promptIds.length, ids, texts: ids.map((id) => tok.tokenText(id)), logprobs: Array.from(logp) };
+}

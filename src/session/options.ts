@@ -1,0 +1,148 @@
+/**
+ * The rules of a training request's options, one per option, and the one message each gives:
+ * `<option>: expected <what>, found <value>`. Both hosts send their input through here unchanged
+ * (the CLI turns `--rank 6` into `lora.r = 6`, the app's form into the same field), so a bad value
+ * reads the same in a terminal and in the page. Options are named by their neutral names below,
+ * not by a host's spelling (`--max-len` on the command line, a labelled field in the app).
+ */
+import { UsageError } from '../errors.ts';
+import { defaultAlpha, type LoraConfig, loraConfigIssue } from '../model/lora.ts';
+import type { SaliencyOptions } from '../nlft/saliency.ts';
+import type { TrainConfig } from '../train/trainer.ts';
+import { describeJsonValue } from '../util/json.ts';
+import type { TrainRequest } from './requests.ts';
+
+/** The longest sequence (prompt + response tokens) when none is asked for. */
+export const DEFAULT_MAX_LEN = 512;
+
+/** One option's rule: what a valid value is, in words and as a test. */
+interface OptionRule {
+  expected: string;
+  ok: (v: unknown) => boolean;
+}
+
+const num = (test: (v: number) => boolean) => (v: unknown) => typeof v === 'number' && Number.isFinite(v) && test(v);
+const positive = num((v) => v > 0);
+const positiveInt = num((v) => Number.isInteger(v) && v > 0);
+const nonNegative = num((v) => v >= 0);
+const oneOf =
+  (...values: readonly string[]) =>
+  (v: unknown) =>
+    typeof v === 'string' && values.includes(v);
+
+/** The rules of the training and NLFT options (LoRA's own four come from `loraConfigIssue`). */
+export const OPTION_RULES = {
+  method: { expected: 'nlft or sft', ok: oneOf('nlft', 'sft') },
+  epochs: { expected: 'a positive number', ok: positive },
+  steps: { expected: 'a positive integer (or none: all epochs)', ok: (v) => v === null || positiveInt(v) },
+  lr: { expected: 'a positive number', ok: positive },
+  batch: { expected: 'a positive integer', ok: positiveInt },
+  seed: { expected: 'a non-negative integer', ok: num((v) => Number.isSafeInteger(v) && v >= 0) },
+  weightDecay: { expected: 'a non-negative number', ok: nonNegative },
+  warmup: { expected: 'a fraction in [0, 1]', ok: num((v) => v <= 1 && v >= 0) },
+  maxGradNorm: { expected: 'a non-negative number (0 disables clipping)', ok: nonNegative },
+  recompute: { expected: 'true or false', ok: (v) => typeof v === 'boolean' },
+  maxLen: { expected: 'an integer of at least 2', ok: num((v) => Number.isInteger(v) && v >= 2) },
+  memoryBudgetMiB: { expected: 'a positive number of MiB (or none)', ok: (v) => v === null || v === undefined || positive(v) },
+  scoreBatchTokens: {
+    expected: 'a positive integer (or none: sized from memory)',
+    ok: (v) => v === null || v === undefined || positiveInt(v),
+  },
+  lambda: { expected: 'a non-negative number', ok: nonNegative },
+  tauC: { expected: 'a number in (0, 1)', ok: num((v) => v > 0 && v < 1) },
+  rho: { expected: 'a positive number', ok: positive },
+  theta: { expected: 'a number', ok: num(() => true) },
+  delta: { expected: 'a number in [0, 2]', ok: num((v) => v >= 0 && v <= 2) },
+  pjMin: { expected: 'a probability in [0, 1)', ok: num((v) => v >= 0 && v < 1) },
+  unlikelyFractionMax: { expected: 'a fraction in [0, 1]', ok: num((v) => v >= 0 && v <= 1) },
+  clusterCriterion: { expected: 'distance or similarity', ok: oneOf('distance', 'similarity') },
+  sftOnNegatives: { expected: 'true or false', ok: (v) => typeof v === 'boolean' },
+  negativesWithoutSaliency: { expected: 'train or skip', ok: oneOf('train', 'skip') },
+} satisfies Record<string, OptionRule>;
+
+export type OptionName = keyof typeof OPTION_RULES;
+
+/** A value as messages show it: numbers as JavaScript prints them (NaN, Infinity), the rest as JSON. */
+function shown(v: unknown): string {
+  return typeof v === 'number' ? String(v) : describeJsonValue(v);
+}
+
+/**
+ * Checks one option against its rule.
+ *
+ * @throws UsageError `<name>: expected <what>, found <value>`
+ */
+export function checkOption(name: OptionName, value: unknown): void {
+  const rule: OptionRule = OPTION_RULES[name];
+  if (!rule.ok(value)) throw new UsageError(`${name}: expected ${rule.expected}, found ${shown(value)}`);
+}
+
+/** The neutral names of LoRA's fields (PEFT's `r` is the option `rank`). */
+const LORA_OPTION: Record<keyof LoraConfig, string> = { r: 'rank', alpha: 'alpha', dropout: 'dropout', targets: 'targets' };
+
+/**
+ * The LoRA config a request asks for, alpha defaulting to `defaultAlpha(r)`, checked.
+ *
+ * @throws UsageError `rank: expected a positive multiple of 4 (the GPU kernels need it), found 6`, …
+ */
+export function loraOf(lora: TrainRequest['lora']): LoraConfig {
+  const config: LoraConfig = { r: lora.r, alpha: lora.alpha ?? defaultAlpha(lora.r), dropout: lora.dropout, targets: lora.targets };
+  const issue = loraConfigIssue(config);
+  if (issue) throw new UsageError(`${LORA_OPTION[issue.field]}: ${issue.detail}`);
+  return config;
+}
+
+/** Checks the NLFT constants and safeguards. @throws UsageError naming the first bad one */
+export function checkSaliency(s: SaliencyOptions): void {
+  for (const name of [
+    'lambda',
+    'tauC',
+    'rho',
+    'theta',
+    'delta',
+    'pjMin',
+    'unlikelyFractionMax',
+    'clusterCriterion',
+    'sftOnNegatives',
+    'negativesWithoutSaliency',
+  ] as const)
+    checkOption(name, s[name]);
+}
+
+/**
+ * Checks the training hyper-parameters and returns them in their canonical key order (checkpoints
+ * and run records store them as JSON, the same bytes whichever host built them).
+ *
+ * @throws UsageError naming the first bad one
+ */
+export function checkTrainConfig(t: TrainConfig): TrainConfig {
+  checkOption('epochs', t.epochs);
+  checkOption('steps', t.maxSteps);
+  checkOption('lr', t.lr);
+  checkOption('batch', t.batch);
+  checkOption('seed', t.seed);
+  checkOption('weightDecay', t.weightDecay);
+  checkOption('warmup', t.warmupFraction);
+  checkOption('maxGradNorm', t.maxGradNorm);
+  checkOption('recompute', t.recompute);
+  const { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute } = t;
+  return { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute };
+}
+
+/**
+ * Checks every option of a training request (a resumed run's training and LoRA settings come from
+ * its checkpoint and are checked there) and returns its training and LoRA configs, alpha's default
+ * applied, in canonical key order.
+ *
+ * @throws UsageError naming the first bad option
+ */
+export function checkTrainRequest(req: TrainRequest): { train: TrainConfig; lora: LoraConfig } {
+  checkOption('method', req.method);
+  const train = checkTrainConfig(req.train);
+  const lora = loraOf(req.lora);
+  checkOption('maxLen', req.maxLen);
+  checkOption('memoryBudgetMiB', req.memoryBudgetMiB);
+  checkOption('scoreBatchTokens', req.scoreBatchTokens);
+  checkSaliency(req.saliency);
+  return { train, lora };
+}

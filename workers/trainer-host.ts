@@ -1,0 +1,394 @@
+/**
+ * The trainer worker's calls (`TrainerApi`, workers/protocol.ts) as a class that runs wherever its
+ * dependencies are given: in the Worker (workers/trainer.worker.ts: WebGPU from `navigator.gpu`,
+ * IndexedDB caches, the demo tokenizer fetched from the app, comlink transfers) and in Node for
+ * tests (Dawn, in-memory caches). A thin host: the recipes of training, evaluation, generation and
+ * scoring are the session's (src/session/); this class holds the loaded model, queues the calls,
+ * turns requests into session calls and events into callbacks, and errors into their wire form.
+ *
+ * Calls run one at a time in arrival order. A failed call rejects with an `Error` named by the
+ * error's code and carrying only its user-facing message (see `TrainerApi`).
+ */
+import { TextTokenizer } from '../src/data/tokenizer.ts';
+import { formatBytes } from '../src/engine/buffers.ts';
+import type { Engine } from '../src/engine/engine.ts';
+import { adapterName, describeAdapter } from '../src/engine/gpu.ts';
+import { GpuLlama } from '../src/engine/llama.ts';
+import { type TuningCache, tuningFor } from '../src/engine/tune.ts';
+import { ModelFormatError, NlftError } from '../src/errors.ts';
+import { ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles } from '../src/export/peft.ts';
+import type { LlamaConfig } from '../src/model/config.ts';
+import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
+import { PickedFilesSource } from '../src/model/files-source.ts';
+import { DEFAULT_HUB_URL, type FileCache, HubSource, parseHubId } from '../src/model/hub.ts';
+import { loadModelFolder } from '../src/model/loader.ts';
+import type { LoraConfig } from '../src/model/lora.ts';
+import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../src/model/quant.ts';
+import { baseModelBytes } from '../src/model/size.ts';
+import type { FileSource } from '../src/model/source.ts';
+import { type LlamaWeights, parameterCount } from '../src/model/weights.ts';
+import { generateText, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
+import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import { planTraining, runTraining } from '../src/session/train.ts';
+import {
+  type AdapterInfo,
+  CHECKPOINT_SECONDS,
+  type DeviceLostCallback,
+  type EvalItemCallback,
+  type GenerateRequest,
+  type GenerateResult,
+  INTERNAL_ERROR,
+  type MemoryInfo,
+  type ModelInfo,
+  type ModelSpec,
+  type ProgressCallback,
+  type ScoreRequest,
+  type TextCallback,
+  type TokenScores,
+  type TrainerApi,
+  type TrainEventCallback,
+} from './protocol.ts';
+
+const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
+/** `base_model_name_or_path` of adapters trained on the demo model (it exists only in this app). */
+export const DEMO_MODEL_ID = `nlft-studio/demo-llama-seed-${DEMO_MODEL_OPTIONS.seed}`;
+
+/** What the host needs from where it runs. */
+export interface TrainerHostDeps {
+  /** The engine on this platform's GPU (throws `GpuUnavailableError` with what is missing). */
+  createEngine(): Promise<Engine>;
+  /** Where measured kernel tiles are kept. */
+  tuningCache(): Promise<TuningCache>;
+  /** Where Hub downloads are kept. */
+  fileCache(): Promise<FileCache>;
+  /** One of the demo tokenizer's JSON files (`tokenizer.json`, `tokenizer_config.json`), parsed. */
+  demoTokenizerFile(file: string): Promise<unknown>;
+  /** Marks `buffers` of a value to be moved, not copied, to the page (comlink's `transfer`; identity elsewhere). */
+  transfer<T>(value: T, buffers: ArrayBuffer[]): T;
+  /** Drops the page's end of a callback once the host is done with it. */
+  release(callback: object): void;
+  /** Logs an unexpected failure (a bug) with its stack, for developers. */
+  logBug(e: unknown): void;
+}
+
+/** The stop signal and pause gate of a running `train`. */
+interface RunControl {
+  abort: AbortController;
+  pause: { promise: Promise<void>; resume: () => void } | null;
+}
+
+/** A model resident on the GPU. */
+interface LoadedModel {
+  llama: GpuLlama;
+  /** What trained adapters name as their base model (`base_model_name_or_path`). */
+  id: string;
+  info: Omit<ModelInfo, 'memory'>;
+}
+
+/** The worker's state and the calls of `TrainerApi`; helpers are `#private`, out of comlink's reach. */
+export class TrainerHost implements TrainerApi {
+  readonly #deps: TrainerHostDeps;
+  #engine: Engine | null = null;
+  #adapter: AdapterInfo | null = null;
+  #tokenizer: TextTokenizer | null = null;
+  #demoWeights: LlamaWeights | null = null;
+  #demoTokenizer: TextTokenizer | null = null;
+  #model: LoadedModel | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+  /** The running `train`'s stop signal and pause gate. */
+  #run: RunControl | null = null;
+  /** The adapters' settings of the last run that trained (for the export and evaluation labels). */
+  #trained: LoraConfig | null = null;
+  /** Ends the running `evaluate`. */
+  #evalAbort: AbortController | null = null;
+
+  constructor(deps: TrainerHostDeps) {
+    this.#deps = deps;
+  }
+
+  /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
+  #serial<T>(job: () => Promise<T>): Promise<T> {
+    const result = this.#queue.then(job).catch((e: unknown) => {
+      throw this.#wireError(e);
+    });
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /**
+   * The error as the page receives it: `name` is the `NlftError` code, or `INTERNAL_ERROR` for an
+   * unexpected failure (logged with its stack).
+   */
+  #wireError(e: unknown): Error {
+    const err = new Error(e instanceof Error ? e.message : String(e));
+    if (e instanceof NlftError) {
+      err.name = e.code;
+    } else {
+      this.#deps.logBug(e);
+      err.name = INTERNAL_ERROR;
+    }
+    return err;
+  }
+
+  /** The engine, checked to still have its device. */
+  #live(): Engine {
+    if (!this.#engine) throw new NlftError('The GPU is not initialised yet.', 'not-ready');
+    this.#engine.ctx.check();
+    return this.#engine;
+  }
+
+  /** The engine with a model and its tokenizer loaded, or a `not-ready` error. */
+  #loaded(): { engine: Engine; model: LoadedModel; tok: TextTokenizer } {
+    const engine = this.#live();
+    const model = this.#model;
+    const tok = this.#tokenizer;
+    if (!model || !tok) throw new NlftError('No model is loaded yet.', 'not-ready');
+    return { engine, model, tok };
+  }
+
+  #memoryInfo(): MemoryInfo {
+    const { current, peak } = this.#live().buffers;
+    return { currentBytes: current, peakBytes: peak };
+  }
+
+  init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo> {
+    return this.#serial(async () => {
+      if (this.#adapter) {
+        this.#deps.release(onDeviceLost);
+        return this.#adapter;
+      }
+      let engine: Engine;
+      try {
+        engine = await this.#deps.createEngine();
+      } catch (e) {
+        this.#deps.release(onDeviceLost);
+        throw e;
+      }
+      void engine.ctx.lost.then((err) => onDeviceLost(err.message));
+      this.#engine = engine;
+      const summary = engine.ctx.adapter;
+      this.#adapter = { name: adapterName(summary), details: describeAdapter(summary), summary };
+      return this.#adapter;
+    });
+  }
+
+  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
+    return this.#serial(async () => {
+      try {
+        if (!isQuantFormat(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
+        const engine = this.#live();
+        const { weights, tokenizer, name, id } = await this.#weightsOf(spec, onProgress);
+        const config = weights.config;
+        const kernels = await this.#tune(engine, config, quant, (f) =>
+          onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }),
+        );
+
+        onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.65 });
+        this.#unloadModel();
+        const llama = GpuLlama.create(engine.ops, weights, quant);
+        this.#tokenizer = tokenizer;
+        this.#model = {
+          llama,
+          id,
+          info: {
+            name,
+            quant,
+            parameters: parameterCount(config),
+            layers: config.numLayers,
+            hiddenSize: config.hiddenSize,
+            vocabSize: config.vocabSize,
+            weightBytes: baseModelBytes(config, quant),
+            kernels,
+          },
+        };
+        engine.buffers.resetPeak();
+
+        onProgress({ stage: 'Compiling the kernels', fraction: 0.85 });
+        const bos = config.bosTokenId ?? 0;
+        await llama.responseLogProbs([bos], [bos]);
+        onProgress({ stage: 'Ready', fraction: 1 });
+        return { ...this.#model.info, memory: this.#memoryInfo() };
+      } finally {
+        this.#deps.release(onProgress);
+      }
+    });
+  }
+
+  /** The f32 weights and tokenizer of a model, with a name to show and the id adapters record as their base. */
+  async #weightsOf(
+    spec: ModelSpec,
+    onProgress: ProgressCallback,
+  ): Promise<{ weights: LlamaWeights; tokenizer: TextTokenizer; name: string; id: string }> {
+    if (spec.kind === 'demo') {
+      onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
+      this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
+      onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
+      this.#demoTokenizer ??= TextTokenizer.fromJson(
+        await this.#deps.demoTokenizerFile('tokenizer.json'),
+        await this.#deps.demoTokenizerFile('tokenizer_config.json'),
+      );
+      return { weights: this.#demoWeights, tokenizer: this.#demoTokenizer, name: DEMO_MODEL_NAME, id: DEMO_MODEL_ID };
+    }
+    let source: FileSource;
+    let id: string;
+    if (spec.kind === 'hub') {
+      const ref = parseHubId(spec.id.trim());
+      if (!ref) throw new NlftError(`"${spec.id}" is not a Hub model id: expected org/name or org/name@revision`, 'usage');
+      const onDownload = (file: string, loaded: number, total: number | null) =>
+        onProgress({
+          stage: `Downloading ${file}: ${formatBytes(loaded)}${total === null ? '' : ` of ${formatBytes(total)}`}`,
+          fraction: 0.05 + 0.2 * (total ? loaded / total : 0),
+        });
+      const cache = await this.#deps.fileCache();
+      source = new HubSource(ref, { baseUrl: spec.baseUrl.trim() || DEFAULT_HUB_URL, cache, onDownload });
+      id = ref.revision === 'main' ? ref.repo : `${ref.repo}@${ref.revision}`;
+    } else {
+      source = new PickedFilesSource(spec.files, spec.label);
+      id = spec.label;
+    }
+    onProgress({ stage: `Reading ${source.label}`, fraction: 0.05 });
+    const loaded = await loadModelFolder(source, {
+      onProgress: (done, total) => onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }),
+    });
+    if (!loaded.tokenizerJson)
+      throw new ModelFormatError('tokenizer.json', undefined, `not found in ${source.label}; the app needs the model's tokenizer`);
+    return {
+      weights: loaded.weights,
+      tokenizer: TextTokenizer.fromJson(loaded.tokenizerJson, loaded.tokenizerConfig ?? {}),
+      name: source.label,
+      id,
+    };
+  }
+
+  /**
+   * Switches the engine to the tile shapes for this adapter and model: cached, or measured now
+   * (first use; a few seconds) and cached. Returns a line for the model facts.
+   */
+  async #tune(engine: Engine, c: LlamaConfig, quant: QuantFormat, onFraction: (f: number) => void): Promise<string> {
+    const { tuning, source } = await tuningFor(
+      engine,
+      await this.#deps.tuningCache(),
+      { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize },
+      quant,
+      onFraction,
+    );
+    engine.useTuning(tuning);
+    const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
+    return `matmul ${tile(tuning.matmul)}, lm-head ${tile(tuning.lmhead)} (${{ measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source]})`;
+  }
+
+  /** Frees the GPU buffers of the loaded model, if any. */
+  #unloadModel(): void {
+    if (!this.#model || !this.#engine) return;
+    this.#model.llama.destroy();
+    this.#model = null;
+    this.#trained = null;
+  }
+
+  logprobs(request: ScoreRequest): Promise<TokenScores> {
+    return this.#serial(async () => {
+      const { model, tok } = this.#loaded();
+      const start = performance.now();
+      const scores = await scoreResponse(model.llama, tok, request);
+      return { ...scores, millis: performance.now() - start };
+    });
+  }
+
+  memory(): Promise<MemoryInfo> {
+    return this.#serial(async () => this.#memoryInfo());
+  }
+
+  evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome> {
+    return this.#serial(async () => {
+      try {
+        const { model, tok } = this.#loaded();
+        const abort = new AbortController();
+        this.#evalAbort = abort;
+        return await runEvaluation(
+          { llama: model.llama, tok, name: model.info.name, quant: model.info.quant, trained: this.#trained },
+          request,
+          { signal: abort.signal, onItem },
+        );
+      } finally {
+        this.#evalAbort = null;
+        this.#deps.release(onItem);
+      }
+    });
+  }
+
+  async stopEvaluation(): Promise<void> {
+    this.#evalAbort?.abort();
+  }
+
+  generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {
+    return this.#serial(async () => {
+      try {
+        const { model, tok } = this.#loaded();
+        const start = performance.now();
+        const r = await generateText(model.llama, tok, request, onText);
+        return { ...r, millis: performance.now() - start };
+      } finally {
+        this.#deps.release(onText);
+      }
+    });
+  }
+
+  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {
+    return this.#serial(async () => {
+      try {
+        const { engine, model, tok } = this.#loaded();
+        const runModel = { id: model.id, quant: model.info.quant };
+        const plan = await planTraining(request, { config: model.llama.config, ...runModel }, tok);
+        this.#trained = null;
+        const run: RunControl = { abort: new AbortController(), pause: null };
+        this.#run = run;
+        const send = (ev: TrainEvent) => {
+          onEvent(ev.type === 'checkpoint' ? this.#deps.transfer(ev, [ev.bytes.buffer as ArrayBuffer]) : ev);
+        };
+        const { end, totalSteps } = await runTraining(engine, model.llama, tok, plan, {
+          onEvent: send,
+          model: runModel,
+          signal: run.abort.signal,
+          pauseGate: () => run.pause?.promise ?? null,
+          checkpointSeconds: CHECKPOINT_SECONDS,
+        });
+        if (end.steps > 0) this.#trained = plan.lora;
+        return { status: end.status, steps: end.steps, totalSteps, message: end.status === 'non-finite' ? end.message : null };
+      } finally {
+        this.#run = null;
+        this.#deps.release(onEvent);
+      }
+    });
+  }
+
+  async setPaused(paused: boolean): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    if (paused && !run.pause) {
+      let resume = () => {};
+      const promise = new Promise<void>((r) => (resume = r));
+      run.pause = { promise, resume };
+    } else if (!paused && run.pause) {
+      run.pause.resume();
+      run.pause = null;
+    }
+  }
+
+  async stopTraining(): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    run.abort.abort();
+    await this.setPaused(false);
+  }
+
+  exportAdapter(): Promise<PeftAdapterFiles> {
+    return this.#serial(async () => {
+      this.#live();
+      const lora = this.#model?.llama.lora;
+      if (!this.#trained || !lora)
+        throw new NlftError('No trained adapter to export: train first (a new model load drops the adapter).', 'not-ready');
+      const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: this.#model!.id });
+      return this.#deps.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer]);
+    });
+  }
+}
