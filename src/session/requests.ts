@@ -58,8 +58,6 @@ export interface TrainRequest {
   saliency: SaliencyOptions;
   templates: NlftTemplates;
   data: DatasetFile;
-  /** GPU memory the run may use, in MiB: over it, layers are recomputed if that fits, else the run is refused; null or absent = no budget. */
-  memoryBudgetMiB?: number | null;
   /**
    * Continue a run from its checkpoint (a 'checkpoint' event's bytes) instead of starting afresh:
    * the checkpoint's training and LoRA settings are used, and the loaded model must be `model` when given.
