@@ -8,11 +8,11 @@
 //   values into (max, sum exp, sum exp without the target), then reduces across its threads:
 //   part (R, nTiles). The thread whose tile holds a row's target writes that logit to tlogit (R).
 // Forward, pass `reduce`: per row, combine the partials: lse = logsumexp(z), logp = z_y - lse and
-//   log1mq = log(1 - q_y) = logsumexp_{k != y}(z) - lse, exact even when q_y -> 1 (nlft.md §3).
+//   log1mq = log(1 - q_y) = logsumexp_{k != y}(z) - lse, exact even when q_y -> 1 (docs/method.md §3).
 // Backward, pass `partial` in mode 1: the same tile recomputes z for one vocabulary chunk
 //   [vOff, vOff + VC) and writes dz into dz (R, VC) (VC a multiple of 4, padded columns 0):
 //   dz_v = a_r * softmax(z)_v off the target and dz_y = t_r at it, with (a_r, t_r) = coef[r] from the
-//   host (src/engine/train-pass.ts lossCoefficients, nlft.md §5: likelihood c*(-log q_y) and
+//   host (src/engine/train-pass.ts lossCoefficients, docs/method.md §5: likelihood c*(-log q_y) and
 //   unlikelihood u*(-log(1-q_y)) terms; t_r computed from log q and log(1-q) so it stays exact as
 //   q_y -> 1, where a_r * (q_y - 1) would be huge times rounding noise). dh = dz @ W[chunk] is then
 //   matmul_dx.wgsl, and `scatter` adds dh into the rows' hidden-state gradient. Only one chunk of dz

@@ -7,7 +7,7 @@
 // Register tiling without shared memory: each thread owns TM rows x (4*TN4) columns of outputs,
 // streams K four at a time, and multiplies a row's vec4 of x by a mat4x4 of four weight columns
 // (16 FMAs). No barriers: on SwiftShader this beats shared-memory tiling by ~3x
-// (architecture.md 3b); the tile shape is picked per adapter. The tile is unrolled (//#for) so it
+// (docs/architecture.md §3b); the tile shape is picked per adapter. The tile is unrolled (//#for) so it
 // lives in registers. Rows/columns past T/N are clamped on load and skipped on store, so any T, N
 // work; K must be a multiple of 4 (32 for quantized weights).
 //

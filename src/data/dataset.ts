@@ -1,9 +1,9 @@
 /**
- * Datasets (nlft.md §1): UTF-8 bytes holding a JSON array of records or JSON Lines, each record in
+ * Datasets (docs/method.md §1): UTF-8 bytes holding a JSON array of records or JSON Lines, each record in
  * the NLFT form `{input, output?, answer, judgment?, instruction?, score?, id?}` or GSM8K's
  * `{question, answer}`. Every problem of a file is reported at once, naming the record, its line
  * (JSON Lines) and the field; records are normalised to `DatasetRecord`. Also the final-number rule
- * used to grade responses (nlft.md §6).
+ * used to grade responses (docs/method.md §6).
  */
 import { DatasetError, type DatasetProblem } from '../errors.ts';
 import { describeJsonValue, isRecord } from '../util/json.ts';
@@ -11,7 +11,7 @@ import { describeJsonValue, isRecord } from '../util/json.ts';
 /** Largest file `parseDataset` accepts unless told otherwise: 64 MiB. */
 export const DEFAULT_MAX_DATASET_BYTES = 64 * 1024 * 1024;
 
-/** A record with `score >= POSITIVE_SCORE` is positive whatever its judgment (nlft.md §1). */
+/** A record with `score >= POSITIVE_SCORE` is positive whatever its judgment (docs/method.md §1). */
 export const POSITIVE_SCORE = 7;
 
 /** At most this many problems are listed in a `DatasetError` message; the rest are counted. */
@@ -308,7 +308,7 @@ function polarityOf(r: Pick<DatasetRecord, 'output' | 'judgment' | 'score'>): Po
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Final answers (nlft.md §6)                                                           */
+/* Final answers (docs/method.md §6)                                                           */
 /* ------------------------------------------------------------------------------------ */
 
 /**

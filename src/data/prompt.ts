@@ -1,7 +1,7 @@
 /**
  * The prompt a response is scored under: raw text, or a chat (optional system + user turn) built
  * with the model's chat template and its generation prompt. The response is tokenized on its own
- * and appended, so its ids never merge with the prompt's (nlft.md §2).
+ * and appended, so its ids never merge with the prompt's (docs/method.md §2).
  */
 import { NlftError } from '../errors.ts';
 import type { DatasetRecord } from './dataset.ts';

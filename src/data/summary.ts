@@ -31,7 +31,7 @@ export interface DatasetSummary {
 export interface SummaryOptions {
   /** The training sequence length. */
   maxLen: number;
-  /** The prompt text a record is scored under (e.g. the base view, nlft.md §2). */
+  /** The prompt text a record is scored under (e.g. the base view, docs/method.md §2). */
   buildPrompt: (record: DatasetRecord) => string;
 }
 

@@ -20,7 +20,7 @@ export interface GpuWeight {
   scales: TrackedBuffer | null;
 }
 
-/** Register-tile shapes, chosen per adapter (see bench/ and architecture.md 3b). TN is a multiple of 4. */
+/** Register-tile shapes, chosen per adapter (see bench/ and docs/architecture.md §3b). TN is a multiple of 4. */
 export interface Tuning {
   matmul: { TM: number; TN: number; WGX: number; WGY: number };
   lmhead: { TM: number; TN: number; WGX: number; WGY: number };

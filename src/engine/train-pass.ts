@@ -7,7 +7,7 @@
  *
  * The loss this differentiates is  L = sum_r c_r * (-log q_r)  for likelihood rows and
  * u_r * (-log(1 - q_r)) for unlikelihood rows; the lm-head backward needs two numbers per row
- * (`lossCoefficients`, from nlft.md §5): dz = a * softmax(z) off the target, and dz_y itself.
+ * (`lossCoefficients`, from docs/method.md §5): dz = a * softmax(z) off the target, and dz_y itself.
  */
 import { NlftError } from '../errors.ts';
 import type { ForwardActs } from './activations.ts';
@@ -24,7 +24,7 @@ const MAX_LOG_ODDS = 80;
 
 /**
  * Per-row coefficients of the lm-head backward, interleaved (R,2): a_r and dz at the target, so
- * that dz_v = a_r * softmax(z)_v for v != y_r. From nlft.md §5, with q = q_y:
+ * that dz_v = a_r * softmax(z)_v for v != y_r. From docs/method.md §5, with q = q_y:
  *   likelihood c*(-log q):       a = c,             dz_y = c*(q - 1) = -c * exp(log(1-q))
  *   unlikelihood u*(-log(1-q)):  a = -u * q/(1-q),  dz_y = -u*q/(1-q)*(q - 1) = u * q
  * The target entries are written from log q and log(1-q) directly, never as a difference of

@@ -1,6 +1,6 @@
 /**
  * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels on the model's
- * own shapes and keep the fastest (architecture.md 3b: the best shape differs by an order of
+ * own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
  * magnitude between SwiftShader and real GPUs). Takes a few seconds; callers cache the result
  * per adapter.
  */
@@ -166,7 +166,7 @@ export function isCachedTuning(v: unknown): v is Tuning {
 }
 
 /**
- * The tile shapes for this adapter and model (architecture.md 3b): the cached choice, or a short
+ * The tile shapes for this adapter and model (docs/architecture.md §3b): the cached choice, or a short
  * measurement now (`tuneKernels`, a few seconds) that is then cached. A cache that cannot be read
  * or written costs a measurement, never the run.
  */

@@ -1,5 +1,5 @@
 /**
- * Evaluation (nlft.md §7): the model answers each question from the base prompt (the chat template
+ * Evaluation (docs/method.md §7): the model answers each question from the base prompt (the chat template
  * with the record's instruction, or the default, as the system turn), greedily or at a temperature;
  * the final number of its answer (`#### N`, else the last number; commas stripped) is compared with
  * the standard answer's. Accuracy is reported with its counts.

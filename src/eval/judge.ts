@@ -1,5 +1,5 @@
 /**
- * Judgments of wrong answers for data preparation (nlft.md §6.3): from a judge model behind an
+ * Judgments of wrong answers for data preparation (docs/method.md §6.3): from a judge model behind an
  * OpenAI-compatible chat endpoint the user configures, or — with none — a template judgment built
  * from the grade (the expected and the given final number).
  */

@@ -1,5 +1,5 @@
 /**
- * Data preparation (nlft.md §6): the model answers each question itself (sampled, temperature 0.6
+ * Data preparation (docs/method.md §6): the model answers each question itself (sampled, temperature 0.6
  * by default, from the base prompt), the answer is graded by its final number against the standard
  * answer, and a wrong one gets a judgment (`Judge`); right ones get none. The result is NLFT
  * records in the §1 format, ready to train on, export and re-import.
@@ -13,7 +13,7 @@ import type { Judge } from './judge.ts';
 
 export const DEFAULT_PREPARE = { temperature: 0.6, maxNewTokens: 512, seed: 0 };
 
-/** A prepared record (nlft.md §1). */
+/** A prepared record (docs/method.md §1). */
 export interface PreparedRecord {
   id: string;
   instruction?: string;

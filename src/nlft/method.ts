@@ -1,5 +1,5 @@
 /**
- * NLFT training and scoring on top of the engine (architecture.md §3): no-grad passes over the
+ * NLFT training and scoring on top of the engine (docs/architecture.md §3): no-grad passes over the
  * standard and (negatives) judge views give pc and pj, several records packed per pass; the base
  * view's forward gives pb and its final hidden states hb; `saliency` turns them into per-token
  * classes, coefficients and term kinds, which the fused cross-entropy backward consumes. Every visit of a record is kept as

@@ -1,5 +1,5 @@
 /**
- * NLFT token saliency (nlft.md §3–§4): from the three views' probabilities of one response and the
+ * NLFT token saliency (docs/method.md §3–§4): from the three views' probabilities of one response and the
  * base view's final hidden states, the class of every response token and the per-token loss terms
  * the engine trains with (`TermKind` + weight w_t, the loss being sum_t w_t * term_t, see
  * `engine/train-pass.ts`). Pure CPU code: the hidden states are read back once per record.
@@ -16,10 +16,10 @@
 import type { TermKind } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 
-/** How `expandClusters` decides whether a neighbour joins the cluster (nlft.md §4). */
+/** How `expandClusters` decides whether a neighbour joins the cluster (docs/method.md §4). */
 export type ClusterCriterion = 'distance' | 'similarity';
 
-/** The constants of nlft.md §3–§4, all with the spec's defaults (`DEFAULT_SALIENCY`). */
+/** The constants of docs/method.md §3–§4, all with the spec's defaults (`DEFAULT_SALIENCY`). */
 export interface SaliencyOptions {
   /** Overall loss scale. Default 10. */
   lambda: number;
@@ -149,7 +149,7 @@ function cosine(a: Float64Array, hb: ArrayLike<number>, off: number): number {
 }
 
 /**
- * nlft.md §4. For each seed i (ascending, each independently): centre = hb[i]; walk left
+ * docs/method.md §4. For each seed i (ascending, each independently): centre = hb[i]; walk left
  * j = i-1, i-2, ... adding j and setting centre = (centre + hb[j]) / 2 while the criterion holds,
  * stopping at the first j where it fails; then walk right j = i+1, ... the same way, *continuing
  * with the centre the left walk ended with* (not reset to hb[i], as in the authors' code). The
@@ -235,7 +235,7 @@ function ratio(a: View, b: View, t: number): number {
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
-/** Classes and loss terms of one record (nlft.md §3). */
+/** Classes and loss terms of one record (docs/method.md §3). */
 export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions> = {}): SaliencyResult {
   const o: SaliencyOptions = { ...DEFAULT_SALIENCY, ...options };
   checkSaliencyOptions(o);

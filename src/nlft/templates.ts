@@ -1,5 +1,5 @@
 /**
- * The prompt texts of NLFT's three views (nlft.md §2): the base view's default system text, and the
+ * The prompt texts of NLFT's three views (docs/method.md §2): the base view's default system text, and the
  * system and user templates of the standard-answer view and the judge view. Templates are plain
  * text with placeholders `{instruction}`, `{input}`, `{answer}` and `{judgment}`; a literal brace is
  * written `{{` or `}}`. The defaults are our own wording; a `--templates FILE` (JSON) may replace any
@@ -34,7 +34,7 @@ export const TEMPLATE_PLACEHOLDERS: Readonly<Record<TemplateField, readonly Plac
   'judge.user': ['instruction', 'input', 'answer', 'judgment'],
 });
 
-/** Our default wording (nlft.md §2). */
+/** Our default wording (docs/method.md §2). */
 export const DEFAULT_TEMPLATES: NlftTemplates = Object.freeze({
   baseSystem: DEFAULT_INSTRUCTION,
   standard: Object.freeze({

@@ -1,5 +1,5 @@
 /**
- * The three views of one response (nlft.md §2). Each view's prompt is built with the model's chat
+ * The three views of one response (docs/method.md §2). Each view's prompt is built with the model's chat
  * template (system + user, generation prompt) and tokenized on its own; the response (the record's
  * `output`) is tokenized once and appended to every prompt, so the response ids are the same ids in
  * every view (tokenizing prompt + response as one string could merge tokens across the boundary).

@@ -1,7 +1,7 @@
 /**
  * Training sequences from dataset records: the prompt built with the model's chat template (the
  * base view: system = the record's instruction, user = its input, generation prompt) and the
- * response tokenized on its own and appended (nlft.md §2), truncated to `maxLen` tokens.
+ * response tokenized on its own and appended (docs/method.md §2), truncated to `maxLen` tokens.
  */
 import type { DatasetRecord } from '../data/dataset.ts';
 import { basePrompt, type TrainSample } from '../data/prompt.ts';

@@ -1,6 +1,6 @@
 /**
  * Reference Llama forward pass with `@tensorflow/tfjs-core` ops on the CPU backend, following
- * Hugging Face `LlamaForCausalLM` exactly (see /work/shared/spec/architecture.md §2):
+ * Hugging Face `LlamaForCausalLM` exactly (see docs/architecture.md §2):
  * embedding gather; per layer RMSNorm → q/k/v → RoPE (rotate_half, optional llama3 scaling) →
  * causal grouped-query attention → o_proj → residual; RMSNorm → SwiGLU MLP → residual;
  * final RMSNorm; lm_head (the embedding when `tieWordEmbeddings`). Optional LoRA on any of the

@@ -10,7 +10,7 @@ const closeAll = (got: ArrayLike<number>, want: number[], digits = 12) => {
   want.forEach((w, i) => expect(got[i], `index ${i}`).toBeCloseTo(w, digits));
 };
 
-// Values written out (computed by hand from the formulas of nlft.md §3):
+// Values written out (computed by hand from the formulas of docs/method.md §3):
 const POW06_05 = 0.6803742043184604; // (0.5/0.95)^0.6
 const POW06_02 = 0.3926303202207753; // (0.2/0.95)^0.6
 const POW06_03 = 0.5007703300981267; // (0.3/0.95)^0.6

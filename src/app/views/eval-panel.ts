@@ -1,5 +1,5 @@
 /**
- * The Evaluate panel (nlft.md §7): the loaded model — with the adapter trained last, if any —
+ * The Evaluate panel (docs/method.md §7): the loaded model — with the adapter trained last, if any —
  * answers the first N questions of the GSM8K sample or a picked file greedily; each answer's final
  * number is compared with the standard answer's. Shows progress, each item, the accuracy with its
  * counts, and every earlier evaluation (kept across reloads) for before/after comparisons.

@@ -1,5 +1,5 @@
 /**
- * The NLFT options of a run, as a collapsible form in the Train panel: every constant of nlft.md
+ * The NLFT options of a run, as a collapsible form in the Train panel: every constant of docs/method.md
  * §3–§4 with the spec's default, the two safeguards, and the three views' prompt texts
  * (placeholders `{instruction}`, `{input}`, `{answer}`, `{judgment}`), all sent with the run and
  * stored with it. The worker validates them (messages name the option or template field).

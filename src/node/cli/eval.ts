@@ -1,7 +1,7 @@
 /**
  * `nlft eval`: accuracy of the model (with an optional PEFT adapter) on `{question, answer}` or
  * NLFT records — each question answered from the base prompt, its final number compared with the
- * standard answer's (nlft.md §7) — printed with the counts; per-item results with --out.
+ * standard answer's (docs/method.md §7) — printed with the counts; per-item results with --out.
  */
 import { writeFile } from 'node:fs/promises';
 import { adapterName } from '../../engine/gpu.ts';

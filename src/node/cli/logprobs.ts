@@ -1,7 +1,7 @@
 /**
  * `nlft logprobs`: log p(y_t | prompt, y_<t) for every response token, of the base model or,
  * with `--adapter DIR`, of the model with a PEFT LoRA adapter.
- * Prompt and response are tokenized separately and concatenated (nlft.md §2).
+ * Prompt and response are tokenized separately and concatenated (docs/method.md §2).
  */
 import { writeFile } from 'node:fs/promises';
 import { scoringInput } from '../../data/prompt.ts';

@@ -1,5 +1,5 @@
 /**
- * `nlft prepare`: turn `{question, answer}` records into NLFT records (nlft.md §6): the model's
+ * `nlft prepare`: turn `{question, answer}` records into NLFT records (docs/method.md §6): the model's
  * own answers (sampled at --temperature, 0.6 by default), graded by final number, a judgment for
  * each wrong one — from a judge model at an OpenAI-compatible endpoint (--judge-url, --judge-model,
  * key in $JUDGE_API_KEY) or, without one, a template judgment from the grade. Ctrl-C stops and
