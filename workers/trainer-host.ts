@@ -14,20 +14,19 @@ import { formatBytes } from '../src/engine/buffers.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import { adapterName, describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
-import { type TuningCache, tuningFor } from '../src/engine/tune.ts';
-import { ModelFormatError, NlftError } from '../src/errors.ts';
+import type { TuningCache } from '../src/engine/tune.ts';
+import { NlftError } from '../src/errors.ts';
 import { ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles } from '../src/export/peft.ts';
-import type { LlamaConfig } from '../src/model/config.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
 import { PickedFilesSource } from '../src/model/files-source.ts';
 import { DEFAULT_HUB_URL, type FileCache, HubSource, parseHubId } from '../src/model/hub.ts';
-import { loadModelFolder } from '../src/model/loader.ts';
 import type { LoraConfig } from '../src/model/lora.ts';
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
 import type { FileSource } from '../src/model/source.ts';
 import { type LlamaWeights, parameterCount } from '../src/model/weights.ts';
 import { generateText, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
+import { describeTuning, openModel, tuneEngine } from '../src/session/model.ts';
 import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 import { planTraining, runTraining } from '../src/session/train.ts';
 import {
@@ -179,9 +178,10 @@ export class TrainerHost implements TrainerApi {
         const engine = this.#live();
         const { weights, tokenizer, name, id } = await this.#weightsOf(spec, onProgress);
         const config = weights.config;
-        const kernels = await this.#tune(engine, config, quant, (f) =>
+        const tuned = await tuneEngine(engine, await this.#deps.tuningCache(), config, quant, (f) =>
           onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }),
         );
+        const kernels = describeTuning(tuned.tuning, tuned.source);
 
         onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.65 });
         this.#unloadModel();
@@ -247,34 +247,10 @@ export class TrainerHost implements TrainerApi {
       id = spec.label;
     }
     onProgress({ stage: `Reading ${source.label}`, fraction: 0.05 });
-    const loaded = await loadModelFolder(source, {
-      onProgress: (done, total) => onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }),
-    });
-    if (!loaded.tokenizerJson)
-      throw new ModelFormatError('tokenizer.json', undefined, `not found in ${source.label}; the app needs the model's tokenizer`);
-    return {
-      weights: loaded.weights,
-      tokenizer: TextTokenizer.fromJson(loaded.tokenizerJson, loaded.tokenizerConfig ?? {}),
-      name: source.label,
-      id,
-    };
-  }
-
-  /**
-   * Switches the engine to the tile shapes for this adapter and model: cached, or measured now
-   * (first use; a few seconds) and cached. Returns a line for the model facts.
-   */
-  async #tune(engine: Engine, c: LlamaConfig, quant: QuantFormat, onFraction: (f: number) => void): Promise<string> {
-    const { tuning, source } = await tuningFor(
-      engine,
-      await this.#deps.tuningCache(),
-      { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize },
-      quant,
-      onFraction,
+    const { model, tok } = await openModel(source, 'the app', (done, total) =>
+      onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }),
     );
-    engine.useTuning(tuning);
-    const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
-    return `matmul ${tile(tuning.matmul)}, lm-head ${tile(tuning.lmhead)} (${{ measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source]})`;
+    return { weights: model.weights, tokenizer: tok, name: source.label, id };
   }
 
   /** Frees the GPU buffers of the loaded model, if any. */

@@ -35,11 +35,12 @@ export class BufferManager {
   largest = 0;
 
   /**
-   * @param budget optional cap on total bytes (a memory budget chosen by the user or estimate).
+   * @param budget cap on total bytes (a memory budget chosen by the user); a job may set it for
+   *   its duration (a training run within its budget) and restore it after.
    */
   constructor(
     readonly device: GPUDevice,
-    readonly budget = Infinity,
+    public budget = Infinity,
   ) {}
 
   /** Allocate a storage buffer (size rounded up to 4 bytes; zero-size becomes 4). */

@@ -15,6 +15,7 @@
  */
 import type { TermKind } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
+import { checkRule, finiteNumber, isBoolean, isNonNegative, isOneOf, isPositive, type OptionRule } from '../util/options.ts';
 
 /** How `expandClusters` decides whether a neighbour joins the cluster (docs/method.md §4). */
 export type ClusterCriterion = 'distance' | 'similarity';
@@ -196,20 +197,23 @@ export function recordLoss(
   return s;
 }
 
-/** Throws a usage `NlftError` naming the first option out of its range. */
+/** The rule of each NLFT constant and safeguard (docs/method.md §3). */
+export const SALIENCY_OPTION_RULES = {
+  lambda: { expected: 'a non-negative number', ok: isNonNegative },
+  tauC: { expected: 'a number in (0, 1)', ok: finiteNumber((v) => v > 0 && v < 1) },
+  rho: { expected: 'a positive number', ok: isPositive },
+  theta: { expected: 'a number', ok: finiteNumber(() => true) },
+  delta: { expected: 'a number in [0, 2]', ok: finiteNumber((v) => v >= 0 && v <= 2) },
+  pjMin: { expected: 'a probability in [0, 1)', ok: finiteNumber((v) => v >= 0 && v < 1) },
+  unlikelyFractionMax: { expected: 'a fraction in [0, 1]', ok: finiteNumber((v) => v >= 0 && v <= 1) },
+  clusterCriterion: { expected: 'distance or similarity', ok: isOneOf('distance', 'similarity') },
+  sftOnNegatives: { expected: 'true or false', ok: isBoolean },
+  negativesWithoutSaliency: { expected: 'train or skip', ok: isOneOf('train', 'skip') },
+} satisfies Record<keyof SaliencyOptions, OptionRule>;
+
+/** Checks every NLFT constant and safeguard. @throws UsageError naming the first bad one */
 export function checkSaliencyOptions(o: SaliencyOptions): void {
-  const bad = (name: string, want: string) => {
-    throw new NlftError(`saliency option ${name} must be ${want} (got ${String(o[name as keyof SaliencyOptions])})`, 'usage');
-  };
-  if (!(o.lambda >= 0 && Number.isFinite(o.lambda))) bad('lambda', 'a finite number >= 0');
-  if (!(o.tauC > 0 && o.tauC < 1)) bad('tauC', 'in (0, 1)');
-  if (!Number.isFinite(o.rho)) bad('rho', 'finite');
-  if (!Number.isFinite(o.theta)) bad('theta', 'finite');
-  if (!(o.delta >= 0 && o.delta <= 2)) bad('delta', 'in [0, 2]');
-  if (!(o.pjMin >= 0 && o.pjMin < 1)) bad('pjMin', 'in [0, 1)');
-  if (!(o.unlikelyFractionMax >= 0 && o.unlikelyFractionMax <= 1)) bad('unlikelyFractionMax', 'in [0, 1]');
-  if (o.clusterCriterion !== 'distance' && o.clusterCriterion !== 'similarity') bad('clusterCriterion', "'distance' or 'similarity'");
-  if (o.negativesWithoutSaliency !== 'train' && o.negativesWithoutSaliency !== 'skip') bad('negativesWithoutSaliency', "'train' or 'skip'");
+  for (const [name, rule] of Object.entries(SALIENCY_OPTION_RULES)) checkRule(name, rule, o[name as keyof SaliencyOptions]);
 }
 
 /** One view as probabilities and log-probabilities, and whether it came as log-probabilities. */

@@ -7,65 +7,36 @@
  */
 import { UsageError } from '../errors.ts';
 import { defaultAlpha, type LoraConfig, loraConfigIssue } from '../model/lora.ts';
-import type { SaliencyOptions } from '../nlft/saliency.ts';
+import { checkSaliencyOptions, SALIENCY_OPTION_RULES } from '../nlft/saliency.ts';
 import type { TrainConfig } from '../train/trainer.ts';
-import { describeJsonValue } from '../util/json.ts';
+import { checkRule, finiteNumber, isBoolean, isNonNegative, isOneOf, isPositive, isPositiveInt, type OptionRule } from '../util/options.ts';
 import type { TrainRequest } from './requests.ts';
 
 /** The longest sequence (prompt + response tokens) when none is asked for. */
 export const DEFAULT_MAX_LEN = 512;
 
-/** One option's rule: what a valid value is, in words and as a test. */
-interface OptionRule {
-  expected: string;
-  ok: (v: unknown) => boolean;
-}
-
-const num = (test: (v: number) => boolean) => (v: unknown) => typeof v === 'number' && Number.isFinite(v) && test(v);
-const positive = num((v) => v > 0);
-const positiveInt = num((v) => Number.isInteger(v) && v > 0);
-const nonNegative = num((v) => v >= 0);
-const oneOf =
-  (...values: readonly string[]) =>
-  (v: unknown) =>
-    typeof v === 'string' && values.includes(v);
-
 /** The rules of the training and NLFT options (LoRA's own four come from `loraConfigIssue`). */
 export const OPTION_RULES = {
-  method: { expected: 'nlft or sft', ok: oneOf('nlft', 'sft') },
-  epochs: { expected: 'a positive number', ok: positive },
-  steps: { expected: 'a positive integer (or none: all epochs)', ok: (v) => v === null || positiveInt(v) },
-  lr: { expected: 'a positive number', ok: positive },
-  batch: { expected: 'a positive integer', ok: positiveInt },
-  seed: { expected: 'a non-negative integer', ok: num((v) => Number.isSafeInteger(v) && v >= 0) },
-  weightDecay: { expected: 'a non-negative number', ok: nonNegative },
-  warmup: { expected: 'a fraction in [0, 1]', ok: num((v) => v <= 1 && v >= 0) },
-  maxGradNorm: { expected: 'a non-negative number (0 disables clipping)', ok: nonNegative },
-  recompute: { expected: 'true or false', ok: (v) => typeof v === 'boolean' },
-  maxLen: { expected: 'an integer of at least 2', ok: num((v) => Number.isInteger(v) && v >= 2) },
-  memoryBudgetMiB: { expected: 'a positive number of MiB (or none)', ok: (v) => v === null || v === undefined || positive(v) },
+  method: { expected: 'nlft or sft', ok: isOneOf('nlft', 'sft') },
+  epochs: { expected: 'a positive number', ok: isPositive },
+  steps: { expected: 'a positive integer (or none: all epochs)', ok: (v) => v === null || isPositiveInt(v) },
+  lr: { expected: 'a positive number', ok: isPositive },
+  batch: { expected: 'a positive integer', ok: isPositiveInt },
+  seed: { expected: 'a non-negative integer', ok: finiteNumber((v) => Number.isSafeInteger(v) && v >= 0) },
+  weightDecay: { expected: 'a non-negative number', ok: isNonNegative },
+  warmup: { expected: 'a fraction in [0, 1]', ok: finiteNumber((v) => v <= 1 && v >= 0) },
+  maxGradNorm: { expected: 'a non-negative number (0 disables clipping)', ok: isNonNegative },
+  recompute: { expected: 'true or false', ok: isBoolean },
+  maxLen: { expected: 'an integer of at least 2', ok: finiteNumber((v) => Number.isInteger(v) && v >= 2) },
+  memoryBudgetMiB: { expected: 'a positive number of MiB (or none)', ok: (v) => v === null || v === undefined || isPositive(v) },
   scoreBatchTokens: {
     expected: 'a positive integer (or none: sized from memory)',
-    ok: (v) => v === null || v === undefined || positiveInt(v),
+    ok: (v) => v === null || v === undefined || isPositiveInt(v),
   },
-  lambda: { expected: 'a non-negative number', ok: nonNegative },
-  tauC: { expected: 'a number in (0, 1)', ok: num((v) => v > 0 && v < 1) },
-  rho: { expected: 'a positive number', ok: positive },
-  theta: { expected: 'a number', ok: num(() => true) },
-  delta: { expected: 'a number in [0, 2]', ok: num((v) => v >= 0 && v <= 2) },
-  pjMin: { expected: 'a probability in [0, 1)', ok: num((v) => v >= 0 && v < 1) },
-  unlikelyFractionMax: { expected: 'a fraction in [0, 1]', ok: num((v) => v >= 0 && v <= 1) },
-  clusterCriterion: { expected: 'distance or similarity', ok: oneOf('distance', 'similarity') },
-  sftOnNegatives: { expected: 'true or false', ok: (v) => typeof v === 'boolean' },
-  negativesWithoutSaliency: { expected: 'train or skip', ok: oneOf('train', 'skip') },
+  ...SALIENCY_OPTION_RULES,
 } satisfies Record<string, OptionRule>;
 
 export type OptionName = keyof typeof OPTION_RULES;
-
-/** A value as messages show it: numbers as JavaScript prints them (NaN, Infinity), the rest as JSON. */
-function shown(v: unknown): string {
-  return typeof v === 'number' ? String(v) : describeJsonValue(v);
-}
 
 /**
  * Checks one option against its rule.
@@ -73,8 +44,7 @@ function shown(v: unknown): string {
  * @throws UsageError `<name>: expected <what>, found <value>`
  */
 export function checkOption(name: OptionName, value: unknown): void {
-  const rule: OptionRule = OPTION_RULES[name];
-  if (!rule.ok(value)) throw new UsageError(`${name}: expected ${rule.expected}, found ${shown(value)}`);
+  checkRule(name, OPTION_RULES[name], value);
 }
 
 /** The neutral names of LoRA's fields (PEFT's `r` is the option `rank`). */
@@ -90,23 +60,6 @@ export function loraOf(lora: TrainRequest['lora']): LoraConfig {
   const issue = loraConfigIssue(config);
   if (issue) throw new UsageError(`${LORA_OPTION[issue.field]}: ${issue.detail}`);
   return config;
-}
-
-/** Checks the NLFT constants and safeguards. @throws UsageError naming the first bad one */
-export function checkSaliency(s: SaliencyOptions): void {
-  for (const name of [
-    'lambda',
-    'tauC',
-    'rho',
-    'theta',
-    'delta',
-    'pjMin',
-    'unlikelyFractionMax',
-    'clusterCriterion',
-    'sftOnNegatives',
-    'negativesWithoutSaliency',
-  ] as const)
-    checkOption(name, s[name]);
 }
 
 /**
@@ -143,6 +96,6 @@ export function checkTrainRequest(req: TrainRequest): { train: TrainConfig; lora
   checkOption('maxLen', req.maxLen);
   checkOption('memoryBudgetMiB', req.memoryBudgetMiB);
   checkOption('scoreBatchTokens', req.scoreBatchTokens);
-  checkSaliency(req.saliency);
+  checkSaliencyOptions(req.saliency);
   return { train, lora };
 }

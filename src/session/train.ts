@@ -216,9 +216,27 @@ export interface TrainResult {
 /**
  * Trains `llama` (which gets fresh adapters, or the checkpoint's) as `plan` says. Every event goes
  * to `host.onEvent`; a checkpoint event comes when the run pauses, every `checkpointSeconds`, and
- * when it ends. The adapters stay on `llama` afterwards.
+ * when it ends. The adapters stay on `llama` afterwards. While it runs, the buffer manager holds
+ * the plan's memory budget (an allocation over it fails with the numbers).
  */
 export async function runTraining(
+  engine: Engine,
+  llama: GpuLlama,
+  tok: TextTokenizer,
+  plan: TrainPlan,
+  host: TrainHost,
+): Promise<TrainResult> {
+  const before = engine.buffers.budget;
+  if (plan.memory.budgetBytes !== null) engine.buffers.budget = plan.memory.budgetBytes;
+  try {
+    return await trainWithinBudget(engine, llama, tok, plan, host);
+  } finally {
+    engine.buffers.budget = before;
+  }
+}
+
+/** `runTraining` once the buffer manager holds the run's budget. */
+async function trainWithinBudget(
   engine: Engine,
   llama: GpuLlama,
   tok: TextTokenizer,

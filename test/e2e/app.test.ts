@@ -152,7 +152,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.getByTestId('nlft-tauC').fill('2');
     await page.getByTestId('train-start').click();
     await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
-    expect(await page.getByTestId('train-error').textContent()).toBe('saliency option tauC must be in (0, 1) (got 2)');
+    expect(await page.getByTestId('train-error').textContent()).toBe('tauC: expected a number in (0, 1), found 2');
     await page.getByTestId('nlft-tauC').fill('0.95');
     await page.getByTestId('template-standard.user').fill('Question: {input} Judged: {judgment}');
     await page.getByTestId('train-start').click();

@@ -24,7 +24,7 @@ describe('layers: imports point down only', () => {
     const found = checkLayers(planted).filter((v) => v.from.endsWith('planted.ts'));
     expect(found).toHaveLength(1);
     expect(found[0]).toMatchObject({ from: 'src/model/planted.ts', to: 'src/engine/llama.ts' });
-    expect(found[0].message).toMatch(/src\/engine \(layer 2\) is above src\/model \(layer 1\)/);
+    expect(found[0].message).toMatch(/src\/engine \(layer 3\) is above src\/model \(layer 2\)/);
   });
 
   it('a planted sideways import and a dynamic import are found', () => {

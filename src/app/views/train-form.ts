@@ -116,7 +116,7 @@ export function createTrainForm(): TrainForm {
       return {
         method: method.value as TrainMethod,
         train,
-        lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: r },
+        lora: { ...DEFAULT_LORA, targets: [...DEFAULT_LORA.targets], r, alpha: null },
         maxLen: MAX_LEN,
         saliency,
         templates,

@@ -3,15 +3,14 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDataset, type DatasetRecord } from '../../data/dataset.ts';
-import { TextTokenizer } from '../../data/tokenizer.ts';
-import { ModelFormatError, UsageError } from '../../errors.ts';
+import { UsageError } from '../../errors.ts';
 import { isPositiveInt, numberOption } from './args.ts';
-import { loadModelFolder, type LoadedModel } from '../../model/loader.ts';
 import { formatBytes } from '../../engine/buffers.ts';
 import { HubSource, parseHubId } from '../../model/hub.ts';
 import type { FileSource } from '../../model/source.ts';
 import type { LlamaConfig } from '../../model/config.ts';
 import { readPeftAdapter, type PeftAdapter } from '../../export/peft.ts';
+import { type OpenedModel, openModel } from '../../session/model.ts';
 import { FolderSource } from '../fs-source.ts';
 import { FolderFileCache } from '../hub-cache.ts';
 
@@ -35,15 +34,8 @@ export function modelSource(spec: string, out?: (line: string) => void): FileSou
 }
 
 /** Load a model (see `modelSource`) that must have a tokenizer (`purpose` says what needs it, for the message). */
-export async function loadModelWithTokenizer(
-  spec: string,
-  purpose: string,
-  out?: (line: string) => void,
-): Promise<{ model: LoadedModel; tok: TextTokenizer }> {
-  const model = await loadModelFolder(modelSource(spec, out));
-  if (!model.tokenizerJson)
-    throw new ModelFormatError('tokenizer.json', undefined, `not found in ${spec}; ${purpose} needs the model's tokenizer`);
-  return { model, tok: TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {}) };
+export function loadModelWithTokenizer(spec: string, purpose: string, out?: (line: string) => void): Promise<OpenedModel> {
+  return openModel(modelSource(spec, out), purpose);
 }
 
 /** The bytes of a dataset file. */

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { UsageError } from '../../errors.ts';
 import { DEFAULT_SALIENCY, type SaliencyOptions } from '../../nlft/saliency.ts';
 import { DEFAULT_TEMPLATES, parseTemplates, type NlftTemplates } from '../../nlft/templates.ts';
-import { checkOption, checkSaliency } from '../../session/options.ts';
+import { checkSaliencyOptions } from '../../nlft/saliency.ts';
+import { checkOption } from '../../session/options.ts';
 import { rawOption, type Options } from './args.ts';
 
 export const NLFT_FLAGS: Options = {
@@ -49,7 +50,7 @@ export function saliencyOptions(values: Record<string, unknown>): SaliencyOption
     sftOnNegatives: values['sft-on-negatives'] === true,
     negativesWithoutSaliency: or('negatives-without-saliency', d.negativesWithoutSaliency),
   } as SaliencyOptions;
-  checkSaliency(s);
+  checkSaliencyOptions(s);
   return s;
 }
 

@@ -129,7 +129,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   out(
     `memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`,
   );
-  const { engine, note } = await createTunedEngine(model.config, quant, { budgetBytes: memory.budgetBytes ?? undefined });
+  const { engine, note } = await createTunedEngine(model.config, quant);
   try {
     out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant);

@@ -1,0 +1,61 @@
+/**
+ * Opening a model for a job, the same in every host: its files (from a folder, the Hub or picked
+ * files — the host builds the `FileSource`) read into f32 weights with the tokenizer every job
+ * needs, and the engine switched to the kernel tiles measured for this adapter and model.
+ */
+import { TextTokenizer } from '../data/tokenizer.ts';
+import type { Engine } from '../engine/engine.ts';
+import type { Tuning } from '../engine/ops.ts';
+import { type TuningCache, tuningFor } from '../engine/tune.ts';
+import { ModelFormatError } from '../errors.ts';
+import type { LlamaConfig } from '../model/config.ts';
+import { type LoadedModel, loadModelFolder } from '../model/loader.ts';
+import type { QuantFormat } from '../model/quant.ts';
+import type { FileSource } from '../model/source.ts';
+
+/** A model's files as read, and its tokenizer. */
+export interface OpenedModel {
+  model: LoadedModel;
+  tok: TextTokenizer;
+}
+
+/**
+ * Reads the model at `source` (config, weights, tokenizer); a model without `tokenizer.json` is
+ * refused, naming `purpose` (what needs it). `onProgress` gets weight bytes read and their total.
+ */
+export async function openModel(
+  source: FileSource,
+  purpose: string,
+  onProgress?: (done: number, total: number) => void,
+): Promise<OpenedModel> {
+  const model = await loadModelFolder(source, { onProgress });
+  if (!model.tokenizerJson)
+    throw new ModelFormatError('tokenizer.json', undefined, `not found in ${source.label}; ${purpose} needs the model's tokenizer`);
+  return { model, tok: TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {}) };
+}
+
+/** Where the kernel tiles in use came from. */
+export type TuningSource = 'measured' | 'cached' | 'default';
+
+/**
+ * Switches the engine to the tile shapes for this adapter and model: cached, or measured now
+ * (first use on an adapter: a few seconds, `onFraction` from 0 to 1) and cached.
+ */
+export async function tuneEngine(
+  engine: Engine,
+  cache: TuningCache,
+  c: LlamaConfig,
+  quant: QuantFormat,
+  onFraction?: (fraction: number) => void,
+): Promise<{ tuning: Tuning; source: TuningSource }> {
+  const found = await tuningFor(engine, cache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize }, quant, onFraction);
+  engine.useTuning(found.tuning);
+  return found;
+}
+
+/** The tiles in use as one line, e.g. "matmul 16×12, lm-head 8×8 (measured now)". */
+export function describeTuning(tuning: Tuning, source: TuningSource): string {
+  const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
+  const why = { measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source];
+  return `matmul ${tile(tuning.matmul)}, lm-head ${tile(tuning.lmhead)} (${why})`;
+}
