@@ -1,8 +1,8 @@
 /**
  * GPU memory a training step needs, estimated from the configuration before anything is
  * allocated, so a run that cannot fit is refused with the numbers (or switched to layer
- * recomputation) instead of failing part-way. Mirrors what `GpuLlama.allocActs` and
- * `TrainPass.backward` allocate; test/gpu/memory.test.ts checks it against the buffer manager.
+ * recomputation) instead of failing part-way. Mirrors what `allocForwardActs` and
+ * `allocLayerGrads` (activations.ts) allocate; test/gpu/memory.test.ts checks it against the buffer manager.
  */
 import type { LlamaConfig } from '../model/config.ts';
 import type { QuantFormat } from '../model/quant.ts';

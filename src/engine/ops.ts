@@ -54,6 +54,31 @@ export interface LmheadScratch {
   nTiles: number;
 }
 
+/** One attention call's buffers: q (T,H*D), k, v (T,KVH*D), out (T,H*D), lse (H,T), seg (T) and its sizes. */
+export interface AttentionActs {
+  q: TrackedBuffer;
+  k: TrackedBuffer;
+  v: TrackedBuffer;
+  out: TrackedBuffer;
+  lse: TrackedBuffer;
+  seg: TrackedBuffer;
+  T: number;
+  H: number;
+  KVH: number;
+  D: number;
+}
+
+/** The scored rows of the lm-head: final hidden states h (T,C), R rows and their targets, W (V,C), lse (R). */
+export interface LmheadRows {
+  h: TrackedBuffer;
+  rows: TrackedBuffer;
+  targets: TrackedBuffer;
+  R: number;
+  w: GpuWeight;
+  lse: TrackedBuffer;
+  scratch: LmheadScratch;
+}
+
 /** Workgroup counts for `n` invocations of a 1-D kernel of `wg` threads, folded into 2-D. */
 export function grid1d(n: number, wg = 64): [number, number] {
   const groups = Math.ceil(n / wg);
@@ -96,6 +121,27 @@ export class Ops {
   /** WGSL of the weight-format section, with its bindings at `wb`, `wb+1`. */
   private weightCode(format: QuantFormat, wb: number): string {
     return fillTemplate(section(this.pipelines.source('qweight'), format, 'qweight'), { WB: wb, WB1: wb + 1 }, 'qweight');
+  }
+
+  /**
+   * Records a matmul-family kernel over a frozen weight (matmul, matmul_dx), its pipeline specialised
+   * by the weight's format and width and the tile: bindings 0..2 are the uniforms, input and output,
+   * then the weight's.
+   */
+  private async weightKernel(
+    enc: GPUCommandEncoder,
+    name: 'matmul' | 'matmul_dx',
+    w: GpuWeight,
+    tile: Record<string, number>,
+    [u, input, output]: [GPUBuffer, TrackedBuffer, TrackedBuffer],
+    grid: [number, number],
+  ): Promise<void> {
+    const { format, cols: K } = w;
+    const key = [name, format, K, ...Object.values(tile)].join(':');
+    const pl = await this.pipelines.get(name, key, () =>
+      fillTemplate(this.pipelines.source(name), { ...tile, K, WEIGHT: this.weightCode(format, 3) }, name),
+    );
+    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, input), this.buf(2, output), ...this.weightEntries(w, 3)], grid, name);
   }
 
   private weightEntries(w: GpuWeight, wb: number): GPUBindGroupEntry[] {
@@ -193,20 +239,12 @@ export class Ops {
     enc: GPUCommandEncoder,
     a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; T: number; alpha?: number; beta?: number },
   ): Promise<void> {
-    const { format, rows: N, cols: K } = a.w;
+    const N = a.w.rows;
     // Fewer rows than the tile holds (decode: T = 1): one row per thread, no idle rows.
     const { TM, TN, WGX, WGY } = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
-    const pl = await this.pipelines.get('matmul', `matmul:${format}:${K}:${TM}:${TN}:${WGX}:${WGY}`, () =>
-      fillTemplate(this.pipelines.source('matmul'), { TM, TN4: TN / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul'),
-    );
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0], 'uuff');
-    this.dispatch(
-      enc,
-      pl,
-      [this.buf(0, u), this.buf(1, a.x), this.buf(2, a.out), ...this.weightEntries(a.w, 3)],
-      [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))],
-      'matmul',
-    );
+    const grid: [number, number] = [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))];
+    await this.weightKernel(enc, 'matmul', a.w, { TM, TN4: TN / 4, WGX, WGY }, [u, a.x, a.out], grid);
   }
 
   /**
@@ -217,20 +255,12 @@ export class Ops {
     enc: GPUCommandEncoder,
     a: { dy: TrackedBuffer; w: GpuWeight; dx: TrackedBuffer; T: number; N?: number; nOff?: number; alpha?: number; beta?: number },
   ): Promise<void> {
-    const { format, rows, cols: K } = a.w;
+    const { rows, cols: K } = a.w;
     const N = a.N ?? rows;
     const { TM, TK, WGX, WGY } = this.tuning.matmulDx;
-    const pl = await this.pipelines.get('matmul_dx', `matmul_dx:${format}:${K}:${TM}:${TK}:${WGX}:${WGY}`, () =>
-      fillTemplate(this.pipelines.source('matmul_dx'), { TM, TK4: TK / 4, WGX, WGY, K, WEIGHT: this.weightCode(format, 3) }, 'matmul_dx'),
-    );
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, 0, 0], 'uuffuuuu');
-    this.dispatch(
-      enc,
-      pl,
-      [this.buf(0, u), this.buf(1, a.dy), this.buf(2, a.dx), ...this.weightEntries(a.w, 3)],
-      [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))],
-      'matmul_dx',
-    );
+    const grid: [number, number] = [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))];
+    await this.weightKernel(enc, 'matmul_dx', a.w, { TM, TK4: TK / 4, WGX, WGY }, [u, a.dy, a.dx], grid);
   }
 
   /** out (M,P) = beta*out + alpha * a(T,M)^T @ b(T,P): LoRA weight gradients */
@@ -305,21 +335,7 @@ export class Ops {
   }
 
   /** q (T,H*D), k,v (T,KVH*D) -> out (T,H*D), lse (H,T); causal within each packed sequence (seg (T) u32: its first token) */
-  async attention(
-    enc: GPUCommandEncoder,
-    a: {
-      q: TrackedBuffer;
-      k: TrackedBuffer;
-      v: TrackedBuffer;
-      out: TrackedBuffer;
-      lse: TrackedBuffer;
-      seg: TrackedBuffer;
-      T: number;
-      H: number;
-      KVH: number;
-      D: number;
-    },
-  ): Promise<void> {
+  async attention(enc: GPUCommandEncoder, a: AttentionActs): Promise<void> {
     const { BQ } = this.tuning.attention;
     const pl = await this.attentionPipeline(a.D, 'main');
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
@@ -338,23 +354,7 @@ export class Ops {
    */
   async attentionBackward(
     enc: GPUCommandEncoder,
-    a: {
-      q: TrackedBuffer;
-      k: TrackedBuffer;
-      v: TrackedBuffer;
-      out: TrackedBuffer;
-      lse: TrackedBuffer;
-      dout: TrackedBuffer;
-      delta: TrackedBuffer;
-      dq: TrackedBuffer;
-      dk: TrackedBuffer;
-      dv: TrackedBuffer;
-      seg: TrackedBuffer;
-      T: number;
-      H: number;
-      KVH: number;
-      D: number;
-    },
+    a: AttentionActs & { dout: TrackedBuffer; delta: TrackedBuffer; dq: TrackedBuffer; dk: TrackedBuffer; dv: TrackedBuffer },
   ): Promise<void> {
     const { BQ, BK } = this.tuning.attention;
     const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
@@ -457,45 +457,43 @@ export class Ops {
   }
 
   /**
+   * The lm-head's tiled pass over the vocabulary (`partial`): in the forward it writes each tile's
+   * partial logsumexp and the target logits; in the backward (uniform flag set) the chunk's dz from
+   * each row's coefficient. Bindings 11 and 12 are the coefficients and dz (placeholders forward).
+   */
+  private async lmheadPartial(
+    enc: GPUCommandEncoder,
+    a: LmheadRows,
+    u: GPUBuffer,
+    [coef, dz]: [TrackedBuffer | GPUBuffer, TrackedBuffer | GPUBuffer],
+    grid: [number, number],
+    label: string,
+  ): Promise<void> {
+    const entries = [
+      this.buf(0, u),
+      this.buf(1, a.h),
+      this.buf(2, a.rows),
+      this.buf(3, a.targets),
+      this.buf(4, a.scratch.part),
+      this.buf(5, a.scratch.tlogit),
+      this.buf(8, a.lse),
+      this.buf(11, coef),
+      this.buf(12, dz),
+      ...this.weightEntries(a.w, 6),
+    ];
+    this.dispatch(enc, await this.lmheadPipeline(a.w, 'partial'), entries, grid, label);
+  }
+
+  /**
    * h (T,C), rows (R), targets (R), W (V,C) -> lse (R), logp (R) = log q_y, log1mq (R) = log(1 - q_y);
    * logits are never stored.
    */
-  async lmhead(
-    enc: GPUCommandEncoder,
-    a: {
-      h: TrackedBuffer;
-      rows: TrackedBuffer;
-      targets: TrackedBuffer;
-      R: number;
-      w: GpuWeight;
-      lse: TrackedBuffer;
-      logp: TrackedBuffer;
-      log1mq: TrackedBuffer;
-      scratch: LmheadScratch;
-    },
-  ): Promise<void> {
+  async lmhead(enc: GPUCommandEncoder, a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer }): Promise<void> {
     const V = a.w.rows;
     const { TM, WGY } = this.tuning.lmhead;
     const { part, tlogit, nTiles } = a.scratch;
     const u = this.uniform([a.R, V, nTiles, 0, 0, 0, 0, 0], 'uuuuuuuu');
-    this.dispatch(
-      enc,
-      await this.lmheadPipeline(a.w, 'partial'),
-      [
-        this.buf(0, u),
-        this.buf(1, a.h),
-        this.buf(2, a.rows),
-        this.buf(3, a.targets),
-        this.buf(4, part),
-        this.buf(5, tlogit),
-        this.buf(8, a.lse),
-        this.buf(11, this.dummy('read')),
-        this.buf(12, this.dummy('write')),
-        ...this.weightEntries(a.w, 6),
-      ],
-      [nTiles, Math.ceil(a.R / (TM * WGY))],
-      'lmhead.partial',
-    );
+    await this.lmheadPartial(enc, a, u, [this.dummy('read'), this.dummy('write')], [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.partial');
     this.dispatch(
       enc,
       await this.lmheadPipeline(a.w, 'reduce'),
@@ -519,40 +517,11 @@ export class Ops {
    */
   async lmheadDz(
     enc: GPUCommandEncoder,
-    a: {
-      h: TrackedBuffer;
-      rows: TrackedBuffer;
-      targets: TrackedBuffer;
-      R: number;
-      w: GpuWeight;
-      lse: TrackedBuffer;
-      coef: TrackedBuffer;
-      dz: TrackedBuffer;
-      vOff: number;
-      VC: number;
-      scratch: LmheadScratch;
-    },
+    a: LmheadRows & { coef: TrackedBuffer; dz: TrackedBuffer; vOff: number; VC: number },
   ): Promise<void> {
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const u = this.uniform([a.R, a.w.rows, a.scratch.nTiles, 1, a.vOff, a.VC, 0, 0], 'uuuuuuuu');
-    this.dispatch(
-      enc,
-      await this.lmheadPipeline(a.w, 'partial'),
-      [
-        this.buf(0, u),
-        this.buf(1, a.h),
-        this.buf(2, a.rows),
-        this.buf(3, a.targets),
-        this.buf(4, a.scratch.part),
-        this.buf(5, a.scratch.tlogit),
-        this.buf(8, a.lse),
-        this.buf(11, a.coef),
-        this.buf(12, a.dz),
-        ...this.weightEntries(a.w, 6),
-      ],
-      [Math.ceil(a.VC / (TN * WGX)), Math.ceil(a.R / (TM * WGY))],
-      'lmhead.dz',
-    );
+    await this.lmheadPartial(enc, a, u, [a.coef, a.dz], [Math.ceil(a.VC / (TN * WGX)), Math.ceil(a.R / (TM * WGY))], 'lmhead.dz');
   }
 
   /** dxn (T,C) rows[r] += dh (R,C) row r (rows distinct) */

@@ -226,63 +226,49 @@ export async function runTraining(
   plan: TrainPlan,
   host: TrainHost,
 ): Promise<TrainResult> {
-  const before = engine.buffers.budget;
+  const budgetBefore = engine.buffers.budget;
   if (plan.memory.budgetBytes !== null) engine.buffers.budget = plan.memory.budgetBytes;
+  let trainer: Trainer | null = null;
   try {
-    return await trainWithinBudget(engine, llama, tok, plan, host);
-  } finally {
-    engine.buffers.budget = before;
-  }
-}
-
-/** `runTraining` once the buffer manager holds the run's budget. */
-async function trainWithinBudget(
-  engine: Engine,
-  llama: GpuLlama,
-  tok: TextTokenizer,
-  plan: TrainPlan,
-  host: TrainHost,
-): Promise<TrainResult> {
-  const c = llama.config;
-  const { method, train, lora, samples } = plan;
-  const passTokens = scorePassTokens(
-    c,
-    lora,
-    plan.scoreBatchTokens,
-    plan.memory.estimate.activations,
-    engine.ctx.device.limits.maxStorageBufferBindingSize,
-  );
-  llama.setLora(initLora(c, lora, train.seed));
-  const modelBytes = engine.buffers.current;
-  engine.buffers.resetPeak();
-  const tokenText = (id: number) => tok.tokenText(id);
-  let summary: SaliencySummary | null = null;
-  let entries: SaliencyEntry[] = [];
-  let trainer: Trainer;
-  if (method === 'sft') {
-    trainer = new Trainer(engine, llama, samples, train, SFT, lora.dropout);
-  } else {
-    await host.onEvent({ type: 'scoring', done: 0, total: samples.length, passTokens });
-    const scored = await scoreSamples(llama, samples as readonly TrainSample[] as readonly NlftSample[], plan.saliency, tokenText, {
-      maxTokens: passTokens,
-      onProgress: (done) => void host.onEvent({ type: 'scoring', done, total: samples.length }),
-    });
-    summary = saliencySummary(scored, plan.saliency.negativesWithoutSaliency);
-    const loss = nlftMethod(llama, {
-      saliency: plan.saliency,
-      tokenText,
-      onEntry: (e) => void entries.push(e),
-      stepOf: () => trainer.state.step + 1,
-      maxBatchTokens: passTokens,
-    });
-    trainer = new Trainer(engine, llama, samples, train, loss, lora.dropout);
-  }
-  try {
-    if (plan.resume) await trainer.restore(plan.resume);
-    const fromStep = trainer.state.step;
+    const c = llama.config;
+    const { method, train, lora, samples } = plan;
+    const passTokens = scorePassTokens(
+      c,
+      lora,
+      plan.scoreBatchTokens,
+      plan.memory.estimate.activations,
+      engine.ctx.device.limits.maxStorageBufferBindingSize,
+    );
+    llama.setLora(initLora(c, lora, train.seed));
+    const modelBytes = engine.buffers.current;
+    engine.buffers.resetPeak();
+    const tokenText = (id: number) => tok.tokenText(id);
+    let summary: SaliencySummary | null = null;
+    let entries: SaliencyEntry[] = [];
+    if (method === 'sft') {
+      trainer = new Trainer(engine, llama, samples, train, SFT, lora.dropout);
+    } else {
+      await host.onEvent({ type: 'scoring', done: 0, total: samples.length, passTokens });
+      const scored = await scoreSamples(llama, samples as readonly TrainSample[] as readonly NlftSample[], plan.saliency, tokenText, {
+        maxTokens: passTokens,
+        onProgress: (done) => void host.onEvent({ type: 'scoring', done, total: samples.length }),
+      });
+      summary = saliencySummary(scored, plan.saliency.negativesWithoutSaliency);
+      const loss = nlftMethod(llama, {
+        saliency: plan.saliency,
+        tokenText,
+        onEntry: (e) => void entries.push(e),
+        stepOf: () => (trainer?.state.step ?? 0) + 1,
+        maxBatchTokens: passTokens,
+      });
+      trainer = new Trainer(engine, llama, samples, train, loss, lora.dropout);
+    }
+    const active: Trainer = trainer;
+    if (plan.resume) await active.restore(plan.resume);
+    const fromStep = active.state.step;
     await host.onEvent({
       type: 'started',
-      totalSteps: trainer.totalSteps,
+      totalSteps: active.totalSteps,
       records: plan.records,
       truncated: plan.truncated,
       summary,
@@ -295,18 +281,18 @@ async function trainWithinBudget(
     });
     let lastCheckpoint = performance.now();
     const checkpoint = async () => {
-      await host.onEvent({ type: 'checkpoint', step: trainer.state.step, bytes: checkpointBytes(await trainer.checkpoint(), lora) });
+      await host.onEvent({ type: 'checkpoint', step: active.state.step, bytes: checkpointBytes(await active.checkpoint(), lora) });
       lastCheckpoint = performance.now();
     };
     let peakBytes = 0;
     let lastLoss = Number.NaN;
-    const end = await trainer.run({
+    const end = await active.run({
       signal: host.signal,
       async paused() {
         const gate = host.pauseGate?.();
         if (!gate) return;
         await checkpoint(); // a paused run may never be resumed in this process
-        await host.onEvent({ type: 'paused', step: trainer.state.step });
+        await host.onEvent({ type: 'paused', step: active.state.step });
         await gate;
       },
       async onStep(metrics) {
@@ -319,9 +305,10 @@ async function trainWithinBudget(
       },
     });
     await checkpoint();
-    return { end, fromStep, totalSteps: trainer.totalSteps, lastLoss, peakBytes, modelBytes, summary, scoreBatchTokens: passTokens };
+    return { end, fromStep, totalSteps: active.totalSteps, lastLoss, peakBytes, modelBytes, summary, scoreBatchTokens: passTokens };
   } finally {
-    trainer.destroy();
+    trainer?.destroy();
+    engine.buffers.budget = budgetBefore;
   }
 }
 
