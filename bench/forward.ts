@@ -124,7 +124,8 @@ export async function forwardBench(argv: string[]): Promise<void> {
   console.log(`\n| model | quant | T | ms | tok/s | GFLOP/s | peak | % of peak | matmul % | GPU peak bytes | analytic min |`);
   console.log(`|---|---|---|---|---|---|---|---|---|---|---|`);
   console.log(
-    `| ${row.model} | ${quant} | ${T} | ${row.ms} | ${row.tokens_per_s} | ${row.gflops} | ${row.fma_peak_gflops} | ${(100 * row.of_peak).toFixed(1)}% | ${(100 * row.matmul_of_peak).toFixed(1)}% | ${formatBytes(row.peak_bytes)} | ${formatBytes(row.analytic_min_bytes)} |`,
+    `| ${row.model} | ${quant} | ${T} | ${row.ms} | ${row.tokens_per_s} | ${row.gflops} | ${row.fma_peak_gflops} | ${(100 * row.of_peak).toFixed(1)}% ` +
+      `| ${(100 * row.matmul_of_peak).toFixed(1)}% | ${formatBytes(row.peak_bytes)} | ${formatBytes(row.analytic_min_bytes)} |`,
   );
   engine.destroy();
 }

@@ -62,7 +62,8 @@ export async function generateBench(argv: string[]): Promise<void> {
   };
   console.log(JSON.stringify(row));
   console.log(
-    `\nprefill ${P} tokens ${row.prefill_ms} ms; decode ${row.decode_ms_per_token} ms/token = ${row.decode_tokens_per_s} tokens/s (streams ${formatBytes(row.weight_bytes_per_token)} of weights a token); peak ${formatBytes(row.peak_bytes)}`,
+    `\nprefill ${P} tokens ${row.prefill_ms} ms; decode ${row.decode_ms_per_token} ms/token = ${row.decode_tokens_per_s} ` +
+      `tokens/s (streams ${formatBytes(row.weight_bytes_per_token)} of weights a token); peak ${formatBytes(row.peak_bytes)}`,
   );
   model.destroy();
   engine.destroy();

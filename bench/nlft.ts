@@ -182,7 +182,8 @@ export async function nlftBench(argv: string[]): Promise<void> {
   };
   console.log(JSON.stringify(packRow));
   console.log(
-    `\nno-grad views of ${K} negative records (${viewTokens} tokens): one pass per view ${packRow.alone_ms} ms, packed (<= ${packTokens} tokens a pass) ${packRow.packed_ms} ms = ${packRow.speedup}x; activations ${formatBytes(alone.peak)} vs ${formatBytes(packed.peak)}`,
+    `\nno-grad views of ${K} negative records (${viewTokens} tokens): one pass per view ${packRow.alone_ms} ms, packed (<= ${packTokens} ` +
+      `tokens a pass) ${packRow.packed_ms} ms = ${packRow.speedup}x; activations ${formatBytes(alone.peak)} vs ${formatBytes(packed.peak)}`,
   );
   opt.destroy();
   model.destroy();

@@ -137,7 +137,8 @@ export async function trainBench(argv: string[]): Promise<void> {
   const modelName = `SmolLM2-135M shape (${numLayers} of ${SMOLLM2_135M.numLayers} layers)`;
   if (numLayers !== SMOLLM2_135M.numLayers) {
     console.error(
-      `note: ${numLayers} decoder layers instead of SmolLM2-135M's ${SMOLLM2_135M.numLayers} (width, heads and vocabulary as the real model; --layers ${SMOLLM2_135M.numLayers} for the full depth), on both sides`,
+      `note: ${numLayers} decoder layers instead of SmolLM2-135M's ${SMOLLM2_135M.numLayers} (width, heads ` +
+        `and vocabulary as the real model; --layers ${SMOLLM2_135M.numLayers} for the full depth), on both sides`,
     );
   }
 
@@ -268,7 +269,8 @@ export async function trainBench(argv: string[]): Promise<void> {
       resident_bytes: m.residentBytes,
       tf_memory_after_step: m.memoryAfter,
       memory_note:
-        'peak_bytes: high-water mark of the webgpu backend bufferManager.numBytesUsed (GPU buffers owned by live or in-flight tensors, uniforms, staging) over the timed steps; peak_bytes_allocated: of numBytesAllocated (also the buffers tfjs keeps pooled for reuse, what the device really holds)',
+        'peak_bytes: high-water mark of the webgpu backend bufferManager.numBytesUsed (GPU buffers owned by live or in-flight tensors, uniforms, staging) ' +
+        'over the timed steps; peak_bytes_allocated: of numBytesAllocated (also the buffers tfjs keeps pooled for reuse, what the device really holds)',
     });
     emit({
       bench: 'train_ratio',
@@ -289,15 +291,18 @@ export async function trainBench(argv: string[]): Promise<void> {
   console.log(`\n| impl | model | weights | T | ms/step | tok/s | GFLOP/s | % of FMA peak | GPU peak bytes | analytic min |`);
   console.log(`|---|---|---|---|---|---|---|---|---|---|`);
   console.log(
-    `| nlft | ${modelName} | ${quant} | ${T} | ${ours.ms} | ${ours.tokens_per_s} | ${ours.gflops} | ${(100 * ours.of_peak).toFixed(1)}% | ${formatBytes(ours.peak_bytes)} | ${formatBytes(ours.analytic_min_bytes)} |`,
+    `| nlft | ${modelName} | ${quant} | ${T} | ${ours.ms} | ${ours.tokens_per_s} | ${ours.gflops} | ` +
+      `${(100 * ours.of_peak).toFixed(1)}% | ${formatBytes(ours.peak_bytes)} | ${formatBytes(ours.analytic_min_bytes)} |`,
   );
   if (theirs) {
     console.log(
-      `| tfjs-webgpu | ${modelName} | f32 | ${T} | ${theirs.ms.toFixed(1)} | ${theirs.tokens_per_s.toFixed(2)} | ${theirs.gflops.toFixed(2)} | ${((100 * theirs.gflops) / peak).toFixed(1)}% | ${formatBytes(theirs.peak_bytes)} (pool ${formatBytes(theirs.peak_bytes_allocated)}) | - |`,
+      `| tfjs-webgpu | ${modelName} | f32 | ${T} | ${theirs.ms.toFixed(1)} | ${theirs.tokens_per_s.toFixed(2)} | ${theirs.gflops.toFixed(2)} | ` +
+        `${((100 * theirs.gflops) / peak).toFixed(1)}% | ${formatBytes(theirs.peak_bytes)} (pool ${formatBytes(theirs.peak_bytes_allocated)}) | - |`,
     );
     console.log(
       `\nours/tfjs speed: ${(ours.tokens_per_s / theirs.tokens_per_s).toFixed(2)}x (target >= 5x); tfjs/ours peak bytes: ${(theirs.peak_bytes / ours.peak_bytes).toFixed(2)}x` +
-        ` (${(theirs.peak_bytes_allocated / ours.peak_bytes).toFixed(2)}x with tfjs's buffer pool; target >= 2x); ours at ${(100 * ours.of_peak).toFixed(1)}% of the FMA peak (target >= 35%)`,
+        ` (${(theirs.peak_bytes_allocated / ours.peak_bytes).toFixed(2)}x with tfjs's buffer pool; ` +
+        `target >= 2x); ours at ${(100 * ours.of_peak).toFixed(1)}% of the FMA peak (target >= 35%)`,
     );
   }
 }

@@ -38,7 +38,8 @@ async function fetchTokenizerFile(file: string): Promise<unknown> {
 /** The error for a browser without usable WebGPU: what is missing, then what to try. */
 function noWebGpu(detail: string): GpuUnavailableError {
   return new GpuUnavailableError(
-    `WebGPU is not available in this browser: ${detail} Try a recent Chrome or Edge, with the app opened over https or from localhost (on Linux, Chrome may need chrome://flags/#enable-unsafe-webgpu).`,
+    `WebGPU is not available in this browser: ${detail} Try a recent Chrome or Edge, with the app opened ` +
+      `over https or from localhost (on Linux, Chrome may need chrome://flags/#enable-unsafe-webgpu).`,
   );
 }
 

@@ -45,7 +45,8 @@ export function estimateTrainBytes(
   const kept = recompute ? inputs + layer : inputs + c.numLayers * layer;
   const maxIn = Math.max(...lora.targets.map((p) => shapes[p][1]));
   const final = 2 * T * C + T + T * maxIn; // final norm, its rstd, the dropout scratch
-  const scoring = R * 3 + R * Math.ceil(c.vocabSize / (DEFAULT_TUNING.lmhead.TN * DEFAULT_TUNING.lmhead.WGX)) * 4 + R + 2 * R; // lse, logp, log1mq, partials, target logits, rows/targets
+  // lse, logp, log1mq; partials (vec4 per vocabulary tile); target logits; rows and targets
+  const scoring = R * 3 + R * Math.ceil(c.vocabSize / (DEFAULT_TUNING.lmhead.TN * DEFAULT_TUNING.lmhead.WGX)) * 4 + R + 2 * R;
   const vc = Math.min(DEFAULT_TUNING.ceChunk, Math.ceil(c.vocabSize / 4) * 4);
   // Backward scratch: dz chunk, dh, d(final norm), d residual, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, g, gx.
   const backward = R * vc + R * C + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + 2 * R;

@@ -26,7 +26,10 @@ export const TEMPLATE_JUDGE: Judge = {
   name: 'template (from the grade)',
   async judge(c) {
     const got = c.got === null ? 'The response never states a final number' : `The response's final answer is ${c.got}`;
-    return `${got}, but the correct answer is ${c.expected ?? 'given in the standard answer'}. The reasoning that leads to it is wrong; check each step of the calculation against the question.`;
+    return (
+      `${got}, but the correct answer is ${c.expected ?? 'given in the standard answer'}. The ` +
+      `reasoning that leads to it is wrong; check each step of the calculation against the question.`
+    );
   },
 };
 

@@ -90,7 +90,8 @@ export function planMemory(
   const alt = estimate(true);
   if (!recompute && alt.total <= budgetBytes) return { estimate: alt, recompute: true, kept: asked, budgetBytes };
   throw new UsageError(
-    `a training step needs about ${formatBytes(alt.total)} even recomputing layers (model ${formatBytes(alt.model)}, LoRA and optimizer ${formatBytes(alt.lora)}, activations ${formatBytes(alt.activations)} for ${tokens} tokens), over the memory budget of ${budgetMiB} MiB; try a lower maxLen, q4 weights or a smaller rank`,
+    `a training step needs about ${formatBytes(alt.total)} even recomputing layers (model ${formatBytes(alt.model)}, LoRA and optimizer ${formatBytes(alt.lora)}, ` +
+      `activations ${formatBytes(alt.activations)} for ${tokens} tokens), over the memory budget of ${budgetMiB} MiB; try a lower maxLen, q4 weights or a smaller rank`,
   );
 }
 

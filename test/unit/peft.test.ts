@@ -323,11 +323,13 @@ describe('readPeftAdapter', () => {
       ],
       [
         extra('base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight'),
-        'adapter_model.safetensors (base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight): unexpected tensor; expected base_model.model.model.layers.<i>.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight',
+        'adapter_model.safetensors (base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight): unexpected ' +
+          'tensor; expected base_model.model.model.layers.<i>.<self_attn|mlp>.<module>.lora_A.weight or .lora_B.weight',
       ],
       [
         extra('base_model.model.model.layers.0.self_attn.rotary_emb.lora_A.weight'),
-        'adapter_model.safetensors (base_model.model.model.layers.0.self_attn.rotary_emb.lora_A.weight): unexpected tensor: self_attn.rotary_emb is not a LoRA-targetable projection of a Llama layer',
+        'adapter_model.safetensors (base_model.model.model.layers.0.self_attn.rotary_emb.lora_A.weight): ' +
+          'unexpected tensor: self_attn.rotary_emb is not a LoRA-targetable projection of a Llama layer',
       ],
       [
         extra('base_model.model.model.layers.0.mlp.q_proj.lora_A.weight'),
@@ -335,7 +337,8 @@ describe('readPeftAdapter', () => {
       ],
       [
         extra('model.layers.0.self_attn.q_proj.lora_A.weight'),
-        'adapter_model.safetensors (model.layers.0.self_attn.q_proj.lora_A.weight): unexpected tensor; PEFT always writes keys starting with "base_model.model.", e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight',
+        'adapter_model.safetensors (model.layers.0.self_attn.q_proj.lora_A.weight): unexpected tensor; PEFT always writes ' +
+          'keys starting with "base_model.model.", e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight',
       ],
       [
         writeSafetensors(
@@ -359,7 +362,8 @@ describe('readPeftAdapter', () => {
     for (const [bytes, message] of cases) expect(await failure({ [ST]: bytes })).toBe(message);
     // A module not in target_modules
     expect(await failure({ [CFG]: configWith({ target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'up_proj', 'down_proj'] }) })).toBe(
-      'adapter_model.safetensors (base_model.model.model.layers.0.mlp.gate_proj.lora_A.weight): unexpected tensor: gate_proj is not in target_modules (q_proj, k_proj, v_proj, o_proj, up_proj, down_proj)',
+      'adapter_model.safetensors (base_model.model.model.layers.0.mlp.gate_proj.lora_A.weight): unexpected ' +
+        'tensor: gate_proj is not in target_modules (q_proj, k_proj, v_proj, o_proj, up_proj, down_proj)',
     );
     // A rank that disagrees with the tensors
     expect(await failure({ [CFG]: configWith({ r: 8 }) })).toBe(
@@ -372,7 +376,8 @@ describe('readPeftAdapter', () => {
     const header = await parseSafetensorsHeader(full, full.length, ST);
     const dataSize = full.length - header.dataStart;
     expect(await failure({ [ST]: full.subarray(0, full.length - 4) })).toBe(
-      `adapter_model.safetensors (base_model.model.model.layers.1.mlp.down_proj.lora_B.weight): data_offsets: expected [begin, end] with 0 <= begin <= end <= ${dataSize - 4} (the data size), found [${dataSize - 256},${dataSize}]`,
+      `adapter_model.safetensors (base_model.model.model.layers.1.mlp.down_proj.lora_B.weight): data_offsets: expected ` +
+        `[begin, end] with 0 <= begin <= end <= ${dataSize - 4} (the data size), found [${dataSize - 256},${dataSize}]`,
     );
     expect(await failure({ [ST]: full.subarray(0, 5) })).toBe(
       'adapter_model.safetensors (header): file is 5 bytes, shorter than the 8-byte header length',

@@ -63,7 +63,9 @@ export function createRunView(): RunView {
       const m = run.metrics.at(-1);
       stats.hidden = !m;
       if (m)
-        stats.textContent = `Step ${m.step}/${m.totalSteps} · epoch ${m.epoch + 1} · loss ${m.loss.toFixed(4)} · ${formatCount(Math.round((m.tokens * 1000) / m.ms))} tokens/s · ${(m.ms / 1000).toFixed(2)} s/step · grad-norm ${m.gradNorm.toFixed(3)} · GPU peak ${formatBytes(m.peakBytes)}`;
+        stats.textContent =
+          `Step ${m.step}/${m.totalSteps} · epoch ${m.epoch + 1} · loss ${m.loss.toFixed(4)} · ${formatCount(Math.round((m.tokens * 1000) / m.ms))} ` +
+          `tokens/s · ${(m.ms / 1000).toFixed(2)} s/step · grad-norm ${m.gradNorm.toFixed(3)} · GPU peak ${formatBytes(m.peakBytes)}`;
       view.showSummary(run.summary);
       saliencyBox.hidden = run.saliency.length === 0;
       const keep = salRecord.value;

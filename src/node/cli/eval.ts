@@ -25,17 +25,34 @@ export async function evalCommand(argv: string[], out: (line: string) => void): 
       { maxNewTokens: g.maxNew, temperature: g.temperature, seed: g.seed, signal },
       (it, done) => {
         out(
-          `item ${String(done).padStart(4)}/${records.length}  ${it.correct ? 'right' : 'wrong'}  expected ${it.expected ?? '-'}, got ${it.got ?? '-'}  (${it.tokens} tokens, ${it.ended})`,
+          `item ${String(done).padStart(4)}/${records.length}  ${it.correct ? 'right' : 'wrong'}  ` +
+            `expected ${it.expected ?? '-'}, got ${it.got ?? '-'}  (${it.tokens} tokens, ${it.ended})`,
         );
       },
     );
     const s = summarize(items);
     const setting = `${describeGeneration(g, peft !== null)}, max-new ${g.maxNew}, ${adapterName(engine.ctx.adapter)}`;
-    const line = `accuracy ${s.correct}/${s.total} = ${(100 * s.accuracy).toFixed(2)}%${items.length < records.length ? ` (stopped after ${items.length} of ${records.length})` : ''}${s.withoutExpected ? `; ${s.withoutExpected} answers have no final number` : ''} (${setting})`;
+    const stopped = items.length < records.length ? ` (stopped after ${items.length} of ${records.length})` : '';
+    const noNumber = s.withoutExpected ? `; ${s.withoutExpected} answers have no final number` : '';
+    const line = `accuracy ${s.correct}/${s.total} = ${(100 * s.accuracy).toFixed(2)}%${stopped}${noNumber} (${setting})`;
     if (typeof values.out === 'string') {
       await writeFile(
         values.out,
-        `${JSON.stringify({ model: spec, adapter: values.adapter ?? null, data: dataFile, quant: g.quant, temperature: g.temperature, seed: g.seed, maxNewTokens: g.maxNew, summary: s, items }, null, 1)}\n`,
+        `${JSON.stringify(
+          {
+            model: spec,
+            adapter: values.adapter ?? null,
+            data: dataFile,
+            quant: g.quant,
+            temperature: g.temperature,
+            seed: g.seed,
+            maxNewTokens: g.maxNew,
+            summary: s,
+            items,
+          },
+          null,
+          1,
+        )}\n`,
       );
       out(`wrote ${values.out}`);
     }

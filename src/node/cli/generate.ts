@@ -46,7 +46,9 @@ export async function generateCommand(argv: string[], out: (line: string) => voi
         context: "the model's context length",
         cancelled: 'Ctrl-C',
       }[r.reason];
-      const summary = `${r.ids.length} tokens in ${seconds.toFixed(2)} s (${(r.ids.length / seconds).toFixed(1)} tokens/s, prefill included), ended by ${why} (${describeGeneration(g, peft !== null)}, ${adapterName(engine.ctx.adapter)})`;
+      const summary =
+        `${r.ids.length} tokens in ${seconds.toFixed(2)} s (${(r.ids.length / seconds).toFixed(1)} tokens/s, prefill ` +
+        `included), ended by ${why} (${describeGeneration(g, peft !== null)}, ${adapterName(engine.ctx.adapter)})`;
       if (typeof values.out === 'string') {
         await writeFile(
           values.out,

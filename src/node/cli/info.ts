@@ -17,10 +17,12 @@ export async function infoCommand(argv: string[], out: (line: string) => void): 
     const params = parameterCount(c);
     out(`model      ${dir}`);
     out(
-      `shape      llama: ${c.numLayers} layers, hidden ${c.hiddenSize}, ffn ${c.intermediateSize}, heads ${c.numHeads} (kv ${c.numKvHeads}, dim ${c.headDim}), vocab ${c.vocabSize}`,
+      `shape      llama: ${c.numLayers} layers, hidden ${c.hiddenSize}, ffn ${c.intermediateSize}, ` +
+        `heads ${c.numHeads} (kv ${c.numKvHeads}, dim ${c.headDim}), vocab ${c.vocabSize}`,
     );
     out(
-      `rope       theta ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling x${c.ropeScaling.factor}` : ''}; max positions ${c.maxPositionEmbeddings}; ${c.tieWordEmbeddings ? 'tied' : 'untied'} embeddings`,
+      `rope       theta ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling x${c.ropeScaling.factor}` : ''}; ` +
+        `max positions ${c.maxPositionEmbeddings}; ${c.tieWordEmbeddings ? 'tied' : 'untied'} embeddings`,
     );
     out(`parameters ${params.toLocaleString('en-US')} (${(params / 1e6).toFixed(2)} M)`);
     out(

@@ -47,14 +47,16 @@ export async function prepareCommand(argv: string[], out: (line: string) => void
       (r, ok, done) => {
         if (ok) right++;
         out(
-          `record ${String(done).padStart(4)}/${records.length}  ${ok ? 'right' : 'wrong'}  expected ${extractFinalNumber(r.answer) ?? '-'}, got ${extractFinalNumber(r.output) ?? '-'}${ok ? '' : '  (judged)'}`,
+          `record ${String(done).padStart(4)}/${records.length}  ${ok ? 'right' : 'wrong'}  expected ` +
+            `${extractFinalNumber(r.answer) ?? '-'}, got ${extractFinalNumber(r.output) ?? '-'}${ok ? '' : '  (judged)'}`,
         );
       },
     );
     await writeFile(outFile, `${JSON.stringify(prepared, null, 1)}\n`);
     const stopped = prepared.length < records.length ? ` (stopped after ${prepared.length} of ${records.length})` : '';
     out(
-      `prepared ${prepared.length} records${stopped}: ${right} right, ${prepared.length - right} wrong with judgments from ${judge.name}; wrote ${outFile} (${describeGeneration(g, peft !== null)})`,
+      `prepared ${prepared.length} records${stopped}: ${right} right, ${prepared.length - right} wrong ` +
+        `with judgments from ${judge.name}; wrote ${outFile} (${describeGeneration(g, peft !== null)})`,
     );
   });
 }

@@ -21,11 +21,14 @@ const SCORE_ACTIVATION_BYTES = 256 * 2 ** 20;
 export function printSummary(s: SaliencySummary, out: (line: string) => void): void {
   const mean = (v: number | null) => (v === null ? '-' : v.toFixed(3));
   out(`saliency   ${s.records} records: ${s.positives} positive, ${s.negatives} negative; ${s.sixPercentRule} negatives hit the 6% rule`);
+  const fate =
+    s.negativesWithoutSaliency === 'train'
+      ? "trained towards their response with weights sqrt(pc), the authors' rule; --negatives-without-saliency skip leaves them out"
+      : 'skipped';
+  out(`           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${fate})`);
   out(
-    `           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${s.negativesWithoutSaliency === 'train' ? "trained towards their response with weights sqrt(pc), the authors' rule; --negatives-without-saliency skip leaves them out" : 'skipped'})`,
-  );
-  out(
-    `           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`,
+    `           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, ` +
+      `unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`,
   );
 }
 
@@ -84,7 +87,8 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
     printSummary(summary, out);
     const loss = entries.reduce((a, e) => a + e.loss, 0) / entries.length;
     out(
-      `scored ${entries.length} records (${truncated} truncated to --max-len ${maxLen}), mean NLFT loss ${loss.toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`,
+      `scored ${entries.length} records (${truncated} truncated to --max-len ${maxLen}), mean NLFT ` +
+        `loss ${loss.toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`,
     );
   } finally {
     engine.destroy();

@@ -118,16 +118,19 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     `data       ${dataFile}: ${plan.records} records${plan.truncated ? `, ${plan.truncated} answers truncated to fit --max-len ${plan.maxLen}` : ''}`,
   );
   out(
-    `           ${ds.positives} positive, ${ds.negatives} negative, ${ds.unknown} unknown; tokens per record p50 ${ds.totalTokens.p50}, p90 ${ds.totalTokens.p90}, max ${ds.totalTokens.max}; ${ds.truncated} over --max-len`,
+    `           ${ds.positives} positive, ${ds.negatives} negative, ${ds.unknown} unknown; tokens per record p50 ` +
+      `${ds.totalTokens.p50}, p90 ${ds.totalTokens.p90}, max ${ds.totalTokens.max}; ${ds.truncated} over --max-len`,
   );
   if (plan.resume) out(`resume     ${resumeDir}: step ${plan.resume.state.step}, with the checkpoint's training and LoRA settings`);
   if (memory.kept)
     out(
-      `memory     ${formatBytes(memory.kept.total)} needed with all activations kept, over --memory-budget ${request.memoryBudgetMiB} MiB: recomputing layers instead (${formatBytes(memory.estimate.total)})`,
+      `memory     ${formatBytes(memory.kept.total)} needed with all activations kept, over --memory-budget ` +
+        `${request.memoryBudgetMiB} MiB: recomputing layers instead (${formatBytes(memory.estimate.total)})`,
     );
   const est = memory.estimate;
   out(
-    `memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`,
+    `memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ` +
+      `${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`,
   );
   const { engine, note } = await createTunedEngine(model.config, quant);
   try {
@@ -152,7 +155,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         if (ev.entries.length) await appendFile(saliencyFile, ev.entries.map((e) => `${JSON.stringify(e)}\n`).join(''));
         await appendFile(metricsFile, `${JSON.stringify(m)}\n`);
         out(
-          `step ${String(m.step).padStart(4)}/${m.totalSteps}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)}  grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`,
+          `step ${String(m.step).padStart(4)}/${m.totalSteps}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)} ` +
+            ` grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`,
         );
       } else if (ev.type === 'checkpoint') {
         lastCheckpoint = ev.bytes;
@@ -181,7 +185,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     const what =
       end.status === 'non-finite' ? `stopped: ${end.message}` : end.status === 'done' ? 'trained' : 'cancelled (continue with --resume)';
     out(
-      `${what}: ${end.steps}/${result.totalSteps} steps, last loss ${result.lastLoss.toFixed(4)}, peak ${formatBytes(result.peakBytes)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`,
+      `${what}: ${end.steps}/${result.totalSteps} steps, last loss ${result.lastLoss.toFixed(4)}, ` +
+        `peak ${formatBytes(result.peakBytes)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`,
     );
     if (end.status === 'non-finite') process.exitCode = 1;
     return end;
