@@ -348,8 +348,9 @@ function canonicalNumber(match: string): string {
   return match.startsWith('-') && body !== '0' ? `-${body}` : body;
 }
 
-/** Whether a response's final number equals the standard answer's (false when either has none). */
-export function answersMatch(output: string, answer: string): boolean {
+/** A response graded against the standard answer by their final numbers (wrong when either has none). */
+export function gradeAnswer(output: string, answer: string): { expected: string | null; got: string | null; correct: boolean } {
+  const expected = extractFinalNumber(answer);
   const got = extractFinalNumber(output);
-  return got !== null && got === extractFinalNumber(answer);
+  return { expected, got, correct: expected !== null && got === expected };
 }

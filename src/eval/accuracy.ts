@@ -4,7 +4,7 @@
  * the final number of its answer (`#### N`, else the last number; commas stripped) is compared with
  * the standard answer's. Accuracy is reported with its counts.
  */
-import { extractFinalNumber, type DatasetRecord } from '../data/dataset.ts';
+import { type DatasetRecord, gradeAnswer } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import { generate } from '../engine/generate.ts';
 import type { GpuLlama } from '../engine/llama.ts';
@@ -76,9 +76,7 @@ export async function answerAndGrade(model: GpuLlama, tok: TextTokenizer, r: Dat
     signal: o.signal,
   });
   const output = tok.decode(g.reason === 'stop' ? g.ids.slice(0, -1) : g.ids);
-  const expected = extractFinalNumber(r.answer);
-  const got = extractFinalNumber(output);
-  return { output, tokens: g.ids.length, ended: g.reason, expected, got, correct: expected !== null && got === expected };
+  return { output, tokens: g.ids.length, ended: g.reason, ...gradeAnswer(output, r.answer) };
 }
 
 /** Answer every record (in order) and grade it; `onItem` gets each graded item as it is done. */

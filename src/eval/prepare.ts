@@ -8,7 +8,7 @@ import type { DatasetRecord } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { NlftError } from '../errors.ts';
-import { answerAndGrade } from './accuracy.ts';
+import { answerAndGrade, type GradedAnswer } from './accuracy.ts';
 import type { Judge } from './judge.ts';
 
 export const DEFAULT_PREPARE = { temperature: 0.6, maxNewTokens: 512, seed: 0 };
@@ -31,20 +31,20 @@ export interface PrepareOptions {
   signal?: AbortSignal;
 }
 
-/** Answer, grade and judge every record in order; `onRecord` gets each as it is done. */
+/** Answer, grade and judge every record in order; `onRecord` gets each, with its grade, as it is done. */
 export async function prepareRecords(
   model: GpuLlama,
   tok: TextTokenizer,
   records: readonly DatasetRecord[],
   o: PrepareOptions,
-  onRecord?: (r: PreparedRecord, right: boolean, done: number) => void,
+  onRecord?: (r: PreparedRecord, grade: Pick<GradedAnswer, 'expected' | 'got' | 'correct'>, done: number) => void,
 ): Promise<PreparedRecord[]> {
   if (records.length === 0) throw new NlftError('the dataset has no records: nothing to prepare', 'dataset');
   const out: PreparedRecord[] = [];
   for (const r of records) {
     if (o.signal?.aborted) break;
-    const { output, expected, got, correct: right } = await answerAndGrade(model, tok, r, o);
-    const judgment = right ? null : await o.judge.judge({ question: r.input, answer: r.answer, output, expected, got });
+    const { output, expected, got, correct } = await answerAndGrade(model, tok, r, o);
+    const judgment = correct ? null : await o.judge.judge({ question: r.input, answer: r.answer, output, expected, got });
     const rec: PreparedRecord = {
       id: r.id,
       ...(r.instruction !== null ? { instruction: r.instruction } : {}),
@@ -54,7 +54,7 @@ export async function prepareRecords(
       judgment,
     };
     out.push(rec);
-    onRecord?.(rec, right, out.length);
+    onRecord?.(rec, { expected, got, correct }, out.length);
   }
   return out;
 }

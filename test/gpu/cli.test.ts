@@ -11,7 +11,7 @@ import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { nlft, nlftWithEnv, ROOT } from '../helpers/cli.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
 import { promptInput } from '../../src/data/prompt.ts';
-import { answersMatch, parseDataset } from '../../src/data/dataset.ts';
+import { gradeAnswer, parseDataset } from '../../src/data/dataset.ts';
 import { startMockChat } from '../helpers/mock-chat.ts';
 import { generate } from '../../src/engine/generate.ts';
 import { GpuLlama } from '../../src/engine/llama.ts';
@@ -209,7 +209,7 @@ it('nlft prepare: the model answers, wrong answers are judged (template or a jud
   expect(prepared.map((x: { input: string }) => x.input)).toEqual(['1 + 1?', '2 + 2?']);
   for (const x of prepared) {
     expect(Object.keys(x).sort()).toEqual(['answer', 'id', 'input', 'judgment', 'output']);
-    expect(x.judgment === null).toBe(answersMatch(x.output, x.answer));
+    expect(x.judgment === null).toBe(gradeAnswer(x.output, x.answer).correct);
   }
   // With a judge endpoint, wrong answers carry its judgment; the file trains as NLFT data.
   const chat = await startMockChat(() => 'The arithmetic is wrong.');

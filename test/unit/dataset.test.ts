@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
-  answersMatch,
+  gradeAnswer,
   DEFAULT_MAX_DATASET_BYTES,
   extractFinalNumber,
   parseDataset,
@@ -315,14 +315,14 @@ describe('final answers', () => {
     expect(extractFinalNumber(text)).toBe(expected);
   });
 
-  it('answersMatch compares final numbers', () => {
+  it('gradeAnswer compares final numbers', () => {
     const answer = 'Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18';
-    expect(answersMatch('She makes $18.00 a day.', answer)).toBe(true);
-    expect(answersMatch('#### 18', answer)).toBe(true);
-    expect(answersMatch('She makes 9 * 2 = 18, minus 2 = 16', answer)).toBe(false);
-    expect(answersMatch('I do not know.', answer)).toBe(false);
-    expect(answersMatch('#### 1,000', '#### 1000')).toBe(true);
-    expect(answersMatch('no number', 'none either')).toBe(false);
+    expect(gradeAnswer('She makes $18.00 a day.', answer).correct).toBe(true);
+    expect(gradeAnswer('#### 18', answer).correct).toBe(true);
+    expect(gradeAnswer('She makes 9 * 2 = 18, minus 2 = 16', answer).correct).toBe(false);
+    expect(gradeAnswer('I do not know.', answer).correct).toBe(false);
+    expect(gradeAnswer('#### 1,000', '#### 1000').correct).toBe(true);
+    expect(gradeAnswer('no number', 'none either').correct).toBe(false);
   });
 });
 

@@ -6,7 +6,6 @@
  * writes the records done so far.
  */
 import { writeFile } from 'node:fs/promises';
-import { extractFinalNumber } from '../../data/dataset.ts';
 import { chatJudge, TEMPLATE_JUDGE } from '../../eval/judge.ts';
 import { DEFAULT_PREPARE, prepareRecords } from '../../eval/prepare.ts';
 import { UsageError } from '../../errors.ts';
@@ -44,11 +43,11 @@ export async function prepareCommand(argv: string[], out: (line: string) => void
       tok,
       records,
       { temperature: g.temperature, maxNewTokens: g.maxNew, seed: g.seed, judge, signal },
-      (r, ok, done) => {
-        if (ok) right++;
+      (_, { expected, got, correct }, done) => {
+        if (correct) right++;
         out(
-          `record ${String(done).padStart(4)}/${records.length}  ${ok ? 'right' : 'wrong'}  expected ` +
-            `${extractFinalNumber(r.answer) ?? '-'}, got ${extractFinalNumber(r.output) ?? '-'}${ok ? '' : '  (judged)'}`,
+          `record ${String(done).padStart(4)}/${records.length}  ${correct ? 'right' : 'wrong'}  expected ` +
+            `${expected ?? '-'}, got ${got ?? '-'}${correct ? '' : '  (judged)'}`,
         );
       },
     );

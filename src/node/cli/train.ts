@@ -11,7 +11,7 @@ import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { UsageError } from '../../errors.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
-import { DEFAULT_LORA } from '../../model/lora.ts';
+import { DEFAULT_LORA, loraParameterCount } from '../../model/lora.ts';
 import type { Projection } from '../../model/weights.ts';
 import { checkTrainRequest, DEFAULT_MAX_LEN } from '../../session/options.ts';
 import type { TrainEvent, TrainRequest } from '../../session/requests.ts';
@@ -147,7 +147,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       } else if (ev.type === 'started') {
         if (ev.summary) printSummary(ev.summary, out);
         out(
-          `model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')}; ${ev.totalSteps} steps of batch ${train.batch}`,
+          `model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')} ` +
+            `(${loraParameterCount(model.config, lora).toLocaleString('en-US')} parameters); ${ev.totalSteps} steps of batch ${train.batch}`,
         );
         out(`adapter    ${describeAdapter(engine.ctx.adapter)}`);
       } else if (ev.type === 'step') {
