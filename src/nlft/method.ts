@@ -10,9 +10,18 @@ import type { TextTokenizer } from '../data/tokenizer.ts';
 import type { GpuLlama, ScoreRequest } from '../engine/llama.ts';
 import type { TrainPass } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
-import type { TrainSample } from '../data/prompt.ts';
-import type { LossMethod } from '../train/trainer.ts';
-import { saliency, type Polarity, type SaliencyOptions, type SaliencyResult, type TokenClass } from './saliency.ts';
+import { sequenceOf, type TrainSample } from '../data/prompt.ts';
+import { answerSample } from '../train/samples.ts';
+import type { LossMethod, SampleTerms } from '../train/trainer.ts';
+import {
+  recordLoss,
+  saliency,
+  type Polarity,
+  type SaliencyOptions,
+  type SaliencyResult,
+  type TermSet,
+  type TokenClass,
+} from './saliency.ts';
 import type { NlftTemplates } from './templates.ts';
 import { buildViews, viewSequence } from './views.ts';
 
@@ -21,6 +30,12 @@ export interface NlftSample extends TrainSample {
   polarity: Polarity;
   standardIds: number[];
   judgeIds: number[] | null;
+  /**
+   * A negative's anchor (docs/method.md §3, anchored negatives): its standard answer + end-of-sequence
+   * under the base prompt, cut to fit maxLen as SFT cuts it; trained only under `negatives: 'anchor'`.
+   * Null (or absent) for a positive.
+   */
+  anchor?: TrainSample | null;
 }
 
 /** Build NLFT samples; every record needs an `output` and a known polarity. */
@@ -44,6 +59,7 @@ export function nlftSamples(
       polarity: r.polarity === 'negative' ? 'negative' : 'positive',
       standardIds: v.standard,
       judgeIds: v.judge,
+      anchor: r.polarity === 'negative' ? answerSample(r, v.base, tok, maxLen) : null, // v.base fits, so the anchor cannot be refused
     };
   });
   return { samples, truncated };
@@ -61,6 +77,15 @@ export interface SaliencyToken {
   kind: 'likelihood' | 'unlikelihood';
 }
 
+/** A negative's anchor as NLFT trained it (`negatives: 'anchor'`): its tokens with pb, the per-token weight, its loss. */
+export interface SaliencyAnchor {
+  tokens: Array<{ id: number; text: string; pb: number }>;
+  /** The engine weight of every anchor token, lambda * anchorWeight / N_answer. */
+  weight: number;
+  /** sum_t weight * -log pb[t] over the anchor's tokens (included in the entry's `loss`). */
+  loss: number;
+}
+
 /** One record as NLFT weighted it (at one training step, or when scored). */
 export interface SaliencyEntry {
   id: string;
@@ -73,6 +98,8 @@ export interface SaliencyEntry {
   sixPercentRule: boolean;
   skipped: boolean;
   tokens: SaliencyToken[];
+  /** Present when the record trained its anchor (`negatives: 'anchor'`, a negative not skipped). */
+  anchor?: SaliencyAnchor;
 }
 
 /** log pc of a record's response under the standard view and, for negatives, log pj under the judge view. */
@@ -140,6 +167,32 @@ export function saliencyEntry(
   };
 }
 
+/**
+ * The entry of an anchored record: `anchor` filled from the anchor pass's log pb and its loss
+ * added to the record's.
+ */
+export function withAnchor(
+  e: SaliencyEntry,
+  anchor: TrainSample,
+  terms: TermSet,
+  logpb: ArrayLike<number>,
+  loss: number,
+  tokenText: (id: number) => string,
+): SaliencyEntry {
+  const tokens = anchor.responseIds.map((id, t) => ({ id, text: tokenText(id), pb: Math.exp(logpb[t]) }));
+  return { ...e, loss: e.loss + loss, anchor: { tokens, weight: terms.weights[0], loss } };
+}
+
+/** The anchor's model input and terms, as the trainer's second sequence. */
+function anchorSequence(anchor: TrainSample, terms: TermSet): Omit<NonNullable<SampleTerms['second']>, 'onForward'> {
+  return { ...sequenceOf(anchor), kinds: terms.kinds, weights: terms.weights };
+}
+
+/** The anchors of the samples that have one (a run that trains them sizes its memory on them too). */
+export function anchorSamples(samples: readonly TrainSample[]): TrainSample[] {
+  return samples.flatMap((s) => (s as NlftSample).anchor ?? []);
+}
+
 /** Saliency of one record from its base-view scores and hidden states. */
 export function recordSaliency(
   s: NlftSample,
@@ -157,6 +210,7 @@ export function recordSaliency(
       logpj: side.logpj ?? undefined,
       hb: base.hidden,
       hiddenSize,
+      anchorTokens: s.anchor?.responseIds.length,
     },
     opts,
   );
@@ -196,8 +250,16 @@ export function nlftMethod(model: GpuLlama, o: NlftMethodOptions): LossMethod {
       const sc = side.get(s) ?? (await scoreSideViews(model, [s], o.maxBatchTokens))[0];
       const base = { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() };
       const r = recordSaliency(s, base, sc, model.config.hiddenSize, o.saliency ?? {});
-      o.onEntry?.(saliencyEntry(s, o.stepOf?.() ?? null, { logpb: base.logp, logpc: sc.logpc, logpj: sc.logpj }, r, o.tokenText));
-      return { kinds: r.kinds, weights: r.weights, extra: r.extra };
+      const entry = saliencyEntry(s, o.stepOf?.() ?? null, { logpb: base.logp, logpc: sc.logpc, logpj: sc.logpj }, r, o.tokenText);
+      const terms = { kinds: r.kinds, weights: r.weights, extra: r.extra };
+      if (!r.anchor || !s.anchor) {
+        o.onEntry?.(entry);
+        return terms;
+      }
+      const [anchor, at] = [s.anchor, r.anchor];
+      const onForward = (scores: { logp: ArrayLike<number> }, loss: number) =>
+        o.onEntry?.(withAnchor(entry, anchor, at, scores.logp, loss, o.tokenText));
+      return { ...terms, second: { ...anchorSequence(anchor, at), onForward } };
     },
   };
 }
@@ -214,11 +276,18 @@ export interface SaliencySummary {
   /** How `negativesWithoutSaliency` treats those records, and how many it affects. */
   negativesWithoutSaliency: 'train' | 'skip';
   affected: number;
+  /** How negatives train (the option `negatives`), and how many trained their anchor. */
+  negativesRule: 'authors' | 'anchor';
+  anchored: number;
   meanCoefficient: Record<TokenClass, number | null>;
   tokensByClass: Record<TokenClass, number>;
 }
 
-export function saliencySummary(entries: readonly SaliencyEntry[], mode: 'train' | 'skip'): SaliencySummary {
+export function saliencySummary(
+  entries: readonly SaliencyEntry[],
+  mode: 'train' | 'skip',
+  negatives: 'authors' | 'anchor' = 'authors',
+): SaliencySummary {
   const classes: TokenClass[] = ['correct', 'cluster', 'unlikely', 'plain'];
   const sum = Object.fromEntries(classes.map((c) => [c, 0])) as Record<TokenClass, number>;
   const count = Object.fromEntries(classes.map((c) => [c, 0])) as Record<TokenClass, number>;
@@ -238,6 +307,8 @@ export function saliencySummary(entries: readonly SaliencyEntry[], mode: 'train'
     sixPercentRule: entries.filter((e) => e.sixPercentRule).length,
     negativesWithoutSaliency: mode,
     affected: negativesWithoutUnlikely,
+    negativesRule: negatives,
+    anchored: entries.filter((e) => e.anchor).length,
     meanCoefficient: Object.fromEntries(classes.map((c) => [c, count[c] ? sum[c] / count[c] : null])) as Record<TokenClass, number | null>,
     tokensByClass: count,
   };
@@ -255,16 +326,25 @@ export async function scoreSamples(
   tokenText: (id: number) => string,
   o: { maxTokens?: number; onProgress?: (done: number) => void } = {},
 ): Promise<SaliencyEntry[]> {
-  const reqs = samples.map((s) => [{ ...viewSequence(s.promptIds, s.responseIds), hidden: true }, ...sideRequests(s)]);
+  const anchored = (s: NlftSample) => (opts.negatives === 'anchor' && s.polarity === 'negative' && s.anchor ? s.anchor : null);
+  const reqs = samples.map((s) => {
+    const anchor = anchored(s);
+    return [{ ...viewSequence(s.promptIds, s.responseIds), hidden: true }, ...sideRequests(s), ...(anchor ? [sequenceOf(anchor)] : [])];
+  });
   const ends = reqs.map((_, i) => reqs.slice(0, i + 1).reduce((a, r) => a + r.length, 0));
   const onDone = o.onProgress && ((n: number) => o.onProgress!(ends.filter((e) => e <= n).length));
   const scored = await model.scoreAll(reqs.flat(), o.maxTokens ?? DEFAULT_SCORE_BATCH_TOKENS, onDone);
   let at = 0;
   return samples.map((s, i) => {
-    const [base, std, judge] = scored.slice(at, at + reqs[i].length);
+    const [base, ...rest] = scored.slice(at, at + reqs[i].length);
     at += reqs[i].length;
+    const anchor = anchored(s);
+    const a = anchor ? rest.pop()! : null;
+    const [std, judge] = rest;
     const side = { logpc: std.logp, logpj: judge ? judge.logp : null };
     const r = recordSaliency(s, { logp: base.logp, log1mq: base.log1mq, hidden: base.hidden! }, side, model.config.hiddenSize, opts);
-    return saliencyEntry(s, null, { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText);
+    const e = saliencyEntry(s, null, { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText);
+    if (!anchor || !a || !r.anchor) return e;
+    return withAnchor(e, anchor, r.anchor, a.logp, recordLoss(r.anchor.kinds, r.anchor.weights, a.logp, a.log1mq), tokenText);
   });
 }

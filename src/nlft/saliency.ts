@@ -12,6 +12,9 @@
  *   U = { t : r1 > rho and r2 > rho and pj > pjMin },  K = expand(U),
  *   w = sqrt(pc) (0 for every token when |U|/N > unlikelyFractionMax);  in K: 0;  in U: 2*sigmoid(r1 - theta),
  *   U tokens an unlikelihood term, the others a likelihood term, weight lambda * w / N.
+ * Negative record under `negatives: 'anchor'` (docs/method.md §3, anchored negatives): U as above with
+ *   the same unlikelihood weights, every other token weight 0; plus the anchor, the record's standard
+ *   answer under the base prompt, every token a likelihood term of weight lambda * anchorWeight / N_answer.
  */
 import type { TermKind } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
@@ -53,6 +56,14 @@ export interface SaliencyOptions {
    * all-zero weights (and no SFT term) and sets `skipped`.
    */
   negativesWithoutSaliency: 'train' | 'skip';
+  /**
+   * How a negative record trains (docs/method.md §3). 'authors' (default): the rules above.
+   * 'anchor': its response keeps only the unlikelihood terms of its unlikely tokens (every other
+   * token weight 0), and the record also trains its standard answer (the anchor, `SaliencyResult.anchor`).
+   */
+  negatives: 'authors' | 'anchor';
+  /** Under `negatives: 'anchor'`: the anchor's total weight before lambda, spread over its N_answer tokens. Default 1. */
+  anchorWeight: number;
 }
 
 export const DEFAULT_SALIENCY: Readonly<SaliencyOptions> = Object.freeze({
@@ -66,6 +77,8 @@ export const DEFAULT_SALIENCY: Readonly<SaliencyOptions> = Object.freeze({
   clusterCriterion: 'distance',
   sftOnNegatives: false,
   negativesWithoutSaliency: 'train',
+  negatives: 'authors',
+  anchorWeight: 1,
 });
 
 export type Polarity = 'positive' | 'negative';
@@ -94,6 +107,8 @@ export interface SaliencyInput {
   /** Base view's final hidden states, (N, hiddenSize) row-major. */
   hb: ArrayLike<number>;
   hiddenSize: number;
+  /** N_answer, the tokens of the record's anchor (standard answer + end-of-sequence): needed for a negative under `negatives: 'anchor'`. */
+  anchorTokens?: number;
 }
 
 /**
@@ -125,6 +140,14 @@ export interface SaliencyResult extends TermSet {
    * the two `lossValue`s.
    */
   extra?: TermSet;
+  /**
+   * `negatives: 'anchor'` on a negative record that is not skipped (and anchorWeight > 0): the
+   * terms of its anchor sequence (base prompt + standard answer + end-of-sequence), every token a
+   * likelihood term of weight lambda * anchorWeight / N_answer. The anchor is another sequence, so
+   * it is trained in a pass of its own (the trainer's `SampleTerms.second`); its pb comes from that
+   * pass, and `loss` does not include it.
+   */
+  anchor?: TermSet;
   /** The record's loss (main terms plus `extra`), present when the base view was given. */
   loss?: number;
   /** |U|/N for a negative record, 0 for a positive one. */
@@ -209,11 +232,25 @@ export const SALIENCY_OPTION_RULES = {
   clusterCriterion: { expected: 'distance or similarity', ok: isOneOf('distance', 'similarity') },
   sftOnNegatives: { expected: 'true or false', ok: isBoolean },
   negativesWithoutSaliency: { expected: 'train or skip', ok: isOneOf('train', 'skip') },
+  negatives: { expected: 'authors or anchor', ok: isOneOf('authors', 'anchor') },
+  anchorWeight: { expected: 'a non-negative number', ok: isNonNegative },
 } satisfies Record<keyof SaliencyOptions, OptionRule>;
 
-/** Checks every NLFT constant and safeguard. @throws UsageError naming the first bad one */
+/**
+ * Checks every NLFT constant and safeguard, and that `sftOnNegatives` is not combined with
+ * `negatives: 'anchor'` (it would train every token of the response the anchor replaces).
+ *
+ * @throws UsageError naming the first bad one
+ */
 export function checkSaliencyOptions(o: SaliencyOptions): void {
   for (const [name, rule] of Object.entries(SALIENCY_OPTION_RULES)) checkRule(name, rule, o[name as keyof SaliencyOptions]);
+  if (o.negatives === 'anchor') {
+    checkRule(
+      'sftOnNegatives',
+      { expected: 'false with negatives anchor (the anchor trains the standard answer instead)', ok: (v) => v === false },
+      o.sftOnNegatives,
+    );
+  }
 }
 
 /** One view as probabilities and log-probabilities, and whether it came as log-probabilities. */
@@ -260,6 +297,7 @@ export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions>
   let sixPercentRule = false;
   let skipped = false;
   let extra: TermSet | undefined;
+  let anchor: TermSet | undefined;
 
   if (input.polarity === 'positive') {
     const correct = [...pc.keys()].filter((t) => pc[t] > o.tauC);
@@ -285,6 +323,7 @@ export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions>
     unlikelyFraction = unlikely.length / N;
     sixPercentRule = unlikelyFraction > o.unlikelyFractionMax;
     skipped = unlikely.length === 0 && o.negativesWithoutSaliency === 'skip';
+    const anchored = o.negatives === 'anchor';
     const inU = new Set(unlikely);
     const cluster = expand(unlikely);
     for (let t = 0; t < N; t++) {
@@ -294,7 +333,7 @@ export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions>
         coefficients[t] = 2 * sigmoid(r1[t] - o.theta);
       } else if (cluster.has(t)) {
         classes[t] = 'cluster';
-      } else if (!sixPercentRule && !skipped) {
+      } else if (!sixPercentRule && !skipped && !anchored) {
         coefficients[t] = Math.sqrt(pc[t]);
       }
       weights[t] = (o.lambda * coefficients[t]) / N;
@@ -302,6 +341,7 @@ export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions>
     if (o.sftOnNegatives && !skipped) {
       extra = { kinds: new Array<TermKind>(N).fill('likelihood'), weights: new Float64Array(N).fill(o.lambda / N) };
     }
+    if (anchored && !skipped && o.anchorWeight > 0) anchor = anchorTerms(input.anchorTokens, o);
   }
 
   let loss: number | undefined;
@@ -310,5 +350,13 @@ export function saliency(input: SaliencyInput, options: Partial<SaliencyOptions>
     if (log1mpb.length !== N) throw new NlftError(`log1mpb scores ${log1mpb.length} tokens, the standard view ${N}`, 'bad-position');
     loss = recordLoss(kinds, weights, base.logp, log1mpb) + (extra ? recordLoss(extra.kinds, extra.weights, base.logp, log1mpb) : 0);
   }
-  return { classes, kinds, weights, coefficients, extra, loss, unlikelyFraction, sixPercentRule, skipped };
+  return { classes, kinds, weights, coefficients, extra, anchor, loss, unlikelyFraction, sixPercentRule, skipped };
+}
+
+/** The anchor's terms (docs/method.md §3, anchored negatives): N_answer likelihood terms of weight lambda * anchorWeight / N_answer. */
+function anchorTerms(n: number | undefined, o: SaliencyOptions): TermSet {
+  if (n === undefined || !Number.isInteger(n) || n < 1) {
+    throw new NlftError(`negatives anchor: a negative record needs its anchor (the standard answer's tokens), got ${n} tokens`, 'usage');
+  }
+  return { kinds: new Array<TermKind>(n).fill('likelihood'), weights: new Float64Array(n).fill((o.lambda * o.anchorWeight) / n) };
 }

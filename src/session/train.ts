@@ -24,6 +24,7 @@ import { PickedFilesSource } from '../model/files-source.ts';
 import { initLora, type LoraConfig } from '../model/lora.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import {
+  anchorSamples,
   DEFAULT_SCORE_BATCH_TOKENS,
   type NlftSample,
   nlftMethod,
@@ -149,7 +150,9 @@ export async function planTraining(
   const templates = parseTemplates(req.templates, 'NLFT templates');
   const records = parseDataset(req.data.bytes, req.data.name, { requireOutput: req.method === 'nlft' }).records;
   const { samples, truncated } = methodSamples(req.method, records, tok, templates, req.maxLen);
-  const memory = planMemory(model.config, model.quant, lora, samples, train.recompute, req.memoryBudgetMiB ?? null);
+  const anchored = req.method === 'nlft' && req.saliency.negatives === 'anchor'; // anchors are sequences of their own (docs/method.md §3)
+  const sized = anchored ? [...samples, ...anchorSamples(samples)] : samples;
+  const memory = planMemory(model.config, model.quant, lora, sized, train.recompute, req.memoryBudgetMiB ?? null);
   return {
     method: req.method,
     train: { ...train, recompute: memory.recompute },
@@ -254,7 +257,7 @@ export async function runTraining(
         maxTokens: passTokens,
         onProgress: (done) => void host.onEvent({ type: 'scoring', done, total: samples.length }),
       });
-      summary = saliencySummary(scored, plan.saliency.negativesWithoutSaliency);
+      summary = saliencySummary(scored, plan.saliency.negativesWithoutSaliency, plan.saliency.negatives);
       const loss = nlftMethod(llama, {
         saliency: plan.saliency,
         tokenText,

@@ -9,7 +9,7 @@
  * parameters and optimizer moments.
  */
 import type { Engine } from '../engine/engine.ts';
-import type { GpuLlama } from '../engine/llama.ts';
+import type { GpuLlama, PositionScores } from '../engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
@@ -51,6 +51,23 @@ export interface SampleTerms {
   weights: ArrayLike<number>;
   /** A second term on the same positions (NLFT's optional SFT term on negatives); gradients add. */
   extra?: { kinds: TermKind[]; weights: ArrayLike<number> };
+  /**
+   * A second sequence of the same record (NLFT's anchor, docs/method.md §3), trained in a forward
+   * and backward pass of its own after the first: its loss adds to the record's, its gradients
+   * accumulate into the same buffer.
+   */
+  second?: SequenceTerms;
+}
+
+/** A sequence with its loss terms: the model reads `ids`, position `rows[i]` is scored against `targets[i]`. */
+export interface SequenceTerms {
+  ids: number[];
+  rows: number[];
+  targets: number[];
+  kinds: TermKind[];
+  weights: ArrayLike<number>;
+  /** Called with the pass's scores and loss after its forward pass (NLFT reports the anchor's pb and loss). */
+  onForward?: (scores: PositionScores, loss: number) => void;
 }
 
 /** How a method weights a sample's tokens after its forward pass (NLFT needs the scores; SFT does not). */
@@ -189,25 +206,13 @@ export class Trainer {
         const at = this.sampleAt(k);
         epoch = at.epoch;
         const s = this.samples[at.sample];
-        const seq = sequenceOf(s);
-        const dropout = { rate: this.dropout, seed: (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0 };
-        const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, dropout, config.recompute);
-        const t = await this.method.terms(s, pass);
-        const loss = lossValue(t.kinds, t.weights, pass.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, pass.scores) : 0);
-        if (!Number.isFinite(loss)) {
-          pass.release();
+        const r = await this.accumulate(s, k, step);
+        if ('nonFinite' in r) {
           await this.discardGradients();
-          return {
-            status: 'non-finite',
-            steps: this.state.step,
-            message: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; training stopped, the adapter keeps the parameters of step ${this.state.step}`,
-          };
+          return { status: 'non-finite', steps: this.state.step, message: r.nonFinite };
         }
-        const coef = lossCoefficients(t.kinds, t.weights, pass.scores);
-        if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, pass.scores).forEach((c, i) => (coef[i] += c)); // the backward is linear in them
-        await pass.backward(coef);
-        lossSum += loss;
-        tokens += seq.ids.length;
+        lossSum += r.loss;
+        tokens += r.tokens;
         ids.push(s.id);
       }
       const count = last - first;
@@ -243,6 +248,46 @@ export class Trainer {
       });
     }
     return { status: 'done', steps: this.state.step };
+  }
+
+  /**
+   * Forward and backward passes of one record (micro-batch k of optimizer step `step`): its
+   * sequence and, when its terms bring one, its second sequence; their gradients are added into the
+   * LoRA gradient buffer. Returns the record's loss and the tokens fed, or the message of a
+   * non-finite loss (`run` then discards the step's gradients). `run` calls it for every record;
+   * called alone it gives one record's gradient (the model's `lora.readGrads()`).
+   */
+  async accumulate(s: TrainSample, k: number, step: number): Promise<{ loss: number; tokens: number } | { nonFinite: string }> {
+    const { model, config } = this;
+    const seq = sequenceOf(s);
+    const seed = (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0;
+    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: this.dropout, seed }, config.recompute);
+    const t = await this.method.terms(s, pass);
+    const loss = lossValue(t.kinds, t.weights, pass.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, pass.scores) : 0);
+    const stopped = `training stopped, the adapter keeps the parameters of step ${this.state.step}`;
+    if (!Number.isFinite(loss)) {
+      pass.release();
+      return { nonFinite: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; ${stopped}` };
+    }
+    const coef = lossCoefficients(t.kinds, t.weights, pass.scores);
+    if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, pass.scores).forEach((c, i) => (coef[i] += c)); // the backward is linear in them
+    if (coef.some((c) => c !== 0)) await pass.backward(coef);
+    else pass.release(); // every weight 0 (a skipped record, or an anchored negative without unlikely tokens): no gradient
+    const second = t.second;
+    if (!second) return { loss, tokens: seq.ids.length };
+    // Its own dropout mask, a function of (seed, k) like the first's; k < 2^31 keeps it apart from every first pass's.
+    const dropout = { rate: this.dropout, seed: (seed ^ 0x80000000) >>> 0 };
+    const pass2 = await TrainPass.forward(model, second.ids, second.rows, second.targets, dropout, config.recompute);
+    const loss2 = lossValue(second.kinds, second.weights, pass2.scores);
+    if (!Number.isFinite(loss2)) {
+      pass2.release();
+      return {
+        nonFinite: `the loss of record ${s.index} (id ${s.id}), its second sequence (the anchor), is not finite at step ${step}; ${stopped}`,
+      };
+    }
+    second.onForward?.(pass2.scores, loss2);
+    await pass2.backward(lossCoefficients(second.kinds, second.weights, pass2.scores));
+    return { loss: loss + loss2, tokens: seq.ids.length + second.ids.length };
   }
 
   private async discardGradients(): Promise<void> {

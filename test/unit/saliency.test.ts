@@ -43,6 +43,8 @@ describe('DEFAULT_SALIENCY', () => {
       clusterCriterion: 'distance',
       sftOnNegatives: false,
       negativesWithoutSaliency: 'train',
+      negatives: 'authors',
+      anchorWeight: 1,
     });
   });
 });
@@ -290,6 +292,77 @@ describe('saliency: negative records', () => {
       // A negative that has an unlikely token is trained under 'skip' too.
       expect(saliency(negative50([10, 20, 30]), { negativesWithoutSaliency: 'skip' }).skipped).toBe(false);
     });
+  });
+});
+
+describe("saliency: anchored negatives (negatives 'anchor')", () => {
+  const ANCHOR = { negatives: 'anchor' as const };
+
+  it('3 unlikely of 50: unlikely tokens keep 2*sigmoid(r1 - 1.5), every other token 0; the anchor weighs lambda*a/N_answer', () => {
+    const r = saliency({ ...negative50([10, 20, 30]), anchorTokens: 8 }, ANCHOR);
+    const cls = fill<string>(50, 'plain');
+    [cls[10], cls[11], cls[20], cls[30]] = ['unlikely', 'cluster', 'unlikely', 'unlikely'];
+    expect(r.classes).toEqual(cls); // the classes do not depend on the rule
+    expect(r.kinds.flatMap((k, t) => (k === 'unlikelihood' ? [t] : []))).toEqual([10, 20, 30]);
+    const coef = fill(50, 0);
+    [coef[10], coef[20], coef[30]] = [U35, U35, U35];
+    closeAll(r.coefficients, coef);
+    const w = fill(50, 0);
+    [w[10], w[20], w[30]] = [0.38827510769945744, 0.38827510769945744, 0.38827510769945744]; // 10 * U35 / 50
+    closeAll(r.weights, w);
+    expect(r.anchor!.kinds).toEqual(fill(8, 'likelihood'));
+    closeAll(r.anchor!.weights, fill(8, 1.25)); // 10 * 1 / 8
+    // Only the unlikely tokens' terms: 3 * 0.388275 * -ln(1 - 0.1); the anchor's loss is its own pass's.
+    expect(r.loss).toBeCloseTo(0.12272659669293863, 12);
+    expect(r.sixPercentRule).toBe(false);
+    expect(r.skipped).toBe(false);
+    expect(r.extra).toBeUndefined();
+    closeAll(
+      saliency({ ...negative50([10, 20, 30]), anchorTokens: 4 }, { ...ANCHOR, anchorWeight: 0.5, lambda: 2 }).anchor!.weights,
+      fill(4, 0.25),
+    );
+  });
+
+  it('without an unlikely token: no term on the response, still the anchor (train); nothing at all (skip)', () => {
+    const input = { polarity: 'negative' as const, pb: [0.5, 0.5], pc: [0.25, 0.81], pj: [0.1, 0.1], hb: H([1, 0], [0, 1]), hiddenSize: 2 };
+    const r = saliency({ ...input, anchorTokens: 5 }, ANCHOR);
+    expect(r.classes).toEqual(['plain', 'plain']);
+    expect(r.kinds).toEqual(['likelihood', 'likelihood']);
+    expect([...r.weights]).toEqual([0, 0]);
+    expect([...r.coefficients]).toEqual([0, 0]);
+    expect(r.loss).toBe(0);
+    expect(r.skipped).toBe(false);
+    closeAll(r.anchor!.weights, fill(5, 2)); // 10 / 5
+    const skip = saliency({ ...input, anchorTokens: 5 }, { ...ANCHOR, negativesWithoutSaliency: 'skip' });
+    expect(skip.skipped).toBe(true);
+    expect(skip.anchor).toBeUndefined();
+    expect(saliency({ ...input, anchorTokens: 5 }, { ...ANCHOR, anchorWeight: 0 }).anchor).toBeUndefined();
+  });
+
+  it('the 6% rule changes nothing (the other tokens are 0 anyway) but is still reported', () => {
+    const r = saliency({ ...negative50([10, 20, 30, 40]), anchorTokens: 3 }, ANCHOR);
+    expect(r.sixPercentRule).toBe(true);
+    expect(r.weights.filter((w) => w !== 0).length).toBe(4);
+    expect(r.anchor).toBeDefined();
+  });
+
+  it('positives are unchanged and get no anchor', () => {
+    const pos = { polarity: 'positive' as const, pc: [0.5, 0.99, 0.3], pb: [0.5, 0.5, 0.5], hb: CRITERIA_HB, hiddenSize: 2 };
+    const a = saliency({ ...pos, anchorTokens: 4 }, ANCHOR);
+    const b = saliency(pos);
+    expect(a).toEqual(b);
+    expect(a.anchor).toBeUndefined();
+  });
+
+  it('refuses a negative without its anchor, sftOnNegatives with it, and bad values', () => {
+    expect(() => saliency(negative50([10]), ANCHOR)).toThrow(/negatives anchor: a negative record needs its anchor/);
+    expect(() => saliency({ ...negative50([10]), anchorTokens: 2 }, { ...ANCHOR, sftOnNegatives: true })).toThrow(
+      'sftOnNegatives: expected false with negatives anchor (the anchor trains the standard answer instead), found true',
+    );
+    expect(() => saliency(negative50([10]), { negatives: 'towards' as 'anchor' })).toThrow(
+      'negatives: expected authors or anchor, found "towards"',
+    );
+    expect(() => saliency(negative50([10]), { anchorWeight: -1 })).toThrow('anchorWeight: expected a non-negative number, found -1');
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * The NLFT options of a run, as a collapsible form in the Train panel: every constant of docs/method.md
- * §3–§4 with the spec's default, the two safeguards, and the three views' prompt texts
+ * §3–§4 with the spec's default, the two safeguards, how negatives train (the authors' rule or anchored), and the three views' prompt texts
  * (placeholders `{instruction}`, `{input}`, `{answer}`, `{judgment}`), all sent with the run and
  * stored with it. The worker validates them (messages name the option or template field).
  */
@@ -8,7 +8,7 @@ import { DEFAULT_SALIENCY, type SaliencyOptions } from '../../nlft/saliency.ts';
 import { DEFAULT_TEMPLATES, type NlftTemplates } from '../../nlft/templates.ts';
 import { h } from '../dom.ts';
 
-type NumberOption = 'lambda' | 'tauC' | 'rho' | 'theta' | 'delta' | 'pjMin' | 'unlikelyFractionMax';
+type NumberOption = 'lambda' | 'tauC' | 'rho' | 'theta' | 'delta' | 'pjMin' | 'unlikelyFractionMax' | 'anchorWeight';
 
 const NUMBERS: Array<[NumberOption, string]> = [
   ['lambda', 'λ (loss scale)'],
@@ -18,6 +18,7 @@ const NUMBERS: Array<[NumberOption, string]> = [
   ['delta', 'δ (cluster threshold)'],
   ['pjMin', 'pj minimum'],
   ['unlikelyFractionMax', 'unlikely fraction max'],
+  ['anchorWeight', 'anchor weight (negatives: anchor)'],
 ];
 
 const TEMPLATE_FIELDS: Array<[string, string, (t: NlftTemplates) => string]> = [
@@ -55,6 +56,12 @@ export function createNlftOptionsForm(): NlftOptionsForm {
     h('option', { value: 'train' }, "train (the authors' rule)"),
     h('option', { value: 'skip' }, 'skip'),
   );
+  const negatives = h(
+    'select',
+    { testid: 'nlft-negatives', id: 'nlft-negatives' },
+    h('option', { value: 'authors' }, "authors (the authors' rule)"),
+    h('option', { value: 'anchor' }, 'anchor: unlikely tokens only, plus the standard answer'),
+  );
   const sftNeg = h('input', { type: 'checkbox', testid: 'nlft-sftOnNegatives', id: 'nlft-sftOnNegatives' });
   const texts = new Map(
     TEMPLATE_FIELDS.map(([key, label]) => [
@@ -67,6 +74,7 @@ export function createNlftOptionsForm(): NlftOptionsForm {
     ...[...numbers.values()].map((n) => n.input),
     criterion,
     without,
+    negatives,
     sftNeg,
     ...[...texts.values()].map((t) => t.area),
     reset,
@@ -82,6 +90,7 @@ export function createNlftOptionsForm(): NlftOptionsForm {
       ...[...numbers.entries()].map(([key, n]) => h('label', { class: 'setting', for: `nlft-${key}` }, h('span', {}, n.label), n.input)),
       h('label', { class: 'setting', for: 'nlft-clusterCriterion' }, h('span', {}, 'cluster criterion'), criterion),
       h('label', { class: 'setting', for: 'nlft-negativesWithoutSaliency' }, h('span', {}, 'negatives without an unlikely token'), without),
+      h('label', { class: 'setting', for: 'nlft-negatives' }, h('span', {}, 'negative records train'), negatives),
     ),
     h('label', { class: 'check', for: 'nlft-sftOnNegatives' }, sftNeg, 'Add an SFT term on negative records (off by default)'),
     ...[...texts.entries()].flatMap(([key, t]) => [h('label', { class: 'field', for: `template-${key}` }, t.label), t.area]),
@@ -104,6 +113,7 @@ export function createNlftOptionsForm(): NlftOptionsForm {
         ...DEFAULT_SALIENCY,
         clusterCriterion: criterion.value as SaliencyOptions['clusterCriterion'],
         negativesWithoutSaliency: without.value as SaliencyOptions['negativesWithoutSaliency'],
+        negatives: negatives.value as SaliencyOptions['negatives'],
         sftOnNegatives: sftNeg.checked,
       };
       for (const [key, n] of numbers) {
@@ -126,6 +136,7 @@ export function createNlftOptionsForm(): NlftOptionsForm {
       for (const [key, n] of numbers) n.input.value = String(saliency[key]);
       criterion.value = saliency.clusterCriterion;
       without.value = saliency.negativesWithoutSaliency;
+      negatives.value = saliency.negatives;
       sftNeg.checked = saliency.sftOnNegatives;
       for (const [key, , get] of TEMPLATE_FIELDS) texts.get(key)!.area.value = get(templates);
     },

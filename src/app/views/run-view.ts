@@ -78,7 +78,7 @@ export function createRunView(): RunView {
       if (!s) return;
       summaryLine.textContent =
         `Saliency before training: ${s.positives} positive and ${s.negatives} negative records; ${s.negativesWithoutUnlikely} negatives have no unlikely token` +
-        ` (${s.negativesWithoutSaliency === 'train' ? "trained towards their response, the authors' rule" : 'skipped'}); ${s.sixPercentRule} hit the 6% rule.`;
+        ` (${s.negativesWithoutSaliency === 'skip' ? 'skipped' : s.negativesRule === 'anchor' ? 'anchored: they train their standard answer' : "trained towards their response, the authors' rule"}); ${s.sixPercentRule} hit the 6% rule.`;
     },
     showAdapter(files) {
       for (const a of exportBox.querySelectorAll('a')) URL.revokeObjectURL(a.href);

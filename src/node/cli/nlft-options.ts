@@ -19,13 +19,16 @@ export const NLFT_FLAGS: Options = {
   'cluster-criterion': { type: 'string' },
   'sft-on-negatives': { type: 'boolean' },
   'negatives-without-saliency': { type: 'string' },
+  negatives: { type: 'string' },
+  'anchor-weight': { type: 'string' },
   templates: { type: 'string' },
   'score-batch-tokens': { type: 'string' },
 };
 
 export const NLFT_USAGE = `[--lambda 10] [--tau-c 0.95] [--rho 1.5] [--theta 1.5] [--delta 0.4] [--pj-min 0.01]
             [--unlikely-fraction-max 0.06] [--cluster-criterion distance|similarity] [--sft-on-negatives]
-            [--negatives-without-saliency train|skip] [--templates FILE] [--score-batch-tokens N]`;
+            [--negatives-without-saliency train|skip] [--negatives authors|anchor] [--anchor-weight 1]
+            [--templates FILE] [--score-batch-tokens N]`;
 
 /** --score-batch-tokens, or null when absent (checked by the session's rule `scoreBatchTokens`). */
 export function scoreBatchOption(values: Record<string, unknown>): number | null {
@@ -49,6 +52,8 @@ export function saliencyOptions(values: Record<string, unknown>): SaliencyOption
     clusterCriterion: or('cluster-criterion', d.clusterCriterion),
     sftOnNegatives: values['sft-on-negatives'] === true,
     negativesWithoutSaliency: or('negatives-without-saliency', d.negativesWithoutSaliency),
+    negatives: or('negatives', d.negatives),
+    anchorWeight: or('anchor-weight', d.anchorWeight),
   } as SaliencyOptions;
   checkSaliencyOptions(s);
   return s;

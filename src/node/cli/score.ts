@@ -22,10 +22,13 @@ export function printSummary(s: SaliencySummary, out: (line: string) => void): v
   const mean = (v: number | null) => (v === null ? '-' : v.toFixed(3));
   out(`saliency   ${s.records} records: ${s.positives} positive, ${s.negatives} negative; ${s.sixPercentRule} negatives hit the 6% rule`);
   const fate =
-    s.negativesWithoutSaliency === 'train'
-      ? "trained towards their response with weights sqrt(pc), the authors' rule; --negatives-without-saliency skip leaves them out"
-      : 'skipped';
+    s.negativesRule === 'anchor' && s.negativesWithoutSaliency === 'train'
+      ? 'their response gets no term; they train their standard answer, --negatives anchor'
+      : s.negativesWithoutSaliency === 'train'
+        ? "trained towards their response with weights sqrt(pc), the authors' rule; --negatives-without-saliency skip leaves them out"
+        : 'skipped';
   out(`           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${fate})`);
+  if (s.negativesRule === 'anchor') out(`           ${s.anchored} negatives train their standard answer (anchor)`);
   out(
     `           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, ` +
       `unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`,
@@ -67,7 +70,7 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
       engine.ctx.device.limits.maxStorageBufferBindingSize,
     );
     const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id), { maxTokens });
-    const summary = saliencySummary(entries, sal.negativesWithoutSaliency);
+    const summary = saliencySummary(entries, sal.negativesWithoutSaliency, sal.negatives);
     const dump = {
       model: modelDir,
       adapter: typeof values.adapter === 'string' ? values.adapter : null,
