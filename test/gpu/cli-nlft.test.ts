@@ -153,6 +153,18 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
       ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'],
       'nlft score: scoreBatchTokens: expected a positive integer (or none: sized from memory), found 0',
     ],
+    [
+      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--negatives', 'towards'],
+      'nlft train: negatives: expected authors or anchor, found "towards"',
+    ],
+    [
+      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--negatives', 'anchor', '--anchor-weight=-1'],
+      'nlft train: anchorWeight: expected a non-negative number, found -1',
+    ],
+    [
+      ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--negatives', 'anchor', '--sft-on-negatives'],
+      'nlft score: sftOnNegatives: expected false with negatives anchor (the anchor trains the standard answer instead), found true',
+    ],
   ];
   for (const [args, message] of cases) {
     const r = await nlft(args[0], '--model', modelDir, ...args.slice(1));
@@ -160,4 +172,45 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
     expect(r.stderr).toContain(message);
     expect(r.stderr).not.toContain('    at ');
   }
+});
+
+it('nlft train --negatives anchor --anchor-weight 0.5: the negative trains its standard answer, shown in saliency.jsonl and run.json', async () => {
+  const out = path.join(tmp, 'anchor');
+  const r = await nlft(
+    'train',
+    '--model',
+    modelDir,
+    '--data',
+    data,
+    '--out',
+    out,
+    '--steps',
+    '1',
+    '--batch',
+    '2',
+    '--rank',
+    '4',
+    '--negatives',
+    'anchor',
+    '--anchor-weight',
+    '0.5',
+  );
+  expect(r.stderr).not.toContain('    at ');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/^ {11}1 negatives train their standard answer \(anchor\)$/m);
+  const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  const neg = lines.find((e) => e.polarity === 'negative');
+  const pos = lines.find((e) => e.polarity === 'positive');
+  expect(pos.anchor).toBeUndefined();
+  const n = neg.anchor.tokens.length;
+  expect(n).toBeGreaterThan(1);
+  expect(neg.anchor.weight).toBeCloseTo((10 * 0.5) / n, 12);
+  expect(neg.anchor.loss).toBeGreaterThan(0);
+  for (const t of neg.tokens) expect(t.kind === 'unlikelihood' || t.coefficient === 0).toBe(true); // no likelihood term on its response
+  const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
+  expect(run.nlft.options).toMatchObject({ negatives: 'anchor', anchorWeight: 0.5 });
+  expect(run.nlft.summary).toMatchObject({ negatives: 1, anchored: 1, negativesRule: 'anchor' });
 });

@@ -6,16 +6,28 @@
  *   saliency classes; its LoRA gradient matches tfjs autodiff of that formula (1e-3 relative);
  * - NLFT training through the trainer keeps a saliency record per visit and is deterministic, and
  *   packing the no-grad views of several records into one pass changes no result.
+ * - anchored negatives (`negatives: 'anchor'`): the record's loss (its response's unlikelihood terms plus
+ *   its anchor's likelihood terms, two passes of the trainer) and LoRA gradient against the reference
+ *   (the same tolerances), with and without unlikely tokens; scoring reports the anchor as training does.
  * Saliency thresholds are loosened (tauC, rho, pjMin) so that a random model has tokens in every class.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass } from '../../src/engine/train-pass.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
-import { initLora } from '../../src/model/lora.ts';
-import { nlftMethod, recordSaliency, scoreSamples, scoreSideViews, type NlftSample, type SaliencyEntry } from '../../src/nlft/method.ts';
+import { initLora, type LoraSet } from '../../src/model/lora.ts';
+import {
+  nlftMethod,
+  recordSaliency,
+  saliencySummary,
+  scoreSamples,
+  scoreSideViews,
+  type NlftSample,
+  type SaliencyEntry,
+} from '../../src/nlft/method.ts';
 import { saliency, type SaliencyOptions } from '../../src/nlft/saliency.ts';
 import { viewSequence } from '../../src/nlft/views.ts';
+import { sequenceOf } from '../../src/data/prompt.ts';
 import { DEFAULT_TRAIN, Trainer } from '../../src/train/trainer.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
@@ -25,20 +37,32 @@ import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
 import { flatten, randomLora } from '../helpers/lora.ts';
 
 const V = 256;
-/** Records 1, 2 positive; 3, 4 negative (with a judge view). */
+/** Records 1, 2 positive; 3, 4 negative (with a judge view and an anchor, the standard answer's ids). */
 function synthetic(): NlftSample[] {
   const rng = new Rng(12);
   const ids = (n: number) => Array.from({ length: n }, () => rng.int(V));
-  return [0, 1, 2, 3].map((i) => ({
-    id: `r${i + 1}`,
-    index: i + 1,
-    polarity: i < 2 ? 'positive' : 'negative',
-    promptIds: ids(8 + i),
-    standardIds: ids(12 + i),
-    judgeIds: i < 2 ? null : ids(10 + i),
-    responseIds: ids(14 + 2 * i),
-    truncatedBy: 0,
-  }));
+  const anchorRng = new Rng(13);
+  const anchorIds = (n: number) => Array.from({ length: n }, () => anchorRng.int(V));
+  return [0, 1, 2, 3]
+    .map(
+      (i): NlftSample => ({
+        id: `r${i + 1}`,
+        index: i + 1,
+        polarity: i < 2 ? 'positive' : 'negative',
+        promptIds: ids(8 + i),
+        standardIds: ids(12 + i),
+        judgeIds: i < 2 ? null : ids(10 + i),
+        responseIds: ids(14 + 2 * i),
+        truncatedBy: 0,
+      }),
+    )
+    .map((s) => ({
+      ...s,
+      anchor:
+        s.polarity === 'negative'
+          ? { id: s.id, index: s.index, promptIds: s.promptIds, responseIds: anchorIds(9 + s.index), truncatedBy: 0 }
+          : null,
+    }));
 }
 const OPTS: Partial<SaliencyOptions> = { tauC: 0.004, rho: 1.05, pjMin: 0, delta: 0.6 };
 const weights = makeTinyLlama({
@@ -182,4 +206,113 @@ it('scoring records packed into shared passes gives each record what a pass of i
   expect(done.length).toBeLessThanOrEqual(4); // 22-40 tokens a view, up to 120 per pass
   expect(done.at(-1)).toBe(samples.length);
   expect(done).toEqual([...done].sort((x, y) => x - y));
+});
+
+/** The reference's pb, pc, pj and hb of a record (tfjs), as saliency() takes them. */
+function referenceScores(s: NlftSample, lora: LoraSet) {
+  const seq = viewSequence(s.promptIds, s.responseIds);
+  const C = weights.config.hiddenSize;
+  const hiddenAll = referenceForward(weights, seq.ids, { lora }).hidden;
+  const hb = new Float32Array(seq.rows.length * C);
+  seq.rows.forEach((r, i) => hb.set(hiddenAll.subarray(r * C, (r + 1) * C), i * C));
+  return {
+    logpb: refLogp(s.promptIds, s.responseIds, { lora }),
+    logpc: refLogp(s.standardIds, s.responseIds, { lora }),
+    logpj: s.judgeIds ? refLogp(s.judgeIds, s.responseIds, { lora }) : undefined,
+    hb,
+  };
+}
+
+describe.skipIf(skipOutsideCi(!gradientsRegistered))('anchored negatives: loss and gradient against the reference', () => {
+  requirePrerequisite(gradientsRegistered, 'the tfjs gradient registrations');
+  const cases: Array<[string, Partial<SaliencyOptions>]> = [
+    ['with unlikely tokens', { ...OPTS, negatives: 'anchor', anchorWeight: 0.5 }],
+    ['without an unlikely token (rho 1e6): the anchor alone', { ...OPTS, rho: 1e6, negatives: 'anchor' }],
+  ];
+  for (const [name, opts] of cases) {
+    it(name, async () => {
+      const s = samples[3];
+      const anchor = s.anchor!;
+      const lora = randomLora(weights, 4, 50, 0.05);
+      // Reference: the response's terms from saliency() on the tfjs scores, the anchor's written out here.
+      const ref = referenceScores(s, lora);
+      const C = weights.config.hiddenSize;
+      const rr = saliency({ polarity: 'negative', ...ref, hiddenSize: C, anchorTokens: anchor.responseIds.length }, opts);
+      const N = s.responseIds.length;
+      const NA = anchor.responseIds.length;
+      const lambda = 10;
+      let response = 0;
+      for (let t = 0; t < N; t++) if (rr.classes[t] === 'unlikely') response += rr.coefficients[t] * -Math.log1p(-Math.exp(ref.logpb[t]));
+      response *= lambda / N;
+      expect(rr.kinds.filter((k, t) => k === 'likelihood' && rr.weights[t] !== 0)).toEqual([]); // no likelihood term on the response
+      const logpa = refLogp(anchor.promptIds, anchor.responseIds, { lora });
+      const anchorLoss = ((lambda * (opts.anchorWeight ?? 1)) / NA) * logpa.reduce((a, v) => a - v, 0);
+      const direct = response + anchorLoss;
+      expect(anchorLoss).toBeGreaterThan(0);
+      if (opts.rho === 1e6) expect(response).toBe(0);
+      else expect(response).toBeGreaterThan(0);
+
+      // Engine: the record through the trainer (two passes, gradients into one buffer), as training runs it.
+      const model = GpuLlama.create(g.ops, weights, 'f32', lora);
+      const entries: SaliencyEntry[] = [];
+      const method = nlftMethod(model, { saliency: opts, tokenText: String, onEntry: (e) => void entries.push(e) });
+      const trainer = new Trainer(g, model, [s], { ...DEFAULT_TRAIN, epochs: 1, batch: 1 }, method);
+      const r = await trainer.accumulate(s, 0, 1);
+      if ('nonFinite' in r) throw new Error(r.nonFinite);
+      const got = flatten(await model.lora!.readGrads());
+      trainer.destroy();
+      model.destroy();
+      expect(Math.abs(r.loss - direct)).toBeLessThanOrEqual(1e-4 * direct);
+      expect(r.tokens).toBe(s.promptIds.length + N - 1 + anchor.promptIds.length + NA - 1);
+      expect(entries).toHaveLength(1);
+      const e = entries[0];
+      expect(e.anchor!.tokens.map((t) => t.id)).toEqual(anchor.responseIds);
+      expect(e.anchor!.weight).toBeCloseTo((lambda * (opts.anchorWeight ?? 1)) / NA, 12);
+      expect(Math.abs(e.anchor!.loss - anchorLoss)).toBeLessThanOrEqual(1e-4 * anchorLoss);
+      expect(e.loss).toBe(r.loss);
+
+      const responseGrads = flatten(
+        referenceLoraGrads(weights, lora, { ...viewSequence(s.promptIds, s.responseIds), kinds: rr.kinds, weights: rr.weights }).grads,
+      );
+      const anchorGrads = flatten(referenceLoraGrads(weights, lora, { ...sequenceOf(anchor), ...rr.anchor! }).grads);
+      const want = responseGrads.map((v, i) => v + anchorGrads[i]);
+      const scale = Math.max(...want.map(Math.abs));
+      expect(maxViolation(got, want, 1e-3, 1e-4 * scale)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
+it('anchored NLFT: scoring reports each negative’s anchor as training weighs it; the run is deterministic', async () => {
+  const opts: Partial<SaliencyOptions> = { ...OPTS, negatives: 'anchor' };
+  const lora = initLora(weights.config, { r: 4, alpha: 8, dropout: 0, targets: ['gate_proj', 'up_proj', 'down_proj'] }, 3);
+  const model = GpuLlama.create(g.ops, weights, 'f32', lora);
+  const scored = await scoreSamples(model, samples, opts, String);
+  const summary = saliencySummary(scored, 'train', 'anchor');
+  expect(summary).toMatchObject({ negatives: 2, anchored: 2, negativesRule: 'anchor' });
+  expect(scored.map((e) => e.anchor !== undefined)).toEqual([false, false, true, true]);
+  const run = async () => {
+    const m = GpuLlama.create(g.ops, weights, 'f32', lora);
+    const entries: SaliencyEntry[] = [];
+    const method = nlftMethod(m, { saliency: opts, tokenText: String, onEntry: (e) => void entries.push(e) });
+    const trainer = new Trainer(g, m, samples, { ...DEFAULT_TRAIN, epochs: 1, batch: 4, lr: 1e-3, seed: 5 }, method);
+    const losses: number[] = [];
+    await trainer.run({ onStep: (s) => void losses.push(s.loss) });
+    const params = await g.buffers.readF32(m.lora!.params, m.lora!.n);
+    trainer.destroy();
+    m.destroy();
+    return { entries, losses, params };
+  };
+  const a = await run();
+  model.destroy();
+  // One step over the four records, from the same parameters, no dropout: the scored entries' anchors are the trained ones.
+  for (const e of a.entries.filter((x) => x.anchor)) {
+    const before = scored.find((x) => x.id === e.id)!;
+    expect(e.anchor!.tokens.map((t) => t.id)).toEqual(before.anchor!.tokens.map((t) => t.id));
+    expect(Math.abs(e.anchor!.loss - before.anchor!.loss)).toBeLessThanOrEqual(1e-4 * before.anchor!.loss);
+    expect(Math.abs(e.loss - before.loss)).toBeLessThanOrEqual(1e-4 * before.loss + 1e-6);
+  }
+  expect(a.entries.filter((x) => x.anchor)).toHaveLength(2);
+  const b = await run();
+  expect(b.params).toEqual(a.params);
+  expect(b.losses).toEqual(a.losses);
 });
