@@ -94,39 +94,28 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
   expect(dumpAlone.records).toEqual(dump.records);
 });
 
-it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
-  const out = path.join(tmp, 'run');
-  const r = await nlft(
-    'train',
-    '--model',
-    modelDir,
-    '--data',
-    data,
-    '--out',
-    out,
-    '--steps',
-    '1',
-    '--batch',
-    '2',
-    '--rank',
-    '4',
-    '--negatives-without-saliency',
-    'skip',
-  );
+/** `nlft train` on the two records for one step of batch 2, rank 4, with `flags`; its saliency.jsonl lines and run.json. */
+async function trainTwo(name: string, ...flags: string[]) {
+  const out = path.join(tmp, name);
+  const r = await nlft('train', '--model', modelDir, '--data', data, '--out', out, '--steps', '1', '--batch', '2', '--rank', '4', ...flags);
   expect(r.stderr).not.toContain('    at ');
   expect(r.code).toBe(0);
+  const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  return { r, lines, run: JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8')) };
+}
+
+it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
+  const { r, lines, run } = await trainTwo('run', '--negatives-without-saliency', 'skip');
   expect(r.stdout).toMatch(/negatives have no unlikely token \(skipped\)/);
   expect(r.stdout).toMatch(/^scoring {4}2 records, no-grad views packed \d+ tokens per pass$/m);
   expect(r.stdout).toMatch(
     /^kernels {4}matmul \d+×\d+, lm-head \d+×\d+ \((measured now\); kept in .*tuning\.json|measured earlier on this GPU\))$/m,
   );
-  const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8'))
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l));
   expect(lines.map((e) => e.step)).toEqual([1, 1]);
   expect(lines.map((e) => e.polarity).sort()).toEqual(['negative', 'positive']);
-  const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
   expect(run.method).toBe('nlft');
   expect(run.nlft.options.negativesWithoutSaliency).toBe('skip');
   expect(run.nlft.summary).toMatchObject({ records: 2, positives: 1, negatives: 1 });
@@ -175,33 +164,8 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
 });
 
 it('nlft train --negatives anchor --anchor-weight 0.5: the negative trains its standard answer, shown in saliency.jsonl and run.json', async () => {
-  const out = path.join(tmp, 'anchor');
-  const r = await nlft(
-    'train',
-    '--model',
-    modelDir,
-    '--data',
-    data,
-    '--out',
-    out,
-    '--steps',
-    '1',
-    '--batch',
-    '2',
-    '--rank',
-    '4',
-    '--negatives',
-    'anchor',
-    '--anchor-weight',
-    '0.5',
-  );
-  expect(r.stderr).not.toContain('    at ');
-  expect(r.code).toBe(0);
+  const { r, lines, run } = await trainTwo('anchor', '--negatives', 'anchor', '--anchor-weight', '0.5');
   expect(r.stdout).toMatch(/^ {11}1 negatives train their standard answer \(anchor\)$/m);
-  const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8'))
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l));
   const neg = lines.find((e) => e.polarity === 'negative');
   const pos = lines.find((e) => e.polarity === 'positive');
   expect(pos.anchor).toBeUndefined();
@@ -210,7 +174,6 @@ it('nlft train --negatives anchor --anchor-weight 0.5: the negative trains its s
   expect(neg.anchor.weight).toBeCloseTo((10 * 0.5) / n, 12);
   expect(neg.anchor.loss).toBeGreaterThan(0);
   for (const t of neg.tokens) expect(t.kind === 'unlikelihood' || t.coefficient === 0).toBe(true); // no likelihood term on its response
-  const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
   expect(run.nlft.options).toMatchObject({ negatives: 'anchor', anchorWeight: 0.5 });
   expect(run.nlft.summary).toMatchObject({ negatives: 1, anchored: 1, negativesRule: 'anchor' });
 });
