@@ -171,7 +171,7 @@ export function saliencyEntry(
  * The entry of an anchored record: `anchor` filled from the anchor pass's log pb and its loss
  * added to the record's.
  */
-export function withAnchor(
+function withAnchor(
   e: SaliencyEntry,
   anchor: TrainSample,
   terms: TermSet,
