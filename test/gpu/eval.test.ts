@@ -69,6 +69,39 @@ it('each item is the greedy answer to the base prompt, graded by final number', 
   model.destroy();
 });
 
+it('records without an instruction are asked under the evaluation system text; an instruction still wins', async () => {
+  const weights = makeTinyLlama({
+    seed: 42,
+    vocabSize: 49152,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 1,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+  });
+  const model = GpuLlama.create(g.ops, weights, 'q8');
+  const jsonl = ['{"question": "1 + 1?", "answer": "#### 2"}', '{"instruction": "Own rules.", "input": "2 + 2?", "answer": "#### 4"}'].join(
+    '\n',
+  );
+  const records = parseDataset(new TextEncoder().encode(jsonl), 'qa.jsonl').records;
+  // Sampled at temperature 1 from a 49152-token random model, so another prompt gives other tokens.
+  const o = { maxNewTokens: 6, temperature: 1, seed: 3 };
+  const answer = async (prompt: string, index: number) => {
+    const r = await generate(model, tok.encode(prompt), { ...o, seed: o.seed + index, stopIds: tok.eosTokenIds });
+    return tok.decode(r.reason === 'stop' ? r.ids.slice(0, -1) : r.ids);
+  };
+  const items = await evaluate(model, tok, records, { ...o, system: 'Answer in French.' });
+  const [plain, instructed] = records;
+  expect(basePrompt(tok, plain, 'Answer in French.')).toContain('Answer in French.');
+  expect(items[0].output).toBe(await answer(basePrompt(tok, plain, 'Answer in French.'), plain.index));
+  expect(items[0].output).not.toBe(await answer(basePrompt(tok, plain), plain.index));
+  expect(basePrompt(tok, instructed, 'Answer in French.')).toBe(basePrompt(tok, instructed));
+  const defaults = await evaluate(model, tok, records, o);
+  expect(items[1]).toEqual(defaults[1]);
+  model.destroy();
+});
+
 it('summaries count right answers, the total and answers without a final number', () => {
   const item = (correct: boolean, expected: string | null): EvalItem => ({
     index: 1,
