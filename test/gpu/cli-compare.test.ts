@@ -141,6 +141,8 @@ it('trains 2 arms × 2 seeds, evaluates each and the base, and writes compare.js
     /^\| nlft:lambda=5 \| \d+\.\d \(seed 0\), \d+\.\d \(seed 1\) \| \d+\.\d ± \d+\.\d \| [+−]\d+\.\d \[[+−]\d+\.\d, [+−]\d+\.\d\] \| \d+\.\d \|$/m,
   );
   for (const line of md.split('\n').filter((l) => l.startsWith('| '))) expect(r.stdout).toContain(line);
+  // The commands as run: an arm's flags over the shared ones, the seed from --seeds.
+  expect(r.stdout).toMatch(/^ {2}\[nlft:lambda=5 seed 1\] trained: 1\/1 steps/m);
 
   // eval --adapter on a run folder: the run's text by default (from its run.json), --system over it.
   const dir = json.runs[2].dir;
@@ -170,7 +172,7 @@ it('trains 2 arms × 2 seeds, evaluates each and the base, and writes compare.js
   );
   expect(own.stdout).toContain('system     system "Be brief." for records without an instruction (--system)');
   expect(JSON.parse(await readFile(file, 'utf8'))).toMatchObject({ system: 'Be brief.', systemSource: '--system' });
-});
+}, 900_000);
 
 it('bad arms, seeds and per-run flags give one clear line before anything trains', async () => {
   const run = (...extra: string[]) => nlft('compare', '--model', modelDir, '--data', data, '--eval', test, ...extra);

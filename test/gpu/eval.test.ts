@@ -30,18 +30,16 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
+/** A seeded one-layer model in the SmolLM2 vocabulary, q8 on the GPU. */
+const tinyModel = (seed: number) =>
+  GpuLlama.create(
+    g.ops,
+    makeTinyLlama({ seed, vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true }),
+    'q8',
+  );
+
 it('each item is the greedy answer to the base prompt, graded by final number', async () => {
-  const weights = makeTinyLlama({
-    seed: 41,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-  });
-  const model = GpuLlama.create(g.ops, weights, 'q8');
+  const model = tinyModel(41);
   const jsonl = [
     '{"question": "1 + 1?", "answer": "It is 2.\\n#### 2"}',
     '{"question": "Half of 10?", "answer": "#### 5"}',
@@ -70,17 +68,7 @@ it('each item is the greedy answer to the base prompt, graded by final number', 
 });
 
 it('records without an instruction are asked under the evaluation system text; an instruction still wins', async () => {
-  const weights = makeTinyLlama({
-    seed: 42,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-  });
-  const model = GpuLlama.create(g.ops, weights, 'q8');
+  const model = tinyModel(42);
   const jsonl = ['{"question": "1 + 1?", "answer": "#### 2"}', '{"instruction": "Own rules.", "input": "2 + 2?", "answer": "#### 4"}'].join(
     '\n',
   );

@@ -147,6 +147,7 @@ describe('compare options', () => {
       expect(() => parseArms(text, TRAIN_FLAGS)).toThrow(message);
     };
     bad('dpo', '--arms: expected arms like sft, nlft or nlft:lambda=5, found "dpo"');
+    bad('sft,dpo', '--arms: expected arms like sft, nlft or nlft:lambda=5, found "dpo"');
     bad('nlft:lamda=5', '--arms nlft:lamda=5: expected training flags as key=value, found "lamda"');
     bad('nlft:seed=3', '--arms nlft:seed=3: expected training flags as key=value, found "seed" (use --seeds)');
     bad('nlft:lambda', '--arms nlft:lambda: expected lambda=value, found "lambda"');
@@ -159,7 +160,7 @@ describe('compare options', () => {
   });
 
   it('flags back to argv', () => {
-    expect(argvOf({ lr: '1e-3', recompute: true, quant: undefined, steps: '2' })).toEqual(['--lr', '1e-3', '--recompute', '--steps', '2']);
+    expect(argvOf({ lr: '1e-3', recompute: true, quant: undefined, lambda: '-1' })).toEqual(['--lr=1e-3', '--recompute', '--lambda=-1']);
   });
 });
 

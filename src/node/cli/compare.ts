@@ -59,14 +59,14 @@ export interface Arm {
 /**
  * --arms: comma-separated arms, each `method[:flag=value[:flag…]]` (a boolean flag by its bare
  * name); a value may hold commas (`nlft:targets=q_proj,v_proj`): a piece that does not start with
- * a method continues the arm before it. Each flag must be a training flag (`flags`) that compare
+ * a method continues the arm before it when that arm ends in a value. Each flag must be a training flag (`flags`) that compare
  * does not set itself.
  */
 export function parseArms(text: string, flags: Options): Arm[] {
   const pieces: string[] = [];
   for (const p of text.split(',').map((s) => s.trim())) {
     const starts = METHODS.some((m) => p === m || p.startsWith(`${m}:`));
-    if (starts || pieces.length === 0) pieces.push(p);
+    if (starts || pieces.length === 0 || !pieces[pieces.length - 1].includes('=')) pieces.push(p);
     else pieces[pieces.length - 1] += `,${p}`;
   }
   const arms = pieces.map((name) => {
@@ -105,9 +105,9 @@ export function seedsOption(values: Record<string, unknown>): number[] {
   return seeds;
 }
 
-/** Flags as argv: `--name value`, a switch as `--name`. */
+/** Flags as argv: `--name=value` (so a value may start with a dash), a switch as `--name`. */
 export function argvOf(values: Record<string, string | boolean | undefined>): string[] {
-  return Object.entries(values).flatMap(([k, v]) => (v === true ? [`--${k}`] : typeof v === 'string' ? [`--${k}`, v] : []));
+  return Object.entries(values).flatMap(([k, v]) => (v === true ? [`--${k}`] : typeof v === 'string' ? [`--${k}=${v}`] : []));
 }
 
 /** One run of the comparison: its arm, seed, folder, and how it went. */
