@@ -11,6 +11,7 @@ import { trainCommand } from '../src/node/cli/train.ts';
 import { generateCommand } from '../src/node/cli/generate.ts';
 import { evalCommand } from '../src/node/cli/eval.ts';
 import { prepareCommand } from '../src/node/cli/prepare.ts';
+import { compareCommand } from '../src/node/cli/compare.ts';
 
 const USAGE = `usage: nlft <command> [options]
 
@@ -33,10 +34,17 @@ commands:
             [--quant q8] [--out FILE]
             text from the model (greedy, or sampled at a temperature), until end-of-sequence or --max-new tokens
   eval      --model M --data FILE [--adapter DIR] [--limit N] [--max-new 512] [--temperature 0] [--seed 0] [--quant q8]
-            [--out results.json]
-            accuracy on {question, answer} (or NLFT) records: the final number of each answer vs the standard one
+            [--system TEXT | --templates FILE] [--out results.json]
+            accuracy on {question, answer} (or NLFT) records: the final number of each answer vs the standard one;
+            records without an instruction are asked under --system, else the baseSystem of --templates, else the
+            text the --adapter's run (its run.json) trained with, else the default instruction
+  compare   --model M --data FILE --eval TEST --arms sft,nlft,nlft:lambda=5,... [--seeds 0,1,2] [--limit N]
+            [--max-new 512] [--system TEXT] [--out DIR] [training flags]
+            trains every arm × seed with the same training flags (an arm's key=value pairs are its own flags),
+            evaluates each adapter and the base model greedily, and prints (with --out, writes compare.json and
+            compare.md) accuracy per seed, mean ± sd, the difference to sft with a paired bootstrap 95% interval
   prepare   --model M --data FILE --out nlft.json [--adapter DIR] [--limit N] [--temperature 0.6] [--max-new 512]
-            [--seed 0] [--quant q8] [--judge-url URL --judge-model NAME]
+            [--seed 0] [--quant q8] [--system TEXT | --templates FILE] [--judge-url URL --judge-model NAME]
             NLFT records from {question, answer}: the model's own answers, graded, wrong ones judged (by a judge
             model behind an OpenAI-compatible endpoint, key in $JUDGE_API_KEY; else a template judgment from the grade)
 
@@ -53,6 +61,7 @@ const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => 
   generate: generateCommand,
   eval: evalCommand,
   prepare: prepareCommand,
+  compare: compareCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -20,7 +20,7 @@ import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
 import { createModelPanel } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
-import { createEvalPanel } from './views/eval-panel.ts';
+import { createEvalPanel, trainedSystemOf } from './views/eval-panel.ts';
 import { createTrainPanel } from './views/train-panel.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
@@ -38,11 +38,12 @@ async function openStore(warn: (message: string) => void): Promise<SettingsStore
 async function main(root: HTMLElement): Promise<void> {
   const header = createHeader();
   const store = await openStore(header.showBanner);
-  const [modelChoice, quant, draft, picked] = await Promise.all([
+  const [modelChoice, quant, draft, picked, evalDraft] = await Promise.all([
     store.get('model'),
     store.get('quant'),
     store.get('playground'),
     store.get('pickedRecord'),
+    store.get('evalDraft'),
   ]);
 
   /** Stores a setting; a failure shows in the banner (the app goes on). */
@@ -84,6 +85,8 @@ async function main(root: HTMLElement): Promise<void> {
   const evaluation = createEvalPanel({
     trainer,
     history: evalHistory,
+    draft: evalDraft,
+    onDraftChange: (d) => store.set('evalDraft', d),
     onBusyChange(busy) {
       evaluating = busy;
       syncReady();
@@ -96,6 +99,7 @@ async function main(root: HTMLElement): Promise<void> {
       training = busy;
       syncReady();
       if (!busy) void model.refreshMemory();
+      if (!busy) void showTrainedSystem();
     },
   });
   const data = createDataPanel({
@@ -120,8 +124,11 @@ async function main(root: HTMLElement): Promise<void> {
       h('div', { class: 'column' }, train.el, playground.el),
     ),
   );
+  /** The Evaluate panel's default system text: the base text of the last run (stored). */
+  const showTrainedSystem = async () => evaluation.setTrainedSystem(trainedSystemOf(await runs.last().catch(() => undefined)));
   void train.restore();
   void evaluation.restore();
+  void showTrainedSystem();
 
   void data.load().then((records) => {
     if (!draft && records.length > 0) data.pick(0);

@@ -60,11 +60,11 @@ export function sequenceOf(s: TrainSample): { ids: number[]; rows: number[]; tar
   };
 }
 
-/** The base-view prompt of a record, as text. */
-export function basePrompt(tok: TextTokenizer, r: DatasetRecord): string {
+/** The base-view prompt of a record, as text: its `instruction`, else `system`, as the system turn. */
+export function basePrompt(tok: TextTokenizer, r: DatasetRecord, system: string = DEFAULT_INSTRUCTION): string {
   return tok.applyChatTemplate(
     [
-      { role: 'system', content: r.instruction ?? DEFAULT_INSTRUCTION },
+      { role: 'system', content: r.instruction ?? system },
       { role: 'user', content: r.input },
     ],
     { addGenerationPrompt: true },

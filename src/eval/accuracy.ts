@@ -1,6 +1,6 @@
 /**
  * Evaluation (docs/method.md §7): the model answers each question from the base prompt (the chat template
- * with the record's instruction, or the default, as the system turn), greedily or at a temperature;
+ * with the record's instruction, else the evaluation's system text, as the system turn), greedily or at a temperature;
  * the final number of its answer (`#### N`, else the last number; commas stripped) is compared with
  * the standard answer's. Accuracy is reported with its counts.
  */
@@ -16,6 +16,11 @@ export interface EvalOptions {
   /** 0 = greedy. */
   temperature: number;
   seed: number;
+  /**
+   * System text of records without an `instruction` (absent: `DEFAULT_INSTRUCTION`); set it to the
+   * text the model was trained with (docs/method.md §7).
+   */
+  system?: string;
   /** Ends the evaluation before the next question (the items done so far are reported). */
   signal?: AbortSignal;
 }
@@ -64,11 +69,11 @@ export interface GradedAnswer {
 }
 
 /**
- * The model answers one record from its base prompt (seed `o.seed + r.index`, so a record's answer
+ * The model answers one record from its base prompt (`o.system` for a record without an instruction; seed `o.seed + r.index`, so a record's answer
  * does not depend on which others run with it); the answer is graded by its final number.
  */
 export async function answerAndGrade(model: GpuLlama, tok: TextTokenizer, r: DatasetRecord, o: EvalOptions): Promise<GradedAnswer> {
-  const g = await generate(model, tok.encode(basePrompt(tok, r)), {
+  const g = await generate(model, tok.encode(basePrompt(tok, r, o.system)), {
     maxNewTokens: o.maxNewTokens,
     temperature: o.temperature,
     seed: o.seed + r.index,
@@ -96,4 +101,28 @@ export async function evaluate(
     onItem?.(item, items.length);
   }
   return items;
+}
+
+/**
+ * The system text a training set's base prompts mostly had — each record's `instruction`, else
+ * `fallback` (the templates' base text, or `DEFAULT_INSTRUCTION` for SFT) — the one to evaluate the
+ * trained model with (docs/method.md §7). A tie goes to the text met first.
+ */
+export function trainedSystemText(records: readonly Pick<DatasetRecord, 'instruction'>[], fallback: string): string {
+  const counts = new Map<string, number>();
+  let best = fallback;
+  let bestCount = 0;
+  for (const r of records) {
+    const text = r.instruction ?? fallback;
+    const n = (counts.get(text) ?? 0) + 1;
+    counts.set(text, n);
+    if (n > bestCount) [best, bestCount] = [text, n];
+  }
+  return best;
+}
+
+/** A system text in a result's label: quoted, cut to `max` characters with an ellipsis. */
+export function describeSystem(text: string, max = 48): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return `system "${flat.length > max ? `${flat.slice(0, max - 1)}…` : flat}"`;
 }

@@ -27,6 +27,11 @@ export interface PrepareOptions {
   temperature: number;
   maxNewTokens: number;
   seed: number;
+  /**
+   * System text to answer records without an `instruction` under (absent: `DEFAULT_INSTRUCTION`);
+   * when given, the prepared records carry it as their `instruction`, so training asks them the same way.
+   */
+  system?: string;
   judge: Judge;
   signal?: AbortSignal;
 }
@@ -45,9 +50,10 @@ export async function prepareRecords(
     if (o.signal?.aborted) break;
     const { output, expected, got, correct } = await answerAndGrade(model, tok, r, o);
     const judgment = correct ? null : await o.judge.judge({ question: r.input, answer: r.answer, output, expected, got });
+    const instruction = r.instruction ?? o.system;
     const rec: PreparedRecord = {
       id: r.id,
-      ...(r.instruction !== null ? { instruction: r.instruction } : {}),
+      ...(instruction !== undefined ? { instruction } : {}),
       input: r.input,
       output,
       answer: r.answer,

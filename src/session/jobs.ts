@@ -4,12 +4,12 @@
  * included), with no knowledge of where the request came from.
  */
 import { parseDataset } from '../data/dataset.ts';
-import { promptInput, scoringInput } from '../data/prompt.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import { type Generated, generate } from '../engine/generate.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { NlftError } from '../errors.ts';
-import { type EvalItem, evaluate, summarize } from '../eval/accuracy.ts';
+import { DEFAULT_INSTRUCTION, promptInput, scoringInput } from '../data/prompt.ts';
+import { describeSystem, type EvalItem, evaluate, summarize } from '../eval/accuracy.ts';
 import type { LoraConfig } from '../model/lora.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import type { EvalOutcome, EvalRequest } from './requests.ts';
@@ -24,8 +24,9 @@ export interface LoadedJobModel {
 }
 
 /**
- * Answers the first `limit` questions of the request's data greedily and grades them; stops
- * before the next question when `signal` aborts.
+ * Answers the first `limit` questions of the request's data greedily (records without an
+ * instruction under the request's system text) and grades them; stops before the next question
+ * when `signal` aborts. The label names the model, adapter, data and system text.
  */
 export async function runEvaluation(
   m: LoadedJobModel,
@@ -33,16 +34,17 @@ export async function runEvaluation(
   o: { signal?: AbortSignal; onItem?: (item: EvalItem, done: number, total: number) => void },
 ): Promise<EvalOutcome> {
   const records = parseDataset(request.data.bytes, request.data.name).records.slice(0, request.limit);
+  const system = request.system ?? DEFAULT_INSTRUCTION;
   const items = await evaluate(
     m.llama,
     m.tok,
     records,
-    { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, signal: o.signal },
+    { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, system, signal: o.signal },
     (item, done) => o.onItem?.(item, done, records.length),
   );
   const t = m.trained;
   const adapter = t ? `trained adapter (r ${t.r} on ${t.targets.join(',')})` : 'no adapter';
-  const label = `${m.name}, ${m.quant}, ${adapter}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens`;
+  const label = `${m.name}, ${m.quant}, ${adapter}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens, ${describeSystem(system)}`;
   return { label, at: new Date().toISOString(), summary: summarize(items), items, stopped: items.length < records.length };
 }
 

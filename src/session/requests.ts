@@ -20,11 +20,16 @@ export interface EvalRequest {
   /** Questions to answer, from the first. */
   limit: number;
   maxNewTokens: number;
+  /**
+   * System text of records without an `instruction` (absent or null: `DEFAULT_INSTRUCTION`): the base
+   * text the model was trained with (docs/method.md §7).
+   */
+  system?: string | null;
 }
 
 /** What an evaluation found, and on what. */
 export interface EvalOutcome {
-  /** The model, weights and adapter evaluated, e.g. "Demo Llama …, q8, trained adapter (nlft r 4)". */
+  /** The model, weights, adapter, data and system text evaluated, e.g. "Demo Llama …, q8, trained adapter (r 4 on …); … system \"Solve…\"". */
   label: string;
   at: string;
   summary: EvalSummary;

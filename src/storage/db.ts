@@ -21,6 +21,11 @@ export interface PlaygroundDraft {
   chat: boolean;
 }
 
+/** What the Evaluate panel remembers: its system text, or null to follow the last run's base text. */
+export interface EvalDraft {
+  system: string | null;
+}
+
 /** The model to load at start: the demo, or a Hub repository (a picked folder cannot be reopened without the user). */
 export type ModelChoice = { kind: 'demo' } | { kind: 'hub'; id: string; baseUrl: string };
 
@@ -31,6 +36,7 @@ export interface Settings {
   playground: PlaygroundDraft;
   /** Index of the dataset record picked last. */
   pickedRecord: number;
+  evalDraft: EvalDraft;
 }
 
 /** Typed access to the settings; `get` resolves undefined for a key never set or stored in another shape. */
@@ -67,6 +73,10 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
     );
   },
   pickedRecord: (v): v is number => Number.isInteger(v) && (v as number) >= 0,
+  evalDraft: (v): v is EvalDraft => {
+    const d = v as Partial<EvalDraft> | null;
+    return typeof d === 'object' && d !== null && (d.system === null || typeof d.system === 'string');
+  },
 };
 
 /** Name of the app's database. */

@@ -160,6 +160,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('train-error').textContent()).toMatch(/^NLFT templates \(standard\.user\): .*\{judgment\}/);
     await page.getByTestId('nlft-reset').click();
     await page.getByTestId('nlft-rho').fill('1.2');
+    await page.getByTestId('template-baseSystem').fill('Solve it; end with #### N.');
 
     // The sample: 6 records, batch 4, one epoch = 2 optimizer steps.
     await page.getByTestId('train-epochs').fill('1');
@@ -206,14 +207,16 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     );
     expect(await page.getByTestId('score-error').textContent()).toBe('');
 
-    // Evaluate the trained model on 2 GSM8K sample questions; the result is kept with the earlier ones.
+    // Evaluate the trained model on 2 GSM8K sample questions, under the base text the run trained with;
+    // the result is kept with the earlier ones.
+    expect(await page.getByTestId('eval-system').inputValue()).toBe('Solve it; end with #### N.');
     await page.getByTestId('eval-limit').fill('2');
     await page.getByTestId('eval-max-new').fill('8');
     await page.getByTestId('eval-start').click();
     await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('eval-error').textContent()).toBe('');
     expect(await page.getByTestId('eval-status').textContent()).toMatch(
-      /^Accuracy [0-2]\/2 = [\d.]+% — .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\); gsm8k-sample\.jsonl, greedy, up to 8 tokens$/,
+      /^Accuracy [0-2]\/2 = [\d.]+% — .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\); gsm8k-sample\.jsonl, greedy, up to 8 tokens, system "Solve it; end with #### N\."$/,
     );
     expect(await page.getByTestId('eval-items').locator('li').count()).toBe(2);
     expect(await page.getByTestId('eval-items').locator('li').first().textContent()).toMatch(
@@ -221,6 +224,10 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     );
     const evals = await page.getByTestId('eval-history').locator('li').count();
     expect(evals).toBeGreaterThanOrEqual(1);
+    // An edited system text is kept with the panel's draft across the reload.
+    await page.getByTestId('eval-system').fill('Be brief.');
+    expect(await page.getByTestId('eval-system-hint').textContent()).toBe('Edited: not the last run’s text.');
+    await page.locator('[data-testid=eval-system][data-saved=true]').waitFor();
 
     await page.reload();
     await page.locator('[data-testid=loss-chart][data-steps="2"]').waitFor({ timeout: 30_000 });
@@ -231,6 +238,9 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('train-rank').inputValue()).toBe('4');
     expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.2'); // the run's options come back with it
     await expect.poll(() => page.getByTestId('eval-history').locator('li').count()).toBe(evals);
+    await expect.poll(() => page.getByTestId('eval-system').inputValue()).toBe('Be brief.');
+    await page.getByTestId('eval-system-reset').click();
+    expect(await page.getByTestId('eval-system').inputValue()).toBe('Solve it; end with #### N.');
     await page.screenshot({ path: resolve(TMP, 'app-trained.png'), fullPage: true });
     await page.getByTestId('train-panel').screenshot({ path: resolve(TMP, 'train-panel.png') });
     expect(pageErrors).toEqual([]);

@@ -30,18 +30,16 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
+/** A seeded one-layer model in the SmolLM2 vocabulary, q8 on the GPU. */
+const tinyModel = (seed: number) =>
+  GpuLlama.create(
+    g.ops,
+    makeTinyLlama({ seed, vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true }),
+    'q8',
+  );
+
 it('each item is the greedy answer to the base prompt, graded by final number', async () => {
-  const weights = makeTinyLlama({
-    seed: 41,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-  });
-  const model = GpuLlama.create(g.ops, weights, 'q8');
+  const model = tinyModel(41);
   const jsonl = [
     '{"question": "1 + 1?", "answer": "It is 2.\\n#### 2"}',
     '{"question": "Half of 10?", "answer": "#### 5"}',
@@ -66,6 +64,29 @@ it('each item is the greedy answer to the base prompt, graded by final number', 
     expect(it.correct).toBe(it.expected !== null && it.got === it.expected);
   }
   expect(items.map((i) => i.expected)).toEqual(['2', '5', null]);
+  model.destroy();
+});
+
+it('records without an instruction are asked under the evaluation system text; an instruction still wins', async () => {
+  const model = tinyModel(42);
+  const jsonl = ['{"question": "1 + 1?", "answer": "#### 2"}', '{"instruction": "Own rules.", "input": "2 + 2?", "answer": "#### 4"}'].join(
+    '\n',
+  );
+  const records = parseDataset(new TextEncoder().encode(jsonl), 'qa.jsonl').records;
+  // Sampled at temperature 1 from a 49152-token random model, so another prompt gives other tokens.
+  const o = { maxNewTokens: 6, temperature: 1, seed: 3 };
+  const answer = async (prompt: string, index: number) => {
+    const r = await generate(model, tok.encode(prompt), { ...o, seed: o.seed + index, stopIds: tok.eosTokenIds });
+    return tok.decode(r.reason === 'stop' ? r.ids.slice(0, -1) : r.ids);
+  };
+  const items = await evaluate(model, tok, records, { ...o, system: 'Answer in French.' });
+  const [plain, instructed] = records;
+  expect(basePrompt(tok, plain, 'Answer in French.')).toContain('Answer in French.');
+  expect(items[0].output).toBe(await answer(basePrompt(tok, plain, 'Answer in French.'), plain.index));
+  expect(items[0].output).not.toBe(await answer(basePrompt(tok, plain), plain.index));
+  expect(basePrompt(tok, instructed, 'Answer in French.')).toBe(basePrompt(tok, instructed));
+  const defaults = await evaluate(model, tok, records, o);
+  expect(items[1]).toEqual(defaults[1]);
   model.destroy();
 });
 

@@ -2,9 +2,13 @@
  * The Evaluate panel (docs/method.md §7): the loaded model — with the adapter trained last, if any —
  * answers the first N questions of the GSM8K sample or a picked file greedily; each answer's final
  * number is compared with the standard answer's. Shows progress, each item, the accuracy with its
- * counts, and every earlier evaluation (kept across reloads) for before/after comparisons.
+ * counts, and every earlier evaluation (kept across reloads) for before/after comparisons. Records
+ * without an instruction are asked under an editable system text that defaults to the base text
+ * the last run trained with (docs/method.md §7).
  */
-import type { EvalHistory } from '../../storage/db.ts';
+import { DEFAULT_INSTRUCTION } from '../../data/prompt.ts';
+import type { EvalDraft, EvalHistory } from '../../storage/db.ts';
+import type { StoredRun } from '../../storage/runs.ts';
 import type { EvalOutcome } from '../../session/requests.ts';
 import { errorLine, h, panel } from '../dom.ts';
 import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
@@ -13,6 +17,10 @@ import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 export interface EvalPanelOptions {
   trainer: TrainerClient;
   history: EvalHistory;
+  /** The stored draft (absent: follow the last run's base text). */
+  draft: EvalDraft | undefined;
+  /** Persists the draft. */
+  onDraftChange(draft: EvalDraft): Promise<void>;
   /** Called with true while an evaluation holds the worker, false after. */
   onBusyChange(busy: boolean): void;
 }
@@ -22,6 +30,16 @@ export interface EvalPanelView {
   /** Lists the stored evaluations (call once at start). */
   restore(): Promise<void>;
   setModelReady(ready: boolean): void;
+  /** The base text the last run trained with (`trainedSystemOf`): the system text's default. */
+  setTrainedSystem(text: string): void;
+}
+
+/**
+ * The system text a stored run asked records without an instruction under: its templates' base
+ * text (NLFT), the default instruction (SFT, or no run).
+ */
+export function trainedSystemOf(run: Pick<StoredRun, 'request'> | undefined): string {
+  return run?.request.method === 'nlft' ? run.request.templates.baseSystem : DEFAULT_INSTRUCTION;
 }
 
 const percent = (o: EvalOutcome) => `${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`;
@@ -32,6 +50,9 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const maxNew = h('input', { type: 'number', id: 'eval-max-new', testid: 'eval-max-new', value: 256, min: 1, step: '1' });
   const file = h('input', { type: 'file', id: 'eval-file', testid: 'eval-file', accept: '.json,.jsonl,application/json' });
   const dataName = h('span', { class: 'hint', testid: 'eval-data' }, SAMPLES['gsm8k-sample.jsonl']);
+  const system = h('textarea', { id: 'eval-system', testid: 'eval-system', rows: 2, spellcheck: false });
+  const systemHint = h('span', { class: 'hint', testid: 'eval-system-hint' });
+  const systemReset = h('button', { type: 'button', testid: 'eval-system-reset' }, 'Use the run’s text');
   const run = h('button', { type: 'button', class: 'primary', testid: 'eval-start', disabled: true }, 'Evaluate');
   const stop = h('button', { type: 'button', testid: 'eval-stop', disabled: true }, 'Stop');
   const progress = h('progress', { max: 1, value: 0, hidden: true });
@@ -53,6 +74,9 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
       h('label', { class: 'setting', for: 'eval-limit' }, h('span', {}, 'How many'), limit),
       h('label', { class: 'setting', for: 'eval-max-new' }, h('span', {}, 'Max tokens per answer'), maxNew),
     ),
+    h('label', { class: 'field', for: 'eval-system' }, 'System text (records without an instruction)'),
+    system,
+    h('div', { class: 'actions' }, systemHint, systemReset),
     h('div', { class: 'actions' }, run, stop),
     progress,
     status,
@@ -65,10 +89,29 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   let ready = false;
   let busy = false;
   let picked: File | null = null;
+  let trained = DEFAULT_INSTRUCTION;
+  let draft: EvalDraft = opts.draft ?? { system: null };
+  const showSystem = () => {
+    system.value = draft.system ?? trained;
+    systemHint.textContent =
+      draft.system === null || draft.system === trained ? 'The base text the last run trained with.' : 'Edited: not the last run’s text.';
+  };
+  /** Keeps the draft; `data-saved` on the field says when the store has it. */
+  const saveDraft = (d: EvalDraft) => {
+    draft = d;
+    system.dataset.saved = 'false';
+    opts.onDraftChange(d).then(
+      () => {
+        if (draft === d) system.dataset.saved = 'true';
+      },
+      (e: unknown) => error.show(`The system text could not be saved in this browser: ${errorMessage(e)}`),
+    );
+  };
+  showSystem();
   const update = () => {
     run.disabled = !ready || busy;
     stop.disabled = !busy;
-    for (const c of [limit, maxNew, file]) c.disabled = busy;
+    for (const c of [limit, maxNew, file, system, systemReset]) c.disabled = busy;
   };
   const setStatus = (state: string, text: string) => {
     status.dataset.state = state;
@@ -85,6 +128,14 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   file.addEventListener('change', () => {
     picked = file.files?.[0] ?? null;
     if (picked) dataName.textContent = picked.name;
+  });
+  system.addEventListener('input', () => {
+    saveDraft({ system: system.value === trained ? null : system.value });
+    showSystem();
+  });
+  systemReset.addEventListener('click', () => {
+    saveDraft({ system: null });
+    showSystem();
   });
   stop.addEventListener('click', () => void opts.trainer.stopEvaluation());
   run.addEventListener('click', async () => {
@@ -105,7 +156,8 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     try {
       const data = picked ? await readPickedFile(picked) : await fetchSample('gsm8k-sample.jsonl');
       setStatus('running', 'Answering…');
-      const out = await opts.trainer.evaluate({ data, limit: n, maxNewTokens: m }, (it, done, total) => {
+      const request = { data, limit: n, maxNewTokens: m, system: draft.system ?? trained };
+      const out = await opts.trainer.evaluate(request, (it, done, total) => {
         progress.value = done / total;
         setStatus('running', `Answered ${done} of ${total}…`);
         items.append(
@@ -138,6 +190,10 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     setModelReady(r) {
       ready = r;
       update();
+    },
+    setTrainedSystem(text) {
+      trained = text;
+      showSystem();
     },
   };
 }

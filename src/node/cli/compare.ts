@@ -1,0 +1,295 @@
+/**
+ * `nlft compare`: train every arm × seed with identical settings, evaluate each adapter and the base
+ * model on the same test items, and print and write the table (docs/method.md §7.1). An arm is a
+ * method with its own training flags (`nlft:negatives-without-saliency=skip`, `sft`): its pairs
+ * become `nlft train` flags over the shared ones, so every training flag works in an arm. Each run
+ * is `nlft train`'s code path in this process; the evaluation loads the model once and swaps the
+ * adapters on it; each run is asked under the system text it trained with (`runSystemText`).
+ */
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { adapterName } from '../../engine/gpu.ts';
+import { GpuLlama } from '../../engine/llama.ts';
+import { type ArmOutcome, compareMarkdown, compareRows, DEFAULT_BOOTSTRAP } from '../../eval/compare.ts';
+import { describeSystem, type EvalItem } from '../../eval/accuracy.ts';
+import { UsageError } from '../../errors.ts';
+import { readPeftAdapter } from '../../export/peft.ts';
+import { DEFAULT_TEMPLATES } from '../../nlft/templates.ts';
+import { DEFAULT_INSTRUCTION } from '../../data/prompt.ts';
+import { runEvaluation, type LoadedJobModel } from '../../session/jobs.ts';
+import type { DatasetFile, EvalOutcome } from '../../session/requests.ts';
+import { isRecord } from '../../util/json.ts';
+import { createTunedEngine } from '../engine.ts';
+import { FolderSource } from '../fs-source.ts';
+import { isPositiveInt, numberOption, type Options, parse, quantOption, required } from './args.ts';
+import { runSystemText } from './eval.ts';
+import { limitOption, loadModelWithTokenizer, readDatasetBytes } from './inputs.ts';
+import { TRAIN_FLAGS, trainCommand, trainRequestOf } from './train.ts';
+
+/** The flags of compare itself; every other flag is a training flag shared by all arms. */
+const COMPARE_FLAGS = {
+  eval: { type: 'string' },
+  arms: { type: 'string' },
+  seeds: { type: 'string' },
+  limit: { type: 'string' },
+  'max-new': { type: 'string' },
+  system: { type: 'string' },
+} satisfies Options;
+
+/** Training flags compare sets per run (or that make no sense across runs), with what to use instead. */
+const PER_RUN: Record<string, string> = {
+  method: 'name the method in --arms (sft, nlft)',
+  seed: 'use --seeds',
+  resume: 'compare starts every run afresh',
+  out: '',
+  model: '',
+  data: '',
+};
+
+const METHODS = ['sft', 'nlft'] as const;
+
+/** An arm: its name as written, its method and its own training flags (a boolean flag as `true`). */
+export interface Arm {
+  name: string;
+  method: (typeof METHODS)[number];
+  flags: Record<string, string | true>;
+}
+
+/**
+ * --arms: comma-separated arms, each `method[:flag=value[:flag…]]` (a boolean flag by its bare
+ * name); a value may hold commas (`nlft:targets=q_proj,v_proj`): a piece that does not start with
+ * a method continues the arm before it when that arm ends in a value. Each flag must be a training flag (`flags`) that compare
+ * does not set itself.
+ */
+export function parseArms(text: string, flags: Options): Arm[] {
+  const pieces: string[] = [];
+  for (const p of text.split(',').map((s) => s.trim())) {
+    const starts = METHODS.some((m) => p === m || p.startsWith(`${m}:`));
+    if (starts || pieces.length === 0 || !pieces[pieces.length - 1].includes('=')) pieces.push(p);
+    else pieces[pieces.length - 1] += `,${p}`;
+  }
+  const arms = pieces.map((name) => {
+    const [method, ...pairs] = name.split(':');
+    if (!METHODS.includes(method as Arm['method']))
+      throw new UsageError(`--arms: expected arms like sft, nlft or nlft:lambda=5, found "${name}"`);
+    const own: Record<string, string | true> = {};
+    for (const pair of pairs) {
+      const eq = pair.indexOf('=');
+      const key = eq < 0 ? pair : pair.slice(0, eq);
+      const spec = flags[key];
+      if (!spec || key in PER_RUN)
+        throw new UsageError(
+          `--arms ${name}: expected training flags as key=value, found "${key}"${PER_RUN[key] ? ` (${PER_RUN[key]})` : ''}`,
+        );
+      if ((spec.type === 'boolean') !== eq < 0)
+        throw new UsageError(
+          `--arms ${name}: expected ${spec.type === 'boolean' ? `"${key}" alone (a switch)` : `${key}=value`}, found "${pair}"`,
+        );
+      own[key] = eq < 0 ? true : pair.slice(eq + 1);
+    }
+    return { name, method: method as Arm['method'], flags: own };
+  });
+  const names = arms.map((a) => a.name);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice !== undefined) throw new UsageError(`--arms: expected every arm once, found "${twice}" twice`);
+  return arms;
+}
+
+/** --seeds: comma-separated distinct non-negative integers (default 0). */
+export function seedsOption(values: Record<string, unknown>): number[] {
+  const text = typeof values.seeds === 'string' ? values.seeds : '0';
+  const seeds = text.split(',').map((s) => Number(s.trim()));
+  const ok = text.trim() !== '' && seeds.every((s, i) => Number.isInteger(s) && s >= 0 && seeds.indexOf(s) === i);
+  if (!ok) throw new UsageError(`--seeds: expected distinct non-negative integers such as 0,1,2, found "${text}"`);
+  return seeds;
+}
+
+/** Flags as argv: `--name=value` (so a value may start with a dash), a switch as `--name`. */
+export function argvOf(values: Record<string, string | boolean | undefined>): string[] {
+  return Object.entries(values).flatMap(([k, v]) => (v === true ? [`--${k}`] : typeof v === 'string' ? [`--${k}=${v}`] : []));
+}
+
+/** One run of the comparison: its arm, seed, folder, and how it went. */
+interface CompareRun {
+  arm: string;
+  seed: number;
+  dir: string;
+  status: string;
+  trainSeconds: number;
+  system: string;
+  eval: EvalOutcome | null;
+}
+
+/** Seconds of the run as run.json records them (load, scoring, training, writing). */
+async function runSeconds(dir: string, fallback: number): Promise<number> {
+  try {
+    const run: unknown = JSON.parse(await readFile(path.join(dir, 'run.json'), 'utf8'));
+    return isRecord(run) && isRecord(run.timings) && typeof run.timings.seconds === 'number' ? run.timings.seconds : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+export async function compareCommand(argv: string[], out: (line: string) => void): Promise<void> {
+  const values = parse(argv, { ...TRAIN_FLAGS, ...COMPARE_FLAGS });
+  for (const key of Object.keys(PER_RUN))
+    if (PER_RUN[key] && values[key] !== undefined) throw new UsageError(`--${key}: not a compare flag (${PER_RUN[key]})`);
+  const spec = required(values, 'model');
+  const dataFile = required(values, 'data');
+  const evalFile = required(values, 'eval');
+  const arms = parseArms(required(values, 'arms'), TRAIN_FLAGS);
+  const seeds = seedsOption(values);
+  const limit = limitOption(values);
+  const maxNew = numberOption(values, 'max-new', 512, isPositiveInt, 'a positive integer');
+  const quant = quantOption(values.quant);
+  const shared: Record<string, string | boolean | undefined> = { ...values };
+  for (const key of [...Object.keys(COMPARE_FLAGS), ...Object.keys(PER_RUN)]) delete shared[key];
+  const evalData: DatasetFile = { name: path.basename(evalFile), bytes: await readDatasetBytes(evalFile) };
+  // Every arm's flags checked before the first run trains (values the session's rules know).
+  for (const arm of arms) {
+    const v = { ...shared, ...arm.flags, method: arm.method };
+    try {
+      trainRequestOf(parse(argvOf(v), TRAIN_FLAGS), { templates: DEFAULT_TEMPLATES, data: { name: '', bytes: new Uint8Array() } });
+    } catch (e) {
+      if (e instanceof UsageError) throw new UsageError(`--arms ${arm.name}: ${e.message}`);
+      throw e;
+    }
+  }
+  const outDir = typeof values.out === 'string' ? values.out : null;
+  const runsDir = outDir ? path.join(outDir, 'runs') : await mkdtemp(path.join(os.tmpdir(), 'nlft-compare-'));
+  await mkdir(runsDir, { recursive: true });
+  const ctl = new AbortController();
+  const onSigint = () => ctl.abort();
+  process.on('SIGINT', onSigint);
+  try {
+    out(`compare    ${arms.length} arms × ${seeds.length} seeds on ${dataFile}; evaluated on ${evalFile}`);
+    const runs: CompareRun[] = [];
+    for (const [a, arm] of arms.entries())
+      for (const seed of seeds) {
+        if (ctl.signal.aborted) break;
+        const slug = `${String(a + 1).padStart(2, '0')}-${arm.name.replace(/[^A-Za-z0-9._-]+/g, '_')}-seed${seed}`;
+        const dir = path.join(runsDir, slug);
+        const tag = `[${arm.name} seed ${seed}]`;
+        out(`train      ${tag} → ${dir}`);
+        const t0 = performance.now();
+        const trainArgv = argvOf({
+          ...shared,
+          ...arm.flags,
+          method: arm.method,
+          seed: String(seed),
+          model: spec,
+          data: dataFile,
+          out: dir,
+        });
+        const end = await trainCommand(trainArgv, (line) => {
+          const step = /^step +(\d+)\/(\d+)/.exec(line);
+          if (!step || Number(step[1]) % 10 === 0 || step[1] === step[2]) out(`  ${tag} ${line}`);
+        });
+        if (end.status === 'cancelled') break;
+        const seconds = await runSeconds(dir, (performance.now() - t0) / 1000);
+        const system = typeof values.system === 'string' ? values.system : ((await runSystemText(dir))?.text ?? DEFAULT_INSTRUCTION);
+        runs.push({ arm: arm.name, seed, dir, status: end.status, trainSeconds: seconds, system, eval: null });
+      }
+    const reference = arms.some((a) => a.name === 'sft') ? 'sft' : arms[0].name;
+    const baseSystem = (runs.find((r) => r.arm === reference) ?? runs[0])?.system ?? DEFAULT_INSTRUCTION;
+    const base = ctl.signal.aborted
+      ? null
+      : await evaluateRuns(spec, quant, runs, { data: evalData, limit, maxNewTokens: maxNew }, baseSystem, ctl.signal, out);
+    const evaluated = runs.filter((r) => r.eval && !r.eval.stopped);
+    const stopped = !base || base.stopped || evaluated.length < arms.length * seeds.length;
+    if (stopped) {
+      out(`stopped: ${evaluated.length} of ${arms.length * seeds.length} runs trained and evaluated; no table`);
+      process.exitCode = 1;
+      return;
+    }
+    const outcomes: ArmOutcome[] = arms.map((arm) => {
+      const mine = evaluated.filter((r) => r.arm === arm.name);
+      return {
+        arm: arm.name,
+        seeds: mine.map((r) => r.seed),
+        correct: mine.map((r) => correctness(r.eval!.items)),
+        trainSeconds: mine.map((r) => r.trainSeconds),
+      };
+    });
+    const rows = compareRows(outcomes, reference);
+    const b = base!;
+    const markdown = compareMarkdown(rows, { eval: path.basename(evalFile), items: b.items.length, base: b.summary.accuracy, reference });
+    const command = `nlft compare ${argv.map((s) => (/^[\w.,:=/@+-]+$/.test(s) ? s : JSON.stringify(s))).join(' ')}`;
+    for (const line of markdown.trimEnd().split('\n')) out(line);
+    if (outDir) {
+      const json = {
+        command,
+        model: spec,
+        data: dataFile,
+        eval: evalFile,
+        quant,
+        maxNewTokens: maxNew,
+        trainingFlags: shared,
+        reference,
+        bootstrap: DEFAULT_BOOTSTRAP,
+        items: b.items.map((it) => ({ index: it.index, id: it.id, expected: it.expected })),
+        base: { label: b.label, summary: b.summary, correct: correctness(b.items) },
+        runs: runs.map((r) => ({
+          arm: r.arm,
+          seed: r.seed,
+          dir: r.dir,
+          status: r.status,
+          trainSeconds: r.trainSeconds,
+          system: r.system,
+          label: r.eval!.label,
+          summary: r.eval!.summary,
+          correct: correctness(r.eval!.items),
+        })),
+        rows,
+      };
+      await writeFile(path.join(outDir, 'compare.json'), `${JSON.stringify(json, null, 1)}\n`);
+      await writeFile(path.join(outDir, 'compare.md'), `# nlft compare\n\n\`\`\`sh\n${command}\n\`\`\`\n\n${markdown}`);
+      out(`wrote ${path.join(outDir, 'compare.json')} and compare.md`);
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    if (!outDir) await rm(runsDir, { recursive: true, force: true });
+  }
+}
+
+const correctness = (items: readonly EvalItem[]) => items.map((it) => it.correct);
+
+/**
+ * The base model (under `baseSystem`: --system, else the reference arm's text) and then every
+ * run's adapter on the same weights, loaded once, each under its run's system text; fills `runs[i].eval`.
+ */
+async function evaluateRuns(
+  spec: string,
+  quant: ReturnType<typeof quantOption>,
+  runs: CompareRun[],
+  request: { data: DatasetFile; limit: number; maxNewTokens: number },
+  baseSystem: string,
+  signal: AbortSignal,
+  out: (line: string) => void,
+): Promise<EvalOutcome> {
+  const { model, tok } = await loadModelWithTokenizer(spec, 'evaluation', out);
+  const { engine, note } = await createTunedEngine(model.config, quant);
+  try {
+    out(`kernels    ${note}`);
+    const m: LoadedJobModel = { llama: GpuLlama.create(engine.ops, model.weights, quant), tok, name: spec, quant, trained: null };
+    const evalOne = async (tag: string, system: string) => {
+      out(`eval       ${tag}: ${describeSystem(system)}`);
+      const o = await runEvaluation(m, { ...request, system }, { signal });
+      out(`eval       ${tag}: accuracy ${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`);
+      return o;
+    };
+    const base = await evalOne('base model', baseSystem);
+    for (const r of runs) {
+      if (signal.aborted) break;
+      const peft = await readPeftAdapter(new FolderSource(r.dir), model.config);
+      m.llama.setLora(peft.lora);
+      m.trained = peft.config;
+      r.eval = await evalOne(`[${r.arm} seed ${r.seed}]`, r.system);
+    }
+    out(`evaluated  ${runs.length + 1} models on ${adapterName(engine.ctx.adapter)}`);
+    return base;
+  } finally {
+    engine.destroy();
+  }
+}
