@@ -12,7 +12,7 @@ import type { TrainPass } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import type { TrainSample } from '../data/prompt.ts';
 import type { LossMethod } from '../train/trainer.ts';
-import { saliency, type Polarity, type SaliencyOptions, type SaliencyResult, type TokenClass } from './saliency.ts';
+import { recordLoss, saliency, type Polarity, type SaliencyOptions, type SaliencyResult, type TokenClass } from './saliency.ts';
 import type { NlftTemplates } from './templates.ts';
 import { buildViews, viewSequence } from './views.ts';
 
@@ -110,9 +110,12 @@ export async function scoreSideViews(
   });
 }
 
+/** What classifying a record needs of it besides its scores. */
+export type ScoredRecord = Pick<NlftSample, 'id' | 'index' | 'polarity' | 'responseIds'>;
+
 /** The saliency entry of a record from its views' scores and the saliency result. */
 export function saliencyEntry(
-  s: NlftSample,
+  s: ScoredRecord,
   step: number | null,
   scores: { logpb: ArrayLike<number>; logpc: ArrayLike<number>; logpj: ArrayLike<number> | null },
   r: SaliencyResult,
@@ -142,7 +145,7 @@ export function saliencyEntry(
 
 /** Saliency of one record from its base-view scores and hidden states. */
 export function recordSaliency(
-  s: NlftSample,
+  s: Pick<NlftSample, 'polarity'>,
   base: { logp: ArrayLike<number>; log1mq: ArrayLike<number>; hidden: ArrayLike<number> },
   side: { logpc: ArrayLike<number>; logpj: ArrayLike<number> | null },
   hiddenSize: number,
@@ -244,9 +247,75 @@ export function saliencySummary(entries: readonly SaliencyEntry[], mode: 'train'
 }
 
 /**
- * Score every sample without training (`nlft score`, and the summary before `nlft train`): all three
- * views of the records in packed passes of at most `maxTokens` tokens; `onProgress` gets the number
- * of records done.
+ * One record's cached view scores (docs/method.md §3.1): everything `saliency` reads, so that any
+ * constants re-classify the record on the CPU without a GPU pass. `hb` is (N, hiddenSize) row-major.
+ */
+export interface RecordScores {
+  logpb: Float32Array;
+  log1mpb: Float32Array;
+  logpc: Float32Array;
+  /** Negatives only. */
+  logpj: Float32Array | null;
+  hb: Float32Array;
+}
+
+/** The cached scores of a dataset, and the hidden size of the model that scored it. */
+export interface DatasetScores {
+  hiddenSize: number;
+  records: RecordScores[];
+}
+
+/**
+ * Scores every sample's three views without training (the GPU half of `nlft score`, the summary
+ * before `nlft train`, static saliency): packed passes of at most `maxTokens` tokens; `onProgress`
+ * gets the number of records done.
+ */
+export async function scoreRecords(
+  model: GpuLlama,
+  samples: readonly NlftSample[],
+  o: { maxTokens?: number; onProgress?: (done: number) => void } = {},
+): Promise<DatasetScores> {
+  const reqs = samples.map((s) => [{ ...viewSequence(s.promptIds, s.responseIds), hidden: true }, ...sideRequests(s)]);
+  const ends = reqs.map((_, i) => reqs.slice(0, i + 1).reduce((a, r) => a + r.length, 0));
+  const onDone = o.onProgress && ((n: number) => o.onProgress!(ends.filter((e) => e <= n).length));
+  const scored = await model.scoreAll(reqs.flat(), o.maxTokens ?? DEFAULT_SCORE_BATCH_TOKENS, onDone);
+  let at = 0;
+  const records = reqs.map((r) => {
+    const [base, std, judge] = scored.slice(at, at + r.length);
+    at += r.length;
+    return { logpb: base.logp, log1mpb: base.log1mq, logpc: std.logp, logpj: judge ? judge.logp : null, hb: base.hidden! };
+  });
+  return { hiddenSize: model.config.hiddenSize, records };
+}
+
+/**
+ * The CPU half (docs/method.md §3.1): classes, coefficients and terms of every record from its
+ * cached scores under `opts`, with the saliency entries they give. No GPU; the same result as
+ * scoring afresh with the same constants, bit for bit.
+ */
+export function classifyScores(
+  records: readonly ScoredRecord[],
+  scores: DatasetScores,
+  opts: Partial<SaliencyOptions>,
+  tokenText: (id: number) => string,
+): { results: SaliencyResult[]; entries: SaliencyEntry[] } {
+  if (scores.records.length !== records.length) {
+    throw new NlftError(`${scores.records.length} records scored, ${records.length} to classify`, 'bad-position');
+  }
+  const results = records.map((s, i) => {
+    const sc = scores.records[i];
+    return recordSaliency(s, { logp: sc.logpb, log1mq: sc.log1mpb, hidden: sc.hb }, sc, scores.hiddenSize, opts);
+  });
+  const entries = records.map((s, i) => {
+    const sc = scores.records[i];
+    return saliencyEntry(s, null, { logpb: sc.logpb, logpc: sc.logpc, logpj: sc.logpj }, results[i], tokenText);
+  });
+  return { results, entries };
+}
+
+/**
+ * Score every sample without training (`nlft score`, and the summary before `nlft train`): the
+ * views scored on the GPU (`scoreRecords`), then classified on the CPU (`classifyScores`).
  */
 export async function scoreSamples(
   model: GpuLlama,
@@ -255,16 +324,30 @@ export async function scoreSamples(
   tokenText: (id: number) => string,
   o: { maxTokens?: number; onProgress?: (done: number) => void } = {},
 ): Promise<SaliencyEntry[]> {
-  const reqs = samples.map((s) => [{ ...viewSequence(s.promptIds, s.responseIds), hidden: true }, ...sideRequests(s)]);
-  const ends = reqs.map((_, i) => reqs.slice(0, i + 1).reduce((a, r) => a + r.length, 0));
-  const onDone = o.onProgress && ((n: number) => o.onProgress!(ends.filter((e) => e <= n).length));
-  const scored = await model.scoreAll(reqs.flat(), o.maxTokens ?? DEFAULT_SCORE_BATCH_TOKENS, onDone);
-  let at = 0;
-  return samples.map((s, i) => {
-    const [base, std, judge] = scored.slice(at, at + reqs[i].length);
-    at += reqs[i].length;
-    const side = { logpc: std.logp, logpj: judge ? judge.logp : null };
-    const r = recordSaliency(s, { logp: base.logp, log1mq: base.log1mq, hidden: base.hidden! }, side, model.config.hiddenSize, opts);
-    return saliencyEntry(s, null, { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText);
-  });
+  return classifyScores(samples, await scoreRecords(model, samples, o), opts, tokenText).entries;
+}
+
+/**
+ * NLFT with saliency fixed before training (docs/method.md §3.1, static saliency): each sample's
+ * classes, coefficients and term kinds come from `fixed` (computed once from cached scores, by the
+ * initial model or a scorer), so a step has no side-view pass and no hidden-state readback, as an
+ * SFT step; the loss terms still use the trained model's own log pb of the visit, and each visit's
+ * saliency entry reports that pb with the cached pc and pj.
+ */
+export function staticNlftMethod(
+  fixed: ReadonlyMap<TrainSample, { scores: Pick<RecordScores, 'logpc' | 'logpj'>; result: SaliencyResult }>,
+  o: Pick<NlftMethodOptions, 'tokenText' | 'onEntry' | 'stepOf'>,
+): LossMethod {
+  return {
+    terms(sample: TrainSample, pass: TrainPass) {
+      const f = fixed.get(sample);
+      if (!f) throw new NlftError(`record ${sample.index} (id ${sample.id}) has no saliency fixed before training`, 'dataset');
+      const { result: r, scores: sc } = f;
+      const { logp, log1mq } = pass.scores;
+      const loss = recordLoss(r.kinds, r.weights, logp, log1mq) + (r.extra ? recordLoss(r.extra.kinds, r.extra.weights, logp, log1mq) : 0);
+      const s = sample as NlftSample;
+      o.onEntry?.(saliencyEntry(s, o.stepOf?.() ?? null, { logpb: logp, logpc: sc.logpc, logpj: sc.logpj }, { ...r, loss }, o.tokenText));
+      return { kinds: r.kinds, weights: r.weights, extra: r.extra };
+    },
+  };
 }
