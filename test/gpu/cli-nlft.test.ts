@@ -3,7 +3,10 @@
  * with the real tokenizer and two NLFT sample records (one positive, one negative): the score dump
  * holds every view's ids and every token's pb, pc, pj, class, coefficient and kind; training writes
  * saliency.jsonl and the summary into run.json; bad templates and records without output are refused
- * with one clear line.
+ * with one clear line. The dump's cached scores re-classify with `--from` (no model) to what a fresh
+ * scoring with the same options writes; `--saliency static` and `--scorer` are recorded with the
+ * run, a scorer's classes are those of scoring with the scorer alone, and a scorer with another
+ * tokenizer is refused naming where the vocabularies differ.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +16,8 @@ import { nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
+let scorerDir: string;
+let otherVocabDir: string;
 let data: string;
 
 beforeAll(async () => {
@@ -29,6 +34,33 @@ beforeAll(async () => {
     tie: true,
     dtype: 'F32',
     tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
+  });
+  // A scorer: another model (wider, other weights) with the same tokenizer; and one with another tokenizer.
+  scorerDir = path.join(tmp, 'scorer');
+  await writeTinyLlamaFolder(scorerDir, {
+    seed: 10,
+    vocabSize: 49152,
+    hiddenSize: 64,
+    intermediateSize: 128,
+    numLayers: 2,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+    dtype: 'F32',
+    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
+  });
+  otherVocabDir = path.join(tmp, 'other-vocab');
+  await writeTinyLlamaFolder(otherVocabDir, {
+    seed: 11,
+    vocabSize: 849,
+    hiddenSize: 32,
+    intermediateSize: 64,
+    numLayers: 1,
+    numHeads: 2,
+    numKvHeads: 1,
+    tie: true,
+    dtype: 'F32',
+    tokenizerDir: path.join(ROOT, 'public', 'toy-math', 'model'),
   });
   const all = JSON.parse(await readFile(path.join(ROOT, 'public', 'samples', 'nlft-sample.json'), 'utf8'));
   data = path.join(tmp, 'two.json');
@@ -92,6 +124,132 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
   const dumpAlone = JSON.parse(await readFile(alone, 'utf8'));
   expect(dumpAlone.scoreBatchTokens).toBe(1);
   expect(dumpAlone.records).toEqual(dump.records);
+  expect(dump.scoresFormat).toBe('f32le-base64');
+  expect(dump.hiddenSize).toBe(32);
+  expect(Object.keys(neg.scores).sort()).toEqual(['hb', 'log1mpb', 'logpb', 'logpc', 'logpj']);
+  expect(pos.scores.logpj).toBeNull();
+});
+
+it('nlft score --from re-classifies the cached scores without a model, as a fresh scoring does', async () => {
+  const dumpFile = path.join(tmp, 'dump.json'); // from the test above (--rho 1.05 --pj-min 0)
+  const same = path.join(tmp, 'from-same.json');
+  const r = await nlft('score', '--from', dumpFile, '--out', same, '--rho', '1.05', '--pj-min', '0');
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(
+    /^re-classified 2 records from .*dump\.json in \d+\.\d ms \(no model, no GPU\), mean NLFT loss \d+\.\d{4}; wrote /m,
+  );
+  expect(r.stdout).not.toMatch(/^kernels/m);
+  const dump = JSON.parse(await readFile(dumpFile, 'utf8'));
+  expect(JSON.parse(await readFile(same, 'utf8'))).toEqual(dump);
+  // Other constants: the same as scoring afresh with them.
+  const opts = ['--tau-c', '0.2', '--rho', '1.01', '--pj-min', '0', '--cluster-criterion', 'similarity', '--delta', '0.3'];
+  const fresh = path.join(tmp, 'fresh-other.json');
+  const other = path.join(tmp, 'from-other.json');
+  expect((await nlft('score', '--model', modelDir, '--data', data, '--out', fresh, ...opts)).code).toBe(0);
+  expect((await nlft('score', '--from', dumpFile, '--out', other, ...opts)).code).toBe(0);
+  const [a, b] = [JSON.parse(await readFile(fresh, 'utf8')), JSON.parse(await readFile(other, 'utf8'))];
+  expect(b.records).toEqual(a.records);
+  expect(b.summary).toEqual(a.summary);
+  expect(b.options).toEqual(a.options);
+  expect(b.records).not.toEqual(dump.records);
+  // Bad dumps and flags that need a model.
+  const bad = path.join(tmp, 'bad-dump.json');
+  const broken = structuredClone(dump);
+  broken.records[1].scores.hb = 'AAAAAA==';
+  await writeFile(bad, JSON.stringify(broken));
+  const cases: Array<[string[], string]> = [
+    [['--from', bad], `nlft score: bad-dump.json: record 2 (id ${dump.records[1].id}): field "scores.hb": expected base64 of `],
+    [
+      ['--from', dumpFile, '--model', modelDir],
+      `nlft score: --from re-applies the rules to the scores in ${dumpFile} without a model; leave out --model`,
+    ],
+    [['--from', data], 'nlft score: two.json: the dump: expected a JSON object written by nlft score, found [{'],
+  ];
+  for (const [args, message] of cases) {
+    const x = await nlft('score', ...args);
+    expect(x.code, message).not.toBe(0);
+    expect(x.stderr).toContain(message);
+    expect(x.stderr).not.toContain('    at ');
+  }
+});
+
+it('nlft train --saliency static and --scorer: recorded with the run; the scorer decides the classes', async () => {
+  const opts = ['--rho', '1.05', '--pj-min', '0'];
+  const train = (out: string, ...extra: string[]) =>
+    nlft(
+      'train',
+      '--model',
+      modelDir,
+      '--data',
+      data,
+      '--out',
+      out,
+      '--steps',
+      '1',
+      '--batch',
+      '2',
+      '--rank',
+      '4',
+      '--dropout',
+      '0',
+      ...opts,
+      ...extra,
+    );
+  const staticOut = path.join(tmp, 'static');
+  const r = await train(staticOut, '--saliency', 'static');
+  expect(r.stderr).not.toContain('    at ');
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stdout).toMatch(/^saliency {3}static: classes and coefficients fixed before training from the initial model's scores$/m);
+  const run = JSON.parse(await readFile(path.join(staticOut, 'run.json'), 'utf8'));
+  expect(run.nlft).toMatchObject({ saliencyMode: 'static', scorer: null });
+
+  const scorerOut = path.join(tmp, 'scorer-run');
+  const s = await train(scorerOut, '--scorer', scorerDir);
+  expect(s.stderr).not.toContain('    at ');
+  expect(s.code, s.stderr).toBe(0);
+  expect(s.stdout).toContain(`saliency   static: classes and coefficients fixed before training from the scorer ${scorerDir}'s scores`);
+  expect(JSON.parse(await readFile(path.join(scorerOut, 'run.json'), 'utf8')).nlft).toMatchObject({
+    saliencyMode: 'static',
+    scorer: scorerDir,
+  });
+  // The visits' classes, coefficients, pc and pj are those of scoring the records with the scorer alone.
+  const alone = path.join(tmp, 'scorer-dump.json');
+  expect((await nlft('score', '--model', scorerDir, '--data', data, '--out', alone, ...opts)).code).toBe(0);
+  const byId = new Map(JSON.parse(await readFile(alone, 'utf8')).records.map((e: { id: string }) => [e.id, e]));
+  const visits = (await readFile(path.join(scorerOut, 'saliency.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  expect(visits).toHaveLength(2);
+  type Tok = { class: string; coefficient: number; pc: number; pj: number | null; pb: number };
+  const fixed = (e: { tokens: Tok[] }) => e.tokens.map((t) => [t.class, t.coefficient, t.pc, t.pj]);
+  for (const v of visits) {
+    const want = byId.get(v.id) as { tokens: Tok[] };
+    expect(fixed(v)).toEqual(fixed(want));
+    expect(v.tokens.map((t: Tok) => t.pb)).not.toEqual(want.tokens.map((t) => t.pb)); // pb is the trained model's
+  }
+
+  const cases: Array<[string[], string]> = [
+    [
+      ['--scorer', otherVocabDir],
+      `nlft train: scorer ${otherVocabDir}: its tokenizer differs from the trained model's (token 3 is "<repo_name>" in the model and "<|pad|>" in the scorer); a scorer must have the same vocabulary`,
+    ],
+    [
+      ['--scorer', scorerDir, '--saliency', 'dynamic'],
+      'nlft train: saliency: expected static with a scorer model (the scorer decides the saliency once, before training), found "dynamic"',
+    ],
+    [
+      ['--saliency', 'sometimes'],
+      'nlft train: saliency: expected dynamic or static (or none: dynamic, static with a scorer), found "sometimes"',
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const x = await train(path.join(tmp, 'refused'), ...args);
+    expect(x.code, message).not.toBe(0);
+    expect(x.stderr).toContain(message);
+    expect(x.stderr).not.toContain('    at ');
+  }
 });
 
 it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
