@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, type TinyLlamaFolderOptions, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
@@ -22,46 +22,17 @@ let data: string;
 
 beforeAll(async () => {
   tmp = await makeTmpDir('cli-nlft');
-  modelDir = path.join(tmp, 'model');
-  await writeTinyLlamaFolder(modelDir, {
-    seed: 9,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-    dtype: 'F32',
-    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
-  });
+  const smollm2 = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
+  const folder = async (name: string, seed: number, shape: Partial<TinyLlamaFolderOptions>) => {
+    const dir = path.join(tmp, name);
+    const base = { vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true };
+    await writeTinyLlamaFolder(dir, { ...base, seed, dtype: 'F32', tokenizerDir: smollm2, ...shape });
+    return dir;
+  };
+  modelDir = await folder('model', 9, {});
   // A scorer: another model (wider, other weights) with the same tokenizer; and one with another tokenizer.
-  scorerDir = path.join(tmp, 'scorer');
-  await writeTinyLlamaFolder(scorerDir, {
-    seed: 10,
-    vocabSize: 49152,
-    hiddenSize: 64,
-    intermediateSize: 128,
-    numLayers: 2,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-    dtype: 'F32',
-    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
-  });
-  otherVocabDir = path.join(tmp, 'other-vocab');
-  await writeTinyLlamaFolder(otherVocabDir, {
-    seed: 11,
-    vocabSize: 849,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-    dtype: 'F32',
-    tokenizerDir: path.join(ROOT, 'public', 'toy-math', 'model'),
-  });
+  scorerDir = await folder('scorer', 10, { hiddenSize: 64, intermediateSize: 128, numLayers: 2 });
+  otherVocabDir = await folder('other-vocab', 11, { vocabSize: 849, tokenizerDir: path.join(ROOT, 'public', 'toy-math', 'model') });
   const all = JSON.parse(await readFile(path.join(ROOT, 'public', 'samples', 'nlft-sample.json'), 'utf8'));
   data = path.join(tmp, 'two.json');
   await writeFile(data, JSON.stringify([all[1], all[3]])); // a positive and a negative record
@@ -69,6 +40,20 @@ beforeAll(async () => {
 afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
+
+/** `nlft train` of the tiny model on the two records: one step of batch 2, rank 4, then `extra`. */
+const trainTwo = (out: string, ...extra: string[]) =>
+  nlft('train', ...['--model', modelDir, '--data', data, '--out', out], ...['--steps', '1', '--batch', '2', '--rank', '4'], ...extra);
+
+/** Each run fails with one line holding its message, and no stack trace. */
+async function expectRefused(cases: Array<[() => ReturnType<typeof nlft>, string]>): Promise<void> {
+  for (const [run, message] of cases) {
+    const r = await run();
+    expect(r.code, message).not.toBe(0);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).not.toContain('    at ');
+  }
+}
 
 it('nlft score writes the per-token dump and prints the saliency summary', async () => {
   const out = path.join(tmp, 'dump.json');
@@ -158,44 +143,24 @@ it('nlft score --from re-classifies the cached scores without a model, as a fres
   const broken = structuredClone(dump);
   broken.records[1].scores.hb = 'AAAAAA==';
   await writeFile(bad, JSON.stringify(broken));
-  const cases: Array<[string[], string]> = [
-    [['--from', bad], `nlft score: bad-dump.json: record 2 (id ${dump.records[1].id}): field "scores.hb": expected base64 of `],
+  const score =
+    (...args: string[]) =>
+    () =>
+      nlft('score', ...args);
+  await expectRefused([
+    [score('--from', bad), `nlft score: bad-dump.json: record 2 (id ${dump.records[1].id}): field "scores.hb": expected base64 of `],
     [
-      ['--from', dumpFile, '--model', modelDir],
+      score('--from', dumpFile, '--model', modelDir),
       `nlft score: --from re-applies the rules to the scores in ${dumpFile} without a model; leave out --model`,
     ],
-    [['--from', data], 'nlft score: two.json: the dump: expected a JSON object written by nlft score, found [{'],
-  ];
-  for (const [args, message] of cases) {
-    const x = await nlft('score', ...args);
-    expect(x.code, message).not.toBe(0);
-    expect(x.stderr).toContain(message);
-    expect(x.stderr).not.toContain('    at ');
-  }
+    [score('--from', data), 'nlft score: two.json: the dump: expected a JSON object written by nlft score, found [{'],
+  ]);
 });
 
 it('nlft train --saliency static and --scorer: recorded with the run; the scorer decides the classes', async () => {
   const opts = ['--rho', '1.05', '--pj-min', '0'];
-  const train = (out: string, ...extra: string[]) =>
-    nlft(
-      'train',
-      '--model',
-      modelDir,
-      '--data',
-      data,
-      '--out',
-      out,
-      '--steps',
-      '1',
-      '--batch',
-      '2',
-      '--rank',
-      '4',
-      '--dropout',
-      '0',
-      ...opts,
-      ...extra,
-    );
+  const train = (out: string, ...extra: string[]) => trainTwo(out, '--dropout', '0', ...opts, ...extra);
+
   const staticOut = path.join(tmp, 'static');
   const r = await train(staticOut, '--saliency', 'static');
   expect(r.stderr).not.toContain('    at ');
@@ -230,47 +195,30 @@ it('nlft train --saliency static and --scorer: recorded with the run; the scorer
     expect(v.tokens.map((t: Tok) => t.pb)).not.toEqual(want.tokens.map((t) => t.pb)); // pb is the trained model's
   }
 
-  const cases: Array<[string[], string]> = [
+  const refused =
+    (...args: string[]) =>
+    () =>
+      train(path.join(tmp, 'refused'), ...args);
+  await expectRefused([
     [
-      ['--scorer', otherVocabDir],
+      refused('--scorer', otherVocabDir),
       `nlft train: scorer ${otherVocabDir}: its tokenizer differs from the trained model's (token 3 is "<repo_name>" in the model and "<|pad|>" in the scorer); a scorer must have the same vocabulary`,
     ],
     [
-      ['--scorer', scorerDir, '--saliency', 'dynamic'],
+      refused('--scorer', scorerDir, '--saliency', 'dynamic'),
       'nlft train: saliency: expected static with a scorer model (the scorer decides the saliency once, before training), found "dynamic"',
     ],
     [
-      ['--saliency', 'sometimes'],
+      refused('--saliency', 'sometimes'),
       'nlft train: saliency: expected dynamic or static (or none: dynamic, static with a scorer), found "sometimes"',
     ],
-  ];
-  for (const [args, message] of cases) {
-    const x = await train(path.join(tmp, 'refused'), ...args);
-    expect(x.code, message).not.toBe(0);
-    expect(x.stderr).toContain(message);
-    expect(x.stderr).not.toContain('    at ');
-  }
+  ]);
 });
 
 it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
   const out = path.join(tmp, 'run');
-  const r = await nlft(
-    'train',
-    '--model',
-    modelDir,
-    '--data',
-    data,
-    '--out',
-    out,
-    '--steps',
-    '1',
-    '--batch',
-    '2',
-    '--rank',
-    '4',
-    '--negatives-without-saliency',
-    'skip',
-  );
+  const r = await trainTwo(out, '--negatives-without-saliency', 'skip');
+
   expect(r.stderr).not.toContain('    at ');
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/negatives have no unlikely token \(skipped\)/);
@@ -297,25 +245,23 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
   await writeFile(gsm, '{"question": "1+1?", "answer": "#### 2"}\n');
   const tpl = path.join(tmp, 'templates.json');
   await writeFile(tpl, JSON.stringify({ judge: { user: 'no judgment here: {input}' } }));
-  const cases: Array<[string[], string]> = [
+  const run =
+    (command: string, ...args: string[]) =>
+    () =>
+      nlft(command, '--model', modelDir, ...args);
+  await expectRefused([
     [
-      ['score', '--data', gsm, '--out', path.join(tmp, 'x.json')],
+      run('score', '--data', gsm, '--out', path.join(tmp, 'x.json')),
       'nlft score: gsm.jsonl: 1 problem:\n  record 1 (line 1): field "output": missing',
     ],
-    [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl], 'nlft score: templates.json (judge.user): '],
+    [run('score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl), 'nlft score: templates.json (judge.user): '],
     [
-      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'],
+      run('train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'),
       'nlft train: clusterCriterion: expected distance or similarity, found "nearest"',
     ],
     [
-      ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'],
+      run('score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'),
       'nlft score: scoreBatchTokens: expected a positive integer (or none: sized from memory), found 0',
     ],
-  ];
-  for (const [args, message] of cases) {
-    const r = await nlft(args[0], '--model', modelDir, ...args.slice(1));
-    expect(r.code, message).not.toBe(0);
-    expect(r.stderr).toContain(message);
-    expect(r.stderr).not.toContain('    at ');
-  }
+  ]);
 });

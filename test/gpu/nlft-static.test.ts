@@ -12,7 +12,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass } from '../../src/engine/train-pass.ts';
-import { makeTinyLlama } from '../../src/model/demo.ts';
 import { initLora } from '../../src/model/lora.ts';
 import {
   classifyScores,
@@ -26,47 +25,22 @@ import type { SaliencyOptions } from '../../src/nlft/saliency.ts';
 import { readScoreDump, SCORES_FORMAT, storeScores } from '../../src/nlft/scores.ts';
 import { viewSequence } from '../../src/nlft/views.ts';
 import { DEFAULT_TRAIN, Trainer } from '../../src/train/trainer.ts';
-import { Rng } from '../../src/util/rng.ts';
 import { maxViolation, type TestGpu, testGpu } from '../helpers/gpu.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
+import { nlftTestModel, referenceResponseLogp, syntheticNlftSamples } from '../helpers/nlft.ts';
 import { flatten, randomLora } from '../helpers/lora.ts';
-import { gradientsRegistered, referenceLogProbs } from '../reference/llama-tf.ts';
+import { gradientsRegistered, type referenceLogProbs } from '../reference/llama-tf.ts';
 import { referenceLoraGrads } from '../reference/lora-grads.ts';
 
-const V = 256;
-/** Records 1, 2 positive; 3, 4 negative (with a judge view). */
-function synthetic(): NlftSample[] {
-  const rng = new Rng(13);
-  const ids = (n: number) => Array.from({ length: n }, () => rng.int(V));
-  return [0, 1, 2, 3].map((i) => ({
-    id: `r${i + 1}`,
-    index: i + 1,
-    polarity: i < 2 ? 'positive' : 'negative',
-    promptIds: ids(8 + i),
-    standardIds: ids(12 + i),
-    judgeIds: i < 2 ? null : ids(10 + i),
-    responseIds: ids(14 + 2 * i),
-    truncatedBy: 0,
-  }));
-}
 const OPTS: Partial<SaliencyOptions> = { tauC: 0.004, rho: 1.05, pjMin: 0, delta: 0.6 };
-const weights = makeTinyLlama({
-  seed: 22,
-  vocabSize: V,
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numLayers: 2,
-  numHeads: 2,
-  numKvHeads: 1,
-  tie: true,
-});
+const weights = nlftTestModel(22);
 const text = (id: number) => `<${id}>`;
 
 let g: TestGpu;
 let samples: NlftSample[];
 beforeAll(async () => {
   g = await testGpu();
-  samples = synthetic();
+  samples = syntheticNlftSamples(13);
 });
 afterAll(() => g?.destroy());
 
@@ -103,13 +77,8 @@ it('scores cached once re-classify to what a fresh scoring gives, for every opti
   expect(seen.size).toBe(sets.length); // each option set weights the records differently
 });
 
-/** log p of the response under a prompt, from the tfjs reference. */
-function refLogp(prompt: number[], response: number[], lora: Parameters<typeof referenceLogProbs>[3]): Float64Array {
-  const seq = viewSequence(prompt, response);
-  const full = seq.ids.map(() => -1);
-  seq.rows.forEach((r, i) => (full[r] = seq.targets[i]));
-  return Float64Array.from(referenceLogProbs(weights, seq.ids, full, lora).filter((v) => !Number.isNaN(v)));
-}
+const refLogp = (prompt: number[], response: number[], lora: Parameters<typeof referenceLogProbs>[3]) =>
+  referenceResponseLogp(weights, prompt, response, lora);
 
 describe.skipIf(skipOutsideCi(!gradientsRegistered))(
   'static saliency: loss and gradient for the fixed coefficients against the reference',
