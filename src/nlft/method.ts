@@ -266,8 +266,8 @@ export interface DatasetScores {
 }
 
 /**
- * Scores every sample's three views without training (the GPU half of `nlft score`, the summary
- * before `nlft train`, static saliency): packed passes of at most `maxTokens` tokens; `onProgress`
+ * Scores every sample's three views without training (the GPU half of `nlft score`, of the summary
+ * before `nlft train` and of static saliency; `classifyScores` is the CPU half): packed passes of at most `maxTokens` tokens; `onProgress`
  * gets the number of records done.
  */
 export async function scoreRecords(
@@ -311,20 +311,6 @@ export function classifyScores(
     return saliencyEntry(s, null, { logpb: sc.logpb, logpc: sc.logpc, logpj: sc.logpj }, results[i], tokenText);
   });
   return { results, entries };
-}
-
-/**
- * Score every sample without training (`nlft score`, and the summary before `nlft train`): the
- * views scored on the GPU (`scoreRecords`), then classified on the CPU (`classifyScores`).
- */
-export async function scoreSamples(
-  model: GpuLlama,
-  samples: readonly NlftSample[],
-  opts: Partial<SaliencyOptions>,
-  tokenText: (id: number) => string,
-  o: { maxTokens?: number; onProgress?: (done: number) => void } = {},
-): Promise<SaliencyEntry[]> {
-  return classifyScores(samples, await scoreRecords(model, samples, o), opts, tokenText).entries;
 }
 
 /**

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass } from '../../src/engine/train-pass.ts';
 import { initLora } from '../../src/model/lora.ts';
-import { nlftMethod, recordSaliency, scoreSamples, scoreSideViews, type NlftSample, type SaliencyEntry } from '../../src/nlft/method.ts';
+import { nlftMethod, recordSaliency, scoreRecords, scoreSideViews, type NlftSample, type SaliencyEntry } from '../../src/nlft/method.ts';
 import { saliency, type SaliencyOptions } from '../../src/nlft/saliency.ts';
 import { viewSequence } from '../../src/nlft/views.ts';
 import { DEFAULT_TRAIN, Trainer } from '../../src/train/trainer.ts';
@@ -143,8 +143,8 @@ it('scoring records packed into shared passes gives each record what a pass of i
   const model = GpuLlama.create(g.ops, weights, 'q8', randomLora(weights, 4, 40, 0.05));
   const done: number[] = [];
   const passes: number[] = [];
-  const packed = await scoreSamples(model, samples, OPTS, String, { maxTokens: 120, onProgress: (n) => done.push(n) });
-  const alone = await scoreSamples(model, samples, OPTS, String, { maxTokens: 1, onProgress: (n) => passes.push(n) });
+  const packed = await scoreRecords(model, samples, { maxTokens: 120, onProgress: (n) => done.push(n) });
+  const alone = await scoreRecords(model, samples, { maxTokens: 1, onProgress: (n) => passes.push(n) });
   model.destroy();
   expect(packed).toEqual(alone);
   expect(passes).toHaveLength(10); // 4 base + 4 standard + 2 judge views, one pass each
