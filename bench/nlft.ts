@@ -3,7 +3,9 @@
  * SmolLM2-135M shape, split into its phases — no-grad standard and judge views, base forward
  * keeping activations, the saliency weights (hidden-state readback + CPU rules), backward, AdamW —
  * against an SFT step on the same record (base forward + backward + AdamW), with peak GPU bytes
- * of each. Targets: NLFT under 2x an SFT step's time and 1.2x its peak memory. Then the no-grad
+ * of each. Targets: NLFT under 2x an SFT step's time and 1.2x its peak memory. Then an NLFT step with
+ * static saliency (fixed coefficients, no side views, no hidden-state readback) against the SFT step,
+ * medians of --reps alternate runs (target: at most 1.2x). Then the no-grad
  * views of several records (--records) scored one pass per view against packed passes.
  * The records are synthetic (random ids: prompt P, standard and judge prompts ~1.3 P, response N).
  */
@@ -16,7 +18,15 @@ import { makeTinyLlama } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import type { Projection } from '../src/model/weights.ts';
 import { scoreBatchTokens } from '../src/engine/memory.ts';
-import { DEFAULT_SCORE_BATCH_TOKENS, recordSaliency, scoreSideViews, type NlftSample } from '../src/nlft/method.ts';
+import {
+  classifyScores,
+  DEFAULT_SCORE_BATCH_TOKENS,
+  type NlftSample,
+  recordSaliency,
+  scoreRecords,
+  scoreSideViews,
+  staticNlftMethod,
+} from '../src/nlft/method.ts';
 import { viewSequence } from '../src/nlft/views.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { AdamW } from '../src/train/optimizer.ts';
@@ -33,6 +43,7 @@ export async function nlftBench(argv: string[]): Promise<void> {
       response: { type: 'string', default: '128' },
       layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) },
       records: { type: 'string', default: '8' },
+      reps: { type: 'string', default: '3' },
     },
   });
   const quant = values.quant as QuantFormat;
@@ -138,6 +149,45 @@ export async function nlftBench(argv: string[]): Promise<void> {
   );
   console.log(
     `\nNLFT/SFT time ${row.time_ratio}x (target < 2x), peak ${formatBytes(nlftPeak)} vs ${formatBytes(sftPeak)} = ${row.memory_ratio}x (target < 1.2x)`,
+  );
+
+  // Static saliency (docs/method.md §3.1): classes and coefficients fixed once from cached scores;
+  // the step is the base forward, the fixed terms, backward and AdamW. Medians of alternate runs.
+  const cached = await scoreRecords(model, [s]);
+  const { results } = classifyScores([s], cached, {}, String);
+  const fixedMethod = staticNlftMethod(new Map([[s, { scores: cached.records[0], result: results[0] }]]), { tokenText: String });
+  const staticStep = async (step: number) => {
+    const t0 = now();
+    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
+    const t = await fixedMethod.terms(s, pass);
+    await pass.backward(lossCoefficients(t.kinds, t.weights, pass.scores));
+    await optimizerStep(step);
+    return now() - t0;
+  };
+  await staticStep(5); // warm-up
+  const reps = Number(values.reps);
+  const staticMs: number[] = [];
+  const sftMs: number[] = [];
+  engine.buffers.resetPeak();
+  for (let i = 0; i < reps; i++) {
+    staticMs.push(await staticStep(6 + 2 * i));
+    sftMs.push(await sftStep(7 + 2 * i));
+  }
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
+  const staticRow = {
+    ...rowHeader('nlft-static', engine, shape.numLayers, quant),
+    prompt: P,
+    response: N,
+    reps,
+    static_ms: +median(staticMs).toFixed(1),
+    sft_ms: +median(sftMs).toFixed(1),
+    time_ratio: +(median(staticMs) / median(sftMs)).toFixed(3),
+    peak_bytes: engine.buffers.peak,
+  };
+  console.log(JSON.stringify(staticRow));
+  console.log(
+    `\nNLFT step with static saliency ${staticRow.static_ms} ms vs SFT step ${staticRow.sft_ms} ms (medians of ${reps}) = ` +
+      `${staticRow.time_ratio}x (target <= 1.2x); dynamic NLFT ${row.time_ratio}x`,
   );
 
   // The no-grad views of a step's (or a scoring run's) records: one pass per view vs packed passes.

@@ -21,12 +21,15 @@ commands:
             log p of every response token given the prompt (raw, or built with the chat template),
             with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given
   score     --model M --data FILE --out dump.json [--adapter DIR] [--quant q8] [--max-len 512] [NLFT options]
-            per record and token: pb, pc, pj, saliency class, coefficient, term kind; the record's loss; a summary
+            per record and token: pb, pc, pj, saliency class, coefficient, term kind; the record's loss; a summary;
+            the cached view scores (log pb, log(1-pb), log pc, log pj, hidden states) for --from
+  score     --from dump.json [--out new.json] [NLFT options]
+            the dump's cached scores re-classified under the options on the CPU: no model, no GPU
   train     --model M --data FILE --out DIR [--method nlft|sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
             [--rank 16] [--alpha RANK] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
             [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute]
             [--memory-budget MiB] [--resume DIR]
-            [NLFT options]
+            [NLFT options] [--saliency dynamic|static] [--scorer MODEL]
             LoRA fine-tuning: NLFT on records with the model's outputs (and judgments), or SFT on answers;
             writes a PEFT adapter, metrics.jsonl, saliency.jsonl (NLFT), run.json and checkpoint.safetensors
 

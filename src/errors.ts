@@ -55,7 +55,11 @@ export type ErrorCode =
   /** the judge endpoint failed or answered badly */
   | 'judge'
   /** no GPU, model or trained adapter yet for this call */
-  | 'not-ready';
+  | 'not-ready'
+  /** cached saliency scores (an `nlft score` dump) that cannot be read back */
+  | 'score-dump'
+  /** a scorer model that cannot score for the trained model (another tokenizer) */
+  | 'scorer';
 
 /** Base class: an expected failure with a user-facing message. */
 export class NlftError extends Error {

@@ -137,9 +137,12 @@ export async function scoreSideViews(
   });
 }
 
+/** What classifying a record needs of it besides its scores. */
+export type ScoredRecord = Pick<NlftSample, 'id' | 'index' | 'polarity' | 'responseIds' | 'anchor'>;
+
 /** The saliency entry of a record from its views' scores and the saliency result. */
 export function saliencyEntry(
-  s: NlftSample,
+  s: ScoredRecord,
   step: number | null,
   scores: { logpb: ArrayLike<number>; logpc: ArrayLike<number>; logpj: ArrayLike<number> | null },
   r: SaliencyResult,
@@ -188,6 +191,27 @@ function anchorSequence(anchor: TrainSample, terms: TermSet): Omit<NonNullable<S
   return { ...sequenceOf(anchor), kinds: terms.kinds, weights: terms.weights };
 }
 
+/**
+ * The trainer's terms of one visit, and its report: a record without an anchor is reported at once;
+ * an anchored one trains its anchor as the second sequence and is reported after that pass, with it.
+ */
+function visitTerms(
+  s: NlftSample,
+  r: SaliencyResult,
+  entry: SaliencyEntry,
+  o: Pick<NlftMethodOptions, 'onEntry' | 'tokenText'>,
+): SampleTerms {
+  const terms = { kinds: r.kinds, weights: r.weights, extra: r.extra };
+  if (!r.anchor || !s.anchor) {
+    o.onEntry?.(entry);
+    return terms;
+  }
+  const [anchor, at] = [s.anchor, r.anchor];
+  const onForward = (scores: { logp: ArrayLike<number> }, loss: number) =>
+    o.onEntry?.(withAnchor(entry, anchor, at, scores.logp, loss, o.tokenText));
+  return { ...terms, second: { ...anchorSequence(anchor, at), onForward } };
+}
+
 /** The anchors of the samples that have one (a run that trains them sizes its memory on them too). */
 export function anchorSamples(samples: readonly TrainSample[]): TrainSample[] {
   return samples.flatMap((s) => (s as NlftSample).anchor ?? []);
@@ -195,7 +219,7 @@ export function anchorSamples(samples: readonly TrainSample[]): TrainSample[] {
 
 /** Saliency of one record from its base-view scores and hidden states. */
 export function recordSaliency(
-  s: NlftSample,
+  s: Pick<NlftSample, 'polarity' | 'anchor'>,
   base: { logp: ArrayLike<number>; log1mq: ArrayLike<number>; hidden: ArrayLike<number> },
   side: { logpc: ArrayLike<number>; logpj: ArrayLike<number> | null },
   hiddenSize: number,
@@ -251,15 +275,7 @@ export function nlftMethod(model: GpuLlama, o: NlftMethodOptions): LossMethod {
       const base = { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() };
       const r = recordSaliency(s, base, sc, model.config.hiddenSize, o.saliency ?? {});
       const entry = saliencyEntry(s, o.stepOf?.() ?? null, { logpb: base.logp, logpc: sc.logpc, logpj: sc.logpj }, r, o.tokenText);
-      const terms = { kinds: r.kinds, weights: r.weights, extra: r.extra };
-      if (!r.anchor || !s.anchor) {
-        o.onEntry?.(entry);
-        return terms;
-      }
-      const [anchor, at] = [s.anchor, r.anchor];
-      const onForward = (scores: { logp: ArrayLike<number> }, loss: number) =>
-        o.onEntry?.(withAnchor(entry, anchor, at, scores.logp, loss, o.tokenText));
-      return { ...terms, second: { ...anchorSequence(anchor, at), onForward } };
+      return visitTerms(s, r, entry, o);
     },
   };
 }
@@ -315,36 +331,121 @@ export function saliencySummary(
 }
 
 /**
- * Score every sample without training (`nlft score`, and the summary before `nlft train`): all three
- * views of the records in packed passes of at most `maxTokens` tokens; `onProgress` gets the number
- * of records done.
+ * One record's cached view scores (docs/method.md §3.1): everything `saliency` reads, so that any
+ * constants re-classify the record on the CPU without a GPU pass. `hb` is (N, hiddenSize) row-major.
  */
-export async function scoreSamples(
+export interface RecordScores {
+  logpb: Float32Array;
+  log1mpb: Float32Array;
+  logpc: Float32Array;
+  /** Negatives only. */
+  logpj: Float32Array | null;
+  hb: Float32Array;
+  /**
+   * A negative's anchor (its standard answer under the base prompt, docs/method.md §3), when scored
+   * for `negatives anchor`: log q and log(1 − q) of each anchor token; otherwise null or absent.
+   */
+  anchor?: { logp: Float32Array; log1mq: Float32Array } | null;
+}
+
+/** The cached scores of a dataset, and the hidden size of the model that scored it. */
+export interface DatasetScores {
+  hiddenSize: number;
+  records: RecordScores[];
+}
+
+/**
+ * Scores every sample's three views without training (the GPU half of `nlft score`, of the summary
+ * before `nlft train` and of static saliency; `classifyScores` is the CPU half): packed passes of at
+ * most `maxTokens` tokens; with `anchors`, the negatives' anchors too (for `negatives anchor`);
+ * `onProgress` gets the number of records done.
+ */
+export async function scoreRecords(
   model: GpuLlama,
   samples: readonly NlftSample[],
-  opts: Partial<SaliencyOptions>,
-  tokenText: (id: number) => string,
-  o: { maxTokens?: number; onProgress?: (done: number) => void } = {},
-): Promise<SaliencyEntry[]> {
-  const anchored = (s: NlftSample) => (opts.negatives === 'anchor' && s.polarity === 'negative' && s.anchor ? s.anchor : null);
+  o: { maxTokens?: number; anchors?: boolean; onProgress?: (done: number) => void } = {},
+): Promise<DatasetScores> {
+  const anchorOf = (s: NlftSample) => (o.anchors && s.polarity === 'negative' && s.anchor ? s.anchor : null);
   const reqs = samples.map((s) => {
-    const anchor = anchored(s);
+    const anchor = anchorOf(s);
     return [{ ...viewSequence(s.promptIds, s.responseIds), hidden: true }, ...sideRequests(s), ...(anchor ? [sequenceOf(anchor)] : [])];
   });
   const ends = reqs.map((_, i) => reqs.slice(0, i + 1).reduce((a, r) => a + r.length, 0));
   const onDone = o.onProgress && ((n: number) => o.onProgress!(ends.filter((e) => e <= n).length));
   const scored = await model.scoreAll(reqs.flat(), o.maxTokens ?? DEFAULT_SCORE_BATCH_TOKENS, onDone);
   let at = 0;
-  return samples.map((s, i) => {
+  const records = samples.map((s, i) => {
     const [base, ...rest] = scored.slice(at, at + reqs[i].length);
     at += reqs[i].length;
-    const anchor = anchored(s);
-    const a = anchor ? rest.pop()! : null;
+    const a = anchorOf(s) ? rest.pop()! : null;
     const [std, judge] = rest;
-    const side = { logpc: std.logp, logpj: judge ? judge.logp : null };
-    const r = recordSaliency(s, { logp: base.logp, log1mq: base.log1mq, hidden: base.hidden! }, side, model.config.hiddenSize, opts);
-    const e = saliencyEntry(s, null, { logpb: base.logp, logpc: side.logpc, logpj: side.logpj }, r, tokenText);
-    if (!anchor || !a || !r.anchor) return e;
-    return withAnchor(e, anchor, r.anchor, a.logp, recordLoss(r.anchor.kinds, r.anchor.weights, a.logp, a.log1mq), tokenText);
+    return {
+      logpb: base.logp,
+      log1mpb: base.log1mq,
+      logpc: std.logp,
+      logpj: judge ? judge.logp : null,
+      hb: base.hidden!,
+      anchor: a ? { logp: a.logp, log1mq: a.log1mq } : null,
+    };
   });
+  return { hiddenSize: model.config.hiddenSize, records };
+}
+
+/**
+ * The CPU half (docs/method.md §3.1): classes, coefficients and terms of every record from its
+ * cached scores under `opts`, with the saliency entries they give. No GPU; the same result as
+ * scoring afresh with the same constants, bit for bit.
+ */
+export function classifyScores(
+  records: readonly ScoredRecord[],
+  scores: DatasetScores,
+  opts: Partial<SaliencyOptions>,
+  tokenText: (id: number) => string,
+): { results: SaliencyResult[]; entries: SaliencyEntry[] } {
+  if (scores.records.length !== records.length) {
+    throw new NlftError(`${scores.records.length} records scored, ${records.length} to classify`, 'bad-position');
+  }
+  const results = records.map((s, i) => {
+    const sc = scores.records[i];
+    if (opts.negatives === 'anchor' && s.polarity === 'negative' && !(s.anchor && sc.anchor)) {
+      throw new NlftError(
+        `record ${s.index} (id ${s.id}): negatives anchor needs its anchor's scores; score the data again with negatives anchor`,
+        'score-dump',
+      );
+    }
+    return recordSaliency(s, { logp: sc.logpb, log1mq: sc.log1mpb, hidden: sc.hb }, sc, scores.hiddenSize, opts);
+  });
+  const entries = records.map((s, i) => {
+    const [sc, r] = [scores.records[i], results[i]];
+    const e = saliencyEntry(s, null, { logpb: sc.logpb, logpc: sc.logpc, logpj: sc.logpj }, r, tokenText);
+    if (!r.anchor || !s.anchor || !sc.anchor) return e;
+    const loss = recordLoss(r.anchor.kinds, r.anchor.weights, sc.anchor.logp, sc.anchor.log1mq);
+    return withAnchor(e, s.anchor, r.anchor, sc.anchor.logp, loss, tokenText);
+  });
+  return { results, entries };
+}
+
+/**
+ * NLFT with saliency fixed before training (docs/method.md §3.1, static saliency): each sample's
+ * classes, coefficients and term kinds come from `fixed` (computed once from cached scores, by the
+ * initial model or a scorer), so a step has no side-view pass and no hidden-state readback, as an
+ * SFT step; the loss terms still use the trained model's own log pb of the visit, and each visit's
+ * saliency entry reports that pb with the cached pc and pj.
+ */
+export function staticNlftMethod(
+  fixed: ReadonlyMap<TrainSample, { scores: Pick<RecordScores, 'logpc' | 'logpj'>; result: SaliencyResult }>,
+  o: Pick<NlftMethodOptions, 'tokenText' | 'onEntry' | 'stepOf'>,
+): LossMethod {
+  return {
+    terms(sample: TrainSample, pass: TrainPass) {
+      const f = fixed.get(sample);
+      if (!f) throw new NlftError(`record ${sample.index} (id ${sample.id}) has no saliency fixed before training`, 'dataset');
+      const { result: r, scores: sc } = f;
+      const { logp, log1mq } = pass.scores;
+      const loss = recordLoss(r.kinds, r.weights, logp, log1mq) + (r.extra ? recordLoss(r.extra.kinds, r.extra.weights, logp, log1mq) : 0);
+      const s = sample as NlftSample;
+      const entry = saliencyEntry(s, o.stepOf?.() ?? null, { logpb: logp, logpc: sc.logpc, logpj: sc.logpj }, { ...r, loss }, o.tokenText);
+      return visitTerms(s, r, entry, o);
+    },
+  };
 }

@@ -158,20 +158,6 @@ export interface SaliencyResult extends TermSet {
   skipped: boolean;
 }
 
-/** cos(a, b) in f64; 0 when either vector is zero (as a norm-clamped cosine gives). */
-function cosine(a: Float64Array, hb: ArrayLike<number>, off: number): number {
-  let dot = 0;
-  let na = 0;
-  let nb = 0;
-  for (let k = 0; k < a.length; k++) {
-    const b = hb[off + k];
-    dot += a[k] * b;
-    na += a[k] * a[k];
-    nb += b * b;
-  }
-  return na === 0 || nb === 0 ? 0 : dot / Math.sqrt(na * nb);
-}
-
 /**
  * docs/method.md §4. For each seed i (ascending, each independently): centre = hb[i]; walk left
  * j = i-1, i-2, ... adding j and setting centre = (centre + hb[j]) / 2 while the criterion holds,
@@ -190,16 +176,37 @@ export function expandClusters(
 ): Set<number> {
   if (hb.length !== N * C) throw new NlftError(`hidden states hold ${hb.length} values, expected ${N} x ${C}`, 'bad-position');
   const joins = criterion === 'distance' ? (cos: number) => 1 - cos > delta : (cos: number) => cos > 1 - delta;
+  // Squared norms of the rows, once; the centre's alongside its updates (the same sums, in the same
+  // order, as a cosine computing both each time, so the result is unchanged, about twice as fast).
+  const rowSq = new Float64Array(N);
+  for (let j = 0; j < N; j++) for (let k = 0; k < C; k++) rowSq[j] += hb[j * C + k] * hb[j * C + k];
+  /** cos(centre, hb[j]) in f64; 0 when either vector is zero (as a norm-clamped cosine gives). */
+  const cosine = (centre: Float64Array, centreSq: number, j: number) => {
+    let dot = 0;
+    const row = j * C;
+    for (let k = 0; k < C; k++) dot += centre[k] * hb[row + k];
+    return centreSq === 0 || rowSq[j] === 0 ? 0 : dot / Math.sqrt(centreSq * rowSq[j]);
+  };
   const out = new Set<number>();
-  for (const i of [...seeds].sort((a, b) => a - b)) {
+  const sorted = [...seeds].sort((a, b) => a - b);
+  for (const i of sorted) {
     if (!Number.isInteger(i) || i < 0 || i >= N)
       throw new NlftError(`cluster seed ${i} is outside the response (0..${N - 1})`, 'bad-position');
+  }
+  for (const i of sorted) {
+    if (out.size === N) break; // every position is in: later walks cannot add one
     out.add(i);
     const centre = Float64Array.from({ length: C }, (_, k) => hb[i * C + k]);
+    let centreSq = rowSq[i];
     const walk = (from: number, step: number) => {
-      for (let j = from; j >= 0 && j < N && joins(cosine(centre, hb, j * C)); j += step) {
+      for (let j = from; j >= 0 && j < N && joins(cosine(centre, centreSq, j)); j += step) {
         out.add(j);
-        for (let k = 0; k < C; k++) centre[k] = (centre[k] + hb[j * C + k]) / 2;
+        centreSq = 0;
+        const row = j * C;
+        for (let k = 0; k < C; k++) {
+          centre[k] = (centre[k] + hb[row + k]) / 2;
+          centreSq += centre[k] * centre[k];
+        }
       }
     };
     walk(i - 1, -1);

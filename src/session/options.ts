@@ -33,8 +33,34 @@ export const OPTION_RULES = {
     expected: 'a positive integer (or none: sized from memory)',
     ok: (v) => v === null || v === undefined || isPositiveInt(v),
   },
+  saliency: {
+    expected: 'dynamic or static (or none: dynamic, static with a scorer)',
+    ok: (v) => v === null || v === undefined || isOneOf('dynamic', 'static')(v),
+  },
+  scorer: {
+    expected: 'a model folder or Hub id (or none)',
+    ok: (v) => v === null || v === undefined || (typeof v === 'string' && v.trim() !== ''),
+  },
   ...SALIENCY_OPTION_RULES,
 } satisfies Record<string, OptionRule>;
+
+/** When NLFT's saliency is computed (docs/method.md §3.1): re-scored every step, or once before training. */
+export type SaliencyMode = 'dynamic' | 'static';
+
+/**
+ * The saliency mode a request asks for: as asked, else static with a scorer and dynamic without.
+ *
+ * @throws UsageError for a bad mode, or dynamic saliency asked for with a scorer
+ */
+export function saliencyModeOf(req: Pick<TrainRequest, 'saliencyMode' | 'scorer'>): SaliencyMode {
+  checkOption('saliency', req.saliencyMode);
+  checkOption('scorer', req.scorer);
+  if (req.scorer && req.saliencyMode === 'dynamic') {
+    const why = 'the scorer decides the saliency once, before training';
+    throw new UsageError(`saliency: expected static with a scorer model (${why}), found "dynamic"`);
+  }
+  return req.saliencyMode ?? (req.scorer ? 'static' : 'dynamic');
+}
 
 export type OptionName = keyof typeof OPTION_RULES;
 
@@ -97,5 +123,11 @@ export function checkTrainRequest(req: TrainRequest): { train: TrainConfig; lora
   checkOption('memoryBudgetMiB', req.memoryBudgetMiB);
   checkOption('scoreBatchTokens', req.scoreBatchTokens);
   checkSaliencyOptions(req.saliency);
+  saliencyModeOf(req);
+  if (req.method === 'sft' && req.scorer) {
+    throw new UsageError(
+      `scorer: expected none with the sft method (a scorer decides NLFT's saliency), found ${JSON.stringify(req.scorer)}`,
+    );
+  }
   return { train, lora };
 }

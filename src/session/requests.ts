@@ -12,6 +12,7 @@ import type { StepMetrics, TrainConfig } from '../train/trainer.ts';
 import type { DatasetSummary } from '../data/summary.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
 import type { TrainMemoryEstimate } from '../engine/memory.ts';
+import type { SaliencyMode } from './options.ts';
 import type { TrainMethod } from './train.ts';
 
 /** An evaluation of the loaded model (and its trained adapter, if any) on question/answer records. */
@@ -61,6 +62,17 @@ export interface TrainRequest {
   scoreBatchTokens?: number | null;
   /** NLFT's constants and safeguards, and the views' prompt texts (validated by the worker). */
   saliency: SaliencyOptions;
+  /**
+   * When NLFT's saliency is computed (docs/method.md §3.1): 'dynamic' re-scores the side views every
+   * step with the current adapters (the authors'); 'static' once before training. Absent or null:
+   * dynamic, or static with a scorer.
+   */
+  saliencyMode?: SaliencyMode | null;
+  /**
+   * The scorer model as the user named it (folder, Hub id), or absent/null for none. The host opens
+   * it and hands it to `scoreWithScorer` (session/scorer.ts); its scores decide the saliency.
+   */
+  scorer?: string | null;
   templates: NlftTemplates;
   data: DatasetFile;
   /**
@@ -104,6 +116,9 @@ export type TrainEvent =
       recompute?: boolean;
       /** Tokens per packed no-grad scoring pass (NLFT). */
       scoreBatchTokens?: number;
+      /** NLFT: when the saliency is computed, and the scorer model that computed it (null: the trained model). */
+      saliencyMode?: SaliencyMode;
+      scorer?: string | null;
     }
   /**
    * Everything needed to continue the run (`TrainRequest.resume`): sent when the run pauses or ends,

@@ -25,6 +25,8 @@ import { initLora, type LoraConfig } from '../model/lora.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import {
   anchorSamples,
+  classifyScores,
+  type DatasetScores,
   DEFAULT_SCORE_BATCH_TOKENS,
   type NlftSample,
   nlftMethod,
@@ -32,14 +34,15 @@ import {
   type SaliencyEntry,
   type SaliencySummary,
   saliencySummary,
-  scoreSamples,
+  scoreRecords,
+  staticNlftMethod,
 } from '../nlft/method.ts';
 import type { SaliencyOptions } from '../nlft/saliency.ts';
 import { type NlftTemplates, parseTemplates } from '../nlft/templates.ts';
 import { CHECKPOINT_FILE, checkpointBytes, readCheckpoint } from '../train/checkpoint.ts';
 import { sftSamples } from '../train/samples.ts';
 import { type Checkpoint, type RunEnd, SFT, type TrainConfig, Trainer } from '../train/trainer.ts';
-import { checkTrainConfig, checkTrainRequest } from './options.ts';
+import { checkTrainConfig, checkTrainRequest, type SaliencyMode, saliencyModeOf } from './options.ts';
 import type { RunModel, TrainEvent, TrainRequest } from './requests.ts';
 
 export type TrainMethod = 'nlft' | 'sft';
@@ -104,6 +107,10 @@ export interface TrainPlan {
   lora: LoraConfig;
   maxLen: number;
   saliency: SaliencyOptions;
+  /** When NLFT's saliency is computed (docs/method.md §3.1). */
+  saliencyMode: SaliencyMode;
+  /** The scorer model as the request names it, or null (the trained model scores). */
+  scorer: string | null;
   templates: NlftTemplates;
   records: number;
   samples: TrainSample[];
@@ -159,6 +166,8 @@ export async function planTraining(
     lora,
     maxLen: req.maxLen,
     saliency: req.saliency,
+    saliencyMode: saliencyModeOf(req),
+    scorer: req.scorer ?? null,
     templates,
     records: records.length,
     samples,
@@ -221,7 +230,11 @@ export interface TrainResult {
  * Trains `llama` (which gets fresh adapters, or the checkpoint's) as `plan` says. Every event goes
  * to `host.onEvent`; a checkpoint event comes when the run pauses, every `checkpointSeconds`, and
  * when it ends. The adapters stay on `llama` afterwards. While it runs, the buffer manager holds
- * the plan's memory budget (an allocation over it fails with the numbers).
+ * the plan's memory budget (an allocation over it fails with the numbers). NLFT scores the data
+ * with the initial adapters for the summary (and static saliency), unless `scored` holds the
+ * scores already (the scorer's, from `scoreWithScorer`, which a plan with a scorer needs).
+ *
+ * @throws NlftError ('scorer') when the plan names a scorer and `scored` is absent
  */
 export async function runTraining(
   engine: Engine,
@@ -229,6 +242,7 @@ export async function runTraining(
   tok: TextTokenizer,
   plan: TrainPlan,
   host: TrainHost,
+  scored: DatasetScores | null = null,
 ): Promise<TrainResult> {
   const budgetBefore = engine.buffers.budget;
   if (plan.memory.budgetBytes !== null) engine.buffers.budget = plan.memory.budgetBytes;
@@ -252,19 +266,28 @@ export async function runTraining(
     if (method === 'sft') {
       trainer = new Trainer(engine, llama, samples, train, SFT, lora.dropout);
     } else {
-      await host.onEvent({ type: 'scoring', done: 0, total: samples.length, passTokens });
-      const scored = await scoreSamples(llama, samples as readonly TrainSample[] as readonly NlftSample[], plan.saliency, tokenText, {
-        maxTokens: passTokens,
-        onProgress: (done) => void host.onEvent({ type: 'scoring', done, total: samples.length }),
-      });
-      summary = saliencySummary(scored, plan.saliency.negativesWithoutSaliency, plan.saliency.negatives);
-      const loss = nlftMethod(llama, {
-        saliency: plan.saliency,
-        tokenText,
-        onEntry: (e) => void entries.push(e),
-        stepOf: () => (trainer?.state.step ?? 0) + 1,
-        maxBatchTokens: passTokens,
-      });
+      const nlft = samples as readonly TrainSample[] as readonly NlftSample[];
+      if (plan.scorer && !scored) throw new NlftError(`the scorer ${plan.scorer} has not scored the data (scoreWithScorer)`, 'scorer');
+      let scores = scored;
+      if (!scores) {
+        await host.onEvent({ type: 'scoring', done: 0, total: samples.length, passTokens });
+        scores = await scoreRecords(llama, nlft, {
+          maxTokens: passTokens,
+          anchors: plan.saliency.negatives === 'anchor',
+          onProgress: (done) => void host.onEvent({ type: 'scoring', done, total: samples.length }),
+        });
+      }
+      const initial = classifyScores(nlft, scores, plan.saliency, tokenText);
+      summary = saliencySummary(initial.entries, plan.saliency.negativesWithoutSaliency, plan.saliency.negatives);
+      const report = { tokenText, onEntry: (e: SaliencyEntry) => void entries.push(e), stepOf: () => (trainer?.state.step ?? 0) + 1 };
+      const fixed = (s: TrainSample, i: number) => {
+        const { logpc, logpj } = scores.records[i]; // the hidden states are not kept
+        return [s, { scores: { logpc, logpj }, result: initial.results[i] }] as const;
+      };
+      const loss =
+        plan.saliencyMode === 'static'
+          ? staticNlftMethod(new Map(samples.map(fixed)), report)
+          : nlftMethod(llama, { saliency: plan.saliency, ...report, maxBatchTokens: passTokens });
       trainer = new Trainer(engine, llama, samples, train, loss, lora.dropout);
     }
     const active: Trainer = trainer;
@@ -282,6 +305,7 @@ export async function runTraining(
       memory: plan.memory.estimate,
       recompute: train.recompute,
       scoreBatchTokens: passTokens,
+      ...(method === 'nlft' ? { saliencyMode: plan.saliencyMode, scorer: plan.scorer } : {}),
     });
     let lastCheckpoint = performance.now();
     const checkpoint = async () => {
@@ -352,7 +376,16 @@ export function trainRunRecord(plan: TrainPlan, result: TrainResult, origin: Run
             defaultInstruction: DEFAULT_INSTRUCTION,
             response: 'answer + end-of-sequence token',
           },
-    nlft: method === 'nlft' ? { options: plan.saliency, summary: result.summary, scoreBatchTokens: result.scoreBatchTokens } : null,
+    nlft:
+      method === 'nlft'
+        ? {
+            options: plan.saliency,
+            saliencyMode: plan.saliencyMode,
+            scorer: plan.scorer,
+            summary: result.summary,
+            scoreBatchTokens: result.scoreBatchTokens,
+          }
+        : null,
     environment: origin.environment,
     result: { ...result.end, totalSteps: result.totalSteps, lastLoss: result.lastLoss },
     timings: { startedAt: new Date(origin.startedAt).toISOString(), seconds: (Date.now() - origin.startedAt) / 1000 },

@@ -3,33 +3,36 @@
  * with the real tokenizer and two NLFT sample records (one positive, one negative): the score dump
  * holds every view's ids and every token's pb, pc, pj, class, coefficient and kind; training writes
  * saliency.jsonl and the summary into run.json; bad templates and records without output are refused
- * with one clear line.
+ * with one clear line. The dump's cached scores re-classify with `--from` (no model) to what a fresh
+ * scoring with the same options writes; `--saliency static` and `--scorer` are recorded with the
+ * run, a scorer's classes are those of scoring with the scorer alone, and a scorer with another
+ * tokenizer is refused naming where the vocabularies differ.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, type TinyLlamaFolderOptions, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
+let scorerDir: string;
+let otherVocabDir: string;
 let data: string;
 
 beforeAll(async () => {
   tmp = await makeTmpDir('cli-nlft');
-  modelDir = path.join(tmp, 'model');
-  await writeTinyLlamaFolder(modelDir, {
-    seed: 9,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-    dtype: 'F32',
-    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
-  });
+  const smollm2 = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
+  const folder = async (name: string, seed: number, shape: Partial<TinyLlamaFolderOptions>) => {
+    const dir = path.join(tmp, name);
+    const base = { vocabSize: 49152, hiddenSize: 32, intermediateSize: 64, numLayers: 1, numHeads: 2, numKvHeads: 1, tie: true };
+    await writeTinyLlamaFolder(dir, { ...base, seed, dtype: 'F32', tokenizerDir: smollm2, ...shape });
+    return dir;
+  };
+  modelDir = await folder('model', 9, {});
+  // A scorer: another model (wider, other weights) with the same tokenizer; and one with another tokenizer.
+  scorerDir = await folder('scorer', 10, { hiddenSize: 64, intermediateSize: 128, numLayers: 2 });
+  otherVocabDir = await folder('other-vocab', 11, { vocabSize: 849, tokenizerDir: path.join(ROOT, 'public', 'toy-math', 'model') });
   const all = JSON.parse(await readFile(path.join(ROOT, 'public', 'samples', 'nlft-sample.json'), 'utf8'));
   data = path.join(tmp, 'two.json');
   await writeFile(data, JSON.stringify([all[1], all[3]])); // a positive and a negative record
@@ -37,6 +40,20 @@ beforeAll(async () => {
 afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
+
+/** `nlft train` of the tiny model on the two records: one step of batch 2, rank 4, then `extra`. */
+const trainTwo = (out: string, ...extra: string[]) =>
+  nlft('train', ...['--model', modelDir, '--data', data, '--out', out], ...['--steps', '1', '--batch', '2', '--rank', '4'], ...extra);
+
+/** Each run fails with one line holding its message, and no stack trace. */
+async function expectRefused(cases: Array<[() => ReturnType<typeof nlft>, string]>): Promise<void> {
+  for (const [run, message] of cases) {
+    const r = await run();
+    expect(r.code, message).not.toBe(0);
+    expect(r.stderr).toContain(message);
+    expect(r.stderr).not.toContain('    at ');
+  }
+}
 
 it('nlft score writes the per-token dump and prints the saliency summary', async () => {
   const out = path.join(tmp, 'dump.json');
@@ -92,12 +109,116 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
   const dumpAlone = JSON.parse(await readFile(alone, 'utf8'));
   expect(dumpAlone.scoreBatchTokens).toBe(1);
   expect(dumpAlone.records).toEqual(dump.records);
+  expect(dump.scoresFormat).toBe('f32le-base64');
+  expect(dump.hiddenSize).toBe(32);
+  expect(Object.keys(neg.scores).sort()).toEqual(['hb', 'log1mpb', 'logpb', 'logpc', 'logpj']);
+  expect(pos.scores.logpj).toBeNull();
 });
 
-/** `nlft train` on the two records for one step of batch 2, rank 4, with `flags`; its saliency.jsonl lines and run.json. */
-async function trainTwo(name: string, ...flags: string[]) {
+it('nlft score --from re-classifies the cached scores without a model, as a fresh scoring does', async () => {
+  const dumpFile = path.join(tmp, 'dump.json'); // from the test above (--rho 1.05 --pj-min 0)
+  const same = path.join(tmp, 'from-same.json');
+  const r = await nlft('score', '--from', dumpFile, '--out', same, '--rho', '1.05', '--pj-min', '0');
+  expect(r.stderr).toBe('');
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(
+    /^re-classified 2 records from .*dump\.json in \d+\.\d ms \(no model, no GPU\), mean NLFT loss \d+\.\d{4}; wrote /m,
+  );
+  expect(r.stdout).not.toMatch(/^kernels/m);
+  const dump = JSON.parse(await readFile(dumpFile, 'utf8'));
+  expect(JSON.parse(await readFile(same, 'utf8'))).toEqual(dump);
+  // Other constants: the same as scoring afresh with them.
+  const opts = ['--tau-c', '0.2', '--rho', '1.01', '--pj-min', '0', '--cluster-criterion', 'similarity', '--delta', '0.3'];
+  const fresh = path.join(tmp, 'fresh-other.json');
+  const other = path.join(tmp, 'from-other.json');
+  expect((await nlft('score', '--model', modelDir, '--data', data, '--out', fresh, ...opts)).code).toBe(0);
+  expect((await nlft('score', '--from', dumpFile, '--out', other, ...opts)).code).toBe(0);
+  const [a, b] = [JSON.parse(await readFile(fresh, 'utf8')), JSON.parse(await readFile(other, 'utf8'))];
+  expect(b.records).toEqual(a.records);
+  expect(b.summary).toEqual(a.summary);
+  expect(b.options).toEqual(a.options);
+  expect(b.records).not.toEqual(dump.records);
+  // Bad dumps and flags that need a model.
+  const bad = path.join(tmp, 'bad-dump.json');
+  const broken = structuredClone(dump);
+  broken.records[1].scores.hb = 'AAAAAA==';
+  await writeFile(bad, JSON.stringify(broken));
+  const score =
+    (...args: string[]) =>
+    () =>
+      nlft('score', ...args);
+  await expectRefused([
+    [score('--from', bad), `nlft score: bad-dump.json: record 2 (id ${dump.records[1].id}): field "scores.hb": expected base64 of `],
+    [
+      score('--from', dumpFile, '--model', modelDir),
+      `nlft score: --from re-applies the rules to the scores in ${dumpFile} without a model; leave out --model`,
+    ],
+    [score('--from', data), 'nlft score: two.json: the dump: expected a JSON object written by nlft score, found [{'],
+  ]);
+});
+
+it('nlft train --saliency static and --scorer: recorded with the run; the scorer decides the classes', async () => {
+  const opts = ['--rho', '1.05', '--pj-min', '0'];
+  const train = (out: string, ...extra: string[]) => trainTwo(out, '--dropout', '0', ...opts, ...extra);
+
+  const staticOut = path.join(tmp, 'static');
+  const r = await train(staticOut, '--saliency', 'static');
+  expect(r.stderr).not.toContain('    at ');
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stdout).toMatch(/^saliency {3}static: classes and coefficients fixed before training from the initial model's scores$/m);
+  const run = JSON.parse(await readFile(path.join(staticOut, 'run.json'), 'utf8'));
+  expect(run.nlft).toMatchObject({ saliencyMode: 'static', scorer: null });
+
+  const scorerOut = path.join(tmp, 'scorer-run');
+  const s = await train(scorerOut, '--scorer', scorerDir);
+  expect(s.stderr).not.toContain('    at ');
+  expect(s.code, s.stderr).toBe(0);
+  expect(s.stdout).toContain(`saliency   static: classes and coefficients fixed before training from the scorer ${scorerDir}'s scores`);
+  expect(JSON.parse(await readFile(path.join(scorerOut, 'run.json'), 'utf8')).nlft).toMatchObject({
+    saliencyMode: 'static',
+    scorer: scorerDir,
+  });
+  // The visits' classes, coefficients, pc and pj are those of scoring the records with the scorer alone.
+  const alone = path.join(tmp, 'scorer-dump.json');
+  expect((await nlft('score', '--model', scorerDir, '--data', data, '--out', alone, ...opts)).code).toBe(0);
+  const byId = new Map(JSON.parse(await readFile(alone, 'utf8')).records.map((e: { id: string }) => [e.id, e]));
+  const visits = (await readFile(path.join(scorerOut, 'saliency.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  expect(visits).toHaveLength(2);
+  type Tok = { class: string; coefficient: number; pc: number; pj: number | null; pb: number };
+  const fixed = (e: { tokens: Tok[] }) => e.tokens.map((t) => [t.class, t.coefficient, t.pc, t.pj]);
+  for (const v of visits) {
+    const want = byId.get(v.id) as { tokens: Tok[] };
+    expect(fixed(v)).toEqual(fixed(want));
+    expect(v.tokens.map((t: Tok) => t.pb)).not.toEqual(want.tokens.map((t) => t.pb)); // pb is the trained model's
+  }
+
+  const refused =
+    (...args: string[]) =>
+    () =>
+      train(path.join(tmp, 'refused'), ...args);
+  await expectRefused([
+    [
+      refused('--scorer', otherVocabDir),
+      `nlft train: scorer ${otherVocabDir}: its tokenizer differs from the trained model's (token 3 is "<repo_name>" in the model and "<|pad|>" in the scorer); a scorer must have the same vocabulary`,
+    ],
+    [
+      refused('--scorer', scorerDir, '--saliency', 'dynamic'),
+      'nlft train: saliency: expected static with a scorer model (the scorer decides the saliency once, before training), found "dynamic"',
+    ],
+    [
+      refused('--saliency', 'sometimes'),
+      'nlft train: saliency: expected dynamic or static (or none: dynamic, static with a scorer), found "sometimes"',
+    ],
+  ]);
+});
+
+/** `trainTwo` into a folder of its own; its saliency.jsonl lines and run.json. */
+async function trainTwoRecorded(name: string, ...flags: string[]) {
   const out = path.join(tmp, name);
-  const r = await nlft('train', '--model', modelDir, '--data', data, '--out', out, '--steps', '1', '--batch', '2', '--rank', '4', ...flags);
+  const r = await trainTwo(out, ...flags);
   expect(r.stderr).not.toContain('    at ');
   expect(r.code).toBe(0);
   const lines = (await readFile(path.join(out, 'saliency.jsonl'), 'utf8'))
@@ -108,7 +229,7 @@ async function trainTwo(name: string, ...flags: string[]) {
 }
 
 it('nlft train --method nlft writes saliency.jsonl and the summary with the run', async () => {
-  const { r, lines, run } = await trainTwo('run', '--negatives-without-saliency', 'skip');
+  const { r, lines, run } = await trainTwoRecorded('run', '--negatives-without-saliency', 'skip');
   expect(r.stdout).toMatch(/negatives have no unlikely token \(skipped\)/);
   expect(r.stdout).toMatch(/^scoring {4}2 records, no-grad views packed \d+ tokens per pass$/m);
   expect(r.stdout).toMatch(
@@ -128,43 +249,41 @@ it('bad input: a record without output, a bad templates file, a bad option', asy
   await writeFile(gsm, '{"question": "1+1?", "answer": "#### 2"}\n');
   const tpl = path.join(tmp, 'templates.json');
   await writeFile(tpl, JSON.stringify({ judge: { user: 'no judgment here: {input}' } }));
-  const cases: Array<[string[], string]> = [
+  const run =
+    (command: string, ...args: string[]) =>
+    () =>
+      nlft(command, '--model', modelDir, ...args);
+  await expectRefused([
     [
-      ['score', '--data', gsm, '--out', path.join(tmp, 'x.json')],
+      run('score', '--data', gsm, '--out', path.join(tmp, 'x.json')),
       'nlft score: gsm.jsonl: 1 problem:\n  record 1 (line 1): field "output": missing',
     ],
-    [['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl], 'nlft score: templates.json (judge.user): '],
+    [run('score', '--data', data, '--out', path.join(tmp, 'x.json'), '--templates', tpl), 'nlft score: templates.json (judge.user): '],
     [
-      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'],
+      run('train', '--data', data, '--out', path.join(tmp, 'y'), '--cluster-criterion', 'nearest'),
       'nlft train: clusterCriterion: expected distance or similarity, found "nearest"',
     ],
     [
-      ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'],
+      run('score', '--data', data, '--out', path.join(tmp, 'x.json'), '--score-batch-tokens', '0'),
       'nlft score: scoreBatchTokens: expected a positive integer (or none: sized from memory), found 0',
     ],
     [
-      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--negatives', 'towards'],
+      run('train', '--data', data, '--out', path.join(tmp, 'y'), '--negatives', 'towards'),
       'nlft train: negatives: expected authors or anchor, found "towards"',
     ],
     [
-      ['train', '--data', data, '--out', path.join(tmp, 'y'), '--negatives', 'anchor', '--anchor-weight=-1'],
+      run('train', '--data', data, '--out', path.join(tmp, 'y'), '--negatives', 'anchor', '--anchor-weight=-1'),
       'nlft train: anchorWeight: expected a non-negative number, found -1',
     ],
     [
-      ['score', '--data', data, '--out', path.join(tmp, 'x.json'), '--negatives', 'anchor', '--sft-on-negatives'],
+      run('score', '--data', data, '--out', path.join(tmp, 'x.json'), '--negatives', 'anchor', '--sft-on-negatives'),
       'nlft score: sftOnNegatives: expected false with negatives anchor (the anchor trains the standard answer instead), found true',
     ],
-  ];
-  for (const [args, message] of cases) {
-    const r = await nlft(args[0], '--model', modelDir, ...args.slice(1));
-    expect(r.code, message).not.toBe(0);
-    expect(r.stderr).toContain(message);
-    expect(r.stderr).not.toContain('    at ');
-  }
+  ]);
 });
 
 it('nlft train --negatives anchor --anchor-weight 0.5: the negative trains its standard answer, shown in saliency.jsonl and run.json', async () => {
-  const { r, lines, run } = await trainTwo('anchor', '--negatives', 'anchor', '--anchor-weight', '0.5');
+  const { r, lines, run } = await trainTwoRecorded('anchor', '--negatives', 'anchor', '--anchor-weight', '0.5');
   expect(r.stdout).toMatch(/^ {11}1 negatives train their standard answer \(anchor\)$/m);
   const neg = lines.find((e) => e.polarity === 'negative');
   const pos = lines.find((e) => e.polarity === 'positive');

@@ -14,14 +14,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { lossCoefficients, lossValue, TrainPass } from '../../src/engine/train-pass.ts';
-import { makeTinyLlama } from '../../src/model/demo.ts';
 import { initLora, type LoraSet } from '../../src/model/lora.ts';
 import {
+  classifyScores,
   nlftMethod,
   recordSaliency,
   saliencySummary,
-  scoreSamples,
+  scoreRecords,
   scoreSideViews,
+  staticNlftMethod,
   type NlftSample,
   type SaliencyEntry,
 } from '../../src/nlft/method.ts';
@@ -29,68 +30,26 @@ import { saliency, type SaliencyOptions } from '../../src/nlft/saliency.ts';
 import { viewSequence } from '../../src/nlft/views.ts';
 import { sequenceOf } from '../../src/data/prompt.ts';
 import { DEFAULT_TRAIN, Trainer } from '../../src/train/trainer.ts';
-import { Rng } from '../../src/util/rng.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
-import { gradientsRegistered, referenceForward, referenceLogProbs } from '../reference/llama-tf.ts';
+import { nlftTestModel, referenceResponseLogp, syntheticNlftSamples } from '../helpers/nlft.ts';
+import { gradientsRegistered, referenceForward, type referenceLogProbs } from '../reference/llama-tf.ts';
 import { referenceLoraGrads } from '../reference/lora-grads.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
 import { flatten, randomLora } from '../helpers/lora.ts';
 
-const V = 256;
-/** Records 1, 2 positive; 3, 4 negative (with a judge view and an anchor, the standard answer's ids). */
-function synthetic(): NlftSample[] {
-  const rng = new Rng(12);
-  const ids = (n: number) => Array.from({ length: n }, () => rng.int(V));
-  const anchorRng = new Rng(13);
-  const anchorIds = (n: number) => Array.from({ length: n }, () => anchorRng.int(V));
-  return [0, 1, 2, 3]
-    .map(
-      (i): NlftSample => ({
-        id: `r${i + 1}`,
-        index: i + 1,
-        polarity: i < 2 ? 'positive' : 'negative',
-        promptIds: ids(8 + i),
-        standardIds: ids(12 + i),
-        judgeIds: i < 2 ? null : ids(10 + i),
-        responseIds: ids(14 + 2 * i),
-        truncatedBy: 0,
-      }),
-    )
-    .map((s) => ({
-      ...s,
-      anchor:
-        s.polarity === 'negative'
-          ? { id: s.id, index: s.index, promptIds: s.promptIds, responseIds: anchorIds(9 + s.index), truncatedBy: 0 }
-          : null,
-    }));
-}
 const OPTS: Partial<SaliencyOptions> = { tauC: 0.004, rho: 1.05, pjMin: 0, delta: 0.6 };
-const weights = makeTinyLlama({
-  seed: 21,
-  vocabSize: V,
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numLayers: 2,
-  numHeads: 2,
-  numKvHeads: 1,
-  tie: true,
-});
+const weights = nlftTestModel(21);
 
 let g: TestGpu;
 let samples: NlftSample[];
 beforeAll(async () => {
   g = await testGpu();
-  samples = synthetic();
+  samples = syntheticNlftSamples(12);
 });
 afterAll(() => g?.destroy());
 
-/** log p of the response under a prompt, from the tfjs reference. */
-function refLogp(prompt: number[], response: number[], lora: Parameters<typeof referenceLogProbs>[3]): Float64Array {
-  const seq = viewSequence(prompt, response);
-  const full = seq.ids.map(() => -1);
-  seq.rows.forEach((r, i) => (full[r] = seq.targets[i]));
-  return Float64Array.from(referenceLogProbs(weights, seq.ids, full, lora).filter((v) => !Number.isNaN(v)));
-}
+const refLogp = (prompt: number[], response: number[], lora: Parameters<typeof referenceLogProbs>[3]) =>
+  referenceResponseLogp(weights, prompt, response, lora);
 
 describe.skipIf(skipOutsideCi(!gradientsRegistered))('NLFT loss and gradient against the reference', () => {
   requirePrerequisite(gradientsRegistered, 'the tfjs gradient registrations');
@@ -198,8 +157,8 @@ it('scoring records packed into shared passes gives each record what a pass of i
   const model = GpuLlama.create(g.ops, weights, 'q8', randomLora(weights, 4, 40, 0.05));
   const done: number[] = [];
   const passes: number[] = [];
-  const packed = await scoreSamples(model, samples, OPTS, String, { maxTokens: 120, onProgress: (n) => done.push(n) });
-  const alone = await scoreSamples(model, samples, OPTS, String, { maxTokens: 1, onProgress: (n) => passes.push(n) });
+  const packed = await scoreRecords(model, samples, { maxTokens: 120, onProgress: (n) => done.push(n) });
+  const alone = await scoreRecords(model, samples, { maxTokens: 1, onProgress: (n) => passes.push(n) });
   model.destroy();
   expect(packed).toEqual(alone);
   expect(passes).toHaveLength(10); // 4 base + 4 standard + 2 judge views, one pass each
@@ -286,7 +245,7 @@ it('anchored NLFT: scoring reports each negative’s anchor as training weighs i
   const opts: Partial<SaliencyOptions> = { ...OPTS, negatives: 'anchor' };
   const lora = initLora(weights.config, { r: 4, alpha: 8, dropout: 0, targets: ['gate_proj', 'up_proj', 'down_proj'] }, 3);
   const model = GpuLlama.create(g.ops, weights, 'f32', lora);
-  const scored = await scoreSamples(model, samples, opts, String);
+  const scored = classifyScores(samples, await scoreRecords(model, samples, { anchors: true }), opts, String).entries;
   const summary = saliencySummary(scored, 'train', 'anchor');
   expect(summary).toMatchObject({ negatives: 2, anchored: 2, negativesRule: 'anchor' });
   expect(scored.map((e) => e.anchor !== undefined)).toEqual([false, false, true, true]);
@@ -303,7 +262,26 @@ it('anchored NLFT: scoring reports each negative’s anchor as training weighs i
     return { entries, losses, params };
   };
   const a = await run();
+  // Static saliency fixes the same terms (anchors included) from the scores before training: the first
+  // step trains the same anchors with the same losses, no side view scored.
+  const cached = await scoreRecords(model, samples, { anchors: true });
+  const fixed = classifyScores(samples, cached, opts, String);
+  const staticEntries: SaliencyEntry[] = [];
+  const m = GpuLlama.create(g.ops, weights, 'f32', lora);
+  const statics = staticNlftMethod(new Map(samples.map((s, i) => [s, { scores: cached.records[i], result: fixed.results[i] }])), {
+    tokenText: String,
+    onEntry: (e) => void staticEntries.push(e),
+  });
+  const st = new Trainer(g, m, samples, { ...DEFAULT_TRAIN, epochs: 1, batch: 4, lr: 1e-3, seed: 5 }, statics);
+  await st.run();
+  st.destroy();
+  m.destroy();
   model.destroy();
+  expect(staticEntries.filter((x) => x.anchor).map((x) => x.id)).toEqual(a.entries.filter((x) => x.anchor).map((x) => x.id));
+  for (const e of staticEntries) {
+    const dyn = a.entries.find((x) => x.id === e.id)!;
+    expect(Math.abs(e.loss - dyn.loss)).toBeLessThanOrEqual(1e-4 * dyn.loss + 1e-6);
+  }
   // One step over the four records, from the same parameters, no dropout: the scored entries' anchors are the trained ones.
   for (const e of a.entries.filter((x) => x.anchor)) {
     const before = scored.find((x) => x.id === e.id)!;

@@ -1,12 +1,16 @@
 /**
  * `nlft score`: the NLFT weighting of every record without training — per record its polarity,
  * the three views' prompt ids, the response ids and texts, and per token pb, pc, pj, class,
- * coefficient and term kind, with the record's loss; plus the dataset-level saliency summary.
+ * coefficient and term kind, with the record's loss, and its cached view scores (docs/method.md §3.1);
+ * plus the dataset-level saliency summary. `--from` re-classifies a dump's cached scores without a model.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import { nlftSamples, saliencySummary, scoreSamples, type SaliencySummary } from '../../nlft/method.ts';
+import { classifyScores, nlftSamples, type SaliencyEntry, saliencySummary, scoreRecords, type SaliencySummary } from '../../nlft/method.ts';
+import { readScoreDump, SCORES_FORMAT, storeScores } from '../../nlft/scores.ts';
+import { UsageError } from '../../errors.ts';
 import { scorePassTokens } from '../../session/train.ts';
 import { createTunedEngine } from '../engine.ts';
 import { parse, quantOption, rawOption, required } from './args.ts';
@@ -35,16 +39,21 @@ export function printSummary(s: SaliencySummary, out: (line: string) => void): v
   );
 }
 
+/** Flags that need a model; `--from` re-applies the rules to a dump without one. */
+const MODEL_FLAGS = ['model', 'data', 'adapter', 'quant', 'max-len', 'templates', 'score-batch-tokens'];
+
 export async function scoreCommand(argv: string[], out: (line: string) => void): Promise<void> {
   const values = parse(argv, {
     model: { type: 'string' },
     adapter: { type: 'string' },
     data: { type: 'string' },
     out: { type: 'string' },
+    from: { type: 'string' },
     quant: { type: 'string' },
     'max-len': { type: 'string' },
     ...NLFT_FLAGS,
   });
+  if (values.from !== undefined) return rescoreDump(values, out);
   const modelDir = required(values, 'model');
   const dataFile = required(values, 'data');
   const outFile = required(values, 'out');
@@ -69,7 +78,8 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
       SCORE_ACTIVATION_BYTES,
       engine.ctx.device.limits.maxStorageBufferBindingSize,
     );
-    const entries = await scoreSamples(llama, samples, sal, (id) => tok.tokenText(id), { maxTokens });
+    const scores = await scoreRecords(llama, samples, { maxTokens, anchors: sal.negatives === 'anchor' });
+    const { entries } = classifyScores(samples, scores, sal, (id) => tok.tokenText(id));
     const summary = saliencySummary(entries, sal.negativesWithoutSaliency, sal.negatives);
     const dump = {
       model: modelDir,
@@ -80,20 +90,72 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
       truncated,
       summary,
       scoreBatchTokens: maxTokens,
+      scoresFormat: SCORES_FORMAT,
+      hiddenSize: scores.hiddenSize,
       records: entries.map((e, i) => ({
         ...e,
         views: { base: samples[i].promptIds, standard: samples[i].standardIds, judge: samples[i].judgeIds },
         responseIds: samples[i].responseIds,
+        scores: storeScores(scores.records[i]),
       })),
     };
     await writeFile(outFile, `${JSON.stringify(dump, null, 1)}\n`);
     printSummary(summary, out);
-    const loss = entries.reduce((a, e) => a + e.loss, 0) / entries.length;
     out(
       `scored ${entries.length} records (${truncated} truncated to --max-len ${maxLen}), mean NLFT ` +
-        `loss ${loss.toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`,
+        `loss ${meanLoss(entries).toFixed(4)}; wrote ${outFile} (${quant}, ${adapterName(engine.ctx.adapter)})`,
     );
   } finally {
     engine.destroy();
   }
+}
+
+const meanLoss = (entries: readonly SaliencyEntry[]) => entries.reduce((a, e) => a + e.loss, 0) / entries.length;
+
+/**
+ * `nlft score --from dump.json [NLFT options] [--out new.json]`: the dump's cached scores classified
+ * under the options (defaults where absent, as a fresh `nlft score` takes them) on the CPU, no model
+ * or GPU; prints the summary, and with `--out` writes the dump again with the new classes.
+ */
+async function rescoreDump(values: Record<string, unknown>, out: (line: string) => void): Promise<void> {
+  const from = required(values, 'from');
+  const unused = MODEL_FLAGS.filter((f) => values[f] !== undefined);
+  if (unused.length)
+    throw new UsageError(
+      `--from re-applies the rules to the scores in ${from} without a model; leave out ${unused.map((f) => `--${f}`).join(', ')}`,
+    );
+  const sal = saliencyOptions(values);
+  let text: string;
+  try {
+    text = await readFile(from, 'utf8');
+  } catch {
+    throw new UsageError(`--from ${from}: cannot read the file`);
+  }
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`${path.basename(from)}: not valid JSON: ${(e as Error).message}`);
+  }
+  const dump = readScoreDump(json, path.basename(from));
+  const t0 = performance.now();
+  const { entries } = classifyScores(dump.records, dump.scores, sal, dump.tokenText);
+  const ms = performance.now() - t0;
+  const summary = saliencySummary(entries, sal.negativesWithoutSaliency, sal.negatives);
+  printSummary(summary, out);
+  const outFile = typeof values.out === 'string' ? values.out : null;
+  if (outFile) {
+    const records = (json.records as Record<string, unknown>[]).map((r, i) => ({
+      ...r,
+      ...entries[i],
+      views: r.views,
+      responseIds: r.responseIds,
+      scores: r.scores,
+    }));
+    await writeFile(outFile, `${JSON.stringify({ ...json, options: sal, summary, records }, null, 1)}\n`);
+  }
+  out(
+    `re-classified ${entries.length} records from ${from} in ${ms.toFixed(1)} ms (no model, no GPU), mean NLFT loss ` +
+      `${meanLoss(entries).toFixed(4)}${outFile ? `; wrote ${outFile}` : ''}`,
+  );
 }

@@ -13,7 +13,8 @@ import { UsageError } from '../../errors.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
 import { DEFAULT_LORA, loraParameterCount } from '../../model/lora.ts';
 import type { Projection } from '../../model/weights.ts';
-import { checkTrainRequest, DEFAULT_MAX_LEN } from '../../session/options.ts';
+import { checkTrainRequest, DEFAULT_MAX_LEN, type SaliencyMode } from '../../session/options.ts';
+import { checkScorerVocabulary, scoreWithScorer } from '../../session/scorer.ts';
 import type { TrainEvent, TrainRequest } from '../../session/requests.ts';
 import { planTraining, runTraining, trainRunRecord } from '../../session/train.ts';
 import { CHECKPOINT_FILE } from '../../train/checkpoint.ts';
@@ -48,6 +49,8 @@ export const TRAIN_FLAGS = {
   resume: { type: 'string' },
   recompute: { type: 'boolean' },
   'memory-budget': { type: 'string' },
+  saliency: { type: 'string' },
+  scorer: { type: 'string' },
 } satisfies Options;
 
 /**
@@ -82,10 +85,18 @@ export function trainRequestOf(values: Record<string, unknown>, inputs: Pick<Tra
     memoryBudgetMiB: or('memory-budget', null),
     scoreBatchTokens: scoreBatchOption(values),
     saliency: saliencyOptions(values),
+    saliencyMode: values.saliency ?? null,
+    scorer: values.scorer ?? null,
     ...inputs,
   } as TrainRequest;
   checkTrainRequest(request);
   return request;
+}
+
+/** When the saliency is computed, in words (the line before training). */
+function describeSaliencyMode(mode: SaliencyMode, scorer: string | null): string {
+  if (mode === 'dynamic') return 'dynamic: side views re-scored every step with the current adapters';
+  return `static: classes and coefficients fixed before training from the ${scorer ? `scorer ${scorer}` : 'initial model'}'s scores`;
 }
 
 export async function trainCommand(argv: string[], out: (line: string) => void): Promise<RunEnd> {
@@ -111,7 +122,11 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   });
   const started = Date.now();
 
-  const { model, tok } = await loadModelWithTokenizer(modelDir, 'training', out);
+  const opened = await loadModelWithTokenizer(modelDir, 'training', out);
+  const { model, tok } = opened;
+  const scorerId = request.scorer ?? null;
+  let scorer = scorerId ? await loadModelWithTokenizer(scorerId, 'the scorer', out) : null;
+  if (scorer) checkScorerVocabulary(opened, scorer, scorerId!);
   const plan = await planTraining(request, { config: model.config, quant, id: modelDir }, tok);
   const { train, lora, memory, dataSummary: ds } = plan;
   out(
@@ -135,7 +150,6 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   const { engine, note } = await createTunedEngine(model.config, quant);
   try {
     out(`kernels    ${note}`);
-    const llama = GpuLlama.create(engine.ops, model.weights, quant);
     await mkdir(outDir, { recursive: true });
     const metricsFile = path.join(outDir, 'metrics.jsonl');
     const saliencyFile = path.join(outDir, 'saliency.jsonl');
@@ -146,6 +160,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         out(`scoring    ${ev.total} records, no-grad views packed ${ev.passTokens} tokens per pass`);
       } else if (ev.type === 'started') {
         if (ev.summary) printSummary(ev.summary, out);
+        if (ev.saliencyMode) out(`saliency   ${describeSaliencyMode(ev.saliencyMode, ev.scorer ?? null)}`);
         out(
           `model      ${modelDir} (${quant}), LoRA r ${lora.r} alpha ${lora.alpha} on ${lora.targets.join(',')} ` +
             `(${loraParameterCount(model.config, lora).toLocaleString('en-US')} parameters); ${ev.totalSteps} steps of batch ${train.batch}`,
@@ -163,15 +178,26 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         lastCheckpoint = ev.bytes;
       }
     };
+    // A scorer scores first and is freed before the trained model is uploaded (docs/method.md §3.2).
+    const scored = scorer ? await scoreWithScorer(engine, opened, { ...scorer, id: scorerId!, quant }, plan, { onEvent }) : null;
+    scorer = null;
+    const llama = GpuLlama.create(engine.ops, model.weights, quant);
     const ctl = new AbortController();
     const onSigint = () => ctl.abort();
     process.once('SIGINT', onSigint);
-    const result = await runTraining(engine, llama, tok, plan, {
-      onEvent,
-      model: { id: modelDir, quant },
-      signal: ctl.signal,
-      checkpointSeconds: null,
-    }).finally(() => process.off('SIGINT', onSigint));
+    const result = await runTraining(
+      engine,
+      llama,
+      tok,
+      plan,
+      {
+        onEvent,
+        model: { id: modelDir, quant },
+        signal: ctl.signal,
+        checkpointSeconds: null,
+      },
+      scored,
+    ).finally(() => process.off('SIGINT', onSigint));
     const params = await llama.lora!.read();
     await writePeftAdapter(outDir, peftAdapterFiles(params, lora, { baseModel: modelDir }));
     if (lastCheckpoint) await writeFile(path.join(outDir, CHECKPOINT_FILE), lastCheckpoint);
