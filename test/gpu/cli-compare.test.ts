@@ -10,8 +10,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { compareRows } from '../../src/eval/compare.ts';
-import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { nlft, ROOT } from '../helpers/cli.ts';
+import { makeTmpDir, writeTinyLlamaFolder, TINY_SHAPE, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
+import { nlft } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
@@ -25,15 +25,11 @@ beforeAll(async () => {
   modelDir = path.join(tmp, 'model');
   await writeTinyLlamaFolder(modelDir, {
     seed: 12,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
+    ...TINY_SHAPE,
+    vocabSize: SMOLLM2_VOCAB,
     numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
     dtype: 'F32',
-    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
+    tokenizerDir: SMOLLM2_TOKENIZER_DIR,
   });
   // Two NLFT records that share an instruction (the text the runs train with), one negative.
   data = path.join(tmp, 'nlft.json');

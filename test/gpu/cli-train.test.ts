@@ -11,7 +11,7 @@ import path from 'node:path';
 import { readPeftAdapter } from '../../src/export/peft.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import type { LlamaConfig } from '../../src/model/config.ts';
-import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, writeTinyLlamaFolder, TINY_SHAPE, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { CLI_ENV, NLFT, nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
@@ -26,15 +26,10 @@ beforeAll(async () => {
     weights: { config },
   } = await writeTinyLlamaFolder(modelDir, {
     seed: 8,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 2,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
+    ...TINY_SHAPE,
+    vocabSize: SMOLLM2_VOCAB,
     dtype: 'BF16',
-    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
+    tokenizerDir: SMOLLM2_TOKENIZER_DIR,
   }));
   const lines = (await readFile(path.join(ROOT, 'public', 'samples', 'gsm8k-sample.jsonl'), 'utf8')).split('\n').slice(0, 4);
   data = path.join(tmp, 'gsm.jsonl');

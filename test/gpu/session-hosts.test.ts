@@ -16,7 +16,7 @@ import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { DEFAULT_TRAIN, type StepMetrics } from '../../src/train/trainer.ts';
 import { TrainerHost } from '../../workers/trainer-host.ts';
-import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, writeTinyLlamaFolder, TINY_SHAPE, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { CLI_CACHE_DIR, nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
@@ -29,15 +29,10 @@ beforeAll(async () => {
   modelDir = path.join(tmp, 'model');
   await writeTinyLlamaFolder(modelDir, {
     seed: 11,
-    vocabSize: 49152,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 2,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
+    ...TINY_SHAPE,
+    vocabSize: SMOLLM2_VOCAB,
     dtype: 'BF16',
-    tokenizerDir: path.join(ROOT, 'public', 'tokenizers', 'smollm2'),
+    tokenizerDir: SMOLLM2_TOKENIZER_DIR,
   });
   const lines = (await readFile(path.join(ROOT, 'public', 'samples', 'gsm8k-sample.jsonl'), 'utf8')).split('\n').slice(0, 3);
   data = path.join(tmp, 'gsm.jsonl');

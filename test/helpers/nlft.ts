@@ -3,6 +3,7 @@
  * synthetic records (random token ids for the three views' prompts and the shared response), and
  * the tfjs reference's log p of a response under a prompt.
  */
+import { TINY_SHAPE } from '../fixtures/tiny-llama.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import type { NlftSample } from '../../src/nlft/method.ts';
@@ -17,13 +18,8 @@ export const NLFT_TEST_VOCAB = 256;
 export function nlftTestModel(seed: number): LlamaWeights {
   return makeTinyLlama({
     seed,
+    ...TINY_SHAPE,
     vocabSize: NLFT_TEST_VOCAB,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 2,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
   });
 }
 

@@ -4,6 +4,7 @@
  * recomputing layers, refuse with the numbers), and the resume of a checkpoint written by the
  * previous version (its dropout in the training config).
  */
+import { TINY_SHAPE, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
@@ -26,13 +27,8 @@ const tok = TextTokenizer.fromJson(
 );
 const CONFIG = tinyLlamaConfig({
   seed: 0,
-  vocabSize: 49152,
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numLayers: 2,
-  numHeads: 2,
-  numKvHeads: 1,
-  tie: true,
+  ...TINY_SHAPE,
+  vocabSize: SMOLLM2_VOCAB,
 });
 const GSM = new TextEncoder().encode(
   '{"question": "What is 2 + 3?", "answer": "2 + 3 = 5\\n#### 5"}\n{"question": "What is 7 - 4?", "answer": "7 - 4 = 3\\n#### 3"}\n',
