@@ -331,6 +331,21 @@ export function saliencySummary(
 }
 
 /**
+ * The warning a summary calls for, in words (docs/method.md §3): when most negatives have no unlikely
+ * token and the authors' rule trains them towards their own wrong response, what is happening and
+ * the settings that avoid it; null when that is not the case.
+ */
+export function towardsWarning(s: SaliencySummary): string | null {
+  if (s.negativesRule !== 'authors' || s.negativesWithoutSaliency !== 'train' || s.negatives === 0) return null;
+  if (s.negativesWithoutUnlikely * 2 <= s.negatives) return null;
+  return (
+    `${s.negativesWithoutUnlikely} of ${s.negatives} negatives have no unlikely token, so the authors' rule trains them towards ` +
+    `their own wrong answers. To avoid it, train with anchored negatives (negatives: anchor), or leave those records out ` +
+    `(negatives without an unlikely token: skip).`
+  );
+}
+
+/**
  * One record's cached view scores (docs/method.md §3.1): everything `saliency` reads, so that any
  * constants re-classify the record on the CPU without a GPU pass. `hb` is (N, hiddenSize) row-major.
  */

@@ -175,6 +175,13 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('loss-chart').getAttribute('data-steps')).toBe('2');
     expect(await page.getByTestId('train-stats').textContent()).toMatch(/^Step 2\/2 · epoch 1 · loss \d+\.\d{4} · [\d,]+ tokens\/s/);
     expect(await page.getByTestId('train-summary').textContent()).toMatch(/^Saliency before training: 3 positive and 3 negative records/);
+    // Every negative would be trained towards its own wrong answer: the panel says so and offers anchored negatives.
+    expect(await page.getByTestId('train-warning').textContent()).toMatch(
+      /^3 of 3 negatives have no unlikely token, so the authors' rule trains them towards their own wrong answers\./,
+    );
+    await page.getByTestId('train-use-anchor').click();
+    expect(await page.getByTestId('nlft-negatives').inputValue()).toBe('anchor');
+    await page.getByTestId('nlft-negatives').selectOption('authors'); // the tests below train with the authors' rule
     // The saliency map: every record visited once, tokens classed and weighted.
     expect(await page.getByTestId('saliency-record').locator('option').count()).toBe(6);
     const classes = await page

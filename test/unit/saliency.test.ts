@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { NlftError } from '../../src/errors.ts';
 import { DEFAULT_SALIENCY, expandClusters, recordLoss, saliency } from '../../src/nlft/saliency.ts';
+import { type SaliencySummary, towardsWarning } from '../../src/nlft/method.ts';
 
 /** Hidden states (N, 2) from 2-vectors. */
 const H = (...rows: [number, number][]) => Float32Array.from(rows.flat());
@@ -385,5 +386,34 @@ describe('saliency: input and option checks', () => {
     expect(() => saliency({ ...pos, pb: [0.5, 0.5] })).toThrow(/base view/);
     expect(() => saliency({ polarity: 'negative', pc: [0.5], pb: [0.5], hb: [1, 0], hiddenSize: 2 })).toThrow(/judge/);
     expect(() => saliency({ polarity: 'negative', pc: [0.5], pj: [0.5], hb: [1, 0], hiddenSize: 2 })).toThrow(/base view/);
+  });
+});
+
+describe('towardsWarning (the summary line before training)', () => {
+  const summary = (over: Partial<SaliencySummary>): SaliencySummary => ({
+    records: 50,
+    positives: 12,
+    negatives: 38,
+    negativesWithoutUnlikely: 31,
+    sixPercentRule: 0,
+    negativesWithoutSaliency: 'train',
+    affected: 31,
+    negativesRule: 'authors',
+    anchored: 0,
+    meanCoefficient: { correct: null, cluster: null, unlikely: null, plain: null },
+    tokensByClass: { correct: 0, cluster: 0, unlikely: 0, plain: 0 },
+    ...over,
+  });
+  it('warns when most negatives would train towards their own wrong answers, and names the settings that avoid it', () => {
+    expect(towardsWarning(summary({}))).toBe(
+      "31 of 38 negatives have no unlikely token, so the authors' rule trains them towards their own wrong answers. To avoid it, " +
+        'train with anchored negatives (negatives: anchor), or leave those records out (negatives without an unlikely token: skip).',
+    );
+  });
+  it('is silent when half or fewer would, or when anchor or skip already avoids it', () => {
+    expect(towardsWarning(summary({ negativesWithoutUnlikely: 19 }))).toBeNull();
+    expect(towardsWarning(summary({ negativesRule: 'anchor' }))).toBeNull();
+    expect(towardsWarning(summary({ negativesWithoutSaliency: 'skip' }))).toBeNull();
+    expect(towardsWarning(summary({ negatives: 0, negativesWithoutUnlikely: 0 }))).toBeNull();
   });
 });

@@ -5,7 +5,7 @@
  */
 import { formatBytes } from '../../engine/buffers.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles } from '../../export/peft.ts';
-import type { SaliencySummary } from '../../nlft/method.ts';
+import { type SaliencySummary, towardsWarning } from '../../nlft/method.ts';
 import type { StoredRun } from '../../storage/runs.ts';
 import { formatCount, h } from '../dom.ts';
 import { createLossChart } from './loss-chart.ts';
@@ -28,9 +28,13 @@ function fileLink(name: string, content: string | Uint8Array, testid: string): H
   return h('a', { href: URL.createObjectURL(blob), download: name, testid, class: 'download' }, `${name} (${formatBytes(blob.size)})`);
 }
 
-export function createRunView(): RunView {
+export function createRunView(opts: { onUseAnchor: () => void }): RunView {
   const stats = h('p', { class: 'summary', testid: 'train-stats', hidden: true });
   const summaryLine = h('p', { class: 'hint', testid: 'train-summary', hidden: true });
+  const useAnchor = h('button', { type: 'button', class: 'link', testid: 'train-use-anchor' }, 'Use anchored negatives for the next run');
+  useAnchor.addEventListener('click', opts.onUseAnchor);
+  const warningText = h('span', {});
+  const warning = h('p', { class: 'warning', testid: 'train-warning', hidden: true }, warningText, ' ', useAnchor);
   const chart = createLossChart();
   const salRecord = h('select', { testid: 'saliency-record', 'aria-label': 'Record shown in the saliency map' });
   const salLine = h('p', { class: 'hint', testid: 'saliency-line' });
@@ -56,7 +60,7 @@ export function createRunView(): RunView {
   salRecord.addEventListener('change', showEntry);
 
   const view: RunView = {
-    els: [stats, summaryLine, chart.el, saliencyBox, exportBox],
+    els: [stats, summaryLine, warning, chart.el, saliencyBox, exportBox],
     show(run) {
       shown = run;
       chart.render(run.metrics, run.totalSteps);
@@ -75,6 +79,9 @@ export function createRunView(): RunView {
     },
     showSummary(s) {
       summaryLine.hidden = !s;
+      const warn = s ? towardsWarning(s) : null;
+      warning.hidden = !warn;
+      warningText.textContent = warn ?? '';
       if (!s) return;
       summaryLine.textContent =
         `Saliency before training: ${s.positives} positive and ${s.negatives} negative records; ${s.negativesWithoutUnlikely} negatives have no unlikely token` +

@@ -31,6 +31,8 @@ export interface TrainForm {
   /** Shows the settings of a stored run (its data is named; a picked file cannot be picked again for the user). */
   fill(request: StoredRun['request']): void;
   setDisabled(disabled: boolean): void;
+  /** Sets the NLFT options to anchored negatives (docs/method.md §3) and shows them. */
+  useAnchoredNegatives(): void;
 }
 
 /** A labelled number input. */
@@ -138,6 +140,16 @@ export function createTrainForm(): TrainForm {
       for (const c of [method, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample])
         c.disabled = disabled;
       nlft.setDisabled(disabled);
+    },
+    useAnchoredNegatives() {
+      (nlft.el as HTMLDetailsElement).open = true;
+      let typed: ReturnType<typeof nlft.read>;
+      try {
+        typed = nlft.read();
+      } catch {
+        return; // a field that is not a number: the options are open for the user to mend it
+      }
+      nlft.fill({ ...typed.saliency, negatives: 'anchor', sftOnNegatives: false }, typed.templates);
     },
   };
 }

@@ -36,7 +36,7 @@ const ENDED = { done: 'Done', cancelled: 'Stopped', 'non-finite': 'Stopped: the 
 export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const { el, body } = panel('Train', 'train-panel');
   const form = createTrainForm();
-  const results = createRunView();
+  const results = createRunView({ onUseAnchor: () => form.useAnchoredNegatives() });
   const start = h('button', { type: 'button', class: 'primary', testid: 'train-start', disabled: true }, 'Train');
   const pause = h('button', { type: 'button', testid: 'train-pause', disabled: true }, 'Pause');
   const stop = h('button', { type: 'button', testid: 'train-stop', disabled: true }, 'Stop');

@@ -8,7 +8,15 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import { classifyScores, nlftSamples, type SaliencyEntry, saliencySummary, scoreRecords, type SaliencySummary } from '../../nlft/method.ts';
+import {
+  classifyScores,
+  nlftSamples,
+  type SaliencyEntry,
+  type SaliencySummary,
+  saliencySummary,
+  scoreRecords,
+  towardsWarning,
+} from '../../nlft/method.ts';
 import { readScoreDump, SCORES_FORMAT, storeScores } from '../../nlft/scores.ts';
 import { UsageError } from '../../errors.ts';
 import { scorePassTokens } from '../../session/train.ts';
@@ -33,6 +41,9 @@ export function printSummary(s: SaliencySummary, out: (line: string) => void): v
         : 'skipped';
   out(`           ${s.negativesWithoutUnlikely} negatives have no unlikely token (${fate})`);
   if (s.negativesRule === 'anchor') out(`           ${s.anchored} negatives train their standard answer (anchor)`);
+  const warning = towardsWarning(s);
+  if (warning)
+    out(`warning    ${warning.replace('negatives: anchor', '--negatives anchor').replace('skip)', '--negatives-without-saliency skip)')}`);
   out(
     `           mean coefficient: correct ${mean(s.meanCoefficient.correct)}, cluster ${mean(s.meanCoefficient.cluster)}, ` +
       `unlikely ${mean(s.meanCoefficient.unlikely)}, plain ${mean(s.meanCoefficient.plain)}`,
