@@ -329,14 +329,25 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
     await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 30_000 }).toMatch(last);
 
+    // Without a budget it trains: NLFT with the saliency fixed before training (static, an SFT-cost step).
     await page.getByTestId('train-epochs').fill('1');
     await budget.fill('');
+    await page.getByTestId('train-method').selectOption('nlft');
+    expect(await page.getByTestId('train-saliency').inputValue()).toBe('dynamic');
+    await page.getByTestId('train-saliency').selectOption('static');
     await page.getByTestId('train-start').click();
     await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('train-error').textContent()).toBe('');
     expect(await page.getByTestId('train-status').textContent()).toBe(
       'Done after 2 of 2 steps. The playground now scores with the trained adapter.',
     );
+    expect(await page.getByTestId('train-summary').textContent()).toMatch(/^Saliency before training: 3 positive and 3 negative records/);
+    expect(await page.getByTestId('saliency-record').locator('option').count()).toBe(6); // every visit reported
+    // The run's setting comes back with it after a reload.
+    await page.reload();
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    await expect.poll(() => page.getByTestId('train-status').textContent(), { timeout: 30_000 }).toMatch(/^Last run \(nlft, /);
+    expect(await page.getByTestId('train-saliency').inputValue()).toBe('static');
     expect(pageErrors).toEqual([]);
   }, 300_000);
 

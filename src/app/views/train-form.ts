@@ -6,6 +6,7 @@
  */
 import { formatBytes } from '../../engine/buffers.ts';
 import { DEFAULT_LORA } from '../../model/lora.ts';
+import type { SaliencyMode } from '../../session/options.ts';
 import type { TrainRequest } from '../../session/requests.ts';
 import type { TrainMethod } from '../../session/train.ts';
 import type { StoredRun } from '../../storage/runs.ts';
@@ -59,6 +60,13 @@ export function createTrainForm(): TrainForm {
     h('option', { value: 'nlft' }, 'NLFT (saliency-weighted)'),
     h('option', { value: 'sft' }, 'SFT on the standard answers'),
   );
+  const when = h(
+    'select',
+    { id: 'train-saliency', testid: 'train-saliency' },
+    h('option', { value: 'dynamic' }, "every step (the authors')"),
+    h('option', { value: 'static' }, 'once, before training (an SFT-cost step)'),
+  );
+  when.title = 'When NLFT computes the saliency classes and weights (docs: method §3.1); SFT ignores it.';
   const epochs = numberField('train-epochs', 'Epochs', DEFAULT_TRAIN.epochs);
   const lr = numberField('train-lr', 'Learning rate', DEFAULT_TRAIN.lr);
   const batch = numberField('train-batch', 'Batch', DEFAULT_TRAIN.batch, '1');
@@ -101,6 +109,7 @@ export function createTrainForm(): TrainForm {
         'div',
         { class: 'settings' },
         h('label', { class: 'setting wide', for: 'train-method' }, h('span', {}, 'Method'), method),
+        h('label', { class: 'setting wide', for: 'train-saliency' }, h('span', {}, 'Saliency computed'), when),
         epochs.el,
         lr.el,
         batch.el,
@@ -123,6 +132,7 @@ export function createTrainForm(): TrainForm {
         saliency,
         templates,
         memoryBudgetMiB,
+        saliencyMode: when.value as SaliencyMode,
         data: picked ? await readPickedFile(picked) : await fetchSample(SAMPLE),
       };
     },
@@ -135,9 +145,10 @@ export function createTrainForm(): TrainForm {
       seed.input.value = String(s.train.seed);
       budget.input.value = s.memoryBudgetMiB === null || s.memoryBudgetMiB === undefined ? '' : String(s.memoryBudgetMiB);
       nlft.fill(s.saliency, s.templates);
+      when.value = s.saliencyMode ?? 'dynamic';
     },
     setDisabled(disabled) {
-      for (const c of [method, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample])
+      for (const c of [method, when, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample])
         c.disabled = disabled;
       nlft.setDisabled(disabled);
     },
