@@ -170,6 +170,28 @@ it('trains 2 arms × 2 seeds, evaluates each and the base, and writes compare.js
   expect(JSON.parse(await readFile(file, 'utf8'))).toMatchObject({ system: 'Be brief.', systemSource: '--system' });
 }, 900_000);
 
+it('with --out, a second compare keeps the runs and evaluations made with the same flags and retrains a changed one', async () => {
+  const out = path.join(tmp, 'again');
+  const args = ['compare', '--model', modelDir, '--data', data, '--eval', test, '--limit', '2', '--max-new', '3', '--out', out];
+  const first = await nlft(...args, '--arms', 'sft,nlft', '--seeds', '0', ...TRAINING);
+  expect(first.code).toBe(0);
+  const rows = JSON.parse(await readFile(path.join(out, 'compare.json'), 'utf8')).rows;
+  const again = await nlft(...args, '--arms', 'sft,nlft', '--seeds', '0', ...TRAINING);
+  expect(again.code).toBe(0);
+  expect(again.stdout).not.toMatch(/^train /m);
+  expect(again.stdout).toMatch(/^kept {7}\[sft seed 0\] .*01-sft-seed0: trained by an earlier compare with the same flags/m);
+  expect(again.stdout).toMatch(/^kept {7}\[nlft seed 0\] /m);
+  expect(again.stdout.match(/\(kept from an earlier compare\)$/gm)).toHaveLength(3);
+  expect(again.stdout).not.toContain('kernels ');
+  expect(JSON.parse(await readFile(path.join(out, 'compare.json'), 'utf8')).rows).toEqual(rows);
+  // Another learning rate: the sft folder is trained and evaluated again, the base evaluation kept.
+  const changed = await nlft(...args, '--arms', 'sft', '--seeds', '0', ...TRAINING, '--lr', '2e-4');
+  expect(changed.code).toBe(0);
+  expect(changed.stdout).toMatch(/^train {6}\[sft seed 0\] → .*01-sft-seed0$/m);
+  expect(changed.stdout).toMatch(/^eval {7}base model: accuracy .* \(kept from an earlier compare\)$/m);
+  expect(changed.stdout).toMatch(/^eval {7}\[sft seed 0\]: accuracy \d\/2 = [\d.]+%$/m);
+}, 900_000);
+
 it('bad arms, seeds and per-run flags give one clear line before anything trains', async () => {
   const run = (...extra: string[]) => nlft('compare', '--model', modelDir, '--data', data, '--eval', test, ...extra);
   const cases: [string[], string][] = [

@@ -5,7 +5,11 @@
  * become `nlft train` flags over the shared ones, so every training flag works in an arm. Each run
  * is `nlft train`'s code path in this process; the evaluation loads the model once and swaps the
  * adapters on it; each run is asked under the system text it trained with (`runSystemText`).
+ * With --out a compare continues where an earlier one stopped: a run folder whose training finished
+ * with the same flags is kept, and an evaluation already made with the same settings is reused
+ * (`compare-run.json` in each run folder, `base-eval.json` for the base model).
  */
+import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,7 +45,7 @@ const COMPARE_FLAGS = {
 const PER_RUN: Record<string, string> = {
   method: 'name the method in --arms (sft, nlft)',
   seed: 'use --seeds',
-  resume: 'compare starts every run afresh',
+  resume: 'compare with --out keeps the runs an earlier compare finished with the same flags',
   out: '',
   model: '',
   data: '',
@@ -171,7 +175,6 @@ export async function compareCommand(argv: string[], out: (line: string) => void
         const slug = `${String(a + 1).padStart(2, '0')}-${arm.name.replace(/[^A-Za-z0-9._-]+/g, '_')}-seed${seed}`;
         const dir = path.join(runsDir, slug);
         const tag = `[${arm.name} seed ${seed}]`;
-        out(`train      ${tag} → ${dir}`);
         const t0 = performance.now();
         const trainArgv = argvOf({
           ...shared,
@@ -182,20 +185,36 @@ export async function compareCommand(argv: string[], out: (line: string) => void
           data: dataFile,
           out: dir,
         });
-        const end = await trainCommand(trainArgv, (line) => {
-          const step = /^step +(\d+)\/(\d+)/.exec(line);
-          if (!step || Number(step[1]) % 10 === 0 || step[1] === step[2]) out(`  ${tag} ${line}`);
-        });
-        if (end.status === 'cancelled') break;
+        let status: string;
+        if (outDir && (await finishedRun(dir, trainArgv))) {
+          out(`kept       ${tag} ${dir}: trained by an earlier compare with the same flags (delete the folder to train it again)`);
+          status = 'done';
+        } else {
+          out(`train      ${tag} → ${dir}`);
+          const end = await trainCommand(trainArgv, (line) => {
+            const step = /^step +(\d+)\/(\d+)/.exec(line);
+            if (!step || Number(step[1]) % 10 === 0 || step[1] === step[2]) out(`  ${tag} ${line}`);
+          });
+          if (end.status === 'cancelled') break;
+          status = end.status;
+          if (outDir && status === 'done') await writeRunMark(dir, { argv: trainArgv, evals: [] });
+        }
         const seconds = await runSeconds(dir, (performance.now() - t0) / 1000);
         const system = typeof values.system === 'string' ? values.system : ((await runSystemText(dir))?.text ?? DEFAULT_INSTRUCTION);
-        runs.push({ arm: arm.name, seed, dir, status: end.status, trainSeconds: seconds, system, eval: null });
+        runs.push({ arm: arm.name, seed, dir, status, trainSeconds: seconds, system, eval: null });
       }
     const reference = arms.some((a) => a.name === 'sft') ? 'sft' : arms[0].name;
     const baseSystem = (runs.find((r) => r.arm === reference) ?? runs[0])?.system ?? DEFAULT_INSTRUCTION;
     const base = ctl.signal.aborted
       ? null
-      : await evaluateRuns(spec, quant, runs, { data: evalData, limit, maxNewTokens: maxNew }, baseSystem, ctl.signal, out);
+      : await evaluateRuns(
+          { spec, quant, runsDir, keep: outDir !== null },
+          runs,
+          { data: evalData, limit, maxNewTokens: maxNew },
+          baseSystem,
+          ctl.signal,
+          out,
+        );
     const evaluated = runs.filter((r) => r.eval && !r.eval.stopped);
     const stopped = !base || base.stopped || evaluated.length < arms.length * seeds.length;
     if (stopped) {
@@ -255,41 +274,103 @@ export async function compareCommand(argv: string[], out: (line: string) => void
 
 const correctness = (items: readonly EvalItem[]) => items.map((it) => it.correct);
 
+/** `compare-run.json` in a run folder: the training flags it finished with and its evaluations so far. */
+interface RunMark {
+  argv: string[];
+  evals: { key: string; outcome: EvalOutcome }[];
+}
+
+const RUN_MARK = 'compare-run.json';
+const BASE_EVAL = 'base-eval.json';
+
+async function readRunMark(file: string): Promise<RunMark | null> {
+  try {
+    const mark: unknown = JSON.parse(await readFile(file, 'utf8'));
+    return isRecord(mark) && Array.isArray(mark.argv) && Array.isArray(mark.evals) ? (mark as unknown as RunMark) : null;
+  } catch {
+    return null;
+  }
+}
+
+const writeRunMark = (dir: string, mark: RunMark) => writeFile(path.join(dir, RUN_MARK), `${JSON.stringify(mark)}\n`);
+
+/** A run folder an earlier compare trained to its end with exactly these flags (its mark, run.json and adapter). */
+async function finishedRun(dir: string, argv: string[]): Promise<boolean> {
+  const mark = await readRunMark(path.join(dir, RUN_MARK));
+  if (!mark || JSON.stringify(mark.argv) !== JSON.stringify(argv)) return false;
+  try {
+    const run: unknown = JSON.parse(await readFile(path.join(dir, 'run.json'), 'utf8'));
+    await readFile(path.join(dir, 'adapter_model.safetensors'));
+    return isRecord(run) && isRecord(run.result) && run.result.status === 'done';
+  } catch {
+    return false;
+  }
+}
+
 /**
  * The base model (under `baseSystem`: --system, else the reference arm's text) and then every
  * run's adapter on the same weights, loaded once, each under its run's system text; fills `runs[i].eval`.
+ * With `keep`, an evaluation made earlier with the same model, test bytes, limit, length and text
+ * is taken from its mark, and every new one is added to it (a stopped one is not).
  */
 async function evaluateRuns(
-  spec: string,
-  quant: ReturnType<typeof quantOption>,
+  target: { spec: string; quant: ReturnType<typeof quantOption>; runsDir: string; keep: boolean },
   runs: CompareRun[],
   request: { data: DatasetFile; limit: number; maxNewTokens: number },
   baseSystem: string,
   signal: AbortSignal,
   out: (line: string) => void,
 ): Promise<EvalOutcome> {
-  const { model, tok } = await loadModelWithTokenizer(spec, 'evaluation', out);
-  const { engine, note } = await createTunedEngine(model.config, quant);
-  try {
-    out(`kernels    ${note}`);
+  const { spec, quant, runsDir, keep } = target;
+  const testHash = createHash('sha256').update(request.data.bytes).digest('hex');
+  const keyOf = (system: string) =>
+    JSON.stringify({ model: spec, quant, test: testHash, limit: request.limit, maxNew: request.maxNewTokens, system });
+  const markFile = (r: CompareRun | null) => (r ? path.join(r.dir, RUN_MARK) : path.join(runsDir, BASE_EVAL));
+  const marks = new Map<CompareRun | null, RunMark>();
+  for (const r of [null, ...runs]) marks.set(r, (keep ? await readRunMark(markFile(r)) : null) ?? { argv: [], evals: [] });
+  let loaded: { m: LoadedJobModel; destroy: () => void } | null = null;
+  const load = async () => {
+    const { model, tok } = await loadModelWithTokenizer(spec, 'evaluation', out);
+    const { engine, note } = await createTunedEngine(model.config, quant);
+    out(`kernels    ${note} on ${adapterName(engine.ctx.adapter)}`);
     const m: LoadedJobModel = { llama: GpuLlama.create(engine.ops, model.weights, quant), tok, name: spec, quant, trained: null };
-    const evalOne = async (tag: string, system: string) => {
-      out(`eval       ${tag}: ${describeSystem(system)}`);
-      const o = await runEvaluation(m, { ...request, system }, { signal });
-      out(`eval       ${tag}: accuracy ${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`);
-      return o;
-    };
-    const base = await evalOne('base model', baseSystem);
-    for (const r of runs) {
-      if (signal.aborted) break;
-      const peft = await readPeftAdapter(new FolderSource(r.dir), model.config);
+    return { m, destroy: () => engine.destroy() };
+  };
+  const evalOne = async (r: CompareRun | null, system: string): Promise<EvalOutcome> => {
+    const tag = r ? `[${r.arm} seed ${r.seed}]` : 'base model';
+    const mark = marks.get(r)!;
+    const key = keyOf(system);
+    const kept = mark.evals.find((e) => e.key === key)?.outcome;
+    const report = (o: EvalOutcome, how: string) =>
+      out(`eval       ${tag}: accuracy ${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%${how}`);
+    if (kept) {
+      report(kept, ' (kept from an earlier compare)');
+      return kept;
+    }
+    loaded ??= await load();
+    const { m } = loaded;
+    if (r) {
+      const peft = await readPeftAdapter(new FolderSource(r.dir), m.llama.config);
       m.llama.setLora(peft.lora);
       m.trained = peft.config;
-      r.eval = await evalOne(`[${r.arm} seed ${r.seed}]`, r.system);
     }
-    out(`evaluated  ${runs.length + 1} models on ${adapterName(engine.ctx.adapter)}`);
+    out(`eval       ${tag}: ${describeSystem(system)}`);
+    const o = await runEvaluation(m, { ...request, system }, { signal });
+    report(o, '');
+    if (keep && !o.stopped) {
+      mark.evals.push({ key, outcome: o });
+      await writeFile(markFile(r), `${JSON.stringify(mark)}\n`);
+    }
+    return o;
+  };
+  try {
+    const base = await evalOne(null, baseSystem);
+    for (const r of runs) {
+      if (signal.aborted) break;
+      r.eval = await evalOne(r, r.system);
+    }
     return base;
   } finally {
-    engine.destroy();
+    (loaded as { destroy: () => void } | null)?.destroy();
   }
 }
