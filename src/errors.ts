@@ -59,7 +59,9 @@ export type ErrorCode =
   /** cached saliency scores (an `nlft score` dump) that cannot be read back */
   | 'score-dump'
   /** a scorer model that cannot score for the trained model (another tokenizer) */
-  | 'scorer';
+  | 'scorer'
+  /** a method comparison (`nlft compare`'s compare.json) that cannot be read */
+  | 'compare-file';
 
 /** Base class: an expected failure with a user-facing message. */
 export class NlftError extends Error {

@@ -20,7 +20,8 @@ import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
 import { createModelPanel } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
-import { createEvalPanel, trainedSystemOf } from './views/eval-panel.ts';
+import { createCompareView } from './views/compare-view.ts';
+import { createEvalPanel } from './views/eval-panel.ts';
 import { createTrainPanel } from './views/train-panel.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
@@ -38,12 +39,13 @@ async function openStore(warn: (message: string) => void): Promise<SettingsStore
 async function main(root: HTMLElement): Promise<void> {
   const header = createHeader();
   const store = await openStore(header.showBanner);
-  const [modelChoice, quant, draft, picked, evalDraft] = await Promise.all([
+  const [modelChoice, quant, draft, picked, evalDraft, compareSelection] = await Promise.all([
     store.get('model'),
     store.get('quant'),
     store.get('playground'),
     store.get('pickedRecord'),
     store.get('evalDraft'),
+    store.get('compareView'),
   ]);
 
   /** Stores a setting; a failure shows in the banner (the app goes on). */
@@ -82,6 +84,7 @@ async function main(root: HTMLElement): Promise<void> {
     evaluation.setModelReady(modelReady && !training);
     model.setLocked(busy);
   };
+  const compare = createCompareView({ selection: compareSelection, onSelectionChange: (s) => store.set('compareView', s) });
   const evaluation = createEvalPanel({
     trainer,
     history: evalHistory,
@@ -91,6 +94,7 @@ async function main(root: HTMLElement): Promise<void> {
       evaluating = busy;
       syncReady();
     },
+    onHistoryChange: (all) => compare.show(all),
   });
   const train = createTrainPanel({
     trainer,
@@ -120,12 +124,12 @@ async function main(root: HTMLElement): Promise<void> {
     h(
       'main',
       { class: 'panels' },
-      h('div', { class: 'column' }, model.el, evaluation.el, data.el),
+      h('div', { class: 'column' }, model.el, evaluation.el, compare.el, data.el),
       h('div', { class: 'column' }, train.el, playground.el),
     ),
   );
-  /** The Evaluate panel's default system text: the base text of the last run (stored). */
-  const showTrainedSystem = async () => evaluation.setTrainedSystem(trainedSystemOf(await runs.last().catch(() => undefined)));
+  /** The Evaluate panel's default system text and adapter's run: the last run (stored). */
+  const showTrainedSystem = async () => evaluation.setTrainedRun(await runs.last().catch(() => undefined));
   void train.restore();
   void evaluation.restore();
   void showTrainedSystem();

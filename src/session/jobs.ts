@@ -26,7 +26,8 @@ export interface LoadedJobModel {
 /**
  * Answers the first `limit` questions of the request's data greedily (records without an
  * instruction under the request's system text) and grades them; stops before the next question
- * when `signal` aborts. The label names the model, adapter, data and system text.
+ * when `signal` aborts. The label names the model, adapter, data and system text; the outcome also
+ * holds each of them as a field (the app's Compare view reads them).
  */
 export async function runEvaluation(
   m: LoadedJobModel,
@@ -43,9 +44,20 @@ export async function runEvaluation(
     (item, done) => o.onItem?.(item, done, records.length),
   );
   const t = m.trained;
-  const adapter = t ? `trained adapter (r ${t.r} on ${t.targets.join(',')})` : 'no adapter';
-  const label = `${m.name}, ${m.quant}, ${adapter}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens, ${describeSystem(system)}`;
-  return { label, at: new Date().toISOString(), summary: summarize(items), items, stopped: items.length < records.length };
+  const adapter = t ? `trained adapter (r ${t.r} on ${t.targets.join(',')})` : null;
+  const model = `${m.name}, ${m.quant}`;
+  const label = `${model}, ${adapter ?? 'no adapter'}; ${request.data.name}, greedy, up to ${request.maxNewTokens} tokens, ${describeSystem(system)}`;
+  return {
+    label,
+    at: new Date().toISOString(),
+    summary: summarize(items),
+    items,
+    stopped: items.length < records.length,
+    dataName: request.data.name,
+    model,
+    system,
+    adapter: adapter === null ? null : { description: adapter },
+  };
 }
 
 /** A generation: the prompt (raw, or a chat user turn) and how to sample. */

@@ -37,6 +37,18 @@ export interface EvalOutcome {
   items: EvalItem[];
   /** Stopped by the user before the last question. */
   stopped: boolean;
+  /** The test file's name (absent in evaluations stored before it was kept: read the label). */
+  dataName?: string;
+  /** The model as loaded, e.g. "Demo Llama …, q8" (absent in older evaluations). */
+  model?: string;
+  /** The system text records without an instruction were asked under (absent in older evaluations). */
+  system?: string;
+  /**
+   * The adapter evaluated: null for the base model alone; `description` says which (its LoRA
+   * settings, and the run that trained it where the host knows it), `runId` the stored run's start
+   * time (the app's runs). Absent in older evaluations.
+   */
+  adapter?: { runId?: string; description: string } | null;
 }
 
 /** A dataset file as the user picked it; the worker parses and validates it (errors name record and field). */

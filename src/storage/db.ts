@@ -26,6 +26,13 @@ export interface EvalDraft {
   system: string | null;
 }
 
+/** What the Compare view remembers: the evaluations it compares (their `at` times) and its grid filter. */
+export interface CompareSelection {
+  evals: string[];
+  /** Show only the items where the evaluations disagree. */
+  disagreeOnly: boolean;
+}
+
 /** The model to load at start: the demo, or a Hub repository (a picked folder cannot be reopened without the user). */
 export type ModelChoice = { kind: 'demo' } | { kind: 'hub'; id: string; baseUrl: string };
 
@@ -37,6 +44,7 @@ export interface Settings {
   /** Index of the dataset record picked last. */
   pickedRecord: number;
   evalDraft: EvalDraft;
+  compareView: CompareSelection;
 }
 
 /** Typed access to the settings; `get` resolves undefined for a key never set or stored in another shape. */
@@ -76,6 +84,16 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
   evalDraft: (v): v is EvalDraft => {
     const d = v as Partial<EvalDraft> | null;
     return typeof d === 'object' && d !== null && (d.system === null || typeof d.system === 'string');
+  },
+  compareView: (v): v is CompareSelection => {
+    const c = v as Partial<CompareSelection> | null;
+    return (
+      typeof c === 'object' &&
+      c !== null &&
+      Array.isArray(c.evals) &&
+      c.evals.every((at) => typeof at === 'string') &&
+      typeof c.disagreeOnly === 'boolean'
+    );
   },
 };
 

@@ -23,6 +23,8 @@ export interface EvalPanelOptions {
   onDraftChange(draft: EvalDraft): Promise<void>;
   /** Called with true while an evaluation holds the worker, false after. */
   onBusyChange(busy: boolean): void;
+  /** Called with every stored evaluation (newest last) when the list is shown. */
+  onHistoryChange(all: EvalOutcome[]): void;
 }
 
 export interface EvalPanelView {
@@ -30,8 +32,11 @@ export interface EvalPanelView {
   /** Lists the stored evaluations (call once at start). */
   restore(): Promise<void>;
   setModelReady(ready: boolean): void;
-  /** The base text the last run trained with (`trainedSystemOf`): the system text's default. */
-  setTrainedSystem(text: string): void;
+  /**
+   * The last stored run: its base text (`trainedSystemOf`) is the system text's default, and an
+   * evaluation with a trained adapter names it (`runDescription`).
+   */
+  setTrainedRun(run: StoredRun | undefined): void;
 }
 
 /**
@@ -40,6 +45,18 @@ export interface EvalPanelView {
  */
 export function trainedSystemOf(run: Pick<StoredRun, 'request'> | undefined): string {
   return run?.request.method === 'nlft' ? run.request.templates.baseSystem : DEFAULT_INSTRUCTION;
+}
+
+/** What an evaluation's adapter says of the run that trained it: method, data, start time and what it changed from the authors'. */
+export function runDescription(run: Pick<StoredRun, 'request' | 'startedAt'>): string {
+  const r = run.request;
+  const when = new Date(run.startedAt).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' });
+  const how = [
+    r.method === 'nlft' && r.saliency.negatives === 'anchor' ? 'anchored negatives' : null,
+    r.method === 'nlft' && r.saliencyMode ? `${r.saliencyMode} saliency` : null,
+    r.scorer ? `scorer ${r.scorer}` : null,
+  ].filter((x) => x !== null);
+  return `${r.method} run of ${when} on ${r.data.name}${how.length ? ` (${how.join(', ')})` : ''}`;
 }
 
 const percent = (o: EvalOutcome) => `${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`;
@@ -90,6 +107,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   let busy = false;
   let picked: File | null = null;
   let trained = DEFAULT_INSTRUCTION;
+  let trainedRun: StoredRun | undefined;
   let draft: EvalDraft = opts.draft ?? { system: null };
   const showSystem = () => {
     system.value = draft.system ?? trained;
@@ -118,6 +136,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     status.textContent = text;
   };
   const showHistory = (all: EvalOutcome[]) => {
+    opts.onHistoryChange(all);
     history.replaceChildren(
       ...all.map((o) =>
         h('li', {}, h('strong', {}, percent(o)), ` ${o.stopped ? '(stopped) ' : ''}— ${o.label} · ${new Date(o.at).toLocaleString()}`),
@@ -157,7 +176,8 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
       const data = picked ? await readPickedFile(picked) : await fetchSample('gsm8k-sample.jsonl');
       setStatus('running', 'Answering…');
       const request = { data, limit: n, maxNewTokens: m, system: draft.system ?? trained };
-      const out = await opts.trainer.evaluate(request, (it, done, total) => {
+      const adapterRun = trainedRun;
+      const result = await opts.trainer.evaluate(request, (it, done, total) => {
         progress.value = done / total;
         setStatus('running', `Answered ${done} of ${total}…`);
         items.append(
@@ -168,6 +188,14 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
           ),
         );
       });
+      // The worker knows the adapter's settings; the page knows the stored run that trained it.
+      const out: EvalOutcome =
+        result.adapter && adapterRun
+          ? {
+              ...result,
+              adapter: { runId: adapterRun.startedAt, description: `${runDescription(adapterRun)}, ${result.adapter.description}` },
+            }
+          : result;
       setStatus('done', `Accuracy ${percent(out)}${out.stopped ? ' (stopped early)' : ''} — ${out.label}`);
       await opts.history.add(out).catch((e: unknown) => error.show(`The result could not be saved in this browser: ${errorMessage(e)}`));
       showHistory(await opts.history.list());
@@ -191,8 +219,9 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
       ready = r;
       update();
     },
-    setTrainedSystem(text) {
-      trained = text;
+    setTrainedRun(run) {
+      trainedRun = run;
+      trained = trainedSystemOf(run);
       showSystem();
     },
   };
