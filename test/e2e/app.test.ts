@@ -11,6 +11,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { build, preview, type PreviewServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
+import { compareRows } from '../../src/eval/compare.ts';
 import { readPeftAdapter } from '../../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
@@ -425,4 +426,109 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
       await plain.close();
     }
   });
+
+  it('compares two evaluations side by side, keeps the selection across a reload, and opens a compare.json from the CLI', async () => {
+    await page.goto(url);
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    // Two quick evaluations of the same two questions under different system texts.
+    const systems = ['Be brief.', 'Answer with a number.'];
+    for (const system of systems) {
+      await page.getByTestId('eval-limit').fill('2');
+      await page.getByTestId('eval-max-new').fill('4');
+      await page.getByTestId('eval-system').fill(system);
+      await page.getByTestId('eval-start').click();
+      await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+      expect(await page.getByTestId('eval-error').textContent()).toBe('');
+    }
+    const panel = page.getByTestId('compare-panel');
+    const stored = panel.getByTestId('compare-stored');
+    await panel.getByTestId('compare-clear').click();
+    const picks = panel.getByTestId('compare-pick');
+    const n = await picks.count();
+    expect(n).toBeGreaterThanOrEqual(2);
+    await picks.nth(n - 2).check();
+    await picks.nth(n - 1).check();
+    const bars = stored.getByTestId('compare-bar');
+    expect(await bars.count()).toBe(2);
+    const counts = await bars.evaluateAll((gs) => gs.map((g) => g.getAttribute('data-counts')));
+    for (const c of counts) expect(c).toMatch(/^[0-2]\/2 = \d+\.\d%$/);
+    const labels = await stored.locator('.bar-label').allTextContents();
+    expect(labels).toEqual(['1. base model', '2. base model']);
+    expect(await stored.locator('.bar-detail').allTextContents()).toEqual(systems.map((t) => expect.stringContaining(`system "${t}"`)));
+    expect(await panel.getByTestId('compare-status').textContent()).toBe('2 evaluations of gsm8k-sample.jsonl, 2 items each.');
+    expect(await stored.getByTestId('compare-diffs').locator('li').first().textContent()).toMatch(
+      /^2 vs 1: [+−]\d+\.\d points \[[+−]\d+\.\d, [+−]\d+\.\d\] — base model$/,
+    );
+    const grid = stored.getByTestId('compare-grid').locator('tbody tr');
+    expect(await grid.count()).toBe(2);
+    expect(await grid.first().locator('td').allTextContents()).toEqual([
+      '1',
+      '18',
+      expect.stringMatching(/^[✓✗]$/),
+      expect.stringMatching(/^[✓✗]$/),
+    ]);
+    const differing = Number((await stored.getByTestId('compare-pairs').textContent())!.match(/1 vs 2: (\d)$/)![1]);
+    await stored.getByTestId('compare-disagree').check();
+    expect(await grid.count()).toBe(differing);
+    await page.locator('[data-testid=compare-evals][data-saved=true]').waitFor();
+    await page.getByTestId('compare-panel').screenshot({ path: resolve(TMP, 'compare-panel.png') });
+
+    // After a reload the same two evaluations are compared, with the filter as it was.
+    await page.reload();
+    await expect.poll(() => page.getByTestId('compare-stored').getByTestId('compare-bar').count(), { timeout: 30_000 }).toBe(2);
+    const checked = await page.getByTestId('compare-pick').evaluateAll((xs) => xs.map((x) => (x as HTMLInputElement).checked));
+    expect(checked.slice(-2)).toEqual([true, true]);
+    expect(checked.filter(Boolean)).toHaveLength(2);
+    expect(await stored.getByTestId('compare-disagree').isChecked()).toBe(true);
+    await stored.getByTestId('compare-disagree').uncheck();
+
+    // A compare.json as nlft compare --out writes it: the base model and two arms of two seeds each.
+    const correct = (bits: string) => [...bits].map((b) => b === '1');
+    const arms = [
+      { arm: 'sft', seeds: [0, 1], correct: [correct('1100'), correct('1000')], trainSeconds: [3, 4] },
+      { arm: 'nlft:negatives=anchor', seeds: [0, 1], correct: [correct('1110'), correct('0110')], trainSeconds: [5, 6] },
+    ];
+    const json = {
+      command: 'nlft compare --model M --data d.json --eval t.jsonl --arms sft,nlft:negatives=anchor --seeds 0,1 --out out',
+      eval: 't.jsonl',
+      reference: 'sft',
+      items: ['18', '3', '70000', '540'].map((expected, i) => ({ index: i + 1, id: String(i), expected })),
+      base: { label: 'M, q8, no adapter; t.jsonl', correct: correct('0100') },
+      runs: arms.flatMap((a) => a.seeds.map((seed, s) => ({ arm: a.arm, seed, system: 'Solve it.', correct: a.correct[s] }))),
+      rows: compareRows(arms, 'sft'),
+    };
+    const imported = page.getByTestId('compare-imported');
+    await page
+      .getByTestId('compare-import')
+      .setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"items": []}') });
+    expect(await page.getByTestId('compare-error').textContent()).toBe(
+      'bad.json: field "items": expected at least one test item, found []',
+    );
+    expect(await imported.isHidden()).toBe(true);
+    await page
+      .getByTestId('compare-import')
+      .setInputFiles({ name: 'compare.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(json)) });
+    await imported.waitFor();
+    expect(await page.getByTestId('compare-error').isHidden()).toBe(true);
+    expect(await imported.locator('.bar-label').allTextContents()).toEqual(['1. base model', '2. sft', '3. nlft:negatives=anchor']);
+    expect(await imported.getByTestId('compare-bar').evaluateAll((gs) => gs.map((g) => g.getAttribute('data-counts')))).toEqual([
+      '1/4 = 25.0%',
+      'mean 37.5% · 2/4, 1/4',
+      'mean 62.5% · 3/4, 2/4',
+    ]);
+    expect(await imported.locator('circle[data-seed]').count()).toBe(4);
+    const rows = imported.getByTestId('compare-rows').locator('tbody tr');
+    expect(await rows.nth(1).locator('td').allTextContents()).toEqual([
+      'sft',
+      '50.0 (seed 0), 25.0 (seed 1)',
+      '37.5 ± 17.7',
+      '(reference)',
+      '3.5',
+    ]);
+    expect(await rows.nth(2).locator('td').nth(3).textContent()).toMatch(/^\+25\.0 points \[[+−]\d+\.\d, [+−]\d+\.\d\]$/);
+    const cells = await imported.getByTestId('compare-grid').locator('tbody tr').first().locator('td').allTextContents();
+    expect(cells).toEqual(['1', '18', '✗', '2/2', '1/2']);
+    await page.getByTestId('compare-panel').screenshot({ path: resolve(TMP, 'compare-imported.png') });
+    expect(pageErrors).toEqual([]);
+  }, 300_000);
 });

@@ -1,16 +1,17 @@
 /**
  * The Compare view's bar chart: one horizontal SVG bar per column, numbered as the grid's columns,
- * its length the accuracy, labelled with what was evaluated and its counts ("36/200"); a column of
- * several seeds shows their mean as the bar and each seed's accuracy as a dot on it.
+ * its length the accuracy, labelled with what was evaluated and its counts ("36/200", beside the
+ * bar's end, or inside it past the middle); a column of several seeds shows their mean as the bar
+ * and each seed's accuracy as a dot under it. Drawn at about the panel's width, so text keeps its size.
  */
 import { h } from '../dom.ts';
 import { type CompareColumn, columnAccuracy } from './compare-data.ts';
 import { svg } from './loss-chart.ts';
 
-const W = 620;
-const ROW = 56;
-const LEFT = 24;
-const BAR_W = 330;
+const W = 440;
+const ROW = 58;
+const LEFT = 8;
+const BAR_W = W - 2 * LEFT;
 const BAR_H = 14;
 /** The bar's top within its row, under the two lines of its label. */
 const BAR_Y = 30;
@@ -20,7 +21,7 @@ const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 const cut = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /** What the bar's end says: the counts (and the mean over seeds). */
-export function barText(c: CompareColumn): string {
+function barText(c: CompareColumn): string {
   const counts = c.runs.map((r) => `${r.correct}/${r.total}`).join(', ');
   return c.runs.length === 1 ? `${counts} = ${pct(columnAccuracy(c))}` : `mean ${pct(columnAccuracy(c))} · ${counts}`;
 }
@@ -35,7 +36,7 @@ export function compareChart(columns: readonly CompareColumn[]): HTMLElement {
     svg('line', { x1: LEFT, y1: 4, x2: LEFT, y2: height - 16, ...axis }),
     svg('line', { x1: x(1), y1: 4, x2: x(1), y2: height - 16, ...axis, 'stroke-dasharray': '3 3' }),
     svg('text', { x: LEFT, y: height - 4, class: 'axis' }, '0%'),
-    svg('text', { x: x(1), y: height - 4, class: 'axis', 'text-anchor': 'middle' }, '100%'),
+    svg('text', { x: x(1), y: height - 4, class: 'axis', 'text-anchor': 'end' }, '100%'),
   );
   columns.forEach((c, i) => {
     const top = 4 + i * ROW;
@@ -45,19 +46,21 @@ export function compareChart(columns: readonly CompareColumn[]): HTMLElement {
     const title = svg('title', {}, `${i + 1}. ${c.title}${c.detail ? ` — ${c.detail}` : ''}: ${text}`);
     g.append(
       title,
-      svg('text', { x: LEFT, y: top + 11, class: 'bar-label' }, cut(`${i + 1}. ${c.title}`, 84)),
-      svg('text', { x: LEFT + 14, y: top + 24, class: 'bar-detail' }, cut(c.detail, 96)),
+      svg('text', { x: LEFT, y: top + 11, class: 'bar-label' }, cut(`${i + 1}. ${c.title}`, 64)),
+      svg('text', { x: LEFT + 12, y: top + 24, class: 'bar-detail' }, cut(c.detail, 80)),
       svg('rect', { x: LEFT, y: top + BAR_Y, width: BAR_W, height: BAR_H, fill: '#eef1f5' }),
       svg('rect', { x: LEFT, y: top + BAR_Y, width: (acc * BAR_W).toFixed(1), height: BAR_H, fill: i === 0 ? '#7c8da3' : '#1f6f8b' }),
-      svg('text', { x: x(1) + 6, y: top + BAR_Y + 11, class: 'bar-count' }, text),
+      acc > 0.5
+        ? svg('text', { x: x(acc) - 6, y: top + BAR_Y + 11, class: 'bar-count inside', 'text-anchor': 'end' }, text)
+        : svg('text', { x: x(acc) + 6, y: top + BAR_Y + 11, class: 'bar-count' }, text),
     );
     if (c.runs.length > 1)
       for (const r of c.runs)
         g.append(
           svg('circle', {
             cx: x(r.correct / r.total).toFixed(1),
-            cy: top + BAR_Y + BAR_H / 2,
-            r: 3.5,
+            cy: top + BAR_Y + BAR_H + 5,
+            r: 3,
             fill: '#fff',
             stroke: '#13212e',
             'stroke-width': 1.5,

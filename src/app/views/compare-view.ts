@@ -12,8 +12,9 @@ import type { EvalOutcome } from '../../session/requests.ts';
 import type { CompareSelection } from '../../storage/db.ts';
 import { errorLine, h, panel } from '../dom.ts';
 import { errorMessage } from '../trainer-client.ts';
-import { barText, compareChart } from './compare-chart.ts';
+import { compareChart } from './compare-chart.ts';
 import {
+  columnAccuracy,
   comparableEvals,
   type Comparison,
   differencesToFirst,
@@ -98,6 +99,7 @@ function comparisonGrid(c: Comparison, disagreeOnly: boolean, onFilter: (on: boo
       'div',
       { class: 'grid-scroll' },
       h('table', { class: 'compare-grid', testid: 'compare-grid' }, h('thead', {}, head), h('tbody', {}, ...rows)),
+      rows.length === 0 && h('p', { class: 'hint' }, 'No item where they disagree: they got the same items right.'),
     ),
   );
 }
@@ -105,7 +107,7 @@ function comparisonGrid(c: Comparison, disagreeOnly: boolean, onFilter: (on: boo
 /** The file's table: per arm the accuracy of each seed, mean ± sd, the difference to the reference and the training time. */
 function importedTable(x: ImportedComparison): HTMLElement {
   const level = x.rows.find((r) => r.vsReference)?.vsReference?.level ?? 0.95;
-  const base = x.comparison.columns[0];
+  const baseAccuracy = columnAccuracy(x.comparison.columns[0]);
   return h(
     'table',
     { class: 'compare-rows', testid: 'compare-rows' },
@@ -125,7 +127,7 @@ function importedTable(x: ImportedComparison): HTMLElement {
     h(
       'tbody',
       {},
-      h('tr', {}, h('td', {}, 'base model'), h('td', {}, barText(base)), h('td', {}), h('td', {}), h('td', {})),
+      h('tr', {}, h('td', {}, 'base model'), h('td', {}, pct(baseAccuracy)), h('td', {}, pct(baseAccuracy)), h('td', {}), h('td', {})),
       ...x.rows.map((r) =>
         h(
           'tr',
