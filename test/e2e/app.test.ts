@@ -430,16 +430,26 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
   it('compares two evaluations side by side, keeps the selection across a reload, and opens a compare.json from the CLI', async () => {
     await page.goto(url);
     await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
-    // Two quick evaluations of the same two questions under different system texts.
+    // Two quick evaluations of the same two questions under different system texts: the base model,
+    // then the adapter of a short SFT run (6 sample records, batch 4: 2 steps).
     const systems = ['Be brief.', 'Answer with a number.'];
-    for (const system of systems) {
+    const evaluate = async (system: string) => {
       await page.getByTestId('eval-limit').fill('2');
       await page.getByTestId('eval-max-new').fill('4');
       await page.getByTestId('eval-system').fill(system);
       await page.getByTestId('eval-start').click();
       await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
       expect(await page.getByTestId('eval-error').textContent()).toBe('');
-    }
+    };
+    await evaluate(systems[0]);
+    await page.getByTestId('train-method').selectOption('sft');
+    await page.getByTestId('train-epochs').fill('1');
+    await page.getByTestId('train-batch').fill('4');
+    await page.getByTestId('train-rank').fill('4');
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 180_000 });
+    expect(await page.getByTestId('train-error').textContent()).toBe('');
+    await evaluate(systems[1]);
     const panel = page.getByTestId('compare-panel');
     const stored = panel.getByTestId('compare-stored');
     await panel.getByTestId('compare-clear').click();
@@ -453,11 +463,11 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     const counts = await bars.evaluateAll((gs) => gs.map((g) => g.getAttribute('data-counts')));
     for (const c of counts) expect(c).toMatch(/^[0-2]\/2 = \d+\.\d%$/);
     const labels = await stored.locator('.bar-label').allTextContents();
-    expect(labels).toEqual(['1. base model', '2. base model']);
+    expect(labels).toEqual(['1. base model', expect.stringMatching(/^2\. sft run of .+ on nlft-sample\.json, trained /)]);
     expect(await stored.locator('.bar-detail').allTextContents()).toEqual(systems.map((t) => expect.stringContaining(`system "${t}"`)));
     expect(await panel.getByTestId('compare-status').textContent()).toBe('2 evaluations of gsm8k-sample.jsonl, 2 items each.');
     expect(await stored.getByTestId('compare-diffs').locator('li').first().textContent()).toMatch(
-      /^2 vs 1: [+−]\d+\.\d points \[[+−]\d+\.\d, [+−]\d+\.\d\] — base model$/,
+      /^2 vs 1: [+−]\d+\.\d points \[[+−]\d+\.\d, [+−]\d+\.\d\] — sft run of .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\)$/,
     );
     const grid = stored.getByTestId('compare-grid').locator('tbody tr');
     expect(await grid.count()).toBe(2);
