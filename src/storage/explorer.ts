@@ -28,9 +28,12 @@ export interface ExplorerStore {
   last(): Promise<StoredExplorer | undefined>;
   /** Stores `value` as the last scoring (replacing the one before). */
   save(value: StoredExplorer): Promise<void>;
+  /** Stores the constants the scoring is shown under (small: written at every change; the scores are not rewritten). */
+  saveOptions(saliency: SaliencyOptions): Promise<void>;
 }
 
 const KEY = 'explorer';
+const OPTIONS = `${KEY}:options`;
 
 /**
  * Checks a stored value's shape: every record's arrays are Float32Arrays of the lengths its
@@ -73,17 +76,27 @@ export function readStoredExplorer(value: unknown): StoredExplorer {
       f32('anchor.log1mq', sc.anchor.log1mq, r.anchor.responseIds.length);
     }
   });
-  const saliency = isRecord(value.saliency) ? { ...DEFAULT_SALIENCY, ...(value.saliency as Partial<SaliencyOptions>) } : DEFAULT_SALIENCY;
-  return { scored: s, saliency };
+  return { scored: s, saliency: savedOptions(value.saliency) };
+}
+
+/** Stored constants over the defaults (an older build may have stored fewer), or the defaults. */
+function savedOptions(value: unknown): SaliencyOptions {
+  return isRecord(value) ? { ...DEFAULT_SALIENCY, ...(value as Partial<SaliencyOptions>) } : DEFAULT_SALIENCY;
 }
 
 /** The explorer's store over `kv` (the app's `runs` store, or memory). */
 export function explorerStore(kv: KeyValueStore): ExplorerStore {
   return {
     async last() {
-      const value = await kv.get(KEY);
-      return value === undefined ? undefined : readStoredExplorer(value);
+      const [value, options] = await Promise.all([kv.get(KEY), kv.get(OPTIONS)]);
+      if (value === undefined) return undefined;
+      const read = readStoredExplorer(value);
+      return options === undefined ? read : { ...read, saliency: savedOptions(options) };
     },
-    save: (value) => kv.put(KEY, value),
+    async save(value) {
+      await kv.put(KEY, { scored: value.scored });
+      await kv.put(OPTIONS, value.saliency);
+    },
+    saveOptions: (saliency) => kv.put(OPTIONS, saliency),
   };
 }
