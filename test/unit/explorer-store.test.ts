@@ -50,6 +50,11 @@ describe('explorer store', () => {
         .filter((t) => t.class === 'unlikely').length;
     expect(unlikely({ rho: 1.05, pjMin: 0 })).toBeGreaterThan(0);
     expect(unlikely({ rho: 1000 })).toBe(0);
+    // The constants' draft is kept apart (written at every change); the scores stay as stored.
+    await store.saveOptions({ ...saliency, rho: 2 });
+    const again = await store.last();
+    expect(again?.saliency.rho).toBe(2);
+    expect(again?.scored.scores.records[0].hb).toEqual(stored.scores.records[0].hb);
   });
 
   it('refuses a stored value of another shape, naming the field', async () => {

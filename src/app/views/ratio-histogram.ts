@@ -9,8 +9,8 @@ import { h } from '../dom.ts';
 import { svg } from './loss-chart.ts';
 
 const W = 480;
-const H = 150;
-const PAD = { left: 36, right: 12, top: 10, bottom: 30 };
+const H = 160;
+const PAD = { left: 36, right: 12, top: 20, bottom: 30 };
 /** log10(pj/pb) from −SPAN to +SPAN; values beyond fall into the end bins. */
 const SPAN = 3;
 const BINS = 30;
@@ -56,7 +56,7 @@ export function renderRatioHistogram(ratios: readonly number[], rho: number): HT
   const rx = x(Math.log10(rho));
   plot.append(
     svg('line', { x1: rx, y1: PAD.top, x2: rx, y2: H - PAD.bottom, class: 'ratio-rho' }),
-    svg('text', { x: rx + 3, y: PAD.top + 8, class: 'axis' }, `ρ = ${rho}`),
+    svg('text', { x: rx, y: PAD.top - 6, 'text-anchor': 'middle', class: 'axis rho-label' }, `ρ = ${rho}`),
   );
   plot.setAttribute('aria-label', `pj/pb of ${ratios.length} negative tokens; ${above} above ρ = ${rho}`);
   return h(
