@@ -332,21 +332,20 @@ export function createExplorerPanel(opts: ExplorerPanelOptions): ExplorerPanelVi
   score.addEventListener('click', async () => {
     error.show(null);
     let spec: ModelSpec | null;
-    let input: Awaited<ReturnType<typeof opts.scoringInput>>;
     let saliency: SaliencyOptions;
     try {
       spec = scorerSpec();
       saliency = form.read().saliency;
-      input = await opts.scoringInput();
     } catch (e) {
       error.show(errorMessage(e));
       return;
     }
-    setBusy(true);
+    setBusy(true); // at once: no second click while the data loads
+    setStatus('scoring', 'Reading the data…');
     progress.hidden = false;
     progress.value = 0;
-    setStatus('scoring', 'Scoring…');
     try {
+      const input = await opts.scoringInput();
       const scored = await opts.trainer.scoreDataset({ ...input, anchors: true }, spec, (p) => {
         progress.value = p.fraction;
         status.textContent = `${p.stage}…`;
