@@ -3,7 +3,7 @@
  * runs on the main thread at every change of a constant — over cached scores of `--records 50`
  * records of `--tokens 200` response tokens with the SmolLM2-135M hidden size (576), seeded random
  * values, every other record negative with an anchor. The median of `--reps 20` runs after a warm-up,
- * per option set (the authors' defaults, a low ρ that finds unlikely tokens, anchored negatives);
+ * per option set (the authors' defaults, a low ρ that finds unlikely tokens, anchored negatives), wall and CPU time;
  * target under 100 ms. CPU only.
  */
 import { parseArgs } from 'node:util';
@@ -35,13 +35,16 @@ export async function reclassifyBench(argv: string[]): Promise<void> {
   for (const [name, opts] of Object.entries(OPTION_SETS)) {
     classifyScores(scored.records, scored.scores, opts, text); // warm-up (JIT)
     const ms: number[] = [];
+    const cpu: number[] = [];
     for (let i = 0; i < reps; i++) {
-      const t0 = performance.now();
+      const [t0, c0] = [performance.now(), process.cpuUsage()];
       classifyScores(scored.records, scored.scores, opts, text);
+      const c = process.cpuUsage(c0);
       ms.push(performance.now() - t0);
+      cpu.push((c.user + c.system) / 1000);
     }
-    ms.sort((a, b) => a - b);
-    const median = ms[ms.length >> 1];
+    const median = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1];
+    const [wall, cpuMs] = [median(ms), median(cpu)];
     const row = {
       bench: 'reclassify',
       options: name,
@@ -49,11 +52,16 @@ export async function reclassifyBench(argv: string[]): Promise<void> {
       tokens,
       hidden_size: hidden,
       reps,
-      median_ms: +median.toFixed(2),
+      median_ms: +wall.toFixed(2),
       min_ms: +ms[0].toFixed(2),
+      median_cpu_ms: +cpuMs.toFixed(2),
     };
     console.log(JSON.stringify(row));
-    lines.push(`${name.padEnd(20)} median ${row.median_ms} ms (min ${row.min_ms}) ${median < 100 ? 'under' : 'OVER'} the 100 ms target`);
+    const verdict = wall < 100 ? 'under' : 'OVER';
+    lines.push(
+      `${name.padEnd(20)} median ${row.median_ms} ms wall (min ${row.min_ms}), ${row.median_cpu_ms} ms CPU: ${verdict} the 100 ms target`,
+    );
   }
   console.log(`\nclassifyScores, ${records} records x ${tokens} tokens, hidden ${hidden}, median of ${reps}:\n${lines.join('\n')}`);
+  console.log('(wall time counts other processes sharing the cores; CPU time is this process alone, microsecond granularity)');
 }
