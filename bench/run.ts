@@ -5,10 +5,12 @@
  *   nlft      one NLFT step on a negative record, split by phase, against an SFT step on the same record
  *   train     the same shape with LoRA: one SFT step (forward + backward + AdamW), against tfjs-webgpu autodiff
  *   generate  the same shape: prefill into the KV cache, then decode steps (ms per token)
+ *   reclassify  classifyScores on cached scores (50 records x 200 tokens, hidden 576), the explorer's CPU step
  */
 import { forwardBench } from './forward.ts';
 import { generateBench } from './generate.ts';
 import { nlftBench } from './nlft.ts';
+import { reclassifyBench } from './reclassify.ts';
 import { trainBench } from './train.ts';
 
 const BENCHES: Record<string, (argv: string[]) => Promise<void>> = {
@@ -16,6 +18,7 @@ const BENCHES: Record<string, (argv: string[]) => Promise<void>> = {
   train: trainBench,
   nlft: nlftBench,
   generate: generateBench,
+  reclassify: reclassifyBench,
 };
 
 const [name, ...rest] = process.argv.slice(2);

@@ -13,8 +13,9 @@ import type { EvalItem } from '../src/eval/accuracy.ts';
 import type { PeftAdapterFiles } from '../src/export/peft.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import type { ScoreDatasetRequest, ScoredDataset } from '../src/session/scoring.ts';
 
-export type { TrainEvent };
+export type { ScoreDatasetRequest, ScoredDataset, TrainEvent };
 
 /** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
 export const INTERNAL_ERROR = 'internal';
@@ -146,10 +147,22 @@ export interface TrainerApi {
   /** Generates a response with the loaded model (and its trained adapter, if any), streaming the text. */
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult>;
   /**
-   * Trains new LoRA adapters on the loaded model; they stay on it (the playground then scores with
-   * them) until the next run or model load. Resolves when the run ends, however it ends.
+   * Scores a dataset's three views once, before any training (docs/method.md §3.1), for the saliency
+   * explorer: with the loaded model's base weights (its trained adapter, if any, set aside for the
+   * job), or with `scorer` (docs/method.md §3.2): loaded for this job only, in the loaded model's
+   * weight format, refused with where the vocabularies differ when its tokenizer is not the
+   * model's, and freed after. Resolves null when `stopScoring` ended it.
    */
-  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome>;
+  scoreDataset(request: ScoreDatasetRequest, scorer: ModelSpec | null, onProgress: ProgressCallback): Promise<ScoredDataset | null>;
+  /** Ends the running `scoreDataset` before its next packed pass; no-op when none runs. */
+  stopScoring(): Promise<void>;
+  /**
+   * Trains new LoRA adapters on the loaded model; they stay on it (the playground then scores with
+   * them) until the next run or model load. Resolves when the run ends, however it ends. A request
+   * that names a scorer (`TrainRequest.scorer`, the name kept with the run) needs the scorer's
+   * files as `scorer`: it is loaded, scores the data, and is freed before training (docs/method.md §3.2).
+   */
+  train(request: TrainRequest, onEvent: TrainEventCallback, scorer?: ModelSpec | null): Promise<TrainOutcome>;
   /** Pauses (after the current optimizer step) or resumes the running `train`; no-op when none runs. */
   setPaused(paused: boolean): Promise<void>;
   /** Ends the running `train` after its current step (its outcome is 'cancelled'); no-op when none runs. */

@@ -16,6 +16,7 @@ import { adapterName, describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import type { TuningCache } from '../src/engine/tune.ts';
 import { NlftError } from '../src/errors.ts';
+import type { DatasetScores } from '../src/nlft/method.ts';
 import { ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles } from '../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
 import { PickedFilesSource } from '../src/model/files-source.ts';
@@ -28,6 +29,8 @@ import { type LlamaWeights, parameterCount } from '../src/model/weights.ts';
 import { generateText, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
 import { describeTuning, openModel, tuneEngine } from '../src/session/model.ts';
 import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import { scoreWithScorer } from '../src/session/scorer.ts';
+import { type ScoreDatasetRequest, type ScoredDataset, type ScorerWeights, scoreDataset } from '../src/session/scoring.ts';
 import { planTraining, runTraining } from '../src/session/train.ts';
 import {
   type AdapterInfo,
@@ -82,6 +85,19 @@ interface LoadedModel {
   /** What trained adapters name as their base model (`base_model_name_or_path`). */
   id: string;
   info: Omit<ModelInfo, 'memory'>;
+  /** Its parsed `tokenizer.json` (a scorer's vocabulary is checked against it). */
+  tokenizerJson: unknown;
+}
+
+/** A model's f32 weights and tokenizer as read, before any upload. */
+interface ModelFiles {
+  weights: LlamaWeights;
+  tokenizer: TextTokenizer;
+  tokenizerJson: unknown;
+  /** The name to show. */
+  name: string;
+  /** What adapters trained on it record as their base model. */
+  id: string;
 }
 
 /** The worker's state and the calls of `TrainerApi`; helpers are `#private`, out of comlink's reach. */
@@ -100,6 +116,10 @@ export class TrainerHost implements TrainerApi {
   #trained: LoraConfig | null = null;
   /** Ends the running `evaluate`. */
   #evalAbort: AbortController | null = null;
+  /** Ends the running `scoreDataset`. */
+  #scoreAbort: AbortController | null = null;
+  /** The demo tokenizer's parsed `tokenizer.json` (fetched once). */
+  #demoTokenizerJson: unknown = null;
 
   constructor(deps: TrainerHostDeps) {
     this.#deps = deps;
@@ -176,7 +196,7 @@ export class TrainerHost implements TrainerApi {
       try {
         if (!isQuantFormat(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
         const engine = this.#live();
-        const { weights, tokenizer, name, id } = await this.#weightsOf(spec, onProgress);
+        const { weights, tokenizer, tokenizerJson, name, id } = await this.#weightsOf(spec, onProgress);
         const config = weights.config;
         const tuned = await tuneEngine(engine, await this.#deps.tuningCache(), config, quant, (f) =>
           onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }),
@@ -190,6 +210,7 @@ export class TrainerHost implements TrainerApi {
         this.#model = {
           llama,
           id,
+          tokenizerJson,
           info: {
             name,
             quant,
@@ -215,19 +236,15 @@ export class TrainerHost implements TrainerApi {
   }
 
   /** The f32 weights and tokenizer of a model, with a name to show and the id adapters record as their base. */
-  async #weightsOf(
-    spec: ModelSpec,
-    onProgress: ProgressCallback,
-  ): Promise<{ weights: LlamaWeights; tokenizer: TextTokenizer; name: string; id: string }> {
+  async #weightsOf(spec: ModelSpec, onProgress: ProgressCallback): Promise<ModelFiles> {
     if (spec.kind === 'demo') {
       onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
       this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
       onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
-      this.#demoTokenizer ??= TextTokenizer.fromJson(
-        await this.#deps.demoTokenizerFile('tokenizer.json'),
-        await this.#deps.demoTokenizerFile('tokenizer_config.json'),
-      );
-      return { weights: this.#demoWeights, tokenizer: this.#demoTokenizer, name: DEMO_MODEL_NAME, id: DEMO_MODEL_ID };
+      this.#demoTokenizerJson ??= await this.#deps.demoTokenizerFile('tokenizer.json');
+      this.#demoTokenizer ??= TextTokenizer.fromJson(this.#demoTokenizerJson, await this.#deps.demoTokenizerFile('tokenizer_config.json'));
+      const tokenizerJson = this.#demoTokenizerJson;
+      return { weights: this.#demoWeights, tokenizer: this.#demoTokenizer, tokenizerJson, name: DEMO_MODEL_NAME, id: DEMO_MODEL_ID };
     }
     let source: FileSource;
     let id: string;
@@ -250,7 +267,16 @@ export class TrainerHost implements TrainerApi {
     const { model, tok } = await openModel(source, 'the app', (done, total) =>
       onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }),
     );
-    return { weights: model.weights, tokenizer: tok, name: source.label, id };
+    return { weights: model.weights, tokenizer: tok, tokenizerJson: model.tokenizerJson, name: source.label, id };
+  }
+
+  /**
+   * A scorer's weights read for one job (docs/method.md §3.2), in the loaded model's weight format;
+   * its loading stages go to `onProgress` within [0, `upTo`].
+   */
+  async #scorerOf(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback, upTo: number): Promise<ScorerWeights> {
+    const files = await this.#weightsOf(spec, (p) => onProgress({ stage: `Scorer: ${p.stage}`, fraction: p.fraction * upTo }));
+    return { id: files.id, weights: files.weights, quant, tokenizerJson: files.tokenizerJson };
   }
 
   /** Frees the GPU buffers of the loaded model, if any. */
@@ -309,25 +335,94 @@ export class TrainerHost implements TrainerApi {
     });
   }
 
-  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {
+  scoreDataset(request: ScoreDatasetRequest, scorer: ModelSpec | null, onProgress: ProgressCallback): Promise<ScoredDataset | null> {
+    return this.#serial(async () => {
+      const abort = new AbortController();
+      this.#scoreAbort = abort;
+      const { llama } = this.#model ?? {};
+      const adapters = llama?.lora ?? null;
+      try {
+        const { engine, model, tok } = this.#loaded();
+        const loadShare = scorer ? 0.3 : 0;
+        const scorerWeights = scorer ? await this.#scorerOf(scorer, model.info.quant, onProgress, loadShare) : null;
+        const stage = `Scoring the records under the three views${scorerWeights ? ` with the scorer ${scorerWeights.id}` : ''}`;
+        model.llama.lora = null; // scored as training starts: the base model (fresh adapters add nothing)
+        const job = await scoreDataset(
+          engine,
+          { llama: model.llama, tok, name: model.info.name, lora: null, tokenizerJson: model.tokenizerJson },
+          request,
+          scorerWeights,
+          {
+            signal: abort.signal,
+            onProgress: (done, total) =>
+              onProgress({ stage: `${stage}: ${done}/${total}`, fraction: loadShare + (1 - loadShare) * (done / total) }),
+          },
+        );
+        if (!job) return null;
+        const arrays = job.scored.scores.records.flatMap((r) => [
+          r.logpb,
+          r.log1mpb,
+          r.logpc,
+          r.logpj,
+          r.hb,
+          r.anchor?.logp,
+          r.anchor?.log1mq,
+        ]);
+        return this.#deps.transfer(
+          job.scored,
+          arrays.flatMap((a) => (a ? [a.buffer as ArrayBuffer] : [])),
+        );
+      } finally {
+        if (llama) llama.lora = adapters;
+        this.#scoreAbort = null;
+        this.#deps.release(onProgress);
+      }
+    });
+  }
+
+  async stopScoring(): Promise<void> {
+    this.#scoreAbort?.abort();
+  }
+
+  train(request: TrainRequest, onEvent: TrainEventCallback, scorer: ModelSpec | null = null): Promise<TrainOutcome> {
     return this.#serial(async () => {
       try {
         const { engine, model, tok } = this.#loaded();
         const runModel = { id: model.id, quant: model.info.quant };
         const plan = await planTraining(request, { config: model.llama.config, ...runModel }, tok);
+        if (plan.scorer && !scorer)
+          throw new NlftError(
+            `scorer ${plan.scorer}: its files are not at hand; choose it again in the Saliency explorer's scorer slot, then train`,
+            'scorer',
+          );
         this.#trained = null;
         const run: RunControl = { abort: new AbortController(), pause: null };
         this.#run = run;
         const send = (ev: TrainEvent) => {
           onEvent(ev.type === 'checkpoint' ? this.#deps.transfer(ev, [ev.bytes.buffer as ArrayBuffer]) : ev);
         };
-        const { end, totalSteps } = await runTraining(engine, model.llama, tok, plan, {
-          onEvent: send,
-          model: runModel,
-          signal: run.abort.signal,
-          pauseGate: () => run.pause?.promise ?? null,
-          checkpointSeconds: CHECKPOINT_SECONDS,
-        });
+        // A scorer scores first and is freed before training (docs/method.md §3.2).
+        let scored: DatasetScores | null = null;
+        if (plan.scorer && scorer) {
+          const weights = await this.#scorerOf(scorer, runModel.quant, () => undefined, 1);
+          const files = { config: weights.weights.config, weights: weights.weights, tokenizerJson: weights.tokenizerJson };
+          const opened = { model: files, id: plan.scorer, quant: runModel.quant };
+          scored = await scoreWithScorer(engine, { model: { tokenizerJson: model.tokenizerJson } }, opened, plan, { onEvent: send });
+        }
+        const { end, totalSteps } = await runTraining(
+          engine,
+          model.llama,
+          tok,
+          plan,
+          {
+            onEvent: send,
+            model: runModel,
+            signal: run.abort.signal,
+            pauseGate: () => run.pause?.promise ?? null,
+            checkpointSeconds: CHECKPOINT_SECONDS,
+          },
+          scored,
+        );
         if (end.steps > 0) this.#trained = plan.lora;
         return { status: end.status, steps: end.steps, totalSteps, message: end.status === 'non-finite' ? end.message : null };
       } finally {

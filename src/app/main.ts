@@ -5,9 +5,11 @@
 import './style.css';
 import {
   memoryEvalHistory,
+  memoryExplorerStore,
   memoryRunStore,
   memorySettingsStore,
   openEvalHistory,
+  openExplorerStore,
   openRunStore,
   openSettingsStore,
   type PlaygroundDraft,
@@ -22,6 +24,7 @@ import { createModelPanel } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
 import { createCompareView } from './views/compare-view.ts';
 import { createEvalPanel } from './views/eval-panel.ts';
+import { createExplorerPanel } from './views/explorer-panel.ts';
 import { createTrainPanel } from './views/train-panel.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
@@ -77,11 +80,13 @@ async function main(root: HTMLElement): Promise<void> {
   let modelReady = false;
   let training = false;
   let evaluating = false;
+  let scoring = false;
   const syncReady = () => {
-    const busy = training || evaluating;
+    const busy = training || evaluating || scoring;
     playground.setModelReady(modelReady && !busy);
-    train.setModelReady(modelReady && !evaluating);
-    evaluation.setModelReady(modelReady && !training);
+    train.setModelReady(modelReady && !evaluating && !scoring);
+    evaluation.setModelReady(modelReady && !training && !scoring);
+    explorer.setModelReady(modelReady && !training && !evaluating);
     model.setLocked(busy);
   };
   const compare = createCompareView({ selection: compareSelection, onSelectionChange: (s) => store.set('compareView', s) });
@@ -106,6 +111,16 @@ async function main(root: HTMLElement): Promise<void> {
       if (!busy) void showTrainedSystem();
     },
   });
+  const explorer = createExplorerPanel({
+    trainer,
+    store: await openExplorerStore().catch(() => memoryExplorerStore()),
+    scoringInput: () => train.scoringInput(),
+    onTrain: (settings) => train.useExplorerSettings(settings),
+    onBusyChange(busy) {
+      scoring = busy;
+      syncReady();
+    },
+  });
   const data = createDataPanel({
     picked: picked ?? null,
     onPick(record, index) {
@@ -126,11 +141,13 @@ async function main(root: HTMLElement): Promise<void> {
       { class: 'panels' },
       h('div', { class: 'column' }, model.el, evaluation.el, compare.el, data.el),
       h('div', { class: 'column' }, train.el, playground.el),
+      h('div', { class: 'column wide' }, explorer.el),
     ),
   );
   /** The Evaluate panel's default system text and adapter's run: the last run (stored). */
   const showTrainedSystem = async () => evaluation.setTrainedRun(await runs.last().catch(() => undefined));
   void train.restore();
+  void explorer.restore();
   void evaluation.restore();
   void showTrainedSystem();
 

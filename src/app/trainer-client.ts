@@ -17,6 +17,8 @@ import {
   type ModelInfo,
   type ModelSpec,
   type ProgressCallback,
+  type ScoreDatasetRequest,
+  type ScoredDataset,
   type ScoreRequest,
   type TokenScores,
   type TrainerApi,
@@ -73,9 +75,23 @@ export class TrainerClient {
     return this.remote.memory();
   }
 
-  /** See `TrainerApi.train`; the dataset's bytes are transferred, not copied. */
-  train(request: TrainRequest, onEvent: TrainEventCallback): Promise<TrainOutcome> {
-    return this.remote.train(Comlink.transfer(request, [request.data.bytes.buffer as ArrayBuffer]), Comlink.proxy(onEvent));
+  /** See `TrainerApi.scoreDataset`; the dataset's bytes are transferred, not copied. */
+  scoreDataset(request: ScoreDatasetRequest, scorer: ModelSpec | null, onProgress: ProgressCallback): Promise<ScoredDataset | null> {
+    return this.remote.scoreDataset(
+      Comlink.transfer(request, [request.data.bytes.buffer as ArrayBuffer]),
+      scorer,
+      Comlink.proxy(onProgress),
+    );
+  }
+
+  /** See `TrainerApi.stopScoring`. */
+  stopScoring(): Promise<void> {
+    return this.remote.stopScoring();
+  }
+
+  /** See `TrainerApi.train`; the dataset's bytes are transferred, not copied; `scorer` holds the files of the scorer the request names. */
+  train(request: TrainRequest, onEvent: TrainEventCallback, scorer: ModelSpec | null = null): Promise<TrainOutcome> {
+    return this.remote.train(Comlink.transfer(request, [request.data.bytes.buffer as ArrayBuffer]), Comlink.proxy(onEvent), scorer);
   }
 
   /** See `TrainerApi.setPaused`. */

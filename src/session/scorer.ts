@@ -44,7 +44,11 @@ export function vocabularyDifference(model: readonly (string | undefined)[], sco
  *
  * @throws NlftError ('scorer') naming the scorer and where the vocabularies differ
  */
-export function checkScorerVocabulary(model: OpenedModel, scorer: OpenedModel, scorerId: string): void {
+export function checkScorerVocabulary(
+  model: { model: Pick<OpenedModel['model'], 'tokenizerJson'> },
+  scorer: { model: Pick<OpenedModel['model'], 'tokenizerJson'> },
+  scorerId: string,
+): void {
   const diff = vocabularyDifference(vocabularyOf(model.model.tokenizerJson), vocabularyOf(scorer.model.tokenizerJson));
   if (diff) {
     throw new NlftError(
@@ -63,8 +67,8 @@ export function checkScorerVocabulary(model: OpenedModel, scorer: OpenedModel, s
  */
 export async function scoreWithScorer(
   engine: Engine,
-  model: OpenedModel,
-  scorer: OpenedModel & { id: string; quant: QuantFormat },
+  model: { model: Pick<OpenedModel['model'], 'tokenizerJson'> },
+  scorer: { model: Pick<OpenedModel['model'], 'config' | 'weights' | 'tokenizerJson'>; id: string; quant: QuantFormat },
   plan: TrainPlan,
   host: Pick<TrainHost, 'onEvent'>,
 ): Promise<DatasetScores> {

@@ -3,7 +3,7 @@
  * settings that survive a reload; version 2 adds the per-adapter kernel tuning choices (written by
  * the trainer worker); version 3 the last training run (settings, metrics, saliency, adapter);
  * version 4 the model files downloaded from the Hub. The `runs` store holds the last run, its
- * dataset and checkpoint (runs.ts) and the evaluation history.
+ * dataset and checkpoint (runs.ts), the evaluation history and the saliency explorer's last scoring (explorer.ts).
  * Later versions add object stores in `upgrade`, keyed on the old version.
  * The page and the worker open it with the same version.
  */
@@ -12,6 +12,7 @@ import type { TuningCache } from '../engine/tune.ts';
 import type { FileCache } from '../model/hub.ts';
 import type { EvalOutcome } from '../session/requests.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
+import { explorerStore, type ExplorerStore } from './explorer.ts';
 import { memoryKeyValueStore, runStore, type KeyValueStore, type RunStore } from './runs.ts';
 
 /** What the playground remembers across reloads. */
@@ -126,7 +127,7 @@ function openStudioDb(): Promise<IDBPDatabase<StudioSchema>> {
   });
 }
 
-/** The `runs` object store (the last run, its dataset and checkpoint, the evaluations) as a key-value store. */
+/** The `runs` object store (the last run, its dataset and checkpoint, the evaluations, the explorer's scores) as a key-value store. */
 function objectStore(db: IDBPDatabase<StudioSchema>): KeyValueStore {
   return { get: (key) => db.get('runs', key), put: async (key, value) => void (await db.put('runs', value, key)) };
 }
@@ -205,4 +206,14 @@ export async function openEvalHistory(): Promise<EvalHistory> {
 /** The history in memory only: the fallback when IndexedDB cannot be opened. */
 export function memoryEvalHistory(): EvalHistory {
   return evalHistory(memoryKeyValueStore());
+}
+
+/** The saliency explorer's last scoring in the app's IndexedDB (see explorer.ts). */
+export async function openExplorerStore(): Promise<ExplorerStore> {
+  return explorerStore(objectStore(await openStudioDb()));
+}
+
+/** The explorer's store in memory only: the fallback when IndexedDB cannot be opened. */
+export function memoryExplorerStore(): ExplorerStore {
+  return explorerStore(memoryKeyValueStore());
 }

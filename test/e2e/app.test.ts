@@ -4,7 +4,7 @@
  * port), and opens it as http://localhost (a secure context, which WebGPU requires).
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -541,4 +541,105 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.getByTestId('compare-panel').screenshot({ path: resolve(TMP, 'compare-imported.png') });
     expect(pageErrors).toEqual([]);
   }, 300_000);
+  it('scores the data for the saliency explorer, re-classifies on the page, keeps it across a reload, hands its settings to training, and takes a scorer', async () => {
+    await page.goto(url);
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    await page
+      .getByRole('button', { name: 'use the sample' })
+      .click({ timeout: 1000 })
+      .catch(() => undefined); // the sample, if a file was picked
+    const status = page.getByTestId('explorer-status');
+    const settled = '[data-testid=explorer-status]:is([data-state=done], [data-state=error], [data-state=stopped])';
+    await page.getByTestId('explorer-score').click();
+    await page.locator(settled).waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('explorer-error').textContent()).toBe('');
+    expect(await status.textContent()).toMatch(/^Scored nlft-sample\.json: 6 records scored by Demo Llama/);
+    expect(await page.getByTestId('explorer-count-records').textContent()).toBe('6: 3 positive, 3 negative');
+    const rows = page.getByTestId('explorer-record');
+    expect(await rows.count()).toBe(6);
+    expect(await page.getByTestId('explorer-histogram').getAttribute('data-tokens')).not.toBe('0');
+    // A record's saliency map.
+    await rows.nth(1).click();
+    expect(await page.getByTestId('explorer-map-line').textContent()).toMatch(/^Record 2 \(.+, (positive|negative)\) at step –: loss /);
+    expect(await page.getByTestId('explorer-tokens').locator('[data-class]').count()).toBeGreaterThan(0);
+
+    // A constant changed: re-classified on the page at once, no worker call (no progress, the status stays as it was).
+    const classes = page.getByTestId('explorer-count-classes');
+    const before = await classes.textContent();
+    const timing = page.getByTestId('explorer-timing');
+    const runs = Number(await timing.getAttribute('data-runs'));
+    await page.getByTestId('explorer-nlft-pjMin').fill('0');
+    await page.getByTestId('explorer-nlft-rho').fill('1.0001');
+    await page.getByTestId('explorer-nlft-tauC').fill('0.01');
+    expect(Number(await timing.getAttribute('data-runs'))).toBeGreaterThanOrEqual(runs + 3);
+    expect(await timing.textContent()).toMatch(
+      /^Re-classified 6 records in \d+\.\d ms on this page, from the cached scores \(no GPU pass\)\.$/,
+    );
+    expect(await page.getByTestId('explorer-progress').isHidden()).toBe(true);
+    expect(await status.getAttribute('data-state')).toBe('done');
+    const after = await classes.textContent();
+    expect(after).not.toBe(before);
+    expect(await page.getByTestId('explorer-histogram').locator('text').filter({ hasText: 'ρ = 1.0001' }).count()).toBe(1);
+    await page.getByTestId('explorer-panel').screenshot({ path: resolve(TMP, 'explorer-panel.png') });
+    await page.screenshot({ path: resolve(TMP, 'app-explorer.png'), fullPage: true });
+
+    // After a reload the explorer shows the same scores and constants without a GPU pass.
+    await new Promise((r) => setTimeout(r, 500)); // let the IndexedDB write land
+    await page.reload();
+    await page.locator('[data-testid=explorer-status][data-state=restored]').waitFor({ timeout: 30_000 });
+    expect(await status.textContent()).toMatch(/^Scores kept from nlft-sample\.json: 6 records scored by Demo Llama/);
+    expect(await rows.count()).toBe(6);
+    expect(await page.getByTestId('explorer-nlft-rho').inputValue()).toBe('1.0001');
+    expect(await classes.textContent()).toBe(after);
+
+    // Train with these settings: the Train form takes the constants.
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+    await page.getByTestId('explorer-train').click();
+    expect(await page.getByTestId('train-method').inputValue()).toBe('nlft');
+    expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.0001');
+    expect(await page.getByTestId('nlft-pjMin').inputValue()).toBe('0');
+    expect(await page.getByTestId('nlft-tauC').inputValue()).toBe('0.01');
+    expect(await page.getByTestId('train-scorer').isHidden()).toBe(true);
+
+    // A scorer with another vocabulary is refused, naming where the vocabularies differ.
+    const vocab = resolve(TMP, 'other-vocab');
+    await mkdir(vocab, { recursive: true });
+    const tj = JSON.parse(readPublic('tokenizers/smollm2/tokenizer.json'));
+    const last = Object.keys(tj.model.vocab).find((k) => tj.model.vocab[k] === 49151)!;
+    delete tj.model.vocab[last];
+    tj.model.vocab['scorer-only-token'] = 49151;
+    await writeFile(resolve(vocab, 'tokenizer.json'), JSON.stringify(tj));
+    await writeFile(resolve(vocab, 'tokenizer_config.json'), readPublic('tokenizers/smollm2/tokenizer_config.json'));
+    const shape = { ...DEMO_MODEL_OPTIONS, dtype: 'BF16' as const }; // the demo model's shape, other weights
+    const other = resolve(TMP, 'scorer-other');
+    await writeTinyLlamaFolder(other, { ...shape, seed: 12, tokenizerDir: vocab });
+    await page.getByTestId('explorer-scorer').selectOption('folder');
+    await page.getByTestId('explorer-scorer-folder').setInputFiles(other);
+    await page.getByTestId('explorer-score').click();
+    await page.locator(settled).waitFor({ timeout: 120_000 });
+    expect(await status.getAttribute('data-state')).toBe('error');
+    expect(await page.getByTestId('explorer-error').textContent()).toBe(
+      `scorer scorer-other: its tokenizer differs from the trained model's (token 49151 is ${JSON.stringify(last)} in the model and "scorer-only-token" in the scorer); a scorer must have the same vocabulary`,
+    );
+    expect(await rows.count()).toBe(6); // the scores shown are still the earlier ones
+
+    // A scorer with the same vocabulary scores; training with its settings re-scores with it (static saliency).
+    const same = resolve(TMP, 'scorer-same');
+    await writeTinyLlamaFolder(same, { ...shape, seed: 13, tokenizerDir: resolve(ROOT, 'public/tokenizers/smollm2') });
+    await page.getByTestId('explorer-scorer-folder').setInputFiles(same);
+    await page.getByTestId('explorer-score').click();
+    await page.locator(settled).waitFor({ timeout: 120_000 });
+    expect(await page.getByTestId('explorer-error').textContent()).toBe('');
+    expect(await status.textContent()).toMatch(/^Scored nlft-sample\.json: 6 records scored by the scorer scorer-same/);
+    await page.getByTestId('explorer-train').click();
+    expect(await page.getByTestId('train-scorer').textContent()).toMatch(/^Scorer: scorer-same /);
+    expect(await page.getByTestId('train-saliency').inputValue()).toBe('static');
+    await page.getByTestId('train-epochs').fill('1');
+    await page.getByTestId('train-batch').fill('4'); // 6 records: 2 steps
+    await page.getByTestId('train-start').click();
+    await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 180_000 });
+    expect(await page.getByTestId('train-error').textContent()).toBe('');
+    expect(await page.getByTestId('train-status').textContent()).toMatch(/^Done after 2 of 2 steps\./);
+    expect(pageErrors).toEqual([]);
+  }, 400_000);
 });

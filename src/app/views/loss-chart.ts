@@ -10,7 +10,7 @@ const W = 480;
 const H = 160;
 const PAD = { left: 48, right: 12, top: 10, bottom: 24 };
 
-/** Creates an SVG element with these attributes (and text). */
+/** An SVG element with its attributes and text (also used by the Compare chart and the explorer's histogram). */
 export function svg<K extends keyof SVGElementTagNameMap>(
   tag: K,
   attrs: Record<string, string | number>,

@@ -37,39 +37,53 @@ export interface NlftOptionsForm {
   setDisabled(disabled: boolean): void;
 }
 
-export function createNlftOptionsForm(): NlftOptionsForm {
+/** Where the form is shown: the Train panel's (the default) or another panel's copy. */
+export interface NlftOptionsFormOptions {
+  /** Put before every control's id and test id, so that two forms can share a page (e.g. 'explorer-'). */
+  prefix?: string;
+  /** Show the prompt templates (default true); hidden, they are still filled and read. */
+  templates?: boolean;
+  /** The summary line of the collapsible form. */
+  title?: string;
+  /** Called after "Reset to the defaults" (typing fires the usual input and change events). */
+  onReset?: () => void;
+}
+
+export function createNlftOptionsForm(o: NlftOptionsFormOptions = {}): NlftOptionsForm {
+  const p = o.prefix ?? '';
   const numbers = new Map(
     NUMBERS.map(([key, label]) => [
       key,
-      { label, input: h('input', { type: 'number', step: 'any', testid: `nlft-${key}`, id: `nlft-${key}` }) },
+      { label, input: h('input', { type: 'number', step: 'any', testid: `${p}nlft-${key}`, id: `${p}nlft-${key}` }) },
     ]),
   );
   const criterion = h(
     'select',
-    { testid: 'nlft-clusterCriterion', id: 'nlft-clusterCriterion' },
+    { testid: `${p}nlft-clusterCriterion`, id: `${p}nlft-clusterCriterion` },
     h('option', { value: 'distance' }, "distance (the authors' code)"),
     h('option', { value: 'similarity' }, 'similarity'),
   );
   const without = h(
     'select',
-    { testid: 'nlft-negativesWithoutSaliency', id: 'nlft-negativesWithoutSaliency' },
+    { testid: `${p}nlft-negativesWithoutSaliency`, id: `${p}nlft-negativesWithoutSaliency` },
     h('option', { value: 'train' }, "train (the authors' rule)"),
     h('option', { value: 'skip' }, 'skip'),
   );
   const negatives = h(
     'select',
-    { testid: 'nlft-negatives', id: 'nlft-negatives' },
+    { testid: `${p}nlft-negatives`, id: `${p}nlft-negatives` },
     h('option', { value: 'authors' }, "authors (the authors' rule)"),
     h('option', { value: 'anchor' }, 'anchor: unlikely tokens only, plus the standard answer'),
   );
-  const sftNeg = h('input', { type: 'checkbox', testid: 'nlft-sftOnNegatives', id: 'nlft-sftOnNegatives' });
+  const sftNeg = h('input', { type: 'checkbox', testid: `${p}nlft-sftOnNegatives`, id: `${p}nlft-sftOnNegatives` });
   const texts = new Map(
     TEMPLATE_FIELDS.map(([key, label]) => [
       key,
-      { label, area: h('textarea', { rows: 3, spellcheck: false, testid: `template-${key}`, id: `template-${key}` }) },
+      { label, area: h('textarea', { rows: 3, spellcheck: false, testid: `${p}template-${key}`, id: `${p}template-${key}` }) },
     ]),
   );
-  const reset = h('button', { type: 'button', testid: 'nlft-reset' }, 'Reset to the defaults');
+  const showTemplates = o.templates ?? true;
+  const reset = h('button', { type: 'button', testid: `${p}nlft-reset` }, 'Reset to the defaults');
   const controls: Array<HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement | HTMLButtonElement> = [
     ...[...numbers.values()].map((n) => n.input),
     criterion,
@@ -82,30 +96,50 @@ export function createNlftOptionsForm(): NlftOptionsForm {
 
   const el = h(
     'details',
-    { class: 'nlft-options', testid: 'nlft-options' },
-    h('summary', {}, 'NLFT options and prompt templates'),
+    { class: 'nlft-options', testid: `${p}nlft-options` },
+    h('summary', {}, o.title ?? 'NLFT options and prompt templates'),
     h(
       'div',
       { class: 'settings' },
-      ...[...numbers.entries()].map(([key, n]) => h('label', { class: 'setting', for: `nlft-${key}` }, h('span', {}, n.label), n.input)),
-      h('label', { class: 'setting', for: 'nlft-clusterCriterion' }, h('span', {}, 'cluster criterion'), criterion),
-      h('label', { class: 'setting', for: 'nlft-negativesWithoutSaliency' }, h('span', {}, 'negatives without an unlikely token'), without),
-      h('label', { class: 'setting', for: 'nlft-negatives' }, h('span', {}, 'negative records train'), negatives),
+      ...[...numbers.entries()].map(([key, n]) =>
+        h('label', { class: 'setting', for: `${p}nlft-${key}` }, h('span', {}, n.label), n.input),
+      ),
+      h('label', { class: 'setting', for: `${p}nlft-clusterCriterion` }, h('span', {}, 'cluster criterion'), criterion),
+      h(
+        'label',
+        { class: 'setting', for: `${p}nlft-negativesWithoutSaliency` },
+        h('span', {}, 'negatives without an unlikely token'),
+        without,
+      ),
+      h('label', { class: 'setting', for: `${p}nlft-negatives` }, h('span', {}, 'negative records train'), negatives),
     ),
-    h('label', { class: 'check', for: 'nlft-sftOnNegatives' }, sftNeg, 'Add an SFT term on negative records (off by default)'),
-    ...[...texts.entries()].flatMap(([key, t]) => [h('label', { class: 'field', for: `template-${key}` }, t.label), t.area]),
+    h('label', { class: 'check', for: `${p}nlft-sftOnNegatives` }, sftNeg, 'Add an SFT term on negative records (off by default)'),
+    h(
+      'div',
+      { hidden: !showTemplates },
+      ...[...texts.entries()].flatMap(([key, t]) => [h('label', { class: 'field', for: `${p}template-${key}` }, t.label), t.area]),
+    ),
     h(
       'p',
       { class: 'actions' },
       reset,
-      h(
-        'span',
-        { class: 'hint' },
-        'Placeholders: {instruction}, {input}, {answer}, {judgment} (judge view); {{ and }} are literal braces.',
-      ),
+      showTemplates &&
+        h(
+          'span',
+          { class: 'hint' },
+          'Placeholders: {instruction}, {input}, {answer}, {judgment} (judge view); {{ and }} are literal braces.',
+        ),
     ),
   );
 
+  const readTemplates = (): NlftTemplates => {
+    const t = (key: string) => texts.get(key)!.area.value;
+    return {
+      baseSystem: t('baseSystem'),
+      standard: { system: t('standard.system'), user: t('standard.user') },
+      judge: { system: t('judge.system'), user: t('judge.user') },
+    };
+  };
   const form: NlftOptionsForm = {
     el,
     read() {
@@ -122,15 +156,7 @@ export function createNlftOptionsForm(): NlftOptionsForm {
           throw new Error(`NLFT option ${n.label} must be a number (got "${n.input.value}")`);
         saliency[key] = v;
       }
-      const t = (key: string) => texts.get(key)!.area.value;
-      return {
-        saliency,
-        templates: {
-          baseSystem: t('baseSystem'),
-          standard: { system: t('standard.system'), user: t('standard.user') },
-          judge: { system: t('judge.system'), user: t('judge.user') },
-        },
-      };
+      return { saliency, templates: readTemplates() };
     },
     fill(saliency, templates) {
       for (const [key, n] of numbers) n.input.value = String(saliency[key]);
@@ -144,7 +170,10 @@ export function createNlftOptionsForm(): NlftOptionsForm {
       for (const c of controls) c.disabled = disabled;
     },
   };
-  reset.addEventListener('click', () => form.fill(DEFAULT_SALIENCY, DEFAULT_TEMPLATES));
+  reset.addEventListener('click', () => {
+    form.fill(DEFAULT_SALIENCY, showTemplates ? DEFAULT_TEMPLATES : readTemplates());
+    o.onReset?.();
+  });
   form.fill(DEFAULT_SALIENCY, DEFAULT_TEMPLATES);
   return form;
 }

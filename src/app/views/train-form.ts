@@ -7,7 +7,9 @@
 import { formatBytes } from '../../engine/buffers.ts';
 import { DEFAULT_LORA } from '../../model/lora.ts';
 import type { SaliencyMode } from '../../session/options.ts';
-import type { TrainRequest } from '../../session/requests.ts';
+import type { SaliencyOptions } from '../../nlft/saliency.ts';
+import type { NlftTemplates } from '../../nlft/templates.ts';
+import type { DatasetFile, TrainRequest } from '../../session/requests.ts';
 import type { TrainMethod } from '../../session/train.ts';
 import type { StoredRun } from '../../storage/runs.ts';
 import { DEFAULT_TRAIN } from '../../train/trainer.ts';
@@ -34,6 +36,16 @@ export interface TrainForm {
   setDisabled(disabled: boolean): void;
   /** Sets the NLFT options to anchored negatives (docs/method.md §3) and shows them. */
   useAnchoredNegatives(): void;
+  /**
+   * The data, templates and sequence length as the form holds them (what the saliency explorer scores).
+   * @throws NlftError when the sample cannot be fetched
+   */
+  readScoringInput(): Promise<{ data: DatasetFile; templates: NlftTemplates; maxLen: number }>;
+  /**
+   * Takes the saliency explorer's settings: NLFT with its constants and the templates it scored
+   * with, and its scorer (name) with static saliency, or none.
+   */
+  useExplorerSettings(saliency: SaliencyOptions, templates: NlftTemplates, scorer: string | null): void;
 }
 
 /** A labelled number input. */
@@ -81,6 +93,24 @@ export function createTrainForm(): TrainForm {
   const useSample = h('button', { type: 'button', class: 'link', hidden: true }, 'use the sample');
   const nlft = createNlftOptionsForm();
   let picked: File | null = null;
+  /** The scorer model the run names (from the saliency explorer), or null. */
+  let scorer: string | null = null;
+  const scorerName = h('span', {});
+  const noScorer = h('button', { type: 'button', class: 'link', testid: 'train-scorer-clear' }, 'none');
+  const scorerRow = h(
+    'p',
+    { class: 'hint', testid: 'train-scorer', hidden: true },
+    scorerName,
+    ' (from the Saliency explorer; it scores before training, saliency static) · ',
+    noScorer,
+  );
+  const showScorer = (name: string | null) => {
+    scorer = name;
+    scorerName.textContent = name ? `Scorer: ${name}` : '';
+    scorerRow.hidden = !name;
+  };
+  noScorer.addEventListener('click', () => showScorer(null));
+  const readData = () => (picked ? readPickedFile(picked) : fetchSample(SAMPLE));
 
   file.addEventListener('change', () => {
     picked = file.files?.[0] ?? null;
@@ -117,6 +147,7 @@ export function createTrainForm(): TrainForm {
         seed.el,
         budget.el,
       ),
+      scorerRow,
       nlft.el,
     ],
     async read() {
@@ -133,7 +164,8 @@ export function createTrainForm(): TrainForm {
         templates,
         memoryBudgetMiB,
         saliencyMode: when.value as SaliencyMode,
-        data: picked ? await readPickedFile(picked) : await fetchSample(SAMPLE),
+        scorer,
+        data: await readData(),
       };
     },
     fill(s) {
@@ -146,9 +178,10 @@ export function createTrainForm(): TrainForm {
       budget.input.value = s.memoryBudgetMiB === null || s.memoryBudgetMiB === undefined ? '' : String(s.memoryBudgetMiB);
       nlft.fill(s.saliency, s.templates);
       when.value = s.saliencyMode ?? 'dynamic';
+      showScorer(s.scorer ?? null);
     },
     setDisabled(disabled) {
-      for (const c of [method, when, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample])
+      for (const c of [method, when, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample, noScorer])
         c.disabled = disabled;
       nlft.setDisabled(disabled);
     },
@@ -161,6 +194,16 @@ export function createTrainForm(): TrainForm {
         return; // a field that is not a number: the options are open for the user to mend it
       }
       nlft.fill({ ...typed.saliency, negatives: 'anchor', sftOnNegatives: false }, typed.templates);
+    },
+    async readScoringInput() {
+      return { data: await readData(), templates: nlft.read().templates, maxLen: MAX_LEN };
+    },
+    useExplorerSettings(saliency, templates, name) {
+      method.value = 'nlft';
+      nlft.fill(saliency, templates);
+      (nlft.el as HTMLDetailsElement).open = true;
+      showScorer(name);
+      if (name) when.value = 'static';
     },
   };
 }

@@ -8,12 +8,13 @@
  * run stays as it was, and the worker's message is shown.
  */
 import { addStep, continueStep, newRun, type RunStore, type StoredRun } from '../../storage/runs.ts';
-import type { TrainEvent } from '../../../workers/protocol.ts';
+import type { ModelSpec, TrainEvent } from '../../../workers/protocol.ts';
 import type { TrainRequest } from '../../session/requests.ts';
 import { errorLine, h, panel } from '../dom.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 import { createRunView } from './run-view.ts';
-import { createTrainForm, MAX_LEN } from './train-form.ts';
+import type { ExplorerSettings } from './explorer-panel.ts';
+import { createTrainForm, MAX_LEN, type TrainForm } from './train-form.ts';
 
 export interface TrainPanelOptions {
   trainer: TrainerClient;
@@ -28,6 +29,10 @@ export interface TrainPanelView {
   restore(): Promise<void>;
   /** Enables training when a model is ready. */
   setModelReady(ready: boolean): void;
+  /** The data, templates and sequence length the saliency explorer scores (the form's). */
+  scoringInput(): ReturnType<TrainForm['readScoringInput']>;
+  /** Takes the saliency explorer's settings into the form (and its scorer's files for the next run) and scrolls to it. */
+  useExplorerSettings(settings: ExplorerSettings): void;
 }
 
 /** The status line's text for how a run ended. */
@@ -51,6 +56,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   let paused = false;
   /** The run stored last (a new run replaces it once the worker has started it). */
   let run: StoredRun | null = null;
+  /** The files of the scorer the explorer handed over (the worker loads it for a run that names it). */
+  let scorerSpec: ModelSpec | null = null;
 
   const updateButtons = () => {
     start.disabled = !modelReady || running;
@@ -119,7 +126,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     results.showAdapter(null);
     save();
     try {
-      const out = await opts.trainer.train(req, onEvent);
+      const out = await opts.trainer.train(req, onEvent, req.scorer ? scorerSpec : null);
       target.status = out.status;
       target.message = out.message;
       if (out.steps > 0) target.adapter = await opts.trainer.exportAdapter();
@@ -227,6 +234,12 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     setModelReady(ready) {
       modelReady = ready;
       updateButtons();
+    },
+    scoringInput: () => form.readScoringInput(),
+    useExplorerSettings(settings) {
+      form.useExplorerSettings(settings.saliency, settings.templates, settings.scorer?.name ?? null);
+      scorerSpec = settings.scorer?.spec ?? null;
+      el.scrollIntoView({ behavior: 'smooth', block: 'start' });
     },
   };
 }

@@ -8,26 +8,15 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { adapterName } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
-import {
-  classifyScores,
-  nlftSamples,
-  type SaliencyEntry,
-  type SaliencySummary,
-  saliencySummary,
-  scoreRecords,
-  towardsWarning,
-} from '../../nlft/method.ts';
+import { classifyScores, type SaliencyEntry, type SaliencySummary, saliencySummary, towardsWarning } from '../../nlft/method.ts';
 import { readScoreDump, SCORES_FORMAT, storeScores } from '../../nlft/scores.ts';
 import { UsageError } from '../../errors.ts';
-import { scorePassTokens } from '../../session/train.ts';
+import { scoreParsed } from '../../session/scoring.ts';
 import { createTunedEngine } from '../engine.ts';
 import { parse, quantOption, rawOption, required } from './args.ts';
 import { checkOption, DEFAULT_MAX_LEN } from '../../session/options.ts';
 import { adapterOption, loadModelWithTokenizer, readDatasetFile } from './inputs.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
-
-/** Activation memory packed scoring passes may take by default (beyond the model). */
-const SCORE_ACTIVATION_BYTES = 256 * 2 ** 20;
 
 /** Print the summary in a few lines. */
 export function printSummary(s: SaliencySummary, out: (line: string) => void): void {
@@ -74,22 +63,19 @@ export async function scoreCommand(argv: string[], out: (line: string) => void):
   const sal = saliencyOptions(values);
   const passTokens = scoreBatchOption(values);
   const templates = await templatesOption(values);
-  const { model, tok } = await loadModelWithTokenizer(modelDir, 'scoring', out);
+  const opened = await loadModelWithTokenizer(modelDir, 'scoring', out);
+  const { model, tok } = opened;
   const records = await readDatasetFile(dataFile, true);
-  const { samples, truncated } = nlftSamples(records, tok, templates, maxLen as number);
   const peft = await adapterOption(values, model.config);
   const { engine, note } = await createTunedEngine(model.config, quant);
   try {
     out(`kernels    ${note}`);
     const llama = GpuLlama.create(engine.ops, model.weights, quant, peft?.lora);
-    const maxTokens = scorePassTokens(
-      model.config,
-      peft?.config ?? null,
-      passTokens,
-      SCORE_ACTIVATION_BYTES,
-      engine.ctx.device.limits.maxStorageBufferBindingSize,
-    );
-    const scores = await scoreRecords(llama, samples, { maxTokens, anchors: sal.negatives === 'anchor' });
+    const scoring = { llama, tok, name: modelDir, lora: peft?.config ?? null, tokenizerJson: model.tokenizerJson };
+    const request = { data: { name: path.basename(dataFile) }, templates, maxLen: maxLen as number, scoreBatchTokens: passTokens };
+    // No stop signal is given, so the job runs to the end (it resolves null only when stopped).
+    const { samples, scored } = (await scoreParsed(engine, scoring, { ...request, anchors: sal.negatives === 'anchor' }, records, null))!;
+    const { scores, truncated, passTokens: maxTokens } = scored;
     const { entries } = classifyScores(samples, scores, sal, (id) => tok.tokenText(id));
     const summary = saliencySummary(entries, sal.negativesWithoutSaliency, sal.negatives);
     const dump = {
