@@ -26,14 +26,64 @@ export const SMOLLM2_135M = {
   numLayers: 30,
   numHeads: 9,
   numKvHeads: 3,
+  headDim: 64,
   tie: true,
   ropeTheta: 100000,
   maxPositionEmbeddings: 8192,
 };
 
+/** The toy-math model (public/toy-math/model/config.json): 4 layers, hidden 128, ffn 384, 4 heads (2 kv) of 32, vocab 849, tied. */
+export const TOY_MATH = {
+  seed: 7,
+  vocabSize: 849,
+  hiddenSize: 128,
+  intermediateSize: 384,
+  numLayers: 4,
+  numHeads: 4,
+  numKvHeads: 2,
+  headDim: 32,
+  tie: true,
+  ropeTheta: 10000,
+  maxPositionEmbeddings: 1024,
+};
+
+/** A training benchmark's model (`--shape`) and its default step: `records` sequences of `tokens` tokens, `layers` of them run. */
+export interface BenchShape {
+  name: string;
+  label: string;
+  model: typeof SMOLLM2_135M;
+  tokens: number;
+  records: number;
+  layers: number;
+}
+
+/**
+ * The shapes of the training benchmarks: SmolLM2-135M (one sequence of 256 tokens per step), and
+ * the toy-math model that the method comparisons train (a step of 4 records of 180 tokens, all 4
+ * layers). SmolLM2 runs one layer by default: on SwiftShader (2 cores) the tfjs baseline takes
+ * ~100 s per step at one layer and 256 tokens, most of it in its (T,V) lm-head, plus ~20 s per
+ * further layer (`--layers 30` runs the real depth; ours alone: `--layers 30 --skip-tfjs`).
+ */
+export const BENCH_SHAPES: Record<string, BenchShape> = {
+  smollm2: { name: 'smollm2', label: 'SmolLM2-135M shape', model: SMOLLM2_135M, tokens: 256, records: 1, layers: 1 },
+  toy: { name: 'toy', label: 'toy-math shape', model: TOY_MATH, tokens: 180, records: 4, layers: TOY_MATH.numLayers },
+};
+
+/** The shape `--shape` names. */
+export function benchShape(name: string): BenchShape {
+  const s = BENCH_SHAPES[name];
+  if (!s) throw new Error(`--shape must be ${Object.keys(BENCH_SHAPES).join(' or ')} (got "${name}")`);
+  return s;
+}
+
+/** "SmolLM2-135M shape (1 of 30 layers)". */
+export function shapeLabel(s: BenchShape, numLayers: number): string {
+  return `${s.label} (${numLayers} of ${s.model.numLayers} layers)`;
+}
+
 /** The first fields of a benchmark's JSON row: which bench, on which adapter, model depth and weights. */
-export function rowHeader(bench: string, engine: Engine, numLayers: number, quant: QuantFormat): Record<string, string> {
-  return { bench, adapter: describeAdapter(engine.ctx.adapter), model: `SmolLM2-135M shape (${numLayers} of 30 layers)`, quant };
+export function rowHeader(bench: string, engine: Engine, model: string, quant: QuantFormat): Record<string, string> {
+  return { bench, adapter: describeAdapter(engine.ctx.adapter), model, quant };
 }
 
 function emit(obj: Record<string, unknown>): void {

@@ -15,7 +15,7 @@ import type { QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { Rng } from '../src/util/rng.ts';
-import { rowHeader, SMOLLM2_135M } from './forward.ts';
+import { BENCH_SHAPES, rowHeader, shapeLabel, SMOLLM2_135M } from './forward.ts';
 
 export async function generateBench(argv: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -51,7 +51,7 @@ export async function generateBench(argv: string[]): Promise<void> {
   const prefillMs = stamps[0] - t0;
   const decodeMs = (stamps.at(-1)! - stamps[0]) / Math.max(1, r.ids.length - 1);
   const row = {
-    ...rowHeader('generate', engine, shape.numLayers, quant),
+    ...rowHeader('generate', engine, shapeLabel(BENCH_SHAPES.smollm2, shape.numLayers), quant),
     prompt: P,
     new_tokens: r.ids.length,
     prefill_ms: +prefillMs.toFixed(1),

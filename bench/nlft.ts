@@ -11,6 +11,7 @@
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
+import { formatProfile } from '../src/engine/profile.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { lossCoefficients, TrainPass } from '../src/engine/train-pass.ts';
 import { tuneKernels } from '../src/engine/tune.ts';
@@ -31,25 +32,31 @@ import { viewSequence } from '../src/nlft/views.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { AdamW } from '../src/train/optimizer.ts';
 import { Rng } from '../src/util/rng.ts';
-import { rowHeader, SMOLLM2_135M } from './forward.ts';
-import { benchLora, DEFAULT_TRAIN_LAYERS } from './train.ts';
+import { benchShape, rowHeader, shapeLabel } from './forward.ts';
+import { profileSteps } from './profile.ts';
+import { benchLora } from './train.ts';
 
 export async function nlftBench(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      shape: { type: 'string', default: 'smollm2' },
       quant: { type: 'string', default: 'q8' },
-      prompt: { type: 'string', default: '96' },
-      response: { type: 'string', default: '128' },
-      layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) },
+      prompt: { type: 'string' },
+      response: { type: 'string' },
+      layers: { type: 'string' },
       records: { type: 'string', default: '8' },
       reps: { type: 'string', default: '3' },
+      profile: { type: 'boolean', default: false },
     },
   });
+  const benchModel = benchShape(values.shape!);
   const quant = values.quant as QuantFormat;
-  const P = Number(values.prompt);
-  const N = Number(values.response);
-  const shape = { ...SMOLLM2_135M, numLayers: Number(values.layers) };
+  // A record of the shape's length: 96 + 128 tokens for SmolLM2, 77 + 103 for toy-math.
+  const P = Number(values.prompt ?? Math.round((benchModel.tokens * 96) / 224));
+  const N = Number(values.response ?? benchModel.tokens - P);
+  const shape = { ...benchModel.model, numLayers: Number(values.layers ?? benchModel.layers) };
+  const modelName = shapeLabel(benchModel, shape.numLayers);
   const probe = await createNodeEngine();
   const tuned = await tuneKernels(probe, { T: P + N, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
   probe.destroy();
@@ -129,7 +136,7 @@ export async function nlftBench(argv: string[]): Promise<void> {
   const sftPeak = engine.buffers.peak;
   const nlftMs = Object.values(n).reduce((a, b) => a + b, 0);
   const row = {
-    ...rowHeader('nlft', engine, shape.numLayers, quant),
+    ...rowHeader('nlft', engine, modelName, quant),
     prompt: P,
     response: N,
     ms: Object.fromEntries(Object.entries(n).map(([k, v]) => [k, +v.toFixed(1)])),
@@ -150,6 +157,12 @@ export async function nlftBench(argv: string[]): Promise<void> {
   console.log(
     `\nNLFT/SFT time ${row.time_ratio}x (target < 2x), peak ${formatBytes(nlftPeak)} vs ${formatBytes(sftPeak)} = ${row.memory_ratio}x (target < 1.2x)`,
   );
+  if (values.profile) {
+    let step = 100;
+    const profile = await profileSteps(engine, async () => void (await nlftStep(step++)), Number(values.reps));
+    console.log(JSON.stringify({ bench: 'nlft_profile', model: modelName, quant, prompt: P, response: N, ...profile }));
+    console.log(`\nNLFT step (dynamic saliency):\n${formatProfile(profile)}\n`);
+  }
 
   // Static saliency (docs/method.md §3.1): classes and coefficients fixed once from cached scores;
   // the step is the base forward, the fixed terms, backward and AdamW. Medians of alternate runs.
@@ -175,7 +188,7 @@ export async function nlftBench(argv: string[]): Promise<void> {
   }
   const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
   const staticRow = {
-    ...rowHeader('nlft-static', engine, shape.numLayers, quant),
+    ...rowHeader('nlft-static', engine, modelName, quant),
     prompt: P,
     response: N,
     reps,

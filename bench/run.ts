@@ -6,6 +6,8 @@
  *   train     the same shape with LoRA: one SFT step (forward + backward + AdamW), against tfjs-webgpu autodiff
  *   generate  the same shape: prefill into the KV cache, then decode steps (ms per token)
  *   reclassify  classifyScores on cached scores (50 records x 200 tokens, hidden 576), the explorer's CPU step
+ * `train` and `nlft` take `--shape toy` (the toy-math model, 4 records × 180 tokens a step) and
+ * `--profile` (GPU time per kernel and phase, dispatches, submits, uploads, readbacks per step).
  */
 import { forwardBench } from './forward.ts';
 import { generateBench } from './generate.ts';

@@ -92,10 +92,11 @@ async function checkGradients(tf: Tf): Promise<void> {
 export interface TfjsStepOptions {
   weights: LlamaWeights;
   lora: LoraSet;
-  /** Token ids (T). */
-  ids: number[];
-  /** Next-token target of each position (T), -1 where the position is not scored. */
-  targets: number[];
+  /**
+   * The step's records: token ids (T) and the next-token target of each position (T), -1 where the
+   * position is not scored. The loss is the mean over records of each record's mean cross-entropy.
+   */
+  sequences: Array<{ ids: number[]; targets: number[] }>;
   lr: number;
   /** Timed repetitions after one warm-up step (median reported; default 3). */
   reps?: number;
@@ -179,7 +180,11 @@ export async function tfjsTrainStep(o: TfjsStepOptions): Promise<TfjsStepResult>
   const m = vars.map((v) => tf.variable(tf.zerosLike(v), false));
   const s = vars.map((v) => tf.variable(tf.zerosLike(v), false));
 
-  const loss = () => tf.neg(tf.mean(ref.tokenLogProbsTf(ref.llamaLogitsTf(wt, o.ids, loraT), o.targets))) as TF.Scalar;
+  const loss = () =>
+    tf.div(
+      tf.addN(o.sequences.map((q) => tf.neg(tf.mean(ref.tokenLogProbsTf(ref.llamaLogitsTf(wt, q.ids, loraT), q.targets))))),
+      o.sequences.length,
+    ) as TF.Scalar;
   let t = 0;
   const losses: number[] = [];
   const norms: number[] = [];

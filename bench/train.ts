@@ -1,7 +1,9 @@
 /**
- * Training-step benchmark: one SFT micro-batch (forward keeping activations + backward to the
- * LoRA gradients + one AdamW step) of a SmolLM2-135M-shaped Llama (seeded random weights), T
- * tokens with all T-1 next-token positions scored. Reports tokens/s, ms per step, achieved
+ * Training-step benchmark: one SFT optimizer step (per record a forward keeping activations and a
+ * backward to the LoRA gradients, then one AdamW step) of a Llama with seeded random weights in
+ * the shape `--shape` names (bench/forward.ts `BENCH_SHAPES`: SmolLM2-135M, one record of 256
+ * tokens; or the toy-math model, 4 records of 180 tokens), all T-1 next-token positions scored.
+ * `--profile` then profiles `--reps` more steps per kernel and phase (bench/profile.ts). Reports tokens/s, ms per step, achieved
  * GFLOP/s against the adapter's measured FMA peak and peak GPU bytes against the analytic
  * minimum; then the same step with a generic framework (tfjs-webgpu autodiff, f32, full (T,V)
  * logits; bench/tfjs-baseline.ts) and the ratios ours/theirs.
@@ -13,6 +15,7 @@
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
+import { formatProfile } from '../src/engine/profile.ts';
 import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import type { LoraSet } from '../src/model/lora.ts';
@@ -27,17 +30,9 @@ import type { Projection } from '../src/model/weights.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { AdamW } from '../src/train/optimizer.ts';
 import { Rng } from '../src/util/rng.ts';
-import { forwardFlops, SMOLLM2_135M } from './forward.ts';
+import { benchShape, forwardFlops, shapeLabel } from './forward.ts';
+import { profileSteps } from './profile.ts';
 import { measureFmaPeak } from './peak.ts';
-
-/**
- * Layers of the default run. On SwiftShader (2 cores) the tfjs baseline takes ~100 s per step at
- * one layer and 256 tokens, most of it in its (T,V) lm-head (x W^T with the [V,C] table, and
- * its backward), plus ~20 s per further layer; with a warm-up and three timed steps per side the
- * default run takes ~9 minutes with one layer. `--layers 30` runs the real depth (ours alone:
- * `--layers 30 --skip-tfjs`).
- */
-export const DEFAULT_TRAIN_LAYERS = 1;
 
 /** Learning rate of the benchmark's optimizer steps (same on both sides). */
 const LR = 1e-4;
@@ -115,30 +110,36 @@ export async function trainBench(argv: string[]): Promise<void> {
   const { values } = parseArgs({
     args: argv,
     options: {
+      shape: { type: 'string', default: 'smollm2' },
       quant: { type: 'string', default: 'q8' },
-      tokens: { type: 'string', default: '256' },
-      layers: { type: 'string', default: String(DEFAULT_TRAIN_LAYERS) },
+      tokens: { type: 'string' },
+      records: { type: 'string' },
+      layers: { type: 'string' },
       rank: { type: 'string', default: '16' },
       reps: { type: 'string', default: '3' },
       'skip-tfjs': { type: 'boolean', default: false },
+      profile: { type: 'boolean', default: false },
     },
   });
+  const benchModel = benchShape(values.shape!);
   const quant = values.quant as QuantFormat;
-  const T = Number(values.tokens);
-  const numLayers = Number(values.layers);
+  const T = Number(values.tokens ?? benchModel.tokens);
+  const records = Number(values.records ?? benchModel.records);
+  const numLayers = Number(values.layers ?? benchModel.layers);
   const r = Number(values.rank);
   const reps = Number(values.reps);
   if (!(Number.isInteger(reps) && reps >= 1)) throw new Error(`--reps must be a positive integer (got ${values.reps})`);
   if (!(Number.isInteger(T) && T >= 2)) throw new Error(`--tokens must be an integer >= 2 (got ${values.tokens})`);
+  if (!(Number.isInteger(records) && records >= 1)) throw new Error(`--records must be a positive integer (got ${values.records})`);
   if (!(Number.isInteger(numLayers) && numLayers >= 1)) throw new Error(`--layers must be a positive integer (got ${values.layers})`);
-  const shape = { ...SMOLLM2_135M, numLayers };
+  const shape = { ...benchModel.model, numLayers };
   const targets: Projection[] = ['gate_proj', 'up_proj', 'down_proj'];
   const loraCfg: LoraConfig = { r, alpha: 16, dropout: 0, targets };
-  const modelName = `SmolLM2-135M shape (${numLayers} of ${SMOLLM2_135M.numLayers} layers)`;
-  if (numLayers !== SMOLLM2_135M.numLayers) {
+  const modelName = shapeLabel(benchModel, numLayers);
+  if (numLayers !== benchModel.model.numLayers) {
     console.error(
-      `note: ${numLayers} decoder layers instead of SmolLM2-135M's ${SMOLLM2_135M.numLayers} (width, heads ` +
-        `and vocabulary as the real model; --layers ${SMOLLM2_135M.numLayers} for the full depth), on both sides`,
+      `note: ${numLayers} decoder layers instead of the ${benchModel.label}'s ${benchModel.model.numLayers} (width, heads ` +
+        `and vocabulary as the real model; --layers ${benchModel.model.numLayers} for the full depth), on both sides`,
     );
   }
 
@@ -160,15 +161,17 @@ export async function trainBench(argv: string[]): Promise<void> {
   });
   probe.destroy();
 
-  // The model, its adapters, and one SFT sequence: all T-1 next-token positions scored, 1/N each.
+  // The model, its adapters, and the step's SFT sequences: all T-1 next-token positions scored, 1/N each.
   const weights = makeTinyLlama(shape);
   const c = weights.config;
   const lora = benchLora(c, loraCfg);
-  const ids = Array.from({ length: T }, (_, i) => (i * 7919 + 11) % c.vocabSize);
-  const rows = ids.slice(0, -1).map((_, i) => i);
-  const next = rows.map((i) => ids[i + 1]);
-  const N = rows.length;
-  const kinds: TermKind[] = rows.map(() => 'likelihood');
+  const seqs = Array.from({ length: records }, (_, k) => {
+    const ids = Array.from({ length: T }, (_, i) => (i * 7919 + 11 + k * 104729) % c.vocabSize);
+    const rows = ids.slice(0, -1).map((_, i) => i);
+    return { ids, rows, next: rows.map((i) => ids[i + 1]) };
+  });
+  const N = T - 1;
+  const kinds: TermKind[] = seqs[0].rows.map(() => 'likelihood');
   const sftWeights = new Float32Array(N).fill(1 / N);
 
   const engine = await createNodeEngine({ tuning: tuned.tuning });
@@ -179,11 +182,15 @@ export async function trainBench(argv: string[]): Promise<void> {
   const losses: number[] = [];
   const gradNorms: number[] = [];
   const step = async () => {
-    const pass = await TrainPass.forward(llama, ids, rows, next, { rate: 0, seed: 0 });
-    losses.push(lossValue(kinds, sftWeights, pass.scores));
-    await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores));
+    let loss = 0;
+    for (const q of seqs) {
+      const pass = await TrainPass.forward(llama, q.ids, q.rows, q.next, { rate: 0, seed: 0 });
+      loss += lossValue(kinds, sftWeights, pass.scores) / records;
+      await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores));
+    }
+    losses.push(loss);
     const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
-    await opt.step(enc, { lr: LR, step: ++t, gradScale: 1 });
+    await opt.step(enc, { lr: LR, step: ++t, gradScale: 1 / records });
     engine.ctx.device.queue.submit([enc.finish()]);
     await engine.ctx.device.queue.onSubmittedWorkDone();
     gradNorms.push(await opt.lastGradNorm());
@@ -198,7 +205,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   // the share of the peak is not flattered by one slow peak measurement.
   peakSamples.push(await measureFmaPeak(engine));
   const peak = Math.max(...peakSamples);
-  const flops = trainFlops(c, T, N, loraCfg);
+  const flops = records * trainFlops(c, T, N, loraCfg);
   const minBytes = trainAnalyticMinBytes(c, quant, T, loraCfg);
   const gflops = flops / (ms / 1000) / 1e9;
   const ours = {
@@ -209,11 +216,12 @@ export async function trainBench(argv: string[]): Promise<void> {
     layers: numLayers,
     quant,
     tokens: T,
+    records,
     scored: N,
     lora: `r${r} alpha16 on ${targets.join(',')}`,
     lora_params: loraParameterCount(c, loraCfg),
     ms: +ms.toFixed(1),
-    tokens_per_s: +((T * 1000) / ms).toFixed(2),
+    tokens_per_s: +((records * T * 1000) / ms).toFixed(2),
     gflop_per_step: +(flops / 1e9).toFixed(2),
     gflops: +gflops.toFixed(2),
     fma_peak_gflops: +peak.toFixed(2),
@@ -229,6 +237,12 @@ export async function trainBench(argv: string[]): Promise<void> {
     largest_buffer: largestBuffer,
   };
   emit(ours);
+  if (values.profile) {
+    // After the timed steps, so the profiler's own cost is not in them.
+    const profile = await profileSteps(engine, step, reps);
+    emit({ bench: 'train_profile', model: modelName, quant, tokens: T, records, ...profile });
+    console.log(`\n${formatProfile(profile)}\n`);
+  }
   llama.destroy();
   opt.destroy();
   engine.destroy();
@@ -236,12 +250,12 @@ export async function trainBench(argv: string[]): Promise<void> {
   let theirs: { ms: number; tokens_per_s: number; gflops: number; peak_bytes: number; peak_bytes_allocated: number } | null = null;
   if (!values['skip-tfjs']) {
     const { tfjsTrainStep } = await import('./tfjs-baseline.ts');
-    const tokenTargets = ids.map((_, i) => (i + 1 < T ? ids[i + 1] : -1));
-    const m = await tfjsTrainStep({ weights, lora, ids, targets: tokenTargets, lr: LR, reps });
+    const sequences = seqs.map(({ ids }) => ({ ids, targets: ids.map((_, i) => (i + 1 < T ? ids[i + 1] : -1)) }));
+    const m = await tfjsTrainStep({ weights, lora, sequences, lr: LR, reps });
     const tgflops = flops / (m.ms / 1000) / 1e9;
     theirs = {
       ms: m.ms,
-      tokens_per_s: (T * 1000) / m.ms,
+      tokens_per_s: (records * T * 1000) / m.ms,
       gflops: tgflops,
       peak_bytes: m.peakBytesInGpu,
       peak_bytes_allocated: m.peakBytesAllocatedInGpu,
@@ -255,6 +269,7 @@ export async function trainBench(argv: string[]): Promise<void> {
       layers: numLayers,
       dtype: 'f32',
       tokens: T,
+      records,
       scored: N,
       ms: +m.ms.toFixed(1),
       tokens_per_s: +theirs.tokens_per_s.toFixed(2),
@@ -288,15 +303,15 @@ export async function trainBench(argv: string[]): Promise<void> {
     });
   }
 
-  console.log(`\n| impl | model | weights | T | ms/step | tok/s | GFLOP/s | % of FMA peak | GPU peak bytes | analytic min |`);
+  console.log(`\n| impl | model | weights | records × T | ms/step | tok/s | GFLOP/s | % of FMA peak | GPU peak bytes | analytic min |`);
   console.log(`|---|---|---|---|---|---|---|---|---|---|`);
   console.log(
-    `| nlft | ${modelName} | ${quant} | ${T} | ${ours.ms} | ${ours.tokens_per_s} | ${ours.gflops} | ` +
+    `| nlft | ${modelName} | ${quant} | ${records} × ${T} | ${ours.ms} | ${ours.tokens_per_s} | ${ours.gflops} | ` +
       `${(100 * ours.of_peak).toFixed(1)}% | ${formatBytes(ours.peak_bytes)} | ${formatBytes(ours.analytic_min_bytes)} |`,
   );
   if (theirs) {
     console.log(
-      `| tfjs-webgpu | ${modelName} | f32 | ${T} | ${theirs.ms.toFixed(1)} | ${theirs.tokens_per_s.toFixed(2)} | ${theirs.gflops.toFixed(2)} | ` +
+      `| tfjs-webgpu | ${modelName} | f32 | ${records} × ${T} | ${theirs.ms.toFixed(1)} | ${theirs.tokens_per_s.toFixed(2)} | ${theirs.gflops.toFixed(2)} | ` +
         `${((100 * theirs.gflops) / peak).toFixed(1)}% | ${formatBytes(theirs.peak_bytes)} (pool ${formatBytes(theirs.peak_bytes_allocated)}) | - |`,
     );
     console.log(

@@ -280,7 +280,7 @@ export class GpuLlama {
           live,
           seqs.map((q) => q.ids.length),
         );
-        const enc = b.device.createCommandEncoder({ label: 'forward' });
+        const enc = b.device.createCommandEncoder({ label: 'no-grad forward' });
         await this.encodeForward(enc, up('ids', Uint32Array.from(seqs.flatMap((q) => q.ids))), acts, { rate: 0, seed: 0 }, live);
         const scored = {
           rows: up('rows', Uint32Array.from(rows)),

@@ -194,7 +194,6 @@ export class Ops {
     a: { x: TrackedBuffer; w: TrackedBuffer; out: TrackedBuffer; rstd: TrackedBuffer; T: number; C: number; eps: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'));
-    const gx = Math.min(a.T, MAX_WG);
     this.dispatch(
       enc,
       pl,
@@ -205,7 +204,7 @@ export class Ops {
         this.buf(3, a.out),
         this.buf(4, a.rstd),
       ],
-      [gx, Math.ceil(a.T / MAX_WG)],
+      grid1d(a.T),
       'rmsnorm',
     );
   }
@@ -227,7 +226,7 @@ export class Ops {
         this.buf(5, a.dy),
         this.buf(6, a.dx),
       ],
-      [Math.min(a.T, MAX_WG), Math.ceil(a.T / MAX_WG)],
+      grid1d(a.T),
       'rmsnorm.backward',
     );
   }

@@ -40,6 +40,7 @@ export async function nodeGpu(): Promise<GPU> {
     globals: Record<string, unknown>;
   };
   Object.assign(globalThis, globals);
-  instance = create([]);
+  // Exact timestamp-query values for `--profile` (Dawn rounds them to 64 µs by default, a browser's privacy rule).
+  instance = create(['disable-dawn-features=timestamp_quantization']);
   return instance;
 }

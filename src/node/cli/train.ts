@@ -9,6 +9,7 @@ import path from 'node:path';
 import { formatBytes } from '../../engine/buffers.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
+import { formatProfile, GpuProfiler } from '../../engine/profile.ts';
 import { UsageError } from '../../errors.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
 import { DEFAULT_LORA, loraParameterCount } from '../../model/lora.ts';
@@ -100,7 +101,8 @@ function describeSaliencyMode(mode: SaliencyMode, scorer: string | null): string
 }
 
 export async function trainCommand(argv: string[], out: (line: string) => void): Promise<RunEnd> {
-  const values = parse(argv, TRAIN_FLAGS);
+  // --profile: GPU time per kernel and phase, dispatches, submits, uploads and readbacks per step (docs/architecture.md §3c).
+  const values = parse(argv, { ...TRAIN_FLAGS, profile: { type: 'boolean' } });
   const modelDir = required(values, 'model');
   const dataFile = required(values, 'data');
   const outDir = required(values, 'out');
@@ -170,6 +172,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         const m = ev.metrics;
         if (ev.entries.length) await appendFile(saliencyFile, ev.entries.map((e) => `${JSON.stringify(e)}\n`).join(''));
         await appendFile(metricsFile, `${JSON.stringify(m)}\n`);
+        profiler?.step();
         out(
           `step ${String(m.step).padStart(4)}/${m.totalSteps}  loss ${m.loss.toFixed(4)}  lr ${m.lr.toExponential(2)} ` +
             ` grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`,
@@ -182,6 +185,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     const scored = scorer ? await scoreWithScorer(engine, opened, { ...scorer, id: scorerId!, quant }, plan, { onEvent }) : null;
     scorer = null;
     const llama = GpuLlama.create(engine.ops, model.weights, quant);
+    const profiler = values.profile ? GpuProfiler.attach(engine.ctx.device) : null;
     const ctl = new AbortController();
     const onSigint = () => ctl.abort();
     process.once('SIGINT', onSigint);
@@ -198,6 +202,11 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       },
       scored,
     ).finally(() => process.off('SIGINT', onSigint));
+    if (profiler) {
+      // The first step also holds compiles (and a static run's scoring): averaged over the others when there are any.
+      out(formatProfile(await profiler.report(1)));
+      profiler.detach();
+    }
     const params = await llama.lora!.read();
     await writePeftAdapter(outDir, peftAdapterFiles(params, lora, { baseModel: modelDir }));
     if (lastCheckpoint) await writeFile(path.join(outDir, CHECKPOINT_FILE), lastCheckpoint);

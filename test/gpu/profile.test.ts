@@ -1,0 +1,139 @@
+/**
+ * The per-kernel profile (src/engine/profile.ts) on a tiny model: one SFT step (forward keeping
+ * activations, three score readbacks, backward, AdamW, the norm's readback) profiled with
+ * timestamp-query and with fenced timing. The dispatches of one decoder layer (a two-layer model
+ * minus a one-layer model) must be those the layer's blocks record (docs/architecture.md §3),
+ * the uploads and readbacks exactly the step's own bytes, the kernels' GPU time within the step's
+ * wall time, and `detach` must give the device its own methods back.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GpuLlama } from '../../src/engine/llama.ts';
+import { GpuProfiler, type ProfileReport } from '../../src/engine/profile.ts';
+import { lossCoefficients, TrainPass, type TermKind } from '../../src/engine/train-pass.ts';
+import { initLora } from '../../src/model/lora.ts';
+import { makeTinyLlama } from '../../src/model/demo.ts';
+import { AdamW } from '../../src/train/optimizer.ts';
+import { TINY_SHAPE } from '../fixtures/tiny-llama.ts';
+import { testGpu, type TestGpu } from '../helpers/gpu.ts';
+
+let g: TestGpu;
+beforeAll(async () => {
+  g = await testGpu();
+});
+afterAll(() => g?.destroy());
+
+const T = 12;
+const ROWS = [4, 5, 6, 7, 8, 9, 10];
+const R = ROWS.length;
+
+/** Profile of the second of two SFT steps (the first compiles the pipelines) on a model of `numLayers` layers. */
+async function profiledStep(numLayers: number, timestamps: boolean): Promise<ProfileReport> {
+  const weights = makeTinyLlama({ ...TINY_SHAPE, numLayers, vocabSize: 64, seed: 3 });
+  const lora = initLora(weights.config, { r: 4, alpha: 4, dropout: 0, targets: ['gate_proj', 'up_proj', 'down_proj'] }, 5);
+  const model = GpuLlama.create(g.ops, weights, 'f32', lora);
+  const opt = new AdamW(g, model.lora!.params, model.lora!.enableGradients(), model.lora!.n);
+  const ids = Array.from({ length: T }, (_, i) => (i * 13 + 5) % 64);
+  const kinds: TermKind[] = ROWS.map(() => 'likelihood');
+  const w = new Float32Array(R).fill(1 / R);
+  const profiler = GpuProfiler.attach(g.ctx.device, { timestamps });
+  try {
+    for (let step = 1; step <= 2; step++) {
+      const pass = await TrainPass.forward(
+        model,
+        ids,
+        ROWS,
+        ROWS.map((r) => ids[r + 1]),
+        { rate: 0, seed: 0 },
+      );
+      await pass.backward(lossCoefficients(kinds, w, pass.scores));
+      const enc = g.ctx.device.createCommandEncoder({ label: 'optimizer step' });
+      await opt.step(enc, { lr: 1e-3, step, gradScale: 1 });
+      g.ctx.device.queue.submit([enc.finish()]);
+      await opt.lastGradNorm();
+      profiler.step();
+    }
+    return await profiler.report(1);
+  } finally {
+    profiler.detach();
+    opt.destroy();
+    model.destroy();
+  }
+}
+
+/** Dispatches per step of each kernel family (all phases together). */
+function callsByKernel(r: ProfileReport): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const k of r.kernels) m.set(k.kernel, (m.get(k.kernel) ?? 0) + k.calls);
+  return m;
+}
+
+describe('per-kernel profile', () => {
+  it('counts the dispatches one decoder layer records, the step submits, uploads and readbacks, with timestamp-query', async () => {
+    expect(g.ctx.adapter.features.timestampQuery).toBe(true);
+    const one = await profiledStep(1, true);
+    const two = await profiledStep(2, true);
+    expect(two.source).toBe('timestamp-query');
+    expect(two.steps).toBe(1);
+    const perLayer = new Map<string, number>();
+    const [a, b] = [callsByKernel(one), callsByKernel(two)];
+    for (const [k, n] of b) if (n !== a.get(k)) perLayer.set(k, n - (a.get(k) ?? 0));
+    // Forward: 2 norms; q, k, v, o and gate/up/down each with its LoRA A and B (4 + 3·3 matmuls);
+    // RoPE on q and k; attention; SwiGLU. Backward: each of the 7 projections' dx through the
+    // frozen weight plus B and A of the 3 adapted ones (7 + 3·2 matmul_dx), their dA and dB
+    // (3·2 matmul_tn), 2 norms, inverse RoPE on q and k, attention's delta, dq and dk/dv, SwiGLU.
+    expect(Object.fromEntries(perLayer)).toEqual({
+      rmsnorm: 2,
+      matmul: 13,
+      rope: 4,
+      attention: 1,
+      swiglu: 1,
+      matmul_dx: 13,
+      matmul_tn: 6,
+      'rmsnorm.backward': 2,
+      'attention.delta': 1,
+      'attention.dq': 1,
+      'attention.dkdv': 1,
+      'swiglu.backward': 1,
+    });
+    const phase = (r: ProfileReport, p: string) => r.phases.find((x) => x.phase === p)?.calls ?? 0;
+    expect(phase(two, 'train forward') - phase(one, 'train forward')).toBe(2 + 13 + 2 + 1 + 1);
+    expect(phase(two, 'backward') - phase(one, 'backward')).toBe(13 + 6 + 2 + 2 + 3 + 1);
+    expect(phase(two, 'optimizer step')).toBe(3); // gradnorm partial and finish, adamw
+    expect(two.dispatches).toBe([...b.values()].reduce((s, n) => s + n, 0));
+    // Submits: forward, its 3 score readbacks, backward, optimizer, the norm's readback.
+    expect(two.submits).toBe(7);
+    expect(two.readbacks).toBe(4);
+    expect(two.readbackBytes).toBe(3 * 4 * R + 4);
+    // Uploads: ids, the RoPE table (T, D/2, 2), the sequence starts (T), rows, targets,
+    // coefficients (R,2), the optimizer's two uniforms (16 + 48 bytes).
+    const D = TINY_SHAPE.hiddenSize / TINY_SHAPE.numHeads;
+    expect(two.uploads).toBe(8);
+    expect(two.uploadBytes).toBe(4 * T + 4 * T * D + 4 * T + 4 * R + 4 * R + 8 * R + 64);
+    for (const k of two.kernels) expect(k.ms, k.kernel).toBeGreaterThan(0);
+    expect(two.gpuMs).toBeCloseTo(
+      two.kernels.reduce((s, k) => s + k.ms, 0),
+      6,
+    );
+    expect(two.gpuMs).toBeLessThanOrEqual(two.wallMs);
+    expect(two.waitMs + two.cpuMs).toBeCloseTo(two.wallMs, 6);
+    expect(two.waitMs).toBeLessThanOrEqual(two.wallMs);
+  });
+
+  it('falls back to fenced timing per phase with the same counts, and detach restores the device', async () => {
+    const fenced = await profiledStep(1, false);
+    const stamped = await profiledStep(1, true);
+    expect(fenced.source).toBe('fenced');
+    expect(callsByKernel(fenced)).toEqual(callsByKernel(stamped));
+    expect([fenced.submits, fenced.readbacks, fenced.uploads]).toEqual([stamped.submits, stamped.readbacks, stamped.uploads]);
+    for (const k of fenced.kernels) expect(k.ms).toBe(0);
+    for (const p of ['train forward', 'backward', 'optimizer step']) {
+      const row = fenced.phases.find((x) => x.phase === p);
+      expect(row?.ms, p).toBeGreaterThan(0);
+    }
+    expect(fenced.gpuMs).toBeLessThanOrEqual(fenced.wallMs);
+    const device = g.ctx.device as unknown as object;
+    const queue = g.ctx.device.queue as unknown as object;
+    for (const name of ['createCommandEncoder', 'createBuffer']) expect(Object.hasOwn(device, name), name).toBe(false);
+    for (const name of ['submit', 'writeBuffer', 'onSubmittedWorkDone']) expect(Object.hasOwn(queue, name), name).toBe(false);
+  });
+});
