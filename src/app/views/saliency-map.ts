@@ -58,5 +58,5 @@ export function describeEntry(e: SaliencyEntry): string {
   const notes = [e.sixPercentRule ? '6% rule: only unlikely tokens train' : '', e.skipped ? 'skipped (no unlikely token)' : '']
     .filter(Boolean)
     .join('; ');
-  return `Record ${e.index} (${e.id}, ${e.polarity}) at step ${e.step ?? '–'}: loss ${e.loss.toFixed(3)}; ${found} of ${e.tokens.length} tokens${notes ? `; ${notes}` : ''}`;
+  return `Record ${e.index} (${e.id}, ${e.polarity})${e.step === null ? ' before training' : ` at step ${e.step}`}: loss ${e.loss.toFixed(3)}; ${found} of ${e.tokens.length} tokens${notes ? `; ${notes}` : ''}`;
 }
