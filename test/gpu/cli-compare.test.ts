@@ -90,7 +90,20 @@ it('trains 2 arms × 2 seeds, evaluates each and the base, and writes compare.js
   expect(r.code).toBe(0);
   expect(r.stdout).toContain('compare    2 arms × 2 seeds');
   expect(r.stdout).toMatch(/^train {6}\[nlft:lambda=5 seed 1\] → /m);
-  expect(r.stdout).toMatch(/^eval {7}base model: system "Solve it\. End with #### and the number\."$/m);
+  expect(r.stdout).toMatch(/^eval {7}base model: system "Solve it\. End with #### and the number\." on .+$/m);
+  // Seed by seed, each run evaluated when trained.
+  const order = [...r.stdout.matchAll(/^(train|eval) {6,7}(\[[^\]]+\]|base model)/gm)].map((m) => `${m[1]} ${m[2]}`);
+  expect(order.filter((line, i) => line !== order[i - 1])).toEqual([
+    'train [sft seed 0]',
+    'eval [sft seed 0]',
+    'train [nlft:lambda=5 seed 0]',
+    'eval [nlft:lambda=5 seed 0]',
+    'train [sft seed 1]',
+    'eval [sft seed 1]',
+    'train [nlft:lambda=5 seed 1]',
+    'eval [nlft:lambda=5 seed 1]',
+    'eval base model',
+  ]);
 
   const json = JSON.parse(await readFile(path.join(out, 'compare.json'), 'utf8'));
   expect(json.reference).toBe('sft');

@@ -3,8 +3,8 @@
  * model on the same test items, and print and write the table (docs/method.md §7.1). An arm is a
  * method with its own training flags (`nlft:negatives-without-saliency=skip`, `sft`): its pairs
  * become `nlft train` flags over the shared ones, so every training flag works in an arm. Each run
- * is `nlft train`'s code path in this process; the evaluation loads the model once and swaps the
- * adapters on it; each run is asked under the system text it trained with (`runSystemText`).
+ * is `nlft train`'s code path in this process, seed by seed, and is evaluated as soon as it is
+ * trained, under the system text it trained with (`runSystemText`); the base model last.
  * With --out a compare continues where an earlier one stopped: a run folder whose training finished
  * with the same flags is kept, and an evaluation already made with the same settings is reused
  * (`compare-run.json` in each run folder, `base-eval.json` for the base model).
@@ -168,9 +168,12 @@ export async function compareCommand(argv: string[], out: (line: string) => void
   process.on('SIGINT', onSigint);
   try {
     out(`compare    ${arms.length} arms × ${seeds.length} seeds on ${dataFile}; evaluated on ${evalFile}`);
+    const target = { spec, quant, runsDir, keep: outDir !== null };
+    const request = { data: evalData, limit, maxNewTokens: maxNew };
     const runs: CompareRun[] = [];
-    for (const [a, arm] of arms.entries())
-      for (const seed of seeds) {
+    // Seed by seed, each run evaluated when trained: a first seed of every arm is known early.
+    for (const seed of seeds)
+      for (const [a, arm] of arms.entries()) {
         if (ctl.signal.aborted) break;
         const slug = `${String(a + 1).padStart(2, '0')}-${arm.name.replace(/[^A-Za-z0-9._-]+/g, '_')}-seed${seed}`;
         const dir = path.join(runsDir, slug);
@@ -201,20 +204,15 @@ export async function compareCommand(argv: string[], out: (line: string) => void
         }
         const seconds = await runSeconds(dir, (performance.now() - t0) / 1000);
         const system = typeof values.system === 'string' ? values.system : ((await runSystemText(dir))?.text ?? DEFAULT_INSTRUCTION);
-        runs.push({ arm: arm.name, seed, dir, status, trainSeconds: seconds, system, eval: null });
+        const run: CompareRun = { arm: arm.name, seed, dir, status, trainSeconds: seconds, system, eval: null };
+        runs.push(run);
+        run.eval = await evaluateRun(target, run, request, ctl.signal, out);
       }
+    // The table and compare.json list the runs arm by arm.
+    runs.sort((x, y) => arms.findIndex((a) => a.name === x.arm) - arms.findIndex((a) => a.name === y.arm) || x.seed - y.seed);
     const reference = arms.some((a) => a.name === 'sft') ? 'sft' : arms[0].name;
     const baseSystem = (runs.find((r) => r.arm === reference) ?? runs[0])?.system ?? DEFAULT_INSTRUCTION;
-    const base = ctl.signal.aborted
-      ? null
-      : await evaluateRuns(
-          { spec, quant, runsDir, keep: outDir !== null },
-          runs,
-          { data: evalData, limit, maxNewTokens: maxNew },
-          baseSystem,
-          ctl.signal,
-          out,
-        );
+    const base = ctl.signal.aborted ? null : await evaluateRun(target, null, request, ctl.signal, out, baseSystem);
     const evaluated = runs.filter((r) => r.eval && !r.eval.stopped);
     const stopped = !base || base.stopped || evaluated.length < arms.length * seeds.length;
     if (stopped) {
@@ -307,70 +305,67 @@ async function finishedRun(dir: string, argv: string[]): Promise<boolean> {
   }
 }
 
+/** Where and how `evaluateRun` evaluates: the model, its quantization, the runs' folder, and whether marks are kept. */
+interface EvalTarget {
+  spec: string;
+  quant: ReturnType<typeof quantOption>;
+  runsDir: string;
+  keep: boolean;
+}
+
 /**
- * The base model (under `baseSystem`: --system, else the reference arm's text) and then every
- * run's adapter on the same weights, loaded once, each under its run's system text; fills `runs[i].eval`.
- * With `keep`, an evaluation made earlier with the same model, test bytes, limit, length and text
- * is taken from its mark, and every new one is added to it (a stopped one is not).
+ * One evaluation of the comparison: a run's adapter under the system text it trained with, or (run
+ * null) the base model under `baseSystem` (--system, else the reference arm's text). The model is
+ * loaded for it and freed after, so no second copy is held while the next run trains. With `keep`,
+ * an evaluation made earlier with the same model, test bytes, limit, length and text is taken from
+ * the run's mark, and a new one is added to it (a stopped one is not).
  */
-async function evaluateRuns(
-  target: { spec: string; quant: ReturnType<typeof quantOption>; runsDir: string; keep: boolean },
-  runs: CompareRun[],
+async function evaluateRun(
+  target: EvalTarget,
+  run: CompareRun | null,
   request: { data: DatasetFile; limit: number; maxNewTokens: number },
-  baseSystem: string,
   signal: AbortSignal,
   out: (line: string) => void,
+  baseSystem = DEFAULT_INSTRUCTION,
 ): Promise<EvalOutcome> {
   const { spec, quant, runsDir, keep } = target;
-  const testHash = createHash('sha256').update(request.data.bytes).digest('hex');
-  const keyOf = (system: string) =>
-    JSON.stringify({ model: spec, quant, test: testHash, limit: request.limit, maxNew: request.maxNewTokens, system });
-  const markFile = (r: CompareRun | null) => (r ? path.join(r.dir, RUN_MARK) : path.join(runsDir, BASE_EVAL));
-  const marks = new Map<CompareRun | null, RunMark>();
-  for (const r of [null, ...runs]) marks.set(r, (keep ? await readRunMark(markFile(r)) : null) ?? { argv: [], evals: [] });
-  let loaded: { m: LoadedJobModel; destroy: () => void } | null = null;
-  const load = async () => {
-    const { model, tok } = await loadModelWithTokenizer(spec, 'evaluation', out);
-    const { engine, note } = await createTunedEngine(model.config, quant);
-    out(`kernels    ${note} on ${adapterName(engine.ctx.adapter)}`);
+  const system = run ? run.system : baseSystem;
+  const tag = run ? `[${run.arm} seed ${run.seed}]` : 'base model';
+  const markFile = run ? path.join(run.dir, RUN_MARK) : path.join(runsDir, BASE_EVAL);
+  const mark = (keep ? await readRunMark(markFile) : null) ?? { argv: [], evals: [] };
+  const key = JSON.stringify({
+    model: spec,
+    quant,
+    test: createHash('sha256').update(request.data.bytes).digest('hex'),
+    limit: request.limit,
+    maxNew: request.maxNewTokens,
+    system,
+  });
+  const report = (o: EvalOutcome, how: string) =>
+    out(`eval       ${tag}: accuracy ${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%${how}`);
+  const kept = mark.evals.find((e) => e.key === key)?.outcome;
+  if (kept) {
+    report(kept, ' (kept from an earlier compare)');
+    return kept;
+  }
+  const { model, tok } = await loadModelWithTokenizer(spec, 'evaluation', () => {});
+  const { engine } = await createTunedEngine(model.config, quant);
+  try {
     const m: LoadedJobModel = { llama: GpuLlama.create(engine.ops, model.weights, quant), tok, name: spec, quant, trained: null };
-    return { m, destroy: () => engine.destroy() };
-  };
-  const evalOne = async (r: CompareRun | null, system: string): Promise<EvalOutcome> => {
-    const tag = r ? `[${r.arm} seed ${r.seed}]` : 'base model';
-    const mark = marks.get(r)!;
-    const key = keyOf(system);
-    const kept = mark.evals.find((e) => e.key === key)?.outcome;
-    const report = (o: EvalOutcome, how: string) =>
-      out(`eval       ${tag}: accuracy ${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%${how}`);
-    if (kept) {
-      report(kept, ' (kept from an earlier compare)');
-      return kept;
-    }
-    loaded ??= await load();
-    const { m } = loaded;
-    if (r) {
-      const peft = await readPeftAdapter(new FolderSource(r.dir), m.llama.config);
+    if (run) {
+      const peft = await readPeftAdapter(new FolderSource(run.dir), model.config);
       m.llama.setLora(peft.lora);
       m.trained = peft.config;
     }
-    out(`eval       ${tag}: ${describeSystem(system)}`);
+    out(`eval       ${tag}: ${describeSystem(system)} on ${adapterName(engine.ctx.adapter)}`);
     const o = await runEvaluation(m, { ...request, system }, { signal });
-    report(o, '');
+    report(o, o.stopped ? ' (stopped)' : '');
     if (keep && !o.stopped) {
       mark.evals.push({ key, outcome: o });
-      await writeFile(markFile(r), `${JSON.stringify(mark)}\n`);
+      await writeFile(markFile, `${JSON.stringify(mark)}\n`);
     }
     return o;
-  };
-  try {
-    const base = await evalOne(null, baseSystem);
-    for (const r of runs) {
-      if (signal.aborted) break;
-      r.eval = await evalOne(r, r.system);
-    }
-    return base;
   } finally {
-    (loaded as { destroy: () => void } | null)?.destroy();
+    engine.destroy();
   }
 }
