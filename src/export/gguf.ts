@@ -306,7 +306,13 @@ export function ggufLoraAdapter(lora: LoraSet, c: LoraConfig, model: LlamaConfig
  * trained on, e.g. converted with llama.cpp's `convert_hf_to_gguf.py`).
  */
 export function ggufAdapterUsage(base: string, adapterFile = GGUF_ADAPTER_FILE): { modelfile: string; llamaCpp: string } {
-  const baseFile = `${base.split('/').pop() ?? base}.gguf`.replace(/\.gguf\.gguf$/, '.gguf');
+  const name =
+    base
+      .replace(/[/\\]+$/, '')
+      .split(/[/\\]/)
+      .pop()
+      ?.replace(/@.*$/, '') || 'base';
+  const baseFile = name.endsWith('.gguf') ? name : `${name}.gguf`;
   return {
     modelfile: `# the base must be the same model (${base}) in GGUF\nFROM ./${baseFile}\nADAPTER ./${adapterFile}\n`,
     llamaCpp: `llama-cli -m ${baseFile} --lora ${adapterFile}`,
