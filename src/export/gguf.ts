@@ -300,21 +300,28 @@ export function ggufLoraAdapter(lora: LoraSet, c: LoraConfig, model: LlamaConfig
   });
 }
 
-/**
- * How to run the base model with the adapter in Ollama and llama.cpp: a ready `Modelfile`
- * and a `llama-cli` line, the base named by `base` (a GGUF of the same model the adapter was
- * trained on, e.g. converted with llama.cpp's `convert_hf_to_gguf.py`).
- */
-export function ggufAdapterUsage(base: string, adapterFile = GGUF_ADAPTER_FILE): { modelfile: string; llamaCpp: string } {
-  const name =
-    base
+/** The last component of a path or Hub id (`org/name@rev` → `name`). */
+function lastComponent(spec: string): string {
+  return (
+    spec
       .replace(/[/\\]+$/, '')
       .split(/[/\\]/)
       .pop()
-      ?.replace(/@.*$/, '') || 'base';
+      ?.replace(/@.*$/, '') ?? ''
+  );
+}
+
+/**
+ * How to run the base model with the adapter in Ollama and llama.cpp: a ready `Modelfile` (to
+ * put beside the adapter) and a `llama-cli` line. The base is named after `base` (the model the
+ * adapter was trained on; it must be that same model in GGUF, e.g. converted with llama.cpp's
+ * `convert_hf_to_gguf.py`).
+ */
+export function ggufAdapterUsage(base: string, adapterPath = GGUF_ADAPTER_FILE): { modelfile: string; llamaCpp: string } {
+  const name = lastComponent(base) || 'base';
   const baseFile = name.endsWith('.gguf') ? name : `${name}.gguf`;
   return {
-    modelfile: `# the base must be the same model (${base}) in GGUF\nFROM ./${baseFile}\nADAPTER ./${adapterFile}\n`,
-    llamaCpp: `llama-cli -m ${baseFile} --lora ${adapterFile}`,
+    modelfile: `# the base must be the same model (${base}) in GGUF\nFROM ./${baseFile}\nADAPTER ./${lastComponent(adapterPath)}\n`,
+    llamaCpp: `llama-cli -m ${baseFile} --lora ${adapterPath}`,
   };
 }
