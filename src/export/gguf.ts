@@ -25,6 +25,7 @@ import {
   ggufRopeRowSource,
 } from '../model/gguf-format.ts';
 import { type LoraConfig, type LoraSet, validateLoraConfig } from '../model/lora.ts';
+import { f32ToF16Bits } from '../model/safetensors.ts';
 import { projectionShapes } from '../model/size.ts';
 import { PROJECTIONS, type Projection } from '../model/weights.ts';
 
@@ -147,30 +148,6 @@ function writeScalar(out: ByteWriter, type: GgufNumericType, x: number): void {
   const { range } = NUMERIC[type];
   if (range !== null && !(Number.isInteger(x) && x >= range[0] && x < range[1])) throw new RangeError(`writeGguf: ${x} is not a ${type}`);
   out.numeric(type, x);
-}
-
-/** The IEEE half-precision bits of `x`, rounded to nearest even (overflow to infinity). */
-function f32ToF16Bits(x: number): number {
-  const f32 = new Float32Array([x]);
-  const bits = new Uint32Array(f32.buffer)[0];
-  const sign = (bits >>> 16) & 0x8000;
-  const exp = (bits >>> 23) & 0xff;
-  const mant = bits & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 0x1f) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    const m = mant | 0x800000;
-    const shift = 14 - e;
-    const half = m >>> shift;
-    const rest = m & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    return sign | (half + (rest > mid || (rest === mid && half & 1) ? 1 : 0));
-  }
-  const half = (e << 10) | (mant >>> 13);
-  const rest = mant & 0x1fff;
-  return sign | (half + (rest > 0x1000 || (rest === 0x1000 && half & 1) ? 1 : 0));
 }
 
 /** A growable little-endian byte buffer. */

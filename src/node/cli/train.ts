@@ -11,7 +11,7 @@ import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { formatProfile, GpuProfiler } from '../../engine/profile.ts';
 import { UsageError } from '../../errors.ts';
-import { GGUF_ADAPTER_FILE, ggufLoraAdapter } from '../../export/gguf.ts';
+import { GGUF_ADAPTER_FILE } from '../../export/gguf.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
 import { DEFAULT_LORA, loraParameterCount } from '../../model/lora.ts';
 import type { Projection } from '../../model/weights.ts';
@@ -210,9 +210,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       profiler.detach();
     }
     const params = await llama.lora!.read();
-    await writePeftAdapter(outDir, peftAdapterFiles(params, lora, { baseModel: modelDir }));
-    const gguf = ggufLoraAdapter(params, lora, model.config);
-    await writeFile(path.join(outDir, GGUF_ADAPTER_FILE), gguf);
+    const files = peftAdapterFiles(params, lora, { baseModel: modelDir, model: model.config });
+    await writePeftAdapter(outDir, files);
     if (lastCheckpoint) await writeFile(path.join(outDir, CHECKPOINT_FILE), lastCheckpoint);
     const record = trainRunRecord(plan, result, {
       model: { path: modelDir, quant, config: model.config },
@@ -228,7 +227,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       `${what}: ${end.steps}/${result.totalSteps} steps, last loss ${result.lastLoss.toFixed(4)}, ` +
         `peak ${formatBytes(result.peakBytes)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`,
     );
-    printGgufUsage(modelDir, path.join(outDir, GGUF_ADAPTER_FILE), gguf.length, out);
+    printGgufUsage(modelDir, path.join(outDir, GGUF_ADAPTER_FILE), files[GGUF_ADAPTER_FILE]?.length ?? 0, out);
     if (end.status === 'non-finite') process.exitCode = 1;
     return end;
   } finally {
