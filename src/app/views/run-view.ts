@@ -30,15 +30,24 @@ function fileLink(name: string, content: string | Uint8Array, testid: string): H
   return h('a', { href: URL.createObjectURL(blob), download: name, testid, class: 'download' }, `${name} (${formatBytes(blob.size)})`);
 }
 
-/** The GGUF adapter's link, and the Ollama Modelfile and llama.cpp line for the base named in the PEFT config. */
+/** The GGUF adapter's row: its link, and the Ollama Modelfile and llama.cpp line for the base named in the PEFT config. */
 function ggufDownload(gguf: Uint8Array, peftConfig: string): HTMLElement[] {
   const named = (JSON.parse(peftConfig) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
   const { modelfile, llamaCpp } = ggufAdapterUsage(typeof named === 'string' && named !== '' ? named : 'base');
   return [
-    h('strong', { class: 'export-gguf' }, 'For llama.cpp and Ollama:'),
-    fileLink(GGUF_ADAPTER_FILE, gguf, 'export-gguf'),
-    h('pre', { class: 'modelfile', testid: 'export-modelfile', title: 'Ollama Modelfile: ollama create NAME -f Modelfile' }, modelfile),
-    h('code', { testid: 'export-llamacpp' }, llamaCpp),
+    h(
+      'p',
+      { class: 'actions' },
+      h('strong', {}, 'For llama.cpp and Ollama:'),
+      fileLink(GGUF_ADAPTER_FILE, gguf, 'export-gguf'),
+      h(
+        'span',
+        { class: 'hint' },
+        'On the same base model in GGUF. Ollama: this Modelfile beside both files, then ollama create NAME -f Modelfile.',
+      ),
+    ),
+    h('pre', { class: 'modelfile', testid: 'export-modelfile' }, modelfile),
+    h('pre', { class: 'modelfile', testid: 'export-llamacpp' }, llamaCpp),
   ];
 }
 
@@ -61,7 +70,7 @@ export function createRunView(opts: { onUseAnchor: () => void }): RunView {
     salBody,
     renderSaliencyLegend(),
   );
-  const exportBox = h('div', { class: 'actions', testid: 'train-export', hidden: true });
+  const exportBox = h('div', { testid: 'train-export', hidden: true });
   let shown: StoredRun | null = null;
 
   /** The entry picked in the menu (kept across updates while that record is listed). */
@@ -107,10 +116,14 @@ export function createRunView(opts: { onUseAnchor: () => void }): RunView {
       if (!files) return exportBox.replaceChildren();
       const gguf = files[GGUF_ADAPTER_FILE];
       exportBox.replaceChildren(
-        h('strong', {}, 'Adapter (PEFT):'),
-        fileLink(ADAPTER_CONFIG_FILE, files[ADAPTER_CONFIG_FILE], 'export-config'),
-        fileLink(ADAPTER_WEIGHTS_FILE, files[ADAPTER_WEIGHTS_FILE], 'export-weights'),
-        h('span', { class: 'hint' }, 'Put both in one folder; PEFT loads it with PeftModel.from_pretrained.'),
+        h(
+          'p',
+          { class: 'actions' },
+          h('strong', {}, 'Adapter (PEFT):'),
+          fileLink(ADAPTER_CONFIG_FILE, files[ADAPTER_CONFIG_FILE], 'export-config'),
+          fileLink(ADAPTER_WEIGHTS_FILE, files[ADAPTER_WEIGHTS_FILE], 'export-weights'),
+          h('span', { class: 'hint' }, 'Put both in one folder; PEFT loads it with PeftModel.from_pretrained.'),
+        ),
         ...(gguf ? ggufDownload(gguf, files[ADAPTER_CONFIG_FILE]) : []),
       );
     },
