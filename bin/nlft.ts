@@ -12,6 +12,7 @@ import { generateCommand } from '../src/node/cli/generate.ts';
 import { evalCommand } from '../src/node/cli/eval.ts';
 import { prepareCommand } from '../src/node/cli/prepare.ts';
 import { compareCommand } from '../src/node/cli/compare.ts';
+import { exportCommand } from '../src/node/cli/export.ts';
 
 const USAGE = `usage: nlft <command> [options]
 
@@ -31,7 +32,8 @@ commands:
             [--memory-budget MiB] [--resume DIR] [--profile]
             [NLFT options] [--saliency dynamic|static] [--scorer MODEL]
             LoRA fine-tuning: NLFT on records with the model's outputs (and judgments), or SFT on answers;
-            writes a PEFT adapter, metrics.jsonl, saliency.jsonl (NLFT), run.json and checkpoint.safetensors
+            writes a PEFT adapter, adapter.gguf (the same adapter for llama.cpp and Ollama), metrics.jsonl,
+            saliency.jsonl (NLFT), run.json and checkpoint.safetensors
 
   generate  --model M --prompt TEXT [--adapter DIR] [--chat] [--system TEXT] [--max-new 256] [--temperature 0] [--seed 0]
             [--quant q8] [--out FILE]
@@ -46,6 +48,9 @@ commands:
             trains every arm × seed with the same training flags (an arm's key=value pairs are its own flags),
             evaluates each adapter and the base model greedily, and prints (with --out, writes compare.json and
             compare.md) accuracy per seed, mean ± sd, the difference to sft with a paired bootstrap 95% interval
+  export    --adapter DIR --format gguf [--out DIR/adapter.gguf] [--model M]
+            a PEFT adapter folder as a GGUF LoRA adapter for llama.cpp (llama-cli --lora) and Ollama (ADAPTER),
+            with a ready Modelfile; M (default: the adapter's base_model_name_or_path) gives the shapes to check
   prepare   --model M --data FILE --out nlft.json [--adapter DIR] [--limit N] [--temperature 0.6] [--max-new 512]
             [--seed 0] [--quant q8] [--system TEXT | --templates FILE] [--judge-url URL --judge-model NAME]
             NLFT records from {question, answer}: the model's own answers, graded, wrong ones judged (by a judge
@@ -65,6 +70,7 @@ const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => 
   eval: evalCommand,
   prepare: prepareCommand,
   compare: compareCommand,
+  export: exportCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -17,6 +17,7 @@ import { GpuLlama } from '../src/engine/llama.ts';
 import type { TuningCache } from '../src/engine/tune.ts';
 import { NlftError } from '../src/errors.ts';
 import type { DatasetScores } from '../src/nlft/method.ts';
+import { GGUF_ADAPTER_FILE } from '../src/export/gguf.ts';
 import { ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles } from '../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
 import { PickedFilesSource } from '../src/model/files-source.ts';
@@ -458,8 +459,9 @@ export class TrainerHost implements TrainerApi {
       const lora = this.#model?.llama.lora;
       if (!this.#trained || !lora)
         throw new NlftError('No trained adapter to export: train first (a new model load drops the adapter).', 'not-ready');
-      const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: this.#model!.id });
-      return this.#deps.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer]);
+      const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: this.#model!.id, model: this.#model!.llama.config });
+      const gguf = files[GGUF_ADAPTER_FILE];
+      return this.#deps.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer, ...(gguf ? [gguf.buffer as ArrayBuffer] : [])]);
     });
   }
 }

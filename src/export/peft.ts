@@ -7,6 +7,7 @@
  */
 import type { LoraSet } from '../model/lora.ts';
 import { ModelFormatError } from '../errors.ts';
+import { GGUF_ADAPTER_FILE, ggufLoraAdapter } from './gguf.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { loraConfigIssue, validateLoraConfig, type LoraConfig } from '../model/lora.ts';
 import { readSafetensorsHeader, readTensorF32, writeSafetensors, type SafetensorsTensor } from '../model/safetensors.ts';
@@ -19,10 +20,14 @@ import { describeJsonValue, isRecord } from '../util/json.ts';
 export const ADAPTER_CONFIG_FILE = 'adapter_config.json';
 export const ADAPTER_WEIGHTS_FILE = 'adapter_model.safetensors';
 
-/** The two files of a PEFT adapter folder. */
+/**
+ * The files of an adapter folder: PEFT's two, and `adapter.gguf` (the same adapter for llama.cpp
+ * and Ollama) when the model's config was given.
+ */
 export interface PeftAdapterFiles {
   'adapter_config.json': string;
   'adapter_model.safetensors': Uint8Array;
+  'adapter.gguf'?: Uint8Array;
 }
 
 /** An adapter read back: its parameters, hyper-parameters and `base_model_name_or_path`. */
@@ -63,13 +68,14 @@ const KEY_PATTERN = /^base_model\.model\.model\.layers\.(0|[1-9]\d*)\.(self_attn
  * `task_type`, `r`, `lora_alpha`, `lora_dropout`, `target_modules` (in the config's order),
  * `bias`, `base_model_name_or_path`, `fan_in_fan_out`, `inference_mode` and
  * `modules_to_save`; the safetensors file holds A then B of every targeted projection,
- * layer by layer in `PROJECTIONS` order, as F32.
+ * layer by layer in `PROJECTIONS` order, as F32. With `meta.model`, also `adapter.gguf`
+ * (`ggufLoraAdapter`).
  *
  * @throws NlftError for an invalid config (see `validateLoraConfig`)
  * @throws RangeError when `lora` does not hold exactly the config's targets in every layer,
  *   with rank `r`, scale alpha / r and whole rows
  */
-export function peftAdapterFiles(lora: LoraSet, c: LoraConfig, meta: { baseModel: string }): PeftAdapterFiles {
+export function peftAdapterFiles(lora: LoraSet, c: LoraConfig, meta: { baseModel: string; model?: LlamaConfig }): PeftAdapterFiles {
   validateLoraConfig(c);
   const tensors: SafetensorsTensor[] = [];
   lora.forEach((layer, i) => {
@@ -108,6 +114,7 @@ export function peftAdapterFiles(lora: LoraSet, c: LoraConfig, meta: { baseModel
   return {
     [ADAPTER_CONFIG_FILE]: `${JSON.stringify(config, null, 2)}\n`,
     [ADAPTER_WEIGHTS_FILE]: writeSafetensors(tensors, { format: 'pt' }),
+    ...(meta.model === undefined ? {} : { [GGUF_ADAPTER_FILE]: ggufLoraAdapter(lora, c, meta.model) }),
   };
 }
 

@@ -3,8 +3,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PeftAdapterFiles } from '../export/peft.ts';
 
-/** Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`, creating it when missing. */
+/** Writes the adapter's files (`adapter_config.json`, `adapter_model.safetensors`, `adapter.gguf` when given) into `dir`, creating it when missing. */
 export async function writePeftAdapter(dir: string, files: PeftAdapterFiles): Promise<void> {
   await mkdir(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) await writeFile(path.join(dir, name), content);
+  for (const [name, content] of Object.entries(files)) if (content !== undefined) await writeFile(path.join(dir, name), content);
 }

@@ -12,6 +12,7 @@ import { build, preview, type PreviewServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { compareRows } from '../../src/eval/compare.ts';
+import { ggufLoraAdapter } from '../../src/export/gguf.ts';
 import { readPeftAdapter } from '../../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
@@ -196,11 +197,17 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     // The adapter's two files, read back with our PEFT reader against the demo model's shapes.
     const dir = resolve(TMP, 'adapter');
     await mkdir(dir, { recursive: true });
-    for (const id of ['export-config', 'export-weights']) {
+    for (const id of ['export-config', 'export-weights', 'export-gguf']) {
       const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(id).click()]);
       await download.saveAs(resolve(dir, download.suggestedFilename()));
     }
-    const adapter = await readPeftAdapter(new FolderSource(dir), makeTinyLlama(DEMO_MODEL_OPTIONS).config);
+    const demoConfig = makeTinyLlama(DEMO_MODEL_OPTIONS).config;
+    const adapter = await readPeftAdapter(new FolderSource(dir), demoConfig);
+    // The third download is the same adapter as GGUF for llama.cpp and Ollama, with its Modelfile shown.
+    expect(new Uint8Array(readFileSync(resolve(dir, 'adapter.gguf')))).toEqual(ggufLoraAdapter(adapter.lora, adapter.config, demoConfig));
+    expect(await page.getByTestId('export-modelfile').textContent()).toMatch(
+      /\nFROM \.\/demo-llama-seed-\d+\.gguf\nADAPTER \.\/adapter\.gguf\n$/,
+    );
     expect(adapter.config).toMatchObject({ r: 4, alpha: 4, targets: ['gate_proj', 'up_proj', 'down_proj'] });
     expect(adapter.lora).toHaveLength(DEMO_MODEL_OPTIONS.numLayers);
     expect(adapter.lora[0].gate_proj!.B.some((v) => v !== 0)).toBe(true); // B starts at zero: it trained

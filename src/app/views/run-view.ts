@@ -1,9 +1,11 @@
 /**
  * What the Train panel shows of a run (DOM only): the last step's numbers (loss, tokens/s, s/step,
  * gradient norm, GPU peak), the dataset-level saliency summary, the loss chart, the saliency map of
- * every visited record, and the adapter's two PEFT files to download.
+ * every visited record, and the adapter's files to download (PEFT's two, and adapter.gguf with an
+ * Ollama Modelfile and the llama.cpp line).
  */
 import { formatBytes } from '../../engine/buffers.ts';
+import { GGUF_ADAPTER_FILE, ggufAdapterUsage } from '../../export/gguf.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles } from '../../export/peft.ts';
 import { type SaliencySummary, towardsWarning } from '../../nlft/method.ts';
 import type { StoredRun } from '../../storage/runs.ts';
@@ -28,6 +30,27 @@ function fileLink(name: string, content: string | Uint8Array, testid: string): H
   return h('a', { href: URL.createObjectURL(blob), download: name, testid, class: 'download' }, `${name} (${formatBytes(blob.size)})`);
 }
 
+/** The GGUF adapter's row: its link, and the Ollama Modelfile and llama.cpp line for the base named in the PEFT config. */
+function ggufDownload(gguf: Uint8Array, peftConfig: string): HTMLElement[] {
+  const named = (JSON.parse(peftConfig) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
+  const { modelfile, llamaCpp } = ggufAdapterUsage(typeof named === 'string' && named !== '' ? named : 'base');
+  return [
+    h(
+      'p',
+      { class: 'actions' },
+      h('strong', {}, 'For llama.cpp and Ollama:'),
+      fileLink(GGUF_ADAPTER_FILE, gguf, 'export-gguf'),
+      h(
+        'span',
+        { class: 'hint' },
+        'On the same base model in GGUF. Ollama: this Modelfile beside both files, then ollama create NAME -f Modelfile.',
+      ),
+    ),
+    h('pre', { class: 'modelfile', testid: 'export-modelfile' }, modelfile),
+    h('pre', { class: 'modelfile', testid: 'export-llamacpp' }, llamaCpp),
+  ];
+}
+
 export function createRunView(opts: { onUseAnchor: () => void }): RunView {
   const stats = h('p', { class: 'summary', testid: 'train-stats', hidden: true });
   const summaryLine = h('p', { class: 'hint', testid: 'train-summary', hidden: true });
@@ -47,7 +70,7 @@ export function createRunView(opts: { onUseAnchor: () => void }): RunView {
     salBody,
     renderSaliencyLegend(),
   );
-  const exportBox = h('p', { class: 'actions', testid: 'train-export', hidden: true });
+  const exportBox = h('div', { testid: 'train-export', hidden: true });
   let shown: StoredRun | null = null;
 
   /** The entry picked in the menu (kept across updates while that record is listed). */
@@ -91,11 +114,17 @@ export function createRunView(opts: { onUseAnchor: () => void }): RunView {
       for (const a of exportBox.querySelectorAll('a')) URL.revokeObjectURL(a.href);
       exportBox.hidden = !files;
       if (!files) return exportBox.replaceChildren();
+      const gguf = files[GGUF_ADAPTER_FILE];
       exportBox.replaceChildren(
-        h('strong', {}, 'Adapter (PEFT):'),
-        fileLink(ADAPTER_CONFIG_FILE, files[ADAPTER_CONFIG_FILE], 'export-config'),
-        fileLink(ADAPTER_WEIGHTS_FILE, files[ADAPTER_WEIGHTS_FILE], 'export-weights'),
-        h('span', { class: 'hint' }, 'Put both in one folder; PEFT loads it with PeftModel.from_pretrained.'),
+        h(
+          'p',
+          { class: 'actions' },
+          h('strong', {}, 'Adapter (PEFT):'),
+          fileLink(ADAPTER_CONFIG_FILE, files[ADAPTER_CONFIG_FILE], 'export-config'),
+          fileLink(ADAPTER_WEIGHTS_FILE, files[ADAPTER_WEIGHTS_FILE], 'export-weights'),
+          h('span', { class: 'hint' }, 'Put both in one folder; PEFT loads it with PeftModel.from_pretrained.'),
+        ),
+        ...(gguf ? ggufDownload(gguf, files[ADAPTER_CONFIG_FILE]) : []),
       );
     },
   };

@@ -1,5 +1,5 @@
 /**
- * `nlft train`: fine-tune LoRA adapters on a dataset and write them in PEFT's format, with
+ * `nlft train`: fine-tune LoRA adapters on a dataset and write them in PEFT's format and as GGUF, with
  * metrics.jsonl (one line per optimizer step), saliency.jsonl (NLFT), run.json (the session's run
  * record) and checkpoint.safetensors (to continue with --resume). A thin host of the training
  * session (src/session/train.ts): flags and files become a `TrainRequest`, its events lines and files.
@@ -11,6 +11,7 @@ import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { formatProfile, GpuProfiler } from '../../engine/profile.ts';
 import { UsageError } from '../../errors.ts';
+import { GGUF_ADAPTER_FILE } from '../../export/gguf.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
 import { DEFAULT_LORA, loraParameterCount } from '../../model/lora.ts';
 import type { Projection } from '../../model/weights.ts';
@@ -23,6 +24,7 @@ import { DEFAULT_TRAIN, type RunEnd } from '../../train/trainer.ts';
 import { writePeftAdapter } from '../adapter-files.ts';
 import { createTunedEngine } from '../engine.ts';
 import { type Options, parse, quantOption, rawOption, required } from './args.ts';
+import { printGgufUsage } from './export.ts';
 import { loadModelWithTokenizer, readDatasetBytes } from './inputs.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
 import { printSummary } from './score.ts';
@@ -208,7 +210,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       profiler.detach();
     }
     const params = await llama.lora!.read();
-    await writePeftAdapter(outDir, peftAdapterFiles(params, lora, { baseModel: modelDir }));
+    const files = peftAdapterFiles(params, lora, { baseModel: modelDir, model: model.config });
+    await writePeftAdapter(outDir, files);
     if (lastCheckpoint) await writeFile(path.join(outDir, CHECKPOINT_FILE), lastCheckpoint);
     const record = trainRunRecord(plan, result, {
       model: { path: modelDir, quant, config: model.config },
@@ -224,6 +227,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
       `${what}: ${end.steps}/${result.totalSteps} steps, last loss ${result.lastLoss.toFixed(4)}, ` +
         `peak ${formatBytes(result.peakBytes)}; wrote ${outDir} (${adapterName(engine.ctx.adapter)})`,
     );
+    printGgufUsage(modelDir, path.join(outDir, GGUF_ADAPTER_FILE), files[GGUF_ADAPTER_FILE]?.length ?? 0, out);
     if (end.status === 'non-finite') process.exitCode = 1;
     return end;
   } finally {

@@ -1,0 +1,167 @@
+/**
+ * Real llama.cpp as the oracle (node-llama-cpp's prebuilt CPU binary, nothing mocked): a seeded
+ * tiny Llama written as a GGUF model (F32) gives in llama.cpp the next-token log-probs our engine
+ * gives on the same ids, and the LoRA adapter `ggufLoraAdapter` exports, loaded on top of it the
+ * way `llama-cli --lora` loads it, reproduces our engine with that adapter on all seven
+ * projections. Without llama.cpp's q/k row order in B the adapter does not (the check can fail).
+ *
+ * Tolerance: 1e-5 absolute + 1e-5 relative per log-prob (log-probs here are −8 to −15; the largest
+ * difference seen is 4e-6). Both sides compute in f32: llama.cpp's CPU matmul of F32 weights runs
+ * in f32, and the contexts are made with an F32 KV cache and without flash attention. llama.cpp's
+ * default KV cache stores K and V as f16, which alone moves these log-probs by up to 4e-3; what
+ * remains with F32 is the order of f32 sums.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { type ControlledEvaluateInputItem, getLlama, type Llama, type LlamaModel, LlamaLogLevel, type Token } from 'node-llama-cpp';
+import { GpuLlama } from '../../src/engine/llama.ts';
+import { ggufLoraAdapter } from '../../src/export/gguf.ts';
+import { makeTinyLlama } from '../../src/model/demo.ts';
+import { ggufRopeRowSource } from '../../src/model/gguf-format.ts';
+import type { LoraConfig, LoraSet } from '../../src/model/lora.ts';
+import { projectionShapes } from '../../src/model/size.ts';
+import { PROJECTIONS } from '../../src/model/weights.ts';
+import type { LlamaWeights } from '../../src/model/weights.ts';
+import { fillNormal, Rng } from '../../src/util/rng.ts';
+import { tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { makeTmpDir, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
+import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
+
+const RTOL = 1e-5;
+const ATOL = 1e-5;
+
+let g: TestGpu;
+let tmp: string;
+let llama: Llama;
+let model: LlamaModel;
+let weights: LlamaWeights;
+const T = 24;
+let ids: number[];
+let targets: number[];
+
+beforeAll(async () => {
+  g = await testGpu();
+  tmp = await makeTmpDir('gguf-llamacpp');
+  // GQA (4 query heads over 2 KV heads of 16), untied lm-head, in the SmolLM2 vocabulary the GGUF tokenizer needs.
+  weights = makeTinyLlama({
+    seed: 31,
+    vocabSize: SMOLLM2_VOCAB,
+    hiddenSize: 64,
+    intermediateSize: 96,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    tie: false,
+  });
+  const modelPath = path.join(tmp, 'model.gguf');
+  await writeFile(modelPath, tinyLlamaGguf(weights, SMOLLM2_TOKENIZER_DIR));
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+  model = await llama.loadModel({ modelPath });
+  const rng = new Rng(8);
+  const all = Array.from({ length: T + 1 }, () => rng.int(SMOLLM2_VOCAB));
+  ids = all.slice(0, T);
+  targets = all.slice(1);
+});
+
+afterAll(async () => {
+  await model?.dispose();
+  await llama?.dispose();
+  g?.destroy();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+/** log p(targets[i] | ids[0..i]) for every i, from llama.cpp's raw logits (optionally with a LoRA file). */
+async function llamaCppLogProbs(loraPath?: string): Promise<number[]> {
+  const context = await model.createContext({
+    contextSize: 64,
+    batchSize: 64,
+    sequences: 1,
+    flashAttention: false,
+    experimentalKvCacheKeyType: 'F32',
+    experimentalKvCacheValueType: 'F32',
+    ...(loraPath === undefined ? {} : { lora: { adapters: [{ filePath: loraPath }] } }),
+  });
+  try {
+    const input: ControlledEvaluateInputItem[] = ids.map((id) => [id as Token, { generateNext: { logits: true } }]);
+    const out = await context.getSequence().controlledEvaluate(input);
+    return out.map((r, i) => {
+      const logits = r?.next?.logits;
+      if (logits === undefined || logits.size !== SMOLLM2_VOCAB) throw new Error(`llama.cpp gave no full logits at position ${i}`);
+      let max = -Infinity;
+      for (const v of logits.values()) max = Math.max(max, v);
+      let sum = 0;
+      for (const v of logits.values()) sum += Math.exp(v - max);
+      const target = logits.get(targets[i] as Token);
+      if (target === undefined) throw new Error(`llama.cpp gave no logit for token ${targets[i]}`);
+      return target - max - Math.log(sum);
+    });
+  } finally {
+    await context.dispose();
+  }
+}
+
+/** Our engine's log-probs (f32 weights) for the same ids and targets. */
+async function engineLogProbs(lora?: LoraSet): Promise<Float32Array> {
+  const gpuModel = GpuLlama.create(g.ops, weights, 'f32', lora);
+  try {
+    return (
+      await gpuModel.score(
+        ids,
+        ids.map((_, i) => i),
+        targets,
+      )
+    ).logp;
+  } finally {
+    gpuModel.destroy();
+  }
+}
+
+describe('GGUF for llama.cpp, checked against llama.cpp itself', () => {
+  it('the model written as GGUF gives in llama.cpp the log-probs our engine gives', async () => {
+    const [ours, theirs] = [await engineLogProbs(), await llamaCppLogProbs()];
+    expect(maxViolation(theirs, ours, RTOL, ATOL)).toBeLessThanOrEqual(1);
+  });
+
+  it('an exported LoRA on all seven projections reproduces our engine in llama.cpp; B of q/k in HF row order does not', async () => {
+    const config: LoraConfig = { r: 8, alpha: 12, dropout: 0, targets: [...PROJECTIONS] };
+    const shapes = projectionShapes(weights.config);
+    const rng = new Rng(21);
+    const lora: LoraSet = weights.layers.map(() =>
+      Object.fromEntries(
+        PROJECTIONS.map((p) => {
+          const [out, inFeatures] = shapes[p];
+          const A = fillNormal(new Float32Array(config.r * inFeatures), 0.3, rng);
+          const B = fillNormal(new Float32Array(out * config.r), 0.3, rng);
+          return [p, { A, B, r: config.r, scale: config.alpha / config.r }];
+        }),
+      ),
+    );
+    const adapterPath = path.join(tmp, 'adapter.gguf');
+    await writeFile(adapterPath, ggufLoraAdapter(lora, config, weights.config));
+
+    const ours = await engineLogProbs(lora);
+    const base = await engineLogProbs();
+    expect(maxViolation(ours, base, RTOL, ATOL)).toBeGreaterThan(1000); // the adapter really acts
+    expect(maxViolation(await llamaCppLogProbs(adapterPath), ours, RTOL, ATOL)).toBeLessThanOrEqual(1);
+
+    // The same adapter with B of q_proj/k_proj pre-scattered so that the export's permutation
+    // leaves it in Hugging Face's row order: llama.cpp then applies the wrong rows.
+    const heads = { q_proj: weights.config.numHeads, k_proj: weights.config.numKvHeads } as const;
+    const unpermuted: LoraSet = lora.map((layer) => {
+      const copy = { ...layer };
+      for (const p of ['q_proj', 'k_proj'] as const) {
+        const f = layer[p];
+        if (f === undefined) continue;
+        const source = ggufRopeRowSource(f.B.length / f.r, heads[p]);
+        const B = new Float32Array(f.B.length);
+        source.forEach((from, row) => B.set(f.B.subarray(row * f.r, (row + 1) * f.r), from * f.r));
+        copy[p] = { ...f, B };
+      }
+      return copy;
+    });
+    const wrongPath = path.join(tmp, 'adapter-hf-rows.gguf');
+    await writeFile(wrongPath, ggufLoraAdapter(unpermuted, config, weights.config));
+    expect(maxViolation(await llamaCppLogProbs(wrongPath), ours, RTOL, ATOL)).toBeGreaterThan(1000);
+  });
+});
