@@ -567,7 +567,9 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('explorer-histogram').getAttribute('data-tokens')).not.toBe('0');
     // A record's saliency map.
     await rows.nth(1).click();
-    expect(await page.getByTestId('explorer-map-line').textContent()).toMatch(/^Record 2 \(.+, (positive|negative)\) before training: loss /);
+    expect(await page.getByTestId('explorer-map-line').textContent()).toMatch(
+      /^Record 2 \(.+, (positive|negative)\) before training: loss /,
+    );
     expect(await page.getByTestId('explorer-tokens').locator('[data-class]').count()).toBeGreaterThan(0);
 
     // A constant changed: re-classified on the page at once, no worker call (no progress, the status stays as it was).
