@@ -29,14 +29,18 @@ import { f32ToF16Bits } from '../model/safetensors.ts';
 import { projectionShapes } from '../model/size.ts';
 import { PROJECTIONS, type Projection } from '../model/weights.ts';
 
-/** A tensor to write: f32 values, stored as `type` (F32 or F16). */
-export interface GgufTensor {
+/**
+ * A tensor to write: f32 values stored as F32 or F16, or blocks of a quantized type already
+ * encoded as ggml stores them (test fixtures write Q8_0/Q4_0 models this way).
+ */
+export type GgufTensor = {
   name: string;
   /** Row-major shape, outermost first, as PyTorch and safetensors give it; the file stores it reversed (ne). */
   shape: readonly number[];
-  type: Extract<GgmlTypeName, 'F32' | 'F16'>;
-  data: Float32Array;
-}
+} & (
+  | { type: Extract<GgmlTypeName, 'F32' | 'F16'>; data: Float32Array }
+  | { type: Extract<GgmlTypeName, 'Q8_0' | 'Q4_0'>; blocks: Uint8Array }
+);
 
 /** What a GGUF file holds: metadata in order, then tensors in order. */
 export interface GgufContents {
@@ -78,21 +82,24 @@ export function writeGguf(contents: GgufContents): Uint8Array {
   }
   let offset = 0;
   for (const t of contents.tensors) {
+    const { blockElements, blockBytes } = GGML_TYPES[t.type];
     const count = t.shape.reduce((a, b) => a * b, 1);
-    if (count !== t.data.length) {
-      throw new RangeError(`writeGguf: tensor ${t.name} has ${t.data.length} values, its shape [${t.shape.join(', ')}] holds ${count}`);
+    const given = 'data' in t ? t.data.length : (t.blocks.length / blockBytes) * blockElements;
+    if (count !== given) {
+      throw new RangeError(`writeGguf: tensor ${t.name} has ${given} values, its shape [${t.shape.join(', ')}] holds ${count}`);
     }
     out.string(t.name);
     out.u32(t.shape.length);
     for (let i = t.shape.length - 1; i >= 0; i--) out.u64(BigInt(t.shape[i]));
     out.u32(GGML_TYPES[t.type].code);
     out.u64(BigInt(offset));
-    offset = alignUp(offset + count * GGML_TYPES[t.type].blockBytes, alignment);
+    offset = alignUp(offset + (count / blockElements) * blockBytes, alignment);
   }
   // The data section starts aligned, and each tensor at its offset: every one before it padded to the alignment.
   for (const t of contents.tensors) {
     out.pad(alignment);
-    if (t.type === 'F32') for (const v of t.data) out.numeric('float32', v);
+    if ('blocks' in t) out.bytes(t.blocks);
+    else if (t.type === 'F32') for (const v of t.data) out.numeric('float32', v);
     else for (const v of t.data) out.numeric('uint16', f32ToF16Bits(v));
   }
   out.pad(alignment);

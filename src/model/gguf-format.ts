@@ -56,17 +56,32 @@ export type GgufValue =
   | { type: 'array'; itemType: 'string'; values: readonly string[] };
 
 /**
- * Tensor element types (ggml's `enum ggml_type`) that NLFT Studio writes or reads, with their
- * codes, and how many elements one block holds and how many bytes it takes. Q8_0: 32 int8 and
- * an f16 scale; Q4_0: an f16 scale and 32 4-bit values; Q4_K and Q6_K: super-blocks of 256.
+ * Tensor element types (ggml's `enum ggml_type` in `ggml.h`) with their codes, and how many
+ * elements one block holds and how many bytes it takes (ggml's `type_traits` in `ggml.c`): Q8_0
+ * is an f16 scale and 32 int8; Q4_0 an f16 scale and 32 4-bit values; the K-quants are
+ * super-blocks of 256. A reader needs every block size to bound a tensor's bytes, even of types
+ * it does not decode; a code not listed here is refused.
  */
 export const GGML_TYPES = {
   F32: { code: 0, blockElements: 1, blockBytes: 4 },
   F16: { code: 1, blockElements: 1, blockBytes: 2 },
   Q4_0: { code: 2, blockElements: 32, blockBytes: 18 },
+  Q4_1: { code: 3, blockElements: 32, blockBytes: 20 },
+  Q5_0: { code: 6, blockElements: 32, blockBytes: 22 },
+  Q5_1: { code: 7, blockElements: 32, blockBytes: 24 },
   Q8_0: { code: 8, blockElements: 32, blockBytes: 34 },
+  Q8_1: { code: 9, blockElements: 32, blockBytes: 36 },
+  Q2_K: { code: 10, blockElements: 256, blockBytes: 84 },
+  Q3_K: { code: 11, blockElements: 256, blockBytes: 110 },
   Q4_K: { code: 12, blockElements: 256, blockBytes: 144 },
+  Q5_K: { code: 13, blockElements: 256, blockBytes: 176 },
   Q6_K: { code: 14, blockElements: 256, blockBytes: 210 },
+  Q8_K: { code: 15, blockElements: 256, blockBytes: 292 },
+  I8: { code: 24, blockElements: 1, blockBytes: 1 },
+  I16: { code: 25, blockElements: 1, blockBytes: 2 },
+  I32: { code: 26, blockElements: 1, blockBytes: 4 },
+  I64: { code: 27, blockElements: 1, blockBytes: 8 },
+  F64: { code: 28, blockElements: 1, blockBytes: 8 },
   BF16: { code: 30, blockElements: 1, blockBytes: 2 },
 } as const;
 export type GgmlTypeName = keyof typeof GGML_TYPES;

@@ -7,6 +7,7 @@
 import { ModelFormatError } from '../errors.ts';
 import { describeJsonValue } from '../util/json.ts';
 import { parseLlamaConfig, type LlamaConfig } from './config.ts';
+import { loadGgufModel } from './gguf-model.ts';
 import { readSafetensorsHeader, readTensorF32, type SafetensorsHeader, type SafetensorsTensorInfo } from './safetensors.ts';
 import type { FileSource } from './source.ts';
 import { assembleWeights, hfTensorNames, type LlamaWeights, type TensorLookup } from './weights.ts';
@@ -35,13 +36,15 @@ export interface LoadModelOptions {
 }
 
 /**
- * Loads and validates a Llama model folder. When both `model.safetensors` and an index
+ * Loads and validates a Llama model folder, or the GGUF model file a source is
+ * (`FileSource.ggufFile`: see `gguf-model.ts`). When both `model.safetensors` and an index
  * exist, the single file wins (as in `transformers`). Only headers and the tensors the
  * model needs are read from the weight files.
  *
  * @throws ModelFormatError naming the file and field/tensor of anything missing or malformed
  */
 export async function loadModelFolder(source: FileSource, options: LoadModelOptions = {}): Promise<LoadedModel> {
+  if (source.ggufFile !== undefined) return loadGgufModel(source, source.ggufFile, options);
   // The small files first, so that a bad one fails before any weights are read.
   const files = [CONFIG_FILE];
   const config = parseLlamaConfig(await readJsonFile(source, CONFIG_FILE), CONFIG_FILE);

@@ -297,7 +297,7 @@ export async function readTensorF32(
 }
 
 /** Converts little-endian F32/F16/BF16 bytes to a fresh Float32Array. */
-function decodeToF32(bytes: Uint8Array, dtype: SafetensorsDtype): Float32Array {
+export function decodeToF32(bytes: Uint8Array, dtype: SafetensorsDtype): Float32Array {
   assertLittleEndianHost();
   // A copy starts at offset 0 of its own buffer, so typed views over it are aligned.
   if (dtype === 'F32') return new Float32Array(bytes.slice().buffer);
