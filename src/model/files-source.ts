@@ -2,7 +2,8 @@
  * `FileSource` over files the user picked (a folder chosen in the browser, or files dropped on the
  * page): names are paths inside the picked folder (the folder's own name is dropped from
  * `webkitRelativePath`), ranges are read with `Blob.slice`, so a tensor read never loads the
- * whole shard.
+ * whole shard. Picked files without a `config.json` but with a `.gguf` file are that GGUF model
+ * (`ggufFile`), with the `tokenizer.json` picked beside it if any.
  */
 import { ModelFormatError } from '../errors.ts';
 import type { FileSource } from './source.ts';
@@ -15,6 +16,7 @@ function nameInFolder(f: File): string {
 
 export class PickedFilesSource implements FileSource {
   private readonly byName = new Map<string, File>();
+  readonly ggufFile?: string;
 
   /** @param label how messages name the folder, e.g. its name */
   constructor(
@@ -22,6 +24,7 @@ export class PickedFilesSource implements FileSource {
     readonly label: string,
   ) {
     for (const f of files) this.byName.set(nameInFolder(f), f);
+    if (!this.byName.has('config.json')) this.ggufFile = [...this.byName.keys()].find((n) => n.toLowerCase().endsWith('.gguf'));
   }
 
   async size(name: string): Promise<number | null> {

@@ -12,8 +12,14 @@ export class FolderSource implements FileSource {
   readonly label: string;
   private readonly root: string;
 
-  /** @param dir the folder; relative paths resolve against the current directory */
-  constructor(dir: string) {
+  /**
+   * @param dir the folder; relative paths resolve against the current directory
+   * @param ggufFile when the model is this GGUF file in the folder (`FileSource.ggufFile`)
+   */
+  constructor(
+    dir: string,
+    readonly ggufFile?: string,
+  ) {
     this.root = path.resolve(dir);
     this.label = dir;
   }

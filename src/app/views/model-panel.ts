@@ -56,6 +56,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     h('option', { value: 'demo' }, 'Demo model (random weights, offline)'),
     h('option', { value: 'hub' }, 'Hugging Face Hub'),
     h('option', { value: 'folder' }, 'A model folder on this computer'),
+    h('option', { value: 'gguf' }, 'A .gguf file on this computer'),
   );
   const hubId = h('input', { type: 'text', testid: 'hub-id', id: 'hub-id', placeholder: 'HuggingFaceTB/SmolLM2-135M', spellcheck: false });
   const hubUrl = h('input', { type: 'url', testid: 'hub-url', id: 'hub-url', placeholder: DEFAULT_HUB_URL, spellcheck: false });
@@ -74,6 +75,13 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     'Folder (config.json, *.safetensors, tokenizer.json)',
     folder,
   );
+  const gguf = h('input', { type: 'file', testid: 'model-gguf', id: 'model-gguf', multiple: true, accept: '.gguf,.json' });
+  const ggufRow = h(
+    'label',
+    { class: 'field inline', for: 'model-gguf', hidden: true },
+    'GGUF file (llama: F32, F16, BF16, Q8_0, Q4_0; optionally its tokenizer.json)',
+    gguf,
+  );
   const select = h('select', { testid: 'quant', id: 'quant' });
   for (const q of QUANT_FORMATS) select.append(h('option', { value: q, selected: q === opts.quant }, QUANT_LABELS[q]));
   const progress = h('progress', { testid: 'model-progress', max: 1, value: 0 });
@@ -85,6 +93,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     h('label', { class: 'field inline', for: 'model-kind' }, 'Model', kind),
     hubRow,
     folderRow,
+    ggufRow,
     h('label', { class: 'field inline', for: 'quant' }, 'Weights', select),
     progress,
     status,
@@ -105,10 +114,11 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const showRows = () => {
     hubRow.hidden = kind.value !== 'hub';
     folderRow.hidden = kind.value !== 'folder';
+    ggufRow.hidden = kind.value !== 'gguf';
   };
   showRows();
   const updateControls = () => {
-    for (const c of [kind, hubId, hubUrl, hubLoad, folder, select]) c.disabled = stopped || locked || loading;
+    for (const c of [kind, hubId, hubUrl, hubLoad, folder, gguf, select]) c.disabled = stopped || locked || loading;
   };
   const setState = (state: 'loading' | 'ready' | 'error', text: string) => {
     status.dataset.state = state;
@@ -188,6 +198,17 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     if (files.length === 0) return;
     const rel = (files[0] as File & { webkitRelativePath?: string }).webkitRelativePath;
     current = { kind: 'files', label: rel ? rel.split('/')[0] : files[0].name, files };
+    void load();
+  });
+  // The .gguf file is read through File.slice ranges (PickedFilesSource), never whole.
+  gguf.addEventListener('change', () => {
+    const files = [...(gguf.files ?? [])];
+    const model = files.find((f) => f.name.toLowerCase().endsWith('.gguf'));
+    if (!model) {
+      if (files.length > 0) error.show('Pick a .gguf model file (and, if you like, its tokenizer.json with it).');
+      return;
+    }
+    current = { kind: 'files', label: model.name, files };
     void load();
   });
 

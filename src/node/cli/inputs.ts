@@ -1,5 +1,5 @@
 /** Inputs several commands share: a model folder with its tokenizer, and a dataset file. */
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDataset, type DatasetRecord } from '../../data/dataset.ts';
@@ -15,14 +15,18 @@ import { FolderSource } from '../fs-source.ts';
 import { FolderFileCache } from '../hub-cache.ts';
 
 /**
- * Where --model points: a local folder, or else a Hub id `org/name[@revision]`, whose files are
+ * Where --model points: a local `.gguf` model file (a `tokenizer.json` beside it is used when
+ * present), a local folder, or else a Hub id `org/name[@revision]`, whose files are
  * downloaded once into the cache (FolderFileCache). The Hub's base URL is $HF_ENDPOINT (default
  * https://huggingface.co), its token $HF_TOKEN, as huggingface_hub reads them.
  */
 export function modelSource(spec: string, out?: (line: string) => void): FileSource {
+  if (spec.toLowerCase().endsWith('.gguf') && statSync(spec, { throwIfNoEntry: false })?.isFile()) {
+    return new FolderSource(path.dirname(spec), path.basename(spec));
+  }
   if (existsSync(spec)) return new FolderSource(spec);
   const ref = parseHubId(spec);
-  if (!ref) throw new UsageError(`--model ${spec}: no such folder, and not a Hub id (org/name or org/name@revision)`);
+  if (!ref) throw new UsageError(`--model ${spec}: no such folder or .gguf file, and not a Hub id (org/name or org/name@revision)`);
   return new HubSource(ref, {
     baseUrl: process.env.HF_ENDPOINT || undefined,
     token: process.env.HF_TOKEN || undefined,
