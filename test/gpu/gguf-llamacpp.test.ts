@@ -21,10 +21,13 @@ import { makeTinyLlama } from '../../src/model/demo.ts';
 import { ggufRopeRowSource } from '../../src/model/gguf-format.ts';
 import type { LoraConfig, LoraSet } from '../../src/model/lora.ts';
 import { projectionShapes } from '../../src/model/size.ts';
+import { loadModelFolder } from '../../src/model/loader.ts';
+import type { QuantFormat } from '../../src/model/quant.ts';
+import { FolderSource } from '../../src/node/fs-source.ts';
 import { PROJECTIONS } from '../../src/model/weights.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { fillNormal, Rng } from '../../src/util/rng.ts';
-import { tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { type GgufFixtureType, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
 import { makeTmpDir, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
 
@@ -72,8 +75,8 @@ afterAll(async () => {
 });
 
 /** log p(targets[i] | ids[0..i]) for every i, from llama.cpp's raw logits (optionally with a LoRA file). */
-async function llamaCppLogProbs(loraPath?: string): Promise<number[]> {
-  const context = await model.createContext({
+async function llamaCppLogProbs(loraPath?: string, on: LlamaModel = model): Promise<number[]> {
+  const context = await on.createContext({
     contextSize: 64,
     batchSize: 64,
     sequences: 1,
@@ -101,9 +104,9 @@ async function llamaCppLogProbs(loraPath?: string): Promise<number[]> {
   }
 }
 
-/** Our engine's log-probs (f32 weights) for the same ids and targets. */
-async function engineLogProbs(lora?: LoraSet): Promise<Float32Array> {
-  const gpuModel = GpuLlama.create(g.ops, weights, 'f32', lora);
+/** Our engine's log-probs (f32 weights unless told) for the same ids and targets. */
+async function engineLogProbs(lora?: LoraSet, from: LlamaWeights = weights, quant: QuantFormat = 'f32'): Promise<Float32Array> {
+  const gpuModel = GpuLlama.create(g.ops, from, quant, lora);
   try {
     return (
       await gpuModel.score(
@@ -164,4 +167,60 @@ describe('GGUF for llama.cpp, checked against llama.cpp itself', () => {
     await writeFile(wrongPath, ggufLoraAdapter(unpermuted, config, weights.config));
     expect(maxViolation(await llamaCppLogProbs(wrongPath), ours, RTOL, ATOL)).toBeGreaterThan(1000);
   });
+});
+
+/**
+ * Quantized GGUF models (oracle group 3): the same seeded model written as Q8_0 and as Q4_0 (as
+ * ggml's reference quantizers write them), loaded by our engine from the file and by llama.cpp
+ * from the same file. Q8_0 runs on our q8 weights, which hold the file's own codes and f16
+ * scales (see test/unit/gguf-reader.test.ts); Q4_0 runs on its exactly decoded values in f32 (our
+ * q4 path would re-quantize them with its own scale: see the README).
+ *
+ * Tolerance: llama.cpp's CPU matmul with Q8_0 or Q4_0 weights quantizes the activations to Q8_0
+ * blocks of 32 first (ggml-cpu's `vec_dot_type` of both types), a relative error of up to 1/254
+ * of each block's largest activation, that our engine (f32 activations) does not make; log-probs
+ * here then differ by up to QUANT_ATOL (seen: 0.064 for Q8_0, 0.061 for Q4_0, on log-probs of
+ * −8 to −15; a wrong row or nibble order moves them by more than 1).
+ */
+const QUANT_ATOL = 0.1;
+
+describe('quantized GGUF models, our engine against llama.cpp on the same file', () => {
+  /** Writes the model as `type`, loads it with our loader and with llama.cpp. */
+  async function both(type: GgufFixtureType): Promise<{ ours: LlamaWeights; theirs: LlamaModel }> {
+    const name = `model-${type}.gguf`;
+    await writeFile(path.join(tmp, name), tinyLlamaGguf(weights, SMOLLM2_TOKENIZER_DIR, type));
+    const ours = (await loadModelFolder(new FolderSource(tmp, name))).weights;
+    return { ours, theirs: await llama.loadModel({ modelPath: path.join(tmp, name) }) };
+  }
+
+  it('the F32 GGUF loaded by our engine gives exactly the log-probs of the model it was written from', async () => {
+    const { ours, theirs } = await both('F32');
+    await theirs.dispose();
+    expect([...(await engineLogProbs(undefined, ours))]).toEqual([...(await engineLogProbs())]);
+  });
+
+  for (const [type, quant] of [
+    ['Q8_0', 'q8'],
+    ['Q4_0', 'f32'],
+  ] as const) {
+    it(`${type}: our engine (${quant}) on the file matches llama.cpp on the same file`, async () => {
+      const { ours, theirs } = await both(type);
+      try {
+        const mine = await engineLogProbs(undefined, ours, quant);
+        const reference = await llamaCppLogProbs(undefined, theirs);
+        const f32 = await engineLogProbs();
+        const worst = Math.max(...reference.map((v, i) => Math.abs(v - mine[i])));
+        const effect = Math.max(...f32.map((v, i) => Math.abs(v - mine[i])));
+        console.log(
+          `${type}: largest |log-prob difference| to llama.cpp ${worst.toExponential(2)}, to the F32 model ${effect.toExponential(2)}`,
+        );
+        expect(worst).toBeLessThanOrEqual(QUANT_ATOL);
+        // Q4_0's weight error moves the log-probs far more than the tolerance (so a wrong nibble or row
+        // order could not pass); Q8_0's is of the size of llama.cpp's own Q8 activations (both 1/254).
+        if (type === 'Q4_0') expect(effect).toBeGreaterThan(3 * worst);
+      } finally {
+        await theirs.dispose();
+      }
+    });
+  }
 });
