@@ -78,8 +78,13 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const gguf = h('input', { type: 'file', testid: 'model-gguf', id: 'model-gguf', multiple: true, accept: '.gguf,.json' });
   const ggufRow = h(
     'label',
-    { class: 'field inline', for: 'model-gguf', hidden: true },
-    'GGUF file (llama: F32, F16, BF16, Q8_0, Q4_0; optionally its tokenizer.json)',
+    {
+      class: 'field inline',
+      for: 'model-gguf',
+      hidden: true,
+      title: 'A llama GGUF: F32, F16, BF16, Q8_0 or Q4_0 tensors; pick its tokenizer.json with it if the file has no gpt2 BPE vocabulary',
+    },
+    'GGUF file',
     gguf,
   );
   const select = h('select', { testid: 'quant', id: 'quant' });
