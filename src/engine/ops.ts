@@ -98,7 +98,11 @@ export class Ops {
     readonly tuning: Tuning = DEFAULT_TUNING,
   ) {}
 
-  /** A uniform buffer holding `values` (u32 or f32 by the given kinds), cached by content. */
+  /**
+   * A uniform buffer holding `values` (u32 or f32 by the given kinds), cached by content for the
+   * life of the Ops: only shapes and constants of the run belong here, never a per-step value
+   * (a seed, a step number), which would add a buffer and an upload every step (`passSeed`).
+   */
   private uniform(values: number[], kinds: string): GPUBuffer {
     const key = `${kinds}:${values.join(',')}`;
     let u = this.uniforms.get(key);
@@ -283,20 +287,40 @@ export class Ops {
 
   // --- LoRA dropout (kernels/dropout.wgsl): its own backward; the same seed gives the same mask on the gradient.
 
-  /** out (n) = beta*out + dropout(x) with the mask hashed from `seed` (inverted: kept values / (1-rate)) */
+  /**
+   * out (n) = beta*out + dropout(x) with the mask hashed from the pass seed `seed` (a `passSeed`
+   * buffer) mixed with `salt` (lora-linear.ts dropoutSeed); inverted: kept values / (1-rate).
+   */
   async dropout(
     enc: GPUCommandEncoder,
-    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: number; rate: number; beta?: number },
+    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: TrackedBuffer; salt: number; rate: number; beta?: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
     const [gx, gy] = grid1d(a.n);
     this.dispatch(
       enc,
       pl,
-      [this.buf(0, this.uniform([a.n, a.seed >>> 0, a.rate, a.beta ?? 0], 'uuff')), this.buf(1, a.x), this.buf(2, a.out)],
+      [
+        this.buf(0, this.uniform([a.n, a.salt >>> 0, a.rate, a.beta ?? 0], 'uuff')),
+        this.buf(1, a.x),
+        this.buf(2, a.out),
+        this.buf(3, a.seed),
+      ],
       [gx, gy],
       'dropout',
     );
+  }
+
+  /**
+   * A pass's dropout seed as a 16-byte uniform, written once, registered in `live` for the caller
+   * to free: per-step values stay out of the content-cached uniforms, which then hold only the
+   * run's shapes and constants.
+   */
+  passSeed(seed: number, live: TrackedBuffer[]): TrackedBuffer {
+    const t = this.buffers.create('dropout pass seed', 16, UNIFORM);
+    this.device.queue.writeBuffer(t.buffer, 0, Uint32Array.of(seed >>> 0, 0, 0, 0));
+    live.push(t);
+    return t;
   }
 
   // --- RoPE (kernels/rope.wgsl): forward (dir +1) and backward (dir -1, the inverse rotation) in one op.

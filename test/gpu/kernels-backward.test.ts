@@ -16,6 +16,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrackedBuffer } from '../../src/engine/buffers.ts';
+import { dropoutSalt, dropoutSeed } from '../../src/engine/lora-linear.ts';
 import { packing } from '../../src/engine/packing.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import {
@@ -418,15 +419,20 @@ describe('attention backward (causal, GQA; probabilities recomputed from the for
 describe('dropout (hashed mask, inverted scaling)', () => {
   const n = 100_000;
   const x = randomArray(n, 700);
+  /** The (layer, projection) salt every dispatch below adds to its pass seed. */
+  const salt = dropoutSalt(2, 'up_proj');
   let xb: TrackedBuffer;
   beforeAll(() => {
     xb = g.buffers.upload('x', x);
   });
+  /** The kernel with the pass seed `seed` on the GPU; its mask is the reference's of `dropoutSeed(seed, salt)`. */
   const run = async (a: { x?: Float32Array; seed: number; rate: number; beta?: number; prev?: Float32Array }) => {
     const out = g.buffers.upload('out', a.prev ?? nanArray(a.x?.length ?? n));
+    const seed = g.ops.passSeed(a.seed, []);
     await g.run((enc) =>
-      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed: a.seed, rate: a.rate, beta: a.beta }),
+      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed, salt, rate: a.rate, beta: a.beta }),
     );
+    g.buffers.destroy(seed);
     return g.f32(out);
   };
 
@@ -439,11 +445,11 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const got = await run({ seed: 1234, rate });
     const kept = got.reduce((c, v) => c + (v !== 0 ? 1 : 0), 0) / n;
     expect(Math.abs(kept - 0.7)).toBeLessThan(0.01); // binomial std 0.0014
-    const mask = dropoutMaskRef(n, 1234, rate);
+    const mask = dropoutMaskRef(n, dropoutSeed(1234, salt), rate);
     expect(got.every((v, i) => (v !== 0) === (mask[i] === 1))).toBe(true);
     const kx = Array.from(got).flatMap((v, i) => (v !== 0 ? [v / x[i]] : []));
     expect(maxViolation(kx, new Float64Array(kx.length).fill(1 / 0.7), 1e-6, 0)).toBeLessThanOrEqual(1);
-    expect(maxViolation(got, dropoutRef(x, 1234, rate), 1e-6, 0)).toBeLessThanOrEqual(1);
+    expect(maxViolation(got, dropoutRef(x, dropoutSeed(1234, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
   });
 
   it('same seed -> same mask (on any input); another seed -> a different one', async () => {
@@ -463,7 +469,7 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const grad = randomArray(n, 701);
     const prev = randomArray(n, 702); // the input gradient already accumulated by the base path
     const bwd = await run({ x: grad, seed, rate, beta: 1, prev }); // dL/dx += mask * grad / (1 - rate)
-    expect(maxViolation(bwd, dropoutRef(grad, seed, rate, 1, prev), 1e-6, 1e-7)).toBeLessThanOrEqual(1);
+    expect(maxViolation(bwd, dropoutRef(grad, dropoutSeed(seed, salt), rate, 1, prev), 1e-6, 1e-7)).toBeLessThanOrEqual(1);
     let bad = 0;
     for (let i = 0; i < n; i++) {
       if (fwd[i] === 0)
@@ -477,7 +483,7 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const big = 65535 * 64 + 1001;
     const xs = randomArray(big, 703);
     const got = await run({ x: xs, seed: 9, rate: 0.5 });
-    expect(maxViolation(got, dropoutRef(xs, 9, 0.5), 1e-6, 0)).toBeLessThanOrEqual(1);
+    expect(maxViolation(got, dropoutRef(xs, dropoutSeed(9, salt), 0.5), 1e-6, 0)).toBeLessThanOrEqual(1);
   });
 });
 
