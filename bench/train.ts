@@ -20,7 +20,7 @@ import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import type { LoraSet } from '../src/model/lora.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../src/engine/train-pass.ts';
-import { medianMs, tuneKernels } from '../src/engine/tune.ts';
+import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import { initLora, loraParameterCount, type LoraConfig } from '../src/model/lora.ts';
@@ -147,7 +147,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   const adapter = describeAdapter(probe.ctx.adapter);
   const peakSamples = [await measureFmaPeak(probe)];
   emit({ bench: 'fma_peak', adapter, gflops: +peakSamples[0].toFixed(2) });
-  const tuned = await tuneKernels(probe, { T, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
+  const tuned = await tuneKernels(probe, tuningShapeOf(shape, T), quant);
   const best = tuned.matmul.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   const bestHead = tuned.lmhead.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   emit({
@@ -158,6 +158,8 @@ export async function trainBench(argv: string[]): Promise<void> {
     matmul_gflops: +best.gflops.toFixed(2),
     lmhead_tile: bestHead.tile,
     lmhead_gflops: +bestHead.gflops.toFixed(2),
+    attention: tuned.tuning.attention,
+    attention_ms: Object.fromEntries(tuned.attention.map((a) => [JSON.stringify(a.tile), +a.ms.toFixed(1)])),
   });
   probe.destroy();
 

@@ -17,7 +17,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrackedBuffer } from '../../src/engine/buffers.ts';
 import { dropoutSalt, dropoutSeed } from '../../src/engine/lora-linear.ts';
+import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
+import { ATTENTION_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import {
   attentionBackwardRef,
@@ -361,60 +363,64 @@ it('swiglu backward: n=1001 including large |gate|', async () => {
   expect(maxViolation(gotU, ref.dup, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
 });
 
-describe('attention backward (causal, GQA; probabilities recomputed from the forward lse; packed sequences)', () => {
-  for (const [lengths, H, KVH, D] of [
-    [[45], 4, 2, 16],
-    [[5], 2, 2, 64],
-    [[70], 6, 1, 8],
-    [[13, 1, 31, 20], 4, 2, 16],
-  ] as const) {
-    it(`lengths ${lengths.join('+')} H=${H} KVH=${KVH} D=${D}`, async () => {
-      const { T, starts, seg } = packing(lengths);
-      const q = randomArray(T * H * D, 600, 2);
-      const k = randomArray(T * KVH * D, 601, 2);
-      const v = randomArray(T * KVH * D, 602);
-      const dout = randomArray(T * H * D, 603);
-      const [qb, kb, vb] = [q, k, v].map((a) => g.buffers.upload('qkv', a));
-      const out = g.buffers.create('out', T * H * D * 4);
-      const lse = g.buffers.create('lse', H * T * 4);
-      const segb = g.buffers.upload('seg', seg);
-      const dq = g.buffers.upload('dq', nanArray(T * H * D));
-      const dk = g.buffers.upload('dk', nanArray(T * KVH * D));
-      const dv = g.buffers.upload('dv', nanArray(T * KVH * D));
-      await g.run(async (enc) => {
-        await g.ops.attention(enc, { q: qb, k: kb, v: vb, out, lse, seg: segb, T, H, KVH, D });
-        await g.ops.attentionBackward(enc, {
-          q: qb,
-          k: kb,
-          v: vb,
-          out,
-          lse,
-          dout: g.buffers.upload('dout', dout),
-          delta: g.buffers.create('delta', H * T * 4),
-          dq,
-          dk,
-          dv,
-          seg: segb,
-          T,
-          H,
-          KVH,
-          D,
+describe.each(ATTENTION_CANDIDATES)(
+  'attention backward %o (causal, GQA; probabilities recomputed from the forward lse; packed sequences)',
+  (variant) => {
+    for (const [lengths, H, KVH, D] of [
+      [[45], 4, 2, 16],
+      [[5], 2, 2, 64],
+      [[70], 6, 1, 8],
+      [[13, 1, 31, 20], 4, 2, 16],
+    ] as const) {
+      it(`lengths ${lengths.join('+')} H=${H} KVH=${KVH} D=${D}`, async () => {
+        const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, attention: variant });
+        const { T, starts, seg } = packing(lengths);
+        const q = randomArray(T * H * D, 600, 2);
+        const k = randomArray(T * KVH * D, 601, 2);
+        const v = randomArray(T * KVH * D, 602);
+        const dout = randomArray(T * H * D, 603);
+        const [qb, kb, vb] = [q, k, v].map((a) => g.buffers.upload('qkv', a));
+        const out = g.buffers.create('out', T * H * D * 4);
+        const lse = g.buffers.create('lse', H * T * 4);
+        const segb = g.buffers.upload('seg', seg);
+        const dq = g.buffers.upload('dq', nanArray(T * H * D));
+        const dk = g.buffers.upload('dk', nanArray(T * KVH * D));
+        const dv = g.buffers.upload('dv', nanArray(T * KVH * D));
+        await g.run(async (enc) => {
+          await ops.attention(enc, { q: qb, k: kb, v: vb, out, lse, seg: segb, T, H, KVH, D });
+          await ops.attentionBackward(enc, {
+            q: qb,
+            k: kb,
+            v: vb,
+            out,
+            lse,
+            dout: g.buffers.upload('dout', dout),
+            delta: g.buffers.create('delta', H * T * 4),
+            dq,
+            dk,
+            dv,
+            seg: segb,
+            T,
+            H,
+            KVH,
+            D,
+          });
         });
+        const rows = (a: Float32Array, w: number, i: number) => segmentRows(a, w, starts[i], lengths[i]);
+        const refs = lengths.map((n, i) =>
+          attentionBackwardRef(rows(q, H * D, i), rows(k, KVH * D, i), rows(v, KVH * D, i), rows(dout, H * D, i), n, H, KVH, D),
+        );
+        for (const [name, got, want] of [
+          ['dq', await g.f32(dq), concatRows(refs.map((r) => r.dq))],
+          ['dk', await g.f32(dk), concatRows(refs.map((r) => r.dk))],
+          ['dv', await g.f32(dv), concatRows(refs.map((r) => r.dv))],
+        ] as const) {
+          expect(maxViolation(got, want, 1e-4, 1e-5), name).toBeLessThanOrEqual(1);
+        }
       });
-      const rows = (a: Float32Array, w: number, i: number) => segmentRows(a, w, starts[i], lengths[i]);
-      const refs = lengths.map((n, i) =>
-        attentionBackwardRef(rows(q, H * D, i), rows(k, KVH * D, i), rows(v, KVH * D, i), rows(dout, H * D, i), n, H, KVH, D),
-      );
-      for (const [name, got, want] of [
-        ['dq', await g.f32(dq), concatRows(refs.map((r) => r.dq))],
-        ['dk', await g.f32(dk), concatRows(refs.map((r) => r.dk))],
-        ['dv', await g.f32(dv), concatRows(refs.map((r) => r.dv))],
-      ] as const) {
-        expect(maxViolation(got, want, 1e-4, 1e-5), name).toBeLessThanOrEqual(1);
-      }
-    });
-  }
-});
+    }
+  },
+);
 
 describe('dropout (hashed mask, inverted scaling)', () => {
   const n = 100_000;
