@@ -1,12 +1,13 @@
-// Causal grouped-query attention with one thread per row of one head and no workgroup memory or
+// Causal grouped-query attention with one thread per RT rows of one head and no workgroup memory or
 // barriers: the variant of attention.wgsl for adapters that run barriers slowly (SwiftShader
 // suspends every invocation of a workgroup at each barrier), chosen per adapter by the tuner
 // (src/engine/tune.ts, docs/architecture.md §3b). Same bindings and results as attention.wgsl up
 // to the order of the sums:
 //   forward  q (T, H*D), k, v (T, KVH*D) -> out (T, H*D), lse (H, T)
 //   backward dq (T, H*D), dk, dv (T, KVH*D) from the forward's out and lse and dO (T, H*D)
-// Each thread reads the keys and values (or queries) it needs straight from storage; neighbouring
-// threads of a workgroup take neighbouring rows of one head, so they read the same rows in step.
+// Each thread takes RT consecutive rows (register tiles, unrolled) and reads each key and value (or
+// query) row it needs once from storage for all of them; neighbouring threads of a workgroup take
+// neighbouring rows of one head, so they read the same rows in step.
 // Packed sequences: seg[t] is the first token of t's sequence. A query walks keys seg[t]..t only;
 // a key walks queries from itself to its sequence's end (the first t whose seg differs), so a
 // packed training pass does no work across sequences.
@@ -17,6 +18,7 @@
 
 const D4: u32 = {{D4}}u;
 const WG: u32 = {{WG}}u;
+const RT: u32 = {{RT}}u;
 
 struct Params { T: u32, H: u32, KVH: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,44 +29,60 @@ struct Params { T: u32, H: u32, KVH: u32, scale: f32 }
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(11) var<storage, read> seg: array<u32>; // (T) first token of t's sequence
 
-/// Forward: thread (t, h) folds keys seg[t]..t into a running max m, sum l and accumulator.
+/// Forward: thread (rows first..first+RT-1, h); row r folds keys seg[t_r]..t_r into a running max m, sum
+/// l and accumulator.
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let h = wg.y;
-  let t = wg.x * WG + lid.x;
-  if (t >= p.T) { return; }
+  let first = (wg.x * WG + lid.x) * RT;
+  if (first >= p.T) { return; }
   let kvh = h / (p.H / p.KVH);
-  let qrow = (t * p.H + h) * D4;
+//#for r in RT
+  let t{r} = min(first + {r}u, p.T - 1u);
+  let s{r} = seg[t{r}];
+  var m{r} = -3.0e38;
+  var l{r} = 0.0;
 //#for d in D4
-  let q{d} = q[qrow + {d}u] * p.scale;
-  var a{d} = vec4<f32>(0.0);
+  let q{r}_{d} = q[(t{r} * p.H + h) * D4 + {d}u] * p.scale;
+  var a{r}_{d} = vec4<f32>(0.0);
 //#end
-  var m = -3.0e38;
-  var l = 0.0;
-  for (var j = seg[t]; j <= t; j++) {
+//#end
+  for (var j = s0; j <= first + RT - 1u && j < p.T; j++) {
     let base = (j * p.KVH + kvh) * D4;
-    var s = 0.0;
 //#for d in D4
-    s += dot(q{d}, k[base + {d}u]);
+    let k{d} = k[base + {d}u];
+    let v{d} = v[base + {d}u];
 //#end
-    let mn = max(m, s);
-    let corr = exp(m - mn);
-    let pj = exp(s - mn);
-    l = l * corr + pj;
+//#for r in RT
+    if (j >= s{r} && j <= t{r}) {
+      var s = 0.0;
 //#for d in D4
-    a{d} = a{d} * corr + pj * v[base + {d}u];
+      s += dot(q{r}_{d}, k{d});
 //#end
-    m = mn;
+      let mn = max(m{r}, s);
+      let corr = exp(m{r} - mn);
+      let pj = exp(s - mn);
+      l{r} = l{r} * corr + pj;
+//#for d in D4
+      a{r}_{d} = a{r}_{d} * corr + pj * v{d};
+//#end
+      m{r} = mn;
+    }
+//#end
   }
-  let inv = 1.0 / l;
+//#for r in RT
+  if (first + {r}u < p.T) {
+    let inv = 1.0 / l{r};
 //#for d in D4
-  out[qrow + {d}u] = a{d} * inv;
+    out[(t{r} * p.H + h) * D4 + {d}u] = a{r}_{d} * inv;
 //#end
-  lse[h * p.T + t] = m + log(l);
+    lse[h * p.T + t{r}] = m{r} + log(l{r});
+  }
+//#end
 }
 
 // ---- Backward: P = exp(scale q.k - lse), dP = dO.v, Dt = dO_t.O_t (see attention.wgsl) ----
-// `dq_main` also writes Dt (its own row's), which `dkdv_main`, dispatched after it, reads: the
+// `dq_main` also writes Dt (of its own rows), which `dkdv_main`, dispatched after it, reads: the
 // variant needs no separate delta pass.
 
 @group(0) @binding(6) var<storage, read> dout: array<vec4<f32>>;      // (T, H*D) dO
@@ -73,77 +91,110 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 @group(0) @binding(9) var<storage, read_write> dk: array<vec4<f32>>;  // (T, KVH*D)
 @group(0) @binding(10) var<storage, read_write> dv: array<vec4<f32>>; // (T, KVH*D)
 
-/// dq_t = scale * sum over keys seg[t]..t of P (dP - Dt) k_s; thread (t, h); writes Dt.
+/// dq_t = scale * sum over keys seg[t]..t of P (dP - Dt) k_s; thread (rows first..first+RT-1, h); writes Dt.
 @compute @workgroup_size(WG)
 fn dq_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let h = wg.y;
-  let t = wg.x * WG + lid.x;
-  if (t >= p.T) { return; }
+  let first = (wg.x * WG + lid.x) * RT;
+  if (first >= p.T) { return; }
   let kvh = h / (p.H / p.KVH);
-  let qrow = (t * p.H + h) * D4;
-  let l = lse[h * p.T + t];
-  var dlt = 0.0;
+//#for r in RT
+  let t{r} = min(first + {r}u, p.T - 1u);
+  let s{r} = seg[t{r}];
+  let l{r} = lse[h * p.T + t{r}];
+  var dlt{r} = 0.0;
 //#for d in D4
-  let q{d} = q[qrow + {d}u] * p.scale;
-  let g{d} = dout[qrow + {d}u];
-  var a{d} = vec4<f32>(0.0);
-  dlt += dot(g{d}, out[qrow + {d}u]);
+  let q{r}_{d} = q[(t{r} * p.H + h) * D4 + {d}u] * p.scale;
+  let g{r}_{d} = dout[(t{r} * p.H + h) * D4 + {d}u];
+  var a{r}_{d} = vec4<f32>(0.0);
+  dlt{r} += dot(g{r}_{d}, out[(t{r} * p.H + h) * D4 + {d}u]);
 //#end
-  delta[h * p.T + t] = dlt;
-  for (var j = seg[t]; j <= t; j++) {
+  if (first + {r}u < p.T) { delta[h * p.T + t{r}] = dlt{r}; }
+//#end
+  for (var j = s0; j <= first + RT - 1u && j < p.T; j++) {
     let base = (j * p.KVH + kvh) * D4;
-    var s = 0.0;
-    var dp = 0.0;
 //#for d in D4
-    s += dot(q{d}, k[base + {d}u]);
-    dp += dot(g{d}, v[base + {d}u]);
+    let k{d} = k[base + {d}u];
+    let v{d} = v[base + {d}u];
 //#end
-    let ds = exp(s - l) * (dp - dlt);
+//#for r in RT
+    if (j >= s{r} && j <= t{r}) {
+      var s = 0.0;
+      var dp = 0.0;
 //#for d in D4
-    a{d} += ds * k[base + {d}u];
+      s += dot(q{r}_{d}, k{d});
+      dp += dot(g{r}_{d}, v{d});
+//#end
+      let ds = exp(s - l{r}) * (dp - dlt{r});
+//#for d in D4
+      a{r}_{d} += ds * k{d};
+//#end
+    }
 //#end
   }
+//#for r in RT
+  if (first + {r}u < p.T) {
 //#for d in D4
-  dq[qrow + {d}u] = a{d} * p.scale;
+    dq[(t{r} * p.H + h) * D4 + {d}u] = a{r}_{d} * p.scale;
+//#end
+  }
 //#end
 }
 
 /// dk_s = scale * sum_t P (dP - Dt) q_t and dv_s = sum_t P dO_t over the queries t = s .. the end of
-/// s's sequence, of every query head of kv head kvh; thread (s, kvh), no atomics.
+/// s's sequence, of every query head of kv head kvh; thread (keys s0..s0+RT-1, kvh), no atomics.
 @compute @workgroup_size(WG)
 fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let kvh = wg.y;
-  let s = wg.x * WG + lid.x;
-  if (s >= p.T) { return; }
+  let first = (wg.x * WG + lid.x) * RT;
+  if (first >= p.T) { return; }
   let group = p.H / p.KVH;
-  let krow = (s * p.KVH + kvh) * D4;
-  let ss = seg[s];
+//#for r in RT
+  let s{r} = min(first + {r}u, p.T - 1u);
+  let ss{r} = seg[s{r}];
 //#for d in D4
-  let k{d} = k[krow + {d}u] * p.scale;
-  let v{d} = v[krow + {d}u];
-  var ak{d} = vec4<f32>(0.0);
-  var av{d} = vec4<f32>(0.0);
+  let k{r}_{d} = k[(s{r} * p.KVH + kvh) * D4 + {d}u] * p.scale;
+  let v{r}_{d} = v[(s{r} * p.KVH + kvh) * D4 + {d}u];
+  var ak{r}_{d} = vec4<f32>(0.0);
+  var av{r}_{d} = vec4<f32>(0.0);
 //#end
-  for (var t = s; t < p.T; t++) {
-    if (seg[t] != ss) { break; } // the next sequence: its queries never see this key
+//#end
+  let lastSeg = seg[min(first + RT - 1u, p.T - 1u)];
+  for (var t = first; t < p.T; t++) {
+    let st = seg[t];
+    if (st != lastSeg && t > first + RT - 1u) { break; } // past the last key's sequence: no key here is seen
     for (var h = kvh * group; h < kvh * group + group; h++) {
       let base = (t * p.H + h) * D4;
-      var sc = 0.0;
-      var dp = 0.0;
 //#for d in D4
-      sc += dot(k{d}, q[base + {d}u]);
-      dp += dot(v{d}, dout[base + {d}u]);
+      let q{d} = q[base + {d}u];
+      let g{d} = dout[base + {d}u];
 //#end
-      let pr = exp(sc - lse[h * p.T + t]);
-      let ds = pr * (dp - delta[h * p.T + t]);
+      let lt = lse[h * p.T + t];
+      let dt = delta[h * p.T + t];
+//#for r in RT
+      if (t >= s{r} && st == ss{r}) {
+        var sc = 0.0;
+        var dp = 0.0;
 //#for d in D4
-      av{d} += pr * dout[base + {d}u];
-      ak{d} += ds * q[base + {d}u];
+        sc += dot(k{r}_{d}, q{d});
+        dp += dot(v{r}_{d}, g{d});
+//#end
+        let pr = exp(sc - lt);
+        let ds = pr * (dp - dt);
+//#for d in D4
+        av{r}_{d} += pr * g{d};
+        ak{r}_{d} += ds * q{d};
+//#end
+      }
 //#end
     }
   }
+//#for r in RT
+  if (first + {r}u < p.T) {
 //#for d in D4
-  dk[krow + {d}u] = ak{d} * p.scale;
-  dv[krow + {d}u] = av{d};
+    dk[(s{r} * p.KVH + kvh) * D4 + {d}u] = ak{r}_{d} * p.scale;
+    dv[(s{r} * p.KVH + kvh) * D4 + {d}u] = av{r}_{d};
+//#end
+  }
 //#end
 }

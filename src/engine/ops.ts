@@ -26,10 +26,10 @@ export interface Tuning {
   lmhead: { TM: number; TN: number; WGX: number; WGY: number };
   /**
    * 'tiled' (attention.wgsl): BQ query rows per workgroup stage BK keys at a time in workgroup
-   * memory, with barriers (what GPUs run fast); 'rows' (attention_rows.wgsl): one thread per row of
-   * one head, WG threads a workgroup, no workgroup memory or barriers (what SwiftShader runs fast).
+   * memory, with barriers (what GPUs run fast); 'rows' (attention_rows.wgsl): one thread per RT rows
+   * of one head, WG threads a workgroup, no workgroup memory or barriers (what SwiftShader runs fast).
    */
-  attention: { variant: 'tiled'; BQ: number; BK: number } | { variant: 'rows'; WG: number };
+  attention: { variant: 'tiled'; BQ: number; BK: number } | { variant: 'rows'; WG: number; RT: number };
   /** matmul_dx.wgsl: TM rows x TK columns of dx per thread (TK a multiple of 4). */
   matmulDx: { TM: number; TK: number; WGX: number; WGY: number };
   /** matmul_tn.wgsl: TM rows x TP columns of the weight gradient per thread (TP a multiple of 4). */
@@ -365,12 +365,16 @@ export class Ops {
     );
   }
 
-  /** An entry point of kernels/attention_rows.wgsl for head dimension D and WG rows per workgroup. */
-  private attentionRowsPipeline(D: number, WG: number, entry: 'main' | 'dq_main' | 'dkdv_main'): Promise<GPUComputePipeline> {
+  /** An entry point of kernels/attention_rows.wgsl for head dimension D, WG threads of RT rows each. */
+  private attentionRowsPipeline(
+    D: number,
+    { WG, RT }: { WG: number; RT: number },
+    entry: 'main' | 'dq_main' | 'dkdv_main',
+  ): Promise<GPUComputePipeline> {
     return this.pipelines.get(
       'attention_rows',
-      `attention_rows:${D}:${WG}`,
-      () => fillTemplate(this.pipelines.source('attention_rows'), { D4: D / 4, WG }, 'attention_rows'),
+      `attention_rows:${D}:${WG}:${RT}`,
+      () => fillTemplate(this.pipelines.source('attention_rows'), { D4: D / 4, WG, RT }, 'attention_rows'),
       entry,
     );
   }
@@ -380,7 +384,7 @@ export class Ops {
     const tune = this.tuning.attention;
     const [pl, rowsPerGroup] =
       tune.variant === 'rows'
-        ? [await this.attentionRowsPipeline(a.D, tune.WG, 'main'), tune.WG]
+        ? [await this.attentionRowsPipeline(a.D, tune, 'main'), tune.WG * tune.RT]
         : [await this.attentionPipeline(a.D, 'main'), tune.BQ];
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
     this.dispatch(
@@ -413,10 +417,10 @@ export class Ops {
       this.buf(11, a.seg),
     ];
     if (tune.variant === 'rows') {
-      const groups = Math.ceil(a.T / tune.WG);
-      const dq = await this.attentionRowsPipeline(a.D, tune.WG, 'dq_main');
+      const groups = Math.ceil(a.T / (tune.WG * tune.RT));
+      const dq = await this.attentionRowsPipeline(a.D, tune, 'dq_main');
       this.dispatch(enc, dq, [u, ...qkv, this.buf(4, a.out), this.buf(8, a.dq)], [groups, a.H], 'attention.dq');
-      const dkdv = await this.attentionRowsPipeline(a.D, tune.WG, 'dkdv_main');
+      const dkdv = await this.attentionRowsPipeline(a.D, tune, 'dkdv_main');
       this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [groups, a.KVH], 'attention.dkdv');
       return;
     }

@@ -28,8 +28,8 @@ export const LMHEAD_CANDIDATES: Tuning['lmhead'][] = [
 /** Attention variants (`Tuning['attention']`): the shared-memory tiles for GPUs, barrier-free rows for SwiftShader. */
 export const ATTENTION_CANDIDATES: Tuning['attention'][] = [
   { variant: 'tiled', BQ: 32, BK: 16 },
-  { variant: 'rows', WG: 16 },
-  { variant: 'rows', WG: 64 },
+  { variant: 'rows', WG: 16, RT: 4 },
+  { variant: 'rows', WG: 4, RT: 4 },
 ];
 
 /** Attention heads of a model: H query heads and KVH key/value heads of width D. */
