@@ -9,7 +9,7 @@ import { formatBytes } from '../src/engine/buffers.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
-import { medianMs, tuneKernels } from '../src/engine/tune.ts';
+import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
@@ -111,7 +111,7 @@ export async function forwardBench(argv: string[]): Promise<void> {
   emit({ bench: 'fma_peak', adapter, gflops: +peak.toFixed(2) });
 
   // Per-adapter tile choice on the model's own shapes; the winners run the whole forward pass.
-  const tuned = await tuneKernels(probe, { T, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
+  const tuned = await tuneKernels(probe, tuningShapeOf(shape, T), quant);
   for (const m of tuned.matmul)
     emit({
       bench: 'matmul_tile',

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
 import { generate } from '../src/engine/generate.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
-import { tuneKernels } from '../src/engine/tune.ts';
+import { tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
@@ -32,7 +32,7 @@ export async function generateBench(argv: string[]): Promise<void> {
   const N = Number(values.new);
   const shape = { ...SMOLLM2_135M, numLayers: Number(values.layers) };
   const engine = await createNodeEngine();
-  engine.useTuning((await tuneKernels(engine, { T: P, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant)).tuning);
+  engine.useTuning((await tuneKernels(engine, tuningShapeOf(shape, P), quant)).tuning);
   const weights = makeTinyLlama(shape);
   const model = GpuLlama.create(engine.ops, weights, quant);
   const rng = new Rng(9);

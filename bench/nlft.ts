@@ -14,7 +14,7 @@ import { formatBytes } from '../src/engine/buffers.ts';
 import { formatProfile } from '../src/engine/profile.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { lossCoefficients, TrainPass } from '../src/engine/train-pass.ts';
-import { tuneKernels } from '../src/engine/tune.ts';
+import { tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import type { Projection } from '../src/model/weights.ts';
@@ -58,7 +58,7 @@ export async function nlftBench(argv: string[]): Promise<void> {
   const shape = { ...benchModel.model, numLayers: Number(values.layers ?? benchModel.layers) };
   const modelName = shapeLabel(benchModel, shape.numLayers);
   const probe = await createNodeEngine();
-  const tuned = await tuneKernels(probe, { T: P + N, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
+  const tuned = await tuneKernels(probe, tuningShapeOf(shape, P + N), quant);
   probe.destroy();
   const engine = await createNodeEngine({ tuning: tuned.tuning });
   const weights = makeTinyLlama(shape);

@@ -3,6 +3,7 @@
  * backward to the LoRA gradients, then one AdamW step) of a Llama with seeded random weights in
  * the shape `--shape` names (bench/forward.ts `BENCH_SHAPES`: SmolLM2-135M, one record of 256
  * tokens; or the toy-math model, 4 records of 180 tokens), all T-1 next-token positions scored.
+ * `--packed` runs a step's records as one packed pass (TrainPass.forwardPacked) instead of one pass each.
  * `--profile` then profiles `--reps` more steps per kernel and phase (bench/profile.ts). Reports tokens/s, ms per step, achieved
  * GFLOP/s against the adapter's measured FMA peak and peak GPU bytes against the analytic
  * minimum; then the same step with a generic framework (tfjs-webgpu autodiff, f32, full (T,V)
@@ -20,7 +21,7 @@ import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import type { LoraSet } from '../src/model/lora.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../src/engine/train-pass.ts';
-import { medianMs, tuneKernels } from '../src/engine/tune.ts';
+import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import { initLora, loraParameterCount, type LoraConfig } from '../src/model/lora.ts';
@@ -119,6 +120,7 @@ export async function trainBench(argv: string[]): Promise<void> {
       reps: { type: 'string', default: '3' },
       'skip-tfjs': { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      packed: { type: 'boolean', default: false },
     },
   });
   const benchModel = benchShape(values.shape!);
@@ -147,7 +149,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   const adapter = describeAdapter(probe.ctx.adapter);
   const peakSamples = [await measureFmaPeak(probe)];
   emit({ bench: 'fma_peak', adapter, gflops: +peakSamples[0].toFixed(2) });
-  const tuned = await tuneKernels(probe, { T, C: shape.hiddenSize, F: shape.intermediateSize, V: shape.vocabSize }, quant);
+  const tuned = await tuneKernels(probe, tuningShapeOf(shape, T), quant);
   const best = tuned.matmul.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   const bestHead = tuned.lmhead.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   emit({
@@ -158,6 +160,8 @@ export async function trainBench(argv: string[]): Promise<void> {
     matmul_gflops: +best.gflops.toFixed(2),
     lmhead_tile: bestHead.tile,
     lmhead_gflops: +bestHead.gflops.toFixed(2),
+    attention: tuned.tuning.attention,
+    attention_ms: Object.fromEntries(tuned.attention.map((a) => [JSON.stringify(a.tile), +a.ms.toFixed(1)])),
   });
   probe.destroy();
 
@@ -173,6 +177,8 @@ export async function trainBench(argv: string[]): Promise<void> {
   const N = T - 1;
   const kinds: TermKind[] = seqs[0].rows.map(() => 'likelihood');
   const sftWeights = new Float32Array(N).fill(1 / N);
+  const packedKinds = seqs.flatMap(() => kinds);
+  const packedWeights = new Float32Array(records * N).fill(1 / N);
 
   const engine = await createNodeEngine({ tuning: tuned.tuning });
   const llama = GpuLlama.create(engine.ops, weights, quant, lora);
@@ -183,10 +189,20 @@ export async function trainBench(argv: string[]): Promise<void> {
   const gradNorms: number[] = [];
   const step = async () => {
     let loss = 0;
-    for (const q of seqs) {
-      const pass = await TrainPass.forward(llama, q.ids, q.rows, q.next, { rate: 0, seed: 0 });
-      loss += lossValue(kinds, sftWeights, pass.scores) / records;
-      await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores));
+    if (values.packed) {
+      const pass = await TrainPass.forwardPacked(
+        llama,
+        seqs.map((q) => ({ ids: q.ids, rows: q.rows, targets: q.next })),
+        { rate: 0, seed: 0 },
+      );
+      loss = lossValue(packedKinds, packedWeights, pass.scores) / records;
+      await pass.backward(lossCoefficients(packedKinds, packedWeights, pass.scores));
+    } else {
+      for (const q of seqs) {
+        const pass = await TrainPass.forward(llama, q.ids, q.rows, q.next, { rate: 0, seed: 0 });
+        loss += lossValue(kinds, sftWeights, pass.scores) / records;
+        await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores));
+      }
     }
     losses.push(loss);
     const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
@@ -210,7 +226,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   const gflops = flops / (ms / 1000) / 1e9;
   const ours = {
     bench: 'train',
-    impl: 'nlft',
+    impl: values.packed ? 'nlft packed' : 'nlft',
     adapter,
     model: modelName,
     layers: numLayers,
@@ -240,7 +256,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   if (values.profile) {
     // After the timed steps, so the profiler's own cost is not in them.
     const profile = await profileSteps(engine, step, reps);
-    emit({ bench: 'train_profile', model: modelName, quant, tokens: T, records, ...profile });
+    emit({ bench: 'train_profile', model: modelName, quant, tokens: T, records, packed: values.packed, ...profile });
     console.log(`\n${formatProfile(profile)}\n`);
   }
   llama.destroy();

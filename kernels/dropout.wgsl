@@ -2,14 +2,25 @@
 // over (T,K). The mask is a hash of (seed, element index), so the backward pass regenerates exactly
 // the forward's mask from the seed instead of storing it, and a run is reproducible from its seed.
 // Used forward (x -> dropout(x), beta 0) and backward (dL/dx += mask * g / (1 - rate), beta 1).
+// The seed is mixed here from the pass's seed (binding 3, written once per pass) and the
+// (layer, projection) salt in the uniforms, so the uniforms hold no per-step value and are
+// cached for the run (src/engine/lora-linear.ts dropoutSeed is the CPU twin of `mask_seed`).
 //
 // CPU reference: test/reference/cpu-backward.ts dropoutRef (mask: dropoutMaskRef, hash: dropoutHashRef).
 // Test: test/gpu/kernels-backward.test.ts.
 
-struct Params { n: u32, seed: u32, rate: f32, beta: f32 }
+struct Params { n: u32, salt: u32, rate: f32, beta: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> pass_seed: vec4<u32>; // .x: the pass's seed
+
+/// The mask's seed: the pass seed xor the salt, through half of the lowbias32 finalizer.
+fn mask_seed() -> u32 {
+  var h = pass_seed.x ^ p.salt;
+  h = (h ^ (h >> 16u)) * 0x7feb352du;
+  return h ^ (h >> 15u);
+}
 
 /// A well-mixed 32-bit hash (lowbias32 finalizer) of the element index and the seed.
 fn hash(i: u32, seed: u32) -> u32 {
@@ -21,15 +32,15 @@ fn hash(i: u32, seed: u32) -> u32 {
 }
 
 /// keep probability 1 - rate: the element survives when its hash, as a fraction of 2^32, is >= rate.
-fn keep(i: u32) -> bool {
-  return f32(hash(i, p.seed) >> 8u) * (1.0 / 16777216.0) >= p.rate;
+fn keep(i: u32, seed: u32) -> bool {
+  return f32(hash(i, seed) >> 8u) * (1.0 / 16777216.0) >= p.rate;
 }
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = gid.x + gid.y * nwg.x * 64u;
   if (i >= p.n) { return; }
-  var v = select(0.0, x[i] / (1.0 - p.rate), keep(i));
+  var v = select(0.0, x[i] / (1.0 - p.rate), keep(i, mask_seed()));
   if (p.beta != 0.0) { v += p.beta * out[i]; }
   out[i] = v;
 }

@@ -174,9 +174,10 @@ export class GpuLlama {
     return allocForwardActs(this, T, mode, live, lengths);
   }
 
-  /** The context the layer functions of one pass share. */
-  private pass(enc: GPUCommandEncoder, acts: ForwardActs, dropout: DropoutSpec): PassContext {
-    return { enc, ops: this.ops, config: this.config, lora: this.lora, dropout, acts };
+  /** The context the layer functions of one pass share; its dropout seed buffer is registered in `live`. */
+  private pass(enc: GPUCommandEncoder, acts: ForwardActs, dropout: DropoutSpec, live: TrackedBuffer[]): PassContext {
+    const seed = dropout.rate > 0 && this.lora ? this.ops.passSeed(dropout.seed, live) : null;
+    return { enc, ops: this.ops, config: this.config, lora: this.lora, dropout, seed, acts };
   }
 
   /** Record the forward pass into `enc`: ids (T) -> embedding -> layers -> final norm xnF (T,C). */
@@ -193,7 +194,7 @@ export class GpuLlama {
       acts.xd = this.buffers.create('lora dropout (T,in)', T * Math.max(...this.lora.entries.map((e) => e.inF)) * 4);
       live.push(acts.xd);
     }
-    const ctx = this.pass(enc, acts, dropout);
+    const ctx = this.pass(enc, acts, dropout, live);
     // ids (T) -> x (T,C)
     await this.ops.embedding(enc, { ids, table: this.embed, out: acts.layers[0].xIn, T });
     // x_in (T,C) -> x_out (T,C)
@@ -235,7 +236,7 @@ export class GpuLlama {
     enc.clearBuffer(g.dx.buffer);
     // dxn -> dx (T,C) = d x_out of the last layer
     await this.ops.rmsnormBackward(enc, { x: acts.xOut, w: this.finalNorm, rstd: acts.rstdF, dy: dxn, dx: g.dx, T, C: c.hiddenSize });
-    const ctx = this.pass(enc, acts, dropout);
+    const ctx = this.pass(enc, acts, dropout, live);
     // d x_out -> d x_in
     for (let i = this.layers.length - 1; i >= 0; i--) await layerBackward(ctx, i, this.layers[i], g);
   }

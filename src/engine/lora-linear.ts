@@ -4,7 +4,8 @@
  * W (out,in) is a frozen base weight (f32/q8/q4, dequantized inside the matmul tiles); A (r,in) and
  * B (out,r) are the trained factors. The forward keeps u = dropout(x) A^T (T,r) for dB. The dropout
  * mask is never stored: both passes hash it from the same seed (`dropoutSeed`), so the backward
- * sees exactly the forward's mask. Also the shared context of every layer function of a pass.
+ * sees exactly the forward's mask. The pass's seed is on the GPU (`PassContext.seed`, written once
+ * per pass); each dispatch adds only its (layer, projection) salt, a constant of the run. Also the shared context of every layer function of a pass.
  */
 import type { LlamaConfig } from '../model/config.ts';
 import { PROJECTIONS, type Projection } from '../model/weights.ts';
@@ -19,9 +20,14 @@ export interface DropoutSpec {
   seed: number;
 }
 
-/** The dropout seed of one (layer, projection) input, derived from the pass seed. */
-export function dropoutSeed(seed: number, layer: number, proj: Projection): number {
-  let h = (seed ^ Math.imul(layer + 1, 0x9e3779b1) ^ Math.imul(PROJECTIONS.indexOf(proj) + 1, 0x85ebca77)) >>> 0;
+/** The salt of one (layer, projection) input's dropout mask, a constant of the model's shape. */
+export function dropoutSalt(layer: number, proj: Projection): number {
+  return (Math.imul(layer + 1, 0x9e3779b1) ^ Math.imul(PROJECTIONS.indexOf(proj) + 1, 0x85ebca77)) >>> 0;
+}
+
+/** The mask seed of a pass seed and a salt: the CPU twin of kernels/dropout.wgsl `mask_seed`. */
+export function dropoutSeed(passSeed: number, salt: number): number {
+  let h = (passSeed ^ salt) >>> 0;
   h = Math.imul(h ^ (h >>> 16), 0x7feb352d) >>> 0;
   return (h ^ (h >>> 15)) >>> 0;
 }
@@ -36,6 +42,8 @@ export interface PassContext {
   config: LlamaConfig;
   lora: LoraParams | null;
   dropout: DropoutSpec;
+  /** The pass's dropout seed on the GPU (a 16-byte uniform); null when dropout is off. */
+  seed: TrackedBuffer | null;
   acts: ForwardActs;
 }
 
@@ -54,7 +62,7 @@ export async function linearForward(
   beta: 0 | 1,
   u: TrackedBuffer | undefined,
 ): Promise<void> {
-  const { enc, ops, dropout, acts } = ctx;
+  const { enc, ops, dropout, seed, acts } = ctx;
   const T = acts.T;
   // out = beta*out + x W^T
   await ops.matmul(enc, { x, w, out, T, beta });
@@ -64,7 +72,7 @@ export async function linearForward(
   let xa = x;
   if (dropout.rate > 0) {
     // xd (T,in) = dropout(x)
-    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed: dropoutSeed(dropout.seed, layer, p), rate: dropout.rate });
+    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed: seed!, salt: dropoutSalt(layer, p), rate: dropout.rate });
     xa = acts.xd!;
   }
   // u (T,r) = dropout(x) A^T
@@ -91,7 +99,7 @@ export async function linearBackward(
   beta: 0 | 1,
   scratch: LinearScratch,
 ): Promise<void> {
-  const { enc, ops, dropout, acts } = ctx;
+  const { enc, ops, dropout, seed, acts } = ctx;
   const T = acts.T;
   // dIn = beta*dIn + dOut W
   await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta });
@@ -101,11 +109,11 @@ export async function linearBackward(
   const { A, B } = lora.weights(e);
   const { dA, dB } = lora.gradViews(e);
   const { g, gx } = scratch;
-  const seed = dropoutSeed(dropout.seed, layer, p);
+  const salt = dropoutSalt(layer, p);
   let xa = x;
   if (dropout.rate > 0) {
     // xd (T,in) = dropout(x), the forward's mask
-    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed, rate: dropout.rate });
+    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed: seed!, salt, rate: dropout.rate });
     xa = acts.xd!;
   }
   // dB += s dOut^T u
@@ -118,7 +126,7 @@ export async function linearBackward(
     // gx (T,in) = s g A
     await ops.matmulDx(enc, { dy: g, w: A, dx: gx!, T, alpha: e.scale });
     // dIn += dropout'(gx)
-    await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, seed, rate: dropout.rate, beta: 1 });
+    await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, seed: seed!, salt, rate: dropout.rate, beta: 1 });
   } else {
     // dIn += s g A
     await ops.matmulDx(enc, { dy: g, w: A, dx: dIn, T, alpha: e.scale, beta: 1 });

@@ -24,7 +24,12 @@ export interface GpuWeight {
 export interface Tuning {
   matmul: { TM: number; TN: number; WGX: number; WGY: number };
   lmhead: { TM: number; TN: number; WGX: number; WGY: number };
-  attention: { BQ: number; BK: number };
+  /**
+   * 'tiled' (attention.wgsl): BQ query rows per workgroup stage BK keys at a time in workgroup
+   * memory, with barriers (what GPUs run fast); 'rows' (attention_rows.wgsl): one thread per RT rows
+   * of one head, WG threads a workgroup, no workgroup memory or barriers (what SwiftShader runs fast).
+   */
+  attention: { variant: 'tiled'; BQ: number; BK: number } | { variant: 'rows'; WG: number; RT: number };
   /** matmul_dx.wgsl: TM rows x TK columns of dx per thread (TK a multiple of 4). */
   matmulDx: { TM: number; TK: number; WGX: number; WGY: number };
   /** matmul_tn.wgsl: TM rows x TP columns of the weight gradient per thread (TP a multiple of 4). */
@@ -33,10 +38,13 @@ export interface Tuning {
   ceChunk: number;
 }
 
+/** The tiled attention's default tiles (also decode's, which has only the tiled kernel). */
+const TILED_ATTENTION = { variant: 'tiled', BQ: 32, BK: 16 } as const;
+
 export const DEFAULT_TUNING: Tuning = {
   matmul: { TM: 4, TN: 4, WGX: 8, WGY: 8 },
   lmhead: { TM: 4, TN: 4, WGX: 16, WGY: 4 },
-  attention: { BQ: 32, BK: 16 },
+  attention: TILED_ATTENTION,
   matmulDx: { TM: 8, TK: 8, WGX: 8, WGY: 8 },
   matmulTn: { TM: 4, TP: 4, WGX: 4, WGY: 16 },
   ceChunk: 4096,
@@ -98,7 +106,11 @@ export class Ops {
     readonly tuning: Tuning = DEFAULT_TUNING,
   ) {}
 
-  /** A uniform buffer holding `values` (u32 or f32 by the given kinds), cached by content. */
+  /**
+   * A uniform buffer holding `values` (u32 or f32 by the given kinds), cached by content for the
+   * life of the Ops: only shapes and constants of the run belong here, never a per-step value
+   * (a seed, a step number), which would add a buffer and an upload every step (`passSeed`).
+   */
   private uniform(values: number[], kinds: string): GPUBuffer {
     const key = `${kinds}:${values.join(',')}`;
     let u = this.uniforms.get(key);
@@ -283,20 +295,40 @@ export class Ops {
 
   // --- LoRA dropout (kernels/dropout.wgsl): its own backward; the same seed gives the same mask on the gradient.
 
-  /** out (n) = beta*out + dropout(x) with the mask hashed from `seed` (inverted: kept values / (1-rate)) */
+  /**
+   * out (n) = beta*out + dropout(x) with the mask hashed from the pass seed `seed` (a `passSeed`
+   * buffer) mixed with `salt` (lora-linear.ts dropoutSeed); inverted: kept values / (1-rate).
+   */
   async dropout(
     enc: GPUCommandEncoder,
-    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: number; rate: number; beta?: number },
+    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: TrackedBuffer; salt: number; rate: number; beta?: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
     const [gx, gy] = grid1d(a.n);
     this.dispatch(
       enc,
       pl,
-      [this.buf(0, this.uniform([a.n, a.seed >>> 0, a.rate, a.beta ?? 0], 'uuff')), this.buf(1, a.x), this.buf(2, a.out)],
+      [
+        this.buf(0, this.uniform([a.n, a.salt >>> 0, a.rate, a.beta ?? 0], 'uuff')),
+        this.buf(1, a.x),
+        this.buf(2, a.out),
+        this.buf(3, a.seed),
+      ],
       [gx, gy],
       'dropout',
     );
+  }
+
+  /**
+   * A pass's dropout seed as a 16-byte uniform, written once, registered in `live` for the caller
+   * to free: per-step values stay out of the content-cached uniforms, which then hold only the
+   * run's shapes and constants.
+   */
+  passSeed(seed: number, live: TrackedBuffer[]): TrackedBuffer {
+    const t = this.buffers.create('dropout pass seed', 16, UNIFORM);
+    this.device.queue.writeBuffer(t.buffer, 0, Uint32Array.of(seed >>> 0, 0, 0, 0));
+    live.push(t);
+    return t;
   }
 
   // --- RoPE (kernels/rope.wgsl): forward (dir +1) and backward (dir -1, the inverse rotation) in one op.
@@ -319,12 +351,12 @@ export class Ops {
 
   // --- Attention (kernels/attention.wgsl): forward / backward (delta, dq, dk+dv) / decode against a KV cache.
 
-  /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tuned tiles. */
+  /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tiles (the tuned ones, else the defaults). */
   private attentionPipeline(
     D: number,
     entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main',
   ): Promise<GPUComputePipeline> {
-    const { BQ, BK } = this.tuning.attention;
+    const { BQ, BK } = this.tuning.attention.variant === 'tiled' ? this.tuning.attention : TILED_ATTENTION;
     return this.pipelines.get(
       'attention',
       `attention:${D}:${BQ}:${BK}`,
@@ -333,32 +365,48 @@ export class Ops {
     );
   }
 
+  /** An entry point of kernels/attention_rows.wgsl for head dimension D, WG threads of RT rows each. */
+  private attentionRowsPipeline(
+    D: number,
+    { WG, RT }: { WG: number; RT: number },
+    entry: 'main' | 'dq_main' | 'dkdv_main',
+  ): Promise<GPUComputePipeline> {
+    return this.pipelines.get(
+      'attention_rows',
+      `attention_rows:${D}:${WG}:${RT}`,
+      () => fillTemplate(this.pipelines.source('attention_rows'), { D4: D / 4, WG, RT }, 'attention_rows'),
+      entry,
+    );
+  }
+
   /** q (T,H*D), k,v (T,KVH*D) -> out (T,H*D), lse (H,T); causal within each packed sequence (seg (T) u32: its first token) */
   async attention(enc: GPUCommandEncoder, a: AttentionActs): Promise<void> {
-    const { BQ } = this.tuning.attention;
-    const pl = await this.attentionPipeline(a.D, 'main');
+    const tune = this.tuning.attention;
+    const [pl, rowsPerGroup] =
+      tune.variant === 'rows'
+        ? [await this.attentionRowsPipeline(a.D, tune, 'main'), tune.WG * tune.RT]
+        : [await this.attentionPipeline(a.D, 'main'), tune.BQ];
     const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
     this.dispatch(
       enc,
       pl,
       [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.k), this.buf(3, a.v), this.buf(4, a.out), this.buf(5, a.lse), this.buf(11, a.seg)],
-      [Math.ceil(a.T / BQ), a.H],
+      [Math.ceil(a.T / rowsPerGroup), a.H],
       'attention',
     );
   }
 
   /**
    * Attention backward: dq (T,H*D), dk, dv (T,KVH*D) from q, k, v, the forward's out and lse, and
-   * dout; `delta` (H,T) is scratch. Probabilities are recomputed; nothing T x T is stored.
+   * dout; `delta` (H,T) is scratch. Probabilities are recomputed; nothing T x T is stored. The tiled
+   * variant runs three passes (delta, dq, dk+dv); the rows variant two (its dq pass writes delta).
    */
   async attentionBackward(
     enc: GPUCommandEncoder,
     a: AttentionActs & { dout: TrackedBuffer; delta: TrackedBuffer; dq: TrackedBuffer; dk: TrackedBuffer; dv: TrackedBuffer },
   ): Promise<void> {
-    const { BQ, BK } = this.tuning.attention;
+    const tune = this.tuning.attention;
     const u = this.buf(0, this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
-    const delta = await this.attentionPipeline(a.D, 'delta_main');
-    this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], grid1d(a.H * a.T), 'attention.delta');
     const qkv = [
       this.buf(1, a.q),
       this.buf(2, a.k),
@@ -368,10 +416,20 @@ export class Ops {
       this.buf(7, a.delta),
       this.buf(11, a.seg),
     ];
+    if (tune.variant === 'rows') {
+      const groups = Math.ceil(a.T / (tune.WG * tune.RT));
+      const dq = await this.attentionRowsPipeline(a.D, tune, 'dq_main');
+      this.dispatch(enc, dq, [u, ...qkv, this.buf(4, a.out), this.buf(8, a.dq)], [groups, a.H], 'attention.dq');
+      const dkdv = await this.attentionRowsPipeline(a.D, tune, 'dkdv_main');
+      this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [groups, a.KVH], 'attention.dkdv');
+      return;
+    }
+    const delta = await this.attentionPipeline(a.D, 'delta_main');
+    this.dispatch(enc, delta, [u, this.buf(4, a.out), this.buf(6, a.dout), this.buf(7, a.delta)], grid1d(a.H * a.T), 'attention.delta');
     const dq = await this.attentionPipeline(a.D, 'dq_main');
-    this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / BQ), a.H], 'attention.dq');
+    this.dispatch(enc, dq, [u, ...qkv, this.buf(8, a.dq)], [Math.ceil(a.T / tune.BQ), a.H], 'attention.dq');
     const dkdv = await this.attentionPipeline(a.D, 'dkdv_main');
-    this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [Math.ceil(a.T / BK), a.KVH], 'attention.dkdv');
+    this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [Math.ceil(a.T / tune.BK), a.KVH], 'attention.dkdv');
   }
 
   /** Decode: q (1,H*D) of the newest position against the cache kc, vc (>= T rows of KVH*D) holding positions 0..T-1 -> out (1,H*D) */

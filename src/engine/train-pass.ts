@@ -1,5 +1,5 @@
 /**
- * One training pass over one sequence: the forward pass keeping every layer's activations
+ * One training pass over one sequence, or several packed end to end (`forwardPacked`): the forward pass keeping every layer's activations
  * (`GpuLlama.encodeForward` + `encodeScores`), then (after the caller has turned the scores into
  * per-position coefficients) the backward pass (`GpuLlama.encodeBackward`), which accumulates LoRA
  * gradients into the model's flat gradient buffer. Base weights get no
@@ -15,6 +15,7 @@ import type { TrackedBuffer } from './buffers.ts';
 import type { GpuLlama, PositionScores } from './llama.ts';
 import type { LmHeadOut, ScoredRows } from './lm-head.ts';
 import type { DropoutSpec } from './lora-linear.ts';
+import { packing } from './packing.ts';
 
 /** A loss term's kind at one scored position. */
 export type TermKind = 'likelihood' | 'unlikelihood';
@@ -54,6 +55,13 @@ export function lossValue(kinds: readonly TermKind[], weights: ArrayLike<number>
   return s;
 }
 
+/** One sequence of a training pass: its token ids and the positions it scores (distinct), with the id each predicts. */
+export interface TrainSequence {
+  ids: number[];
+  rows: number[];
+  targets: number[];
+}
+
 export class TrainPass {
   private constructor(
     private readonly model: GpuLlama,
@@ -72,7 +80,7 @@ export class TrainPass {
    * The model must have LoRA adapters (they are what is trained). With `recompute`, only each
    * layer's input is kept and the backward pass recomputes the layer (activation checkpointing).
    */
-  static async forward(
+  static forward(
     model: GpuLlama,
     ids: number[],
     rows: number[],
@@ -80,19 +88,39 @@ export class TrainPass {
     dropout: DropoutSpec,
     recompute = false,
   ): Promise<TrainPass> {
-    model.checkInput(ids, rows, targets);
+    return TrainPass.forwardPacked(model, [{ ids, rows, targets }], dropout, recompute);
+  }
+
+  /**
+   * `forward` for several sequences packed end to end in one pass (packing.ts): each sequence
+   * attends only to itself and is positioned from 0, so its scores equal a pass of its own and
+   * the backward adds the sum of their gradients (up to summation order), with one pass's
+   * dispatches and submits for all of them. `scores`, `hiddenRows` and `backward`'s coefficients
+   * hold the sequences' rows one after another, in order. Dropout masks hash the packed element
+   * index from the one seed, so they differ from those of one pass per sequence.
+   */
+  static async forwardPacked(model: GpuLlama, seqs: readonly TrainSequence[], dropout: DropoutSpec, recompute = false): Promise<TrainPass> {
+    if (seqs.length === 0) throw new NlftError('a training pass needs at least one sequence', 'empty-input');
+    for (const q of seqs) {
+      model.checkInput(q.ids, q.rows, q.targets);
+      if (new Set(q.rows).size !== q.rows.length)
+        throw new NlftError('each position can be scored only once in a training pass', 'bad-position');
+    }
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
-    if (new Set(rows).size !== rows.length) throw new NlftError('each position can be scored only once in a training pass', 'bad-position');
+    const { T, starts } = packing(seqs.map((q) => q.ids.length));
+    const rows = seqs.flatMap((q, i) => q.rows.map((r) => starts[i] + r));
     if (rows.length === 0) throw new NlftError('a training pass needs at least one scored position', 'empty-input');
     model.lora.enableGradients();
     const b = model.buffers;
     const live: TrackedBuffer[] = [];
     try {
       const up = (label: string, data: Uint32Array) => b.uploadIn(live, label, data);
-      const acts = model.allocActs(ids.length, recompute ? 'checkpointed' : 'per-layer', live);
+      const lengths = seqs.map((q) => q.ids.length);
+      const acts = model.allocActs(T, recompute ? 'checkpointed' : 'per-layer', live, lengths);
       const enc = b.device.createCommandEncoder({ label: 'train forward' });
-      await model.encodeForward(enc, up('ids', Uint32Array.from(ids)), acts, dropout, live);
+      await model.encodeForward(enc, up('ids', Uint32Array.from(seqs.flatMap((q) => q.ids))), acts, dropout, live);
       const R = rows.length;
+      const targets = seqs.flatMap((q) => q.targets);
       const scored = { rows: up('rows', Uint32Array.from(rows)), targets: up('targets', Uint32Array.from(targets)), R };
       const head = await model.encodeScores(enc, acts, scored, live);
       b.device.queue.submit([enc.finish()]);

@@ -1,13 +1,15 @@
 /**
- * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels on the model's
- * own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
+ * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels and the attention
+ * variants (shared-memory tiles, barrier-free rows) on the model's own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
  * magnitude between SwiftShader and real GPUs). Takes a few seconds; callers cache the result
  * per adapter.
  */
 import type { Engine } from './engine.ts';
 import { GpuMemoryError } from '../errors.ts';
 import type { AdapterSummary } from './gpu.ts';
+import type { TrackedBuffer } from './buffers.ts';
 import { DEFAULT_TUNING, Ops, type GpuWeight, type Tuning } from './ops.ts';
+import type { LlamaConfig } from '../model/config.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 
 export const MATMUL_CANDIDATES: Tuning['matmul'][] = [
@@ -23,12 +25,31 @@ export const LMHEAD_CANDIDATES: Tuning['lmhead'][] = [
   { TM: 8, TN: 8, WGX: 8, WGY: 8 },
 ];
 
-/** The shapes tuning measures: T tokens of a model with hidden C, FFN F and vocabulary V. */
+/** Attention variants (`Tuning['attention']`): the shared-memory tiles for GPUs, barrier-free rows for SwiftShader. */
+export const ATTENTION_CANDIDATES: Tuning['attention'][] = [
+  { variant: 'tiled', BQ: 32, BK: 16 },
+  { variant: 'rows', WG: 16, RT: 4 },
+  { variant: 'rows', WG: 4, RT: 4 },
+];
+
+/** Attention heads of a model: H query heads and KVH key/value heads of width D. */
+export interface AttentionShape {
+  H: number;
+  KVH: number;
+  D: number;
+}
+
+/**
+ * The shapes tuning measures: T tokens of a model with hidden C, FFN F and vocabulary V; attention
+ * on `heads`, else on C/64 heads of 64 (the variant that wins is a property of the adapter more
+ * than of the heads).
+ */
 export interface TuningShape {
   T: number;
   C: number;
   F: number;
   V: number;
+  heads?: AttentionShape;
 }
 
 export interface TuneResult {
@@ -36,6 +57,8 @@ export interface TuneResult {
   /** GFLOP/s of every candidate, in candidate order. */
   matmul: Array<{ tile: Tuning['matmul']; gflops: number }>;
   lmhead: Array<{ tile: Tuning['lmhead']; gflops: number }>;
+  /** Milliseconds of one attention forward + backward per variant, in candidate order. */
+  attention: Array<{ tile: Tuning['attention']; ms: number }>;
 }
 
 /** Median wall time (ms) of `fn` over `reps` runs after one warm-up (which also compiles). */
@@ -81,6 +104,7 @@ export async function tuneKernels(
 ): Promise<TuneResult> {
   const { T, C, F } = shape;
   const V = Math.min(shape.V, 8192);
+  const CANDIDATES = MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length;
   const b = engine.buffers;
   const opsWith = (t: Partial<Tuning>) => new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, ...t });
   const w = syntheticWeight(engine, F, C, format);
@@ -96,7 +120,7 @@ export async function tuneKernels(
       engine.ctx.device.queue.submit([enc.finish()]);
     });
     matmul.push({ tile, gflops: (2 * T * F * C * reps) / ms / 1e6 });
-    onProgress?.(matmul.length / (MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length));
+    onProgress?.(matmul.length / CANDIDATES);
   }
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const rows = b.upload(
@@ -116,17 +140,84 @@ export async function tuneKernels(
       engine.ctx.device.queue.submit([enc.finish()]);
     });
     lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
-    onProgress?.((matmul.length + lmhead.length) / (MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length));
+    onProgress?.((matmul.length + lmhead.length) / CANDIDATES);
     b.destroy(scratch.part);
     b.destroy(scratch.tlogit);
   }
   for (const t of [w.data, w.scales, head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
+  const attention = await timeAttention(engine, T, shape.heads ?? { H: Math.max(1, C / 64), KVH: Math.max(1, C / 64), D: 64 }, (i) =>
+    onProgress?.((matmul.length + lmhead.length + i) / CANDIDATES),
+  );
   const best = <T extends { gflops: number }>(list: T[]) => list.reduce((a, c) => (c.gflops > a.gflops ? c : a));
-  return { tuning: { ...DEFAULT_TUNING, matmul: best(matmul).tile, lmhead: best(lmhead).tile }, matmul, lmhead };
+  const fastest = attention.reduce((a, c) => (c.ms < a.ms ? c : a));
+  return {
+    tuning: { ...DEFAULT_TUNING, matmul: best(matmul).tile, lmhead: best(lmhead).tile, attention: fastest.tile },
+    matmul,
+    lmhead,
+    attention,
+  };
+}
+
+/** The tuning shape of T tokens of a model (its widths, vocabulary and attention heads). */
+export function tuningShapeOf(
+  m: Pick<LlamaConfig, 'hiddenSize' | 'intermediateSize' | 'vocabSize' | 'numHeads' | 'numKvHeads'> & { headDim?: number },
+  T: number,
+): TuningShape {
+  const heads = { H: m.numHeads, KVH: m.numKvHeads, D: m.headDim ?? m.hiddenSize / m.numHeads };
+  return { T, C: m.hiddenSize, F: m.intermediateSize, V: m.vocabSize, heads };
+}
+
+/** One attention forward + backward (T tokens, one sequence) timed per variant; `onDone` gets the count timed. */
+async function timeAttention(
+  engine: Engine,
+  T: number,
+  { H, KVH, D }: AttentionShape,
+  onDone: (count: number) => void,
+): Promise<TuneResult['attention']> {
+  const b = engine.buffers;
+  const live: TrackedBuffer[] = [];
+  const f32 = (label: string, floats: number) => b.f32In(live, label, floats);
+  const acts = {
+    q: f32('tune q', T * H * D),
+    k: f32('tune k', T * KVH * D),
+    v: f32('tune v', T * KVH * D),
+    out: f32('tune attention out', T * H * D),
+    lse: f32('tune lse', H * T),
+    seg: f32('tune seg', T), // zeros: one sequence
+    dout: f32('tune dout', T * H * D),
+    delta: f32('tune delta', H * T),
+    dq: f32('tune dq', T * H * D),
+    dk: f32('tune dk', T * KVH * D),
+    dv: f32('tune dv', T * KVH * D),
+    T,
+    H,
+    KVH,
+    D,
+  };
+  const enc0 = engine.ctx.device.createCommandEncoder();
+  for (const t of [acts.q, acts.k, acts.v, acts.dout]) enc0.clearBuffer(t.buffer);
+  engine.ctx.device.queue.submit([enc0.finish()]);
+  const timed: TuneResult['attention'] = [];
+  try {
+    for (const tile of ATTENTION_CANDIDATES) {
+      const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, attention: tile });
+      const ms = await medianMs(engine, async () => {
+        const enc = engine.ctx.device.createCommandEncoder();
+        await ops.attention(enc, acts);
+        await ops.attentionBackward(enc, acts);
+        engine.ctx.device.queue.submit([enc.finish()]);
+      });
+      timed.push({ tile, ms });
+      onDone(timed.length);
+    }
+  } finally {
+    for (const t of live) b.destroy(t);
+  }
+  return timed;
 }
 
 /** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 1;
+export const TUNING_VERSION = 2;
 
 /** Tokens the cached choice is measured on (a typical training sequence). */
 export const TUNING_TOKENS = 256;
@@ -157,11 +248,13 @@ const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(
 /** A cached value is used only if it is a tuning whose tiles are among today's candidates. */
 export function isCachedTuning(v: unknown): v is Tuning {
   const t = v as Partial<Tuning> | null;
-  if (typeof t !== 'object' || t === null || !t.matmul || !t.lmhead) return false;
+  if (typeof t !== 'object' || t === null || !t.matmul || !t.lmhead || !t.attention) return false;
+  const tuned = { matmul: 0, lmhead: 0, attention: 0 };
   return (
     MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) &&
     LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) &&
-    sameTile({ ...t, matmul: 0, lmhead: 0 }, { ...DEFAULT_TUNING, matmul: 0, lmhead: 0 })
+    ATTENTION_CANDIDATES.some((c) => sameTile(c, t.attention!)) &&
+    sameTile({ ...t, ...tuned }, { ...DEFAULT_TUNING, ...tuned })
   );
 }
 

@@ -48,7 +48,8 @@ export async function tuneEngine(
   quant: QuantFormat,
   onFraction?: (fraction: number) => void,
 ): Promise<{ tuning: Tuning; source: TuningSource }> {
-  const found = await tuningFor(engine, cache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize }, quant, onFraction);
+  const heads = { H: c.numHeads, KVH: c.numKvHeads, D: c.headDim };
+  const found = await tuningFor(engine, cache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize, heads }, quant, onFraction);
   engine.useTuning(found.tuning);
   return found;
 }

@@ -16,7 +16,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TrackedBuffer } from '../../src/engine/buffers.ts';
+import { dropoutSalt, dropoutSeed } from '../../src/engine/lora-linear.ts';
+import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
+import { ATTENTION_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import {
   attentionBackwardRef,
@@ -360,73 +363,82 @@ it('swiglu backward: n=1001 including large |gate|', async () => {
   expect(maxViolation(gotU, ref.dup, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
 });
 
-describe('attention backward (causal, GQA; probabilities recomputed from the forward lse; packed sequences)', () => {
-  for (const [lengths, H, KVH, D] of [
-    [[45], 4, 2, 16],
-    [[5], 2, 2, 64],
-    [[70], 6, 1, 8],
-    [[13, 1, 31, 20], 4, 2, 16],
-  ] as const) {
-    it(`lengths ${lengths.join('+')} H=${H} KVH=${KVH} D=${D}`, async () => {
-      const { T, starts, seg } = packing(lengths);
-      const q = randomArray(T * H * D, 600, 2);
-      const k = randomArray(T * KVH * D, 601, 2);
-      const v = randomArray(T * KVH * D, 602);
-      const dout = randomArray(T * H * D, 603);
-      const [qb, kb, vb] = [q, k, v].map((a) => g.buffers.upload('qkv', a));
-      const out = g.buffers.create('out', T * H * D * 4);
-      const lse = g.buffers.create('lse', H * T * 4);
-      const segb = g.buffers.upload('seg', seg);
-      const dq = g.buffers.upload('dq', nanArray(T * H * D));
-      const dk = g.buffers.upload('dk', nanArray(T * KVH * D));
-      const dv = g.buffers.upload('dv', nanArray(T * KVH * D));
-      await g.run(async (enc) => {
-        await g.ops.attention(enc, { q: qb, k: kb, v: vb, out, lse, seg: segb, T, H, KVH, D });
-        await g.ops.attentionBackward(enc, {
-          q: qb,
-          k: kb,
-          v: vb,
-          out,
-          lse,
-          dout: g.buffers.upload('dout', dout),
-          delta: g.buffers.create('delta', H * T * 4),
-          dq,
-          dk,
-          dv,
-          seg: segb,
-          T,
-          H,
-          KVH,
-          D,
+describe.each(ATTENTION_CANDIDATES)(
+  'attention backward %o (causal, GQA; probabilities recomputed from the forward lse; packed sequences)',
+  (variant) => {
+    for (const [lengths, H, KVH, D] of [
+      [[45], 4, 2, 16],
+      [[5], 2, 2, 64],
+      [[70], 6, 1, 8],
+      [[13, 1, 31, 20], 4, 2, 16],
+    ] as const) {
+      it(`lengths ${lengths.join('+')} H=${H} KVH=${KVH} D=${D}`, async () => {
+        const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, attention: variant });
+        const { T, starts, seg } = packing(lengths);
+        const q = randomArray(T * H * D, 600, 2);
+        const k = randomArray(T * KVH * D, 601, 2);
+        const v = randomArray(T * KVH * D, 602);
+        const dout = randomArray(T * H * D, 603);
+        const [qb, kb, vb] = [q, k, v].map((a) => g.buffers.upload('qkv', a));
+        const out = g.buffers.create('out', T * H * D * 4);
+        const lse = g.buffers.create('lse', H * T * 4);
+        const segb = g.buffers.upload('seg', seg);
+        const dq = g.buffers.upload('dq', nanArray(T * H * D));
+        const dk = g.buffers.upload('dk', nanArray(T * KVH * D));
+        const dv = g.buffers.upload('dv', nanArray(T * KVH * D));
+        await g.run(async (enc) => {
+          await ops.attention(enc, { q: qb, k: kb, v: vb, out, lse, seg: segb, T, H, KVH, D });
+          await ops.attentionBackward(enc, {
+            q: qb,
+            k: kb,
+            v: vb,
+            out,
+            lse,
+            dout: g.buffers.upload('dout', dout),
+            delta: g.buffers.create('delta', H * T * 4),
+            dq,
+            dk,
+            dv,
+            seg: segb,
+            T,
+            H,
+            KVH,
+            D,
+          });
         });
+        const rows = (a: Float32Array, w: number, i: number) => segmentRows(a, w, starts[i], lengths[i]);
+        const refs = lengths.map((n, i) =>
+          attentionBackwardRef(rows(q, H * D, i), rows(k, KVH * D, i), rows(v, KVH * D, i), rows(dout, H * D, i), n, H, KVH, D),
+        );
+        for (const [name, got, want] of [
+          ['dq', await g.f32(dq), concatRows(refs.map((r) => r.dq))],
+          ['dk', await g.f32(dk), concatRows(refs.map((r) => r.dk))],
+          ['dv', await g.f32(dv), concatRows(refs.map((r) => r.dv))],
+        ] as const) {
+          expect(maxViolation(got, want, 1e-4, 1e-5), name).toBeLessThanOrEqual(1);
+        }
       });
-      const rows = (a: Float32Array, w: number, i: number) => segmentRows(a, w, starts[i], lengths[i]);
-      const refs = lengths.map((n, i) =>
-        attentionBackwardRef(rows(q, H * D, i), rows(k, KVH * D, i), rows(v, KVH * D, i), rows(dout, H * D, i), n, H, KVH, D),
-      );
-      for (const [name, got, want] of [
-        ['dq', await g.f32(dq), concatRows(refs.map((r) => r.dq))],
-        ['dk', await g.f32(dk), concatRows(refs.map((r) => r.dk))],
-        ['dv', await g.f32(dv), concatRows(refs.map((r) => r.dv))],
-      ] as const) {
-        expect(maxViolation(got, want, 1e-4, 1e-5), name).toBeLessThanOrEqual(1);
-      }
-    });
-  }
-});
+    }
+  },
+);
 
 describe('dropout (hashed mask, inverted scaling)', () => {
   const n = 100_000;
   const x = randomArray(n, 700);
+  /** The (layer, projection) salt every dispatch below adds to its pass seed. */
+  const salt = dropoutSalt(2, 'up_proj');
   let xb: TrackedBuffer;
   beforeAll(() => {
     xb = g.buffers.upload('x', x);
   });
+  /** The kernel with the pass seed `seed` on the GPU; its mask is the reference's of `dropoutSeed(seed, salt)`. */
   const run = async (a: { x?: Float32Array; seed: number; rate: number; beta?: number; prev?: Float32Array }) => {
     const out = g.buffers.upload('out', a.prev ?? nanArray(a.x?.length ?? n));
+    const seed = g.ops.passSeed(a.seed, []);
     await g.run((enc) =>
-      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed: a.seed, rate: a.rate, beta: a.beta }),
+      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed, salt, rate: a.rate, beta: a.beta }),
     );
+    g.buffers.destroy(seed);
     return g.f32(out);
   };
 
@@ -439,11 +451,11 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const got = await run({ seed: 1234, rate });
     const kept = got.reduce((c, v) => c + (v !== 0 ? 1 : 0), 0) / n;
     expect(Math.abs(kept - 0.7)).toBeLessThan(0.01); // binomial std 0.0014
-    const mask = dropoutMaskRef(n, 1234, rate);
+    const mask = dropoutMaskRef(n, dropoutSeed(1234, salt), rate);
     expect(got.every((v, i) => (v !== 0) === (mask[i] === 1))).toBe(true);
     const kx = Array.from(got).flatMap((v, i) => (v !== 0 ? [v / x[i]] : []));
     expect(maxViolation(kx, new Float64Array(kx.length).fill(1 / 0.7), 1e-6, 0)).toBeLessThanOrEqual(1);
-    expect(maxViolation(got, dropoutRef(x, 1234, rate), 1e-6, 0)).toBeLessThanOrEqual(1);
+    expect(maxViolation(got, dropoutRef(x, dropoutSeed(1234, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
   });
 
   it('same seed -> same mask (on any input); another seed -> a different one', async () => {
@@ -463,7 +475,7 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const grad = randomArray(n, 701);
     const prev = randomArray(n, 702); // the input gradient already accumulated by the base path
     const bwd = await run({ x: grad, seed, rate, beta: 1, prev }); // dL/dx += mask * grad / (1 - rate)
-    expect(maxViolation(bwd, dropoutRef(grad, seed, rate, 1, prev), 1e-6, 1e-7)).toBeLessThanOrEqual(1);
+    expect(maxViolation(bwd, dropoutRef(grad, dropoutSeed(seed, salt), rate, 1, prev), 1e-6, 1e-7)).toBeLessThanOrEqual(1);
     let bad = 0;
     for (let i = 0; i < n; i++) {
       if (fwd[i] === 0)
@@ -477,7 +489,7 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const big = 65535 * 64 + 1001;
     const xs = randomArray(big, 703);
     const got = await run({ x: xs, seed: 9, rate: 0.5 });
-    expect(maxViolation(got, dropoutRef(xs, 9, 0.5), 1e-6, 0)).toBeLessThanOrEqual(1);
+    expect(maxViolation(got, dropoutRef(xs, dropoutSeed(9, salt), 0.5), 1e-6, 0)).toBeLessThanOrEqual(1);
   });
 });
 

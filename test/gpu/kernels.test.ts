@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
+import { ATTENTION_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
 import {
@@ -121,7 +122,7 @@ describe('rope', () => {
   });
 });
 
-describe('attention (causal, GQA, online softmax; packed sequences)', () => {
+describe.each(ATTENTION_CANDIDATES)('attention %o (causal, GQA, online softmax; packed sequences)', (variant) => {
   // lengths: the sequences packed in one call; several = each must equal a call of its own.
   for (const [lengths, H, KVH, D] of [
     [[45], 4, 2, 16],
@@ -131,6 +132,7 @@ describe('attention (causal, GQA, online softmax; packed sequences)', () => {
     [[3, 40, 2], 6, 1, 8],
   ] as const) {
     it(`lengths ${lengths.join('+')} H=${H} KVH=${KVH} D=${D}`, async () => {
+      const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, attention: variant });
       const { T, starts, seg } = packing(lengths);
       const q = randomArray(T * H * D, 31, 2);
       const k = randomArray(T * KVH * D, 32, 2);
@@ -138,7 +140,7 @@ describe('attention (causal, GQA, online softmax; packed sequences)', () => {
       const out = g.buffers.create('out', T * H * D * 4);
       const lse = g.buffers.create('lse', H * T * 4);
       await g.run((enc) =>
-        g.ops.attention(enc, {
+        ops.attention(enc, {
           q: g.buffers.upload('q', q),
           k: g.buffers.upload('k', k),
           v: g.buffers.upload('v', v),

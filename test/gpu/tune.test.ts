@@ -8,7 +8,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { DEFAULT_TUNING, type Tuning } from '../../src/engine/ops.ts';
-import { LMHEAD_CANDIDATES, MATMUL_CANDIDATES, tuningFor, tuningKey, type TuningCache } from '../../src/engine/tune.ts';
+import {
+  ATTENTION_CANDIDATES,
+  LMHEAD_CANDIDATES,
+  MATMUL_CANDIDATES,
+  tuningFor,
+  tuningKey,
+  type TuningCache,
+} from '../../src/engine/tune.ts';
 import { FileTuningCache } from '../../src/node/tuning-cache.ts';
 import { testGpu, type TestGpu } from '../helpers/gpu.ts';
 
@@ -23,7 +30,7 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
-const SHAPE = { C: 64, F: 128, V: 3000 };
+const SHAPE = { C: 64, F: 128, V: 3000, heads: { H: 4, KVH: 2, D: 16 } };
 
 function mapCache(): TuningCache & { map: Map<string, unknown> } {
   const map = new Map<string, unknown>();
@@ -37,12 +44,15 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   expect(first.source).toBe('measured');
   expect(MATMUL_CANDIDATES).toContainEqual(first.tuning.matmul);
   expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
+  expect(ATTENTION_CANDIDATES).toContainEqual(first.tuning.attention);
   expect(progress.at(-1)).toBe(1);
   const key = tuningKey(g.ctx.adapter, SHAPE, 'q8');
   expect(cache.map.get(key)).toEqual(first.tuning);
   const second = await tuningFor(g, cache, SHAPE, 'q8');
   expect(second).toEqual({ tuning: first.tuning, source: 'cached' });
   cache.map.set(key, { ...DEFAULT_TUNING, matmul: { TM: 3, TN: 5, WGX: 8, WGY: 8 } });
+  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
+  cache.map.set(key, { ...first.tuning, attention: { variant: 'rows', WG: 7, RT: 1 } });
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
 });
 
