@@ -62,7 +62,7 @@ export class GpuLlama {
     public lora: LoraParams | null,
   ) {}
 
-  /** Upload (quantizing) the base weights and optional LoRA factors. */
+  /** Upload (quantizing, or as the file stored them: `storedBlocks`) the base weights and optional LoRA factors. */
   static create(ops: Ops, weights: LlamaWeights, quant: QuantFormat, lora?: LoraSet): GpuLlama {
     const b = ops.buffers;
     const c = weights.config;
@@ -74,7 +74,9 @@ export class GpuLlama {
       return t;
     };
     const upload = (name: string, w: Float32Array, rows: number, cols: number, format: QuantFormat): GpuWeight => {
-      const q = quantize(w, rows, cols, format);
+      // Blocks the file held in this very format (a GGUF's Q8_0 / Q4_0) go up as they are.
+      const stored = weights.storedBlocks?.get(w);
+      const q = stored?.format === format ? stored : quantize(w, rows, cols, format);
       return {
         format,
         rows,

@@ -7,11 +7,12 @@
  */
 import { ModelFormatError } from '../errors.ts';
 import { type LlamaConfig, parseLlamaConfig } from './config.ts';
-import { type GgufArray, type GgufEntry, type GgufHeader, readGgufHeader, readGgufTensorF32 } from './gguf.ts';
+import { type GgufArray, type GgufEntry, type GgufHeader, readGgufHeader, readGgufTensor } from './gguf.ts';
 import { ggufRopeRowSource } from './gguf-format.ts';
 import { type LoadedModel, type LoadModelOptions, readJsonFile, TOKENIZER_FILE } from './loader.ts';
+import type { QuantizedMatrix } from './quant.ts';
 import type { FileSource } from './source.ts';
-import { assembleWeights, hfTensorNames, LAYER_TENSOR_NAMES, type LayerWeights, type TensorLookup } from './weights.ts';
+import { assembleWeights, hfTensorNames, LAYER_TENSOR_NAMES, type LayerWeights, type LlamaWeights, type TensorLookup } from './weights.ts';
 
 /** llama.cpp's name of each per-layer tensor (after `blk.N.`). */
 const GGUF_LAYER_NAMES: Record<keyof LayerWeights, string> = {
@@ -53,8 +54,9 @@ export async function loadGgufModel(source: FileSource, fileName: string, option
     files.push(TOKENIZER_FILE);
   }
   const tokenizer = ggufTokenizer(header, config, tokenizerJson === null);
-  const lookup = ggufLookup(source, header, config, options.onProgress);
-  const weights = await assembleWeights(config, lookup);
+  const storedBlocks = new Map<Float32Array, QuantizedMatrix>();
+  const lookup = ggufLookup(source, header, config, storedBlocks, options.onProgress);
+  const weights: LlamaWeights = { ...(await assembleWeights(config, lookup)), storedBlocks };
   return {
     config,
     weights,
@@ -170,12 +172,14 @@ export function ggufLlamaConfig(header: GgufHeader): LlamaConfig {
 
 /**
  * A `TensorLookup` over the GGUF's tensors under Hugging Face names (shapes are the reverse of
- * `ne`, i.e. [out, in]), putting the rows of `attn_q`/`attn_k` back in Hugging Face's order.
+ * `ne`, i.e. [out, in]), putting the rows of `attn_q`/`attn_k` back in Hugging Face's order; the
+ * Q8_0 / Q4_0 blocks of each matrix go into `storedBlocks` under the values they decode to.
  */
 function ggufLookup(
   source: FileSource,
   header: GgufHeader,
   config: LlamaConfig,
+  storedBlocks: Map<Float32Array, QuantizedMatrix>,
   onProgress?: (done: number, total: number) => void,
 ): TensorLookup {
   let total = 0;
@@ -194,17 +198,27 @@ function ggufLookup(
     read: async (name) => {
       const gguf = ggufName(name);
       const info = header.tensors.get(gguf)!;
-      const data = await readGgufTensorF32(source, header, gguf);
+      const { values, blocks } = await readGgufTensor(source, header, gguf);
       done += info.end - info.begin;
       onProgress?.(done, total);
       const heads = name.endsWith('q_proj.weight') ? config.numHeads : name.endsWith('k_proj.weight') ? config.numKvHeads : null;
-      if (heads === null) return data;
-      const cols = config.hiddenSize;
-      const hf = new Float32Array(data.length);
-      ggufRopeRowSource(data.length / cols, heads).forEach((from, row) => hf.set(data.subarray(row * cols, (row + 1) * cols), from * cols));
+      const rows = heads === null ? null : ggufRopeRowSource(values.length / config.hiddenSize, heads);
+      const hf = rows ? toHfRows(values, rows) : values;
+      if (blocks) {
+        const moved = (a: Uint32Array | Float32Array) => (rows ? toHfRows(a, rows) : a);
+        storedBlocks.set(hf, { ...blocks, data: moved(blocks.data), scales: blocks.scales && (moved(blocks.scales) as Float32Array) });
+      }
       return hf;
     },
   };
+}
+
+/** `a`'s rows (of equal length) in Hugging Face's order: file row r goes to row `source[r]`. */
+function toHfRows<T extends Float32Array | Uint32Array>(a: T, source: Int32Array): T {
+  const len = a.length / source.length;
+  const out = new (a.constructor as new (n: number) => T)(a.length);
+  source.forEach((from, row) => out.set(a.subarray(row * len, (row + 1) * len), from * len));
+  return out;
 }
 
 /** llama.cpp's control token type (`LLAMA_TOKEN_TYPE_CONTROL`) and user-defined type. */

@@ -17,6 +17,7 @@
 import { ModelFormatError } from '../errors.ts';
 import { decodeToF32, f16BitsToF32 } from './safetensors.ts';
 import { GGML_TYPES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VALUE_TYPE, type GgmlTypeName, type GgufValueType } from './gguf-format.ts';
+import type { QuantizedMatrix } from './quant.ts';
 import type { FileSource } from './source.ts';
 
 /** Deepest nesting of arrays in a metadata value (llama.cpp's own files nest none). */
@@ -380,13 +381,17 @@ export const GGUF_DECODED_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] as cons
 export type GgufDecodedType = (typeof GGUF_DECODED_TYPES)[number];
 
 /**
- * Reads one tensor (only its own bytes) and returns its values as f32, row-major in `shape`
- * order. Q8_0 and Q4_0 blocks are expanded exactly (code × f16 scale, as ggml's
- * `dequantize_row_q8_0`/`_q4_0` compute it).
+ * Reads one tensor (only its own bytes): its values as f32, row-major in `shape` order (Q8_0 and
+ * Q4_0 blocks expanded exactly, code × f16 scale, as ggml's `dequantize_row_q8_0`/`_q4_0` compute
+ * it), and for a Q8_0 or Q4_0 matrix its blocks in our q8/q4 layout as stored (`ggufBlocks`).
  *
  * @throws ModelFormatError naming the tensor when it is absent or of a type not decoded here
  */
-export async function readGgufTensorF32(source: FileSource, header: GgufHeader, name: string): Promise<Float32Array> {
+export async function readGgufTensor(
+  source: FileSource,
+  header: GgufHeader,
+  name: string,
+): Promise<{ values: Float32Array; blocks: QuantizedMatrix | null }> {
   const info = header.tensors.get(name);
   if (info === undefined) throw new ModelFormatError(header.file, name, 'tensor not found in this file');
   const { type } = info;
@@ -397,7 +402,35 @@ export async function readGgufTensorF32(source: FileSource, header: GgufHeader, 
       `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; K-quants such as Q4_K and Q6_K are a later step: convert the model to Q8_0 or F16 with llama.cpp's llama-quantize)`,
     );
   }
-  return decodeGgufTensor(await source.readRange(header.file, info.begin, info.end), type);
+  const bytes = await source.readRange(header.file, info.begin, info.end);
+  const [rows, cols] = info.shape;
+  const blocks = info.shape.length === 2 && (type === 'Q8_0' || type === 'Q4_0') ? ggufBlocks(bytes, type, rows, cols) : null;
+  return { values: decodeGgufTensor(bytes, type), blocks };
+}
+
+/**
+ * Q8_0 / Q4_0 blocks of a [rows, cols] matrix as our q8 / q4 matrix (src/model/quant.ts), as they
+ * are: both formats are blocks of 32 along the input with one scale, Q8_0's codes are our int8
+ * codes, and Q4_0's nibble (value (nibble − 8) · d) is our stored q4 nibble (code + 8); the f16
+ * scale is widened to f32. So `dequantize` of the result equals `decodeGgufTensor` bit for bit,
+ * and an upload in that format keeps the file's weights without re-quantizing them.
+ */
+export function ggufBlocks(bytes: Uint8Array, type: 'Q8_0' | 'Q4_0', rows: number, cols: number): QuantizedMatrix {
+  const { blockBytes } = GGML_TYPES[type];
+  const blocks = (rows * cols) / 32;
+  const scales = new Float32Array(blocks);
+  const bits = type === 'Q8_0' ? 8 : 4;
+  const data = new Uint32Array((rows * cols * bits) / 32);
+  for (let b = 0; b < blocks; b++) {
+    const at = b * blockBytes;
+    scales[b] = f16BitsToF32(bytes[at] | (bytes[at + 1] << 8));
+    for (let j = 0; j < 32; j++) {
+      const e = b * 32 + j;
+      const code = type === 'Q8_0' ? bytes[at + 2 + j] : (bytes[at + 2 + (j % 16)] >> (j < 16 ? 0 : 4)) & 0xf;
+      data[Math.floor((e * bits) / 32)] |= code << ((e * bits) % 32);
+    }
+  }
+  return { format: type === 'Q8_0' ? 'q8' : 'q4', rows, cols, data, scales };
 }
 
 function isDecodedType(type: GgmlTypeName): type is GgufDecodedType {

@@ -3,6 +3,7 @@
  */
 import { ModelFormatError } from '../errors.ts';
 import type { LlamaConfig } from './config.ts';
+import type { QuantizedMatrix } from './quant.ts';
 
 /** The seven projection types LoRA can target, in HF module names. */
 export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
@@ -27,6 +28,12 @@ export interface LlamaWeights {
   finalNorm: Float32Array; // [C]           model.norm.weight
   /** [V, C] lm_head.weight; null when tie_word_embeddings (the lm-head is `embed`). */
   lmHead: Float32Array | null;
+  /**
+   * Matrices the file held in one of our block formats (a GGUF's Q8_0 / Q4_0), by the f32 array
+   * above they decode to: an upload in that format takes these blocks as they are instead of
+   * re-quantizing the values (`GpuLlama.create`).
+   */
+  storedBlocks?: ReadonlyMap<Float32Array, QuantizedMatrix>;
 }
 
 /* ------------------------------------------------------------------------------------ */

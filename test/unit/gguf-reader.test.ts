@@ -3,7 +3,8 @@
  * a tiny model written as F32 GGUF loads to the very weights it was written from (q/k rows back
  * in Hugging Face order), with a tokenizer that encodes as the model's tokenizer.json does; Q8_0
  * and Q4_0 blocks decode exactly, and Q8_0 goes into our q8 layout with the file's own codes and
- * scales; hostile headers get errors naming the key or tensor.
+ * scales; a Q8_0 / Q4_0 model keeps its blocks as stored for q8 / q4 uploads (q/k rows moved
+ * with the values); hostile headers get errors naming the key or tensor.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,10 +13,10 @@ import { ggufLoraAdapter, writeGguf } from '../../src/export/gguf.ts';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { ModelFormatError } from '../../src/errors.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
-import { decodeGgufTensor, type GgufArray, parseGgufHeader } from '../../src/model/gguf.ts';
+import { decodeGgufTensor, type GgufArray, ggufBlocks, parseGgufHeader } from '../../src/model/gguf.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import type { LoraConfig, LoraSet } from '../../src/model/lora.ts';
-import { quantize } from '../../src/model/quant.ts';
+import { dequantize, quantize } from '../../src/model/quant.ts';
 import { hfTensorNames, weightAt } from '../../src/model/weights.ts';
 import { f16BitsToF32 } from '../../src/model/safetensors.ts';
 import { fillNormal, Rng } from '../../src/util/rng.ts';
@@ -162,6 +163,36 @@ describe('a GGUF model as a base', () => {
           for (let j = 0; j < 32; j++)
             expect((q.data[(b * 32 + j) >> 2] << (24 - 8 * (j % 4))) >> 24).toBe((blocks[b * 34 + 2 + j] << 24) >> 24);
         }
+      }
+    }
+  });
+
+  it('keeps Q8_0 and Q4_0 blocks as stored (our q8 / q4 layout), their rows where the values are; re-quantizing Q4_0 would not', async () => {
+    const weights = tiny();
+    for (const [type, format] of [
+      ['Q8_0', 'q8'],
+      ['Q4_0', 'q4'],
+    ] as const) {
+      // One matrix: the blocks in our layout dequantize to the decoded values, bit for bit.
+      const w = fillNormal(new Float32Array(4 * 64), 0.7, new Rng(9));
+      const values = decodeGgufTensor(ggmlQuantize(w, type), type);
+      const blocks = ggufBlocks(ggmlQuantize(w, type), type, 4, 64);
+      expect(blocks.format).toBe(format);
+      expect(dequantize(blocks)).toEqual(values);
+      const again = dequantize(quantize(values, 4, 64, format));
+      if (type === 'Q4_0') expect(again).not.toEqual(values); // our q4 scale (absmax/7) is not Q4_0's (max/−8)
+      // A whole model: every matrix stored, under the array it decodes to, q/k rows in Hugging Face order.
+      const bytes = tinyLlamaGguf(weights, SMOLLM2_TOKENIZER_DIR, type);
+      const loaded = (await loadModelFolder(ggufBytesSource(bytes))).weights;
+      const stored = loaded.storedBlocks!;
+      const matrices = hfTensorNames(loaded.config).filter((spec) => spec.shape.length === 2);
+      expect(stored.size).toBe(matrices.length);
+      for (const spec of matrices) {
+        const array = weightAt(loaded, spec.slot)!;
+        const q = stored.get(array)!;
+        expect([q.format, q.rows, q.cols]).toEqual([format, ...spec.shape]);
+        const back = dequantize(q);
+        expect(back.findIndex((v, i) => !Object.is(v, array[i])), spec.name).toBe(-1);
       }
     }
   });
