@@ -192,7 +192,10 @@ describe('a GGUF model as a base', () => {
         const q = stored.get(array)!;
         expect([q.format, q.rows, q.cols]).toEqual([format, ...spec.shape]);
         const back = dequantize(q);
-        expect(back.findIndex((v, i) => !Object.is(v, array[i])), spec.name).toBe(-1);
+        expect(
+          back.findIndex((v, i) => !Object.is(v, array[i])),
+          spec.name,
+        ).toBe(-1);
       }
     }
   });
