@@ -117,7 +117,7 @@ it('--model takes a Hub id: downloaded from $HF_ENDPOINT once, then read from th
     );
     const neither = await nlft('info', '--model', 'no-such-folder');
     expect(neither.stderr.trim()).toBe(
-      'nlft info: --model no-such-folder: no such folder, and not a Hub id (org/name or org/name@revision)',
+      'nlft info: --model no-such-folder: no such folder or .gguf file, and not a Hub id (org/name or org/name@revision)',
     );
   } finally {
     await hub.close();
@@ -268,7 +268,7 @@ it('bad input: clear one-line messages, non-zero exit, no stack trace', async ()
     [['logprobs', '--model', modelDir, '--prompt', 'x', '--response', 'y', '--bogus'], "nlft logprobs: Unknown option '--bogus'"],
     [
       ['info', '--model', path.join(tmp, 'nope')],
-      `nlft info: --model ${path.join(tmp, 'nope')}: no such folder, and not a Hub id (org/name or org/name@revision)`,
+      `nlft info: --model ${path.join(tmp, 'nope')}: no such folder or .gguf file, and not a Hub id (org/name or org/name@revision)`,
     ],
     [['info', '--model', tmp], `nlft info: config.json: not found in ${tmp}`],
     [['frobnicate'], 'nlft: unknown command "frobnicate"'],
