@@ -377,13 +377,15 @@ function placeTensors(
 /* ------------------------------------------------------------------------------------ */
 
 /** The tensor types whose values this reader decodes. */
-export const GGUF_DECODED_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0'] as const satisfies readonly GgmlTypeName[];
+export const GGUF_DECODED_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q6_K'] as const satisfies readonly GgmlTypeName[];
 export type GgufDecodedType = (typeof GGUF_DECODED_TYPES)[number];
 
 /**
- * Reads one tensor (only its own bytes): its values as f32, row-major in `shape` order (Q8_0 and
- * Q4_0 blocks expanded exactly, code × f16 scale, as ggml's `dequantize_row_q8_0`/`_q4_0` compute
- * it), and for a Q8_0 or Q4_0 matrix its blocks in our q8/q4 layout as stored (`ggufBlocks`).
+ * Reads one tensor (only its own bytes): its values as f32, row-major in `shape` order (quantized
+ * blocks expanded exactly as ggml's reference `dequantize_row_*` compute them, see
+ * `decodeGgufTensor`), and for a Q8_0 or Q4_0 matrix its blocks in our q8/q4 layout as stored
+ * (`ggufBlocks`). Q4_K and Q6_K have no such layout here: the loader re-quantizes their decoded
+ * values to the run's q8/q4 like any f32 weight.
  *
  * @throws ModelFormatError naming the tensor when it is absent or of a type not decoded here
  */
@@ -399,7 +401,7 @@ export async function readGgufTensor(
     throw new ModelFormatError(
       header.file,
       name,
-      `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; K-quants such as Q4_K and Q6_K are a later step: convert the model to Q8_0 or F16 with llama.cpp's llama-quantize)`,
+      `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; Q2_K, Q3_K, Q5_K, Q4_1, Q5_0, Q5_1 and the IQ types are not: convert the model to Q8_0, Q4_K_M or F16 with llama.cpp's llama-quantize)`,
     );
   }
   const bytes = await source.readRange(header.file, info.begin, info.end);
@@ -437,29 +439,100 @@ function isDecodedType(type: GgmlTypeName): type is GgufDecodedType {
   return (GGUF_DECODED_TYPES as readonly string[]).includes(type);
 }
 
-/** Decodes little-endian tensor bytes of a type in `GGUF_DECODED_TYPES` to f32. */
+/**
+ * Decodes little-endian tensor bytes of a type in `GGUF_DECODED_TYPES` to f32, block by block as
+ * ggml's reference dequantizers (`dequantize_row_q8_0`, `_q4_0`, `_q4_K`, `_q6_K` in ggml's
+ * `src/ggml-quants.c`; block structs in `src/ggml-common.h`) compute them, every product and
+ * difference rounded to f32 as their float arithmetic is.
+ */
 export function decodeGgufTensor(bytes: Uint8Array, type: GgufDecodedType): Float32Array {
   if (type === 'F32' || type === 'F16' || type === 'BF16') return decodeToF32(bytes, type);
-  const { blockBytes } = GGML_TYPES[type];
+  const { blockBytes, blockElements } = GGML_TYPES[type];
   const blocks = bytes.length / blockBytes;
-  const out = new Float32Array(blocks * 32);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Float32Array(blocks * blockElements);
+  const decodeBlock = BLOCK_DECODERS[type];
   for (let b = 0; b < blocks; b++) {
-    const at = b * blockBytes;
-    const d = f16BitsToF32(view.getUint16(at, true));
-    const o = b * 32;
-    if (type === 'Q8_0') {
-      // block_q8_0: f16 d, then 32 int8 codes; value = code · d.
-      for (let j = 0; j < 32; j++) out[o + j] = view.getInt8(at + 2 + j) * d;
-    } else {
-      // block_q4_0: f16 d, then 16 bytes; element j is the low nibble of byte j, element j + 16 its
-      // high nibble; value = (nibble − 8) · d.
-      for (let j = 0; j < 16; j++) {
-        const q = bytes[at + 2 + j];
-        out[o + j] = ((q & 0x0f) - 8) * d;
-        out[o + j + 16] = ((q >> 4) - 8) * d;
+    decodeBlock(bytes.subarray(b * blockBytes, (b + 1) * blockBytes), out.subarray(b * blockElements, (b + 1) * blockElements));
+  }
+  return out;
+}
+
+/** Writes one block's values (`out` holds exactly its elements). */
+type BlockDecoder = (block: Uint8Array, out: Float32Array) => void;
+
+/** The f16 at byte `at` of a block, widened to f32. */
+const f16At = (block: Uint8Array, at: number): number => f16BitsToF32(block[at] | (block[at + 1] << 8));
+
+const BLOCK_DECODERS: Record<Exclude<GgufDecodedType, 'F32' | 'F16' | 'BF16'>, BlockDecoder> = {
+  // block_q8_0 (34 bytes): f16 d, then 32 int8 codes; value = code · d.
+  Q8_0: (block, out) => {
+    const d = f16At(block, 0);
+    for (let j = 0; j < 32; j++) out[j] = ((block[2 + j] << 24) >> 24) * d;
+  },
+  // block_q4_0 (18 bytes): f16 d, then 16 bytes; element j is the low nibble of byte j, element
+  // j + 16 its high nibble; value = (nibble − 8) · d.
+  Q4_0: (block, out) => {
+    const d = f16At(block, 0);
+    for (let j = 0; j < 16; j++) {
+      out[j] = ((block[2 + j] & 0x0f) - 8) * d;
+      out[j + 16] = ((block[2 + j] >> 4) - 8) * d;
+    }
+  },
+  Q4_K: decodeQ4KBlock,
+  Q6_K: decodeQ6KBlock,
+};
+
+/**
+ * block_q4_K (144 bytes, 256 values in 8 sub-blocks of 32): f16 d, f16 dmin, 12 bytes of 6-bit
+ * sub-block scales and mins (`q4KScaleMin`), 128 bytes of nibbles. The nibbles come in 4 runs of
+ * 32 bytes; run r gives sub-block 2r its low nibbles and sub-block 2r + 1 its high ones. Value of
+ * nibble q in sub-block s: (d · scale_s) · q − (dmin · min_s), each step rounded to f32.
+ */
+function decodeQ4KBlock(block: Uint8Array, out: Float32Array): void {
+  const f = Math.fround;
+  const d = f16At(block, 0);
+  const dmin = f16At(block, 2);
+  const packed = block.subarray(4, 16);
+  for (let s = 0; s < 8; s++) {
+    const [scale, min] = q4KScaleMin(packed, s);
+    const step = f(d * scale);
+    const offset = f(dmin * min);
+    const run = 16 + 32 * (s >> 1);
+    const shift = (s & 1) * 4;
+    for (let l = 0; l < 32; l++) out[32 * s + l] = f(f(step * ((block[run + l] >> shift) & 0xf)) - offset);
+  }
+}
+
+/**
+ * The 6-bit scale and min of Q4_K sub-block `s` from the 12 packed bytes (ggml's
+ * `get_scale_min_k4`): sub-blocks 0–3 keep theirs in the low 6 bits of bytes s (scale) and s + 4
+ * (min); sub-blocks 4–7 take their low 4 bits from byte s + 4 (scale: low nibble, min: high
+ * nibble) and their top 2 bits from the spare top bits of bytes s − 4 (scale) and s (min).
+ */
+function q4KScaleMin(packed: Uint8Array, s: number): [scale: number, min: number] {
+  if (s < 4) return [packed[s] & 63, packed[s + 4] & 63];
+  return [(packed[s + 4] & 0xf) | ((packed[s - 4] >> 6) << 4), (packed[s + 4] >> 4) | ((packed[s] >> 6) << 4)];
+}
+
+/**
+ * block_q6_K (210 bytes, 256 values in 16 sub-blocks of 16): 128 bytes `ql` (low 4 bits), 64
+ * bytes `qh` (high 2 bits), 16 int8 sub-block scales, f16 d. Each half h of 128 values uses ql
+ * bytes 64h…64h+63, qh bytes 32h…32h+31 and scales 8h…8h+7; within it, for l < 32, value
+ * l + 32k (k = 0…3) takes its low 4 bits from ql[l + 32·(k & 1)] (low nibble for k < 2, high
+ * for k ≥ 2) and its high 2 bits from bits 2k, 2k+1 of qh[l]; the code q (0…63) gives
+ * (d · scale) · (q − 32), with scale = scales[8h + 2k + l / 16 (integer)], each product rounded to f32.
+ */
+function decodeQ6KBlock(block: Uint8Array, out: Float32Array): void {
+  const f = Math.fround;
+  const d = f16At(block, 208);
+  for (let h = 0; h < 2; h++) {
+    for (let k = 0; k < 4; k++) {
+      for (let l = 0; l < 32; l++) {
+        const low = (block[64 * h + l + 32 * (k & 1)] >> (k < 2 ? 0 : 4)) & 0xf;
+        const high = (block[128 + 32 * h + l] >> (2 * k)) & 3;
+        const scale = (block[192 + 8 * h + 2 * k + (l >> 4)] << 24) >> 24;
+        out[128 * h + 32 * k + l] = f(f(d * scale) * ((low | (high << 4)) - 32));
       }
     }
   }
-  return out;
 }

@@ -226,7 +226,7 @@ describe('a GGUF model as a base', () => {
     const nameAt = q8.findIndex((_, i) => name.every((c, j) => q8[i + j] === c));
     new DataView(q8.buffer).setUint32(nameAt + name.length + 4 + 2 * 8, 3, true);
     await expect(loadModelFolder(ggufBytesSource(q8))).rejects.toThrow(
-      /model\.gguf \(token_embd\.weight\): tensor type Q4_1 is not read yet \(read: F32, F16, BF16, Q8_0, Q4_0; K-quants/,
+      /model\.gguf \(token_embd\.weight\): tensor type Q4_1 is not read yet \(read: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K; Q2_K, Q3_K, Q5_K, Q4_1/,
     );
   });
 });
