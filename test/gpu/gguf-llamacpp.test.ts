@@ -27,7 +27,7 @@ import { FolderSource } from '../../src/node/fs-source.ts';
 import { PROJECTIONS } from '../../src/model/weights.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { fillNormal, Rng } from '../../src/util/rng.ts';
-import { type GgufFixtureType, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { type GgufFixtureType, type GgufRawTensors, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
 import { makeTmpDir, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
 
@@ -218,6 +218,87 @@ describe('quantized GGUF models, our engine against llama.cpp on the same file',
         // Q4_0's weight error moves the log-probs far more than the tolerance (so a wrong nibble or row
         // order could not pass); Q8_0's is of the size of llama.cpp's own Q8 activations (both 1/254).
         if (type === 'Q4_0') expect(effect).toBeGreaterThan(3 * worst);
+      } finally {
+        await theirs.dispose();
+      }
+    });
+  }
+});
+
+/**
+ * K-quant GGUF models: every projection matrix of a seeded model (hidden size and FFN width 256,
+ * one K-quant super-block per 256 inputs) as Q4_K or as Q6_K blocks of seeded random bytes
+ * (`randomKQuantBlocks`; the tied vocabulary table F32), loaded by our engine with f32 weights —
+ * the exact decode — and by llama.cpp from the same file.
+ *
+ * Tolerance: llama.cpp's CPU matmul with Q4_K or Q6_K weights quantizes the activations to Q8_K
+ * (8-bit codes, one f32 scale per 256 values; ggml-cpu's `vec_dot_type` of both), an error our
+ * f32 activations do not make; the log-probs here then differ by up to KQUANT_ATOL (seen: 0.084
+ * for Q4_K, 0.098 for Q6_K; Q4_0 with Q8_0 activations gave 0.087 above). A decode with d and
+ * dmin swapped (Q4_K) or with the scales of neighbouring sub-blocks swapped (Q6_K) moves them by
+ * 20 and 4.9. Our q8 re-quantization of the decoded weights (the extra error of a q8 run) moves
+ * our log-probs by 0.060 (Q4_K) and 0.074 (Q6_K), logged with each run.
+ */
+const KQUANT_ATOL = 0.15;
+
+describe('K-quant GGUF models (Q4_K, Q6_K), our exact decode against llama.cpp on the same file', () => {
+  const kWeights = () =>
+    makeTinyLlama({
+      seed: 17,
+      vocabSize: SMOLLM2_VOCAB,
+      hiddenSize: 256,
+      intermediateSize: 256,
+      numLayers: 1,
+      numHeads: 4,
+      numKvHeads: 2,
+      tie: true,
+    });
+
+  /** The same blocks with one field moved, as a wrong decoder would read them. */
+  const miswired = (raw: GgufRawTensors): GgufRawTensors =>
+    new Map(
+      [...raw].map(([name, { type, blocks }]) => {
+        const wrong = blocks.slice();
+        const blockBytes = type === 'Q4_K' ? 144 : 210;
+        for (let at = 0; at < wrong.length; at += blockBytes) {
+          // Q4_K: d and dmin swapped; Q6_K: the scales of sub-blocks 2i and 2i + 1 swapped.
+          const pairs =
+            type === 'Q4_K'
+              ? [
+                  [at, at + 2],
+                  [at + 1, at + 3],
+                ]
+              : Array.from({ length: 8 }, (_, i) => [at + 192 + 2 * i, at + 193 + 2 * i]);
+          for (const [a, b] of pairs) [wrong[a], wrong[b]] = [blocks[b], blocks[a]];
+        }
+        return [name, { type, blocks: wrong }];
+      }),
+    );
+
+  for (const type of ['Q4_K', 'Q6_K'] as const) {
+    it(`${type}: our engine on the decoded file matches llama.cpp on it; a miswired decode does not`, async () => {
+      const w = kWeights();
+      const raw = randomKQuantBlocks(w.config, () => type, new Rng(type === 'Q4_K' ? 41 : 42));
+      const name = `model-${type}.gguf`;
+      const wrongName = `model-${type}-miswired.gguf`;
+      await writeFile(path.join(tmp, name), tinyLlamaGguf(w, SMOLLM2_TOKENIZER_DIR, 'F32', raw));
+      await writeFile(path.join(tmp, wrongName), tinyLlamaGguf(w, SMOLLM2_TOKENIZER_DIR, 'F32', miswired(raw)));
+      const ours = (await loadModelFolder(new FolderSource(tmp, name))).weights;
+      const wrong = (await loadModelFolder(new FolderSource(tmp, wrongName))).weights;
+      const theirs = await llama.loadModel({ modelPath: path.join(tmp, name) });
+      try {
+        const reference = await llamaCppLogProbs(undefined, theirs);
+        const diff = (a: ArrayLike<number>) => Math.max(...reference.map((v, i) => Math.abs(v - a[i])));
+        const mine = await engineLogProbs(undefined, ours);
+        const worst = diff(mine);
+        const miswiredWorst = diff(await engineLogProbs(undefined, wrong));
+        const q8 = await engineLogProbs(undefined, ours, 'q8');
+        const q8Effect = Math.max(...q8.map((v, i) => Math.abs(v - mine[i])));
+        console.log(
+          `${type}: largest |log-prob difference| to llama.cpp ${worst.toExponential(2)} (miswired decode ${miswiredWorst.toExponential(2)}); our q8 re-quantization moves ours by ${q8Effect.toExponential(2)}`,
+        );
+        expect(worst).toBeLessThanOrEqual(KQUANT_ATOL);
+        expect(miswiredWorst).toBeGreaterThan(3 * KQUANT_ATOL);
       } finally {
         await theirs.dispose();
       }
