@@ -82,7 +82,8 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       class: 'field inline',
       for: 'model-gguf',
       hidden: true,
-      title: 'A llama GGUF: F32, F16, BF16, Q8_0 or Q4_0 tensors; pick its tokenizer.json with it if the file has no gpt2 BPE vocabulary',
+      title:
+        'A llama GGUF: F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K tensors; pick its tokenizer.json with it if the file has no gpt2 BPE vocabulary',
     },
     'GGUF file',
     gguf,
