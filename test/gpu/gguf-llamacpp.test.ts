@@ -27,7 +27,7 @@ import { FolderSource } from '../../src/node/fs-source.ts';
 import { PROJECTIONS } from '../../src/model/weights.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { fillNormal, Rng } from '../../src/util/rng.ts';
-import { type GgufFixtureType, type GgufRawTensors, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { type GgufFixtureType, type GgufRawTensors, kQuantTinyLlama, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
 import { makeTmpDir, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
 
@@ -242,18 +242,6 @@ describe('quantized GGUF models, our engine against llama.cpp on the same file',
 const KQUANT_ATOL = 0.15;
 
 describe('K-quant GGUF models (Q4_K, Q6_K), our exact decode against llama.cpp on the same file', () => {
-  const kWeights = () =>
-    makeTinyLlama({
-      seed: 17,
-      vocabSize: SMOLLM2_VOCAB,
-      hiddenSize: 256,
-      intermediateSize: 256,
-      numLayers: 1,
-      numHeads: 4,
-      numKvHeads: 2,
-      tie: true,
-    });
-
   /** The same blocks with one field moved, as a wrong decoder would read them. */
   const miswired = (raw: GgufRawTensors): GgufRawTensors =>
     new Map(
@@ -277,7 +265,7 @@ describe('K-quant GGUF models (Q4_K, Q6_K), our exact decode against llama.cpp o
 
   for (const type of ['Q4_K', 'Q6_K'] as const) {
     it(`${type}: our engine on the decoded file matches llama.cpp on it; a miswired decode does not`, async () => {
-      const w = kWeights();
+      const w = kQuantTinyLlama(17);
       const raw = randomKQuantBlocks(w.config, () => type, new Rng(type === 'Q4_K' ? 41 : 42));
       const name = `model-${type}.gguf`;
       const wrongName = `model-${type}-miswired.gguf`;

@@ -7,15 +7,14 @@
  * our q8 / q4 is measured.
  */
 import { describe, expect, it } from 'vitest';
-import { makeTinyLlama } from '../../src/model/demo.ts';
 import { decodeGgufTensor, readGgufTensor, readGgufHeader } from '../../src/model/gguf.ts';
 import { ggufRopeRowSource } from '../../src/model/gguf-format.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import { dequantize, quantize } from '../../src/model/quant.ts';
 import { f32ToF16Bits } from '../../src/model/safetensors.ts';
 import { Rng } from '../../src/util/rng.ts';
-import { ggufBytesSource, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
-import { SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
+import { ggufBytesSource, kQuantTinyLlama, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { SMOLLM2_TOKENIZER_DIR } from '../fixtures/tiny-llama.ts';
 
 /** A Q4_K block from d, dmin, 8 six-bit scales and mins, and 256 nibbles (element order). */
 function packQ4K(d: number, dmin: number, scales: number[], mins: number[], q: number[]): Uint8Array {
@@ -107,16 +106,7 @@ describe('K-quant GGUF blocks', () => {
   });
 
   it('a model whose matrices are Q4_K and Q6_K loads to the decoded values (q/k rows in Hugging Face order); re-quantizing them to q8 adds a small error', async () => {
-    const weights = makeTinyLlama({
-      seed: 4,
-      vocabSize: SMOLLM2_VOCAB,
-      hiddenSize: 256,
-      intermediateSize: 256,
-      numLayers: 1,
-      numHeads: 4,
-      numKvHeads: 2,
-      tie: true,
-    });
+    const weights = kQuantTinyLlama(4);
     const raw = randomKQuantBlocks(weights.config, (name) => (name.includes('ffn') ? 'Q6_K' : 'Q4_K'), new Rng(12));
     const source = ggufBytesSource(tinyLlamaGguf(weights, SMOLLM2_TOKENIZER_DIR, 'F32', raw));
     const loaded = (await loadModelFolder(source)).weights;
