@@ -518,6 +518,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page
       .getByTestId('compare-import')
       .setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"items": []}') });
+    // The file is read asynchronously: wait for its message before reading it.
+    await page.getByTestId('compare-error').filter({ hasText: 'bad.json' }).waitFor();
     expect(await page.getByTestId('compare-error').textContent()).toBe(
       'bad.json: field "items": expected at least one test item, found []',
     );
