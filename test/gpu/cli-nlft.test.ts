@@ -220,7 +220,7 @@ it('nlft train --saliency static and --scorer: recorded with the run; the scorer
       'nlft train: saliency: expected dynamic or static (or none: dynamic, static with a scorer), found "sometimes"',
     ],
   ]);
-});
+}, 300_000); // three nlft train runs and a score: ≈ 90 s on 2 quiet cores, more when the suite runs beside it
 
 /** `trainTwo` into a folder of its own; its saliency.jsonl lines and run.json. */
 async function trainTwoRecorded(name: string, ...flags: string[]) {
