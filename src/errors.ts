@@ -12,6 +12,8 @@ export type ErrorCode =
   | 'gpu-unavailable'
   /** the GPU device was lost */
   | 'device-lost'
+  /** the GPU refused a command (a validation or out-of-memory error nobody caught) */
+  | 'gpu-command'
   /** a buffer over the device limit or the memory budget */
   | 'gpu-memory'
   /** a bad command-line option or request field */
@@ -99,6 +101,22 @@ export class DeviceLostError extends NlftError {
     detail: string,
   ) {
     super(`GPU device lost (${reason}): ${detail}`, 'device-lost');
+  }
+}
+
+/**
+ * The GPU refused a command that no error scope caught (WebGPU's `uncapturederror`): a
+ * validation error (a bug on our side) or an out-of-memory error. Everything the queue ran after it
+ * is suspect, so work that reads results (a training step, an evaluation) stops.
+ */
+export class GpuCommandError extends NlftError {
+  constructor(
+    /** How many such errors the device reported so far. */
+    readonly count: number,
+    /** The first one's message. */
+    readonly first: string,
+  ) {
+    super(`the GPU refused ${count === 1 ? 'a command' : `${count} commands`}; the first: ${first}`, 'gpu-command');
   }
 }
 

@@ -310,7 +310,7 @@ export class TrainerHost implements TrainerApi {
         return await runEvaluation(
           { llama: model.llama, tok, name: model.info.name, quant: model.info.quant, trained: this.#trained },
           request,
-          { signal: abort.signal, onItem },
+          { signal: abort.signal, check: this.#live().ctx.check, onItem },
         );
       } finally {
         this.#evalAbort = null;

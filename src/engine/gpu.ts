@@ -3,9 +3,10 @@
  *
  * We request the adapter's real limits (never the 128/256 MiB defaults) and record the optional
  * features the kernels can use. Device loss is surfaced as a typed `DeviceLostError` through
- * `GpuContext.lost` and `GpuContext.check()`.
+ * `GpuContext.lost` and `GpuContext.check()`; a command the GPU refused outside any error scope as a
+ * `GpuCommandError` from `check()`.
  */
-import { DeviceLostError, GpuUnavailableError } from '../errors.ts';
+import { DeviceLostError, GpuCommandError, GpuUnavailableError } from '../errors.ts';
 
 /** What the engine knows about the adapter it runs on. */
 export interface AdapterSummary {
@@ -30,7 +31,11 @@ export interface GpuContext {
   adapter: AdapterSummary;
   /** Resolves (never rejects) with the error once the device is lost. */
   lost: Promise<DeviceLostError>;
-  /** Throws the DeviceLostError if the device has been lost. */
+  /**
+   * Throws the DeviceLostError if the device has been lost, or a GpuCommandError if the device
+   * reported an uncaught error (validation, out of memory) since the context was made: results
+   * read after it cannot be trusted.
+   */
   check(): void;
   destroy(): void;
 }
@@ -106,8 +111,16 @@ export async function acquireGpu(
     lostError = new DeviceLostError(destroyed ? 'destroyed' : (l.reason ?? 'unknown'), l.message || 'no detail');
     return lostError;
   });
+  let refused = 0;
+  let firstRefusal = '';
   device.addEventListener?.('uncapturederror', (ev: Event) => {
-    console.error(`WebGPU error: ${(ev as GPUUncapturedErrorEvent).error.message}`);
+    const message = (ev as GPUUncapturedErrorEvent).error.message;
+    if (refused++ === 0) {
+      // Dawn: a first line, then detail, then " - While ..." lines naming the labelled objects involved.
+      const lines = message.split('\n').map((l) => l.trim());
+      firstRefusal = [lines[0], ...lines.filter((l) => l.startsWith('- ')).map((l) => l.slice(2))].join('; ');
+    }
+    if (refused <= 3) console.error(`WebGPU error: ${message}`);
   });
   return {
     device,
@@ -115,6 +128,7 @@ export async function acquireGpu(
     lost,
     check() {
       if (lostError && !destroyed) throw lostError;
+      if (refused > 0) throw new GpuCommandError(refused, firstRefusal);
     },
     destroy() {
       destroyed = true;

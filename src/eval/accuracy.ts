@@ -23,6 +23,8 @@ export interface EvalOptions {
   system?: string;
   /** Ends the evaluation before the next question (the items done so far are reported). */
   signal?: AbortSignal;
+  /** Called after each answer; throws to end the evaluation (the engine's `ctx.check`: a lost device or a refused command). */
+  check?: () => void;
 }
 
 /** One question as the model answered it. */
@@ -97,6 +99,7 @@ export async function evaluate(
   for (const r of records) {
     if (o.signal?.aborted) break;
     const item: EvalItem = { index: r.index, id: r.id, ...(await answerAndGrade(model, tok, r, o)) };
+    o.check?.();
     items.push(item);
     onItem?.(item, items.length);
   }

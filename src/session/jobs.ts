@@ -32,7 +32,7 @@ export interface LoadedJobModel {
 export async function runEvaluation(
   m: LoadedJobModel,
   request: EvalRequest,
-  o: { signal?: AbortSignal; onItem?: (item: EvalItem, done: number, total: number) => void },
+  o: { signal?: AbortSignal; check?: () => void; onItem?: (item: EvalItem, done: number, total: number) => void },
 ): Promise<EvalOutcome> {
   const records = parseDataset(request.data.bytes, request.data.name).records.slice(0, request.limit);
   const system = request.system ?? DEFAULT_INSTRUCTION;
@@ -40,7 +40,7 @@ export async function runEvaluation(
     m.llama,
     m.tok,
     records,
-    { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, system, signal: o.signal },
+    { maxNewTokens: request.maxNewTokens, temperature: 0, seed: 0, system, signal: o.signal, check: o.check },
     (item, done) => o.onItem?.(item, done, records.length),
   );
   const t = m.trained;

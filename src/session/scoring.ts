@@ -193,6 +193,7 @@ export async function scoreParsed(
     if (scorer) llama.destroy();
   }
   if (!scores) return null;
+  engine.ctx.check(); // scores read after a refused command are not to be kept
   const kept = samples.map(scoredRecord);
   return {
     samples,

@@ -222,11 +222,14 @@ export class Trainer {
       await this.optimizer.step(enc, { lr, step, gradScale: 1 / count });
       engine.ctx.device.queue.submit([enc.finish()]);
       const gradNorm = await this.optimizer.lastGradNorm();
+      try {
+        engine.ctx.check(); // a command the GPU refused makes this step's numbers meaningless
+      } catch (e) {
+        await this.undoStep();
+        throw e;
+      }
       if (!Number.isFinite(gradNorm)) {
-        const undo = engine.ctx.device.createCommandEncoder();
-        undo.copyBufferToBuffer(this.backup.buffer, 0, lora.params.buffer, 0, lora.n * 4);
-        engine.ctx.device.queue.submit([undo.finish()]);
-        await engine.ctx.device.queue.onSubmittedWorkDone();
+        await this.undoStep();
         return {
           status: 'non-finite',
           steps: this.state.step,
@@ -248,6 +251,15 @@ export class Trainer {
       });
     }
     return { status: 'done', steps: this.state.step };
+  }
+
+  /** Put back the parameters the last optimizer step started from (copied by `run` before it). */
+  private async undoStep(): Promise<void> {
+    const { device } = this.engine.ctx;
+    const undo = device.createCommandEncoder({ label: 'undo step' });
+    undo.copyBufferToBuffer(this.backup.buffer, 0, this.model.lora!.params.buffer, 0, this.model.lora!.n * 4);
+    device.queue.submit([undo.finish()]);
+    await device.queue.onSubmittedWorkDone();
   }
 
   /**

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { BufferManager, formatBytes } from '../../src/engine/buffers.ts';
 import { createNodeEngine } from '../../src/node/engine.ts';
-import { DeviceLostError, GpuMemoryError, KernelError } from '../../src/errors.ts';
+import { DeviceLostError, GpuCommandError, GpuMemoryError, KernelError } from '../../src/errors.ts';
 import { fillTemplate, unroll } from '../../src/engine/kernels.ts';
 
 describe('host layer', () => {
@@ -59,6 +59,19 @@ describe('host layer', () => {
     expect(err).toBeInstanceOf(DeviceLostError);
     expect(err.message).toMatch(/^GPU device lost \(destroyed\): /);
     expect(() => e.ctx.check()).toThrow(DeviceLostError);
+  });
+});
+
+describe('refused commands', () => {
+  it('a command the GPU refused outside any error scope makes check() throw a GpuCommandError', async () => {
+    const e = await createNodeEngine();
+    e.ctx.check();
+    e.ctx.device.createBuffer({ label: 'refused on purpose', size: 4, usage: 0 }); // usage 0 is invalid
+    await e.ctx.device.queue.onSubmittedWorkDone();
+    await new Promise((r) => setTimeout(r, 50)); // the error event arrives asynchronously
+    expect(() => e.ctx.check()).toThrow(GpuCommandError);
+    expect(() => e.ctx.check()).toThrow(/^the GPU refused a command; the first: .*refused on purpose/);
+    e.destroy();
   });
 });
 

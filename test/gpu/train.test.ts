@@ -1,11 +1,13 @@
 /**
  * The trainer end to end on tiny models: SFT loss falls over a few dozen steps, deterministically
  * for a seed; a checkpoint (through its file bytes) resumes to bit-identical adapters; a
- * non-finite loss stops the run keeping the last good parameters; a training step's peak GPU
+ * non-finite loss stops the run keeping the last good parameters, and so does a command the GPU
+ * refused (a GpuCommandError, not a silently wrong step); a training step's peak GPU
  * memory on a 49152-token vocabulary stays below tokens x vocab x 4 plus the model.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
+import { GpuCommandError } from '../../src/errors.ts';
 import { initLora } from '../../src/model/lora.ts';
 import { makeTinyLlama, type TinyLlamaOptions } from '../../src/model/demo.ts';
 import { checkpointBytes, readCheckpoint, CHECKPOINT_FILE } from '../../src/train/checkpoint.ts';
@@ -49,11 +51,12 @@ const CONFIG: TrainConfig = { ...DEFAULT_TRAIN, epochs: 8, lr: 2e-2, batch: 2, s
 async function train(
   config: TrainConfig,
   data: TrainSample[],
-  opts: { stopAfter?: number; resumeFrom?: Uint8Array; terms?: TermsFn } = {},
+  opts: { stopAfter?: number; resumeFrom?: Uint8Array; terms?: TermsFn; engine?: TestGpu; onStep?: (m: StepMetrics) => void } = {},
 ) {
+  const e = opts.engine ?? g;
   const weights = makeTinyLlama(MODEL);
-  const model = GpuLlama.create(g.ops, weights, 'q8', initLora(weights.config, { ...LORA, targets: [...LORA.targets] }, config.seed));
-  const trainer = new Trainer(g, model, data, config, { terms: opts.terms ?? sftTerms }, LORA.dropout);
+  const model = GpuLlama.create(e.ops, weights, 'q8', initLora(weights.config, { ...LORA, targets: [...LORA.targets] }, config.seed));
+  const trainer = new Trainer(e, model, data, config, { terms: opts.terms ?? sftTerms }, LORA.dropout);
   if (opts.resumeFrom) {
     const bytes = opts.resumeFrom;
     const source: FileSource = {
@@ -66,14 +69,17 @@ async function train(
   }
   const metrics: StepMetrics[] = [];
   const ctl = new AbortController();
-  const end = await trainer.run({
-    signal: ctl.signal,
-    onStep: (m) => {
-      metrics.push(m);
-      if (opts.stopAfter === m.step) ctl.abort();
-    },
-  });
-  const params = await g.buffers.readF32(model.lora!.params, model.lora!.n);
+  const end = await trainer
+    .run({
+      signal: ctl.signal,
+      onStep: (m) => {
+        metrics.push(m);
+        opts.onStep?.(m);
+        if (opts.stopAfter === m.step) ctl.abort();
+      },
+    })
+    .catch((error: unknown) => ({ status: 'threw' as const, error, steps: metrics.length }));
+  const params = await e.buffers.readF32(model.lora!.params, model.lora!.n);
   const ck = checkpointBytes(await trainer.checkpoint(), { ...LORA, targets: [...LORA.targets] });
   trainer.destroy();
   model.destroy();
@@ -131,6 +137,26 @@ it('a non-finite loss stops the run and keeps the last good parameters', async (
   );
   const clean = await train({ ...CONFIG, epochs: 3 }, data, { stopAfter: 3 });
   expect(run.params).toEqual(clean.params);
+});
+
+it('a command the GPU refused stops the run with a GpuCommandError and keeps the parameters of the step before', async () => {
+  const data = samples(4, MODEL.vocabSize, 3);
+  const own = await testGpu(); // the refusal stays recorded on its device
+  try {
+    const run = await train({ ...CONFIG, epochs: 3 }, data, {
+      engine: own,
+      onStep: (m) => {
+        if (m.step === 2) own.ctx.device.createBuffer({ label: 'refused on purpose', size: 4, usage: 0 });
+      },
+    });
+    expect(run.end.status).toBe('threw');
+    expect((run.end as { error: unknown }).error).toBeInstanceOf(GpuCommandError);
+    expect(run.metrics.map((m) => m.step)).toEqual([1, 2]);
+    const clean = await train({ ...CONFIG, epochs: 3 }, data, { stopAfter: 2 });
+    expect(run.params).toEqual(clean.params);
+  } finally {
+    own.destroy();
+  }
 });
 
 it('peak GPU bytes of a training step on a 49152 vocabulary stay below tokens x vocab x 4 plus the model', async () => {

@@ -358,7 +358,7 @@ async function evaluateRun(
       m.trained = peft.config;
     }
     out(`eval       ${tag}: ${describeSystem(system)} on ${adapterName(engine.ctx.adapter)}`);
-    const o = await runEvaluation(m, { ...request, system }, { signal });
+    const o = await runEvaluation(m, { ...request, system }, { signal, check: engine.ctx.check });
     report(o, o.stopped ? ' (stopped)' : '');
     if (keep && !o.stopped) {
       mark.evals.push({ key, outcome: o });

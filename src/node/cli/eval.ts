@@ -84,7 +84,7 @@ export async function evalCommand(argv: string[], out: (line: string) => void): 
       llama,
       tok,
       records,
-      { maxNewTokens: g.maxNew, temperature: g.temperature, seed: g.seed, system: system.text, signal },
+      { maxNewTokens: g.maxNew, temperature: g.temperature, seed: g.seed, system: system.text, signal, check: engine.ctx.check },
       (it, done) => {
         out(
           `item ${String(done).padStart(4)}/${records.length}  ${it.correct ? 'right' : 'wrong'}  ` +
