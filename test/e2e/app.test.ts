@@ -149,6 +149,14 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.locator('[data-testid=train-status][data-state=error]').waitFor({ timeout: 30_000 });
     expect(await page.getByTestId('train-error').textContent()).toContain('bad.json: 1 problem:\n  record 1: field "output": missing');
     await page.getByRole('button', { name: 'use the sample' }).click();
+    // The default NLFT setting is the small-model preset; the authors' rules are one pick away.
+    expect(await page.getByTestId('train-preset').inputValue()).toBe('small-model');
+    expect(await page.getByTestId('train-saliency').inputValue()).toBe('static');
+    expect(await page.getByTestId('nlft-negatives').inputValue()).toBe('anchor');
+    await page.getByTestId('train-preset').selectOption('authors');
+    expect(await page.getByTestId('train-saliency').inputValue()).toBe('dynamic');
+    expect(await page.getByTestId('nlft-negatives').inputValue()).toBe('authors');
+    expect(await page.getByTestId('train-preset-hint').textContent()).toMatch(/^The paper as written/);
     // NLFT options and templates are checked by the worker, which names the option or field.
     await page.getByTestId('nlft-options').locator('summary').click();
     await page.getByTestId('nlft-tauC').fill('2');
@@ -183,7 +191,9 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     );
     await page.getByTestId('train-use-anchor').click();
     expect(await page.getByTestId('nlft-negatives').inputValue()).toBe('anchor');
+    expect(await page.getByTestId('train-preset').inputValue()).toBe('custom'); // anchored, yet re-scored every step
     await page.getByTestId('nlft-negatives').selectOption('authors'); // the tests below train with the authors' rule
+    expect(await page.getByTestId('train-preset').inputValue()).toBe('authors');
     // The saliency map: every record visited once, tokens classed and weighted.
     expect(await page.getByTestId('saliency-record').locator('option').count()).toBe(6);
     const classes = await page

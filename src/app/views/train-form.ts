@@ -9,6 +9,7 @@ import { DEFAULT_LORA } from '../../model/lora.ts';
 import type { SaliencyMode } from '../../session/options.ts';
 import type { SaliencyOptions } from '../../nlft/saliency.ts';
 import type { NlftTemplates } from '../../nlft/templates.ts';
+import { DEFAULT_PRESET, NLFT_PRESETS, type NlftPreset, presetOf } from '../../session/presets.ts';
 import type { DatasetFile, TrainRequest } from '../../session/requests.ts';
 import type { TrainMethod } from '../../session/train.ts';
 import type { StoredRun } from '../../storage/runs.ts';
@@ -69,7 +70,7 @@ export function createTrainForm(): TrainForm {
   const method = h(
     'select',
     { id: 'train-method', testid: 'train-method' },
-    h('option', { value: 'nlft' }, 'NLFT (saliency-weighted)'),
+    h('option', { value: 'nlft' }, 'NLFT'),
     h('option', { value: 'sft' }, 'SFT on the standard answers'),
   );
   const when = h(
@@ -79,6 +80,13 @@ export function createTrainForm(): TrainForm {
     h('option', { value: 'static' }, 'once, before training (an SFT-cost step)'),
   );
   when.title = 'When NLFT computes the saliency classes and weights (docs: method §3.1); SFT ignores it.';
+  const preset = h(
+    'select',
+    { id: 'train-preset', testid: 'train-preset' },
+    ...NLFT_PRESETS.map((p) => h('option', { value: p.id }, p.label)),
+    h('option', { value: 'custom', disabled: true }, 'Custom (as set below)'),
+  );
+  const presetHint = h('p', { class: 'hint', testid: 'train-preset-hint' });
   const epochs = numberField('train-epochs', 'Epochs', DEFAULT_TRAIN.epochs);
   const lr = numberField('train-lr', 'Learning rate', DEFAULT_TRAIN.lr);
   const batch = numberField('train-batch', 'Batch', DEFAULT_TRAIN.batch, '1');
@@ -91,7 +99,42 @@ export function createTrainForm(): TrainForm {
   const file = h('input', { type: 'file', id: 'train-file', testid: 'train-file', accept: '.json,.jsonl,application/json' });
   const dataName = h('span', { class: 'hint', testid: 'train-data' }, SAMPLES[SAMPLE]);
   const useSample = h('button', { type: 'button', class: 'link', hidden: true }, 'use the sample');
-  const nlft = createNlftOptionsForm();
+  const nlft = createNlftOptionsForm({ onReset: () => showPreset() });
+  /** The NLFT options as typed, or null while a number field does not hold a number. */
+  const typedNlft = () => {
+    try {
+      return nlft.read();
+    } catch {
+      return null;
+    }
+  };
+  /** Shows which preset the NLFT options and the saliency mode now match (or "custom"). */
+  const showPreset = () => {
+    const typed = typedNlft();
+    if (!typed) return; // a field being typed: keep what is shown
+    const p = presetOf({ ...typed.saliency, saliencyMode: when.value as SaliencyMode });
+    preset.value = p?.id ?? 'custom';
+    presetHint.textContent = p ? p.description : 'A custom NLFT setting: pick a preset above to go back to one.';
+  };
+  /** Sets the options a preset decides (the constants and templates stay as typed). */
+  const applyPreset = (p: NlftPreset) => {
+    const typed = typedNlft();
+    if (!typed) {
+      (nlft.el as HTMLDetailsElement).open = true; // a field that is not a number: open for the user to mend it
+      return;
+    }
+    const { saliencyMode, ...choices } = p.choices;
+    nlft.fill({ ...typed.saliency, ...choices }, typed.templates);
+    when.value = saliencyMode;
+    showPreset();
+  };
+  preset.addEventListener('change', () => {
+    const p = NLFT_PRESETS.find((x) => x.id === preset.value);
+    if (p) applyPreset(p);
+  });
+  when.addEventListener('change', showPreset);
+  nlft.el.addEventListener('change', showPreset);
+  applyPreset(DEFAULT_PRESET);
   let picked: File | null = null;
   /** The scorer model the run names (from the saliency explorer), or null. */
   let scorer: string | null = null;
@@ -139,6 +182,7 @@ export function createTrainForm(): TrainForm {
         'div',
         { class: 'settings' },
         h('label', { class: 'setting wide', for: 'train-method' }, h('span', {}, 'Method'), method),
+        h('label', { class: 'setting wide', for: 'train-preset' }, h('span', {}, 'NLFT setting'), preset),
         h('label', { class: 'setting wide', for: 'train-saliency' }, h('span', {}, 'Saliency computed'), when),
         epochs.el,
         lr.el,
@@ -147,6 +191,7 @@ export function createTrainForm(): TrainForm {
         seed.el,
         budget.el,
       ),
+      presetHint,
       scorerRow,
       nlft.el,
     ],
@@ -179,9 +224,23 @@ export function createTrainForm(): TrainForm {
       nlft.fill(s.saliency, s.templates);
       when.value = s.saliencyMode ?? 'dynamic';
       showScorer(s.scorer ?? null);
+      showPreset();
     },
     setDisabled(disabled) {
-      for (const c of [method, when, epochs.input, lr.input, batch.input, rank.input, seed.input, budget.input, file, useSample, noScorer])
+      for (const c of [
+        method,
+        preset,
+        when,
+        epochs.input,
+        lr.input,
+        batch.input,
+        rank.input,
+        seed.input,
+        budget.input,
+        file,
+        useSample,
+        noScorer,
+      ])
         c.disabled = disabled;
       nlft.setDisabled(disabled);
     },
@@ -194,6 +253,7 @@ export function createTrainForm(): TrainForm {
         return; // a field that is not a number: the options are open for the user to mend it
       }
       nlft.fill({ ...typed.saliency, negatives: 'anchor', sftOnNegatives: false }, typed.templates);
+      showPreset();
     },
     async readScoringInput() {
       return { data: await readData(), templates: nlft.read().templates, maxLen: MAX_LEN };
@@ -204,6 +264,7 @@ export function createTrainForm(): TrainForm {
       (nlft.el as HTMLDetailsElement).open = true;
       showScorer(name);
       if (name) when.value = 'static';
+      showPreset();
     },
   };
 }
