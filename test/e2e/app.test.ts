@@ -1,14 +1,11 @@
 /**
- * End to end: the built app in Debian's Chromium (WebGPU on SwiftShader), driven by Playwright.
- * Builds with Vite's JS API into test/.tmp/dist, serves it with `vite preview` on 127.0.0.1 (a free
- * port), and opens it as http://localhost (a secure context, which WebGPU requires).
+ * End to end: the built app in Debian's Chromium (WebGPU on SwiftShader), driven by Playwright
+ * (built, served and opened by test/helpers/app-browser.ts).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { build, preview, type PreviewServer } from 'vite';
+import { chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { compareRows } from '../../src/eval/compare.ts';
@@ -17,30 +14,9 @@ import { readPeftAdapter } from '../../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import { writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { type AppBrowser, BASE_ARGS, CHROMIUM, hasChromium, ROOT, startApp, TMP } from '../helpers/app-browser.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-const ROOT = resolve(import.meta.dirname, '../..');
-const TMP = resolve(ROOT, 'test/.tmp');
-const OUT_DIR = resolve(TMP, 'dist');
-
-const BASE_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'];
-const WEBGPU_ARGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
-
-const hasChromium = existsSync(CHROMIUM);
-
-/** A TCP port free on 127.0.0.1 right now. */
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.once('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as AddressInfo;
-      srv.close(() => ok(port));
-    });
-  });
-}
 
 const readPublic = (file: string) => readFileSync(resolve(ROOT, 'public', file), 'utf8');
 const records = readPublic('samples/gsm8k-sample.jsonl')
@@ -54,27 +30,19 @@ const tokenizer = TextTokenizer.fromJson(
 
 describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `app in Chromium (skipped: ${CHROMIUM} is missing)`, () => {
   requirePrerequisite(hasChromium, CHROMIUM);
-  let server: PreviewServer;
-  let browser: Browser;
+  let app: AppBrowser;
   let page: Page;
   let url: string;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    await mkdir(TMP, { recursive: true });
-    const config = { root: ROOT, configFile: resolve(ROOT, 'vite.config.ts'), logLevel: 'warn' as const };
-    await build({ ...config, build: { outDir: OUT_DIR, emptyOutDir: true } });
-    const port = await freePort();
-    server = await preview({ ...config, build: { outDir: OUT_DIR }, preview: { host: '127.0.0.1', port, strictPort: true } });
-    url = `http://localhost:${port}/`;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_ARGS, ...WEBGPU_ARGS] });
-    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    app = await startApp('dist');
+    url = app.url;
+    ({ page } = await app.newPage({ errors: pageErrors }));
   });
 
   afterAll(async () => {
-    await browser?.close();
-    await server?.close();
+    await app?.close();
   });
 
   it('loads the demo model, lists the data, scores a record and keeps the draft across a reload', async () => {
