@@ -24,6 +24,37 @@ export function vulkanDriverFiles(): string[] {
   return files;
 }
 
+/** Dawn ticks run back to back (≈ a few µs each) before the rest of a wait goes on the 1 ms timer. */
+const IMMEDIATE_TICKS = 64;
+
+/**
+ * dawn.node resolves `mapAsync` and `onSubmittedWorkDone` by calling `Device.Tick` from a
+ * `setImmediate` loop for as long as one is pending (`AsyncRunner::QueueTick`, which looks
+ * `setImmediate` up on the global object at every tick): a busy loop that holds one CPU core at
+ * 100 % while the GPU works. On a software adapter (SwiftShader) that core is one the GPU's own
+ * threads need: a toy-math training step took 1.5–3.5× longer with it on 2 shared cores
+ * (docs/architecture.md §3c). So a wait's first `IMMEDIATE_TICKS` ticks still run at once (short
+ * waits keep their latency), and the rest go on a 1 ms timer. Dawn's tick is recognised as what it
+ * is: a native function of no parameters and no name, scheduled without arguments; every other
+ * `setImmediate` call is passed through untouched.
+ */
+function throttleDawnTicks(): void {
+  const original = globalThis.setImmediate;
+  const nativeSource = /\{\s*\[native code\]\s*\}$/;
+  let streak = 0;
+  let last = 0;
+  const throttled = (callback: (...a: unknown[]) => void, ...args: unknown[]) => {
+    const isDawnTick =
+      args.length === 0 && callback.length === 0 && callback.name === '' && nativeSource.test(Function.prototype.toString.call(callback));
+    if (!isDawnTick) return original(callback, ...args);
+    const now = performance.now();
+    streak = now - last > 2 ? 0 : streak + 1; // a gap: a new wait
+    last = now;
+    return streak < IMMEDIATE_TICKS ? original(callback) : setTimeout(callback, 1);
+  };
+  globalThis.setImmediate = throttled as typeof setImmediate;
+}
+
 let instance: GPU | null = null;
 
 /** The process-wide Dawn GPU object (like `navigator.gpu`). */
@@ -40,6 +71,7 @@ export async function nodeGpu(): Promise<GPU> {
     globals: Record<string, unknown>;
   };
   Object.assign(globalThis, globals);
+  throttleDawnTicks();
   // Exact timestamp-query values for `--profile` (Dawn rounds them to 64 µs by default, a browser's privacy rule).
   instance = create(['disable-dawn-features=timestamp_quantization']);
   return instance;
