@@ -11,10 +11,9 @@ import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { getLlama, type Llama, type LlamaModel, LlamaLogLevel, type Token } from 'node-llama-cpp';
 import { TextTokenizer } from '../../src/data/tokenizer.ts';
-import { makeTinyLlama } from '../../src/model/demo.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
-import { spmTestVocabulary, spmTokenizerMetadata, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { spmTestVocabulary, spmTinyLlama, spmTokenizerMetadata, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
 import { makeTmpDir } from '../fixtures/tiny-llama.ts';
 
 /** Texts of every kind a SentencePiece tokenizer treats apart. */
@@ -54,16 +53,7 @@ beforeAll(async () => {
   tmp = await makeTmpDir('gguf-spm');
   const vocabulary = spmTestVocabulary(5);
   vocabSize = vocabulary.tokens.length;
-  const weights = makeTinyLlama({
-    seed: 3,
-    vocabSize,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-  });
+  const weights = spmTinyLlama(3, vocabSize);
   const file = 'spm.gguf';
   await writeFile(path.join(tmp, file), tinyLlamaGguf(weights, spmTokenizerMetadata(vocabulary)));
   const loaded = await loadModelFolder(new FolderSource(tmp, file));

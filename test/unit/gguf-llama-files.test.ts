@@ -7,7 +7,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { configToJson, parseLlamaConfig } from '../../src/model/config.ts';
-import { makeTinyLlama } from '../../src/model/demo.ts';
 import { SPM_SPACE, spmMerges } from '../../src/model/gguf-spm.ts';
 import { loadModelFolder } from '../../src/model/loader.ts';
 import { ropeInvFreq } from '../../src/model/rope.ts';
@@ -16,6 +15,7 @@ import { TextTokenizer } from '../../src/data/tokenizer.ts';
 import {
   ggufBytesSource,
   spmTestVocabulary,
+  spmTinyLlama,
   spmTokenizerMetadata,
   tinyLlamaGguf,
   type GgufTokenizerMetadata,
@@ -27,17 +27,7 @@ const spm = spmTokenizerMetadata(vocabulary);
 
 /** A tiny model in the test SentencePiece vocabulary; `factors` as its rope_freqs. */
 function tinyModel(factors?: number[]): LlamaWeights {
-  const w = makeTinyLlama({
-    seed: 9,
-    vocabSize: vocabulary.tokens.length,
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    tie: true,
-    ropeTheta: 500000,
-  });
+  const w = spmTinyLlama(9, vocabulary.tokens.length);
   return factors === undefined ? w : { ...w, config: { ...w.config, ropeFreqFactors: factors } };
 }
 
