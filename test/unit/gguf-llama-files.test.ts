@@ -106,6 +106,11 @@ describe('SentencePiece GGUF vocabularies', () => {
     const ids = tokenizer.encode('Hello world');
     expect(vocabulary.tokens[ids[0]].startsWith(SPM_SPACE)).toBe(true);
     expect(tokenizer.decode(ids)).toBe('Hello world');
+    // each token's text keeps its own space (decoding it alone would strip it, as the whole text's first)
+    const text = 'The quick brown fox jumps over  the lazy dog.';
+    const pieces = tokenizer.encode(text).map((id) => tokenizer.tokenText(id));
+    expect(pieces.join('')).toBe(` ${text}`);
+    expect(pieces.filter((p) => p.startsWith(' ')).length).toBeGreaterThan(5);
     expect(tokenizer.bosTokenId).toBe(1);
     expect(tokenizer.eosTokenIds).toEqual([2]);
   });
