@@ -93,6 +93,8 @@ export class TextTokenizer {
   readonly eosTokenIds: readonly number[];
   /** Id of the config's bos_token, or null when it has none. */
   readonly bosTokenId: number | null;
+  /** The ids of "a" and their text, put before a token by `tokenText`. */
+  private readonly tokenTextPrefix: { ids: number[]; text: string };
 
   private constructor(
     private readonly tokenizer: Tokenizer,
@@ -107,6 +109,8 @@ export class TextTokenizer {
     this.vocabSize = maxId + 1;
     this.eosTokenIds = [eos.id];
     this.bosTokenId = specials.bos_token?.id ?? null;
+    const prefixIds = this.encode('a');
+    this.tokenTextPrefix = { ids: prefixIds, text: this.decode(prefixIds) };
   }
 
   /**
@@ -181,9 +185,15 @@ export class TextTokenizer {
     });
   }
 
-  /** Readable text of one token (a partial UTF-8 byte sequence shows as U+FFFD). */
+  /**
+   * Readable text of one token as it reads inside a text (a partial UTF-8 byte sequence shows as
+   * U+FFFD): decoded after the ids of "a" and cut after their text, so that a decoder that drops
+   * the first space of a text (SentencePiece vocabularies' Strip) keeps this token's own space.
+   */
   tokenText(id: number): string {
-    return this.decode([id]);
+    const { ids, text: prefix } = this.tokenTextPrefix;
+    const text = this.decode([...ids, id]);
+    return text.startsWith(prefix) ? text.slice(prefix.length) : this.decode([id]);
   }
 
   /**

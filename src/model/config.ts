@@ -28,6 +28,12 @@ export interface LlamaConfig {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: Llama3RopeScaling | null;
+  /**
+   * Explicit per-frequency divisors of the inverse frequencies (headDim / 2 of them): what
+   * llama.cpp stores as the `rope_freqs` tensor of a Llama 3.1/3.2 GGUF file instead of the
+   * llama3 parameters. Absent for a model without them; never together with `ropeScaling`.
+   */
+  ropeFreqFactors?: number[];
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   bosTokenId: number | null;
@@ -100,6 +106,11 @@ export function parseLlamaConfig(json: unknown, fileName = 'config.json'): Llama
   }
   const headDim = positiveInt('head_dim', hiddenSize / numHeads);
   if (headDim % 2 !== 0) fail('head_dim', `expected an even number (rotary embeddings rotate pairs), found ${headDim}`);
+  const ropeScaling = parseRopeScaling(json.rope_scaling, fail);
+  const ropeFreqFactors = parseRopeFreqFactors(json.rope_freq_factors, headDim / 2, fail);
+  if (ropeFreqFactors !== null && ropeScaling !== null) {
+    fail('rope_freq_factors', 'expected either rope_scaling or rope_freq_factors, found both');
+  }
 
   return {
     modelType: 'llama',
@@ -112,7 +123,8 @@ export function parseLlamaConfig(json: unknown, fileName = 'config.json'): Llama
     headDim,
     rmsNormEps: positiveNumber('rms_norm_eps', 1e-6),
     ropeTheta: positiveNumber('rope_theta', 10000),
-    ropeScaling: parseRopeScaling(json.rope_scaling, fail),
+    ropeScaling,
+    ...(ropeFreqFactors === null ? {} : { ropeFreqFactors }),
     maxPositionEmbeddings: positiveInt('max_position_embeddings', 2048),
     tieWordEmbeddings: flag('tie_word_embeddings'),
     bosTokenId: parseTokenId(json.bos_token_id, 'bos_token_id', fail),
@@ -123,7 +135,8 @@ export function parseLlamaConfig(json: unknown, fileName = 'config.json'): Llama
 /**
  * Writes a config back as a Hugging Face `config.json` object (the fields `parseLlamaConfig`
  * reads, plus `architectures` and `hidden_act`), so that `parseLlamaConfig(configToJson(c))`
- * equals `c`.
+ * equals `c`. Explicit rope frequency factors, which Hugging Face configs cannot express, go
+ * under this engine's own key `rope_freq_factors` (Hugging Face transformers ignores it).
  */
 export function configToJson(config: LlamaConfig): Record<string, unknown> {
   const rs = config.ropeScaling;
@@ -150,6 +163,7 @@ export function configToJson(config: LlamaConfig): Record<string, unknown> {
             high_freq_factor: rs.highFreqFactor,
             original_max_position_embeddings: rs.originalMaxPositionEmbeddings,
           },
+    ...(config.ropeFreqFactors === undefined ? {} : { rope_freq_factors: config.ropeFreqFactors }),
     max_position_embeddings: config.maxPositionEmbeddings,
     tie_word_embeddings: config.tieWordEmbeddings,
     attention_bias: false,
@@ -205,6 +219,18 @@ function parseRopeScaling(v: unknown, fail: Fail): Llama3RopeScaling | null {
     );
   }
   return scaling;
+}
+
+/**
+ * `rope_freq_factors` (this engine's key, written by `configToJson` for a model read from a
+ * GGUF file with `rope_freqs`): null/absent, or `half` positive finite numbers.
+ */
+function parseRopeFreqFactors(v: unknown, half: number, fail: Fail): number[] | null {
+  if (v === undefined || v === null) return null;
+  const ok = Array.isArray(v) && v.length === half && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0);
+  if (!ok)
+    return fail('rope_freq_factors', `expected null or a list of ${half} positive numbers (head_dim / 2), found ${describeJsonValue(v)}`);
+  return [...(v as number[])];
 }
 
 /** A token id: a non-negative integer, or null/absent. */

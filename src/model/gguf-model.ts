@@ -9,6 +9,7 @@ import { ModelFormatError } from '../errors.ts';
 import { type LlamaConfig, parseLlamaConfig } from './config.ts';
 import { type GgufArray, type GgufEntry, type GgufHeader, readGgufHeader, readGgufTensor } from './gguf.ts';
 import { ggufRopeRowSource } from './gguf-format.ts';
+import { spmTokenizerJson } from './gguf-spm.ts';
 import { type LoadedModel, type LoadModelOptions, readJsonFile, TOKENIZER_FILE } from './loader.ts';
 import type { QuantizedMatrix } from './quant.ts';
 import type { FileSource } from './source.ts';
@@ -46,7 +47,9 @@ function ggufName(hfName: string): string {
  */
 export async function loadGgufModel(source: FileSource, fileName: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
   const header = await readGgufHeader(source, fileName);
-  const config = ggufLlamaConfig(header);
+  const plain = ggufLlamaConfig(header);
+  const ropeFreqFactors = await ggufRopeFreqFactors(source, header, plain.headDim);
+  const config: LlamaConfig = ropeFreqFactors === null ? plain : { ...plain, ropeFreqFactors };
   const files = [fileName];
   let tokenizerJson: unknown | null = null;
   if ((await source.size(TOKENIZER_FILE)) !== null) {
@@ -123,7 +126,8 @@ function arrayKey(header: GgufHeader, key: string, itemTypes: readonly string[],
  * `embedding_length`, `block_count`, `feed_forward_length`, `attention.head_count(_kv)`,
  * `attention.key_length` (else embedding / heads), `attention.layer_norm_rms_epsilon`,
  * `rope.freq_base`, `context_length`, `vocab_size` (else the token list's length); the
- * embeddings are tied when there is no `output.weight`.
+ * embeddings are tied when there is no `output.weight`. The `rope_freqs` tensor, when there is
+ * one, is read apart (`ggufRopeFreqFactors`).
  */
 export function ggufLlamaConfig(header: GgufHeader): LlamaConfig {
   const fail = (key: string, detail: string): never => {
@@ -144,12 +148,6 @@ export function ggufLlamaConfig(header: GgufHeader): LlamaConfig {
   const scaling = stringKey(header, 'llama.rope.scaling.type');
   if (scaling !== null && scaling !== 'none')
     fail('llama.rope.scaling.type', `unsupported rope scaling ${JSON.stringify(scaling)}; expected none`);
-  if (header.tensors.has('rope_freqs.weight')) {
-    fail(
-      'rope_freqs.weight',
-      'Llama 3.1/3.2 rope frequency factors are not read from GGUF yet; open the Hugging Face folder of this model',
-    );
-  }
   const eos = intKey(header, 'tokenizer.ggml.eos_token_id');
   const json = {
     model_type: 'llama',
@@ -168,6 +166,32 @@ export function ggufLlamaConfig(header: GgufHeader): LlamaConfig {
     eos_token_id: eos,
   };
   return parseLlamaConfig(json, `${header.file} (llama.* keys)`);
+}
+
+/** The GGUF tensor of Llama 3.1/3.2 rope frequency factors (llama.cpp's `LLM_TENSOR_ROPE_FREQS`). */
+const ROPE_FREQS_TENSOR = 'rope_freqs.weight';
+
+/**
+ * The values of the file's `rope_freqs.weight` (null when it has none): llama.cpp's converter
+ * stores Llama 3.1/3.2's llama3 rope scaling as one divisor per rotary frequency (head size / 2
+ * of them, F32), which ggml's rope applies as the `freq_factors` of `ggml_rope_ext`.
+ *
+ * @throws ModelFormatError naming the tensor when it is not head size / 2 positive finite numbers
+ */
+async function ggufRopeFreqFactors(source: FileSource, header: GgufHeader, headDim: number): Promise<number[] | null> {
+  const info = header.tensors.get(ROPE_FREQS_TENSOR);
+  if (info === undefined) return null;
+  const half = headDim / 2;
+  const fail = (detail: string): never => {
+    throw new ModelFormatError(header.file, ROPE_FREQS_TENSOR, detail);
+  };
+  if (info.shape.length !== 1 || info.shape[0] !== half) {
+    fail(`expected ${half} values (one per rotary frequency), found shape [${info.shape.join(', ')}]`);
+  }
+  const { values } = await readGgufTensor(source, header, ROPE_FREQS_TENSOR);
+  const bad = values.findIndex((v) => !Number.isFinite(v) || v <= 0);
+  if (bad >= 0) fail(`expected positive finite factors, found ${values[bad]} at index ${bad}`);
+  return Array.from(values);
 }
 
 /**
@@ -221,7 +245,8 @@ function toHfRows<T extends Float32Array | Uint32Array>(a: T, source: Int32Array
   return out;
 }
 
-/** llama.cpp's control token type (`LLAMA_TOKEN_TYPE_CONTROL`) and user-defined type. */
+/** llama.cpp's token types (`enum llama_token_type`) that become added tokens: unknown, control, user-defined. */
+const TOKEN_TYPE_UNKNOWN = 2;
 const TOKEN_TYPE_CONTROL = 3;
 const TOKEN_TYPE_USER_DEFINED = 4;
 
@@ -250,8 +275,9 @@ const PRE_TOKENIZERS: Record<string, unknown> = {
 
 /**
  * `tokenizer.json` and `tokenizer_config.json` objects from `tokenizer.ggml.*`: a gpt2-style BPE
- * (`model = gpt2`: tokens, merges, token types; control and user-defined tokens become added
- * tokens), the bos/eos tokens and `tokenizer.chat_template`. With `needVocab` false (a
+ * (`model = gpt2`: tokens, merges, token types) or a SentencePiece vocabulary (`model = llama`:
+ * tokens, scores, token types, `gguf-spm.ts`), unknown, control and user-defined tokens as added
+ * tokens; the bos/eos tokens and `tokenizer.chat_template`. With `needVocab` false (a
  * tokenizer.json is beside the file) only the config is built.
  */
 function ggufTokenizer(header: GgufHeader, config: LlamaConfig, needVocab: boolean): { json: unknown | null; config: unknown } {
@@ -270,14 +296,38 @@ function ggufTokenizer(header: GgufHeader, config: LlamaConfig, needVocab: boole
   if (!needVocab) return { json: null, config: tokenizerConfig };
   const model = stringKey(header, 'tokenizer.ggml.model');
   const beside = `, or put the model's ${TOKENIZER_FILE} beside the .gguf file`;
-  if (model !== 'gpt2') {
+  if (model !== 'gpt2' && model !== 'llama') {
     throw new ModelFormatError(
       header.file,
       'tokenizer.ggml.model',
-      `expected "gpt2" (a byte-level BPE vocabulary), found ${JSON.stringify(model)}${beside}`,
+      `expected "gpt2" (a byte-level BPE vocabulary) or "llama" (SentencePiece), found ${JSON.stringify(model)}${beside}`,
     );
   }
   if (tokens === undefined) throw new ModelFormatError(header.file, 'tokenizer.ggml.tokens', `missing${beside}`);
+  const types = arrayKey(header, 'tokenizer.ggml.token_type', INT_TYPES, 'a list of token types')?.items as ArrayLike<number> | undefined;
+  const listOfAll = (key: string, list: { items: ArrayLike<unknown> } | null): void => {
+    if (list !== null && list.items.length !== tokens.length)
+      throw new ModelFormatError(header.file, key, `expected ${tokens.length} items (one per token), found ${list.items.length}`);
+  };
+  listOfAll('tokenizer.ggml.token_type', types === undefined ? null : { items: types });
+  const addedTokens: unknown[] = [];
+  tokens.forEach((content, id) => {
+    const type = types?.[id];
+    if (type === TOKEN_TYPE_UNKNOWN || type === TOKEN_TYPE_CONTROL || type === TOKEN_TYPE_USER_DEFINED) {
+      const special = type !== TOKEN_TYPE_USER_DEFINED;
+      addedTokens.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special });
+    }
+  });
+  if (model === 'llama') {
+    const scores = arrayKey(header, 'tokenizer.ggml.scores', FLOAT_TYPES, 'a list of token scores');
+    if (scores === null) throw new ModelFormatError(header.file, 'tokenizer.ggml.scores', `missing${beside}`);
+    listOfAll('tokenizer.ggml.scores', scores);
+    const unknownId = intKey(header, 'tokenizer.ggml.unknown_token_id');
+    text('tokenizer.ggml.unknown_token_id', unknownId);
+    const addSpacePrefix = entry<boolean>(header, 'tokenizer.ggml.add_space_prefix', ['bool'], 'true or false') ?? true;
+    const json = spmTokenizerJson({ tokens, scores: scores.items as ArrayLike<number>, unknownId, addSpacePrefix, addedTokens });
+    return { json, config: tokenizerConfig };
+  }
   const merges = arrayKey(header, 'tokenizer.ggml.merges', ['string'], 'a list of merges') ?? null;
   if (merges === null) throw new ModelFormatError(header.file, 'tokenizer.ggml.merges', `missing${beside}`);
   const pre = stringKey(header, 'tokenizer.ggml.pre') ?? 'default';
@@ -289,27 +339,13 @@ function ggufTokenizer(header: GgufHeader, config: LlamaConfig, needVocab: boole
       `pre-tokenizer ${JSON.stringify(pre)} is not known here (known: ${Object.keys(PRE_TOKENIZERS).join(', ')})${beside}`,
     );
   }
-  const types = arrayKey(header, 'tokenizer.ggml.token_type', INT_TYPES, 'a list of token types')?.items as ArrayLike<number> | undefined;
   const vocab: Record<string, number> = {};
-  const added: unknown[] = [];
   tokens.forEach((t, id) => {
     vocab[t] = id;
-    const type = types?.[id];
-    if (type === TOKEN_TYPE_CONTROL || type === TOKEN_TYPE_USER_DEFINED) {
-      added.push({
-        id,
-        content: t,
-        single_word: false,
-        lstrip: false,
-        rstrip: false,
-        normalized: false,
-        special: type === TOKEN_TYPE_CONTROL,
-      });
-    }
   });
   const json = {
     version: '1.0',
-    added_tokens: added,
+    added_tokens: addedTokens,
     normalizer: null,
     pre_tokenizer: preTokenizer,
     post_processor: null,

@@ -4,11 +4,18 @@
  */
 import type { LlamaConfig } from './config.ts';
 
-/** inv_freq[i] = theta^(-2i/D), i < D/2, with llama3 scaling when configured (HF `_compute_llama3_parameters`). */
-export function ropeInvFreq(config: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float64Array {
+/**
+ * inv_freq[i] = theta^(-2i/D), i < D/2, with llama3 scaling when configured (HF
+ * `_compute_llama3_parameters`), or divided by explicit per-frequency factors when the config
+ * has them: ggml's rope (`ggml_rope_cache_init` in ggml-cpu's ops.cpp, given a `freq_factors`
+ * tensor by `ggml_rope_ext`) turns frequency i's angle p·theta^(-2i/D) into that angle / factor[i],
+ * which is p times this inverse frequency.
+ */
+export function ropeInvFreq(config: Pick<LlamaConfig, 'headDim' | 'ropeTheta' | 'ropeScaling' | 'ropeFreqFactors'>): Float64Array {
   const half = config.headDim / 2;
   const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
+  const factors = config.ropeFreqFactors;
+  for (let i = 0; i < half; i++) inv[i] = 1 / config.ropeTheta ** ((2 * i) / config.headDim) / (factors?.[i] ?? 1);
   const s = config.ropeScaling;
   if (!s) return inv;
   const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;

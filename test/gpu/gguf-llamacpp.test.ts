@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type ControlledEvaluateInputItem, getLlama, type Llama, type LlamaModel, LlamaLogLevel, type Token } from 'node-llama-cpp';
+import { generate } from '../../src/engine/generate.ts';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { ggufLoraAdapter } from '../../src/export/gguf.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
@@ -74,15 +75,20 @@ afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
 });
 
+/** llama.cpp contexts in f32 throughout: an F32 KV cache, no flash attention. */
+const F32_CONTEXT = {
+  contextSize: 64,
+  batchSize: 64,
+  sequences: 1,
+  flashAttention: false,
+  experimentalKvCacheKeyType: 'F32',
+  experimentalKvCacheValueType: 'F32',
+} as const;
+
 /** log p(targets[i] | ids[0..i]) for every i, from llama.cpp's raw logits (optionally with a LoRA file). */
 async function llamaCppLogProbs(loraPath?: string, on: LlamaModel = model): Promise<number[]> {
   const context = await on.createContext({
-    contextSize: 64,
-    batchSize: 64,
-    sequences: 1,
-    flashAttention: false,
-    experimentalKvCacheKeyType: 'F32',
-    experimentalKvCacheValueType: 'F32',
+    ...F32_CONTEXT,
     ...(loraPath === undefined ? {} : { lora: { adapters: [{ filePath: loraPath }] } }),
   });
   try {
@@ -292,4 +298,55 @@ describe('K-quant GGUF models (Q4_K, Q6_K), our exact decode against llama.cpp o
       }
     });
   }
+});
+
+/**
+ * Llama 3.1/3.2 GGUF files keep their llama3 rope scaling as a `rope_freqs` tensor (one divisor
+ * per frequency), which llama.cpp hands to ggml's rope as `freq_factors`. The same seeded model
+ * with seeded factors in [1, 8] (the first 1, as in Llama 3.1's), loaded by our engine from the
+ * file and by llama.cpp from the same file, must give the same log-probs (same tolerance as the F32
+ * model above); our engine without the factors must not (so the check can fail).
+ */
+describe('GGUF files with rope_freqs (Llama 3.1/3.2), our engine against llama.cpp on the same file', () => {
+  it('gives llama.cpp’s log-probs and greedy next tokens; without the factors it does not', async () => {
+    const rng = new Rng(77);
+    const ropeFreqFactors = Array.from({ length: weights.config.headDim / 2 }, (_, i) => (i === 0 ? 1 : Math.fround(rng.uniform(1, 8))));
+    const scaled: LlamaWeights = { ...weights, config: { ...weights.config, ropeFreqFactors } };
+    const name = 'model-rope-freqs.gguf';
+    await writeFile(path.join(tmp, name), tinyLlamaGguf(scaled, SMOLLM2_TOKENIZER_DIR));
+    const ours = (await loadModelFolder(new FolderSource(tmp, name))).weights;
+    expect(ours.config.ropeFreqFactors).toEqual(ropeFreqFactors);
+    const theirs = await llama.loadModel({ modelPath: path.join(tmp, name) });
+    try {
+      const reference = await llamaCppLogProbs(undefined, theirs);
+      const mine = await engineLogProbs(undefined, ours);
+      const worst = Math.max(...reference.map((v, i) => Math.abs(v - mine[i])));
+      console.log(`rope_freqs: largest |log-prob difference| to llama.cpp ${worst.toExponential(2)}`);
+      expect(maxViolation(reference, mine, RTOL, ATOL)).toBeLessThanOrEqual(1);
+      const withoutFactors = await engineLogProbs(undefined, weights);
+      expect(maxViolation(reference, withoutFactors, RTOL, ATOL)).toBeGreaterThan(1000);
+      // greedy generation (our decode path: KV cache, one row per step) gives llama.cpp's greedy tokens
+      const prompt = ids.slice(0, 8);
+      const gpuModel = GpuLlama.create(g.ops, ours, 'f32');
+      let mineGreedy: number[];
+      try {
+        mineGreedy = (await generate(gpuModel, prompt, { maxNewTokens: 8, temperature: 0, seed: 0, stopIds: [] })).ids;
+      } finally {
+        gpuModel.destroy();
+      }
+      const context = await theirs.createContext(F32_CONTEXT);
+      try {
+        const theirGreedy: number[] = [];
+        for await (const token of context.getSequence().evaluate(prompt as Token[], { temperature: 0 })) {
+          theirGreedy.push(token);
+          if (theirGreedy.length === 8) break;
+        }
+        expect(mineGreedy).toEqual(theirGreedy);
+      } finally {
+        await context.dispose();
+      }
+    } finally {
+      await theirs.dispose();
+    }
+  });
 });

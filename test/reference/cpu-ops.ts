@@ -130,14 +130,19 @@ export function addRef(a: Float32Array, b: Float32Array): Float32Array {
  * wavelen = 2π / inv_freq; wavelen < old_ctx/high_freq_factor → unchanged;
  * wavelen > old_ctx/low_freq_factor → inv_freq / factor; otherwise
  * smooth = (old_ctx/wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor) and
- * (1 - smooth) * inv_freq / factor + smooth * inv_freq.
+ * (1 - smooth) * inv_freq / factor + smooth * inv_freq. Explicit per-frequency `factors` (a GGUF
+ * file's `rope_freqs`; never with `scaling`) divide: inv_freq[i] / factors[i].
  * -> (D/2)
  */
-export function ropeInvFreq(D: number, theta: number, scaling: Llama3RopeScaling | null): Float64Array {
+export function ropeInvFreq(D: number, theta: number, scaling: Llama3RopeScaling | null, factors?: readonly number[]): Float64Array {
   if (D % 2 !== 0) throw new RangeError(`ropeInvFreq: head dim ${D} is odd`);
   const half = D / 2;
   const inv = new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = 1 / theta ** ((2 * i) / D);
+  if (factors !== undefined) {
+    if (factors.length !== half) throw new RangeError(`ropeInvFreq: ${factors.length} factors for ${half} frequencies`);
+    return inv.map((f, i) => f / factors[i]!);
+  }
   if (scaling === null) return inv;
   const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: oldCtx } = scaling;
   const lowFreqWavelen = oldCtx / lowFreqFactor;

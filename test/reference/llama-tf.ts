@@ -207,7 +207,9 @@ export function disposeLoraTensors(t: LoraTensors): void {
 
 /**
  * Rotary inverse frequencies as HF computes them (float32 tensor ops, the same sequence of
- * operations as `_compute_default_rope_parameters` and `_compute_llama3_parameters`).
+ * operations as `_compute_default_rope_parameters` and `_compute_llama3_parameters`); explicit
+ * per-frequency factors (a GGUF file's `rope_freqs`) divide them, as ggml's rope divides each
+ * frequency's angle by its factor.
  * -> (D/2)
  */
 export function llamaInvFreqTf(config: LlamaConfig): tf.Tensor1D {
@@ -216,6 +218,7 @@ export function llamaInvFreqTf(config: LlamaConfig): tf.Tensor1D {
     // inv_freq = 1 / base^(arange(0, D, 2) / D)
     const exponents = tf.div(tf.range(0, D, 2, 'float32'), D);
     const invFreq = tf.div(1, tf.pow(tf.scalar(config.ropeTheta, 'float32'), exponents)) as tf.Tensor1D;
+    if (config.ropeFreqFactors !== undefined) return tf.div(invFreq, tf.tensor1d(config.ropeFreqFactors, 'float32')) as tf.Tensor1D;
     const s = config.ropeScaling;
     if (s === null) return invFreq;
     const oldCtx = s.originalMaxPositionEmbeddings;

@@ -90,6 +90,9 @@ const SMALL_LLAMA3 = {
   originalMaxPositionEmbeddings: 64,
 } as const;
 
+/** Per-frequency divisors for head size 8, as a Llama 3.1 GGUF's rope_freqs holds them (1 for high frequencies). */
+const ROPE_FREQ_FACTORS = [1, 1.75, 5.5, 8];
+
 function randomWeights(config: LlamaConfig, seed: number): LlamaWeights {
   const rand = mulberry32(seed);
   const { vocabSize: V, hiddenSize: C, intermediateSize: F, numHeads: H, numKvHeads: KVH, headDim: D } = config;
@@ -157,7 +160,7 @@ function cpuForward(w: LlamaWeights, ids: number[], lora?: LoraDict): { hidden: 
   const cfg = w.config;
   const { vocabSize: V, hiddenSize: C, intermediateSize: F, numHeads: H, numKvHeads: KVH, headDim: D, rmsNormEps: eps } = cfg;
   const T = ids.length;
-  const invFreq = ropeInvFreq(D, cfg.ropeTheta, cfg.ropeScaling);
+  const invFreq = ropeInvFreq(D, cfg.ropeTheta, cfg.ropeScaling, cfg.ropeFreqFactors);
   let h = embeddingRef(w.embed, V, C, ids); // (T,C)
   w.layers.forEach((l, i) => {
     // x (T,K), W (N,K) -> (T,N), plus the LoRA delta when present
@@ -332,6 +335,13 @@ describe('rope inverse frequencies', () => {
     expect(relErr(referenceInvFreq(cfg), inv)).toBeLessThan(1e-6);
   });
 
+  it('explicit factors divide each frequency: theta^(-2i/D) / factor[i], tfjs and cpu-ops agree', () => {
+    const inv = ropeInvFreq(8, 10000, null, ROPE_FREQ_FACTORS);
+    for (let i = 0; i < 4; i++) expect(inv[i]! / (10000 ** (-(2 * i) / 8) / ROPE_FREQ_FACTORS[i]!)).toBeCloseTo(1, 14);
+    expect(relErr(referenceInvFreq(makeConfig({ ropeFreqFactors: ROPE_FREQ_FACTORS })), inv)).toBeLessThan(1e-6);
+    expect(referenceInvFreq(makeConfig({}))[3]! / inv[3]!).toBeCloseTo(8, 5); // without the factors: 8× faster
+  });
+
   it('llama3 scaling (Llama-3.2 parameters): high frequencies unchanged, low divided by factor, medium between', () => {
     const scaling = { ropeType: 'llama3', factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } as const;
     const D = 64;
@@ -382,6 +392,7 @@ describe('llama-tf forward vs the cpu-ops composition', () => {
       'untied, MQA (one kv head), 3 layers, theta 5e5',
       { numLayers: 3, numHeads: 4, numKvHeads: 1, headDim: 6, ropeTheta: 500000, tieWordEmbeddings: false },
     ],
+    ['explicit rope frequency factors (a GGUF file’s rope_freqs)', { ropeFreqFactors: ROPE_FREQ_FACTORS }],
   ];
   for (const [name, over] of cases) {
     it(name, () => {
