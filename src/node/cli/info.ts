@@ -27,7 +27,8 @@ export async function infoCommand(argv: string[], out: (line: string) => void): 
         `heads ${c.numHeads} (kv ${c.numKvHeads}, dim ${c.headDim}), vocab ${c.vocabSize}`,
     );
     out(
-      `rope       theta ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling x${c.ropeScaling.factor}` : ''}; ` +
+      `rope       theta ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling x${c.ropeScaling.factor}` : ''}` +
+        `${c.ropeFreqFactors ? `, per-frequency factors ${Math.min(...c.ropeFreqFactors)}–${Math.max(...c.ropeFreqFactors)} (rope_freqs)` : ''}; ` +
         `max positions ${c.maxPositionEmbeddings}; ${c.tieWordEmbeddings ? 'tied' : 'untied'} embeddings`,
     );
     out(`parameters ${params.toLocaleString('en-US')} (${(params / 1e6).toFixed(2)} M)`);
