@@ -283,11 +283,16 @@ export function runStore(backend: LibraryBackend): RunStore {
       await backend.commit({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'dataset'), dataset]] });
     },
     async saveCheckpoint(run, step, bytes) {
-      await backend.commit({
-        put: [[run.startedAt, { ...run, checkpointStep: step }]],
-        putFiles: [[runFileKey(run.startedAt, 'checkpoint'), bytes]],
-      });
+      // Named in the object at once, so a record written after this one (the next step's) names it too;
+      // named back if this write fails.
+      const before = run.checkpointStep;
       run.checkpointStep = step;
+      try {
+        await backend.commit({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'checkpoint'), bytes]] });
+      } catch (e) {
+        if (run.checkpointStep === step) run.checkpointStep = before;
+        throw e;
+      }
     },
     async resumeRequest(run) {
       const step = continueStep(run);

@@ -117,7 +117,7 @@ export function createLibraryView(opts: LibraryViewOptions): LibraryView {
   const rows = h('tbody', {});
   const table = h(
     'table',
-    { class: 'library-table', testid: 'library-table' },
+    { class: 'explorer-records library-table', testid: 'library-table' },
     h('thead', {}, h('tr', {}, ...['Name', 'Date', 'Method', 'Data', 'Steps', 'Status', 'Accuracy', ''].map((t) => h('th', {}, t)))),
     rows,
   );
@@ -299,7 +299,7 @@ export function createLibraryView(opts: LibraryViewOptions): LibraryView {
         ].map((text, i) => h('td', { 'data-col': ['date', 'method', 'data', 'steps', 'status', 'accuracy'][i] }, text));
         return h(
           'tr',
-          { testid: 'library-row', 'data-id': item.id, 'data-kind': item.kind, 'data-in-use': item.id === inUse },
+          { testid: 'library-row', 'data-id': item.id, 'data-kind': item.kind, 'data-in-use': String(item.id === inUse) },
           nameOf(item),
           ...cells,
           actionsOf(item),

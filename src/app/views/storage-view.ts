@@ -51,7 +51,7 @@ export function createStorageView(opts: StorageViewOptions): StorageView {
   const rows = h('tbody', {});
   const table = h(
     'table',
-    { class: 'library-table', testid: 'storage-table' },
+    { class: 'explorer-records library-table', testid: 'storage-table' },
     h('thead', {}, h('tr', {}, ...['Item', 'Kind', 'Size', ''].map((t) => h('th', {}, t)))),
     rows,
   );

@@ -9,6 +9,7 @@
  * full quota) loses nothing: the run stays on the page, its message says what to delete, and the
  * run is written again at its next step or with "Save the run".
  */
+import { NlftError } from '../../errors.ts';
 import { addStep, continueStep, newRun, type RunStore, type StoredRun } from '../../storage/runs.ts';
 import type { ModelSpec, TrainEvent } from '../../../workers/protocol.ts';
 import type { TrainRequest } from '../../session/requests.ts';
@@ -94,7 +95,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const storeFailed = (what: string, again: () => void) => (e: unknown) => {
     retry = again;
     saveAgain.hidden = false;
-    const quota = e instanceof Error && e.name === 'StorageQuotaError';
+    const quota = e instanceof NlftError && e.code === 'storage-quota';
     error.show(quota ? errorMessage(e) : `${what} could not be saved in this browser: ${errorMessage(e)}`);
   };
   const storeWorked = () => {
