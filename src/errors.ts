@@ -52,6 +52,8 @@ export type ErrorCode =
   | 'checkpoint'
   /** a run stored in the browser that cannot be read back or continued */
   | 'stored-run'
+  /** the browser's storage quota refused a write (nothing of it was stored) */
+  | 'storage-quota'
   /** a file could not be fetched */
   | 'fetch'
   /** the judge endpoint failed or answered badly */
@@ -84,6 +86,17 @@ export class ModelFormatError extends NlftError {
     detail: string,
   ) {
     super(`${file}${field ? ` (${field})` : ''}: ${detail}`, 'model-format');
+  }
+}
+
+/**
+ * The browser refused a write to IndexedDB because its storage quota is full. The write was one
+ * transaction, so nothing of it was stored; the message names what was being saved and the
+ * biggest stored items to delete.
+ */
+export class StorageQuotaError extends NlftError {
+  constructor(detail: string) {
+    super(detail, 'storage-quota');
   }
 }
 

@@ -11,6 +11,7 @@
 import type { AdapterSummary } from '../src/engine/gpu.ts';
 import type { EvalItem } from '../src/eval/accuracy.ts';
 import type { PeftAdapterFiles } from '../src/export/peft.ts';
+import type { LoraConfig } from '../src/model/lora.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 import type { ScoreDatasetRequest, ScoredDataset } from '../src/session/scoring.ts';
@@ -115,6 +116,24 @@ export interface TokenScores {
   millis: number;
 }
 
+/** A PEFT adapter's files to put on the loaded model (a stored run's, or a folder picked to import). */
+export interface UseAdapterRequest {
+  /** How messages name it: the run, or the picked folder. */
+  label: string;
+  files: Pick<PeftAdapterFiles, 'adapter_config.json' | 'adapter_model.safetensors'>;
+}
+
+/** An adapter the worker checked against the loaded model and put on it. */
+export interface AdapterInUse {
+  lora: LoraConfig;
+  /** `base_model_name_or_path` of its config. */
+  baseModel: string | null;
+  /** The loaded model's id (what adapters trained on it name as their base). */
+  model: string;
+  /** The same adapter as GGUF for llama.cpp and Ollama (see src/export/gguf.ts). */
+  gguf: Uint8Array;
+}
+
 /** Seconds of training between two periodic checkpoints. */
 export const CHECKPOINT_SECONDS = 30;
 
@@ -169,4 +188,12 @@ export interface TrainerApi {
   stopTraining(): Promise<void>;
   /** The trained adapters in PEFT's format. Throws `not-ready` when no run has trained any. */
   exportAdapter(): Promise<PeftAdapterFiles>;
+  /**
+   * Puts a stored or imported adapter on the loaded model in place of the current one (the
+   * playground, generation and evaluation then use it), after checking it against the model: its
+   * config, and every tensor's name and shape (`readPeftAdapter`). `null` takes the adapter off
+   * (the base model alone). Throws `model-format` naming the file and the field or tensor and
+   * what was expected, and leaves the current adapter on; `not-ready` without a model.
+   */
+  useAdapter(request: UseAdapterRequest | null): Promise<AdapterInUse | null>;
 }

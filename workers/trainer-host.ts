@@ -17,8 +17,8 @@ import { GpuLlama } from '../src/engine/llama.ts';
 import type { TuningCache } from '../src/engine/tune.ts';
 import { NlftError } from '../src/errors.ts';
 import type { DatasetScores } from '../src/nlft/method.ts';
-import { GGUF_ADAPTER_FILE } from '../src/export/gguf.ts';
-import { ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles } from '../src/export/peft.ts';
+import { GGUF_ADAPTER_FILE, ggufLoraAdapter } from '../src/export/gguf.ts';
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles, readPeftAdapter } from '../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
 import { PickedFilesSource } from '../src/model/files-source.ts';
 import { DEFAULT_HUB_URL, type FileCache, HubSource, parseHubId } from '../src/model/hub.ts';
@@ -35,6 +35,7 @@ import { type ScoreDatasetRequest, type ScoredDataset, type ScorerWeights, score
 import { planTraining, runTraining } from '../src/session/train.ts';
 import {
   type AdapterInfo,
+  type AdapterInUse,
   CHECKPOINT_SECONDS,
   type DeviceLostCallback,
   type EvalItemCallback,
@@ -50,6 +51,7 @@ import {
   type TokenScores,
   type TrainerApi,
   type TrainEventCallback,
+  type UseAdapterRequest,
 } from './protocol.ts';
 
 const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
@@ -462,6 +464,23 @@ export class TrainerHost implements TrainerApi {
       const files = peftAdapterFiles(await lora.read(), this.#trained, { baseModel: this.#model!.id, model: this.#model!.llama.config });
       const gguf = files[GGUF_ADAPTER_FILE];
       return this.#deps.transfer(files, [files[ADAPTER_WEIGHTS_FILE].buffer as ArrayBuffer, ...(gguf ? [gguf.buffer as ArrayBuffer] : [])]);
+    });
+  }
+
+  useAdapter(request: UseAdapterRequest | null): Promise<AdapterInUse | null> {
+    return this.#serial(async () => {
+      const { model } = this.#loaded();
+      if (!request) {
+        model.llama.setLora(null);
+        this.#trained = null;
+        return null;
+      }
+      const files = ([ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE] as const).map((name) => new File([request.files[name] as BlobPart], name));
+      const peft = await readPeftAdapter(new PickedFilesSource(files, request.label), model.llama.config);
+      model.llama.setLora(peft.lora);
+      this.#trained = peft.config;
+      const gguf = ggufLoraAdapter(peft.lora, peft.config, model.llama.config);
+      return this.#deps.transfer({ lora: peft.config, baseModel: peft.baseModel, model: model.id, gguf }, [gguf.buffer as ArrayBuffer]);
     });
   }
 }

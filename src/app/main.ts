@@ -12,6 +12,8 @@ import {
   openExplorerStore,
   openRunStore,
   openSettingsStore,
+  openStorageUsage,
+  type EvalHistory,
   type PlaygroundDraft,
   type Settings,
   type SettingsStore,
@@ -25,7 +27,10 @@ import { createPlaygroundPanel } from './views/playground-panel.ts';
 import { createCompareView } from './views/compare-view.ts';
 import { createEvalPanel } from './views/eval-panel.ts';
 import { createExplorerPanel } from './views/explorer-panel.ts';
+import { attributeEvaluation, createLibraryView } from './views/library-view.ts';
+import { createStorageView } from './views/storage-view.ts';
 import { createTrainPanel } from './views/train-panel.ts';
+import type { LibraryItem } from '../storage/runs.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
 
@@ -65,10 +70,14 @@ async function main(root: HTMLElement): Promise<void> {
     trainer,
     model: modelChoice ?? { kind: 'demo' },
     quant: quant ?? 'q8',
-    onModelChange: (m) => void remember('model', m),
+    onModelChange(m) {
+      if (m.kind === 'hub') void storage.askPersistence(); // before a large download
+      void remember('model', m);
+    },
     onQuantChange: (q) => void remember('quant', q),
     onReadyChange(ready) {
       modelReady = ready;
+      if (!ready) useLibraryAdapter(null); // a model load drops the adapter
       syncReady();
     },
   });
@@ -76,19 +85,48 @@ async function main(root: HTMLElement): Promise<void> {
     header.showBanner(`Training runs will not be kept across reloads: the browser refused IndexedDB (${errorMessage(e)}).`);
     return memoryRunStore();
   });
-  const evalHistory = await openEvalHistory().catch(() => memoryEvalHistory());
+  const storedEvals = await openEvalHistory().catch(() => memoryEvalHistory());
+  /** The library entry whose adapter is on the model (an imported one names the evaluations made with it). */
+  let inUse: LibraryItem | null = null;
+  const evalHistory: EvalHistory = { list: () => storedEvals.list(), add: (o) => storedEvals.add(attributeEvaluation(o, inUse)) };
   let modelReady = false;
   let training = false;
   let evaluating = false;
   let scoring = false;
+  let loadingAdapter = false;
   const syncReady = () => {
-    const busy = training || evaluating || scoring;
+    const busy = training || evaluating || scoring || loadingAdapter;
     playground.setModelReady(modelReady && !busy);
-    train.setModelReady(modelReady && !evaluating && !scoring);
-    evaluation.setModelReady(modelReady && !training && !scoring);
-    explorer.setModelReady(modelReady && !training && !evaluating);
+    train.setModelReady(modelReady && !evaluating && !scoring && !loadingAdapter);
+    evaluation.setModelReady(modelReady && !training && !scoring && !loadingAdapter);
+    explorer.setModelReady(modelReady && !training && !evaluating && !loadingAdapter);
+    library.setModelReady(modelReady && !busy);
     model.setLocked(busy);
   };
+  /** Names the entry whose adapter is on the model; the Evaluate panel labels its results with a run's. */
+  const useLibraryAdapter = (item: LibraryItem | null) => {
+    inUse = item;
+    library.setInUse(item?.id ?? null);
+    if (item) evaluation.setTrainedRun(item.kind === 'run' ? item.run : undefined);
+  };
+  const library = createLibraryView({
+    runs,
+    trainer,
+    onAdapterChange: useLibraryAdapter,
+    onBusyChange(busy) {
+      loadingAdapter = busy;
+      syncReady();
+    },
+    onChange: () => void storage.refresh(),
+  });
+  const storage = createStorageView({
+    usage: await openStorageUsage().catch(() => null),
+    runs,
+    onDelete(item) {
+      void library.refresh();
+      if (item.kind === 'evaluations') void evaluation.restore();
+    },
+  });
   const compare = createCompareView({ selection: compareSelection, onSelectionChange: (s) => store.set('compareView', s) });
   const evaluation = createEvalPanel({
     trainer,
@@ -99,7 +137,10 @@ async function main(root: HTMLElement): Promise<void> {
       evaluating = busy;
       syncReady();
     },
-    onHistoryChange: (all) => compare.show(all),
+    onHistoryChange(all) {
+      compare.show(all);
+      library.showEvaluations(all);
+    },
   });
   const train = createTrainPanel({
     trainer,
@@ -109,6 +150,12 @@ async function main(root: HTMLElement): Promise<void> {
       syncReady();
       if (!busy) void model.refreshMemory();
       if (!busy) void showTrainedSystem();
+    },
+    onRunChange(run, running) {
+      library.setTraining(running ? run.startedAt : null);
+      if (!running && run.adapter) useLibraryAdapter({ kind: 'run', id: run.startedAt, run });
+      void library.refresh();
+      void storage.refresh();
     },
   });
   const explorer = createExplorerPanel({
@@ -141,7 +188,7 @@ async function main(root: HTMLElement): Promise<void> {
       { class: 'panels' },
       h('div', { class: 'column' }, model.el, evaluation.el, compare.el, data.el),
       h('div', { class: 'column' }, train.el, playground.el),
-      h('div', { class: 'column wide' }, explorer.el),
+      h('div', { class: 'column wide' }, explorer.el, library.el, storage.el),
     ),
   );
   /** The Evaluate panel's default system text and adapter's run: the last run (stored). */
@@ -150,6 +197,8 @@ async function main(root: HTMLElement): Promise<void> {
   void explorer.restore();
   void evaluation.restore();
   void showTrainedSystem();
+  void library.refresh();
+  void storage.refresh();
 
   void data.load().then((records) => {
     if (!draft && records.length > 0) data.pick(0);

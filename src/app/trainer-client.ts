@@ -8,6 +8,7 @@ import type { QuantFormat } from '../model/quant.ts';
 import {
   INTERNAL_ERROR,
   type AdapterInfo,
+  type AdapterInUse,
   type DeviceLostCallback,
   type EvalItemCallback,
   type GenerateRequest,
@@ -23,6 +24,7 @@ import {
   type TokenScores,
   type TrainerApi,
   type TrainEventCallback,
+  type UseAdapterRequest,
 } from '../../workers/protocol.ts';
 import type { EvalOutcome, EvalRequest, TrainOutcome, TrainRequest } from '../session/requests.ts';
 
@@ -107,6 +109,11 @@ export class TrainerClient {
   /** See `TrainerApi.exportAdapter`. */
   exportAdapter(): Promise<PeftAdapterFiles> {
     return this.remote.exportAdapter();
+  }
+
+  /** See `TrainerApi.useAdapter`; the files are copied (the page keeps them). */
+  useAdapter(request: UseAdapterRequest | null): Promise<AdapterInUse | null> {
+    return this.remote.useAdapter(request);
   }
 }
 

@@ -34,6 +34,8 @@ export interface ExplorerStore {
 
 const KEY = 'explorer';
 const OPTIONS = `${KEY}:options`;
+/** Every key the explorer writes in its store. */
+export const EXPLORER_KEYS = [KEY, OPTIONS] as const;
 
 /**
  * Checks a stored value's shape: every record's arrays are Float32Arrays of the lengths its

@@ -1,17 +1,22 @@
 /**
- * The training runs the app keeps across reloads, without any DOM: the last run's record
- * (settings, metrics, saliency, adapter; rewritten after every step) and, apart from it because
- * they are large and change rarely, the dataset's bytes (written once) and the latest checkpoint
- * (written when the worker sends one), so that a run stopped or cut off by a reload continues.
+ * The library of training runs and imported adapters the app keeps across reloads, without any DOM.
+ * Every run stays (settings, data name, metrics, saliency, adapter), each under its id, the time it
+ * started (`startedAt`, also what an evaluation names as `adapter.runId`); an adapter imported from a
+ * PEFT folder is an entry of its own under the time it was imported. A run's record is rewritten
+ * after every step; its dataset's bytes (written once) and its latest checkpoint (written when the
+ * worker sends one) are kept apart, because they are large and change rarely, so that a run
+ * stopped or cut off by a reload continues.
  *
- * They live in one key-value object store (`runs` in the app's IndexedDB, see db.ts) under the keys
- * `last`, `last:dataset` and `last:checkpoint`. Records written by earlier versions of the app are
- * read and brought to the current shape (see `readStoredRun`); one that cannot be read is reported
- * with a `stored-run` error, never dropped in silence.
+ * Records live in one store (`library` in the app's IndexedDB, see db.ts) and a run's bytes in
+ * another (`runFiles`, under `<id>/dataset` and `<id>/checkpoint`). Every change is one
+ * `LibraryBackend.commit`: one IndexedDB transaction, so a failed write (a full quota) leaves
+ * nothing half-written. Records written by earlier versions of the app are read and brought to the
+ * current shape (`readStoredRun`); one that cannot be read is listed as unreadable, naming the
+ * field, never dropped in silence.
  */
 import { NlftError } from '../errors.ts';
 import type { PeftAdapterFiles } from '../export/peft.ts';
-import { DEFAULT_LORA } from '../model/lora.ts';
+import { DEFAULT_LORA, type LoraConfig } from '../model/lora.ts';
 import type { SaliencyEntry, SaliencySummary } from '../nlft/method.ts';
 import { DEFAULT_SALIENCY } from '../nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../nlft/templates.ts';
@@ -23,7 +28,10 @@ import { isRecord } from '../util/json.ts';
 export interface StoredRun {
   /** The request without the dataset's bytes or a resume point (the dataset's name and size are kept). */
   request: Omit<TrainRequest, 'data' | 'resume'> & { data: { name: string; bytes: number } };
+  /** When the worker started it (ISO time): the run's id in the library. */
   startedAt: string;
+  /** The name the user gave it in the library, or null (then method, data and date name it). */
+  name: string | null;
   /** 'running' read back after a reload means the page closed while it trained. */
   status: 'running' | TrainOutcome['status'] | 'error';
   message: string | null;
@@ -39,39 +47,85 @@ export interface StoredRun {
   checkpointStep: number | null;
 }
 
-/** The two operations the run store needs from its backing store (an IndexedDB object store, or a Map). */
-export interface KeyValueStore {
-  /** The value under `key`, or undefined. */
-  get(key: string): Promise<unknown>;
-  put(key: string, value: unknown): Promise<void>;
+/** A PEFT adapter trained elsewhere, imported from its folder after the worker checked it against the loaded model. */
+export interface ImportedAdapter {
+  kind: 'imported';
+  /** When it was imported (ISO time): its id in the library. */
+  importedAt: string;
+  name: string | null;
+  /** The picked folder's name. */
+  folder: string;
+  /** Its LoRA settings, read from `adapter_config.json`. */
+  lora: LoraConfig;
+  /** `base_model_name_or_path` of its config. */
+  baseModel: string | null;
+  /** The loaded model it was checked against (its id). */
+  checkedOn: string;
+  adapter: PeftAdapterFiles;
 }
 
-/** Where the page keeps its last run. */
+/** One entry of the library: a run trained here, an imported adapter, or a stored record that cannot be read. */
+export type LibraryItem =
+  | { kind: 'run'; id: string; run: StoredRun }
+  | { kind: 'imported'; id: string; imported: ImportedAdapter }
+  | { kind: 'unreadable'; id: string; message: string };
+
+/** A run's bytes kept apart from its record. */
+export type RunFile = 'dataset' | 'checkpoint';
+
+/** The key of a run's bytes in the backend's file store. */
+export const runFileKey = (id: string, file: RunFile): string => `${id}/${file}`;
+
+/** One change of the library, applied all or nothing. */
+export interface LibraryWrite {
+  put?: Array<[id: string, record: unknown]>;
+  remove?: string[];
+  putFiles?: Array<[key: string, bytes: Uint8Array]>;
+  removeFiles?: string[];
+}
+
+/** What the library needs from its backing stores (IndexedDB's `library` and `runFiles`, or memory). */
+export interface LibraryBackend {
+  /** Every record with its id. */
+  all(): Promise<Array<[string, unknown]>>;
+  get(id: string): Promise<unknown>;
+  /** The bytes under `key`, or undefined. */
+  file(key: string): Promise<Uint8Array | undefined>;
+  /** Applies `w` in one transaction: on any failure (a full quota) nothing of it is stored, and the error is thrown. */
+  commit(w: LibraryWrite): Promise<void>;
+}
+
+/** Where the page keeps its runs and imported adapters. */
 export interface RunStore {
-  /**
-   * The last run, or undefined when none was stored.
-   * @throws NlftError (`stored-run`) when a record is stored but cannot be read; the message says which field
-   */
+  /** Every entry, newest first. */
+  list(): Promise<LibraryItem[]>;
+  /** The entry under `id`, or undefined. */
+  get(id: string): Promise<LibraryItem | undefined>;
+  /** The newest readable run, or undefined when none is stored. */
   last(): Promise<StoredRun | undefined>;
-  /** Stores `run` as the last run (its dataset and checkpoint are stored apart). */
+  /** Stores `run`'s record (its dataset and checkpoint are stored apart). */
   save(run: StoredRun): Promise<void>;
-  /**
-   * Stores a run the worker has started as the last run, with its dataset's bytes (which the
-   * caller must not transfer or change afterwards); until then the previous run stays the last.
-   */
+  /** Stores a run the worker has started, with its dataset's bytes (which the caller must not transfer or change afterwards). */
   start(run: StoredRun, dataset: Uint8Array): Promise<void>;
-  /** Stores a checkpoint's bytes and then, once they are stored, names its step in `run` and saves the record. */
+  /** Stores a checkpoint's bytes and names its step in `run`'s record, in one write. */
   saveCheckpoint(run: StoredRun, step: number, bytes: Uint8Array): Promise<void>;
   /**
    * The request that continues `run` from its stored checkpoint, with its stored dataset.
    * @throws NlftError (`stored-run`) when the run has no checkpoint, or its data or checkpoint is no longer stored
    */
   resumeRequest(run: StoredRun): Promise<TrainRequest>;
+  /** Stores an imported adapter as a new entry. */
+  addImported(entry: ImportedAdapter): Promise<void>;
+  /**
+   * Gives an entry a name (empty: back to the default name).
+   * @throws NlftError (`stored-run`) when no readable entry has that id
+   */
+  rename(id: string, name: string): Promise<void>;
+  /** Deletes an entry with its dataset and checkpoint. */
+  remove(id: string): Promise<void>;
+  /** Deletes a run's dataset or checkpoint (the run can no longer continue); the record says so in the same write. */
+  removeFile(id: string, file: RunFile): Promise<void>;
 }
-
-const LAST = 'last';
-const DATASET = `${LAST}:dataset`;
-const CHECKPOINT = `${LAST}:checkpoint`;
 
 /** A new record for `request`, started now (its dataset's bytes are not part of it). */
 export function newRun(request: TrainRequest): StoredRun {
@@ -79,6 +133,7 @@ export function newRun(request: TrainRequest): StoredRun {
   return {
     request: { ...settings, data: { name: data.name, bytes: data.bytes.byteLength } },
     startedAt: new Date().toISOString(),
+    name: null,
     status: 'running',
     message: null,
     totalSteps: 0,
@@ -105,22 +160,28 @@ export function continueStep(run: StoredRun): number | null {
   return step !== null && run.model !== null && run.status !== 'done' && step < run.totalSteps ? step : null;
 }
 
+/** The name an entry is shown under: the user's, else what it is and when. */
+export function entryName(item: LibraryItem): string {
+  if (item.kind === 'unreadable') return `Unreadable record of ${item.id}`;
+  const when = new Date(item.id).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' });
+  if (item.kind === 'imported') return item.imported.name ?? `${item.imported.folder} (imported ${when})`;
+  const r = item.run;
+  return r.name ?? `${r.request.method.toUpperCase()} on ${r.request.data.name}, ${when}`;
+}
+
 /**
- * Reads a stored record, in the current shape or an earlier one, and brings it to the current shape.
- * The earlier shapes:
- * - the first stored runs had no `model`, no checkpoint, no `message` default, and a request
- *   without `saliency` and `templates` (the NLFT options were not editable yet): they get none,
- *   none, and the defaults;
- * - then runs held `dataset: Uint8Array | null` and `checkpoint: {step, bytes} | null` inside the
- *   record: these come back in `inline`, for the store to write apart (`checkpointStep` is their step);
- * - a request without `memoryBudgetMiB` had no budget.
+ * Reads a stored run record, in the current shape or an earlier one, and brings it to the current
+ * shape. The earlier shapes: the first stored runs had no `model`, no checkpoint, no `message`
+ * default, and a request without `saliency` and `templates` (the NLFT options were not editable
+ * yet): they get none, none, and the defaults; a request without `memoryBudgetMiB` had no budget;
+ * runs before the library had no `name`.
  *
  * @throws NlftError (`stored-run`) naming the first field that is missing or of another type
  */
-function readStoredRun(value: unknown): { run: StoredRun; inline: { dataset?: Uint8Array; checkpoint?: Uint8Array } } {
+export function readStoredRun(value: unknown, id: string): StoredRun {
   const unreadable = (field: string, expected: string) =>
     new NlftError(
-      `The last training run stored in this browser cannot be read (field "${field}": expected ${expected}); it is left as it is, and the next run replaces it.`,
+      `The training run stored in this browser as ${id} cannot be read (field "${field}": expected ${expected}); it is left as it is: delete it in the Library.`,
       'stored-run',
     );
   if (!isRecord(value)) throw unreadable('(record)', 'an object');
@@ -134,70 +195,113 @@ function readStoredRun(value: unknown): { run: StoredRun; inline: { dataset?: Ui
   if (typeof value.status !== 'string') throw unreadable('status', 'a string');
   if (typeof value.totalSteps !== 'number') throw unreadable('totalSteps', 'a number');
   if (typeof value.startedAt !== 'string') throw unreadable('startedAt', 'a string');
-
-  const legacy = isRecord(value.checkpoint) && value.checkpoint.bytes instanceof Uint8Array ? value.checkpoint : null;
-  const inline = {
-    ...(value.dataset instanceof Uint8Array ? { dataset: value.dataset } : {}),
-    ...(legacy ? { checkpoint: legacy.bytes as Uint8Array } : {}),
-  };
-  const checkpointStep = typeof value.checkpointStep === 'number' ? value.checkpointStep : legacy ? Number(legacy.step) : null;
-  const { dataset: _d, checkpoint: _c, ...current } = value as unknown as StoredRun & { dataset?: unknown; checkpoint?: unknown };
-  const request = req as unknown as StoredRun['request'];
+  const current = value as unknown as StoredRun;
+  const request = current.request;
   return {
-    inline,
-    run: {
-      ...current,
-      request: {
-        ...request,
-        train: { ...DEFAULT_TRAIN, ...request.train },
-        lora: { ...DEFAULT_LORA, ...request.lora },
-        saliency: { ...DEFAULT_SALIENCY, ...request.saliency },
-        templates: request.templates ?? DEFAULT_TEMPLATES,
-        memoryBudgetMiB: request.memoryBudgetMiB ?? null,
-      },
-      message: current.message ?? null,
-      summary: current.summary ?? null,
-      adapter: current.adapter ?? null,
-      model: current.model ?? null,
-      checkpointStep,
+    ...current,
+    request: {
+      ...request,
+      train: { ...DEFAULT_TRAIN, ...request.train },
+      lora: { ...DEFAULT_LORA, ...request.lora },
+      saliency: { ...DEFAULT_SALIENCY, ...request.saliency },
+      templates: request.templates ?? DEFAULT_TEMPLATES,
+      memoryBudgetMiB: request.memoryBudgetMiB ?? null,
     },
+    name: typeof current.name === 'string' ? current.name : null,
+    message: current.message ?? null,
+    summary: current.summary ?? null,
+    adapter: current.adapter ?? null,
+    model: current.model ?? null,
+    checkpointStep: typeof current.checkpointStep === 'number' ? current.checkpointStep : null,
   };
 }
 
-/** The run store over `kv`. */
-export function runStore(kv: KeyValueStore): RunStore {
-  const bytesAt = async (key: string): Promise<Uint8Array | undefined> => {
-    const v = await kv.get(key);
-    return v instanceof Uint8Array ? v : undefined;
+/** Reads a stored record of any kind; never throws (an unreadable record becomes an `unreadable` item). */
+function readItem(id: string, value: unknown): LibraryItem {
+  if (isRecord(value) && value.kind === 'imported') {
+    const a = value as unknown as ImportedAdapter;
+    if (!isRecord(a.adapter) || !isRecord(a.lora) || typeof a.folder !== 'string')
+      return { kind: 'unreadable', id, message: `The imported adapter stored as ${id} cannot be read (its adapter files are missing).` };
+    return { kind: 'imported', id, imported: { ...a, name: typeof a.name === 'string' ? a.name : null } };
+  }
+  try {
+    return { kind: 'run', id, run: readStoredRun(value, id) };
+  } catch (e) {
+    return { kind: 'unreadable', id, message: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+/**
+ * The write that moves the one run an app before the library kept (the `runs` store's `last`,
+ * `last:dataset` and `last:checkpoint`) into the library, under its start time. The oldest
+ * shapes kept the dataset (`dataset`) and the checkpoint (`checkpoint: {step, bytes}`) inside the
+ * record: they are moved apart too. A record that cannot be read moves as it is (the library lists
+ * it as unreadable, under `earlier-run` when it has no start time).
+ */
+export function legacyRunWrite(last: unknown, dataset: unknown, checkpoint: unknown): LibraryWrite {
+  if (!isRecord(last)) return { put: [['earlier-run', last]] };
+  const id = typeof last.startedAt === 'string' ? last.startedAt : 'earlier-run';
+  const { dataset: inlineData, checkpoint: inlineCheckpoint, ...record } = last;
+  const legacy = isRecord(inlineCheckpoint) && inlineCheckpoint.bytes instanceof Uint8Array ? inlineCheckpoint : null;
+  const data = dataset instanceof Uint8Array ? dataset : inlineData instanceof Uint8Array ? inlineData : null;
+  const ck = checkpoint instanceof Uint8Array ? checkpoint : legacy ? (legacy.bytes as Uint8Array) : null;
+  if (legacy && typeof record.checkpointStep !== 'number') record.checkpointStep = Number(legacy.step);
+  const putFiles: Array<[string, Uint8Array]> = [];
+  if (data) putFiles.push([runFileKey(id, 'dataset'), data]);
+  if (ck) putFiles.push([runFileKey(id, 'checkpoint'), ck]);
+  return { put: [[id, record]], putFiles };
+}
+
+/** The run store over `backend`. A run's record object is shared by everyone who asked for it, so a rename reaches a run being trained. */
+export function runStore(backend: LibraryBackend): RunStore {
+  /** The run objects handed out, by id (one object per run). */
+  const live = new Map<string, StoredRun>();
+  const shared = (item: LibraryItem): LibraryItem => {
+    if (item.kind !== 'run') return item;
+    const known = live.get(item.id);
+    if (known) return { ...item, run: known };
+    live.set(item.id, item.run);
+    return item;
   };
-  return {
-    async last() {
-      const value = await kv.get(LAST);
-      if (value === undefined) return undefined;
-      const { run, inline } = readStoredRun(value);
-      if (inline.dataset || inline.checkpoint) {
-        // Written by a version that kept the bytes inside the record: store them apart, then the slim record.
-        if (inline.dataset) await kv.put(DATASET, inline.dataset);
-        if (inline.checkpoint) await kv.put(CHECKPOINT, inline.checkpoint);
-        await kv.put(LAST, run);
-      }
-      return run;
+  const bytesAt = async (key: string) => backend.file(key);
+  const store: RunStore = {
+    async list() {
+      const all = await backend.all();
+      return all.map(([id, value]) => shared(readItem(id, value))).sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
     },
-    save: (run) => kv.put(LAST, run),
+    async get(id) {
+      const value = await backend.get(id);
+      return value === undefined ? undefined : shared(readItem(id, value));
+    },
+    async last() {
+      const item = (await store.list()).find((i) => i.kind === 'run');
+      return item?.kind === 'run' ? item.run : undefined;
+    },
+    save: (run) => backend.commit({ put: [[run.startedAt, run]] }),
     async start(run, dataset) {
-      await kv.put(DATASET, dataset);
-      await kv.put(LAST, run);
+      live.set(run.startedAt, run);
+      await backend.commit({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'dataset'), dataset]] });
     },
     async saveCheckpoint(run, step, bytes) {
-      await kv.put(CHECKPOINT, bytes);
+      // Named in the object at once, so a record written after this one (the next step's) names it too;
+      // named back if this write fails.
+      const before = run.checkpointStep;
       run.checkpointStep = step;
-      await kv.put(LAST, run);
+      try {
+        await backend.commit({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'checkpoint'), bytes]] });
+      } catch (e) {
+        if (run.checkpointStep === step) run.checkpointStep = before;
+        throw e;
+      }
     },
     async resumeRequest(run) {
       const step = continueStep(run);
       if (step === null || run.model === null)
         throw new NlftError('This run has no checkpoint to continue from (or it is finished); start a new run.', 'stored-run');
-      const [dataset, checkpoint] = await Promise.all([bytesAt(DATASET), bytesAt(CHECKPOINT)]);
+      const [dataset, checkpoint] = await Promise.all([
+        bytesAt(runFileKey(run.startedAt, 'dataset')),
+        bytesAt(runFileKey(run.startedAt, 'checkpoint')),
+      ]);
       if (!dataset || !checkpoint)
         throw new NlftError(
           `The ${dataset ? 'checkpoint' : 'data'} of this run is no longer stored in this browser; start a new run.`,
@@ -206,7 +310,82 @@ export function runStore(kv: KeyValueStore): RunStore {
       const { data, ...settings } = run.request;
       return { ...settings, data: { name: data.name, bytes: dataset }, resume: { checkpoint, model: run.model } };
     },
+    addImported: (entry) => backend.commit({ put: [[entry.importedAt, entry]] }),
+    async rename(id, name) {
+      const item = await store.get(id);
+      if (!item || item.kind === 'unreadable')
+        throw new NlftError(`No readable library entry ${id} to rename; reload the page.`, 'stored-run');
+      const named = name.trim() === '' ? null : name.trim();
+      if (item.kind === 'run') {
+        await backend.commit({ put: [[id, { ...item.run, name: named }]] });
+        item.run.name = named;
+      } else await backend.commit({ put: [[id, { ...item.imported, name: named }]] });
+    },
+    async remove(id) {
+      await backend.commit({ remove: [id], removeFiles: [runFileKey(id, 'dataset'), runFileKey(id, 'checkpoint')] });
+      live.delete(id);
+    },
+    async removeFile(id, file) {
+      const item = await store.get(id);
+      const key = runFileKey(id, file);
+      if (item?.kind !== 'run' || file === 'dataset') return backend.commit({ removeFiles: [key] });
+      await backend.commit({ put: [[id, { ...item.run, checkpointStep: null }]], removeFiles: [key] });
+      item.run.checkpointStep = null;
+    },
   };
+  return store;
+}
+
+/** A stored value's size in bytes, near enough to rank items (typed arrays exactly, text as UTF-16). */
+export function valueBytes(v: unknown): number {
+  if (ArrayBuffer.isView(v)) return v.byteLength;
+  if (v instanceof ArrayBuffer) return v.byteLength;
+  if (typeof v === 'string') return 2 * v.length;
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return 8;
+  if (Array.isArray(v)) return v.reduce((n: number, x) => n + valueBytes(x), 8);
+  if (isRecord(v)) return Object.entries(v).reduce((n, [k, x]) => n + 2 * k.length + valueBytes(x), 8);
+  return 0;
+}
+
+/** The error a browser throws when a write would go over its storage quota. */
+export function quotaExceeded(what: string): DOMException {
+  return new DOMException(`${what}: the storage quota is full`, 'QuotaExceededError');
+}
+
+/**
+ * The library's stores in memory, copying values in and out as IndexedDB does: the fallback when
+ * IndexedDB cannot be opened. With `quotaBytes`, a commit that would hold more than that (by
+ * `valueBytes`) fails with a QuotaExceededError and stores nothing, as a full browser quota does.
+ */
+export function memoryLibraryBackend(quotaBytes = Number.POSITIVE_INFINITY): LibraryBackend {
+  let records = new Map<string, unknown>();
+  let files = new Map<string, Uint8Array>();
+  const size = () => [...records.values(), ...files.values()].reduce((n: number, v) => n + valueBytes(v), 0);
+  return {
+    all: async () => [...records].map(([id, v]) => [id, structuredClone(v)] as [string, unknown]),
+    get: async (id) => structuredClone(records.get(id)),
+    file: async (key) => structuredClone(files.get(key)),
+    async commit(w) {
+      const [r0, f0] = [records, files];
+      records = new Map(records);
+      files = new Map(files);
+      for (const [id, v] of w.put ?? []) records.set(id, structuredClone(v));
+      for (const id of w.remove ?? []) records.delete(id);
+      for (const [k, b] of w.putFiles ?? []) files.set(k, b.slice());
+      for (const k of w.removeFiles ?? []) files.delete(k);
+      if (size() > quotaBytes) {
+        [records, files] = [r0, f0];
+        throw quotaExceeded('library');
+      }
+    },
+  };
+}
+
+/** The two operations a small key-value store offers (the `runs` object store of evaluations and scores, or a Map). */
+export interface KeyValueStore {
+  /** The value under `key`, or undefined. */
+  get(key: string): Promise<unknown>;
+  put(key: string, value: unknown): Promise<void>;
 }
 
 /** A key-value store in memory, copying values in and out as IndexedDB does (the fallback when IndexedDB cannot be opened). */

@@ -1,10 +1,12 @@
 /**
- * The app's run store (src/storage/runs.ts) over an in-memory key-value store that clones values in
- * and out as IndexedDB does: a run is stored once started, its checkpoint named only once stored,
- * the continue request rebuilt from the stored parts, and the records of earlier app versions read.
+ * The app's library of runs (src/storage/runs.ts) over in-memory stores that clone values in and out
+ * as IndexedDB does: every run is kept, a run is stored once started, its checkpoint named only once
+ * stored, the continue request rebuilt from the stored parts, entries renamed and deleted, imported
+ * adapters kept beside runs, the records of earlier app versions moved in and read, and a write the
+ * quota refuses stores nothing of itself (usage.ts).
  */
 import { describe, expect, it } from 'vitest';
-import { NlftError } from '../../src/errors.ts';
+import { NlftError, StorageQuotaError } from '../../src/errors.ts';
 import { DEFAULT_LORA } from '../../src/model/lora.ts';
 import type { SaliencyEntry } from '../../src/nlft/method.ts';
 import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
@@ -13,12 +15,19 @@ import type { TrainRequest } from '../../src/session/requests.ts';
 import {
   addStep,
   continueStep,
-  memoryKeyValueStore,
+  entryName,
+  type ImportedAdapter,
+  type LibraryBackend,
+  legacyRunWrite,
+  memoryLibraryBackend,
   newRun,
+  runFileKey,
   runStore,
-  type KeyValueStore,
+  type RunStore,
   type StoredRun,
+  valueBytes,
 } from '../../src/storage/runs.ts';
+import { guardQuota, libraryItems, quotaMessage, type StoredItem } from '../../src/storage/usage.ts';
 import { DEFAULT_TRAIN, type StepMetrics } from '../../src/train/trainer.ts';
 
 const MODEL = { id: 'demo', quant: 'q8' as const };
@@ -46,12 +55,14 @@ function entry(id: string, step: number): SaliencyEntry {
 }
 
 /** A run the worker started (4 steps on MODEL) and stored with its data. */
-async function startedRun(kv: KeyValueStore): Promise<StoredRun> {
-  const run = newRun(request());
-  run.totalSteps = 4;
-  run.model = MODEL;
-  await runStore(kv).start(run, DATA.slice());
-  return run;
+async function startedRun(store: RunStore, startedAt = '2026-02-01T10:00:00.000Z'): Promise<StoredRun> {
+  await store.start(runAt(startedAt), DATA.slice());
+  return (await store.last())!;
+}
+
+/** A run the worker started at `startedAt` (4 steps on MODEL), not stored yet. */
+function runAt(startedAt: string): StoredRun {
+  return { ...newRun(request()), startedAt, totalSteps: 4, model: MODEL };
 }
 
 /** The error `promise` rejects with. */
@@ -64,12 +75,33 @@ async function rejection(promise: Promise<unknown>): Promise<NlftError> {
   return e as NlftError;
 }
 
-describe('run store', () => {
+/** An imported adapter entry (its files are stand-ins: the store keeps them as given). */
+function imported(importedAt: string): ImportedAdapter {
+  return {
+    kind: 'imported',
+    importedAt,
+    name: null,
+    folder: 'my-adapter',
+    lora: { ...DEFAULT_LORA, r: 8, alpha: 16 },
+    baseModel: 'org/base',
+    checkedOn: 'demo',
+    adapter: { 'adapter_config.json': '{}', 'adapter_model.safetensors': new Uint8Array(64) },
+  };
+}
+
+/** Applies a write the way db.ts's upgrade step does, on a memory backend. */
+async function migrated(last: unknown, dataset?: Uint8Array, checkpoint?: Uint8Array): Promise<LibraryBackend> {
+  const backend = memoryLibraryBackend();
+  await backend.commit(legacyRunWrite(last, dataset, checkpoint));
+  return backend;
+}
+
+describe('run library', () => {
   it('keeps the request without its bytes, and continues a run only from a stored checkpoint', async () => {
-    const kv = memoryKeyValueStore();
-    const store = runStore(kv);
+    const backend = memoryLibraryBackend();
+    const store = runStore(backend);
     expect(await store.last()).toBeUndefined();
-    const run = await startedRun(kv);
+    const run = await startedRun(store);
     expect(run.request.data).toEqual({ name: 'data.json', bytes: 4 });
     expect(run.request).not.toHaveProperty('resume');
     addStep(run, metrics(1), [entry('a', 1)]);
@@ -79,7 +111,7 @@ describe('run store', () => {
 
     const checkpoint = new Uint8Array([9, 8, 7]);
     await store.saveCheckpoint(run, 1, checkpoint);
-    const back = (await store.last())!;
+    const back = (await runStore(backend).last())!;
     expect(back).toEqual(run);
     expect(back.checkpointStep).toBe(1);
     expect(continueStep(back)).toBe(1);
@@ -92,12 +124,58 @@ describe('run store', () => {
     expect(continueStep(back)).toBeNull();
   });
 
+  it('keeps every run and imported adapter, newest first; renames and deletes one with its files', async () => {
+    const backend = memoryLibraryBackend();
+    const store = runStore(backend);
+    const first = await startedRun(store, '2026-02-01T10:00:00.000Z');
+    const second = await startedRun(store, '2026-02-02T10:00:00.000Z');
+    await store.saveCheckpoint(first, 2, new Uint8Array([1, 2]));
+    await store.addImported(imported('2026-02-03T10:00:00.000Z'));
+    const list = await runStore(backend).list();
+    expect(list.map((i) => [i.kind, i.id])).toEqual([
+      ['imported', '2026-02-03T10:00:00.000Z'],
+      ['run', second.startedAt],
+      ['run', first.startedAt],
+    ]);
+    expect((await store.last())?.startedAt).toBe(second.startedAt);
+    expect(entryName(list[0])).toMatch(/^my-adapter \(imported .+\)$/);
+    expect(entryName(list[1])).toMatch(/^NLFT on data\.json, /);
+
+    // A rename reaches the object a panel holds (it saves that object after every step).
+    await store.rename(first.startedAt, '  baseline  ');
+    expect(first.name).toBe('baseline');
+    await store.save(first);
+    const named = (await runStore(backend).get(first.startedAt))!;
+    expect(entryName(named)).toBe('baseline');
+    await store.rename('2026-02-03T10:00:00.000Z', 'from the lab');
+    expect(entryName((await runStore(backend).get('2026-02-03T10:00:00.000Z'))!)).toBe('from the lab');
+    expect((await rejection(store.rename('nope', 'x'))).message).toBe('No readable library entry nope to rename; reload the page.');
+
+    await store.remove(first.startedAt);
+    expect((await runStore(backend).list()).map((i) => i.id)).not.toContain(first.startedAt);
+    expect(await backend.file(runFileKey(first.startedAt, 'dataset'))).toBeUndefined();
+    expect(await backend.file(runFileKey(first.startedAt, 'checkpoint'))).toBeUndefined();
+    expect(await backend.file(runFileKey(second.startedAt, 'dataset'))).toEqual(DATA);
+  });
+
+  it("deletes a run's checkpoint and says so in its record in the same write", async () => {
+    const backend = memoryLibraryBackend();
+    const store = runStore(backend);
+    const run = await startedRun(store);
+    await store.saveCheckpoint(run, 2, new Uint8Array([1]));
+    expect(continueStep(run)).toBe(2);
+    await store.removeFile(run.startedAt, 'checkpoint');
+    expect(run.checkpointStep).toBeNull();
+    const back = (await runStore(backend).get(run.startedAt))!;
+    expect(back.kind === 'run' && back.run.checkpointStep).toBeNull();
+  });
+
   it('names the missing part when a run cannot continue', async () => {
-    const kv = memoryKeyValueStore();
-    const run = await startedRun(kv);
-    await runStore(kv).saveCheckpoint(run, 2, new Uint8Array([1]));
-    await kv.put('last:dataset', undefined);
-    const e = await rejection(runStore(kv).resumeRequest(run));
+    const backend = memoryLibraryBackend();
+    const run = await startedRun(runStore(backend));
+    await runStore(backend).saveCheckpoint(run, 2, new Uint8Array([1]));
+    await backend.commit({ removeFiles: [runFileKey(run.startedAt, 'dataset')] });
+    const e = await rejection(runStore(backend).resumeRequest(run));
     expect(e.message).toBe('The data of this run is no longer stored in this browser; start a new run.');
   });
 
@@ -113,8 +191,21 @@ describe('run store', () => {
     expect(run.metrics.map((m) => m.step)).toEqual([1, 2]);
   });
 
-  it('reads a run of the first stored shape (no model, checkpoint or NLFT options) with the defaults', async () => {
-    const kv = memoryKeyValueStore();
+  it('moves the one run of the store before the library into it (version 5), with its data and checkpoint', async () => {
+    const run = { ...newRun(request()), startedAt: '2026-01-05T00:00:00.000Z', status: 'cancelled', totalSteps: 4, model: MODEL };
+    const { name: _n, ...before } = run; // runs before the library had no name
+    const checkpoint = new Uint8Array([4, 4]);
+    const backend = await migrated({ ...before, checkpointStep: 2 }, DATA.slice(), checkpoint);
+    const back = (await runStore(backend).last())!;
+    expect(back.startedAt).toBe(run.startedAt);
+    expect(back.name).toBeNull();
+    expect(continueStep(back)).toBe(2);
+    const req = await runStore(backend).resumeRequest(back);
+    expect(req.data.bytes).toEqual(DATA);
+    expect(req.resume?.checkpoint).toEqual(checkpoint);
+  });
+
+  it('moves a run of the first stored shape (no model, checkpoint or NLFT options) and reads it with the defaults', async () => {
     const { saliency: _s, templates: _t, memoryBudgetMiB: _m, ...oldRequest } = newRun(request()).request;
     const old = {
       request: oldRequest,
@@ -127,8 +218,7 @@ describe('run store', () => {
       summary: null,
       adapter: null,
     };
-    await kv.put('last', old);
-    const run = (await runStore(kv).last())!;
+    const run = (await runStore(await migrated(old)).last())!;
     expect(run.request.saliency).toEqual(DEFAULT_SALIENCY);
     expect(run.request.templates).toEqual(DEFAULT_TEMPLATES);
     expect(run.request.memoryBudgetMiB).toBeNull();
@@ -138,11 +228,9 @@ describe('run store', () => {
   });
 
   it('moves the dataset and checkpoint of a record that held them inline into their own entries', async () => {
-    const kv = memoryKeyValueStore();
-    const current = newRun(request());
-    const { checkpointStep: _, ...rest } = current;
+    const { checkpointStep: _, ...rest } = newRun(request());
     const checkpoint = new Uint8Array([5, 6]);
-    await kv.put('last', {
+    const backend = await migrated({
       ...rest,
       status: 'cancelled',
       totalSteps: 4,
@@ -150,23 +238,62 @@ describe('run store', () => {
       dataset: DATA.slice(),
       checkpoint: { step: 3, bytes: checkpoint },
     });
-    const run = (await runStore(kv).last())!;
+    const run = (await runStore(backend).last())!;
     expect(run.checkpointStep).toBe(3);
     expect(run).not.toHaveProperty('dataset');
     expect(run).not.toHaveProperty('checkpoint');
-    expect(await kv.get('last')).not.toHaveProperty('dataset');
-    const req = await runStore(kv).resumeRequest(run);
+    const req = await runStore(backend).resumeRequest(run);
     expect(req.data.bytes).toEqual(DATA);
     expect(req.resume?.checkpoint).toEqual(checkpoint);
   });
 
-  it('reports a record it cannot read, naming the field, and leaves it stored', async () => {
-    const kv = memoryKeyValueStore();
-    const bad = { ...newRun(request()), metrics: 'none' };
-    await kv.put('last', bad);
-    const e = await rejection(runStore(kv).last());
-    expect(e.code).toBe('stored-run');
-    expect(e.message).toContain('(field "metrics": expected an array)');
-    expect(await kv.get('last')).toEqual(bad);
+  it('lists a record it cannot read as unreadable, naming the field, and leaves it stored until deleted', async () => {
+    const bad = { ...newRun(request()), startedAt: '2026-01-09T00:00:00.000Z', metrics: 'none' };
+    const backend = await migrated(bad);
+    const store = runStore(backend);
+    const [item] = await store.list();
+    expect(item.kind).toBe('unreadable');
+    expect(item.kind === 'unreadable' && item.message).toBe(
+      'The training run stored in this browser as 2026-01-09T00:00:00.000Z cannot be read (field "metrics": expected an array); it is left as it is: delete it in the Library.',
+    );
+    expect(await store.last()).toBeUndefined();
+    expect(await backend.get(bad.startedAt)).toEqual(bad);
+    await store.remove(bad.startedAt);
+    expect(await store.list()).toEqual([]);
+  });
+
+  it('stores nothing of a write the quota refuses, names the biggest items, and takes the write once room is made', async () => {
+    // Room for one run with its data and 500 bytes more.
+    const backend = memoryLibraryBackend(valueBytes(runAt('2026-02-01T10:00:00.000Z')) + DATA.byteLength + 500);
+    const store = runStore(backend);
+    const run = await startedRun(store);
+    const items = async (): Promise<StoredItem[]> => {
+      const all = await backend.all();
+      const sizes = new Map(all.map(([id]) => [id, 100]));
+      return libraryItems(await store.list(), sizes, new Map([[runFileKey(run.startedAt, 'checkpoint'), 5000]]));
+    };
+    const before = await backend.all();
+    const big = new Uint8Array(1000);
+    const e = await guardQuota('the checkpoint', () => store.saveCheckpoint(run, 1, big), items).then(
+      () => null,
+      (err: unknown) => err,
+    );
+    expect(e).toBeInstanceOf(StorageQuotaError);
+    expect((e as StorageQuotaError).code).toBe('storage-quota');
+    expect((e as Error).message).toMatch(
+      /^This browser's storage for the app is full: the checkpoint could not be saved \(nothing of it was written\)\. Delete something in the Storage view, then try again; the biggest items: Checkpoint of NLFT on data\.json, .+ \(4\.9 KiB\), NLFT on data\.json, .+ \(100 B\)\.$/,
+    );
+    // Neither the record nor the bytes were written: the record does not name a checkpoint that is not there.
+    expect(await backend.all()).toEqual(before);
+    expect(run.checkpointStep).toBeNull();
+    expect(await backend.file(runFileKey(run.startedAt, 'checkpoint'))).toBeUndefined();
+
+    await store.remove(run.startedAt);
+    const again = await startedRun(store, '2026-03-01T00:00:00.000Z');
+    await store.saveCheckpoint(again, 1, new Uint8Array(100));
+    expect(again.checkpointStep).toBe(1);
+    expect(quotaMessage('x', [])).toBe(
+      "This browser's storage for the app is full: x could not be saved (nothing of it was written). Delete something in the Storage view, then try again.",
+    );
   });
 });

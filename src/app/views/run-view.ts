@@ -51,11 +51,18 @@ function ggufDownload(gguf: Uint8Array, peftConfig: string): HTMLElement[] {
   ];
 }
 
-export function createRunView(opts: { onUseAnchor: () => void }): RunView {
+/**
+ * The view of one run. `onUseAnchor`, when given, offers anchored negatives for the next run under
+ * the saliency warning (the Train panel); without it the warning stands alone (the Library).
+ */
+export function createRunView(opts: { onUseAnchor?: () => void } = {}): RunView {
   const stats = h('p', { class: 'summary', testid: 'train-stats', hidden: true });
   const summaryLine = h('p', { class: 'hint', testid: 'train-summary', hidden: true });
-  const useAnchor = h('button', { type: 'button', class: 'link', testid: 'train-use-anchor' }, 'Use anchored negatives for the next run');
-  useAnchor.addEventListener('click', opts.onUseAnchor);
+  let useAnchor: HTMLButtonElement | null = null;
+  if (opts.onUseAnchor) {
+    useAnchor = h('button', { type: 'button', class: 'link', testid: 'train-use-anchor' }, 'Use anchored negatives for the next run');
+    useAnchor.addEventListener('click', opts.onUseAnchor);
+  }
   const warningText = h('span', {});
   const warning = h('p', { class: 'warning', testid: 'train-warning', hidden: true }, warningText, ' ', useAnchor);
   const chart = createLossChart();

@@ -3,10 +3,13 @@
  * the settings of train-form.ts, with pause and stop, a progress bar and the run's results
  * (run-view.ts). The run is kept by the run store (src/storage/runs.ts) from the moment the worker
  * starts it: its record after every step, its data and latest checkpoint apart, so a reload shows
- * it again and a run stopped or interrupted by a reload continues from its checkpoint. A run the
- * worker refuses (bad data, a bad option, over the memory budget) is not stored: the last stored
- * run stays as it was, and the worker's message is shown.
+ * it again (and the Library lists it with every earlier run) and a run stopped or interrupted by a
+ * reload continues from its checkpoint. A run the worker refuses (bad data, a bad option, over the
+ * memory budget) is not stored, and the worker's message is shown. A write the browser refuses (a
+ * full quota) loses nothing: the run stays on the page, its message says what to delete, and the
+ * run is written again at its next step or with "Save the run".
  */
+import { NlftError } from '../../errors.ts';
 import { addStep, continueStep, newRun, type RunStore, type StoredRun } from '../../storage/runs.ts';
 import type { ModelSpec, TrainEvent } from '../../../workers/protocol.ts';
 import type { TrainRequest } from '../../session/requests.ts';
@@ -21,6 +24,8 @@ export interface TrainPanelOptions {
   runs: RunStore;
   /** Called with true while a run holds the worker (other GPU actions wait), false after. */
   onBusyChange(busy: boolean): void;
+  /** A run was stored as the worker started it (`training` true), or it ended (false). */
+  onRunChange(run: StoredRun, training: boolean): void;
 }
 
 export interface TrainPanelView {
@@ -46,10 +51,11 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const pause = h('button', { type: 'button', testid: 'train-pause', disabled: true }, 'Pause');
   const stop = h('button', { type: 'button', testid: 'train-stop', disabled: true }, 'Stop');
   const cont = h('button', { type: 'button', testid: 'train-continue', hidden: true }, 'Continue');
+  const saveAgain = h('button', { type: 'button', testid: 'train-save', hidden: true }, 'Save the run');
   const progress = h('progress', { testid: 'train-progress', max: 1, value: 0, hidden: true });
   const status = h('p', { class: 'status', testid: 'train-status', 'data-state': 'idle' }, 'Pick the data and settings, then Train.');
   const error = errorLine('train-error');
-  body.append(...form.els, h('div', { class: 'actions' }, start, pause, stop, cont), progress, status, error.el, ...results.els);
+  body.append(...form.els, h('div', { class: 'actions' }, start, pause, stop, cont, saveAgain), progress, status, error.el, ...results.els);
 
   let modelReady = false;
   let running = false;
@@ -80,16 +86,45 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     updateButtons();
     opts.onBusyChange(on);
   };
-  const storeFailed = (what: string) => (e: unknown) => error.show(`${what} could not be saved in this browser: ${errorMessage(e)}`);
+  /** The write to try again with "Save the run" after the browser refused one, or null. */
+  let retry: (() => void) | null = null;
+  /**
+   * Shows a refused write of `what` (a full quota's message says itself what to delete) and offers
+   * `again`; with null, a write went through: the offer and its message go.
+   */
+  const storeFailed = (what: string, again: () => void) => (e: unknown) => {
+    retry = again;
+    saveAgain.hidden = false;
+    const quota = e instanceof NlftError && e.code === 'storage-quota';
+    error.show(quota ? errorMessage(e) : `${what} could not be saved in this browser: ${errorMessage(e)}`);
+  };
+  const storeWorked = () => {
+    if (retry === null) return;
+    retry = null;
+    saveAgain.hidden = true;
+    error.show(null);
+  };
+  saveAgain.addEventListener('click', () => retry?.());
 
   /**
    * Runs `req` in the worker as `target`: a new run (then `dataset` holds a copy of its data, stored
    * with it once the worker starts it) or the stored run continued (`dataset` null).
    */
   const runInWorker = async (req: TrainRequest, target: StoredRun, dataset: Uint8Array | null) => {
+    /** Whether the run is to be stored (the worker started it; a continued run is stored already). */
     let stored = dataset === null;
-    const save = () => {
-      if (stored) opts.runs.save(target).catch(storeFailed('The run'));
+    /** The dataset still to be written with the record (one write), until such a write went through. */
+    let withData = dataset;
+    const save = async (): Promise<void> => {
+      if (!stored) return;
+      const write = withData ? opts.runs.start(target, withData) : opts.runs.save(target);
+      await write.then(
+        () => {
+          withData = null;
+          storeWorked();
+        },
+        storeFailed(withData ? 'The run (it cannot continue after a reload)' : 'The run', () => void save()),
+      );
     };
     const onEvent = (ev: TrainEvent) => {
       if (ev.type === 'scoring') {
@@ -103,12 +138,15 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
         if (dataset && !stored) {
           stored = true;
           run = target;
-          opts.runs.start(target, dataset).catch(storeFailed('The run (it cannot continue after a reload)'));
+          void save().then(() => opts.onRunChange(target, true));
         }
         const cut = ev.truncated ? ` (${ev.truncated} truncated to ${MAX_LEN} tokens)` : '';
         setStatus('training', `Training: ${ev.records} records${cut}, ${ev.totalSteps} steps…`);
       } else if (ev.type === 'checkpoint') {
-        opts.runs.saveCheckpoint(target, ev.step, ev.bytes).catch(storeFailed('The checkpoint'));
+        opts.runs.saveCheckpoint(target, ev.step, ev.bytes).then(
+          storeWorked,
+          storeFailed('The checkpoint', () => void save()),
+        );
       } else if (ev.type === 'paused') {
         if (paused) setStatus('paused', `Paused after step ${ev.step} of ${target.totalSteps}.`);
       } else {
@@ -116,7 +154,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
         progress.value = ev.metrics.step / ev.metrics.totalSteps;
         results.show(target);
         if (!paused) setStatus('training', `Training: step ${ev.metrics.step} of ${ev.metrics.totalSteps}…`);
-        save();
+        void save();
       }
     };
 
@@ -124,7 +162,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     progress.value = 0;
     results.show(target);
     results.showAdapter(null);
-    save();
+    void save();
     try {
       const out = await opts.trainer.train(req, onEvent, req.scorer ? scorerSpec : null);
       target.status = out.status;
@@ -146,7 +184,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     } finally {
       progress.hidden = true;
       setRunning(false);
-      save();
+      await save();
+      if (stored) opts.onRunChange(target, false);
     }
   };
 
