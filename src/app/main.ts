@@ -20,12 +20,13 @@ import { h } from './dom.ts';
 import { errorMessage, TrainerClient } from './trainer-client.ts';
 import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
-import { createModelPanel } from './views/model-panel.ts';
+import { createModelPanel, samplesFor, specOf } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
 import { createCompareView } from './views/compare-view.ts';
 import { createEvalPanel } from './views/eval-panel.ts';
 import { createExplorerPanel } from './views/explorer-panel.ts';
 import { createTrainPanel } from './views/train-panel.ts';
+import { MAX_LEN } from './views/train-form.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
 
@@ -61,15 +62,21 @@ async function main(root: HTMLElement): Promise<void> {
     onDraftChange: (d) => store.set('playground', d),
     onScored: () => void model.refreshMemory(),
   });
+  const firstModel = modelChoice ?? { kind: 'demo' };
   const model = createModelPanel({
     trainer,
-    model: modelChoice ?? { kind: 'demo' },
+    model: firstModel,
     quant: quant ?? 'q8',
     onModelChange: (m) => void remember('model', m),
     onQuantChange: (q) => void remember('quant', q),
     onReadyChange(ready) {
       modelReady = ready;
       syncReady();
+    },
+    onModelLoaded(info, samples) {
+      train.useModel(samples, info.templates, info.templatesProblem);
+      evaluation.useSamples(samples);
+      void data.measure();
     },
   });
   const runs = await openRunStore().catch((e: unknown) => {
@@ -104,6 +111,7 @@ async function main(root: HTMLElement): Promise<void> {
   const train = createTrainPanel({
     trainer,
     runs,
+    onDataChange: () => void showDataInUse(),
     onBusyChange(busy) {
       training = busy;
       syncReady();
@@ -123,6 +131,8 @@ async function main(root: HTMLElement): Promise<void> {
   });
   const data = createDataPanel({
     picked: picked ?? null,
+    maxLen: MAX_LEN,
+    summarize: (file, maxLen) => trainer.summarizeData(file, maxLen),
     onPick(record, index) {
       playground.fill(record.input, record.answer);
       void remember('pickedRecord', index);
@@ -151,7 +161,15 @@ async function main(root: HTMLElement): Promise<void> {
   void evaluation.restore();
   void showTrainedSystem();
 
-  void data.load().then((records) => {
+  // The panels start from the samples of the model about to load (its templates come when it has loaded).
+  train.useModel(samplesFor(specOf(firstModel)), null, null);
+  evaluation.useSamples(samplesFor(specOf(firstModel)));
+  /** The Data panel shows what Train would train on now; a failure to fetch the sample shows there. */
+  const showDataInUse = async () => {
+    const file = await train.dataInUse().catch((e: unknown) => ({ name: 'the sample', error: errorMessage(e) }));
+    return 'error' in file ? [] : data.show(file);
+  };
+  void showDataInUse().then((records) => {
     if (!draft && records.length > 0) data.pick(0);
   });
   try {

@@ -1,8 +1,9 @@
 /**
  * The Evaluate panel (docs/method.md §7): the loaded model — with the adapter trained last, if any —
- * answers the first N questions of the GSM8K sample or a picked file greedily; each answer's final
- * number is compared with the standard answer's. Shows progress, each item, the accuracy with its
- * counts, and every earlier evaluation (kept across reloads) for before/after comparisons. Records
+ * answers the first N questions of the loaded model's sample test file (toy-math's easy set for the
+ * demo, the GSM8K sample otherwise) or a picked file greedily; each answer's final number is
+ * compared with the standard answer's. Shows progress, each item, the accuracy with its counts,
+ * and every earlier evaluation (kept across reloads) as a table, newest first. Records
  * without an instruction are asked under an editable system text that defaults to the base text
  * the last run trained with (docs/method.md §7).
  */
@@ -11,8 +12,9 @@ import type { EvalDraft, EvalHistory } from '../../storage/db.ts';
 import type { StoredRun } from '../../storage/runs.ts';
 import type { EvalOutcome } from '../../session/requests.ts';
 import { errorLine, h, panel } from '../dom.ts';
-import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
+import { fetchSample, GENERAL_SAMPLES, type ModelSamples, readPickedFile, SAMPLES } from '../samples.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
+import { truncate } from './data-panel.ts';
 
 export interface EvalPanelOptions {
   trainer: TrainerClient;
@@ -37,6 +39,8 @@ export interface EvalPanelView {
    * evaluation with a trained adapter names it (`runDescription`).
    */
   setTrainedRun(run: StoredRun | undefined): void;
+  /** Follows a newly loaded model: its sample test file, and its question count while the field holds the previous model's. */
+  useSamples(samples: ModelSamples): void;
 }
 
 /**
@@ -61,12 +65,30 @@ export function runDescription(run: Pick<StoredRun, 'request' | 'startedAt'>): s
 
 const percent = (o: EvalOutcome) => `${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`;
 
+/** One stored evaluation as a row: model and adapter, data, system text (shortened; whole in the tooltip), items, accuracy. */
+function historyRow(o: EvalOutcome): HTMLTableRowElement {
+  const model = o.model ?? o.label.split(';')[0];
+  const adapter = o.adapter ? o.adapter.description : 'no adapter';
+  const when = new Date(o.at).toLocaleString();
+  const system = o.system ?? '';
+  return h(
+    'tr',
+    { testid: 'eval-history-row', title: o.label },
+    h('td', {}, h('span', {}, model), h('br', {}), h('span', { class: 'hint' }, adapter)),
+    h('td', {}, o.dataName ?? '–', h('br', {}), h('span', { class: 'hint' }, when)),
+    h('td', { title: system }, system ? truncate(system, 40) : '–'),
+    h('td', { class: 'num' }, `${o.summary.total}${o.stopped ? ' (stopped)' : ''}`),
+    h('td', { class: 'num', 'data-accuracy': o.summary.accuracy }, h('strong', {}, percent(o))),
+  );
+}
+
 export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const { el, body } = panel('Evaluate', 'eval-panel');
-  const limit = h('input', { type: 'number', id: 'eval-limit', testid: 'eval-limit', value: 5, min: 1, step: '1' });
+  let samples: ModelSamples = GENERAL_SAMPLES;
+  const limit = h('input', { type: 'number', id: 'eval-limit', testid: 'eval-limit', value: samples.evalLimit, min: 1, step: '1' });
   const maxNew = h('input', { type: 'number', id: 'eval-max-new', testid: 'eval-max-new', value: 256, min: 1, step: '1' });
   const file = h('input', { type: 'file', id: 'eval-file', testid: 'eval-file', accept: '.json,.jsonl,application/json' });
-  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, SAMPLES['gsm8k-sample.jsonl']);
+  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, SAMPLES[samples.eval].label);
   const system = h('textarea', { id: 'eval-system', testid: 'eval-system', rows: 2, spellcheck: false });
   const systemHint = h('span', { class: 'hint', testid: 'eval-system-hint' });
   const systemReset = h('button', { type: 'button', testid: 'eval-system-reset' }, 'Use the run’s text');
@@ -76,7 +98,21 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const status = h('p', { class: 'status', testid: 'eval-status', 'data-state': 'idle' }, 'Greedy answers, graded by their final number.');
   const error = errorLine('eval-error');
   const items = h('ol', { class: 'eval-items', testid: 'eval-items' });
-  const history = h('ul', { class: 'eval-history', testid: 'eval-history' });
+  const historyRows = h('tbody', {});
+  const history = h(
+    'table',
+    { class: 'results-table', testid: 'eval-history' },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        ...['Model + adapter', 'Data', 'System prompt', 'Items', 'Accuracy'].map((c, i) => h('th', { class: i > 2 ? 'num' : null }, c)),
+      ),
+    ),
+    historyRows,
+  );
   body.append(
     h(
       'div',
@@ -99,8 +135,8 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     status,
     error.el,
     items,
-    h('strong', {}, 'Results so far'),
-    history,
+    h('strong', {}, 'Results so far (newest first)'),
+    h('div', { class: 'table-scroll' }, history),
   );
 
   let ready = false;
@@ -137,11 +173,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   };
   const showHistory = (all: EvalOutcome[]) => {
     opts.onHistoryChange(all);
-    history.replaceChildren(
-      ...all.map((o) =>
-        h('li', {}, h('strong', {}, percent(o)), ` ${o.stopped ? '(stopped) ' : ''}— ${o.label} · ${new Date(o.at).toLocaleString()}`),
-      ),
-    );
+    historyRows.replaceChildren(...all.map(historyRow).reverse());
   };
 
   file.addEventListener('change', () => {
@@ -173,7 +205,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     progress.value = 0;
     setStatus('running', 'Loading the questions…');
     try {
-      const data = picked ? await readPickedFile(picked) : await fetchSample('gsm8k-sample.jsonl');
+      const data = picked ? await readPickedFile(picked) : await fetchSample(samples.eval);
       setStatus('running', 'Answering…');
       const request = { data, limit: n, maxNewTokens: m, system: draft.system ?? trained };
       const adapterRun = trainedRun;
@@ -218,6 +250,11 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     setModelReady(r) {
       ready = r;
       update();
+    },
+    useSamples(next) {
+      if (limit.value === String(samples.evalLimit)) limit.value = String(next.evalLimit);
+      samples = next;
+      if (!picked) dataName.textContent = SAMPLES[samples.eval].label;
     },
     setTrainedRun(run) {
       trainedRun = run;
