@@ -166,8 +166,12 @@ async function main(root: HTMLElement): Promise<void> {
   evaluation.useSamples(samplesFor(specOf(firstModel)));
   /** The Data panel shows what Train would train on now; a failure to fetch the sample shows there. */
   const showDataInUse = async () => {
-    const file = await train.dataInUse().catch((e: unknown) => ({ name: 'the sample', error: errorMessage(e) }));
-    return 'error' in file ? [] : data.show(file);
+    try {
+      return await data.show(await train.dataInUse());
+    } catch (e) {
+      data.fail(errorMessage(e));
+      return [];
+    }
   };
   void showDataInUse().then((records) => {
     if (!draft && records.length > 0) data.pick(0);

@@ -34,6 +34,8 @@ export interface DataPanelView {
   measure(): Promise<void>;
   /** Picks a record as if the user had clicked it. */
   pick(index: number): void;
+  /** Shows why the dataset in use could not be read (e.g. the sample could not be fetched). */
+  fail(message: string): void;
 }
 
 /** `text` on one line, cut to `max` characters with an ellipsis. */
@@ -158,6 +160,13 @@ export function createDataPanel(opts: DataPanelOptions): DataPanelView {
     el,
     pick,
     measure,
+    fail(message) {
+      shown = null;
+      records = [];
+      list.replaceChildren();
+      status.textContent = 'No dataset.';
+      error.show(message);
+    },
     async show(data) {
       shown = data;
       error.show(null);
