@@ -75,7 +75,7 @@ async function main(root: HTMLElement): Promise<void> {
     },
     onModelLoaded(info, samples) {
       train.useModel(samples, info.templates, info.templatesProblem);
-      evaluation.useSamples(samples);
+      evaluation.useSamples(samples, info.templates?.baseSystem);
       void data.measure();
     },
   });
@@ -161,9 +161,6 @@ async function main(root: HTMLElement): Promise<void> {
   void evaluation.restore();
   void showTrainedSystem();
 
-  // The panels start from the samples of the model about to load (its templates come when it has loaded).
-  train.useModel(samplesFor(specOf(firstModel)), null, null);
-  evaluation.useSamples(samplesFor(specOf(firstModel)));
   /** The Data panel shows what Train would train on now; a failure to fetch the sample shows there. */
   const showDataInUse = async () => {
     try {
@@ -173,6 +170,9 @@ async function main(root: HTMLElement): Promise<void> {
       return [];
     }
   };
+  // The panels start from the samples of the model about to load (its templates come when it has loaded).
+  evaluation.useSamples(samplesFor(specOf(firstModel)));
+  train.useModel(samplesFor(specOf(firstModel)), null, null);
   void showDataInUse().then((records) => {
     if (!draft && records.length > 0) data.pick(0);
   });

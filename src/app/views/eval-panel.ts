@@ -39,8 +39,11 @@ export interface EvalPanelView {
    * evaluation with a trained adapter names it (`runDescription`).
    */
   setTrainedRun(run: StoredRun | undefined): void;
-  /** Follows a newly loaded model: its sample test file, and its question count while the field holds the previous model's. */
-  useSamples(samples: ModelSamples): void;
+  /**
+   * Follows a newly loaded model: its sample test file, its question count while the field holds the
+   * previous model's, and the base text of its templates.json (the system text's default until a run trains).
+   */
+  useSamples(samples: ModelSamples, modelSystem?: string | null): void;
 }
 
 /**
@@ -144,11 +147,22 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   let picked: File | null = null;
   let trained = DEFAULT_INSTRUCTION;
   let trainedRun: StoredRun | undefined;
+  /** The loaded model's own base text (its templates.json), if any. */
+  let modelSystem: string | null = null;
+  /** The system text's default: the last run's, else the model's, else ours. */
+  const followSystem = () => {
+    trained = trainedRun ? trainedSystemOf(trainedRun) : (modelSystem ?? DEFAULT_INSTRUCTION);
+    showSystem();
+  };
   let draft: EvalDraft = opts.draft ?? { system: null };
   const showSystem = () => {
     system.value = draft.system ?? trained;
-    systemHint.textContent =
-      draft.system === null || draft.system === trained ? 'The base text the last run trained with.' : 'Edited: not the last run’s text.';
+    const source = trainedRun
+      ? 'The base text the last run trained with.'
+      : modelSystem
+        ? 'The model’s base text (its templates.json).'
+        : 'Our default base text.';
+    systemHint.textContent = draft.system === null || draft.system === trained ? source : 'Edited: not the last run’s text.';
   };
   /** Keeps the draft; `data-saved` on the field says when the store has it. */
   const saveDraft = (d: EvalDraft) => {
@@ -251,15 +265,16 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
       ready = r;
       update();
     },
-    useSamples(next) {
+    useSamples(next, system = null) {
       if (limit.value === String(samples.evalLimit)) limit.value = String(next.evalLimit);
       samples = next;
       if (!picked) dataName.textContent = SAMPLES[samples.eval].label;
+      modelSystem = system;
+      followSystem();
     },
     setTrainedRun(run) {
       trainedRun = run;
-      trained = trainedSystemOf(run);
-      showSystem();
+      followSystem();
     },
   };
 }

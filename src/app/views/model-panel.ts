@@ -42,15 +42,19 @@ export interface ModelPanelOptions {
 /** Where the app serves the toy-math demo's model folder (public/toy-math/model/). */
 const TOY_MATH_FOLDER = 'toy-math/model/';
 
-/** What each embedded model is, shown under the menu. */
+/** What each embedded model is, shown under the menu (whose option texts stay short enough to show whole). */
 const EMBEDDED_HINTS = {
-  demo:
-    'A Llama of 0.9 M parameters pretrained from scratch on synthetic grade-school word problems (vocabulary 849, ChatML), ' +
-    'served with the app: it answers about 69 % of its easy test questions, trains in minutes and changes its accuracy. ' +
-    'Its NLFT view texts come from its templates.json. CC0.',
-  stress:
-    'For stress tests: SmolLM2-135M’s 49 152-token vocabulary and tokenizer with small widths (hidden 64, 2 layers) and ' +
-    'seeded random weights, generated in the worker. It exercises the large-vocabulary kernels and memory; it writes noise.',
+  demo: [
+    'toy-math demo (0.9 M parameters, pretrained on grade-school word problems, offline)',
+    ': a Llama pretrained from scratch on synthetic word problems (vocabulary 849, ChatML), served with the app. ' +
+      'It answers about 69 % of its easy test questions, trains in minutes and changes its accuracy; ' +
+      'its NLFT view texts come from its templates.json. CC0.',
+  ],
+  stress: [
+    'Stress model (SmolLM2-shaped, random weights)',
+    ': SmolLM2-135M’s 49 152-token vocabulary and tokenizer with small widths (hidden 64, 2 layers) and seeded random ' +
+      'weights, generated in the worker, for testing the large-vocabulary kernels and memory. It writes noise.',
+  ],
 } as const;
 
 /** The samples the panels start from for a model: toy-math's own for the demo, the GSM8K and NLFT samples for any other. */
@@ -83,8 +87,8 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const kind = h(
     'select',
     { testid: 'model-kind', id: 'model-kind' },
-    h('option', { value: 'demo' }, 'toy-math demo (0.9 M parameters, pretrained on grade-school word problems, offline)'),
-    h('option', { value: 'stress' }, 'Stress model (SmolLM2-shaped, 49 152-token vocabulary, random weights: writes noise)'),
+    h('option', { value: 'demo' }, 'toy-math demo (offline)'),
+    h('option', { value: 'stress' }, 'Stress model (random weights)'),
     h('option', { value: 'hub' }, 'Hugging Face Hub'),
     h('option', { value: 'folder' }, 'A model folder on this computer'),
     h('option', { value: 'gguf' }, 'A .gguf file on this computer'),
@@ -154,8 +158,8 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     hubRow.hidden = kind.value !== 'hub';
     folderRow.hidden = kind.value !== 'folder';
     ggufRow.hidden = kind.value !== 'gguf';
-    const hint = kind.value === 'demo' || kind.value === 'stress' ? EMBEDDED_HINTS[kind.value] : '';
-    kindHint.textContent = hint;
+    const hint = kind.value === 'demo' || kind.value === 'stress' ? EMBEDDED_HINTS[kind.value] : null;
+    kindHint.replaceChildren(...(hint ? [h('strong', {}, hint[0]), hint[1]] : []));
     kindHint.hidden = !hint;
   };
   showRows();
