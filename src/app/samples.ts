@@ -10,10 +10,18 @@ import type { DatasetFile } from '../session/requests.ts';
 
 /** The bundled samples by file name: where each is served under the app's base URL, and the line a panel shows for it. */
 export const SAMPLES = {
-  /** toy-math's 100 NLFT records: its own sampled answers, 40 right and 60 wrong with template judgments. */
+  /**
+   * The first 40 of toy-math's 100 NLFT records (its own sampled answers, 21 of these wrong with template
+   * judgments): a first run of 3 epochs is 30 steps, about 5 s each on SwiftShader here (100 records: 75 steps).
+   */
+  'toy-math-nlft-40.json': {
+    path: 'samples/toy-math-nlft-40.json',
+    label: 'toy-math-nlft-40.json (toy-math sample: 40 records, 21 wrong with judgments)',
+  },
+  /** All of toy-math's 100 NLFT records (40 right, 60 wrong with template judgments). */
   'nlft_train_100.json': {
     path: 'toy-math/data/nlft_train_100.json',
-    label: 'nlft_train_100.json (toy-math sample: 100 records, 60 wrong with judgments)',
+    label: 'nlft_train_100.json (toy-math: 100 records, 60 wrong with judgments)',
   },
   /** 100 unseen 1–2-step toy-math problems `{question, answer}` (the demo gets ≈ 69 % of them right). */
   'test_easy_100.jsonl': {
@@ -39,7 +47,7 @@ export interface ModelSamples {
 }
 
 /** The toy-math demo: its own NLFT records and easy test set; LoRA needs lr 1e-3 to move a 0.9 M model in one short run. */
-export const TOY_MATH_SAMPLES: ModelSamples = { train: 'nlft_train_100.json', eval: 'test_easy_100.jsonl', evalLimit: 20, lr: 1e-3 };
+export const TOY_MATH_SAMPLES: ModelSamples = { train: 'toy-math-nlft-40.json', eval: 'test_easy_100.jsonl', evalLimit: 20, lr: 1e-3 };
 
 /** Any other model (the stress model, a Hub or picked model): the GSM8K questions and the 6-record NLFT sample. */
 export const GENERAL_SAMPLES: ModelSamples = { train: 'nlft-sample.json', eval: 'gsm8k-sample.jsonl', evalLimit: 5, lr: 5e-5 };

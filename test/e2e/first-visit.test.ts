@@ -61,18 +61,20 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'first visit' : `firs
     expect(await page.getByTestId('model-error').textContent()).toBe('');
     expect(await page.getByTestId('model-status').textContent()).toBe('toy-math, q8 weights');
     expect(await page.getByTestId('model-kind').inputValue()).toBe('demo');
-    expect(await page.getByTestId('model-kind-hint').textContent()).toMatch(/^A Llama of 0\.9 M parameters pretrained/);
+    expect(await page.getByTestId('model-kind-hint').textContent()).toMatch(
+      /^toy-math demo \(0\.9 M parameters, pretrained on grade-school word problems, offline\): /,
+    );
     expect(await page.getByTestId('model-panel').textContent()).toContain('vocabulary 849');
 
     // The view texts come from the model folder's templates.json, without the user pasting them.
     expect(await page.getByTestId('train-templates-hint').textContent()).toMatch(/^Prompt templates from the model folder/);
     expect(await page.getByTestId('template-baseSystem').inputValue()).toBe(templates.baseSystem);
-    expect(await page.getByTestId('train-data').textContent()).toMatch(/^nlft_train_100\.json/);
+    expect(await page.getByTestId('train-data').textContent()).toMatch(/^toy-math-nlft-40\.json/);
     expect(await page.getByTestId('train-lr').inputValue()).toBe('0.001');
 
     // The Data panel shows the data Train would use, measured with the model's tokenizer.
     expect(await page.getByTestId('dataset-status').textContent()).toBe(
-      'nlft_train_100.json: 100 records: 40 positive, 60 negative. Pick one to try it in the playground.',
+      'toy-math-nlft-40.json: 40 records: 19 positive, 21 negative. Pick one to try it in the playground.',
     );
     await page.locator('[data-testid=dataset-summary][data-state=done]').waitFor({ timeout: 30_000 });
     const lengths = await page.getByTestId('dataset-lengths').locator('tbody tr').allTextContents();
@@ -80,10 +82,11 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'first visit' : `firs
     expect(await page.getByTestId('dataset-truncated').getAttribute('data-count')).toBe('0');
 
     // The playground holds the first record; the model writes its own answer.
-    expect(await page.getByTestId('prompt').inputValue()).toBe(JSON.parse(toyData('nlft_train_100.json'))[0].input);
+    expect(await page.getByTestId('prompt').inputValue()).toBe(JSON.parse(toyData('nlft_train_100.json'))[0].input); // the sample's first record
     await page.getByTestId('generate').click();
     await page.getByTestId('generate-info').waitFor({ state: 'visible', timeout: 120_000 });
-    expect(await page.getByTestId('response').inputValue()).toMatch(/####/);
+    expect(await page.getByTestId('generate-info').textContent()).toMatch(/^Generated \d+ tokens in [\d.]+ s, ended by /);
+    expect(await page.getByTestId('response').inputValue()).toMatch(/<<\d+[-+*/]\d+=\d+>>/); // it writes calculations as it learned to
     await page.getByTestId('model-panel').screenshot({ path: resolve(SHOTS, 'model.png') });
     await page.getByTestId('playground-panel').screenshot({ path: resolve(SHOTS, 'playground.png') });
 

@@ -72,16 +72,23 @@ const percent = (o: EvalOutcome) => `${o.summary.correct}/${o.summary.total} = $
 function historyRow(o: EvalOutcome): HTMLTableRowElement {
   const model = o.model ?? o.label.split(';')[0];
   const adapter = o.adapter ? o.adapter.description : 'no adapter';
-  const when = new Date(o.at).toLocaleString();
+  const when = new Date(o.at).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' });
   const system = o.system ?? '';
+  const { correct, total, accuracy } = o.summary;
   return h(
     'tr',
     { testid: 'eval-history-row', title: o.label },
-    h('td', {}, h('span', {}, model), h('br', {}), h('span', { class: 'hint' }, adapter)),
-    h('td', {}, o.dataName ?? '–', h('br', {}), h('span', { class: 'hint' }, when)),
-    h('td', { title: system }, system ? truncate(system, 40) : '–'),
-    h('td', { class: 'num' }, `${o.summary.total}${o.stopped ? ' (stopped)' : ''}`),
-    h('td', { class: 'num', 'data-accuracy': o.summary.accuracy }, h('strong', {}, percent(o))),
+    h('td', { title: adapter }, model, h('br', {}), h('span', { class: 'hint' }, truncate(adapter, 64))),
+    h('td', { class: 'wrap' }, o.dataName ?? '–', h('br', {}), h('span', { class: 'hint' }, when)),
+    h('td', { title: system }, system ? truncate(system, 24) : '–'),
+    h('td', { class: 'num' }, `${total}${o.stopped ? ' (stopped)' : ''}`),
+    h(
+      'td',
+      { class: 'num', 'data-accuracy': accuracy },
+      h('strong', {}, `${(100 * accuracy).toFixed(1)}%`),
+      h('br', {}),
+      `${correct}/${total}`,
+    ),
   );
 }
 
@@ -149,19 +156,23 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   let trainedRun: StoredRun | undefined;
   /** The loaded model's own base text (its templates.json), if any. */
   let modelSystem: string | null = null;
-  /** The system text's default: the last run's, else the model's, else ours. */
+  /**
+   * The system text's default: the base text the last NLFT run trained with, else the model's own (an
+   * SFT run trains under the records' instruction or the default one; the model's fits toy-math's records), else ours.
+   */
   const followSystem = () => {
-    trained = trainedRun ? trainedSystemOf(trainedRun) : (modelSystem ?? DEFAULT_INSTRUCTION);
+    trained = trainedRun?.request.method === 'nlft' ? trainedSystemOf(trainedRun) : (modelSystem ?? DEFAULT_INSTRUCTION);
     showSystem();
   };
   let draft: EvalDraft = opts.draft ?? { system: null };
   const showSystem = () => {
     system.value = draft.system ?? trained;
-    const source = trainedRun
-      ? 'The base text the last run trained with.'
-      : modelSystem
-        ? 'The model’s base text (its templates.json).'
-        : 'Our default base text.';
+    const source =
+      trainedRun?.request.method === 'nlft'
+        ? 'The base text the last run trained with.'
+        : modelSystem
+          ? 'The model’s base text (its templates.json).'
+          : 'The default base text.';
     systemHint.textContent = draft.system === null || draft.system === trained ? source : 'Edited: not the last run’s text.';
   };
   /** Keeps the draft; `data-saved` on the field says when the store has it. */

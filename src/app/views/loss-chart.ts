@@ -117,10 +117,10 @@ export function createLossChart(): LossChart {
         }),
       );
       for (const e of epochs) {
-        const half = metrics.length > 1 ? (x(2) - x(1)) / 2 : 6;
+        const half = (x(2) - x(1)) / 2;
         const level = svg('line', {
-          x1: (x(e.first) - half).toFixed(1),
-          x2: (x(e.last) + half).toFixed(1),
+          x1: Math.max(PAD.left, x(e.first) - half).toFixed(1),
+          x2: Math.min(W - PAD.right, x(e.last) + half).toFixed(1),
           y1: y(e.mean).toFixed(1),
           y2: y(e.mean).toFixed(1),
           stroke: COLORS.epoch,
@@ -131,18 +131,18 @@ export function createLossChart(): LossChart {
         level.append(svg('title', {}, `epoch ${e.epoch}: mean loss ${label(e.mean)} over steps ${e.first}–${e.last}`));
         plot.append(level);
       }
-      const legend: [string, string][] = [
-        [COLORS.step, 'batch loss'],
-        [COLORS.ema, `smoothed (EMA, α = ${EMA_ALPHA})`],
-        [COLORS.epoch, 'epoch mean'],
+      const legend: [string, string, number][] = [
+        [COLORS.step, 'batch loss', 0],
+        [COLORS.ema, `smoothed (EMA, α = ${EMA_ALPHA})`, 96],
+        [COLORS.epoch, 'epoch mean', 270],
       ];
-      legend.forEach(([color, text], i) => {
-        const lx = PAD.left + 8 + i * 140;
+      for (const [color, text, at] of legend) {
+        const lx = PAD.left + at;
         plot.append(
           svg('line', { x1: lx, x2: lx + 16, y1: 10, y2: 10, stroke: color, 'stroke-width': 2 }),
           svg('text', { x: lx + 20, y: 14, class: 'axis legend' }, text),
         );
-      });
+      }
       const means = epochs.map((e) => `epoch ${e.epoch} mean ${label(e.mean)}`).join(', ');
       plot.setAttribute('aria-label', `Loss over ${metrics.length} steps: from ${label(losses[0])} to ${label(losses.at(-1)!)}; ${means}`);
     },
