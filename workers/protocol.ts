@@ -12,8 +12,10 @@ import type { AdapterSummary } from '../src/engine/gpu.ts';
 import type { EvalItem } from '../src/eval/accuracy.ts';
 import type { PeftAdapterFiles } from '../src/export/peft.ts';
 import type { LoraConfig } from '../src/model/lora.ts';
+import type { DatasetSummary } from '../src/data/summary.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
-import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import type { NlftTemplates } from '../src/nlft/templates.ts';
+import type { DatasetFile, EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 import type { ScoreDatasetRequest, ScoredDataset } from '../src/session/scoring.ts';
 
 export type { ScoreDatasetRequest, ScoredDataset, TrainEvent };
@@ -62,13 +64,24 @@ export interface ModelInfo {
   /** The kernel tile shapes in use for this GPU and model, and whether they were just measured. */
   kernels: string;
   memory: MemoryInfo;
+  /** The NLFT view texts of the `templates.json` beside the model, or null when it has none. */
+  templates: NlftTemplates | null;
+  /** Why the model's `templates.json` was not taken (naming the file and field), or null. */
+  templatesProblem: string | null;
 }
 
 /**
- * Which model to load: the embedded demo, a Hub repository (`org/name[@revision]` at `baseUrl`,
- * downloaded once into IndexedDB), or the files of a folder the user picked.
+ * Which model to load: the stress model (seeded random weights in SmolLM2's shape and vocabulary,
+ * generated in the worker), a model folder served over HTTP (`url` ends in `/`; the app's embedded
+ * toy-math demo is one, `name` is what it is shown and recorded as), a Hub repository
+ * (`org/name[@revision]` at `baseUrl`, downloaded once into IndexedDB), or the files of a folder
+ * the user picked.
  */
-export type ModelSpec = { kind: 'demo' } | { kind: 'hub'; id: string; baseUrl: string } | { kind: 'files'; label: string; files: File[] };
+export type ModelSpec =
+  | { kind: 'stress' }
+  | { kind: 'url'; url: string; name: string }
+  | { kind: 'hub'; id: string; baseUrl: string }
+  | { kind: 'files'; label: string; files: File[] };
 
 /** Text to score: log p of every response token given the prompt. */
 export interface ScoreRequest {
@@ -155,6 +168,12 @@ export interface TrainerApi {
    * tokenizer and uploads the weights in `quant`, replacing any model already loaded.
    */
   loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo>;
+  /**
+   * Token lengths of a dataset's records under the loaded model's tokenizer (base-view prompt,
+   * response, total; how many exceed `maxLen`), for the Data panel. CPU only: answered at once, even
+   * while another call runs. Throws `DatasetError` naming the record and field of a bad file.
+   */
+  summarizeData(data: DatasetFile, maxLen: number): Promise<DatasetSummary>;
   /** Scores the response under the prompt with the loaded model. */
   logprobs(request: ScoreRequest): Promise<TokenScores>;
   /** GPU bytes held now and at peak. */

@@ -21,15 +21,20 @@ import { GGUF_ADAPTER_FILE, ggufLoraAdapter } from '../src/export/gguf.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles, readPeftAdapter } from '../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../src/model/demo.ts';
 import { PickedFilesSource } from '../src/model/files-source.ts';
+import { HttpFolderSource } from '../src/model/http-source.ts';
 import { DEFAULT_HUB_URL, type FileCache, HubSource, parseHubId } from '../src/model/hub.ts';
 import type { LoraConfig } from '../src/model/lora.ts';
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes } from '../src/model/size.ts';
 import type { FileSource } from '../src/model/source.ts';
 import { type LlamaWeights, parameterCount } from '../src/model/weights.ts';
-import { generateText, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
+import { parseDataset } from '../src/data/dataset.ts';
+import type { DatasetSummary } from '../src/data/summary.ts';
+import { type NlftTemplates, parseTemplates } from '../src/nlft/templates.ts';
+import { readJsonFile } from '../src/model/loader.ts';
+import { generateText, recordsSummary, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
 import { describeTuning, openModel, tuneEngine } from '../src/session/model.ts';
-import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import type { DatasetFile, EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 import { scoreWithScorer } from '../src/session/scorer.ts';
 import { type ScoreDatasetRequest, type ScoredDataset, type ScorerWeights, scoreDataset } from '../src/session/scoring.ts';
 import { planTraining, runTraining } from '../src/session/train.ts';
@@ -54,8 +59,8 @@ import {
   type UseAdapterRequest,
 } from './protocol.ts';
 
-const DEMO_MODEL_NAME = `Demo Llama (random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
-/** `base_model_name_or_path` of adapters trained on the demo model (it exists only in this app). */
+const DEMO_MODEL_NAME = `Stress model (SmolLM2-shaped, random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
+/** `base_model_name_or_path` of adapters trained on the stress model (it exists only in this app). */
 export const DEMO_MODEL_ID = `nlft-studio/demo-llama-seed-${DEMO_MODEL_OPTIONS.seed}`;
 
 /** What the host needs from where it runs. */
@@ -101,6 +106,33 @@ interface ModelFiles {
   name: string;
   /** What adapters trained on it record as their base model. */
   id: string;
+  /** The view texts of its `templates.json`, if any, or why they were not taken. */
+  templates: ModelTemplates;
+}
+
+/** A model folder's `templates.json`: its texts, or why they were not taken. */
+type ModelTemplates = Pick<ModelInfo, 'templates' | 'templatesProblem'>;
+
+/** The name of the NLFT view texts file a model folder may hold beside its weights (the CLI's `--templates` format). */
+const MODEL_TEMPLATES_FILE = 'templates.json';
+
+/**
+ * The view texts of the `templates.json` in `source`, if it has one. A file that is unreadable or
+ * not a templates file is not taken, and the reason (naming the file and field) is kept for the
+ * page; an unreachable server counts as no file (a Hub model loads offline from the cache).
+ */
+async function readModelTemplates(source: FileSource): Promise<ModelTemplates> {
+  try {
+    if ((await source.size(MODEL_TEMPLATES_FILE)) === null) return { templates: null, templatesProblem: null };
+    const templates: NlftTemplates = parseTemplates(
+      await readJsonFile(source, MODEL_TEMPLATES_FILE),
+      `${source.label}/${MODEL_TEMPLATES_FILE}`,
+    );
+    return { templates, templatesProblem: null };
+  } catch (e) {
+    if (!(e instanceof NlftError) || e.code === 'fetch') return { templates: null, templatesProblem: null };
+    return { templates: null, templatesProblem: e.message };
+  }
 }
 
 /** The worker's state and the calls of `TrainerApi`; helpers are `#private`, out of comlink's reach. */
@@ -199,7 +231,7 @@ export class TrainerHost implements TrainerApi {
       try {
         if (!isQuantFormat(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
         const engine = this.#live();
-        const { weights, tokenizer, tokenizerJson, name, id } = await this.#weightsOf(spec, onProgress);
+        const { weights, tokenizer, tokenizerJson, name, id, templates } = await this.#weightsOf(spec, onProgress);
         const config = weights.config;
         const tuned = await tuneEngine(engine, await this.#deps.tuningCache(), config, quant, (f) =>
           onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }),
@@ -223,6 +255,7 @@ export class TrainerHost implements TrainerApi {
             vocabSize: config.vocabSize,
             weightBytes: baseModelBytes(config, quant),
             kernels,
+            ...templates,
           },
         };
         engine.buffers.resetPeak();
@@ -240,14 +273,22 @@ export class TrainerHost implements TrainerApi {
 
   /** The f32 weights and tokenizer of a model, with a name to show and the id adapters record as their base. */
   async #weightsOf(spec: ModelSpec, onProgress: ProgressCallback): Promise<ModelFiles> {
-    if (spec.kind === 'demo') {
+    if (spec.kind === 'stress') {
       onProgress({ stage: 'Generating the demo weights', fraction: 0.05 });
       this.#demoWeights ??= makeTinyLlama(DEMO_MODEL_OPTIONS);
       onProgress({ stage: 'Loading the tokenizer', fraction: 0.35 });
       this.#demoTokenizerJson ??= await this.#deps.demoTokenizerFile('tokenizer.json');
       this.#demoTokenizer ??= TextTokenizer.fromJson(this.#demoTokenizerJson, await this.#deps.demoTokenizerFile('tokenizer_config.json'));
       const tokenizerJson = this.#demoTokenizerJson;
-      return { weights: this.#demoWeights, tokenizer: this.#demoTokenizer, tokenizerJson, name: DEMO_MODEL_NAME, id: DEMO_MODEL_ID };
+      const templates = { templates: null, templatesProblem: null };
+      return {
+        weights: this.#demoWeights,
+        tokenizer: this.#demoTokenizer,
+        tokenizerJson,
+        name: DEMO_MODEL_NAME,
+        id: DEMO_MODEL_ID,
+        templates,
+      };
     }
     let source: FileSource;
     let id: string;
@@ -262,6 +303,9 @@ export class TrainerHost implements TrainerApi {
       const cache = await this.#deps.fileCache();
       source = new HubSource(ref, { baseUrl: spec.baseUrl.trim() || DEFAULT_HUB_URL, cache, onDownload });
       id = ref.revision === 'main' ? ref.repo : `${ref.repo}@${ref.revision}`;
+    } else if (spec.kind === 'url') {
+      source = new HttpFolderSource(spec.url, spec.name);
+      id = spec.name;
     } else {
       source = new PickedFilesSource(spec.files, spec.label);
       id = spec.label;
@@ -270,7 +314,8 @@ export class TrainerHost implements TrainerApi {
     const { model, tok } = await openModel(source, 'the app', (done, total) =>
       onProgress({ stage: 'Reading the weights', fraction: 0.25 + 0.3 * (total ? done / total : 1) }),
     );
-    return { weights: model.weights, tokenizer: tok, tokenizerJson: model.tokenizerJson, name: source.label, id };
+    const templates = await readModelTemplates(source);
+    return { weights: model.weights, tokenizer: tok, tokenizerJson: model.tokenizerJson, name: source.label, id, templates };
   }
 
   /**
@@ -288,6 +333,16 @@ export class TrainerHost implements TrainerApi {
     this.#model.llama.destroy();
     this.#model = null;
     this.#trained = null;
+  }
+
+  async summarizeData(data: DatasetFile, maxLen: number): Promise<DatasetSummary> {
+    const tok = this.#tokenizer;
+    if (!tok) throw this.#wireError(new NlftError('No model is loaded yet.', 'not-ready'));
+    try {
+      return recordsSummary(parseDataset(data.bytes, data.name).records, tok, maxLen);
+    } catch (e) {
+      throw this.#wireError(e);
+    }
   }
 
   logprobs(request: ScoreRequest): Promise<TokenScores> {

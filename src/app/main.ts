@@ -22,7 +22,7 @@ import { h } from './dom.ts';
 import { errorMessage, TrainerClient } from './trainer-client.ts';
 import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
-import { createModelPanel } from './views/model-panel.ts';
+import { createModelPanel, samplesFor, specOf } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
 import { createCompareView } from './views/compare-view.ts';
 import { createEvalPanel } from './views/eval-panel.ts';
@@ -31,6 +31,7 @@ import { attributeEvaluation, createLibraryView } from './views/library-view.ts'
 import { createStorageView } from './views/storage-view.ts';
 import { createTrainPanel } from './views/train-panel.ts';
 import type { LibraryItem } from '../storage/runs.ts';
+import { MAX_LEN } from './views/train-form.ts';
 
 const EMPTY_DRAFT: PlaygroundDraft = { prompt: '', response: '', chat: true };
 
@@ -66,9 +67,10 @@ async function main(root: HTMLElement): Promise<void> {
     onDraftChange: (d) => store.set('playground', d),
     onScored: () => void model.refreshMemory(),
   });
+  const firstModel = modelChoice ?? { kind: 'demo' };
   const model = createModelPanel({
     trainer,
-    model: modelChoice ?? { kind: 'demo' },
+    model: firstModel,
     quant: quant ?? 'q8',
     onModelChange(m) {
       if (m.kind === 'hub') void storage.askPersistence(); // before a large download
@@ -79,6 +81,11 @@ async function main(root: HTMLElement): Promise<void> {
       modelReady = ready;
       if (!ready) useLibraryAdapter(null); // a model load drops the adapter
       syncReady();
+    },
+    onModelLoaded(info, samples) {
+      train.useModel(samples, info.templates, info.templatesProblem);
+      evaluation.useSamples(samples, info.templates?.baseSystem);
+      void data.measure();
     },
   });
   const runs = await openRunStore().catch((e: unknown) => {
@@ -145,6 +152,7 @@ async function main(root: HTMLElement): Promise<void> {
   const train = createTrainPanel({
     trainer,
     runs,
+    onDataChange: () => void showDataInUse(),
     onBusyChange(busy) {
       training = busy;
       syncReady();
@@ -170,6 +178,8 @@ async function main(root: HTMLElement): Promise<void> {
   });
   const data = createDataPanel({
     picked: picked ?? null,
+    maxLen: MAX_LEN,
+    summarize: (file, maxLen) => trainer.summarizeData(file, maxLen),
     onPick(record, index) {
       playground.fill(record.input, record.answer);
       void remember('pickedRecord', index);
@@ -200,7 +210,19 @@ async function main(root: HTMLElement): Promise<void> {
   void library.refresh();
   void storage.refresh();
 
-  void data.load().then((records) => {
+  /** The Data panel shows what Train would train on now; a failure to fetch the sample shows there. */
+  const showDataInUse = async () => {
+    try {
+      return await data.show(await train.dataInUse());
+    } catch (e) {
+      data.fail(errorMessage(e));
+      return [];
+    }
+  };
+  // The panels start from the samples of the model about to load (its templates come when it has loaded).
+  evaluation.useSamples(samplesFor(specOf(firstModel)));
+  train.useModel(samplesFor(specOf(firstModel)), null, null);
+  void showDataInUse().then((records) => {
     if (!draft && records.length > 0) data.pick(0);
   });
   try {

@@ -26,7 +26,8 @@ import {
   type TrainEventCallback,
   type UseAdapterRequest,
 } from '../../workers/protocol.ts';
-import type { EvalOutcome, EvalRequest, TrainOutcome, TrainRequest } from '../session/requests.ts';
+import type { DatasetSummary } from '../data/summary.ts';
+import type { DatasetFile, EvalOutcome, EvalRequest, TrainOutcome, TrainRequest } from '../session/requests.ts';
 
 /** The `TrainerApi` of the worker, callable from the page. */
 export class TrainerClient {
@@ -50,6 +51,11 @@ export class TrainerClient {
   /** See `TrainerApi.loadModel`. */
   loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
     return this.remote.loadModel(spec, quant, Comlink.proxy(onProgress));
+  }
+
+  /** See `TrainerApi.summarizeData`; the dataset's bytes are copied (the caller keeps them). */
+  summarizeData(data: DatasetFile, maxLen: number): Promise<DatasetSummary> {
+    return this.remote.summarizeData(data, maxLen);
   }
 
   /** See `TrainerApi.logprobs`. */

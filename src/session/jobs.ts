@@ -3,16 +3,22 @@
  * they read from a request, what they run and what they hand back (an evaluation's label
  * included), with no knowledge of where the request came from.
  */
-import { parseDataset } from '../data/dataset.ts';
+import { type DatasetRecord, parseDataset } from '../data/dataset.ts';
+import { type DatasetSummary, datasetSummary } from '../data/summary.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import { type Generated, generate } from '../engine/generate.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { NlftError } from '../errors.ts';
-import { DEFAULT_INSTRUCTION, promptInput, scoringInput } from '../data/prompt.ts';
+import { basePrompt, DEFAULT_INSTRUCTION, promptInput, scoringInput } from '../data/prompt.ts';
 import { describeSystem, type EvalItem, evaluate, summarize } from '../eval/accuracy.ts';
 import type { LoraConfig } from '../model/lora.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import type { EvalOutcome, EvalRequest } from './requests.ts';
+
+/** Polarities and token lengths of records under `tok`, prompts built as the base view (what a run's data summary holds). */
+export function recordsSummary(records: readonly DatasetRecord[], tok: TextTokenizer, maxLen: number): DatasetSummary {
+  return datasetSummary(records, tok, { maxLen, buildPrompt: (r) => basePrompt(tok, r) });
+}
 
 /** The model a job runs on: its GPU weights, tokenizer, name and weight format, and its trained adapters' settings (null: none). */
 export interface LoadedJobModel {

@@ -11,8 +11,8 @@
  */
 import type { DatasetRecord } from '../data/dataset.ts';
 import { parseDataset } from '../data/dataset.ts';
-import { basePrompt, DEFAULT_INSTRUCTION, type TrainSample } from '../data/prompt.ts';
-import { type DatasetSummary, datasetSummary } from '../data/summary.ts';
+import { DEFAULT_INSTRUCTION, type TrainSample } from '../data/prompt.ts';
+import type { DatasetSummary } from '../data/summary.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import { formatBytes } from '../engine/buffers.ts';
 import type { Engine } from '../engine/engine.ts';
@@ -42,6 +42,7 @@ import { type NlftTemplates, parseTemplates } from '../nlft/templates.ts';
 import { CHECKPOINT_FILE, checkpointBytes, readCheckpoint } from '../train/checkpoint.ts';
 import { sftSamples } from '../train/samples.ts';
 import { type Checkpoint, type RunEnd, SFT, type TrainConfig, Trainer } from '../train/trainer.ts';
+import { recordsSummary } from './jobs.ts';
 import { checkTrainConfig, checkTrainRequest, type SaliencyMode, saliencyModeOf } from './options.ts';
 import type { RunModel, TrainEvent, TrainRequest } from './requests.ts';
 
@@ -172,7 +173,7 @@ export async function planTraining(
     records: records.length,
     samples,
     truncated,
-    dataSummary: datasetSummary(records, tok, { maxLen: req.maxLen, buildPrompt: (r) => basePrompt(tok, r) }),
+    dataSummary: recordsSummary(records, tok, req.maxLen),
     memory,
     resume,
     scoreBatchTokens: req.scoreBatchTokens ?? null,

@@ -50,8 +50,11 @@ export interface CompareSelection {
   disagreeOnly: boolean;
 }
 
-/** The model to load at start: the demo, or a Hub repository (a picked folder cannot be reopened without the user). */
-export type ModelChoice = { kind: 'demo' } | { kind: 'hub'; id: string; baseUrl: string };
+/**
+ * The model to load at start: the toy-math demo, the stress model, or a Hub repository (a picked
+ * folder cannot be reopened without the user).
+ */
+export type ModelChoice = { kind: 'demo' } | { kind: 'stress' } | { kind: 'hub'; id: string; baseUrl: string };
 
 /** Every setting the app stores, by key. */
 export interface Settings {
@@ -91,7 +94,7 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
     return (
       typeof m === 'object' &&
       m !== null &&
-      (m.kind === 'demo' || (m.kind === 'hub' && typeof m.id === 'string' && typeof m.baseUrl === 'string'))
+      (m.kind === 'demo' || m.kind === 'stress' || (m.kind === 'hub' && typeof m.id === 'string' && typeof m.baseUrl === 'string'))
     );
   },
   quant: isQuantFormat,

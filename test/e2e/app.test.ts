@@ -19,10 +19,10 @@ import { startMockHub } from '../helpers/mock-hub.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
 const readPublic = (file: string) => readFileSync(resolve(ROOT, 'public', file), 'utf8');
-const records = readPublic('samples/gsm8k-sample.jsonl')
-  .split('\n')
-  .filter((l) => l.trim())
-  .map((l) => JSON.parse(l) as { question: string; answer: string });
+// These tests run on the stress model (SmolLM2's vocabulary, random weights), whose samples are the
+// NLFT sample (Train, and so the Data panel) and the GSM8K sample (Evaluate); test/e2e/first-visit.test.ts
+// covers the toy-math demo a first visit loads.
+const records = JSON.parse(readPublic('samples/nlft-sample.json')) as { input: string; answer: string }[];
 const tokenizer = TextTokenizer.fromJson(
   JSON.parse(readPublic('tokenizers/smollm2/tokenizer.json')),
   JSON.parse(readPublic('tokenizers/smollm2/tokenizer_config.json')),
@@ -45,30 +45,39 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await app?.close();
   });
 
-  it('loads the demo model, lists the data, scores a record and keeps the draft across a reload', async () => {
+  it('loads the stress model, lists the data, scores a record and keeps the draft across a reload', async () => {
     await page.goto(url);
     const adapter = page.getByTestId('adapter');
     await page.locator('[data-testid=adapter]:not([data-state=pending])').waitFor({ timeout: 30_000 });
     expect(await adapter.getAttribute('data-state'), (await adapter.textContent()) ?? '').toBe('ready');
     expect((await adapter.textContent())?.toLowerCase()).toContain('swiftshader');
 
-    const list = page.getByTestId('dataset-list').locator('li');
-    await expect.poll(() => list.count()).toBe(records.length);
-    expect(records.length).toBe(20);
-    // Read by parseDataset: GSM8K records have no response yet, so no polarity.
-    expect(await page.getByTestId('dataset-status').textContent()).toMatch(/^GSM8K sample, 20 records: 20 without a response yet /);
-
+    // A first visit loads the toy-math demo; these tests switch to the stress model (the choice is kept).
+    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });
+    expect(await page.getByTestId('model-status').textContent()).toBe('toy-math, q8 weights');
+    await page.getByTestId('model-kind').selectOption('stress');
     const status = page.getByTestId('model-status');
     await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });
     expect(await page.getByTestId('model-error').textContent()).toBe('');
     expect(await status.getAttribute('data-state')).toBe('ready');
+    expect(await status.textContent()).toMatch(/^Stress model \(SmolLM2-shaped, random weights, seed \d+\), q8 weights$/);
+
+    // The Data panel shows the data Train uses with this model (the NLFT sample), read by parseDataset.
+    const list = page.getByTestId('dataset-list').locator('li');
+    await expect.poll(() => list.count()).toBe(records.length);
+    expect(records.length).toBe(6);
+    expect(await page.getByTestId('dataset-status').textContent()).toBe(
+      'nlft-sample.json: 6 records: 3 positive, 3 negative. Pick one to try it in the playground.',
+    );
+    await page.locator('[data-testid=dataset-summary][data-state=done]').waitFor({ timeout: 30_000 });
+    expect(await page.getByTestId('dataset-truncated').getAttribute('data-count')).toBe('0');
     // First use on this GPU: the kernel tiles are measured, then cached in IndexedDB (checked after the reload).
     expect(await page.getByTestId('kernels').textContent()).toMatch(/^matmul \d+×\d+, lm-head \d+×\d+ \(measured now\)$/);
     expect(await page.getByTestId('gpu-bytes').textContent()).toMatch(/\d/);
 
     const pick = 2;
     await list.nth(pick).locator('button').click();
-    expect(await page.getByTestId('prompt').inputValue()).toBe(records[pick].question);
+    expect(await page.getByTestId('prompt').inputValue()).toBe(records[pick].input);
     expect(await page.getByTestId('response').inputValue()).toBe(records[pick].answer);
 
     await page.getByTestId('score').click();
@@ -215,7 +224,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('eval-items').locator('li').first().textContent()).toMatch(
       /^#1 (right|wrong): expected 18, got \S+ \(\d tokens\)$/,
     );
-    const evals = await page.getByTestId('eval-history').locator('li').count();
+    const evals = await page.getByTestId('eval-history-row').count();
     expect(evals).toBeGreaterThanOrEqual(1);
     // An edited system text is kept with the panel's draft across the reload.
     await page.getByTestId('eval-system').fill('Be brief.');
@@ -230,7 +239,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('export-weights').getAttribute('download')).toBe('adapter_model.safetensors');
     expect(await page.getByTestId('train-rank').inputValue()).toBe('4');
     expect(await page.getByTestId('nlft-rho').inputValue()).toBe('1.2'); // the run's options come back with it
-    await expect.poll(() => page.getByTestId('eval-history').locator('li').count()).toBe(evals);
+    await expect.poll(() => page.getByTestId('eval-history-row').count()).toBe(evals);
     await expect.poll(() => page.getByTestId('eval-system').inputValue()).toBe('Be brief.');
     await page.getByTestId('eval-system-reset').click();
     expect(await page.getByTestId('eval-system').inputValue()).toBe('Solve it; end with #### N.');
@@ -388,8 +397,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
       await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
       expect(await page.getByTestId('model-status').textContent()).toMatch(/^hub-model, q\d weights$/);
 
-      // Back to the demo model for the other tests.
-      await page.getByTestId('model-kind').selectOption('demo');
+      // Back to the stress model for the other tests.
+      await page.getByTestId('model-kind').selectOption('stress');
       await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
       expect(pageErrors).toEqual([]);
     } finally {
@@ -540,7 +549,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.getByTestId('explorer-score').click();
     await page.locator(settled).waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('explorer-error').textContent()).toBe('');
-    expect(await status.textContent()).toMatch(/^Scored nlft-sample\.json: 6 records scored by Demo Llama/);
+    expect(await status.textContent()).toMatch(/^Scored nlft-sample\.json: 6 records scored by Stress model/);
     expect(await page.getByTestId('explorer-count-records').textContent()).toBe('6: 3 positive, 3 negative');
     const rows = page.getByTestId('explorer-record');
     expect(await rows.count()).toBe(6);
@@ -576,7 +585,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await new Promise((r) => setTimeout(r, 500)); // let the IndexedDB write land
     await page.reload();
     await page.locator('[data-testid=explorer-status][data-state=restored]').waitFor({ timeout: 30_000 });
-    expect(await status.textContent()).toMatch(/^Scores kept from nlft-sample\.json: 6 records scored by Demo Llama/);
+    expect(await status.textContent()).toMatch(/^Scores kept from nlft-sample\.json: 6 records scored by Stress model/);
     expect(await rows.count()).toBe(6);
     expect(await page.getByTestId('explorer-nlft-rho').inputValue()).toBe('1.0001');
     expect(await classes.textContent()).toBe(after);

@@ -1,8 +1,9 @@
 /**
  * The Evaluate panel (docs/method.md §7): the loaded model — with the adapter trained last, if any —
- * answers the first N questions of the GSM8K sample or a picked file greedily; each answer's final
- * number is compared with the standard answer's. Shows progress, each item, the accuracy with its
- * counts, and every earlier evaluation (kept across reloads) for before/after comparisons. Records
+ * answers the first N questions of the loaded model's sample test file (toy-math's easy set for the
+ * demo, the GSM8K sample otherwise) or a picked file greedily; each answer's final number is
+ * compared with the standard answer's. Shows progress, each item, the accuracy with its counts,
+ * and every earlier evaluation (kept across reloads) as a table, newest first. Records
  * without an instruction are asked under an editable system text that defaults to the base text
  * the last run trained with (docs/method.md §7).
  */
@@ -11,8 +12,9 @@ import type { EvalDraft, EvalHistory } from '../../storage/db.ts';
 import type { StoredRun } from '../../storage/runs.ts';
 import type { EvalOutcome } from '../../session/requests.ts';
 import { errorLine, h, panel } from '../dom.ts';
-import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
+import { fetchSample, GENERAL_SAMPLES, type ModelSamples, readPickedFile, SAMPLES } from '../samples.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
+import { truncate } from './data-panel.ts';
 
 export interface EvalPanelOptions {
   trainer: TrainerClient;
@@ -37,6 +39,11 @@ export interface EvalPanelView {
    * evaluation with a trained adapter names it (`runDescription`).
    */
   setTrainedRun(run: StoredRun | undefined): void;
+  /**
+   * Follows a newly loaded model: its sample test file, its question count while the field holds the
+   * previous model's, and the base text of its templates.json (the system text's default until a run trains).
+   */
+  useSamples(samples: ModelSamples, modelSystem?: string | null): void;
 }
 
 /**
@@ -61,12 +68,37 @@ export function runDescription(run: Pick<StoredRun, 'request' | 'startedAt'>): s
 
 const percent = (o: EvalOutcome) => `${o.summary.correct}/${o.summary.total} = ${(100 * o.summary.accuracy).toFixed(1)}%`;
 
+/** One stored evaluation as a row: model and adapter, data, system text (shortened; whole in the tooltip), items, accuracy. */
+function historyRow(o: EvalOutcome): HTMLTableRowElement {
+  const model = o.model ?? o.label.split(';')[0];
+  const adapter = o.adapter ? o.adapter.description : 'no adapter';
+  const when = new Date(o.at).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' });
+  const system = o.system ?? '';
+  const { correct, total, accuracy } = o.summary;
+  return h(
+    'tr',
+    { testid: 'eval-history-row', title: o.label },
+    h('td', { title: adapter }, model, h('br', {}), h('span', { class: 'hint' }, truncate(adapter, 64))),
+    h('td', { class: 'wrap' }, o.dataName ?? '–', h('br', {}), h('span', { class: 'hint' }, when)),
+    h('td', { title: system }, system ? truncate(system, 24) : '–'),
+    h('td', { class: 'num' }, `${total}${o.stopped ? ' (stopped)' : ''}`),
+    h(
+      'td',
+      { class: 'num', 'data-accuracy': accuracy },
+      h('strong', {}, `${(100 * accuracy).toFixed(1)}%`),
+      h('br', {}),
+      `${correct}/${total}`,
+    ),
+  );
+}
+
 export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const { el, body } = panel('Evaluate', 'eval-panel');
-  const limit = h('input', { type: 'number', id: 'eval-limit', testid: 'eval-limit', value: 5, min: 1, step: '1' });
+  let samples: ModelSamples = GENERAL_SAMPLES;
+  const limit = h('input', { type: 'number', id: 'eval-limit', testid: 'eval-limit', value: samples.evalLimit, min: 1, step: '1' });
   const maxNew = h('input', { type: 'number', id: 'eval-max-new', testid: 'eval-max-new', value: 256, min: 1, step: '1' });
   const file = h('input', { type: 'file', id: 'eval-file', testid: 'eval-file', accept: '.json,.jsonl,application/json' });
-  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, SAMPLES['gsm8k-sample.jsonl']);
+  const dataName = h('span', { class: 'hint', testid: 'eval-data' }, SAMPLES[samples.eval].label);
   const system = h('textarea', { id: 'eval-system', testid: 'eval-system', rows: 2, spellcheck: false });
   const systemHint = h('span', { class: 'hint', testid: 'eval-system-hint' });
   const systemReset = h('button', { type: 'button', testid: 'eval-system-reset' }, 'Use the run’s text');
@@ -76,7 +108,21 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   const status = h('p', { class: 'status', testid: 'eval-status', 'data-state': 'idle' }, 'Greedy answers, graded by their final number.');
   const error = errorLine('eval-error');
   const items = h('ol', { class: 'eval-items', testid: 'eval-items' });
-  const history = h('ul', { class: 'eval-history', testid: 'eval-history' });
+  const historyRows = h('tbody', {});
+  const history = h(
+    'table',
+    { class: 'results-table', testid: 'eval-history' },
+    h(
+      'thead',
+      {},
+      h(
+        'tr',
+        {},
+        ...['Model + adapter', 'Data', 'System prompt', 'Items', 'Accuracy'].map((c, i) => h('th', { class: i > 2 ? 'num' : null }, c)),
+      ),
+    ),
+    historyRows,
+  );
   body.append(
     h(
       'div',
@@ -99,8 +145,8 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     status,
     error.el,
     items,
-    h('strong', {}, 'Results so far'),
-    history,
+    h('strong', {}, 'Results so far (newest first)'),
+    h('div', { class: 'table-scroll' }, history),
   );
 
   let ready = false;
@@ -108,11 +154,26 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   let picked: File | null = null;
   let trained = DEFAULT_INSTRUCTION;
   let trainedRun: StoredRun | undefined;
+  /** The loaded model's own base text (its templates.json), if any. */
+  let modelSystem: string | null = null;
+  /**
+   * The system text's default: the base text the last NLFT run trained with, else the model's own (an
+   * SFT run trains under the records' instruction or the default one; the model's fits toy-math's records), else ours.
+   */
+  const followSystem = () => {
+    trained = trainedRun?.request.method === 'nlft' ? trainedSystemOf(trainedRun) : (modelSystem ?? DEFAULT_INSTRUCTION);
+    showSystem();
+  };
   let draft: EvalDraft = opts.draft ?? { system: null };
   const showSystem = () => {
     system.value = draft.system ?? trained;
-    systemHint.textContent =
-      draft.system === null || draft.system === trained ? 'The base text the last run trained with.' : 'Edited: not the last run’s text.';
+    const source =
+      trainedRun?.request.method === 'nlft'
+        ? 'The base text the last run trained with.'
+        : modelSystem
+          ? 'The model’s base text (its templates.json).'
+          : 'The default base text.';
+    systemHint.textContent = draft.system === null || draft.system === trained ? source : 'Edited: not the last run’s text.';
   };
   /** Keeps the draft; `data-saved` on the field says when the store has it. */
   const saveDraft = (d: EvalDraft) => {
@@ -137,11 +198,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
   };
   const showHistory = (all: EvalOutcome[]) => {
     opts.onHistoryChange(all);
-    history.replaceChildren(
-      ...all.map((o) =>
-        h('li', {}, h('strong', {}, percent(o)), ` ${o.stopped ? '(stopped) ' : ''}— ${o.label} · ${new Date(o.at).toLocaleString()}`),
-      ),
-    );
+    historyRows.replaceChildren(...all.map(historyRow).reverse());
   };
 
   file.addEventListener('change', () => {
@@ -173,7 +230,7 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
     progress.value = 0;
     setStatus('running', 'Loading the questions…');
     try {
-      const data = picked ? await readPickedFile(picked) : await fetchSample('gsm8k-sample.jsonl');
+      const data = picked ? await readPickedFile(picked) : await fetchSample(samples.eval);
       setStatus('running', 'Answering…');
       const request = { data, limit: n, maxNewTokens: m, system: draft.system ?? trained };
       const adapterRun = trainedRun;
@@ -219,10 +276,16 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
       ready = r;
       update();
     },
+    useSamples(next, system = null) {
+      if (limit.value === String(samples.evalLimit)) limit.value = String(next.evalLimit);
+      samples = next;
+      if (!picked) dataName.textContent = SAMPLES[samples.eval].label;
+      modelSystem = system;
+      followSystem();
+    },
     setTrainedRun(run) {
       trainedRun = run;
-      trained = trainedSystemOf(run);
-      showSystem();
+      followSystem();
     },
   };
 }

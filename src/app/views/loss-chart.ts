@@ -1,6 +1,8 @@
 /**
- * The loss chart: one point per optimizer step, drawn as an SVG polyline scaled to the losses so
- * far, with the first and last loss and the range on the axes. `data-steps` counts the points.
+ * The loss chart: one point per optimizer step (each batch's mean loss), a smoothed line (an
+ * exponential moving average, debiased so that its first points are not pulled towards zero) and
+ * each epoch's mean loss as a level across its steps, scaled to the losses so far, with the range
+ * on the axes and a legend. `data-steps` counts the points, `data-epochs` the epoch levels.
  */
 import type { StepMetrics } from '../../train/trainer.ts';
 import { h } from '../dom.ts';
@@ -8,7 +10,37 @@ import { h } from '../dom.ts';
 const SVG = 'http://www.w3.org/2000/svg';
 const W = 480;
 const H = 160;
-const PAD = { left: 48, right: 12, top: 10, bottom: 24 };
+const PAD = { left: 48, right: 12, top: 22, bottom: 24 };
+
+/** Weight of the newest loss in the smoothed line. */
+export const EMA_ALPHA = 0.2;
+
+const COLORS = { step: '#9bb7c7', ema: '#1f6f8b', epoch: '#c2571a' };
+
+/** The debiased exponential moving average of `values` with weight `alpha` for the newest (Adam's bias correction). */
+export function smoothLosses(values: readonly number[], alpha: number): number[] {
+  let avg = 0;
+  let weight = 0;
+  return values.map((v) => {
+    avg = (1 - alpha) * avg + alpha * v;
+    weight = (1 - alpha) * weight + alpha;
+    return avg / weight;
+  });
+}
+
+/** Each epoch's mean loss over the steps it has so far, with its first and last step. */
+export function epochMeans(metrics: readonly StepMetrics[]): { epoch: number; first: number; last: number; mean: number }[] {
+  const out: { epoch: number; first: number; last: number; sum: number; n: number }[] = [];
+  for (const m of metrics) {
+    const cur = out.at(-1);
+    if (cur && cur.epoch === m.epoch) {
+      cur.last = m.step;
+      cur.sum += m.loss;
+      cur.n++;
+    } else out.push({ epoch: m.epoch, first: m.step, last: m.step, sum: m.loss, n: 1 });
+  }
+  return out.map(({ epoch, first, last, sum, n }) => ({ epoch, first, last, mean: sum / n }));
+}
 
 /** An SVG element with its attributes and text (also used by the Compare chart and the explorer's histogram). */
 export function svg<K extends keyof SVGElementTagNameMap>(
@@ -36,11 +68,13 @@ export interface LossChart {
 export function createLossChart(): LossChart {
   const plot = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'loss-svg', role: 'img', hidden: '' });
   const empty = h('p', { class: 'hint' }, 'The loss of every optimizer step appears here while training runs.');
-  const el = h('figure', { class: 'loss-chart', testid: 'loss-chart', 'data-steps': 0 }, empty, plot);
+  const el = h('figure', { class: 'loss-chart', testid: 'loss-chart', 'data-steps': 0, 'data-epochs': 0 }, empty, plot);
   return {
     el,
     render(metrics, totalSteps) {
       el.dataset.steps = String(metrics.length);
+      const epochs = epochMeans(metrics);
+      el.dataset.epochs = String(epochs.length);
       empty.hidden = metrics.length > 0;
       plot.toggleAttribute('hidden', metrics.length === 0);
       plot.replaceChildren();
@@ -67,12 +101,50 @@ export function createLossChart(): LossChart {
         svg('polyline', {
           points: metrics.map((m) => `${x(m.step).toFixed(1)},${y(m.loss).toFixed(1)}`).join(' '),
           fill: 'none',
-          stroke: '#1f6f8b',
-          'stroke-width': 2,
+          stroke: COLORS.step,
+          'stroke-width': 1,
         }),
       );
-      for (const m of metrics) plot.append(svg('circle', { cx: x(m.step).toFixed(1), cy: y(m.loss).toFixed(1), r: 2.5, fill: '#1f6f8b' }));
-      plot.setAttribute('aria-label', `Loss over ${metrics.length} steps: from ${label(losses[0])} to ${label(losses.at(-1)!)}`);
+      for (const m of metrics) plot.append(svg('circle', { cx: x(m.step).toFixed(1), cy: y(m.loss).toFixed(1), r: 2, fill: COLORS.step }));
+      const ema = smoothLosses(losses, EMA_ALPHA);
+      plot.append(
+        svg('polyline', {
+          points: metrics.map((m, i) => `${x(m.step).toFixed(1)},${y(ema[i]).toFixed(1)}`).join(' '),
+          fill: 'none',
+          stroke: COLORS.ema,
+          'stroke-width': 2,
+          'data-series': 'ema',
+        }),
+      );
+      for (const e of epochs) {
+        const half = (x(2) - x(1)) / 2;
+        const level = svg('line', {
+          x1: Math.max(PAD.left, x(e.first) - half).toFixed(1),
+          x2: Math.min(W - PAD.right, x(e.last) + half).toFixed(1),
+          y1: y(e.mean).toFixed(1),
+          y2: y(e.mean).toFixed(1),
+          stroke: COLORS.epoch,
+          'stroke-width': 2,
+          'stroke-dasharray': '5 3',
+          'data-series': 'epoch',
+        });
+        level.append(svg('title', {}, `epoch ${e.epoch}: mean loss ${label(e.mean)} over steps ${e.first}–${e.last}`));
+        plot.append(level);
+      }
+      const legend: [string, string, number][] = [
+        [COLORS.step, 'batch loss', 0],
+        [COLORS.ema, `smoothed (EMA, α = ${EMA_ALPHA})`, 96],
+        [COLORS.epoch, 'epoch mean', 270],
+      ];
+      for (const [color, text, at] of legend) {
+        const lx = PAD.left + at;
+        plot.append(
+          svg('line', { x1: lx, x2: lx + 16, y1: 10, y2: 10, stroke: color, 'stroke-width': 2 }),
+          svg('text', { x: lx + 20, y: 14, class: 'axis legend' }, text),
+        );
+      }
+      const means = epochs.map((e) => `epoch ${e.epoch} mean ${label(e.mean)}`).join(', ');
+      plot.setAttribute('aria-label', `Loss over ${metrics.length} steps: from ${label(losses[0])} to ${label(losses.at(-1)!)}; ${means}`);
     },
   };
 }

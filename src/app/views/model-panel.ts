@@ -1,5 +1,7 @@
 /**
- * The Model panel: picks the model — the embedded demo, a Hugging Face Hub repository (downloaded
+ * The Model panel: picks the model — the embedded toy-math demo (a pretrained 0.9 M-parameter Llama
+ * served with the app from `public/toy-math/model/` and read through the same loader as any folder),
+ * the stress model (SmolLM2's vocabulary and widths with random weights), a Hugging Face Hub repository (downloaded
  * once, then loaded from the browser's cache; the Hub URL is editable, e.g. a mirror) or a local
  * model folder — and loads it into the worker's GPU, with a weight-format choice (changing it
  * reloads the model), a progress bar with the stage (downloads included), and the model's size,
@@ -12,6 +14,7 @@ import { DEFAULT_HUB_URL } from '../../model/hub.ts';
 import type { ModelChoice } from '../../storage/db.ts';
 import type { MemoryInfo, ModelInfo, ModelSpec } from '../../../workers/protocol.ts';
 import { errorLine, formatCount, h, panel } from '../dom.ts';
+import { GENERAL_SAMPLES, type ModelSamples, TOY_MATH_SAMPLES } from '../samples.ts';
 import { errorMessage, type TrainerClient } from '../trainer-client.ts';
 
 const QUANT_LABELS: Record<QuantFormat, string> = {
@@ -32,12 +35,43 @@ export interface ModelPanelOptions {
   onQuantChange(quant: QuantFormat): void;
   /** Called with true once a model is ready, false while none is. */
   onReadyChange(ready: boolean): void;
+  /** Called when a model has loaded, with the samples the panels start from for it. */
+  onModelLoaded?(info: ModelInfo, samples: ModelSamples): void;
+}
+
+/** Where the app serves the toy-math demo's model folder (public/toy-math/model/). */
+const TOY_MATH_FOLDER = 'toy-math/model/';
+
+/** What each embedded model is, shown under the menu (whose option texts stay short enough to show whole). */
+const EMBEDDED_HINTS = {
+  demo: [
+    'toy-math demo (0.9 M parameters, pretrained on grade-school word problems, offline)',
+    ': a Llama pretrained from scratch on synthetic word problems (vocabulary 849, ChatML), served with the app. ' +
+      'It answers about 69 % of its easy test questions, trains in minutes and changes its accuracy; ' +
+      'its NLFT view texts come from its templates.json. CC0.',
+  ],
+  stress: [
+    'Stress model (SmolLM2-shaped, random weights)',
+    ': SmolLM2-135M’s 49 152-token vocabulary and tokenizer with small widths (hidden 64, 2 layers) and seeded random ' +
+      'weights, generated in the worker, for testing the large-vocabulary kernels and memory. It writes noise.',
+  ],
+} as const;
+
+/** The samples the panels start from for a model: toy-math's own for the demo, the GSM8K and NLFT samples for any other. */
+export function samplesFor(spec: ModelSpec): ModelSamples {
+  return spec.kind === 'url' ? TOY_MATH_SAMPLES : GENERAL_SAMPLES;
+}
+
+/** The worker's spec of a stored model choice: the demo is a folder served with the app. */
+export function specOf(choice: ModelChoice): ModelSpec {
+  if (choice.kind !== 'demo') return choice;
+  return { kind: 'url', url: new URL(`${import.meta.env.BASE_URL}${TOY_MATH_FOLDER}`, location.href).href, name: 'toy-math' };
 }
 
 /** The Model panel's element and controls. */
 export interface ModelPanelView {
   el: HTMLElement;
-  /** Loads the demo model in the selected weight format. */
+  /** Loads the chosen model (at start: the stored choice, else the toy-math demo) in the selected weight format. */
   load(): Promise<void>;
   /** Re-reads the GPU bytes from the worker. */
   refreshMemory(): Promise<void>;
@@ -53,7 +87,8 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const kind = h(
     'select',
     { testid: 'model-kind', id: 'model-kind' },
-    h('option', { value: 'demo' }, 'Demo model (random weights, offline)'),
+    h('option', { value: 'demo' }, 'toy-math demo (offline)'),
+    h('option', { value: 'stress' }, 'Stress model (random weights)'),
     h('option', { value: 'hub' }, 'Hugging Face Hub'),
     h('option', { value: 'folder' }, 'A model folder on this computer'),
     h('option', { value: 'gguf' }, 'A .gguf file on this computer'),
@@ -90,6 +125,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   );
   const select = h('select', { testid: 'quant', id: 'quant' });
   for (const q of QUANT_FORMATS) select.append(h('option', { value: q, selected: q === opts.quant }, QUANT_LABELS[q]));
+  const kindHint = h('p', { class: 'hint', testid: 'model-kind-hint' });
   const progress = h('progress', { testid: 'model-progress', max: 1, value: 0 });
   const status = h('p', { class: 'status', testid: 'model-status', 'data-state': 'idle' }, 'Waiting for the GPU…');
   const error = errorLine('model-error');
@@ -97,6 +133,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const memory = h('dd', { testid: 'gpu-bytes' });
   body.append(
     h('label', { class: 'field inline', for: 'model-kind' }, 'Model', kind),
+    kindHint,
     hubRow,
     folderRow,
     ggufRow,
@@ -107,13 +144,13 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     facts,
   );
 
+  kind.value = opts.model.kind;
   if (opts.model.kind === 'hub') {
-    kind.value = 'hub';
     hubId.value = opts.model.id;
     hubUrl.value = opts.model.baseUrl === DEFAULT_HUB_URL ? '' : opts.model.baseUrl;
   }
   /** The model loaded last (a picked folder's files stay here until another pick). */
-  let current: ModelSpec = opts.model;
+  let current: ModelSpec = specOf(opts.model);
   let stopped = false;
   let locked = false;
   let loading = false;
@@ -121,6 +158,9 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     hubRow.hidden = kind.value !== 'hub';
     folderRow.hidden = kind.value !== 'folder';
     ggufRow.hidden = kind.value !== 'gguf';
+    const hint = kind.value === 'demo' || kind.value === 'stress' ? EMBEDDED_HINTS[kind.value] : null;
+    kindHint.replaceChildren(...(hint ? [h('strong', {}, hint[0]), hint[1]] : []));
+    kindHint.hidden = !hint;
   };
   showRows();
   const updateControls = () => {
@@ -156,7 +196,8 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     error.show(null);
     progress.value = 0;
     progress.hidden = false;
-    setState('loading', current.kind === 'demo' ? 'Loading the demo model…' : 'Loading the model…');
+    const embedded = { url: 'Loading the toy-math demo…', stress: 'Loading the stress model…' } as Record<string, string>;
+    setState('loading', embedded[current.kind] ?? 'Loading the model…');
     try {
       const info = await opts.trainer.loadModel(current, quant, (p) => {
         progress.value = p.fraction;
@@ -166,6 +207,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       showModel(info);
       progress.hidden = true;
       setState('ready', `${info.name}, ${info.quant} weights`);
+      opts.onModelLoaded?.(info, samplesFor(current));
     } catch (e) {
       if (stopped) return;
       progress.hidden = true;
@@ -183,9 +225,10 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   });
   kind.addEventListener('change', () => {
     showRows();
-    if (kind.value === 'demo') {
-      current = { kind: 'demo' };
-      opts.onModelChange(current);
+    if (kind.value === 'demo' || kind.value === 'stress') {
+      const choice: ModelChoice = { kind: kind.value };
+      current = specOf(choice);
+      opts.onModelChange(choice);
       void load();
     }
   });

@@ -15,14 +15,12 @@ import type { TrainMethod } from '../../session/train.ts';
 import type { StoredRun } from '../../storage/runs.ts';
 import { DEFAULT_TRAIN } from '../../train/trainer.ts';
 import { h } from '../dom.ts';
-import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
+import { DEFAULT_TEMPLATES } from '../../nlft/templates.ts';
+import { fetchSample, GENERAL_SAMPLES, type ModelSamples, readPickedFile, SAMPLES } from '../samples.ts';
 import { createNlftOptionsForm } from './nlft-options.ts';
 
 /** The app trains on sequences of at most this many tokens (prompt + response). */
 export const MAX_LEN = 512;
-
-/** The sample trained on when no file is picked. */
-const SAMPLE = 'nlft-sample.json';
 
 export interface TrainForm {
   /** The data row, the settings grid and the NLFT options, in order. */
@@ -47,6 +45,20 @@ export interface TrainForm {
    * with, and its scorer (name) with static saliency, or none.
    */
   useExplorerSettings(saliency: SaliencyOptions, templates: NlftTemplates, scorer: string | null): void;
+  /** The data a run would train on now: the picked file, else the sample. */
+  readData(): Promise<DatasetFile>;
+  /**
+   * Follows a newly loaded model: its sample and learning rate (the rate only while the field holds
+   * the previous model's), and the view texts of its `templates.json` (none: our defaults, unless
+   * the user edited the texts), with a hint that says where the texts came from.
+   */
+  useModel(samples: ModelSamples, templates: NlftTemplates | null, templatesProblem: string | null): void;
+}
+
+/** What the Train form tells the page. */
+export interface TrainFormOptions {
+  /** Called when the data a run would train on changes (a file picked, the sample again, another model's sample). */
+  onDataChange?(): void;
 }
 
 /** A labelled number input. */
@@ -66,7 +78,11 @@ function readNumber(f: { label: string; input: HTMLInputElement }, empty?: null)
   return v;
 }
 
-export function createTrainForm(): TrainForm {
+export function createTrainForm(opts: TrainFormOptions = {}): TrainForm {
+  /** The sample trained on when no file is picked, and the learning rate, of the loaded model. */
+  let samples: ModelSamples = GENERAL_SAMPLES;
+  /** The view texts the loaded model brought (null: our defaults). */
+  let modelTemplates: NlftTemplates | null = null;
   const method = h(
     'select',
     { id: 'train-method', testid: 'train-method' },
@@ -97,9 +113,10 @@ export function createTrainForm(): TrainForm {
   budget.input.title =
     'GPU memory the run may use; over it, layers are recomputed if that fits, else the run is refused. Empty: no budget.';
   const file = h('input', { type: 'file', id: 'train-file', testid: 'train-file', accept: '.json,.jsonl,application/json' });
-  const dataName = h('span', { class: 'hint', testid: 'train-data' }, SAMPLES[SAMPLE]);
+  const dataName = h('span', { class: 'hint', testid: 'train-data' }, SAMPLES[samples.train].label);
   const useSample = h('button', { type: 'button', class: 'link', hidden: true }, 'use the sample');
   const nlft = createNlftOptionsForm({ onReset: () => showPreset() });
+  const templatesHint = h('p', { class: 'hint', testid: 'train-templates-hint', hidden: true });
   /** The NLFT options as typed, or null while a number field does not hold a number. */
   const typedNlft = () => {
     try {
@@ -153,19 +170,21 @@ export function createTrainForm(): TrainForm {
     scorerRow.hidden = !name;
   };
   noScorer.addEventListener('click', () => showScorer(null));
-  const readData = () => (picked ? readPickedFile(picked) : fetchSample(SAMPLE));
+  const readData = () => (picked ? readPickedFile(picked) : fetchSample(samples.train));
 
   file.addEventListener('change', () => {
     picked = file.files?.[0] ?? null;
     if (!picked) return;
     dataName.textContent = `${picked.name} (${formatBytes(picked.size)})`;
     useSample.hidden = false;
+    opts.onDataChange?.();
   });
   useSample.addEventListener('click', () => {
     picked = null;
     file.value = '';
-    dataName.textContent = SAMPLES[SAMPLE];
+    dataName.textContent = SAMPLES[samples.train].label;
     useSample.hidden = true;
+    opts.onDataChange?.();
   });
 
   return {
@@ -193,6 +212,7 @@ export function createTrainForm(): TrainForm {
       ),
       presetHint,
       scorerRow,
+      templatesHint,
       nlft.el,
     ],
     async read() {
@@ -257,6 +277,23 @@ export function createTrainForm(): TrainForm {
     },
     async readScoringInput() {
       return { data: await readData(), templates: nlft.read().templates, maxLen: MAX_LEN };
+    },
+    readData,
+    useModel(next, templates, templatesProblem) {
+      if (readNumber(lr, null) === samples.lr) lr.input.value = String(next.lr);
+      const sampleChanged = next.train !== samples.train;
+      samples = next;
+      if (!picked) dataName.textContent = SAMPLES[samples.train].label;
+      const typed = typedNlft();
+      const same = (a: NlftTemplates, b: NlftTemplates) => JSON.stringify(a) === JSON.stringify(b);
+      const untouched = typed !== null && same(typed.templates, modelTemplates ?? DEFAULT_TEMPLATES);
+      if (typed && (templates || untouched)) nlft.fill(typed.saliency, templates ?? DEFAULT_TEMPLATES);
+      modelTemplates = templates;
+      templatesHint.textContent = templates
+        ? 'Prompt templates from the model folder (its templates.json): the NLFT views and the Saliency explorer use them.'
+        : (templatesProblem ?? '');
+      templatesHint.hidden = !templatesHint.textContent;
+      if (sampleChanged && !picked) opts.onDataChange?.();
     },
     useExplorerSettings(saliency, templates, name) {
       method.value = 'nlft';

@@ -26,6 +26,8 @@ export interface TrainPanelOptions {
   onBusyChange(busy: boolean): void;
   /** A run was stored as the worker started it (`training` true), or it ended (false). */
   onRunChange(run: StoredRun, training: boolean): void;
+  /** Called when the data a run would train on changes. */
+  onDataChange?(): void;
 }
 
 export interface TrainPanelView {
@@ -38,6 +40,10 @@ export interface TrainPanelView {
   scoringInput(): ReturnType<TrainForm['readScoringInput']>;
   /** Takes the saliency explorer's settings into the form (and its scorer's files for the next run) and scrolls to it. */
   useExplorerSettings(settings: ExplorerSettings): void;
+  /** The data a run would train on now (the form's). */
+  dataInUse: TrainForm['readData'];
+  /** Follows a newly loaded model's sample, learning rate and templates (the form's `useModel`). */
+  useModel: TrainForm['useModel'];
 }
 
 /** The status line's text for how a run ended. */
@@ -45,7 +51,7 @@ const ENDED = { done: 'Done', cancelled: 'Stopped', 'non-finite': 'Stopped: the 
 
 export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
   const { el, body } = panel('Train', 'train-panel');
-  const form = createTrainForm();
+  const form = createTrainForm({ onDataChange: () => opts.onDataChange?.() });
   const results = createRunView({ onUseAnchor: () => form.useAnchoredNegatives() });
   const start = h('button', { type: 'button', class: 'primary', testid: 'train-start', disabled: true }, 'Train');
   const pause = h('button', { type: 'button', testid: 'train-pause', disabled: true }, 'Pause');
@@ -275,6 +281,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       updateButtons();
     },
     scoringInput: () => form.readScoringInput(),
+    dataInUse: () => form.readData(),
+    useModel: (samples, templates, problem) => form.useModel(samples, templates, problem),
     useExplorerSettings(settings) {
       form.useExplorerSettings(settings.saliency, settings.templates, settings.scorer?.name ?? null);
       scorerSpec = settings.scorer?.spec ?? null;
