@@ -89,12 +89,16 @@ export interface ScoreRequest {
   response: string;
   /** Render the prompt as a user turn of the model's chat template (with the assistant opening). */
   chat: boolean;
+  /** With `chat`: the system turn before it ('' or absent: none). */
+  system?: string;
 }
 
 /** Text to generate: the model's continuation of the prompt (with `chat`, its answer as the assistant). */
 export interface GenerateRequest {
   prompt: string;
   chat: boolean;
+  /** With `chat`: the system turn before the prompt ('' or absent: none). */
+  system?: string;
   maxNewTokens: number;
   /** 0 = greedy. */
   temperature: number;

@@ -85,6 +85,7 @@ async function main(root: HTMLElement): Promise<void> {
     onModelLoaded(info, samples) {
       train.useModel(samples, info.templates, info.templatesProblem);
       evaluation.useSamples(samples, info.templates?.baseSystem);
+      playground.useModelSystem(info.templates?.baseSystem);
       void data.measure();
     },
   });

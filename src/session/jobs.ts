@@ -70,6 +70,8 @@ export async function runEvaluation(
 export interface GenerationRequest {
   prompt: string;
   chat: boolean;
+  /** With `chat`: the system turn before the prompt ('' or absent: none). */
+  system?: string;
   maxNewTokens: number;
   /** 0 = greedy. */
   temperature: number;
@@ -88,7 +90,7 @@ export async function generateText(
   request: GenerationRequest,
   onText?: (text: string) => void,
 ): Promise<{ text: string; tokens: number; reason: Generated['reason'] }> {
-  const { promptIds } = promptInput(tok, request.prompt, { chat: request.chat });
+  const { promptIds } = promptInput(tok, request.prompt, { chat: request.chat, system: request.system || undefined });
   if (promptIds.length === 0) throw new NlftError('The prompt is empty: type a question first.', 'empty-prompt');
   const stop = new Set(tok.eosTokenIds);
   const ids: number[] = [];
@@ -106,13 +108,16 @@ export async function generateText(
   return { text: tok.decode(ids), tokens: r.ids.length, reason: r.reason };
 }
 
-/** log p of every response token given the prompt (raw, or a chat user turn), with the tokens' ids and texts. */
+/** log p of every response token given the prompt (raw, or a chat user turn under `system`), with the tokens' ids and texts. */
 export async function scoreResponse(
   llama: GpuLlama,
   tok: TextTokenizer,
-  request: { prompt: string; response: string; chat: boolean },
+  request: { prompt: string; response: string; chat: boolean; system?: string },
 ): Promise<{ promptTokens: number; ids: number[]; texts: string[]; logprobs: number[] }> {
-  const { promptIds, responseIds: ids } = scoringInput(tok, request.prompt, request.response, { chat: request.chat });
+  const { promptIds, responseIds: ids } = scoringInput(tok, request.prompt, request.response, {
+    chat: request.chat,
+    system: request.system || undefined,
+  });
   const logp = await llama.responseLogProbs(promptIds, ids);
   return { promptTokens: promptIds.length, ids, texts: ids.map((id) => tok.tokenText(id)), logprobs: Array.from(logp) };
 }

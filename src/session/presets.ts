@@ -25,16 +25,16 @@ export interface NlftPreset {
 export const NLFT_PRESETS: readonly NlftPreset[] = Object.freeze([
   {
     id: 'small-model',
-    label: 'Small models (default): anchored negatives, saliency once',
+    label: 'Small models (default)',
     description:
-      'A wrong answer trains its standard answer, and unlikelihood only on the tokens its judgment marks; saliency is ' +
+      'Anchored negatives, saliency once: a wrong answer trains its standard answer, and unlikelihood only on the tokens its judgment marks; saliency is ' +
       'scored once before training, so a step costs about what an SFT step costs. Chosen from the toy-math comparison ' +
       '(README), where the authors’ rules scored below SFT.',
     choices: { negatives: 'anchor', negativesWithoutSaliency: 'train', sftOnNegatives: false, saliencyMode: 'static' },
   },
   {
     id: 'authors',
-    label: 'The authors’ NLFT (the paper’s rules)',
+    label: 'The authors’ NLFT (paper)',
     description:
       'The paper as written: saliency re-scored every step; a wrong answer without an unlikely token is trained towards ' +
       'its own response with weights √pc.',

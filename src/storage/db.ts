@@ -36,6 +36,8 @@ export interface PlaygroundDraft {
   prompt: string;
   response: string;
   chat: boolean;
+  /** The system turn under the chat template ('' or absent: none). */
+  system?: string;
 }
 
 /** What the Evaluate panel remembers: its system text, or null to follow the last run's base text. */

@@ -29,6 +29,8 @@ export interface PlaygroundPanelView {
   fill(prompt: string, response: string): void;
   /** Enables scoring when a model is ready. */
   setModelReady(ready: boolean): void;
+  /** The loaded model's own system text (its templates.json): filled in when the system field is empty. */
+  useModelSystem(text: string | undefined): void;
 }
 
 /** Builds the Playground panel with `opts.draft` filled in; Score stays disabled until `setModelReady(true)`. */
@@ -37,6 +39,13 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
   const prompt = h('textarea', { id: 'prompt', testid: 'prompt', rows: 4, spellcheck: false });
   const response = h('textarea', { id: 'response', testid: 'response', rows: 6, spellcheck: false });
   const chat = h('input', { type: 'checkbox', id: 'chat', testid: 'chat' });
+  const system = h('input', {
+    type: 'text',
+    id: 'system',
+    testid: 'playground-system',
+    placeholder: 'none',
+    title: 'The system turn before the prompt under the chat template (a model trained with one answers best under it)',
+  });
   const score = h('button', { type: 'button', class: 'primary', testid: 'score', disabled: true }, 'Score');
   const gen = h(
     'button',
@@ -51,8 +60,15 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
   prompt.value = opts.draft.prompt;
   response.value = opts.draft.response;
   chat.checked = opts.draft.chat;
+  system.value = opts.draft.system ?? '';
+  const showSystem = () => {
+    system.disabled = !chat.checked;
+  };
+  showSystem();
 
   body.append(
+    h('label', { class: 'field', for: 'system' }, 'System text (chat template)'),
+    system,
     h('label', { class: 'field', for: 'prompt' }, 'Prompt'),
     prompt,
     h('label', { class: 'field', for: 'response' }, 'Response (scored token by token)'),
@@ -88,7 +104,7 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
     saved.dataset.state = 'saving';
     saved.textContent = 'Saving…';
     result.classList.add('stale');
-    opts.onDraftChange({ prompt: prompt.value, response: response.value, chat: chat.checked }).then(
+    opts.onDraftChange({ prompt: prompt.value, response: response.value, chat: chat.checked, system: system.value }).then(
       () => {
         if (id !== saves) return;
         saved.dataset.state = 'saved';
@@ -102,7 +118,11 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
   };
   prompt.addEventListener('input', save);
   response.addEventListener('input', save);
-  chat.addEventListener('change', save);
+  chat.addEventListener('change', () => {
+    showSystem();
+    save();
+  });
+  system.addEventListener('input', save);
 
   const showScores = (s: TokenScores) => {
     const sum = s.logprobs.reduce((a, b) => a + b, 0);
@@ -125,7 +145,7 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
     updateButton();
     error.show(null);
     try {
-      showScores(await opts.trainer.logprobs({ prompt: prompt.value, response: response.value, chat: chat.checked }));
+      showScores(await opts.trainer.logprobs({ prompt: prompt.value, response: response.value, chat: chat.checked, system: system.value }));
       opts.onScored();
     } catch (e) {
       error.show(errorMessage(e));
@@ -142,7 +162,7 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
     genInfo.hidden = true;
     try {
       const r = await opts.trainer.generate(
-        { prompt: prompt.value, chat: chat.checked, maxNewTokens: GENERATE_TOKENS, temperature: 0, seed: 0 },
+        { prompt: prompt.value, chat: chat.checked, system: system.value, maxNewTokens: GENERATE_TOKENS, temperature: 0, seed: 0 },
         (text) => {
           response.value = text;
         },
@@ -176,6 +196,11 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
     setModelReady(ready) {
       modelReady = ready;
       updateButton();
+    },
+    useModelSystem(text) {
+      if (text === undefined || system.value.trim() !== '') return;
+      system.value = text;
+      save();
     },
   };
 }
