@@ -1,6 +1,6 @@
 /**
- * End to end, the Library and Storage views (built app in Chromium, WebGPU on SwiftShader, the demo
- * model): the run an earlier version kept moves into the library on upgrade; two short runs are
+ * End to end, the Library and Storage views (built app in Chromium, WebGPU on SwiftShader, the toy-math
+ * demo model): the run an earlier version kept moves into the library on upgrade; two short runs are
  * both listed, renamed, kept across a reload, the first one's adapter is used for an evaluation and
  * an entry deleted; PEFT folders written here are imported (a good one, and one with a tensor of
  * the wrong shape, refused naming it); the Storage view lists what is stored, and a quota forced
@@ -13,7 +13,7 @@ import { resolve } from 'node:path';
 import type { BrowserContext, CDPSession, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { peftAdapterFiles, readPeftAdapter } from '../../src/export/peft.ts';
-import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
+import { parseLlamaConfig } from '../../src/model/config.ts';
 import { DEFAULT_LORA, initLora } from '../../src/model/lora.ts';
 import { writePeftAdapter } from '../../src/node/adapter-files.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
@@ -21,10 +21,17 @@ import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { newRun } from '../../src/storage/runs.ts';
 import { DEFAULT_TRAIN } from '../../src/train/trainer.ts';
-import { type AppBrowser, CHROMIUM, hasChromium, startApp, TMP } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, ROOT, startApp, TMP } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
-const demoConfig = makeTinyLlama(DEMO_MODEL_OPTIONS).config;
+const toyModel = resolve(ROOT, 'public/toy-math/model');
+const toyConfig = parseLlamaConfig(JSON.parse(readFileSync(resolve(toyModel, 'config.json'), 'utf8')), 'toy-math config.json');
+/** Six records of the toy-math sample, picked as the Train panel's file: batch 4, one epoch = 2 steps. */
+const TRAIN_FILE = {
+  name: 'toy-6.json',
+  mimeType: 'application/json',
+  buffer: Buffer.from(JSON.stringify(JSON.parse(readFileSync(resolve(ROOT, 'public/samples/toy-math-nlft-40.json'), 'utf8')).slice(0, 6))),
+};
 const LEGACY_ID = '2026-01-01T00:00:00.000Z';
 
 /** The run record a version-4 app kept under `last` (no name yet), trained with SFT for one step. */
@@ -43,8 +50,9 @@ function legacyRun() {
   return { ...record, startedAt: LEGACY_ID, status: 'done', totalSteps: 1, metrics: [m] };
 }
 
-/** Trains one run on the 6-record sample (batch 4, one epoch: 2 steps) and waits for it to end. */
+/** Trains one run on six records (batch 4, one epoch: 2 steps) and waits for it to end. */
 async function train(page: Page, method: 'sft' | 'nlft', end: 'done' | 'error' = 'done') {
+  await page.getByTestId('train-file').setInputFiles(TRAIN_FILE);
   await page.getByTestId('train-method').selectOption(method);
   await page.getByTestId('train-epochs').fill('1');
   await page.getByTestId('train-batch').fill('4');
@@ -124,7 +132,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       expect(await row(page, nlft).locator('[data-col=method]').textContent()).toBe('NLFT (authors)');
       expect(await row(page, sft).locator('[data-col=method]').textContent()).toBe('SFT');
       for (const id of ids) {
-        expect(await row(page, id).locator('[data-col=data]').textContent()).toBe('nlft-sample.json');
+        expect(await row(page, id).locator('[data-col=data]').textContent()).toBe('toy-6.json');
         expect(await row(page, id).locator('[data-col=steps]').textContent()).toBe('2/2');
         expect(await row(page, id).locator('[data-col=status]').textContent()).toBe('done');
       }
@@ -167,7 +175,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
         const [download] = await Promise.all([page.waitForEvent('download'), detail.getByTestId(id).click()]);
         await download.saveAs(resolve(dir, download.suggestedFilename()));
       }
-      expect((await readPeftAdapter(new FolderSource(dir), demoConfig)).config.r).toBe(4);
+      expect((await readPeftAdapter(new FolderSource(dir), toyConfig)).config.r).toBe(4);
       await page.getByTestId('library-panel').screenshot({ path: '/tmp/library-library.png' });
 
       // Delete asks first; Keep keeps it.
@@ -181,7 +189,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
     }, 420_000);
 
     it('imports a PEFT folder checked against the model, and refuses one with a tensor of the wrong shape, naming it', async () => {
-      const lora = initLora(demoConfig, { r: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'] }, 7);
+      const lora = initLora(toyConfig, { r: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'] }, 7);
       const config = { r: 4, alpha: 8, dropout: 0, targets: ['q_proj', 'v_proj'] as const };
       const good = resolve(TMP, 'library-import', 'peft-good');
       const bad = resolve(TMP, 'library-import', 'peft-bad');
@@ -198,7 +206,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       const rows = page.getByTestId('library-row');
       await page.getByTestId('library-import').setInputFiles(bad);
       await page.locator('[data-testid=library-status][data-state=error]').waitFor({ timeout: 60_000 });
-      const kv = demoConfig.numKvHeads * (demoConfig.hiddenSize / demoConfig.numHeads);
+      const kv = toyConfig.numKvHeads * (toyConfig.hiddenSize / toyConfig.numHeads);
       expect(await page.getByTestId('library-error').textContent()).toBe(
         `adapter_model.safetensors (base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight): expected shape [${kv}, 4] (r 4), found [${kv - 8}, 4]`,
       );
