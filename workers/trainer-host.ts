@@ -59,7 +59,7 @@ import {
   type UseAdapterRequest,
 } from './protocol.ts';
 
-const DEMO_MODEL_NAME = `Stress model (SmolLM2-shaped, random weights, seed ${DEMO_MODEL_OPTIONS.seed})`;
+const DEMO_MODEL_NAME = `stress model (seed ${DEMO_MODEL_OPTIONS.seed})`;
 /** `base_model_name_or_path` of adapters trained on the stress model (it exists only in this app). */
 export const DEMO_MODEL_ID = `nlft-studio/demo-llama-seed-${DEMO_MODEL_OPTIONS.seed}`;
 

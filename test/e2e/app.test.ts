@@ -60,7 +60,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });
     expect(await page.getByTestId('model-error').textContent()).toBe('');
     expect(await status.getAttribute('data-state')).toBe('ready');
-    expect(await status.textContent()).toMatch(/^Stress model \(SmolLM2-shaped, random weights, seed \d+\), q8 weights$/);
+    expect(await status.textContent()).toMatch(/^stress model \(seed \d+\), q8 weights$/);
 
     // The Data panel shows the data Train uses with this model (the NLFT sample), read by parseDataset.
     const list = page.getByTestId('dataset-list').locator('li');
@@ -549,7 +549,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.getByTestId('explorer-score').click();
     await page.locator(settled).waitFor({ timeout: 120_000 });
     expect(await page.getByTestId('explorer-error').textContent()).toBe('');
-    expect(await status.textContent()).toMatch(/^Scored nlft-sample\.json: 6 records scored by Stress model/);
+    expect(await status.textContent()).toMatch(/^Scored nlft-sample\.json: 6 records scored by stress model/);
     expect(await page.getByTestId('explorer-count-records').textContent()).toBe('6: 3 positive, 3 negative');
     const rows = page.getByTestId('explorer-record');
     expect(await rows.count()).toBe(6);
@@ -585,7 +585,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await new Promise((r) => setTimeout(r, 500)); // let the IndexedDB write land
     await page.reload();
     await page.locator('[data-testid=explorer-status][data-state=restored]').waitFor({ timeout: 30_000 });
-    expect(await status.textContent()).toMatch(/^Scores kept from nlft-sample\.json: 6 records scored by Stress model/);
+    expect(await status.textContent()).toMatch(/^Scores kept from nlft-sample\.json: 6 records scored by stress model/);
     expect(await rows.count()).toBe(6);
     expect(await page.getByTestId('explorer-nlft-rho').inputValue()).toBe('1.0001');
     expect(await classes.textContent()).toBe(after);
