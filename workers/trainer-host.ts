@@ -28,6 +28,7 @@ import { baseModelBytes } from '../src/model/size.ts';
 import type { FileSource } from '../src/model/source.ts';
 import { type LlamaWeights, parameterCount } from '../src/model/weights.ts';
 import { generateText, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
+import { type PrepareOutcome, type PrepareRequest, runPreparation } from '../src/session/prepare.ts';
 import { describeTuning, openModel, tuneEngine } from '../src/session/model.ts';
 import type { EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 import { scoreWithScorer } from '../src/session/scorer.ts';
@@ -45,6 +46,7 @@ import {
   type MemoryInfo,
   type ModelInfo,
   type ModelSpec,
+  type PreparedItemCallback,
   type ProgressCallback,
   type ScoreRequest,
   type TextCallback,
@@ -121,6 +123,8 @@ export class TrainerHost implements TrainerApi {
   #evalAbort: AbortController | null = null;
   /** Ends the running `scoreDataset`. */
   #scoreAbort: AbortController | null = null;
+  /** Ends the running `prepare`. */
+  #prepareAbort: AbortController | null = null;
   /** The demo tokenizer's parsed `tokenizer.json` (fetched once). */
   #demoTokenizerJson: unknown = null;
 
@@ -323,6 +327,27 @@ export class TrainerHost implements TrainerApi {
 
   async stopEvaluation(): Promise<void> {
     this.#evalAbort?.abort();
+  }
+
+  prepare(request: PrepareRequest, onItem: PreparedItemCallback): Promise<PrepareOutcome> {
+    return this.#serial(async () => {
+      try {
+        const { model, tok } = this.#loaded();
+        const abort = new AbortController();
+        this.#prepareAbort = abort;
+        return await runPreparation({ llama: model.llama, tok, name: `${model.info.name}, ${model.info.quant}` }, request, {
+          signal: abort.signal,
+          onItem,
+        });
+      } finally {
+        this.#prepareAbort = null;
+        this.#deps.release(onItem);
+      }
+    });
+  }
+
+  async stopPreparation(): Promise<void> {
+    this.#prepareAbort?.abort();
   }
 
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {
