@@ -47,6 +47,8 @@ export interface TrainForm {
    * with, and its scorer (name) with static saliency, or none.
    */
   useExplorerSettings(saliency: SaliencyOptions, templates: NlftTemplates, scorer: string | null): void;
+  /** Trains on `data` (e.g. a dataset prepared in the app), named like a picked file, until a file or the sample is chosen. */
+  useData(data: DatasetFile): void;
 }
 
 /** A labelled number input. */
@@ -136,6 +138,8 @@ export function createTrainForm(): TrainForm {
   nlft.el.addEventListener('change', showPreset);
   applyPreset(DEFAULT_PRESET);
   let picked: File | null = null;
+  /** Data handed over by another panel (`useData`), used while no file is picked. */
+  let given: DatasetFile | null = null;
   /** The scorer model the run names (from the saliency explorer), or null. */
   let scorer: string | null = null;
   const scorerName = h('span', {});
@@ -153,16 +157,22 @@ export function createTrainForm(): TrainForm {
     scorerRow.hidden = !name;
   };
   noScorer.addEventListener('click', () => showScorer(null));
-  const readData = () => (picked ? readPickedFile(picked) : fetchSample(SAMPLE));
+  /** The data to send (a copy of handed-over bytes: sending transfers them away). */
+  const readData = async () => {
+    if (picked) return readPickedFile(picked);
+    return given ? { name: given.name, bytes: given.bytes.slice() } : fetchSample(SAMPLE);
+  };
 
   file.addEventListener('change', () => {
     picked = file.files?.[0] ?? null;
     if (!picked) return;
+    given = null;
     dataName.textContent = `${picked.name} (${formatBytes(picked.size)})`;
     useSample.hidden = false;
   });
   useSample.addEventListener('click', () => {
     picked = null;
+    given = null;
     file.value = '';
     dataName.textContent = SAMPLES[SAMPLE];
     useSample.hidden = true;
@@ -265,6 +275,13 @@ export function createTrainForm(): TrainForm {
       showScorer(name);
       if (name) when.value = 'static';
       showPreset();
+    },
+    useData(data) {
+      picked = null;
+      file.value = '';
+      given = data;
+      dataName.textContent = `${data.name} (${formatBytes(data.bytes.byteLength)})`;
+      useSample.hidden = false;
     },
   };
 }

@@ -38,6 +38,8 @@ export interface TrainPanelView {
   scoringInput(): ReturnType<TrainForm['readScoringInput']>;
   /** Takes the saliency explorer's settings into the form (and its scorer's files for the next run) and scrolls to it. */
   useExplorerSettings(settings: ExplorerSettings): void;
+  /** Trains on `data` next (see `TrainForm.useData`). */
+  useData: TrainForm['useData'];
 }
 
 /** The status line's text for how a run ended. */
@@ -275,6 +277,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       updateButtons();
     },
     scoringInput: () => form.readScoringInput(),
+    useData: (data) => form.useData(data),
     useExplorerSettings(settings) {
       form.useExplorerSettings(settings.saliency, settings.templates, settings.scorer?.name ?? null);
       scorerSpec = settings.scorer?.spec ?? null;
