@@ -108,3 +108,15 @@ export function preparedFile(d: { name: string; items: readonly ReviewedItem[] }
   const name = d.name.endsWith('.json') ? d.name : `${d.name}.json`;
   return { name, bytes: new TextEncoder().encode(`${JSON.stringify(records, null, 1)}\n`) };
 }
+
+/**
+ * Why a dataset cannot be saved for training yet, naming the record, or null: every kept wrong
+ * answer needs a judgment (a blank one would train it as a right answer), and at least one record
+ * must be kept.
+ */
+export function reviewProblem(d: { items: readonly ReviewedItem[] }): string | null {
+  const kept = keptItems(d);
+  if (kept.length === 0) return 'Every record is left out: keep at least one to save the dataset.';
+  const blank = kept.find((i) => !i.correct && !i.record.judgment?.trim());
+  return blank ? `record ${blank.record.id}: the judgment is empty; write what is wrong in the answer, or drop the record.` : null;
+}

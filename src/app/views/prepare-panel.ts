@@ -11,7 +11,15 @@ import { DEFAULT_INSTRUCTION } from '../../data/prompt.ts';
 import { DEFAULT_PREPARE } from '../../eval/prepare.ts';
 import type { JudgeSpec, PrepareRequest } from '../../session/prepare.ts';
 import type { DatasetFile } from '../../session/requests.ts';
-import { type DatasetStore, DRAFT_ID, keptItems, type PreparedDataset, preparedFile, type ReviewedItem } from '../../storage/datasets.ts';
+import {
+  type DatasetStore,
+  DRAFT_ID,
+  keptItems,
+  type PreparedDataset,
+  preparedFile,
+  type ReviewedItem,
+  reviewProblem,
+} from '../../storage/datasets.ts';
 import type { JudgeSettings } from '../../storage/db.ts';
 import { errorLine, h, panel } from '../dom.ts';
 import { fetchSample, readPickedFile, SAMPLES } from '../samples.ts';
@@ -60,17 +68,6 @@ function describeItems(items: readonly ReviewedItem[]): string {
   const right = items.filter((i) => i.correct).length;
   const dropped = items.length - keptItems({ items }).length;
   return `${items.length} records: ${right} right, ${items.length - right} wrong${dropped ? `; ${dropped} left out` : ''}`;
-}
-
-/**
- * Why a dataset cannot be trained on yet, naming the record, or null: every kept wrong answer needs
- * a judgment (a blank one would train it as a right answer), and at least one record must be kept.
- */
-export function reviewProblem(d: Pick<PreparedDataset, 'items'>): string | null {
-  const kept = keptItems(d);
-  if (kept.length === 0) return 'Every record is left out: keep at least one to save the dataset.';
-  const blank = kept.find((i) => !i.correct && !i.record.judgment?.trim());
-  return blank ? `record ${blank.record.id}: the judgment is empty; write what is wrong in the answer, or drop the record.` : null;
 }
 
 export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView {
@@ -182,7 +179,11 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     ),
     h('label', { class: 'field', for: 'prepare-system' }, 'System text (questions without an instruction)'),
     system,
-    h('label', { class: 'setting wide', for: 'prepare-judge' }, h('span', {}, 'Judge of wrong answers'), judgeKind),
+    h(
+      'div',
+      { class: 'settings' },
+      h('label', { class: 'setting wide', for: 'prepare-judge' }, h('span', {}, 'Judge of wrong answers'), judgeKind),
+    ),
     endpoint,
     h('div', { class: 'actions' }, start, stop),
     progress,
@@ -265,7 +266,12 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     const drop = h('input', { type: 'checkbox', testid: 'prepare-drop', 'aria-label': `Leave out record ${record.id}` });
     drop.checked = item.dropped;
     drop.disabled = noAnswer || busy;
-    const tr = h('tr', { testid: 'prepare-row', 'data-correct': item.correct, 'data-dropped': item.dropped, 'data-index': index });
+    const tr = h('tr', {
+      testid: 'prepare-row',
+      'data-correct': String(item.correct),
+      'data-dropped': String(item.dropped),
+      'data-index': index,
+    });
     drop.addEventListener('change', () => {
       item.dropped = drop.checked;
       tr.dataset.dropped = String(item.dropped);
