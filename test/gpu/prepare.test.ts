@@ -5,29 +5,23 @@
  * done; a stop signal ends it before the next question; a judge that fails ends it keeping the
  * records done before it, with a message naming the URL and the status.
  */
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gradeAnswer } from '../../src/data/dataset.ts';
 import { DEFAULT_INSTRUCTION } from '../../src/data/prompt.ts';
-import { TextTokenizer } from '../../src/data/tokenizer.ts';
+import type { TextTokenizer } from '../../src/data/tokenizer.ts';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { TEMPLATE_JUDGE } from '../../src/eval/judge.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import { type PreparedItem, type PrepareRequest, runPreparation } from '../../src/session/prepare.ts';
-import { ROOT } from '../helpers/cli.ts';
 import { testGpu, type TestGpu } from '../helpers/gpu.ts';
+import { smollm2Tokenizer } from '../helpers/smollm2.ts';
 
 let g: TestGpu;
 let tok: TextTokenizer;
 let llama: GpuLlama;
 beforeAll(async () => {
   g = await testGpu();
-  const dir = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
-  tok = TextTokenizer.fromJson(
-    JSON.parse(await readFile(path.join(dir, 'tokenizer.json'), 'utf8')),
-    JSON.parse(await readFile(path.join(dir, 'tokenizer_config.json'), 'utf8')),
-  );
+  tok = await smollm2Tokenizer();
   const weights = makeTinyLlama({
     seed: 7,
     vocabSize: 49152,
