@@ -53,11 +53,11 @@ export interface PreparePanelView {
 const KEY_KEPT = "Kept in this browser's IndexedDB (database nlft-studio, store settings), unencrypted, until you untick this.";
 const KEY_MEMORY = 'The key stays in this page’s memory only: a reload forgets it. It is sent to the endpoint above and nowhere else.';
 
-/** A labelled input in the settings grid. */
-function setting(id: string, label: string, input: HTMLInputElement): HTMLElement {
+/** A labelled input in the settings grid (`wide`: two columns). */
+function setting(id: string, label: string, input: HTMLInputElement, wide = false): HTMLElement {
   input.id = id;
   input.dataset.testid = id;
-  return h('label', { class: 'setting', for: id }, h('span', {}, label), input);
+  return h('label', { class: wide ? 'setting wide' : 'setting', for: id }, h('span', {}, label), input);
 }
 
 /** The grade in words: right, or what was expected against what the answer gave. */
@@ -97,7 +97,7 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     h(
       'div',
       { class: 'settings' },
-      setting('prepare-judge-url', 'Endpoint URL', url),
+      setting('prepare-judge-url', 'Endpoint URL', url, true),
       setting('prepare-judge-model', 'Judge model', judgeModel),
       setting('prepare-judge-key', 'API key', apiKey),
     ),
@@ -179,11 +179,7 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     ),
     h('label', { class: 'field', for: 'prepare-system' }, 'System text (questions without an instruction)'),
     system,
-    h(
-      'div',
-      { class: 'settings' },
-      h('label', { class: 'setting wide', for: 'prepare-judge' }, h('span', {}, 'Judge of wrong answers'), judgeKind),
-    ),
+    h('div', { class: 'actions' }, h('label', { class: 'field', for: 'prepare-judge' }, 'Judge of wrong answers'), judgeKind),
     endpoint,
     h('div', { class: 'actions' }, start, stop),
     progress,
@@ -211,7 +207,8 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     stop.disabled = !busy;
     for (const c of [file, limit, temperature, maxNew, seed, system, judgeKind, url, judgeModel, apiKey, remember, save, train, name])
       c.disabled = busy;
-    for (const c of rows.querySelectorAll<HTMLInputElement | HTMLTextAreaElement>('input, textarea')) c.disabled = busy;
+    for (const c of rows.querySelectorAll<HTMLInputElement | HTMLTextAreaElement>('input, textarea'))
+      c.disabled = busy || c.dataset.locked === 'true';
   };
 
   // The judge: settings kept as the user asked (the key only with "remember").
@@ -265,6 +262,7 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     const noAnswer = record.output.trim() === '';
     const drop = h('input', { type: 'checkbox', testid: 'prepare-drop', 'aria-label': `Leave out record ${record.id}` });
     drop.checked = item.dropped;
+    drop.dataset.locked = String(noAnswer); // a record without an answer cannot be trained on: it stays left out
     drop.disabled = noAnswer || busy;
     const tr = h('tr', {
       testid: 'prepare-row',
@@ -282,7 +280,7 @@ export function createPreparePanel(opts: PreparePanelOptions): PreparePanelView 
     if (item.correct) {
       judgment = h('span', { class: 'hint' }, 'none: a right answer trains as a positive');
     } else {
-      const text = h('textarea', { testid: 'prepare-judgment', rows: 3, 'aria-label': `Judgment of record ${record.id}` });
+      const text = h('textarea', { testid: 'prepare-judgment', rows: 4, 'aria-label': `Judgment of record ${record.id}` });
       text.value = record.judgment ?? '';
       text.disabled = busy;
       text.addEventListener('input', () => {
