@@ -16,9 +16,10 @@ import type { DatasetSummary } from '../src/data/summary.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import type { NlftTemplates } from '../src/nlft/templates.ts';
 import type { DatasetFile, EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
+import type { PreparedItem, PrepareOutcome, PrepareRequest } from '../src/session/prepare.ts';
 import type { ScoreDatasetRequest, ScoredDataset } from '../src/session/scoring.ts';
 
-export type { ScoreDatasetRequest, ScoredDataset, TrainEvent };
+export type { PreparedItem, PrepareOutcome, PrepareRequest, ScoreDatasetRequest, ScoredDataset, TrainEvent };
 
 /** `name` of a call's error when the failure was unexpected (a bug), not an `NlftError`. */
 export const INTERNAL_ERROR = 'internal';
@@ -119,6 +120,9 @@ export interface GenerateResult {
 /** Called after each graded question (pass it through `Comlink.proxy`). */
 export type EvalItemCallback = (item: EvalItem, done: number, total: number) => void;
 
+/** Called after each prepared question, with its record and grade (pass it through `Comlink.proxy`). */
+export type PreparedItemCallback = (item: PreparedItem, done: number, total: number) => void;
+
 /** Per-token scores of the response. */
 export interface TokenScores {
   /** Number of prompt tokens (after the chat template, when asked). */
@@ -186,6 +190,15 @@ export interface TrainerApi {
   evaluate(request: EvalRequest, onItem: EvalItemCallback): Promise<EvalOutcome>;
   /** Ends the running `evaluate` before its next question; no-op when none runs. */
   stopEvaluation(): Promise<void>;
+  /**
+   * Prepares NLFT records (docs/method.md §6) with the loaded model and its adapter, if any: each
+   * question answered, graded, and judged when wrong (by the template or the request's judge
+   * endpoint, called from the worker; its key is used for the calls and kept nowhere). A judge
+   * failure resolves with the records done before it and the judge's message.
+   */
+  prepare(request: PrepareRequest, onItem: PreparedItemCallback): Promise<PrepareOutcome>;
+  /** Ends the running `prepare` before its next question; no-op when none runs. */
+  stopPreparation(): Promise<void>;
   /** Generates a response with the loaded model (and its trained adapter, if any), streaming the text. */
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult>;
   /**

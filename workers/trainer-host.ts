@@ -33,6 +33,7 @@ import type { DatasetSummary } from '../src/data/summary.ts';
 import { type NlftTemplates, parseTemplates } from '../src/nlft/templates.ts';
 import { readJsonFile } from '../src/model/loader.ts';
 import { generateText, recordsSummary, runEvaluation, scoreResponse } from '../src/session/jobs.ts';
+import { type PrepareOutcome, type PrepareRequest, runPreparation } from '../src/session/prepare.ts';
 import { describeTuning, openModel, tuneEngine } from '../src/session/model.ts';
 import type { DatasetFile, EvalOutcome, EvalRequest, TrainEvent, TrainOutcome, TrainRequest } from '../src/session/requests.ts';
 import { scoreWithScorer } from '../src/session/scorer.ts';
@@ -50,6 +51,7 @@ import {
   type MemoryInfo,
   type ModelInfo,
   type ModelSpec,
+  type PreparedItemCallback,
   type ProgressCallback,
   type ScoreRequest,
   type TextCallback,
@@ -153,6 +155,8 @@ export class TrainerHost implements TrainerApi {
   #evalAbort: AbortController | null = null;
   /** Ends the running `scoreDataset`. */
   #scoreAbort: AbortController | null = null;
+  /** Ends the running `prepare`. */
+  #prepareAbort: AbortController | null = null;
   /** The demo tokenizer's parsed `tokenizer.json` (fetched once). */
   #demoTokenizerJson: unknown = null;
 
@@ -378,6 +382,27 @@ export class TrainerHost implements TrainerApi {
 
   async stopEvaluation(): Promise<void> {
     this.#evalAbort?.abort();
+  }
+
+  prepare(request: PrepareRequest, onItem: PreparedItemCallback): Promise<PrepareOutcome> {
+    return this.#serial(async () => {
+      try {
+        const { model, tok } = this.#loaded();
+        const abort = new AbortController();
+        this.#prepareAbort = abort;
+        return await runPreparation({ llama: model.llama, tok, name: `${model.info.name}, ${model.info.quant}` }, request, {
+          signal: abort.signal,
+          onItem,
+        });
+      } finally {
+        this.#prepareAbort = null;
+        this.#deps.release(onItem);
+      }
+    });
+  }
+
+  async stopPreparation(): Promise<void> {
+    this.#prepareAbort?.abort();
   }
 
   generate(request: GenerateRequest, onText: TextCallback): Promise<GenerateResult> {

@@ -4,10 +4,12 @@
  */
 import './style.css';
 import {
+  memoryDatasetStore,
   memoryEvalHistory,
   memoryExplorerStore,
   memoryRunStore,
   memorySettingsStore,
+  openDatasetStore,
   openEvalHistory,
   openExplorerStore,
   openRunStore,
@@ -24,6 +26,7 @@ import { createDataPanel } from './views/data-panel.ts';
 import { createHeader } from './views/header.ts';
 import { createModelPanel, samplesFor, specOf } from './views/model-panel.ts';
 import { createPlaygroundPanel } from './views/playground-panel.ts';
+import { createPreparePanel } from './views/prepare-panel.ts';
 import { createCompareView } from './views/compare-view.ts';
 import { createEvalPanel } from './views/eval-panel.ts';
 import { createExplorerPanel } from './views/explorer-panel.ts';
@@ -48,13 +51,14 @@ async function openStore(warn: (message: string) => void): Promise<SettingsStore
 async function main(root: HTMLElement): Promise<void> {
   const header = createHeader();
   const store = await openStore(header.showBanner);
-  const [modelChoice, quant, draft, picked, evalDraft, compareSelection] = await Promise.all([
+  const [modelChoice, quant, draft, picked, evalDraft, compareSelection, judge] = await Promise.all([
     store.get('model'),
     store.get('quant'),
     store.get('playground'),
     store.get('pickedRecord'),
     store.get('evalDraft'),
     store.get('compareView'),
+    store.get('judge'),
   ]);
 
   /** Stores a setting; a failure shows in the banner (the app goes on). */
@@ -86,6 +90,7 @@ async function main(root: HTMLElement): Promise<void> {
       train.useModel(samples, info.templates, info.templatesProblem);
       evaluation.useSamples(samples, info.templates?.baseSystem);
       playground.useModelSystem(info.templates?.baseSystem);
+      prepare.useModel(samples, info.templates?.baseSystem);
       void data.measure();
     },
   });
@@ -102,12 +107,14 @@ async function main(root: HTMLElement): Promise<void> {
   let evaluating = false;
   let scoring = false;
   let loadingAdapter = false;
+  let preparing = false;
   const syncReady = () => {
-    const busy = training || evaluating || scoring || loadingAdapter;
+    const busy = training || evaluating || scoring || loadingAdapter || preparing;
     playground.setModelReady(modelReady && !busy);
-    train.setModelReady(modelReady && !evaluating && !scoring && !loadingAdapter);
-    evaluation.setModelReady(modelReady && !training && !scoring && !loadingAdapter);
-    explorer.setModelReady(modelReady && !training && !evaluating && !loadingAdapter);
+    train.setModelReady(modelReady && !evaluating && !scoring && !loadingAdapter && !preparing);
+    evaluation.setModelReady(modelReady && !training && !scoring && !loadingAdapter && !preparing);
+    explorer.setModelReady(modelReady && !training && !evaluating && !loadingAdapter && !preparing);
+    prepare.setModelReady(modelReady && !training && !evaluating && !scoring && !loadingAdapter);
     library.setModelReady(modelReady && !busy);
     model.setLocked(busy);
   };
@@ -132,6 +139,7 @@ async function main(root: HTMLElement): Promise<void> {
     runs,
     onDelete(item) {
       void library.refresh();
+      if (item.kind === 'prepared') void prepare.restore();
       if (item.kind === 'evaluations') void evaluation.restore();
     },
   });
@@ -177,6 +185,21 @@ async function main(root: HTMLElement): Promise<void> {
       syncReady();
     },
   });
+  const prepare = createPreparePanel({
+    trainer,
+    datasets: await openDatasetStore().catch(() => memoryDatasetStore()),
+    judge,
+    onJudgeChange: (j) => store.set('judge', j),
+    onBusyChange(busy) {
+      preparing = busy;
+      syncReady();
+    },
+    onTrain(file) {
+      train.useData(file);
+      train.el.scrollIntoView({ block: 'start' });
+    },
+    onChange: () => void storage.refresh(),
+  });
   const data = createDataPanel({
     picked: picked ?? null,
     maxLen: MAX_LEN,
@@ -199,13 +222,14 @@ async function main(root: HTMLElement): Promise<void> {
       { class: 'panels' },
       h('div', { class: 'column' }, model.el, evaluation.el, compare.el, data.el),
       h('div', { class: 'column' }, train.el, playground.el),
-      h('div', { class: 'column wide' }, explorer.el, library.el, storage.el),
+      h('div', { class: 'column wide' }, prepare.el, explorer.el, library.el, storage.el),
     ),
   );
   /** The Evaluate panel's default system text and adapter's run: the last run (stored). */
   const showTrainedSystem = async () => evaluation.setTrainedRun(await runs.last().catch(() => undefined));
   void train.restore();
   void explorer.restore();
+  void prepare.restore();
   void evaluation.restore();
   void showTrainedSystem();
   void library.refresh();

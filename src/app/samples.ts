@@ -30,6 +30,11 @@ export const SAMPLES = {
   },
   /** Written for this app in the NLFT record form (3 right responses, 3 wrong ones with judgments). */
   'nlft-sample.json': { path: 'samples/nlft-sample.json', label: 'nlft-sample.json (sample: 6 records, 3 wrong with judgments)' },
+  /** toy-math's 100 training questions with standard answers `{question, answer}` (the NLFT records' questions), to prepare from. */
+  'sft_train_100.json': {
+    path: 'toy-math/data/sft_train_100.json',
+    label: 'sft_train_100.json (toy-math: 100 questions with standard answers)',
+  },
   /** The first 20 GSM8K test questions `{question, answer}` (OpenAI, MIT licence). */
   'gsm8k-sample.jsonl': { path: 'samples/gsm8k-sample.jsonl', label: 'gsm8k-sample.jsonl (20 GSM8K test questions)' },
 } as const;
@@ -44,13 +49,27 @@ export interface ModelSamples {
   evalLimit: number;
   /** The Train panel's learning rate for this model. */
   lr: number;
+  /** The questions the Prepare panel starts from. */
+  prepare: SampleName;
 }
 
 /** The toy-math demo: its own NLFT records and easy test set; LoRA needs lr 1e-3 to move a 0.9 M model in one short run. */
-export const TOY_MATH_SAMPLES: ModelSamples = { train: 'toy-math-nlft-40.json', eval: 'test_easy_100.jsonl', evalLimit: 20, lr: 1e-3 };
+export const TOY_MATH_SAMPLES: ModelSamples = {
+  train: 'toy-math-nlft-40.json',
+  eval: 'test_easy_100.jsonl',
+  evalLimit: 20,
+  lr: 1e-3,
+  prepare: 'sft_train_100.json',
+};
 
 /** Any other model (the stress model, a Hub or picked model): the GSM8K questions and the 6-record NLFT sample. */
-export const GENERAL_SAMPLES: ModelSamples = { train: 'nlft-sample.json', eval: 'gsm8k-sample.jsonl', evalLimit: 5, lr: 5e-5 };
+export const GENERAL_SAMPLES: ModelSamples = {
+  train: 'nlft-sample.json',
+  eval: 'gsm8k-sample.jsonl',
+  evalLimit: 5,
+  lr: 5e-5,
+  prepare: 'gsm8k-sample.jsonl',
+};
 
 /**
  * Fetches a bundled sample.

@@ -17,6 +17,9 @@ import {
   type MemoryInfo,
   type ModelInfo,
   type ModelSpec,
+  type PreparedItemCallback,
+  type PrepareOutcome,
+  type PrepareRequest,
   type ProgressCallback,
   type ScoreDatasetRequest,
   type ScoredDataset,
@@ -71,6 +74,16 @@ export class TrainerClient {
   /** See `TrainerApi.stopEvaluation`. */
   stopEvaluation(): Promise<void> {
     return this.remote.stopEvaluation();
+  }
+
+  /** See `TrainerApi.prepare`; the dataset's bytes are transferred. */
+  prepare(request: PrepareRequest, onItem: PreparedItemCallback): Promise<PrepareOutcome> {
+    return this.remote.prepare(Comlink.transfer(request, [request.data.bytes.buffer as ArrayBuffer]), Comlink.proxy(onItem));
+  }
+
+  /** See `TrainerApi.stopPreparation`. */
+  stopPreparation(): Promise<void> {
+    return this.remote.stopPreparation();
   }
 
   /** See `TrainerApi.generate`. */

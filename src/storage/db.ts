@@ -5,7 +5,8 @@
  * version 4 the model files downloaded from the Hub; version 5 the library of every run and
  * imported adapter (`library`) with the runs' datasets and checkpoints (`runFiles`), and moves the
  * one run version 3 kept into it (runs.ts, `legacyRunWrite`). The `runs` store now holds the
- * evaluation history and the saliency explorer's last scoring (explorer.ts).
+ * evaluation history and the saliency explorer's last scoring (explorer.ts). Version 6 adds the
+ * datasets prepared in the app (`datasets`, datasets.ts).
  * Later versions add object stores in `upgrade`, keyed on the old version.
  * The page and the worker open it with the same version.
  *
@@ -18,6 +19,7 @@ import type { TuningCache } from '../engine/tune.ts';
 import type { FileCache } from '../model/hub.ts';
 import type { EvalOutcome } from '../session/requests.ts';
 import { isQuantFormat, type QuantFormat } from '../model/quant.ts';
+import { type DatasetStore, datasetStore, DRAFT_ID, isPreparedDataset, memoryDatasetBackend } from './datasets.ts';
 import { EXPLORER_KEYS, explorerStore, type ExplorerStore } from './explorer.ts';
 import {
   type KeyValueStore,
@@ -58,6 +60,17 @@ export interface CompareSelection {
  */
 export type ModelChoice = { kind: 'demo' } | { kind: 'stress' } | { kind: 'hub'; id: string; baseUrl: string };
 
+/**
+ * The Prepare panel's judge: the template, or an OpenAI-compatible endpoint. `apiKey` is here only
+ * when the user asked to remember it on this device; otherwise the key lives in the page's memory.
+ */
+export interface JudgeSettings {
+  kind: 'template' | 'chat';
+  url: string;
+  model: string;
+  apiKey?: string;
+}
+
 /** Every setting the app stores, by key. */
 export interface Settings {
   model: ModelChoice;
@@ -67,6 +80,7 @@ export interface Settings {
   pickedRecord: number;
   evalDraft: EvalDraft;
   compareView: CompareSelection;
+  judge: JudgeSettings;
 }
 
 /** Typed access to the settings; `get` resolves undefined for a key never set or stored in another shape. */
@@ -87,6 +101,8 @@ interface StudioSchema extends DBSchema {
   library: { key: string; value: unknown };
   /** `<id>/dataset`, `<id>/checkpoint` -> a run's bytes. */
   runFiles: { key: string; value: Uint8Array };
+  /** A prepared dataset's id -> the dataset (see datasets.ts). */
+  datasets: { key: string; value: unknown };
 }
 
 /** Shape checks for stored values (an older build, or another tab, may have written something else). */
@@ -121,11 +137,22 @@ const VALID: { [K in keyof Settings]: (v: unknown) => v is Settings[K] } = {
       typeof c.disagreeOnly === 'boolean'
     );
   },
+  judge: (v): v is JudgeSettings => {
+    const j = v as Partial<JudgeSettings> | null;
+    return (
+      typeof j === 'object' &&
+      j !== null &&
+      (j.kind === 'template' || j.kind === 'chat') &&
+      typeof j.url === 'string' &&
+      typeof j.model === 'string' &&
+      (j.apiKey === undefined || typeof j.apiKey === 'string')
+    );
+  },
 };
 
 /** Name of the app's database. */
 const DB_NAME = 'nlft-studio';
-const DB_VERSION = 5;
+const DB_VERSION = 6;
 
 type StudioDb = IDBPDatabase<StudioSchema>;
 type UpgradeTransaction = IDBPTransaction<StudioSchema, ArrayLike<StoreNames<StudioSchema>>, 'versionchange'>;
@@ -169,6 +196,7 @@ function openStudioDb(): Promise<StudioDb> {
         db.createObjectStore('runFiles');
         if (oldVersion >= 3) void moveLastRun(tx);
       }
+      if (oldVersion < 6) db.createObjectStore('datasets');
     },
   });
 }
@@ -219,11 +247,12 @@ async function storedItems(db: StudioDb): Promise<StoredItem[]> {
   for (let c = await db.transaction('runFiles').store.openCursor(); c; c = await c.continue()) files.set(c.key, c.value.byteLength);
   const records = await libraryBackend(db).all();
   const entries = await runStore(libraryBackend(db)).list();
-  const [evals, explorer, options, tuning] = await Promise.all([
+  const [evals, explorer, options, tuning, datasets] = await Promise.all([
     db.get('runs', EVALS),
     db.get('runs', EXPLORER_KEYS[0]),
     db.get('runs', EXPLORER_KEYS[1]),
     db.getAll('tuning'),
+    db.getAll('datasets'),
   ]);
   const items: StoredItem[] = [
     ...[...models].map(([id, bytes]) => ({ kind: 'model' as const, id, label: `Model files of ${id}`, bytes })),
@@ -232,6 +261,13 @@ async function storedItems(db: StudioDb): Promise<StoredItem[]> {
   if (Array.isArray(evals)) items.push({ kind: 'evaluations', id: '', label: `${evals.length} evaluations`, bytes: valueBytes(evals) });
   if (explorer !== undefined)
     items.push({ kind: 'scores', id: '', label: 'Saliency explorer scores', bytes: valueBytes(explorer) + valueBytes(options) });
+  for (const d of datasets.filter(isPreparedDataset))
+    items.push({
+      kind: 'prepared',
+      id: d.id,
+      label: `${d.id === DRAFT_ID ? 'Prepared data under review' : 'Prepared data'} "${d.name}" (${d.items.length} records)`,
+      bytes: valueBytes(d),
+    });
   if (tuning.length) items.push({ kind: 'tuning', id: '', label: 'Kernel tile choices', bytes: valueBytes(tuning) });
   return items.sort((a, b) => b.bytes - a.bytes);
 }
@@ -267,6 +303,8 @@ export async function openStorageUsage(): Promise<StorageUsage> {
           return;
         case 'tuning':
           return db.clear('tuning');
+        case 'prepared':
+          return db.delete('datasets', item.id);
       }
     },
   };
@@ -319,6 +357,23 @@ export async function openRunStore(): Promise<RunStore> {
 /** The library in memory only: the fallback when IndexedDB cannot be opened. */
 export function memoryRunStore(): RunStore {
   return runStore(memoryLibraryBackend());
+}
+
+/** The datasets prepared in the app, in its IndexedDB (see datasets.ts). */
+export async function openDatasetStore(): Promise<DatasetStore> {
+  const db = await openStudioDb();
+  return datasetStore({
+    values: () => db.getAll('datasets'),
+    get: (id) => db.get('datasets', id),
+    put: (id, value) =>
+      guarded(db, `the prepared data "${(value as { name: string }).name}"`, async () => void (await db.put('datasets', value, id))),
+    delete: (id) => db.delete('datasets', id),
+  });
+}
+
+/** The prepared datasets in memory only: the fallback when IndexedDB cannot be opened. */
+export function memoryDatasetStore(): DatasetStore {
+  return datasetStore(memoryDatasetBackend());
 }
 
 /** Evaluations the page ran (newest last), kept so before/after numbers survive a reload. */

@@ -1,7 +1,7 @@
 /**
  * What the app keeps in this browser and how much room it takes: every stored item (a Hub model's
  * files, each run or imported adapter, a run's checkpoint and dataset, the evaluations, the
- * explorer's scores, the kernel tuning) with its size, the browser's own usage and quota
+ * explorer's scores, the kernel tuning, each prepared dataset) with its size, the browser's own usage and quota
  * (`navigator.storage.estimate()`), persistent storage (`navigator.storage.persist()`), deleting
  * one item, and the message of a write the quota refused, which names the biggest items to delete.
  */
@@ -10,7 +10,7 @@ import { StorageQuotaError } from '../errors.ts';
 import { entryName, type LibraryItem, type RunFile } from './runs.ts';
 
 /** What a stored item is. */
-export type StoredItemKind = 'model' | 'run' | 'imported' | 'unreadable' | RunFile | 'evaluations' | 'scores' | 'tuning';
+export type StoredItemKind = 'model' | 'run' | 'imported' | 'unreadable' | RunFile | 'evaluations' | 'scores' | 'tuning' | 'prepared';
 
 /** One item the Storage view lists and can delete. */
 export interface StoredItem {

@@ -1,6 +1,7 @@
 /**
  * A local OpenAI-compatible `/v1/chat/completions` endpoint for the judge tests: answers every
- * request with `reply(body)` (or an HTTP error status), and keeps the requests it got.
+ * request with `reply(body)` (or an HTTP error status), and keeps the requests it got. It allows
+ * any origin (CORS, preflight included), so the app's worker in a browser can call it too.
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +15,9 @@ export interface MockChat {
 export async function startMockChat(reply: (body: MockChat['requests'][number]['body']) => string | number): Promise<MockChat> {
   const requests: MockChat['requests'] = [];
   const server = createServer((req, res) => {
+    res.setHeader('access-control-allow-origin', '*');
+    res.setHeader('access-control-allow-headers', 'content-type, authorization');
+    if (req.method === 'OPTIONS') return void res.writeHead(204).end();
     let text = '';
     req.on('data', (c) => (text += c));
     req.on('end', () => {

@@ -39,6 +39,7 @@ const KIND: Record<StoredItem['kind'], string> = {
   evaluations: 'evaluations',
   scores: 'scores',
   tuning: 'kernel tiles',
+  prepared: 'prepared data',
 };
 
 export function createStorageView(opts: StorageViewOptions): StorageView {

@@ -53,6 +53,8 @@ export interface TrainForm {
    * the user edited the texts), with a hint that says where the texts came from.
    */
   useModel(samples: ModelSamples, templates: NlftTemplates | null, templatesProblem: string | null): void;
+  /** Trains on `data` (e.g. a dataset prepared in the app), named like a picked file, until a file or the sample is chosen. */
+  useData(data: DatasetFile): void;
 }
 
 /** What the Train form tells the page. */
@@ -153,6 +155,8 @@ export function createTrainForm(opts: TrainFormOptions = {}): TrainForm {
   nlft.el.addEventListener('change', showPreset);
   applyPreset(DEFAULT_PRESET);
   let picked: File | null = null;
+  /** Data handed over by another panel (`useData`), used while no file is picked. */
+  let given: DatasetFile | null = null;
   /** The scorer model the run names (from the saliency explorer), or null. */
   let scorer: string | null = null;
   const scorerName = h('span', {});
@@ -170,17 +174,23 @@ export function createTrainForm(opts: TrainFormOptions = {}): TrainForm {
     scorerRow.hidden = !name;
   };
   noScorer.addEventListener('click', () => showScorer(null));
-  const readData = () => (picked ? readPickedFile(picked) : fetchSample(samples.train));
+  /** The data to send (a copy of handed-over bytes: sending transfers them away). */
+  const readData = async () => {
+    if (picked) return readPickedFile(picked);
+    return given ? { name: given.name, bytes: given.bytes.slice() } : fetchSample(samples.train);
+  };
 
   file.addEventListener('change', () => {
     picked = file.files?.[0] ?? null;
     if (!picked) return;
+    given = null;
     dataName.textContent = `${picked.name} (${formatBytes(picked.size)})`;
     useSample.hidden = false;
     opts.onDataChange?.();
   });
   useSample.addEventListener('click', () => {
     picked = null;
+    given = null;
     file.value = '';
     dataName.textContent = SAMPLES[samples.train].label;
     useSample.hidden = true;
@@ -283,7 +293,7 @@ export function createTrainForm(opts: TrainFormOptions = {}): TrainForm {
       if (readNumber(lr, null) === samples.lr) lr.input.value = String(next.lr);
       const sampleChanged = next.train !== samples.train;
       samples = next;
-      if (!picked) dataName.textContent = SAMPLES[samples.train].label;
+      if (!picked && !given) dataName.textContent = SAMPLES[samples.train].label;
       const typed = typedNlft();
       const same = (a: NlftTemplates, b: NlftTemplates) => JSON.stringify(a) === JSON.stringify(b);
       const untouched = typed !== null && same(typed.templates, modelTemplates ?? DEFAULT_TEMPLATES);
@@ -293,7 +303,7 @@ export function createTrainForm(opts: TrainFormOptions = {}): TrainForm {
         ? 'Prompt templates from the model folder (its templates.json): the NLFT views and the Saliency explorer use them.'
         : (templatesProblem ?? '');
       templatesHint.hidden = !templatesHint.textContent;
-      if (sampleChanged && !picked) opts.onDataChange?.();
+      if (sampleChanged && !picked && !given) opts.onDataChange?.();
     },
     useExplorerSettings(saliency, templates, name) {
       method.value = 'nlft';
@@ -302,6 +312,14 @@ export function createTrainForm(opts: TrainFormOptions = {}): TrainForm {
       showScorer(name);
       if (name) when.value = 'static';
       showPreset();
+    },
+    useData(data) {
+      picked = null;
+      file.value = '';
+      given = data;
+      dataName.textContent = `${data.name} (${formatBytes(data.bytes.byteLength)})`;
+      useSample.hidden = false;
+      opts.onDataChange?.();
     },
   };
 }

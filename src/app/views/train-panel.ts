@@ -44,6 +44,8 @@ export interface TrainPanelView {
   dataInUse: TrainForm['readData'];
   /** Follows a newly loaded model's sample, learning rate and templates (the form's `useModel`). */
   useModel: TrainForm['useModel'];
+  /** Trains on `data` next (see `TrainForm.useData`). */
+  useData: TrainForm['useData'];
 }
 
 /** The status line's text for how a run ended. */
@@ -283,6 +285,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     scoringInput: () => form.readScoringInput(),
     dataInUse: () => form.readData(),
     useModel: (samples, templates, problem) => form.useModel(samples, templates, problem),
+    useData: (data) => form.useData(data),
     useExplorerSettings(settings) {
       form.useExplorerSettings(settings.saliency, settings.templates, settings.scorer?.name ?? null);
       scorerSpec = settings.scorer?.spec ?? null;

@@ -3,20 +3,21 @@
  * own answers (sampled at --temperature, 0.6 by default), graded by final number, a judgment for
  * each wrong one — from a judge model at an OpenAI-compatible endpoint (--judge-url, --judge-model,
  * key in $JUDGE_API_KEY) or, without one, a template judgment from the grade. Ctrl-C stops and
- * writes the records done so far. Questions without an instruction are asked under --system (or the
- * baseSystem of --templates, or the text the --adapter's run trained with); a text other than the
- * default is written into the prepared records as their instruction.
+ * writes the records done so far; so does a judge that fails, which then exits with its message.
+ * Questions without an instruction are asked under --system (or the baseSystem of --templates, or
+ * the text the --adapter's run trained with); a text other than the default is written into the
+ * prepared records as their instruction. The job itself is the session's (src/session/prepare.ts).
  */
 import { writeFile } from 'node:fs/promises';
-import { chatJudge, TEMPLATE_JUDGE } from '../../eval/judge.ts';
-import { DEFAULT_PREPARE, prepareRecords } from '../../eval/prepare.ts';
-import { UsageError } from '../../errors.ts';
-import { parse, required } from './args.ts';
-import { describeGeneration, GENERATION_FLAGS, generationOptions, withGenerationModel } from './generation.ts';
-import { limitOption, readDatasetFile } from './inputs.ts';
-import { evalSystemOption, SYSTEM_FLAGS } from './eval.ts';
+import path from 'node:path';
 import { describeSystem } from '../../eval/accuracy.ts';
-import { DEFAULT_INSTRUCTION } from '../../data/prompt.ts';
+import { DEFAULT_PREPARE } from '../../eval/prepare.ts';
+import { NlftError, UsageError } from '../../errors.ts';
+import { type JudgeSpec, type PrepareRequest, preparationRecords, runPreparation } from '../../session/prepare.ts';
+import { parse, required } from './args.ts';
+import { evalSystemOption, SYSTEM_FLAGS } from './eval.ts';
+import { describeGeneration, GENERATION_FLAGS, generationOptions, withGenerationModel } from './generation.ts';
+import { limitOption, readDatasetBytes } from './inputs.ts';
 
 export async function prepareCommand(argv: string[], out: (line: string) => void): Promise<void> {
   const values = parse(argv, {
@@ -31,46 +32,45 @@ export async function prepareCommand(argv: string[], out: (line: string) => void
   const spec = required(values, 'model');
   const dataFile = required(values, 'data');
   const outFile = required(values, 'out');
-  const limit = limitOption(values);
   const g = generationOptions(values, { maxNew: DEFAULT_PREPARE.maxNewTokens, temperature: DEFAULT_PREPARE.temperature });
   const url = values['judge-url'];
   const judgeModel = values['judge-model'];
   if ((typeof url === 'string') !== (typeof judgeModel === 'string'))
     throw new UsageError('--judge-url and --judge-model go together (an OpenAI-compatible endpoint and its model name)');
-  const judge =
+  const judge: JudgeSpec =
     typeof url === 'string' && typeof judgeModel === 'string'
-      ? chatJudge({ url, model: judgeModel, apiKey: process.env.JUDGE_API_KEY || undefined })
-      : TEMPLATE_JUDGE;
+      ? { kind: 'chat', url, model: judgeModel, apiKey: process.env.JUDGE_API_KEY || null }
+      : { kind: 'template' };
   const system = await evalSystemOption(values);
-  const records = (await readDatasetFile(dataFile, false)).slice(0, limit);
+  const request: PrepareRequest = {
+    data: { name: path.basename(dataFile), bytes: await readDatasetBytes(dataFile) },
+    limit: limitOption(values),
+    temperature: g.temperature,
+    maxNewTokens: g.maxNew,
+    seed: g.seed,
+    system: system.text,
+    judge,
+  };
+  preparationRecords(request); // a bad record is named before the model loads
   out(`system     ${describeSystem(system.text)} for records without an instruction (${system.source})`);
   await withGenerationModel(spec, 'preparation', values, g.quant, out, async ({ llama, tok, peft, signal }) => {
-    let right = 0;
-    const prepared = await prepareRecords(
-      llama,
-      tok,
-      records,
-      {
-        temperature: g.temperature,
-        maxNewTokens: g.maxNew,
-        seed: g.seed,
-        system: system.text === DEFAULT_INSTRUCTION ? undefined : system.text,
-        judge,
-        signal,
-      },
-      (_, { expected, got, correct }, done) => {
-        if (correct) right++;
+    const r = await runPreparation({ llama, tok, name: spec }, request, {
+      signal,
+      onItem: ({ expected, got, correct }, done, total) =>
         out(
-          `record ${String(done).padStart(4)}/${records.length}  ${correct ? 'right' : 'wrong'}  expected ` +
+          `record ${String(done).padStart(4)}/${total}  ${correct ? 'right' : 'wrong'}  expected ` +
             `${expected ?? '-'}, got ${got ?? '-'}${correct ? '' : '  (judged)'}`,
-        );
-      },
-    );
-    await writeFile(outFile, `${JSON.stringify(prepared, null, 1)}\n`);
-    const stopped = prepared.length < records.length ? ` (stopped after ${prepared.length} of ${records.length})` : '';
-    out(
-      `prepared ${prepared.length} records${stopped}: ${right} right, ${prepared.length - right} wrong ` +
-        `with judgments from ${judge.name}; wrote ${outFile} (${describeGeneration(g, peft !== null)})`,
-    );
+        ),
+    });
+    const records = r.items.map((i) => i.record);
+    await writeFile(outFile, `${JSON.stringify(records, null, 1)}\n`);
+    const right = r.items.filter((i) => i.correct).length;
+    const cut = r.judgeError ? 'the judge failed' : 'stopped';
+    const stopped = records.length < r.total ? ` (${cut} after ${records.length} of ${r.total})` : '';
+    const summary =
+      `prepared ${records.length} records${stopped}: ${right} right, ${records.length - right} wrong ` +
+      `with judgments from ${r.judge}; wrote ${outFile} (${describeGeneration(g, peft !== null)})`;
+    if (r.judgeError) throw new NlftError(`${r.judgeError}\n${summary}`, 'judge');
+    out(summary);
   });
 }
