@@ -96,6 +96,21 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'first visit' : `firs
     await page.getByTestId('eval-limit').fill(String(EVAL_ITEMS));
     await evaluate();
 
+    // The Data panel shows the data Train would use: a picked file, with its problems and the records training would cut.
+    const records = JSON.parse(toyData('nlft_train_100.json'));
+    const long = { ...records[0], output: `${records[0].output} `.repeat(12) };
+    const noInput = { ...records[1], input: 42 };
+    await page.getByTestId('train-file').setInputFiles({
+      name: 'mixed.json',
+      mimeType: 'application/json',
+      buffer: Buffer.from(JSON.stringify([long, noInput, records[2]])),
+    });
+    await expect.poll(() => page.getByTestId('dataset-status').textContent()).toMatch(/^mixed\.json: /);
+    expect(await page.getByTestId('dataset-problems').locator('li').allTextContents()).toEqual([
+      expect.stringMatching(/record 2.*"input".*expected a non-empty string, found/),
+    ]);
+    await expect.poll(() => page.getByTestId('dataset-truncated').getAttribute('data-count')).toBe('1');
+
     // NLFT with the default preset, then SFT, on the first records of the sample (a picked file).
     const slice = JSON.stringify(JSON.parse(toyData('nlft_train_100.json')).slice(0, SLICE));
     await page
