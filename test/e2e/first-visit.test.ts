@@ -11,10 +11,9 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AppBrowser, CHROMIUM, hasChromium, ROOT, startApp } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, ROOT, startApp, SHOTS } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
-const SHOTS = resolve(ROOT, 'docs/screenshots');
 /** Questions each evaluation asks, and the records each run trains on (batch 4: 4 steps). */
 const EVAL_ITEMS = 10;
 const SLICE = 16;

@@ -21,7 +21,7 @@ import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { newRun } from '../../src/storage/runs.ts';
 import { DEFAULT_TRAIN } from '../../src/train/trainer.ts';
-import { type AppBrowser, CHROMIUM, hasChromium, ROOT, startApp, TMP } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, ROOT, SHOTS, startApp, TMP } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
 const toyModel = resolve(ROOT, 'public/toy-math/model');
@@ -176,7 +176,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
         await download.saveAs(resolve(dir, download.suggestedFilename()));
       }
       expect((await readPeftAdapter(new FolderSource(dir), toyConfig)).config.r).toBe(4);
-      await page.getByTestId('library-panel').screenshot({ path: '/tmp/library-library.png' });
+      await page.getByTestId('library-panel').screenshot({ path: resolve(SHOTS, 'library.png') });
 
       // Delete asks first; Keep keeps it.
       await row(page, LEGACY_ID).getByTestId('library-delete').click();
@@ -240,7 +240,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       for (const k of ['run', 'dataset', 'imported', 'evaluations', 'tuning']) expect(kinds).toContain(k);
       expect(await page.getByTestId('storage-estimate').textContent()).toMatch(/^The browser counts .+ used of the .+ it allows this app/);
       expect(await page.getByTestId('storage-persisted').getAttribute('data-state')).toMatch(/^(true|false)$/);
-      await page.getByTestId('storage-panel').screenshot({ path: '/tmp/library-storage.png' });
+      await page.getByTestId('storage-panel').screenshot({ path: resolve(SHOTS, 'storage.png') });
 
       // The quota just under what is used now: the next run's writes are refused (Chromium may let a small first one through).
       const used = await page.evaluate(async () => (await navigator.storage.estimate()).usage ?? 0);

@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AppBrowser, CHROMIUM, hasChromium, startApp, TMP } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, SHOTS, startApp, TMP } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 import { type MockChat, startMockChat } from '../helpers/mock-chat.ts';
 
@@ -110,8 +110,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       expect(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-correct')))).toEqual(Array(5).fill('false'));
       expect(await page.getByTestId('prepare-grade').first().textContent()).toMatch(/^wrong: expected 987654331, got /);
       expect(await page.getByTestId('prepare-judgment').first().inputValue()).toMatch(/but the correct answer is 987654331\./);
-      await page.screenshot({ path: '/tmp/prepare-page.png', fullPage: true });
-      await page.getByTestId('prepare-panel').screenshot({ path: '/tmp/prepare-panel.png' });
+      await page.getByTestId('prepare-panel').screenshot({ path: resolve(SHOTS, 'prepare.png') });
 
       // Edit the first judgment, leave out the second record (a record without any answer is left out already).
       await page.getByTestId('prepare-judgment').first().fill(EDITED);
@@ -216,7 +215,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       expect(await page.getByTestId('prepare-row').count()).toBe(2);
       const judgments = await page.getByTestId('prepare-judgment').evaluateAll((els) => els.map((e) => (e as HTMLTextAreaElement).value));
       expect(judgments).toEqual([JUDGMENT, JUDGMENT]);
-      await page.getByTestId('prepare-panel').screenshot({ path: '/tmp/prepare-judge-error.png' });
+      await page.getByTestId('prepare-panel').screenshot({ path: resolve(SHOTS, 'prepare-judge-error.png') });
       expect(pageErrors).toEqual([]);
     });
   },

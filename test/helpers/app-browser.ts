@@ -14,6 +14,8 @@ import { build, preview, type PreviewServer } from 'vite';
 export const CHROMIUM = '/usr/bin/chromium';
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const TMP = resolve(ROOT, 'test/.tmp');
+/** Where the e2e runs write the screenshots the README shows (written again by every run, so they stay current). */
+export const SHOTS = resolve(ROOT, 'docs/screenshots');
 
 export const BASE_ARGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'];
 export const WEBGPU_ARGS = ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'];
