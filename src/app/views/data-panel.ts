@@ -63,10 +63,11 @@ function describeProblem(p: DatasetProblem): string {
 }
 
 /**
- * The records of `data` and the problems found. A file with invalid records is read again without
- * them, so the valid ones still show; a file that cannot be read at all yields its one message.
+ * The records of `data`, the problems found, and the file of the valid records (what the token
+ * lengths are measured on). A file with invalid records is read again without them, so the valid
+ * ones still show; a file that cannot be read at all yields its one message.
  */
-function readRecords(data: DatasetFile): { records: DatasetRecord[]; problems: string[] } {
+function readRecords(data: DatasetFile): { records: DatasetRecord[]; problems: string[]; valid: DatasetFile | null } {
   try {
     const records = parseDataset(data.bytes, data.name).records;
     const noResponse = records.filter((r) => r.output === null).map((r) => r.index);
@@ -74,28 +75,29 @@ function readRecords(data: DatasetFile): { records: DatasetRecord[]; problems: s
       noResponse.length > 0 && noResponse.length < records.length
         ? [`records ${noResponse.join(', ')}: field "output": missing, so NLFT cannot train on them (SFT and evaluation can)`]
         : [];
-    return { records, problems };
+    return { records, problems, valid: data };
   } catch (e) {
-    if (!(e instanceof DatasetError) || e.problems.length === 0) return { records: [], problems: [errorMessage(e)] };
-    return { records: validRecords(data, e.problems), problems: e.problems.map(describeProblem) };
+    if (!(e instanceof DatasetError) || e.problems.length === 0) return { records: [], problems: [errorMessage(e)], valid: null };
+    return { ...validRecords(data, e.problems), problems: e.problems.map(describeProblem) };
   }
 }
 
-/** The records of `data` without those `problems` name (re-numbered as the file numbers them). */
-function validRecords(data: DatasetFile, problems: readonly DatasetProblem[]): DatasetRecord[] {
+/** The records of `data` without those `problems` name (numbered as the file numbers them), and a file of them. */
+function validRecords(data: DatasetFile, problems: readonly DatasetProblem[]): { records: DatasetRecord[]; valid: DatasetFile | null } {
   const bad = new Set(problems.map((p) => p.record));
   const text = new TextDecoder().decode(data.bytes).trim();
   let values: unknown[];
   try {
     values = text.startsWith('[') ? (JSON.parse(text) as unknown[]) : text.split('\n').flatMap((l) => (l.trim() ? [JSON.parse(l)] : []));
   } catch {
-    return []; // a line that is not JSON: its problem is listed, and the records cannot be told apart
+    return { records: [], valid: null }; // a line that is not JSON: its problem is listed, and the records cannot be told apart
   }
   const kept = values.flatMap((v, i) => (bad.has(i + 1) ? [] : [v]));
-  if (kept.length === 0) return [];
-  const records = parseDataset(new TextEncoder().encode(JSON.stringify(kept)), data.name).records;
+  if (kept.length === 0) return { records: [], valid: null };
+  const valid = { name: data.name, bytes: new TextEncoder().encode(JSON.stringify(kept)) };
+  const records = parseDataset(valid.bytes, data.name).records;
   const numbers = values.flatMap((_, i) => (bad.has(i + 1) ? [] : [i + 1]));
-  return records.map((r, i) => ({ ...r, index: numbers[i], id: r.id === `#${i + 1}` ? `#${numbers[i]}` : r.id }));
+  return { records: records.map((r, i) => ({ ...r, index: numbers[i], id: r.id === `#${i + 1}` ? `#${numbers[i]}` : r.id })), valid };
 }
 
 /** The token-length table: prompt, response and total rows, percentile columns. */
@@ -122,6 +124,8 @@ export function createDataPanel(opts: DataPanelOptions): DataPanelView {
 
   let records: DatasetRecord[] = [];
   let shown: DatasetFile | null = null;
+  /** The valid records of the shown file, as a file (what `summarize` measures). */
+  let measured: DatasetFile | null = null;
   let picked = opts.picked;
   const markPicked = () => {
     list.querySelectorAll('button').forEach((b, i) => b.setAttribute('aria-pressed', String(i === picked)));
@@ -135,10 +139,16 @@ export function createDataPanel(opts: DataPanelOptions): DataPanelView {
   };
   const measure = async () => {
     const data = shown;
+    const valid = measured;
     if (!data) return;
+    if (!valid) {
+      lengths.replaceChildren(h('p', { class: 'hint' }, 'Token lengths: no record of this file can be read.'));
+      lengths.dataset.state = 'error';
+      return;
+    }
     lengths.dataset.state = 'measuring';
     try {
-      const s = await opts.summarize(data, opts.maxLen);
+      const s = await opts.summarize(valid, opts.maxLen);
       if (data !== shown) return; // another dataset is shown by now
       const cut =
         s.truncated > 0
@@ -162,6 +172,7 @@ export function createDataPanel(opts: DataPanelOptions): DataPanelView {
     measure,
     fail(message) {
       shown = null;
+      measured = null;
       records = [];
       list.replaceChildren();
       status.textContent = 'No dataset.';
@@ -172,6 +183,7 @@ export function createDataPanel(opts: DataPanelOptions): DataPanelView {
       error.show(null);
       const read = readRecords(data);
       records = read.records;
+      measured = read.valid;
       problems.replaceChildren(...read.problems.map((p) => h('li', {}, p)));
       problems.hidden = read.problems.length === 0;
       status.textContent =
