@@ -51,7 +51,7 @@ const TRAIN = [
   '--batch',
   '1',
   '--epochs',
-  '8',
+  '12',
   '--rank',
   '4',
   '--targets',
@@ -65,11 +65,12 @@ const TRAIN = [
 ];
 
 /**
- * One `nlft train` into `out` (continuing its checkpoint when there is one), killed with SIGKILL
- * `delayMs` after its first new step line (or, with `duringStartup`, `delayMs` after it started).
- * Resolves with whether it was killed (false: it finished first) and the steps it printed.
+ * One `nlft train` into `out` (continuing its checkpoint when there is one), killed with SIGKILL:
+ * `at.ms` after it started, or `at.stepFraction` of a step's time after its first step line (so
+ * within the next step or the checkpoint write after it, whatever this machine's speed). Resolves
+ * with whether it was killed (false: it finished first) and what it printed.
  */
-async function runAndKill(out: string, delayMs: number, duringStartup: boolean): Promise<{ killed: boolean; stdout: string }> {
+async function runAndKill(out: string, at: { ms: number } | { stepFraction: number }): Promise<{ killed: boolean; stdout: string }> {
   const hasCheckpoint = await access(path.join(out, CHECKPOINT_FILE)).then(
     () => true,
     () => false,
@@ -79,12 +80,13 @@ async function runAndKill(out: string, delayMs: number, duringStartup: boolean):
   let stdout = '';
   let stderr = '';
   let timer: NodeJS.Timeout | undefined;
-  const kill = () => (timer ??= setTimeout(() => child.kill('SIGKILL'), delayMs));
-  if (duringStartup) kill();
+  const kill = (ms: number) => (timer ??= setTimeout(() => child.kill('SIGKILL'), ms));
+  if ('ms' in at) kill(at.ms);
   child.stderr.on('data', (d: Buffer) => void (stderr += d.toString()));
   child.stdout.on('data', (d: Buffer) => {
     stdout += d.toString();
-    if (/^step /m.test(stdout)) kill();
+    const step = /^step .* (\d+) ms /m.exec(stdout);
+    if (step && 'stepFraction' in at) kill(at.stepFraction * Number(step[1]));
   });
   const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('close', (c, s) => resolve({ code: c, signal: s })),
@@ -98,7 +100,7 @@ it(`a run killed with SIGKILL ${KILLS} times and resumed each time ends with the
   const full = path.join(tmp, 'full');
   const r = await nlft('train', '--model', modelDir, '--data', data, '--out', full, ...TRAIN);
   expect(r.code, r.stderr).toBe(0);
-  expect(r.stdout).toMatch(/^trained: 32\/32 steps/m);
+  expect(r.stdout).toMatch(/^trained: 48\/48 steps/m);
 
   const out = path.join(tmp, 'killed');
   const rng = new Rng(13);
@@ -107,9 +109,9 @@ it(`a run killed with SIGKILL ${KILLS} times and resumed each time ends with the
   const stepsAfterKill: number[] = [];
   for (let attempt = 0; kills < KILLS; attempt++) {
     if (attempt > 3 * KILLS) throw new Error(`only ${kills} kills landed in ${attempt} runs`);
-    // Mostly during training (a step or a checkpoint write, a few tens of ms each here); one in five during start-up.
+    // Mostly during training (the next step or the checkpoint write after it); one in five during start-up.
     const duringStartup = rng.int(5) === 0;
-    const { killed, stdout } = await runAndKill(out, duringStartup ? rng.int(3000) : rng.int(400), duringStartup);
+    const { killed, stdout } = await runAndKill(out, duringStartup ? { ms: rng.int(3000) } : { stepFraction: 1.2 * rng.next() });
     if (!killed) break; // it finished before the kill
     kills++;
     const saved = await readCheckpoint(new FolderSource(out)).catch((e: Error) => e);
@@ -133,7 +135,7 @@ it(`a run killed with SIGKILL ${KILLS} times and resumed each time ends with the
     stepsAfterKill.push(saved.checkpoint.state.step);
   }
   expect(kills).toBe(KILLS);
-  const last = await runAndKill(out, 0, false).then(async (first) => (first.killed ? runAndKill(out, 1e9, false) : first));
+  const last = await runAndKill(out, { ms: 2 ** 31 - 1 });
   expect(last.killed).toBe(false);
   console.log(
     `cli kill: ${kills} SIGKILLs survived, ${checkpointKills} between a step and its checkpoint; checkpoint steps after each: ${stepsAfterKill.join(' ')}`,
