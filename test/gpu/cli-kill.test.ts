@@ -65,12 +65,11 @@ const TRAIN = [
 ];
 
 /**
- * One `nlft train` into `out` (continuing its checkpoint when there is one), killed with SIGKILL:
- * `at.ms` after it started, or `at.stepFraction` of a step's time after its first step line (so
- * within the next step or the checkpoint write after it, whatever this machine's speed). Resolves
- * with whether it was killed (false: it finished first) and what it printed.
+ * One `nlft train` into `out` (continuing its checkpoint when there is one), killed with SIGKILL
+ * `at.ms` after it started, or `at.afterStepMs` after its first step line. Resolves with whether it
+ * was killed (false: it finished first) and what it printed.
  */
-async function runAndKill(out: string, at: { ms: number } | { stepFraction: number }): Promise<{ killed: boolean; stdout: string }> {
+async function runAndKill(out: string, at: { ms: number } | { afterStepMs: number }): Promise<{ killed: boolean; stdout: string }> {
   const hasCheckpoint = await access(path.join(out, CHECKPOINT_FILE)).then(
     () => true,
     () => false,
@@ -85,8 +84,7 @@ async function runAndKill(out: string, at: { ms: number } | { stepFraction: numb
   child.stderr.on('data', (d: Buffer) => void (stderr += d.toString()));
   child.stdout.on('data', (d: Buffer) => {
     stdout += d.toString();
-    const step = /^step .* (\d+) ms /m.exec(stdout);
-    if (step && 'stepFraction' in at) kill(at.stepFraction * Number(step[1]));
+    if (/^step /m.test(stdout) && 'afterStepMs' in at) kill(at.afterStepMs);
   });
   const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('close', (c, s) => resolve({ code: c, signal: s })),
@@ -102,6 +100,14 @@ it(`a run killed with SIGKILL ${KILLS} times and resumed each time ends with the
   expect(r.code, r.stderr).toBe(0);
   expect(r.stdout).toMatch(/^trained: 48\/48 steps/m);
 
+  // A step's time here once its kernels are compiled (the median of the uninterrupted run's steps after the first):
+  // kills after a step line land in the next step or the checkpoint write before it, whatever this machine's speed.
+  const stepMs = (await readFile(path.join(full, 'metrics.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((line) => JSON.parse(line).ms as number)
+    .sort((a, b) => a - b)[23];
   const out = path.join(tmp, 'killed');
   const rng = new Rng(13);
   let kills = 0;
@@ -111,7 +117,7 @@ it(`a run killed with SIGKILL ${KILLS} times and resumed each time ends with the
     if (attempt > 3 * KILLS) throw new Error(`only ${kills} kills landed in ${attempt} runs`);
     // Mostly during training (the next step or the checkpoint write after it); one in five during start-up.
     const duringStartup = rng.int(5) === 0;
-    const { killed, stdout } = await runAndKill(out, duringStartup ? { ms: rng.int(3000) } : { stepFraction: 1.2 * rng.next() });
+    const { killed, stdout } = await runAndKill(out, duringStartup ? { ms: rng.int(3000) } : { afterStepMs: 1.2 * stepMs * rng.next() });
     if (!killed) break; // it finished before the kill
     kills++;
     const saved = await readCheckpoint(new FolderSource(out)).catch((e: Error) => e);
