@@ -54,7 +54,8 @@ export function readStoredExplorer(value: unknown): StoredExplorer {
   if (typeof s.dataset !== 'string') throw unreadable('scored.dataset', 'a string');
   if (typeof s.model !== 'string') throw unreadable('scored.model', 'a string');
   if (!Array.isArray(s.records)) throw unreadable('scored.records', 'an array');
-  if (!isRecord(s.tokenTexts)) throw unreadable('scored.tokenTexts', 'an object');
+  if (!isRecord(s.tokenTexts) || !Object.values(s.tokenTexts).every((t) => typeof t === 'string'))
+    throw unreadable('scored.tokenTexts', 'an object of token texts');
   if (!isRecord(s.scores) || !Number.isInteger(s.scores.hiddenSize) || !Array.isArray(s.scores.records))
     throw unreadable('scored.scores', 'the hidden size and one entry per record');
   if (s.scores.records.length !== s.records.length)
@@ -62,8 +63,12 @@ export function readStoredExplorer(value: unknown): StoredExplorer {
   const C = s.scores.hiddenSize;
   s.records.forEach((r, i) => {
     const at = `scored.scores.records[${i}]`;
-    if (!isRecord(r) || !Array.isArray(r.responseIds)) throw unreadable(`scored.records[${i}].responseIds`, 'an array of token ids');
+    if (!isRecord(r) || typeof r.id !== 'string' || !Number.isInteger(r.index) || (r.polarity !== 'positive' && r.polarity !== 'negative'))
+      throw unreadable(`scored.records[${i}]`, 'a record with an id, an index and a polarity');
+    if (!Array.isArray(r.responseIds) || !r.responseIds.every(Number.isInteger))
+      throw unreadable(`scored.records[${i}].responseIds`, 'an array of token ids');
     const sc: Partial<RecordScores> = s.scores.records[i];
+    if (!isRecord(sc)) throw unreadable(at, 'an object of scores');
     const N = r.responseIds.length;
     const f32 = (name: string, v: unknown, length: number) => {
       if (!(v instanceof Float32Array) || v.length !== length) throw unreadable(`${at}.${name}`, `a Float32Array of ${length} values`);
@@ -72,7 +77,10 @@ export function readStoredExplorer(value: unknown): StoredExplorer {
     f32('log1mpb', sc.log1mpb, N);
     f32('logpc', sc.logpc, N);
     if (r.polarity === 'negative') f32('logpj', sc.logpj, N);
+    else if (sc.logpj != null) throw unreadable(`${at}.logpj`, 'null (a positive record)');
     f32('hb', sc.hb, N * C);
+    if (r.anchor != null && (!isRecord(r.anchor) || !Array.isArray(r.anchor.responseIds) || !r.anchor.responseIds.every(Number.isInteger)))
+      throw unreadable(`scored.records[${i}].anchor.responseIds`, 'an array of token ids');
     if (sc.anchor && r.anchor) {
       f32('anchor.logp', sc.anchor.logp, r.anchor.responseIds.length);
       f32('anchor.log1mq', sc.anchor.log1mq, r.anchor.responseIds.length);

@@ -1,21 +1,21 @@
 /**
- * Property-based test of the GGUF reader on hostile input: 12 000 files, each a valid file from
- * the writer (random metadata of every scalar type, string and number arrays, random tensors and
- * alignment) then mutated by a seeded generator (truncated, bytes flipped, a count, length, type
- * code or offset overwritten with a huge, small or random value, or nothing). The reader must
- * return or throw a `NlftError`, nothing else, and never allocate more than 8 bytes per byte of
- * input (it reports every buffer it makes for decoded values to `onAllocate`; an array item's slot
- * counts 8 bytes and takes at least one byte of the file).
+ * Property-based test of the GGUF reader on hostile input (the shared harness, test/helpers/fuzz.ts):
+ * 12 000 files, each a valid file from the writer (random metadata of every scalar type, string and
+ * number arrays, random tensors and alignment) then mutated by the harness (truncated, bits
+ * flipped, a count, length, type code or offset overwritten with a huge, small or random value,
+ * invalid UTF-8 spliced in, a span duplicated, or nothing). The reader must return or throw a
+ * `NlftError`, nothing else, and never ask for more than 8 bytes per byte of input (it reports
+ * every buffer it makes for decoded values to `onAllocate`; an array item's slot counts 8 bytes and
+ * takes at least one byte of the file).
  */
 import { describe, expect, it } from 'vitest';
 import { type GgufTensor, writeGguf } from '../../src/export/gguf.ts';
-import { NlftError } from '../../src/errors.ts';
 import { parseGgufHeader } from '../../src/model/gguf.ts';
 import type { GgufNumericType, GgufValue } from '../../src/model/gguf-format.ts';
-import { Rng } from '../../src/util/rng.ts';
+import type { Rng } from '../../src/util/rng.ts';
+import { fuzz, mutateBytes } from '../helpers/fuzz.ts';
 
-const BASE_FILES = 240;
-const MUTATIONS_PER_FILE = 50;
+const CASES = 12_000;
 const NUMERIC: GgufNumericType[] = ['uint8', 'int8', 'uint16', 'int16', 'uint32', 'int32', 'float32', 'float64'];
 
 /** A random valid value of a random type. */
@@ -49,44 +49,27 @@ function randomFile(rng: Rng): Uint8Array {
   return writeGguf({ metadata, tensors });
 }
 
-/** A mutated copy of `file`. */
-function mutate(file: Uint8Array, rng: Rng): Uint8Array {
-  const kind = rng.int(6);
-  if (kind === 0) return file.subarray(0, rng.int(file.length));
-  const out = file.slice();
-  const view = new DataView(out.buffer);
-  const at = rng.int(Math.max(1, out.length - 8));
-  if (kind === 1) for (let i = 0; i < 1 + rng.int(4); i++) out[rng.int(out.length)] ^= 1 << rng.int(8);
-  if (kind === 2) view.setBigUint64(at, [2n ** 64n - 1n, 2n ** 63n, 2n ** 53n, 2n ** 32n, BigInt(out.length)][rng.int(5)], true);
-  if (kind === 3) view.setUint32(at, [rng.int(40), 2 ** 32 - 1, 9, 8, 31][rng.int(5)], true);
-  if (kind === 4) view.setBigUint64(at, BigInt(rng.int(out.length * 2)), true);
-  return out; // kind 5: unchanged
-}
-
 describe('GGUF reader under fuzzed input', () => {
-  it(`${BASE_FILES * MUTATIONS_PER_FILE} mutated files: only NlftErrors, allocations bounded by the input`, async () => {
-    const rng = new Rng(2026);
-    const outcomes = { ok: 0, refused: 0 };
-    for (let f = 0; f < BASE_FILES; f++) {
-      const base = randomFile(rng);
-      for (let m = 0; m < MUTATIONS_PER_FILE; m++) {
-        const bytes = mutate(base, rng);
+  it(`${CASES} mutated files: only NlftErrors, allocations bounded by the input`, async () => {
+    const outcomes = await fuzz({
+      name: 'GGUF file',
+      seed: 2026,
+      cases: CASES,
+      valid: randomFile,
+      mutate: mutateBytes,
+      size: (bytes) => bytes.length,
+      mentions: 'fuzz.gguf',
+      async parse(bytes) {
         let allocated = 0;
-        try {
-          await parseGgufHeader(async (s, e) => bytes.subarray(s, e), bytes.length, 'fuzz.gguf', {
-            onAllocate: (n) => {
-              allocated += n;
-            },
-          });
-          outcomes.ok++;
-        } catch (e) {
-          if (!(e instanceof NlftError)) throw new Error(`file ${f} mutation ${m}: ${String(e)}`);
-          expect(e.message.startsWith('fuzz.gguf')).toBe(true);
-          outcomes.refused++;
-        }
-        expect(allocated).toBeLessThanOrEqual(8 * bytes.length);
-      }
-    }
+        const header = await parseGgufHeader(async (s, e) => bytes.subarray(s, e), bytes.length, 'fuzz.gguf', {
+          onAllocate: (n) => {
+            allocated += n;
+          },
+        });
+        if (allocated > 8 * bytes.length) throw new Error(`the reader asked for ${allocated} bytes for a ${bytes.length}-byte file`);
+        return header;
+      },
+    });
     // Both sides of the property are exercised.
     expect(outcomes.ok).toBeGreaterThan(1000);
     expect(outcomes.refused).toBeGreaterThan(1000);

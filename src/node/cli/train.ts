@@ -1,7 +1,9 @@
 /**
  * `nlft train`: fine-tune LoRA adapters on a dataset and write them in PEFT's format and as GGUF, with
  * metrics.jsonl (one line per optimizer step), saliency.jsonl (NLFT), run.json (the session's run
- * record) and checkpoint.safetensors (to continue with --resume). A thin host of the training
+ * record) and checkpoint.safetensors (to continue with --resume; written after every pause, at the end and,
+ * with --checkpoint-seconds, while training; every file but the two logs atomically, so a run killed
+ * at any moment continues from its last checkpoint). A thin host of the training
  * session (src/session/train.ts): flags and files become a `TrainRequest`, its events lines and files.
  */
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -22,8 +24,9 @@ import { planTraining, runTraining, trainRunRecord } from '../../session/train.t
 import { CHECKPOINT_FILE } from '../../train/checkpoint.ts';
 import { DEFAULT_TRAIN, type RunEnd } from '../../train/trainer.ts';
 import { writePeftAdapter } from '../adapter-files.ts';
+import { writeFileAtomic } from '../atomic-file.ts';
 import { createTunedEngine } from '../engine.ts';
-import { type Options, parse, quantOption, rawOption, required } from './args.ts';
+import { numberOption, type Options, parse, quantOption, rawOption, required } from './args.ts';
 import { printGgufUsage } from './export.ts';
 import { loadModelWithTokenizer, readDatasetBytes } from './inputs.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
@@ -50,6 +53,7 @@ export const TRAIN_FLAGS = {
   warmup: { type: 'string' },
   'max-grad-norm': { type: 'string' },
   resume: { type: 'string' },
+  'checkpoint-seconds': { type: 'string' },
   recompute: { type: 'boolean' },
   'memory-budget': { type: 'string' },
   saliency: { type: 'string' },
@@ -110,6 +114,11 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   const outDir = required(values, 'out');
   const quant = quantOption(values.quant);
   const resumeDir = typeof values.resume === 'string' ? values.resume : null;
+  // Seconds between checkpoints while training (0: after every step); without it, only at a pause and at the end.
+  const checkpointSeconds =
+    values['checkpoint-seconds'] === undefined
+      ? null
+      : numberOption(values, 'checkpoint-seconds', 0, (x) => x >= 0, 'a number of seconds, 0 or more');
   let checkpoint: Uint8Array | null = null;
   if (resumeDir) {
     try {
@@ -158,7 +167,6 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     const metricsFile = path.join(outDir, 'metrics.jsonl');
     const saliencyFile = path.join(outDir, 'saliency.jsonl');
     if (!plan.resume) await Promise.all([writeFile(metricsFile, ''), plan.method === 'nlft' ? writeFile(saliencyFile, '') : null]);
-    let lastCheckpoint: Uint8Array | null = null;
     const onEvent = async (ev: TrainEvent) => {
       if (ev.type === 'scoring' && ev.passTokens !== undefined) {
         out(`scoring    ${ev.total} records, no-grad views packed ${ev.passTokens} tokens per pass`);
@@ -180,7 +188,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
             ` grad-norm ${m.gradNorm.toFixed(3)}  ${m.ms.toFixed(0)} ms  ${formatBytes(m.peakBytes)}`,
         );
       } else if (ev.type === 'checkpoint') {
-        lastCheckpoint = ev.bytes;
+        await writeFileAtomic(path.join(outDir, CHECKPOINT_FILE), ev.bytes);
       }
     };
     // A scorer scores first and is freed before the trained model is uploaded (docs/method.md §3.2).
@@ -200,7 +208,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         onEvent,
         model: { id: modelDir, quant },
         signal: ctl.signal,
-        checkpointSeconds: null,
+        checkpointSeconds,
       },
       scored,
     ).finally(() => process.off('SIGINT', onSigint));
@@ -212,14 +220,13 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     const params = await llama.lora!.read();
     const files = peftAdapterFiles(params, lora, { baseModel: modelDir, model: model.config });
     await writePeftAdapter(outDir, files);
-    if (lastCheckpoint) await writeFile(path.join(outDir, CHECKPOINT_FILE), lastCheckpoint);
     const record = trainRunRecord(plan, result, {
       model: { path: modelDir, quant, config: model.config },
       dataPath: dataFile,
       environment: { adapter: engine.ctx.adapter, node: process.version, platform: `${process.platform}-${process.arch}` },
       startedAt: started,
     });
-    await writeFile(path.join(outDir, 'run.json'), `${JSON.stringify(record, null, 2)}\n`);
+    await writeFileAtomic(path.join(outDir, 'run.json'), `${JSON.stringify(record, null, 2)}\n`);
     const { end } = result;
     const what =
       end.status === 'non-finite' ? `stopped: ${end.message}` : end.status === 'done' ? 'trained' : 'cancelled (continue with --resume)';
