@@ -21,7 +21,7 @@ import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { newRun } from '../../src/storage/runs.ts';
 import { DEFAULT_TRAIN } from '../../src/train/trainer.ts';
-import { type AppBrowser, CHROMIUM, hasChromium, ROOT, SHOTS, startApp, TMP } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, ROOT, SHOTS, startApp, TMP, trainInApp } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
 const toyModel = resolve(ROOT, 'public/toy-math/model');
@@ -53,16 +53,7 @@ function legacyRun() {
 /** Trains one run on six records (batch 4, one epoch: 2 steps) and waits for it to end. */
 async function train(page: Page, method: 'sft' | 'nlft', end: 'done' | 'error' = 'done') {
   await page.getByTestId('train-file').setInputFiles(TRAIN_FILE);
-  await page.getByTestId('train-method').selectOption(method);
-  await page.getByTestId('train-epochs').fill('1');
-  await page.getByTestId('train-batch').fill('4');
-  await page.getByTestId('train-rank').fill('4');
-  await page.getByTestId('train-start').click();
-  await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 180_000 });
-  expect(
-    await page.getByTestId('train-status').getAttribute('data-state'),
-    (await page.getByTestId('train-error').textContent()) ?? '',
-  ).toBe(end);
+  await trainInApp(page, method, end);
 }
 
 /** The library's row of entry `id`. */

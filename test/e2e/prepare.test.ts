@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AppBrowser, CHROMIUM, hasChromium, SHOTS, startApp, TMP } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, SHOTS, startApp, TMP, trainInApp } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 import { type MockChat, startMockChat } from '../helpers/mock-chat.ts';
 
@@ -143,16 +143,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
 
       await saved.getByTestId('prepare-saved-train').click();
       expect(await page.getByTestId('train-data').textContent()).toMatch(/^e2e-prepared\.json \(/);
-      await page.getByTestId('train-method').selectOption('nlft');
-      await page.getByTestId('train-epochs').fill('1');
-      await page.getByTestId('train-batch').fill('4');
-      await page.getByTestId('train-rank').fill('4');
-      await page.getByTestId('train-start').click();
-      await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 180_000 });
-      expect(
-        await page.getByTestId('train-status').getAttribute('data-state'),
-        (await page.getByTestId('train-error').textContent()) ?? '',
-      ).toBe('done');
+      await trainInApp(page, 'nlft');
       // The run's stored data is the kept records, with the edited judgment.
       const data = await page.evaluate(async () => {
         const db = await new Promise<IDBDatabase>((ok, fail) => {

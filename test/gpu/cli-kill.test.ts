@@ -7,13 +7,13 @@
  * and renamed; its CRC-32 checked on read).
  */
 import { spawn } from 'node:child_process';
-import { access, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import { CHECKPOINT_FILE, readCheckpoint } from '../../src/train/checkpoint.ts';
 import { Rng } from '../../src/util/rng.ts';
-import { makeTmpDir, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB, TINY_SHAPE, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, writeCliTrainingFixture } from '../fixtures/tiny-llama.ts';
 import { CLI_ENV, NLFT, nlft, ROOT } from '../helpers/cli.ts';
 
 /** Kills the test makes before it lets the run finish. */
@@ -25,17 +25,7 @@ let data: string;
 
 beforeAll(async () => {
   tmp = await makeTmpDir('cli-kill');
-  modelDir = path.join(tmp, 'model');
-  await writeTinyLlamaFolder(modelDir, {
-    seed: 9,
-    ...TINY_SHAPE,
-    vocabSize: SMOLLM2_VOCAB,
-    dtype: 'BF16',
-    tokenizerDir: SMOLLM2_TOKENIZER_DIR,
-  });
-  const lines = (await readFile(path.join(ROOT, 'public', 'samples', 'gsm8k-sample.jsonl'), 'utf8')).split('\n').slice(0, 4);
-  data = path.join(tmp, 'gsm.jsonl');
-  await writeFile(data, lines.join('\n'));
+  ({ modelDir, data } = await writeCliTrainingFixture(tmp, 9));
 });
 afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { readPeftAdapter } from '../../src/export/peft.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import type { LlamaConfig } from '../../src/model/config.ts';
-import { makeTmpDir, writeTinyLlamaFolder, TINY_SHAPE, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, writeCliTrainingFixture } from '../fixtures/tiny-llama.ts';
 import { CLI_ENV, NLFT, nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
@@ -21,19 +21,9 @@ let config: LlamaConfig;
 
 beforeAll(async () => {
   tmp = await makeTmpDir('cli-train');
-  modelDir = path.join(tmp, 'model');
-  ({
-    weights: { config },
-  } = await writeTinyLlamaFolder(modelDir, {
-    seed: 8,
-    ...TINY_SHAPE,
-    vocabSize: SMOLLM2_VOCAB,
-    dtype: 'BF16',
-    tokenizerDir: SMOLLM2_TOKENIZER_DIR,
-  }));
-  const lines = (await readFile(path.join(ROOT, 'public', 'samples', 'gsm8k-sample.jsonl'), 'utf8')).split('\n').slice(0, 4);
-  data = path.join(tmp, 'gsm.jsonl');
-  await writeFile(data, lines.join('\n'));
+  let weights: { config: LlamaConfig };
+  ({ modelDir, data, weights } = await writeCliTrainingFixture(tmp, 8));
+  config = weights.config;
 });
 afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });

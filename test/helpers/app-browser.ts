@@ -10,6 +10,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { build, preview, type PreviewServer } from 'vite';
+import { expect } from 'vitest';
 
 export const CHROMIUM = '/usr/bin/chromium';
 export const ROOT = resolve(import.meta.dirname, '../..');
@@ -70,4 +71,22 @@ export async function startApp(dist: string, args: string[] = WEBGPU_ARGS): Prom
       await server.close();
     },
   };
+}
+
+/**
+ * Trains one short run from the Train panel as it stands (its data), with this method, 1 epoch,
+ * batch 4 and LoRA rank 4, and waits until it ends in `end` (the error shown, if any, is the
+ * failure's message).
+ */
+export async function trainInApp(page: Page, method: 'sft' | 'nlft', end: 'done' | 'error' = 'done'): Promise<void> {
+  await page.getByTestId('train-method').selectOption(method);
+  await page.getByTestId('train-epochs').fill('1');
+  await page.getByTestId('train-batch').fill('4');
+  await page.getByTestId('train-rank').fill('4');
+  await page.getByTestId('train-start').click();
+  await page.locator('[data-testid=train-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 180_000 });
+  expect(
+    await page.getByTestId('train-status').getAttribute('data-state'),
+    (await page.getByTestId('train-error').textContent()) ?? '',
+  ).toBe(end);
 }
