@@ -39,8 +39,9 @@ export function createPlaygroundPanel(opts: PlaygroundPanelOptions): PlaygroundP
   const prompt = h('textarea', { id: 'prompt', testid: 'prompt', rows: 4, spellcheck: false });
   const response = h('textarea', { id: 'response', testid: 'response', rows: 6, spellcheck: false });
   const chat = h('input', { type: 'checkbox', id: 'chat', testid: 'chat' });
-  const system = h('input', {
-    type: 'text',
+  const system = h('textarea', {
+    rows: 2,
+    spellcheck: false,
     id: 'system',
     testid: 'playground-system',
     placeholder: 'none',
