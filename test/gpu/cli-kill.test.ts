@@ -4,7 +4,7 @@
  * during a step, during a checkpoint write — at least 20 times, and each time continued with
  * `--resume` from its own folder; the final adapter equals an uninterrupted run's bit for bit, and
  * the checkpoint on disk after every kill reads back whole (written to a temporary name, flushed
- * and renamed; its CRC-32 checked on read).
+ * and renamed; its CRC-32 checked on read), and metrics.jsonl logs every step once.
  */
 import { spawn } from 'node:child_process';
 import { access, readFile, rm } from 'node:fs/promises';
@@ -138,4 +138,11 @@ it(`a run killed with SIGKILL ${KILLS} times and resumed each time ends with the
   );
   for (const file of ['adapter_model.safetensors', 'adapter_config.json'])
     expect(await readFile(path.join(out, file)), file).toEqual(await readFile(path.join(full, file)));
+  // Each resume dropped the log lines of steps after its checkpoint: every step is logged once, as in the full run.
+  const loggedSteps = async (dir: string) =>
+    (await readFile(path.join(dir, 'metrics.jsonl'), 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { step: number }).step);
+  expect(await loggedSteps(out)).toEqual(await loggedSteps(full));
 }, 1_200_000); // 22 starts of the CLI (each compiles its kernels): minutes on SwiftShader

@@ -167,6 +167,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     const metricsFile = path.join(outDir, 'metrics.jsonl');
     const saliencyFile = path.join(outDir, 'saliency.jsonl');
     if (!plan.resume) await Promise.all([writeFile(metricsFile, ''), plan.method === 'nlft' ? writeFile(saliencyFile, '') : null]);
+    // A run killed after its last checkpoint logged steps the resumed run does again: keep the lines up to the checkpoint.
+    else await Promise.all([keepStepsUpTo(metricsFile, plan.resume.state.step), keepStepsUpTo(saliencyFile, plan.resume.state.step)]);
     const onEvent = async (ev: TrainEvent) => {
       if (ev.type === 'scoring' && ev.passTokens !== undefined) {
         out(`scoring    ${ev.total} records, no-grad views packed ${ev.passTokens} tokens per pass`);
@@ -240,4 +242,27 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   } finally {
     engine.destroy();
   }
+}
+
+/**
+ * Keeps the lines of a JSON Lines log (metrics.jsonl, saliency.jsonl) whose `step` is at most
+ * `step` (a line without a step stays); a missing file is left missing.
+ */
+async function keepStepsUpTo(file: string, step: number): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return;
+  }
+  const kept = text.split('\n').filter((line) => {
+    if (!line.trim()) return false;
+    try {
+      const s = (JSON.parse(line) as { step?: unknown }).step;
+      return typeof s !== 'number' || s <= step;
+    } catch {
+      return false; // a line cut by the kill
+    }
+  });
+  await writeFileAtomic(file, kept.map((l) => `${l}\n`).join(''));
 }
