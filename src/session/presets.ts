@@ -29,7 +29,7 @@ export const NLFT_PRESETS: readonly NlftPreset[] = Object.freeze([
     description:
       'Anchored negatives, saliency once: a wrong answer trains its standard answer, and unlikelihood only on the tokens its judgment marks; saliency is ' +
       'scored once before training, so a step costs about what an SFT step costs. Chosen from the toy-math comparison ' +
-      '(README), where the authors’ rules scored below SFT.',
+      '(README): as accurate as the authors’ rules there, at an SFT-like step cost, never training towards a wrong answer.',
     choices: { negatives: 'anchor', negativesWithoutSaliency: 'train', sftOnNegatives: false, saliencyMode: 'static' },
   },
   {
