@@ -240,9 +240,11 @@ export function mutateJsonText(text: string, rng: Rng): Uint8Array {
 /* Files                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-/** An in-memory folder; reading past a file's end is an error (the parsers must check sizes first). */
+/** An in-memory folder; reading past a file's end is an error (the parsers must check sizes first); every read is recorded. */
 export class MemorySource implements FileSource {
   readonly label = 'memory';
+  /** [file, start, end] of every range read, in order. */
+  readonly reads: [string, number, number][] = [];
   constructor(private readonly files: Record<string, Uint8Array>) {}
   async size(name: string): Promise<number | null> {
     return this.files[name]?.length ?? null;
@@ -252,6 +254,7 @@ export class MemorySource implements FileSource {
     if (file === undefined) throw new ModelFormatError(name, undefined, 'not found in memory');
     if (!(0 <= start && start <= end && end <= file.length))
       throw new Error(`read [${start}, ${end}) outside ${name} (${file.length} bytes)`);
+    this.reads.push([name, start, end]);
     return file.subarray(start, end);
   }
   async read(name: string): Promise<Uint8Array> {

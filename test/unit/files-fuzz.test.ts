@@ -6,6 +6,7 @@
  * refused, never read as a good one (its CRC-32).
  */
 import { describe, expect, it } from 'vitest';
+import { MICRO_SHAPE } from '../fixtures/tiny-llama.ts';
 import { parseDataset } from '../../src/data/dataset.ts';
 import { peftAdapterFiles, readPeftAdapter } from '../../src/export/peft.ts';
 import { tinyLlamaConfig } from '../../src/model/demo.ts';
@@ -19,13 +20,7 @@ import { folderSize, fuzz, MemorySource, mutateBytes, mutateFolder, mutateJsonTe
 const CASES = 10_000;
 const MODEL = tinyLlamaConfig({
   seed: 0,
-  vocabSize: 40,
-  hiddenSize: 16,
-  intermediateSize: 24,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  tie: true,
+  ...MICRO_SHAPE,
 });
 
 /** A valid NLFT or GSM8K record. */

@@ -8,17 +8,11 @@ import { loadModelFolder } from '../../src/model/loader.ts';
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, writeSafetensors } from '../../src/model/safetensors.ts';
 import { hfTensorNames, parameterCount, weightAt, type LlamaWeights } from '../../src/model/weights.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
-import { makeTmpDir, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, writeTinyLlamaFolder, MICRO_SHAPE } from '../fixtures/tiny-llama.ts';
 
 const TINY: TinyLlamaOptions = {
   seed: 11,
-  vocabSize: 40,
-  hiddenSize: 16,
-  intermediateSize: 24,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  tie: true,
+  ...MICRO_SHAPE,
 };
 
 let root: string;

@@ -18,18 +18,12 @@ import { PROJECTIONS } from '../../src/model/weights.ts';
 import { writePeftAdapter } from '../../src/node/adapter-files.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import { Rng } from '../../src/util/rng.ts';
-import { makeTmpDir } from '../fixtures/tiny-llama.ts';
+import { makeTmpDir, MICRO_SHAPE } from '../fixtures/tiny-llama.ts';
 
 /** hidden 16, ffn 24, 2 layers, 4 heads of 4 with 2 KV heads: q/o [16, 16], k/v [8, 16], gate/up [24, 16], down [16, 24]. */
 const MODEL = tinyLlamaConfig({
   seed: 0,
-  vocabSize: 40,
-  hiddenSize: 16,
-  intermediateSize: 24,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  tie: true,
+  ...MICRO_SHAPE,
 });
 const ALL: LoraConfig = {
   r: 4,

@@ -11,28 +11,8 @@ import {
   writeSafetensors,
   type SafetensorsHeader,
 } from '../../src/model/safetensors.ts';
-import type { FileSource } from '../../src/model/source.ts';
 import { Rng } from '../../src/util/rng.ts';
-
-/** In-memory FileSource that records every range read. */
-class MemorySource implements FileSource {
-  readonly label = 'memory';
-  readonly reads: [string, number, number][] = [];
-  constructor(private readonly files: Record<string, Uint8Array>) {}
-  async size(name: string): Promise<number | null> {
-    return this.files[name]?.length ?? null;
-  }
-  async readRange(name: string, start: number, end: number): Promise<Uint8Array> {
-    const file = this.files[name];
-    if (file === undefined) throw new ModelFormatError(name, undefined, 'not found in memory');
-    if (end > file.length) throw new Error(`read past the end of ${name}`);
-    this.reads.push([name, start, end]);
-    return file.subarray(start, end);
-  }
-  async read(name: string): Promise<Uint8Array> {
-    return this.readRange(name, 0, (await this.size(name)) ?? 0);
-  }
-}
+import { MemorySource } from '../helpers/fuzz.ts';
 
 /** A file from a raw header text and data; `claimed` overrides the length prefix. */
 function rawFile(headerText: string, dataBytes = 0, claimed?: bigint): Uint8Array {
