@@ -4,15 +4,24 @@
  * single row, attention against the cache, the lm-head on that row, logits read back and sampled).
  * Reports prefill ms, ms per decode step and decode tokens/s, the weight bytes a step streams
  * (decode is bound by reading the weights once per token), and peak GPU bytes (KV cache included).
+ * `--profile` then profiles one more generation, each decode step one profile step: GPU time per
+ * kernel, dispatches, submits, uploads and readbacks per token (src/engine/profile.ts).
+ * `--matvec` first times every one-row kernel shape (MATVEC_VARIANTS) on the model's projections
+ * of one layer and on the lm-head, and generates with the fastest.
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
 import { generate } from '../src/engine/generate.ts';
+import type { TrackedBuffer } from '../src/engine/buffers.ts';
+import type { Engine } from '../src/engine/engine.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
-import { tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
+import { DEFAULT_MATVEC, type GpuWeight, MATVEC_VARIANTS, type MatvecTile, Ops } from '../src/engine/ops.ts';
+import { formatProfile, GpuProfiler } from '../src/engine/profile.ts';
+import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
+import type { LlamaConfig } from '../src/model/config.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
-import type { QuantFormat } from '../src/model/quant.ts';
-import { baseModelBytes } from '../src/model/size.ts';
+import { quantize, type QuantFormat } from '../src/model/quant.ts';
+import { baseModelBytes, projectionShapes, tableFormat } from '../src/model/size.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { Rng } from '../src/util/rng.ts';
 import { BENCH_SHAPES, rowHeader, shapeLabel, SMOLLM2_135M } from './forward.ts';
@@ -25,6 +34,8 @@ export async function generateBench(argv: string[]): Promise<void> {
       prompt: { type: 'string', default: '64' },
       new: { type: 'string', default: '16' },
       layers: { type: 'string', default: String(SMOLLM2_135M.numLayers) },
+      profile: { type: 'boolean', default: false },
+      matvec: { type: 'boolean', default: false },
     },
   });
   const quant = values.quant as QuantFormat;
@@ -34,6 +45,7 @@ export async function generateBench(argv: string[]): Promise<void> {
   const engine = await createNodeEngine();
   engine.useTuning((await tuneKernels(engine, tuningShapeOf(shape, P), quant)).tuning);
   const weights = makeTinyLlama(shape);
+  if (values.matvec) engine.useTuning({ ...engine.ops.tuning, matvec: await fastestMatvec(engine, weights.config, quant) });
   const model = GpuLlama.create(engine.ops, weights, quant);
   const rng = new Rng(9);
   const prompt = Array.from({ length: P }, () => rng.int(shape.vocabSize));
@@ -50,8 +62,10 @@ export async function generateBench(argv: string[]): Promise<void> {
   });
   const prefillMs = stamps[0] - t0;
   const decodeMs = (stamps.at(-1)! - stamps[0]) / Math.max(1, r.ids.length - 1);
+  const modelName = shapeLabel(BENCH_SHAPES.smollm2, shape.numLayers);
   const row = {
-    ...rowHeader('generate', engine, shapeLabel(BENCH_SHAPES.smollm2, shape.numLayers), quant),
+    ...rowHeader('generate', engine, modelName, quant),
+    matvec: engine.ops.tuning.matvec ?? DEFAULT_MATVEC,
     prompt: P,
     new_tokens: r.ids.length,
     prefill_ms: +prefillMs.toFixed(1),
@@ -65,6 +79,60 @@ export async function generateBench(argv: string[]): Promise<void> {
     `\nprefill ${P} tokens ${row.prefill_ms} ms; decode ${row.decode_ms_per_token} ms/token = ${row.decode_tokens_per_s} ` +
       `tokens/s (streams ${formatBytes(row.weight_bytes_per_token)} of weights a token); peak ${formatBytes(row.peak_bytes)}`,
   );
+  if (values.profile) {
+    // After the timed run, so the profiler's own cost is not in it. Step 0 is the prefill (skipped).
+    const profiler = GpuProfiler.attach(engine.ctx.device);
+    try {
+      await generate(model, prompt, { maxNewTokens: N, temperature: 0, seed: 0, stopIds: [], onToken: () => profiler.step() });
+      const profile = await profiler.report(1);
+      console.log(JSON.stringify({ ...rowHeader('generate_profile', engine, modelName, quant), ...profile }));
+      console.log(`\n${formatProfile(profile)}\n`);
+    } finally {
+      profiler.detach();
+    }
+  }
   model.destroy();
   engine.destroy();
+}
+
+/**
+ * Times each MATVEC_VARIANTS shape on one decode step's one-row products of a layer (the seven
+ * projections) and on the lm-head (its vocabulary table), prints the times, returns the fastest.
+ */
+async function fastestMatvec(engine: Engine, c: LlamaConfig, quant: QuantFormat): Promise<MatvecTile> {
+  const b = engine.buffers;
+  const live: TrackedBuffer[] = [];
+  const weight = (rows: number, cols: number, format: QuantFormat): GpuWeight => {
+    const q = quantize(
+      new Float32Array(rows * cols).map((_, i) => Math.sin(i) * 0.05),
+      rows,
+      cols,
+      format,
+    );
+    return { format, rows, cols, data: b.uploadIn(live, 'w', q.data), scales: q.scales ? b.uploadIn(live, 'w.scales', q.scales) : null };
+  };
+  const layer = Object.values(projectionShapes(c)).map(([n, k]) => weight(n, k, quant));
+  const head = weight(c.vocabSize, c.hiddenSize, tableFormat(quant));
+  const widest = Math.max(c.vocabSize, c.intermediateSize);
+  const x = b.f32In(live, 'x', widest);
+  const out = b.f32In(live, 'out', widest);
+  const times: Array<{ tile: MatvecTile; layer_ms: number; lmhead_ms: number }> = [];
+  try {
+    for (const tile of MATVEC_VARIANTS) {
+      const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...engine.ops.tuning, matvec: tile });
+      const timed = (ws: GpuWeight[]) =>
+        medianMs(engine, async () => {
+          const enc = engine.ctx.device.createCommandEncoder();
+          for (const w of ws) await ops.matvec(enc, { x, w, out });
+          engine.ctx.device.queue.submit([enc.finish()]);
+        });
+      times.push({ tile, layer_ms: +(await timed(layer)).toFixed(2), lmhead_ms: +(await timed([head])).toFixed(2) });
+      console.log(JSON.stringify({ bench: 'generate_matvec', quant, ...times.at(-1) }));
+    }
+  } finally {
+    for (const t of live) b.destroy(t);
+  }
+  // A decode step runs the layer's products numLayers times and the lm-head once.
+  const total = (t: (typeof times)[number]) => c.numLayers * t.layer_ms + t.lmhead_ms;
+  return times.reduce((a, t) => (total(t) < total(a) ? t : a)).tile;
 }

@@ -231,10 +231,25 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 }
 
 // ---- Decode: the newest query row of each head against a KV cache (generation) ----
-//   q (1, H*D) at position T-1, kc = k, vc = v (maxT, KVH*D) holding positions 0..T-1 -> out (1, H*D)
+// The position P of the new token is read from the decode step's buffer (`dstep`, written once a
+// step), not from the uniform, so a step's dispatches are recorded once and replayed every token.
+//   append_main: k, v (1, KVH*D) of the new token -> row P of the caches kcache, vcache (maxT, KVH*D)
+//   decode_main: q (1, H*D) at position P, k = kcache, v = vcache holding positions 0..P -> out (1, H*D)
 // One workgroup per head. Its DEC threads take keys lane, lane+DEC, ... each with its own online
 // softmax state (m, l, acc); the DEC states are then merged pairwise in workgroup memory. DEC is
 // small so that the states of D up to 128 fit the 16 KiB of workgroup memory WebGPU guarantees.
+
+@group(0) @binding(12) var<storage, read> dstep: array<u32>;                // decode step: [token id, position P]
+@group(0) @binding(13) var<storage, read_write> kcache: array<vec4<f32>>;  // (maxT, KVH*D)
+@group(0) @binding(14) var<storage, read_write> vcache: array<vec4<f32>>;  // (maxT, KVH*D)
+
+@compute @workgroup_size(64)
+fn append_main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = p.KVH * D4;
+  if (gid.x >= n) { return; }
+  kcache[dstep[1] * n + gid.x] = k[gid.x];
+  vcache[dstep[1] * n + gid.x] = v[gid.x];
+}
 
 const DEC: u32 = 16u;
 var<workgroup> dm: array<f32, DEC>;
@@ -251,7 +266,8 @@ fn decode_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 //#end
   var m = -3.0e38;
   var l = 0.0;
-  for (var j = lid.x; j < p.T; j += DEC) {
+  let T = dstep[1] + 1u;
+  for (var j = lid.x; j < T; j += DEC) {
     let base = (j * p.KVH + kvh) * D4;
     var s = 0.0;
 //#for d in D4

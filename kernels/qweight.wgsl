@@ -10,9 +10,9 @@
 // kernel, so unused bindings never appear in the pipeline layout. `KW` is K (inputs per row).
 //
 // CPU reference: src/model/quant.ts dequantize (the host quantizer writes these formats; test/unit/quant.test.ts).
-// Tests: every kernel that splices a section in (matmul, matmul_dx, embedding, lmhead) runs q8 and q4
-// cases against its reference on the dequantized weight, in test/gpu/kernels.test.ts and
-// test/gpu/kernels-backward.test.ts.
+// Tests: every kernel that splices a section in (matmul, matmul_dx, embedding, lmhead, matvec) runs q8
+// and q4 cases against its reference on the dequantized weight, in test/gpu/kernels.test.ts,
+// test/gpu/kernels-backward.test.ts and test/gpu/matvec.test.ts.
 
 //#section f32
 @group(0) @binding({{WB}}) var<storage, read> wf32: array<vec4<f32>>;

@@ -49,10 +49,11 @@ export interface ForwardActs {
   /** Scratch: dropout(x) for LoRA inputs (T, max in-features), when dropout is on. */
   xd: TrackedBuffer | null;
   /**
-   * Generation: the per-layer KV cache these T tokens write at rows `start`..`start`+T-1. From row
-   * 0 (the prompt) attention runs over the T rows themselves; later (one token) against the cache.
+   * Generation: the per-layer KV cache. With `step` null (the prompt) the T tokens write rows
+   * 0..T-1 and attention runs over them; with a decode step's buffer (T = 1; u32 [token id,
+   * position P], written each token) the token's k, v go to row P and attention runs against the cache.
    */
-  kv?: { cache: KvCache; start: number };
+  kv?: { cache: KvCache; step: TrackedBuffer | null };
 }
 
 /** Keys and values after RoPE of every layer, (maxT, KVH*D) each, for generation. */

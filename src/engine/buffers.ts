@@ -112,11 +112,13 @@ export class BufferManager {
     return [...this.live.values()].sort((a, b) => b.size - a.size);
   }
 
-  /** Copy a buffer (or its first `bytes`) back to the host. */
-  async read(t: TrackedBuffer, bytes = t.size): Promise<ArrayBuffer> {
+  /**
+   * Copy a buffer (or its first `bytes`) back to the host. With `enc`, the copy is recorded at the
+   * end of that encoder's commands, which are submitted with it (one submit for work and readback).
+   */
+  async read(t: TrackedBuffer, bytes = t.size, enc = this.device.createCommandEncoder()): Promise<ArrayBuffer> {
     const size = Math.ceil(bytes / 4) * 4;
     const staging = this.device.createBuffer({ label: `${t.label}:readback`, size, usage: 0x1 | 0x8 }); // MAP_READ | COPY_DST
-    const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(t.buffer, t.offset ?? 0, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
     await staging.mapAsync(1); // GPUMapMode.READ
@@ -126,7 +128,7 @@ export class BufferManager {
     return out;
   }
 
-  async readF32(t: TrackedBuffer, count?: number): Promise<Float32Array> {
-    return new Float32Array(await this.read(t, (count ?? t.size / 4) * 4));
+  async readF32(t: TrackedBuffer, count?: number, enc?: GPUCommandEncoder): Promise<Float32Array> {
+    return new Float32Array(await this.read(t, (count ?? t.size / 4) * 4, enc));
   }
 }

@@ -37,16 +37,16 @@ async function attentionForward(ctx: PassContext, i: number, L: GpuLayer): Promi
   // q, k rotated in place (RoPE)
   await ops.rope(enc, { x: a.q, cs, T, nHeads: H, D });
   await ops.rope(enc, { x: a.k, cs, T, nHeads: KVH, D });
-  if (kv) {
-    // k, v -> cache rows start..start+T-1
-    const row = KVH * D * 4;
-    enc.copyBufferToBuffer(a.k.buffer, 0, kv.cache.k[i].buffer, kv.start * row, T * row);
-    enc.copyBufferToBuffer(a.v.buffer, 0, kv.cache.v[i].buffer, kv.start * row, T * row);
-  }
-  if (kv && kv.start > 0) {
-    // decode: q (1,H*D), cache k, v (start+1, KVH*D) -> att (1,H*D)
-    await ops.attentionDecode(enc, { q: a.q, kc: kv.cache.k[i], vc: kv.cache.v[i], out: a.att, T: kv.start + 1, H, KVH, D });
+  if (kv?.step) {
+    // decode: k, v (1,KVH*D) -> cache row P; q (1,H*D) against cache rows 0..P -> att (1,H*D)
+    const [kc, vc] = [kv.cache.k[i], kv.cache.v[i]];
+    await ops.attentionDecode(enc, { q: a.q, k: a.k, v: a.v, kc, vc, step: kv.step, out: a.att, H, KVH, D });
   } else {
+    if (kv) {
+      // k, v -> cache rows 0..T-1 (the prompt)
+      enc.copyBufferToBuffer(a.k.buffer, 0, kv.cache.k[i].buffer, 0, a.k.size);
+      enc.copyBufferToBuffer(a.v.buffer, 0, kv.cache.v[i].buffer, 0, a.v.size);
+    }
     // q (T,H*D), k, v (T,KVH*D) -> att (T,H*D), attLse (H,T)
     await ops.attention(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, seg, T, H, KVH, D });
   }

@@ -9,7 +9,8 @@ import { NlftError } from '../errors.ts';
 import { ropeTable } from '../model/rope.ts';
 import { Rng } from '../util/rng.ts';
 import type { TrackedBuffer } from './buffers.ts';
-import type { ForwardActs, GpuLlama, KvCache } from './llama.ts';
+import type { GpuLlama, KvCache } from './llama.ts';
+import { CommandRecording } from './recording.ts';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -45,6 +46,44 @@ export function sampleToken(logits: Float32Array, temperature: number, rng: Rng)
   return best;
 }
 
+/** The decode step's buffer: u32 [token id, position] at 0, the position's RoPE row (D/2, 2) at 256. */
+const ROPE_ROW_OFFSET = 256;
+
+/**
+ * One decode step recorded once (src/engine/recording.ts) and replayed for every token: the token
+ * id and position go to the GPU in one write, then one submit runs every layer on that row
+ * (kernels/matvec.wgsl for the projections and the lm-head, the cache append and attention), and
+ * the logits (1,V) come back.
+ */
+async function recordDecodeStep(
+  model: GpuLlama,
+  cache: KvCache,
+  logits: TrackedBuffer,
+  live: TrackedBuffer[],
+): Promise<(id: number, pos: number) => Promise<Float32Array>> {
+  const b = model.buffers;
+  const c = model.config;
+  const D = c.headDim;
+  const step = b.f32In(live, 'decode step (id, position, rope row)', (ROPE_ROW_OFFSET + D * 4) / 4);
+  const view = (label: string, offset: number, size: number): TrackedBuffer => ({ buffer: step.buffer, label, offset, size });
+  const acts = model.allocActs(1, 'shared', live);
+  acts.cs = view('decode rope row (1,D/2,2)', ROPE_ROW_OFFSET, D * 4);
+  acts.kv = { cache, step: view('decode step (id, position)', 0, 16) };
+  const rec = new CommandRecording();
+  // id -> xnF (1,C) -> logits (1,V)
+  await model.encodeForward(rec.encoder, acts.kv.step!, acts, { rate: 0, seed: 0 }, live);
+  await model.ops.matvec(rec.encoder, { x: acts.xnF, w: model.lmHead, out: logits });
+  const data = new ArrayBuffer(ROPE_ROW_OFFSET + D * 4);
+  return async (id, pos) => {
+    new Uint32Array(data, 0, 2).set([id, pos]);
+    new Float32Array(data, ROPE_ROW_OFFSET).set(ropeTable(model.invFreq, [pos]));
+    b.device.queue.writeBuffer(step.buffer, 0, data);
+    const enc = b.device.createCommandEncoder({ label: 'decode' });
+    rec.replay(enc);
+    return b.readF32(logits, c.vocabSize, enc);
+  };
+}
+
 export async function generate(model: GpuLlama, promptIds: number[], o: GenerateOptions): Promise<Generated> {
   const c = model.config;
   if (promptIds.length === 0) throw new NlftError('generation needs at least one prompt token', 'empty-prompt');
@@ -68,26 +107,18 @@ export async function generate(model: GpuLlama, promptIds: number[], o: Generate
     const lastRow = alloc('last hidden row (1,C)', c.hiddenSize);
     const logits = alloc('logits (1,V)', c.vocabSize);
     const rng = new Rng(o.seed);
-    /** Run `ids` at positions start.. through the model; the logits of the last row. */
-    const step = async (acts: ForwardActs, ids: number[], start: number): Promise<Float32Array> => {
-      const enc = b.device.createCommandEncoder({ label: start === 0 ? 'prefill' : 'decode' });
-      const idBuf = b.upload('ids', Uint32Array.from(ids));
-      try {
-        acts.kv = { cache, start };
-        await model.encodeForward(enc, idBuf, acts, { rate: 0, seed: 0 }, live);
-        enc.copyBufferToBuffer(acts.xnF.buffer, (ids.length - 1) * c.hiddenSize * 4, lastRow.buffer, 0, c.hiddenSize * 4);
-        await model.ops.matmul(enc, { x: lastRow, w: model.lmHead, out: logits, T: 1 });
-        b.device.queue.submit([enc.finish()]);
-        return await b.readF32(logits, c.vocabSize);
-      } finally {
-        b.destroy(idBuf);
-      }
-    };
-    const prefill = model.allocActs(promptIds.length, 'shared', live);
-    let next = await step(prefill, promptIds, 0);
-    const one = model.allocActs(1, 'shared', live);
+    // The prompt: one pass writing cache rows 0..P-1, the logits of its last row.
+    const P = promptIds.length;
+    const prefill = model.allocActs(P, 'shared', live);
+    prefill.kv = { cache, step: null };
+    const enc = b.device.createCommandEncoder({ label: 'prefill' });
+    await model.encodeForward(enc, b.uploadIn(live, 'prompt ids', Uint32Array.from(promptIds)), prefill, { rate: 0, seed: 0 }, live);
+    enc.copyBufferToBuffer(prefill.xnF.buffer, (P - 1) * c.hiddenSize * 4, lastRow.buffer, 0, c.hiddenSize * 4);
+    await model.ops.matvec(enc, { x: lastRow, w: model.lmHead, out: logits });
+    let next = await b.readF32(logits, c.vocabSize, enc);
+    const decode = await recordDecodeStep(model, cache, logits, live);
     const out: number[] = [];
-    let pos = promptIds.length;
+    let pos = P;
     for (;;) {
       if (out.length >= o.maxNewTokens) return { ids: out, reason: 'length' };
       if (o.signal?.aborted) return { ids: out, reason: 'cancelled' };
@@ -98,9 +129,7 @@ export async function generate(model: GpuLlama, promptIds: number[], o: Generate
       if (o.stopIds.includes(id)) return { ids: out, reason: 'stop' };
       if (out.length >= o.maxNewTokens) return { ids: out, reason: 'length' };
       if (pos >= maxT) return { ids: out, reason: 'context' };
-      const cs = ropeTable(model.invFreq, [pos]);
-      b.device.queue.writeBuffer(one.cs.buffer, 0, cs.buffer as ArrayBuffer, cs.byteOffset, cs.byteLength);
-      next = await step(one, [id], pos);
+      next = await decode(id, pos);
       pos++;
     }
   } finally {

@@ -51,6 +51,7 @@ export interface PassContext {
  * Forward of projection `p` of layer `layer`:
  *   x (T,in) -> out (T,out) (beta 1 adds onto out, the residual stream), u (T,r) = dropout(x) A^T.
  * `u` is where the adapter's intermediate goes; without an adapter on (layer, p) only the base runs.
+ * One row (T = 1, a decode step) runs kernels/matvec.wgsl: u, then the base with s u B^T added in.
  */
 export async function linearForward(
   ctx: PassContext,
@@ -64,10 +65,15 @@ export async function linearForward(
 ): Promise<void> {
   const { enc, ops, dropout, seed, acts } = ctx;
   const T = acts.T;
+  const e = u ? ctx.lora?.entry(layer, p) : undefined;
+  // One row (a decode step): matrix-vector kernels, the base product after the adapter's u.
+  const row = T === 1;
   // out = beta*out + x W^T
-  await ops.matmul(enc, { x, w, out, T, beta });
-  const e = ctx.lora?.entry(layer, p);
-  if (!e || !u) return;
+  if (!row) await ops.matmul(enc, { x, w, out, T, beta });
+  if (!e) {
+    if (row) await ops.matvec(enc, { x, w, out, beta });
+    return;
+  }
   const { A, B } = ctx.lora!.weights(e);
   let xa = x;
   if (dropout.rate > 0) {
@@ -76,9 +82,10 @@ export async function linearForward(
     xa = acts.xd!;
   }
   // u (T,r) = dropout(x) A^T
-  await ops.matmul(enc, { x: xa, w: A, out: u, T });
-  // out += s u B^T
-  await ops.matmul(enc, { x: u, w: B, out, T, alpha: e.scale, beta: 1 });
+  await (row ? ops.matvec(enc, { x: xa, w: A, out: u! }) : ops.matmul(enc, { x: xa, w: A, out: u!, T }));
+  // out += s u B^T; one row: out = beta*out + x W^T + s u B^T in one kernel
+  if (row) await ops.matvec(enc, { x, w, out, beta, lora: { u: u!, B, scale: e.scale } });
+  else await ops.matmul(enc, { x: u!, w: B, out, T, alpha: e.scale, beta: 1 });
 }
 
 /**

@@ -36,7 +36,30 @@ export interface Tuning {
   matmulTn: { TM: number; TP: number; WGX: number; WGY: number };
   /** Columns of one vocabulary chunk in the fused cross-entropy backward (a multiple of 4). */
   ceChunk: number;
+  /** matvec.wgsl, the one-row product (decode); absent: `DEFAULT_MATVEC`. */
+  matvec?: MatvecTile;
 }
+
+/**
+ * A shape of kernels/matvec.wgsl: 'cols' gives each of WG threads 4*TN4 columns over all of K (no
+ * barriers); 'splitk' gives a workgroup 4*TN4 columns and splits K over its WG threads (a power
+ * of two, at least 4*TN4), reduced in workgroup memory.
+ */
+export interface MatvecTile {
+  variant: 'cols' | 'splitk';
+  TN4: number;
+  WG: number;
+}
+
+/** The matvec shapes measured (bench/generate.ts) and tested (test/gpu/matvec.test.ts). */
+export const MATVEC_VARIANTS: readonly MatvecTile[] = [
+  { variant: 'cols', TN4: 1, WG: 16 },
+  { variant: 'cols', TN4: 2, WG: 16 },
+  { variant: 'splitk', TN4: 1, WG: 32 },
+];
+
+/** The one-row product's default: the barrier-free columns, which won on SwiftShader (docs/architecture.md §3d). */
+export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[0];
 
 /** The tiled attention's default tiles (also decode's, which has only the tiled kernel). */
 const TILED_ATTENTION = { variant: 'tiled', BQ: 32, BK: 16 } as const;
@@ -293,6 +316,39 @@ export class Ops {
     );
   }
 
+  /**
+   * One row (decode, T = 1): out (N) = beta*out + x (K) @ W(N,K)^T, plus with `lora` the adapter's
+   * s * u (r) @ B(N,r)^T (u = x A^T, computed before by `matvec` over A) in the same kernel.
+   */
+  async matvec(
+    enc: GPUCommandEncoder,
+    a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; beta?: number; lora?: { u: TrackedBuffer; B: GpuWeight; scale: number } },
+  ): Promise<void> {
+    const { format, rows: N, cols: K } = a.w;
+    const { variant, TN4, WG } = this.tuning.matvec ?? DEFAULT_MATVEC;
+    const key = ['matvec', format, K, TN4, WG].join(':');
+    const pl = await this.pipelines.get(
+      'matvec',
+      key,
+      () => fillTemplate(this.pipelines.source('matvec'), { K, TN4, WG, WEIGHT: this.weightCode(format, 3) }, 'matvec'),
+      `${variant}_main`,
+    );
+    const r = a.lora?.B.cols ?? 0;
+    const u = this.uniform([N, r, a.beta ?? 0, a.lora?.scale ?? 0], 'uuff');
+    const adapter = a.lora
+      ? [this.buf(5, a.lora.u), this.buf(6, a.lora.B.data)]
+      : [this.buf(5, this.dummy('read')), this.buf(6, this.dummy('read'))];
+    const columnsPerGroup = 4 * TN4 * (variant === 'cols' ? WG : 1);
+    const [gx, gy] = grid1d(N, columnsPerGroup);
+    this.dispatch(
+      enc,
+      pl,
+      [this.buf(0, u), this.buf(1, a.x), this.buf(2, a.out), ...this.weightEntries(a.w, 3), ...adapter],
+      [gx, gy],
+      'matvec',
+    );
+  }
+
   // --- LoRA dropout (kernels/dropout.wgsl): its own backward; the same seed gives the same mask on the gradient.
 
   /**
@@ -354,7 +410,7 @@ export class Ops {
   /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tiles (the tuned ones, else the defaults). */
   private attentionPipeline(
     D: number,
-    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main',
+    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'append_main' | 'decode_main',
   ): Promise<GPUComputePipeline> {
     const { BQ, BK } = this.tuning.attention.variant === 'tiled' ? this.tuning.attention : TILED_ATTENTION;
     return this.pipelines.get(
@@ -432,17 +488,40 @@ export class Ops {
     this.dispatch(enc, dkdv, [u, ...qkv, this.buf(9, a.dk), this.buf(10, a.dv)], [Math.ceil(a.T / tune.BK), a.KVH], 'attention.dkdv');
   }
 
-  /** Decode: q (1,H*D) of the newest position against the cache kc, vc (>= T rows of KVH*D) holding positions 0..T-1 -> out (1,H*D) */
+  /**
+   * Decode: k, v (1,KVH*D) of the new token into row P of the caches kc, vc (maxT, KVH*D), then q (1,H*D)
+   * against rows 0..P -> out (1,H*D). P is u32 [1] of `step` (the decode step's buffer, written each
+   * token), so the dispatches and their bind groups stay the same from token to token.
+   */
   async attentionDecode(
     enc: GPUCommandEncoder,
-    a: { q: TrackedBuffer; kc: TrackedBuffer; vc: TrackedBuffer; out: TrackedBuffer; T: number; H: number; KVH: number; D: number },
+    a: {
+      q: TrackedBuffer;
+      k: TrackedBuffer;
+      v: TrackedBuffer;
+      kc: TrackedBuffer;
+      vc: TrackedBuffer;
+      step: TrackedBuffer;
+      out: TrackedBuffer;
+      H: number;
+      KVH: number;
+      D: number;
+    },
   ): Promise<void> {
-    const pl = await this.attentionPipeline(a.D, 'decode_main');
-    const u = this.uniform([a.T, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf');
+    const u = this.buf(0, this.uniform([0, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
+    const append = await this.attentionPipeline(a.D, 'append_main');
     this.dispatch(
       enc,
-      pl,
-      [this.buf(0, u), this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out)],
+      append,
+      [u, this.buf(2, a.k), this.buf(3, a.v), this.buf(12, a.step), this.buf(13, a.kc), this.buf(14, a.vc)],
+      grid1d((a.KVH * a.D) / 4),
+      'attention.append',
+    );
+    const decode = await this.attentionPipeline(a.D, 'decode_main');
+    this.dispatch(
+      enc,
+      decode,
+      [u, this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out), this.buf(12, a.step)],
       [a.H, 1],
       'attention.decode',
     );

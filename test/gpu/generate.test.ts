@@ -4,11 +4,16 @@
  * recomputed over the whole sequence at every step (f32 and q8 weights, GQA, llama3 RoPE, LoRA),
  * and each step's logits match the reference's last row (rtol 1e-4, atol 1e-4); sampling is
  * reproducible for a seed with softmax's frequencies; stop ids, the token limit and the context
- * length end it.
+ * length end it. The decode step (kernels/matvec.wgsl for every projection and the lm-head, LoRA on
+ * all seven projections fused, recorded once and replayed) gives each chosen token the log-prob
+ * the T > 1 path (tiled matmul, fused lm-head) gives it over the whole sequence, within rtol 1e-4,
+ * atol 1e-4 (f32, q8, q4; f32 sums in another order), and costs one upload, one submit and one
+ * readback per token with no bind group created after the first.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generate, sampleToken } from '../../src/engine/generate.ts';
 import { GpuLlama } from '../../src/engine/llama.ts';
+import { GpuProfiler } from '../../src/engine/profile.ts';
 import { dequantize, quantize } from '../../src/model/quant.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
@@ -141,4 +146,79 @@ it('the context length ends generation', async () => {
   model.destroy();
   expect(r).toMatchObject({ reason: 'context' });
   expect(r.ids).toHaveLength(4); // the prompt fills positions 0-6, new tokens are fed at 7, 8, 9: the 4th is the last
+});
+
+/** log softmax(logits)[id], in float64. */
+function logSoftmaxAt(logits: Float32Array, id: number): number {
+  const m = logits.reduce((a, b) => Math.max(a, b), -Infinity);
+  const sum = logits.reduce((a, z) => a + Math.exp(z - m), 0);
+  return logits[id] - m - Math.log(sum);
+}
+
+describe('decode steps (one row: matvec, recorded once) give the log-probs of the T > 1 path', () => {
+  for (const quant of ['f32', 'q8', 'q4'] as const) {
+    it(quant, async () => {
+      const lora = randomLora(weights, 4, 79, 0.05);
+      const model = GpuLlama.create(g.ops, weights, quant, lora);
+      const steps: Float32Array[] = [];
+      const got = await generate(model, PROMPT, {
+        maxNewTokens: 8,
+        temperature: 0,
+        seed: 0,
+        stopIds: [],
+        onLogits: (l) => void steps.push(l.slice()),
+      });
+      const whole = await model.responseLogProbs(PROMPT, got.ids);
+      model.destroy();
+      const stepwise = got.ids.map((id, i) => logSoftmaxAt(steps[i], id));
+      expect(maxViolation(stepwise, whole, 1e-4, 1e-4)).toBeLessThanOrEqual(1);
+    });
+  }
+});
+
+it('a decode step is one upload, one submit and one readback, with no bind group or pipeline created after the first', async () => {
+  const model = GpuLlama.create(g.ops, weights, 'q8', randomLora(weights, 4, 80, 0.05));
+  const device = g.ctx.device;
+  const made = { bindGroups: 0, pipelines: 0 };
+  const createBindGroup = device.createBindGroup;
+  const createComputePipelineAsync = device.createComputePipelineAsync;
+  device.createBindGroup = (d) => {
+    made.bindGroups++;
+    return createBindGroup.call(device, d);
+  };
+  device.createComputePipelineAsync = (d) => {
+    made.pipelines++;
+    return createComputePipelineAsync.call(device, d);
+  };
+  const profiler = GpuProfiler.attach(device);
+  const madeAt: (typeof made)[] = [];
+  try {
+    await generate(model, PROMPT, {
+      maxNewTokens: 6,
+      temperature: 0,
+      seed: 0,
+      stopIds: [],
+      onToken: () => {
+        profiler.step();
+        madeAt.push({ ...made });
+      },
+    });
+  } finally {
+    profiler.detach();
+    device.createBindGroup = createBindGroup;
+    device.createComputePipelineAsync = createComputePipelineAsync;
+    model.destroy();
+  }
+  // Token 1 came from the prefill; the decode step was recorded before token 2.
+  expect(madeAt[0].bindGroups).toBeGreaterThan(0);
+  expect(madeAt.at(-1)).toEqual(madeAt[1]);
+  const r = await profiler.report(1);
+  expect(r.steps).toBe(5);
+  // Averages over the 5 decode steps.
+  for (const n of [r.uploads, r.submits, r.readbacks]) expect(n).toBeCloseTo(1, 9);
+  expect(r.readbackBytes).toBeCloseTo(weights.config.vocabSize * 4, 6);
+  // Per layer: 2 norms, 7 adapted projections (u, then the base with the adapter fused: 2 each),
+  // 2 RoPE, the cache append and attention, SwiGLU; then embedding, final norm and lm-head.
+  expect(r.dispatches).toBeCloseTo(weights.config.numLayers * (2 + 7 * 2 + 2 + 2 + 1) + 3, 6);
+  expect(r.kernels.find((k) => k.kernel === 'matvec')?.calls).toBeCloseTo(weights.config.numLayers * 14 + 1, 6);
 });

@@ -181,8 +181,10 @@ describe.each(ATTENTION_CANDIDATES)('attention %o (causal, GQA, online softmax; 
   }
 });
 
-describe('attention decode (one new query per head against a KV cache)', () => {
-  // The newest row of full causal attention over T positions; the cache has spare rows past T.
+describe('attention decode (the new row appended to a KV cache, one query per head against it)', () => {
+  // The newest row of full causal attention over T positions; the cache holds rows 0..T-2, a stale
+  // row T-1 that the append must overwrite, and spare rows past it. The position comes from the
+  // decode step's buffer (u32 [token id, position]).
   for (const [T, H, KVH, D] of [
     [1, 2, 1, 16],
     [37, 4, 2, 16],
@@ -193,15 +195,18 @@ describe('attention decode (one new query per head against a KV cache)', () => {
       const q = randomArray(T * H * D, 51, 2);
       const k = randomArray(T * KVH * D, 52, 2);
       const v = randomArray(T * KVH * D, 53);
-      const spare = 5 * KVH * D;
-      const kc = g.buffers.upload('kc', Float32Array.from([...k, ...randomArray(spare, 54)]));
-      const vc = g.buffers.upload('vc', Float32Array.from([...v, ...randomArray(spare, 55)]));
+      const row = KVH * D;
+      const stale = (a: Float32Array, seed: number) => Float32Array.from([...a.subarray(0, (T - 1) * row), ...randomArray(6 * row, seed)]);
+      const kc = g.buffers.upload('kc', stale(k, 54));
+      const vc = g.buffers.upload('vc', stale(v, 55));
       const out = g.buffers.create('out', H * D * 4);
-      await g.run((enc) =>
-        g.ops.attentionDecode(enc, { q: g.buffers.upload('q', q.subarray((T - 1) * H * D)), kc, vc, out, T, H, KVH, D }),
-      );
+      const up = (label: string, a: Float32Array) => g.buffers.upload(label, a.slice(((T - 1) * a.length) / T));
+      const step = g.buffers.upload('step', Uint32Array.of(0, T - 1, 0, 0));
+      await g.run((enc) => g.ops.attentionDecode(enc, { q: up('q', q), k: up('k', k), v: up('v', v), kc, vc, step, out, H, KVH, D }));
       const ref = attentionRef(q, k, v, T, H, KVH, D).out.subarray((T - 1) * H * D);
       expect(maxViolation(await g.f32(out), ref, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+      expect((await g.f32(kc)).subarray(0, T * row)).toEqual(k);
+      expect((await g.f32(vc)).subarray(0, T * row)).toEqual(v);
     });
   }
 });
