@@ -11,7 +11,10 @@
 //     no barrier (what SwiftShader runs fast: it suspends a workgroup's invocations at a barrier);
 //   `splitk_main`: a workgroup owns 4*TN4 columns, its WG threads take k4 = lane, lane+WG, ... (a
 //     GPU's threads then read consecutive words of a row) and their partial sums are reduced in
-//     workgroup memory, a tree with a barrier per level.
+//     workgroup memory, a tree with a barrier per level;
+//   `subgroup_main` (only where the adapter has `subgroups`): the same split of K over a workgroup
+//     of 4 threads, which is one subgroup at any subgroup size (at least 4), reduced by subgroupAdd:
+//     neighbouring threads read neighbouring words of a row, with no workgroup memory or barrier.
 // K must be a multiple of 4 (32 for quantized weights); any N works (columns past N are clamped
 // on load and skipped on store). Workgroups fold into 2-D past 65535 (the vocabulary's columns).
 //
@@ -19,6 +22,7 @@
 // adapter's s * (x A^T) B^T by the same reference).
 // Test: test/gpu/matvec.test.ts (both variants, f32/q8/q4, with and without an adapter).
 
+{{ENABLE}}
 const KW: u32 = {{K}}u;
 const TN4: u32 = {{TN4}}u;
 const WG: u32 = {{WG}}u;
@@ -116,3 +120,31 @@ fn splitk_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
     finish(n0 + lane, sum[lane % 4u]);
   }
 }
+
+// SUBGROUPS is 1 where the subgroup variant is compiled (with `enable subgroups;` above), else 0.
+//#for sg in SUBGROUPS
+@compute @workgroup_size(4)
+fn subgroup_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lane: u32) {
+  // No early return: every thread reaches subgroupAdd (the bounds are checked on load and store).
+  let n0 = first_col(wg, nwg, 0u, 1u);
+//#for j in TN4
+  let c{j} = n0 + {j}u * 4u;
+  let c{j}_0 = min(c{j}, p.N - 1u);
+  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
+  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
+  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
+  var acc{j} = vec4<f32>(0.0);
+//#end
+  for (var k4 = lane; k4 < KW / 4u; k4 += 4u) {
+    let xk = x[k4];
+//#for j in TN4
+    acc{j} += xk * mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
+//#end
+  }
+//#for j in TN4
+  let sum{j} = subgroupAdd(acc{j});
+  finish(c{j} + lane, sum{j}[lane]);
+//#end
+}
+//#end

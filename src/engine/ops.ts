@@ -43,10 +43,11 @@ export interface Tuning {
 /**
  * A shape of kernels/matvec.wgsl: 'cols' gives each of WG threads 4*TN4 columns over all of K (no
  * barriers); 'splitk' gives a workgroup 4*TN4 columns and splits K over its WG threads (a power
- * of two, at least 4*TN4), reduced in workgroup memory.
+ * of two, at least 4*TN4), reduced in workgroup memory; 'subgroup' (WG 4, TN4 1; only on an
+ * adapter with `subgroups`) splits K over one subgroup, reduced by subgroupAdd.
  */
 export interface MatvecTile {
-  variant: 'cols' | 'splitk';
+  variant: 'cols' | 'splitk' | 'subgroup';
   TN4: number;
   WG: number;
 }
@@ -56,7 +57,13 @@ export const MATVEC_VARIANTS: readonly MatvecTile[] = [
   { variant: 'cols', TN4: 1, WG: 16 },
   { variant: 'cols', TN4: 2, WG: 16 },
   { variant: 'splitk', TN4: 1, WG: 32 },
+  { variant: 'subgroup', TN4: 1, WG: 4 },
 ];
+
+/** The MATVEC_VARIANTS entries `device` can compile (the subgroup one needs its `subgroups` feature). */
+export function matvecVariantsOn(device: GPUDevice): MatvecTile[] {
+  return MATVEC_VARIANTS.filter((t) => t.variant !== 'subgroup' || device.features.has('subgroups'));
+}
 
 /** The one-row product's default: the barrier-free columns, which won on SwiftShader (docs/architecture.md §3d). */
 export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[0];
@@ -326,11 +333,17 @@ export class Ops {
   ): Promise<void> {
     const { format, rows: N, cols: K } = a.w;
     const { variant, TN4, WG } = this.tuning.matvec ?? DEFAULT_MATVEC;
-    const key = ['matvec', format, K, TN4, WG].join(':');
+    const subgroups = variant === 'subgroup' ? 1 : 0;
+    const key = ['matvec', format, K, TN4, WG, subgroups].join(':');
     const pl = await this.pipelines.get(
       'matvec',
       key,
-      () => fillTemplate(this.pipelines.source('matvec'), { K, TN4, WG, WEIGHT: this.weightCode(format, 3) }, 'matvec'),
+      () =>
+        fillTemplate(
+          this.pipelines.source('matvec'),
+          { K, TN4, WG, WEIGHT: this.weightCode(format, 3), SUBGROUPS: subgroups, ENABLE: subgroups ? 'enable subgroups;' : '' },
+          'matvec',
+        ),
       `${variant}_main`,
     );
     const r = a.lora?.B.cols ?? 0;
