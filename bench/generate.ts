@@ -6,8 +6,8 @@
  * (decode is bound by reading the weights once per token), and peak GPU bytes (KV cache included).
  * `--profile` then profiles one more generation, each decode step one profile step: GPU time per
  * kernel, dispatches, submits, uploads and readbacks per token (src/engine/profile.ts).
- * `--matvec` first times every one-row kernel shape (MATVEC_VARIANTS) on the model's projections
- * of one layer and on the lm-head, and generates with the fastest.
+ * `--matvec` first times every one-row kernel shape the adapter can run (MATVEC_VARIANTS), beside
+ * the tiled matmul at T = 1, on the model's projections and lm-head, and generates with the fastest.
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
@@ -15,7 +15,7 @@ import { generate } from '../src/engine/generate.ts';
 import type { TrackedBuffer } from '../src/engine/buffers.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
-import { DEFAULT_MATVEC, type GpuWeight, MATVEC_VARIANTS, type MatvecTile, Ops } from '../src/engine/ops.ts';
+import { DEFAULT_MATVEC, type GpuWeight, type MatvecTile, matvecVariantsOn, Ops } from '../src/engine/ops.ts';
 import { formatProfile, GpuProfiler } from '../src/engine/profile.ts';
 import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
@@ -95,9 +95,14 @@ export async function generateBench(argv: string[]): Promise<void> {
   engine.destroy();
 }
 
+/** Layers of distinct weights in the one-row timings, so the weights stream from memory as in a decode step (4 × 3.5 MB in q8). */
+const TIMED_LAYERS = 4;
+
 /**
- * Times each MATVEC_VARIANTS shape on one decode step's one-row products of a layer (the seven
- * projections) and on the lm-head (its vocabulary table), prints the times, returns the fastest.
+ * Times each one-row kernel shape the adapter runs (MATVEC_VARIANTS) on the seven projections of
+ * TIMED_LAYERS layers and on the lm-head (its vocabulary table), beside the tiled matmul at T = 1
+ * that decode ran before (its one-row tile), in two interleaved rounds; prints the times and
+ * returns the fastest shape.
  */
 async function fastestMatvec(engine: Engine, c: LlamaConfig, quant: QuantFormat): Promise<MatvecTile> {
   const b = engine.buffers;
@@ -111,28 +116,36 @@ async function fastestMatvec(engine: Engine, c: LlamaConfig, quant: QuantFormat)
     );
     return { format, rows, cols, data: b.uploadIn(live, 'w', q.data), scales: q.scales ? b.uploadIn(live, 'w.scales', q.scales) : null };
   };
-  const layer = Object.values(projectionShapes(c)).map(([n, k]) => weight(n, k, quant));
+  const layers = Array.from({ length: TIMED_LAYERS }, () => Object.values(projectionShapes(c)).map(([n, k]) => weight(n, k, quant))).flat();
   const head = weight(c.vocabSize, c.hiddenSize, tableFormat(quant));
   const widest = Math.max(c.vocabSize, c.intermediateSize);
   const x = b.f32In(live, 'x', widest);
   const out = b.f32In(live, 'out', widest);
-  const times: Array<{ tile: MatvecTile; layer_ms: number; lmhead_ms: number }> = [];
+  const kernels: Array<{ kernel: string; tile?: MatvecTile }> = [
+    ...matvecVariantsOn(engine.ctx.device).map((tile) => ({ kernel: `matvec ${tile.variant} TN4=${tile.TN4} WG=${tile.WG}`, tile })),
+    { kernel: 'matmul T=1 (one-row tile, before)' },
+  ];
+  const layerMs = new Map<string, number>();
   try {
-    for (const tile of MATVEC_VARIANTS) {
-      const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...engine.ops.tuning, matvec: tile });
-      const timed = (ws: GpuWeight[]) =>
-        medianMs(engine, async () => {
-          const enc = engine.ctx.device.createCommandEncoder();
-          for (const w of ws) await ops.matvec(enc, { x, w, out });
-          engine.ctx.device.queue.submit([enc.finish()]);
-        });
-      times.push({ tile, layer_ms: +(await timed(layer)).toFixed(2), lmhead_ms: +(await timed([head])).toFixed(2) });
-      console.log(JSON.stringify({ bench: 'generate_matvec', quant, ...times.at(-1) }));
+    for (let round = 0; round < 2; round++) {
+      for (const { kernel, tile } of kernels) {
+        const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...engine.ops.tuning, matvec: tile });
+        const timed = (ws: GpuWeight[]) =>
+          medianMs(engine, async () => {
+            const enc = engine.ctx.device.createCommandEncoder();
+            for (const w of ws) await (tile ? ops.matvec(enc, { x, w, out }) : ops.matmul(enc, { x, w, out, T: 1 }));
+            engine.ctx.device.queue.submit([enc.finish()]);
+          });
+        const row = { kernel, round, layer_ms: (await timed(layers)) / TIMED_LAYERS, lmhead_ms: await timed([head]) };
+        // A decode step runs the layer's products numLayers times and the lm-head once.
+        const step = c.numLayers * row.layer_ms + row.lmhead_ms;
+        layerMs.set(kernel, (layerMs.get(kernel) ?? 0) + step);
+        console.log(JSON.stringify({ bench: 'generate_matvec', quant, ...row, step_products_ms: +step.toFixed(1) }));
+      }
     }
   } finally {
     for (const t of live) b.destroy(t);
   }
-  // A decode step runs the layer's products numLayers times and the lm-head once.
-  const total = (t: (typeof times)[number]) => c.numLayers * t.layer_ms + t.lmhead_ms;
-  return times.reduce((a, t) => (total(t) < total(a) ? t : a)).tile;
+  const tiled = kernels.filter((k) => k.tile);
+  return tiled.reduce((a, k) => (layerMs.get(k.kernel)! < layerMs.get(a.kernel)! ? k : a)).tile!;
 }

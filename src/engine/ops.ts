@@ -65,8 +65,8 @@ export function matvecVariantsOn(device: GPUDevice): MatvecTile[] {
   return MATVEC_VARIANTS.filter((t) => t.variant !== 'subgroup' || device.features.has('subgroups'));
 }
 
-/** The one-row product's default: the barrier-free columns, which won on SwiftShader (docs/architecture.md §3d). */
-export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[0];
+/** The one-row product's default: barrier-free columns, 8 a thread, which won on SwiftShader (docs/architecture.md §3d). */
+export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[1];
 
 /** The tiled attention's default tiles (also decode's, which has only the tiled kernel). */
 const TILED_ATTENTION = { variant: 'tiled', BQ: 32, BK: 16 } as const;
