@@ -13,26 +13,22 @@ import type { LlamaConfig } from '../model/config.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 
 /**
- * Forward matmul tiles (`MatmulTile`): register tiles from 64-thread workgroups (one big tile
- * per workgroup) down to 8 threads (many small workgroups: on SwiftShader, where a workgroup runs
- * on one CPU thread, these fill the cores and waste little on clamped rows at the small widths of
- * a small model); workgroup-memory tiles of 32 x 32 and 64 x 64 outputs (what discrete GPUs run
- * fast), also in f16 where the adapter has shader-f16; split-K tiles summed with subgroup
- * operations where it has subgroups (`matmulCandidates` picks those the adapter can run).
+ * Forward matmul tiles (`MatmulTile`): register tiles from 64-thread workgroups (one 64 x 32 or
+ * 128 x 96 block per workgroup) down to 8 or 16 threads (many small workgroups: on SwiftShader,
+ * where a workgroup runs on one CPU thread, these fill the cores and waste little on clamped rows
+ * at the small widths of a small model); a 64 x 64 workgroup-memory tile (what discrete GPUs run
+ * fast), also in f16 where the adapter has shader-f16; a split-K tile summed with subgroup
+ * operations where it has subgroups (`matmulCandidates` picks those the adapter can run). Few, since
+ * each is compiled for every width of the model at first use.
  */
 export const MATMUL_CANDIDATES: MatmulTile[] = [
   { variant: 'regs', TM: 4, TN: 4, WGX: 8, WGY: 8 },
   { variant: 'regs', TM: 16, TN: 12, WGX: 8, WGY: 8 },
-  { variant: 'regs', TM: 16, TN: 8, WGX: 4, WGY: 16 },
-  { variant: 'regs', TM: 8, TN: 8, WGX: 4, WGY: 4 },
   { variant: 'regs', TM: 16, TN: 4, WGX: 4, WGY: 4 },
   { variant: 'regs', TM: 16, TN: 8, WGX: 2, WGY: 4 },
-  { variant: 'shared', TM: 4, TN: 4, WGX: 8, WGY: 8, f16: false },
   { variant: 'shared', TM: 4, TN: 4, WGX: 16, WGY: 16, f16: false },
-  { variant: 'shared', TM: 4, TN: 4, WGX: 8, WGY: 8, f16: true },
   { variant: 'shared', TM: 4, TN: 4, WGX: 16, WGY: 16, f16: true },
   { variant: 'subgroup', TM: 4, TN: 4, WG: 32 },
-  { variant: 'subgroup', TM: 1, TN: 8, WG: 64 },
 ];
 
 /** The matmul tiles an adapter can run: f16 tiles need shader-f16, subgroup tiles subgroups. */
@@ -45,8 +41,6 @@ export function matmulCandidates(features: AdapterSummary['features']): MatmulTi
 /** Input-gradient tiles (matmul_dx.wgsl), from 64-thread workgroups down to 8 threads, as for the forward. */
 export const MATMUL_DX_CANDIDATES: Tuning['matmulDx'][] = [
   { TM: 8, TK: 8, WGX: 8, WGY: 8 },
-  { TM: 4, TK: 4, WGX: 8, WGY: 8 },
-  { TM: 16, TK: 8, WGX: 4, WGY: 4 },
   { TM: 16, TK: 4, WGX: 4, WGY: 4 },
   { TM: 16, TK: 8, WGX: 2, WGY: 4 },
 ];
@@ -129,8 +123,8 @@ function syntheticWeight(engine: Engine, rows: number, cols: number, format: Qua
 
 /**
  * The distinct weight shapes (N, K) one decoder layer multiplies by, with their format: the
- * seven projections in `format` and the LoRA factors A (r, in) and B (out, r), f32, of the
- * gate/up/down adapters at rank 16.
+ * seven projections in `format`, and gate's LoRA factors A (r, C) and B (F, r), f32, at rank 16
+ * (the narrow shapes where a wide tile wastes most).
  */
 function layerWeightShapes(shape: TuningShape, format: QuantFormat): Array<[number, number, QuantFormat]> {
   const { C, F } = shape;
@@ -145,9 +139,7 @@ function layerWeightShapes(shape: TuningShape, format: QuantFormat): Array<[numb
   ];
   const lora: Array<[number, number]> = [
     [r, C],
-    [r, F],
     [F, r],
-    [C, r],
   ];
   const seen = new Set<string>();
   return [...base.map(([n, k]) => [n, k, format] as const), ...lora.map(([n, k]) => [n, k, 'f32'] as const)].filter(([n, k, f]) => {

@@ -89,7 +89,7 @@ it('the key separates adapters, weight formats and model widths', () => {
 it('the CLI file cache round-trips and reads a corrupt file as empty', async () => {
   const cache = new FileTuningCache(path.join(tmp, 'nested'));
   expect(await cache.get('x')).toBeUndefined();
-  const t: Tuning = { ...DEFAULT_TUNING, matmul: MATMUL_CANDIDATES[8], matmulDx: MATMUL_DX_CANDIDATES[4] };
+  const t: Tuning = { ...DEFAULT_TUNING, matmul: MATMUL_CANDIDATES[5], matmulDx: MATMUL_DX_CANDIDATES[2] };
   await cache.set('x', t);
   await cache.set('y', DEFAULT_TUNING);
   expect(await new FileTuningCache(path.join(tmp, 'nested')).get('x')).toEqual(t);
