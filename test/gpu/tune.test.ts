@@ -60,7 +60,7 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
   cache.map.set(key, { ...first.tuning, attention: { variant: 'rows', WG: 7, RT: 1 } });
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-});
+}, 600_000); // four tunings; each compiles every candidate for each width (about 1.5 min on 2 busy cores)
 
 it('times every variant the adapter can run and keeps the fastest; f16 tiles only with shader-f16, subgroup tiles only with subgroups', async () => {
   const { features } = g.ctx.adapter;
@@ -75,7 +75,7 @@ it('times every variant the adapter can run and keeps the fastest; f16 tiles onl
   for (const m of [...r.matmul, ...r.matmulDx]) expect(m.gflops).toBeGreaterThan(0);
   const top = Math.max(...r.matmul.map((m) => m.gflops));
   expect(r.matmul.find((m) => m.gflops === top)?.tile).toEqual(r.tuning.matmul);
-});
+}, 300_000);
 
 it('the key separates adapters, weight formats and model widths', () => {
   const a = g.ctx.adapter;
