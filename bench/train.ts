@@ -19,6 +19,7 @@ import { formatBytes } from '../src/engine/buffers.ts';
 import { formatProfile } from '../src/engine/profile.ts';
 import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
+import { describeMatmulTile } from '../src/engine/ops.ts';
 import type { LoraSet } from '../src/model/lora.ts';
 import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../src/engine/train-pass.ts';
 import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
@@ -151,6 +152,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   emit({ bench: 'fma_peak', adapter, gflops: +peakSamples[0].toFixed(2) });
   const tuned = await tuneKernels(probe, tuningShapeOf(shape, T), quant);
   const best = tuned.matmul.reduce((a, m) => (m.gflops > a.gflops ? m : a));
+  const bestDx = tuned.matmulDx.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   const bestHead = tuned.lmhead.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   emit({
     bench: 'train_tiles',
@@ -158,6 +160,9 @@ export async function trainBench(argv: string[]): Promise<void> {
     T,
     matmul_tile: best.tile,
     matmul_gflops: +best.gflops.toFixed(2),
+    matmul_gflops_per_tile: Object.fromEntries(tuned.matmul.map((m) => [describeMatmulTile(m.tile), +m.gflops.toFixed(2)])),
+    matmul_dx_tile: bestDx.tile,
+    matmul_dx_gflops_per_tile: Object.fromEntries(tuned.matmulDx.map((m) => [JSON.stringify(m.tile), +m.gflops.toFixed(2)])),
     lmhead_tile: bestHead.tile,
     lmhead_gflops: +bestHead.gflops.toFixed(2),
     attention: tuned.tuning.attention,

@@ -12,29 +12,14 @@
 // work; K must be a multiple of 4 (32 for quantized weights).
 //
 // CPU reference: test/reference/cpu-ops.ts matmulRef (quantized W: on the dequantized weight).
-// Test: test/gpu/kernels.test.ts.
+// Test: test/gpu/kernels.test.ts. The uniforms, bindings, `store4` and the tile's K step are
+// kernels/matmul_common.wgsl's, shared with the other variants (matmul_shared.wgsl, matmul_subgroup.wgsl).
 
 const KW: u32 = {{K}}u;
 
-struct Params { T: u32, N: u32, alpha: f32, beta: f32 }
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // (T, K/4)
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;   // (T, N)
+//#include matmul_common io
 
 {{WEIGHT}}
-
-/// out[t, n..n+3] = beta*out + alpha*v, for the columns < N.
-fn store4(t: u32, n: u32, v: vec4<f32>) {
-  if (t >= p.T) { return; }
-  for (var c = 0u; c < 4u; c++) {
-    if (n + c < p.N) {
-      let o = t * p.N + n + c;
-      var r = p.alpha * v[c];
-      if (p.beta != 0.0) { r += p.beta * out[o]; }
-      out[o] = r;
-    }
-  }
-}
 
 @compute @workgroup_size({{WGX}}, {{WGY}})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -47,23 +32,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   var acc{i}_{j} = vec4<f32>(0.0);
 //#end
 //#end
-//#for j in TN4
-  let c{j} = n0 + {j}u * 4u;
-  let c{j}_0 = min(c{j}, p.N - 1u);
-  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
-  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
-  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
-//#end
+//#include matmul_common columns
   for (var k4 = 0u; k4 < KW / 4u; k4++) {
-//#for j in TN4
-    let m{j} = mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
-//#end
-//#for i in TM
-    let x{i} = x[xr{i} + k4];
-//#for j in TN4
-    acc{i}_{j} += x{i} * m{j};
-//#end
-//#end
+//#include matmul_common fma
   }
 //#for i in TM
 //#for j in TN4

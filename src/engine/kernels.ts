@@ -4,7 +4,8 @@
  * Kernels are plain files in `kernels/`. A host provides them through `KernelSources` (Node reads
  * the folder, the browser build imports them as text). Sources may contain `{{NAME}}` holes that
  * the host fills at pipeline creation (tile sizes, head dim, weight format), sections
- * `//#section NAME` … `//#end` that can be picked on their own (weight-format snippets), and
+ * `//#section NAME` … `//#end` that can be picked on their own (weight-format snippets) or
+ * included in another kernel by a line `//#include FILE NAME` (the matmul variants' shared parts), and
  * unrolled blocks `//#for v in N` … `//#end` (N a number or a template value) whose lines are
  * repeated N times with `{v}` replaced by 0..N-1. Register tiles are written with the latter:
  * shader compilers (SwiftShader's in particular) keep dynamically indexed private arrays in
@@ -15,11 +16,21 @@ import { KernelError } from '../errors.ts';
 /** File name (without .wgsl) → WGSL text. */
 export type KernelSources = Record<string, string>;
 
-/** Text of `//#section name` … `//#end` in `src`. */
+/** Text of `//#section name` … its `//#end` in `src`; a section may hold `//#for` blocks. */
 export function section(src: string, name: string, file = '?'): string {
-  const m = src.match(new RegExp(`//#section ${name}\\b[^\\n]*\\n([\\s\\S]*?)//#end`));
-  if (!m) throw new KernelError(file, `no section "${name}"`);
-  return m[1];
+  const lines = src.split('\n');
+  const start = lines.findIndex((l) => new RegExp(`^\\s*//#section ${name}\\b`).test(l));
+  if (start < 0) throw new KernelError(file, `no section "${name}"`);
+  let depth = 1;
+  for (let j = start + 1; j < lines.length; j++) {
+    if (/^\s*\/\/#(for|section) /.test(lines[j])) depth++;
+    else if (/^\s*\/\/#end\s*$/.test(lines[j]) && --depth === 0)
+      return lines
+        .slice(start + 1, j)
+        .map((l) => `${l}\n`)
+        .join('');
+  }
+  throw new KernelError(file, `unclosed section "${name}"`);
 }
 
 /** Expand `//#for v in N` … `//#end` blocks (nestable); N is a number or a key of `values`. */
@@ -64,10 +75,11 @@ export class PipelineCache {
     readonly sources: KernelSources,
   ) {}
 
+  /** The WGSL text of kernels/`name`.wgsl, each `//#include file section` line replaced by that section of that file. */
   source(name: string): string {
     const s = this.sources[name];
     if (s === undefined) throw new KernelError(name, 'kernel source not found');
-    return s;
+    return s.replace(/^[ \t]*\/\/#include (\w+) (\w+)[ \t]*$/gm, (_, file: string, part: string) => section(this.source(file), part, file));
   }
 
   /**

@@ -20,9 +20,28 @@ export interface GpuWeight {
   scales: TrackedBuffer | null;
 }
 
-/** Register-tile shapes, chosen per adapter (see bench/ and docs/architecture.md §3b). TN is a multiple of 4. */
+/**
+ * A variant of the forward matmul and its tile (docs/architecture.md §3b), TM rows x TN columns
+ * (TN a multiple of 4): 'regs' (matmul.wgsl), registers only, WGX x WGY threads of one tile each,
+ * no barriers (what SwiftShader runs fast); 'shared' (matmul_shared.wgsl), a block of x and of the
+ * dequantized weights staged in workgroup memory per K stage (what discrete GPUs run fast), its
+ * operands rounded to f16 with `f16`; 'subgroup' (matmul_subgroup.wgsl, needs `subgroups`), WG
+ * threads split K for one tile and sum with `subgroupAdd` (few outputs, long K).
+ */
+export type MatmulTile =
+  | { variant: 'regs'; TM: number; TN: number; WGX: number; WGY: number }
+  | { variant: 'shared'; TM: number; TN: number; WGX: number; WGY: number; f16: boolean }
+  | { variant: 'subgroup'; TM: number; TN: number; WG: number };
+
+/** A matmul tile as a log line names it: "16×8 (wg 2×4)", "shared f16 4×4 (wg 16×16)", "subgroup 4×4 (wg 32)". */
+export function describeMatmulTile(t: MatmulTile): string {
+  const kind = t.variant === 'regs' ? '' : `${t.variant}${t.variant === 'shared' && t.f16 ? ' f16' : ''} `;
+  return `${kind}${t.TM}×${t.TN} (wg ${t.variant === 'subgroup' ? t.WG : `${t.WGX}×${t.WGY}`})`;
+}
+
+/** Kernel shapes, chosen per adapter (see bench/ and docs/architecture.md §3b). TN is a multiple of 4. */
 export interface Tuning {
-  matmul: { TM: number; TN: number; WGX: number; WGY: number };
+  matmul: MatmulTile;
   lmhead: { TM: number; TN: number; WGX: number; WGY: number };
   /**
    * 'tiled' (attention.wgsl): BQ query rows per workgroup stage BK keys at a time in workgroup
@@ -72,7 +91,7 @@ export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[1];
 const TILED_ATTENTION = { variant: 'tiled', BQ: 32, BK: 16 } as const;
 
 export const DEFAULT_TUNING: Tuning = {
-  matmul: { TM: 4, TN: 4, WGX: 8, WGY: 8 },
+  matmul: { variant: 'regs', TM: 4, TN: 4, WGX: 8, WGY: 8 },
   lmhead: { TM: 4, TN: 4, WGX: 16, WGY: 4 },
   attention: TILED_ATTENTION,
   matmulDx: { TM: 8, TK: 8, WGX: 8, WGY: 8 },
@@ -83,7 +102,10 @@ export const DEFAULT_TUNING: Tuning = {
 const MAX_WG = 65535;
 
 /** The matmul tile for fewer rows than the tuned tile has (generation's T = 1): 1 row x 4 columns per thread. */
-const ROW_TILE: Tuning['matmul'] = { TM: 1, TN: 4, WGX: 64, WGY: 1 };
+const ROW_TILE: MatmulTile = { variant: 'regs', TM: 1, TN: 4, WGX: 64, WGY: 1 };
+
+/** K vec4s a 'shared' matmul stages per barrier. */
+const SHARED_BK4 = 4;
 
 /** Scratch of the lm-head forward: (R, nTiles) partials and (R) target logits. */
 export interface LmheadScratch {
@@ -166,24 +188,55 @@ export class Ops {
   }
 
   /**
-   * Records a matmul-family kernel over a frozen weight (matmul, matmul_dx), its pipeline specialised
-   * by the weight's format and width and the tile: bindings 0..2 are the uniforms, input and output,
-   * then the weight's.
+   * Records a matmul-family kernel `name` over a frozen weight (matmul and its variants,
+   * matmul_dx), its pipeline specialised by the weight's format and width and the template values
+   * `tile` (cached under `tileKey`): bindings 0..2 are the uniforms, input and output, then the weight's.
    */
   private async weightKernel(
     enc: GPUCommandEncoder,
-    name: 'matmul' | 'matmul_dx',
+    name: string,
     w: GpuWeight,
-    tile: Record<string, number>,
+    [tileKey, tile]: [string, Record<string, number | string>],
     [u, input, output]: [GPUBuffer, TrackedBuffer, TrackedBuffer],
     grid: [number, number],
   ): Promise<void> {
     const { format, cols: K } = w;
-    const key = [name, format, K, ...Object.values(tile)].join(':');
-    const pl = await this.pipelines.get(name, key, () =>
+    const pl = await this.pipelines.get(name, [name, format, K, tileKey].join(':'), () =>
       fillTemplate(this.pipelines.source(name), { ...tile, K, WEIGHT: this.weightCode(format, 3) }, name),
     );
     this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, input), this.buf(2, output), ...this.weightEntries(w, 3)], grid, name);
+  }
+
+  /**
+   * The forward matmul kernel of a tile, its template values and its workgroup grid for T x N
+   * outputs. An f16 'shared' tile stages f16 where the device has shader-f16, else f32 values
+   * rounded to f16 (the same numbers; how adapters without it check the kernel).
+   */
+  private matmulKernel(tile: MatmulTile, T: number, N: number): [string, Record<string, number | string>, [number, number]] {
+    const { TM, TN } = tile;
+    if (tile.variant === 'subgroup') {
+      return ['matmul_subgroup', { TM, TN4: TN / 4, WG: tile.WG }, [Math.ceil(N / TN), Math.ceil(T / TM)]];
+    }
+    const { WGX, WGY } = tile;
+    const grid: [number, number] = [Math.ceil(N / (TN * WGX)), Math.ceil(T / (TM * WGY))];
+    if (tile.variant === 'regs') return ['matmul', { TM, TN4: TN / 4, WGX, WGY }, grid];
+    const half = tile.f16 && this.device.features.has('shader-f16');
+    const stage = !tile.f16
+      ? 'return v;'
+      : half
+        ? 'return vec4<f16>(v);'
+        : 'return vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));';
+    const values = {
+      TM,
+      TN4: TN / 4,
+      WGX,
+      WGY,
+      BK4: SHARED_BK4,
+      ST: half ? 'f16' : 'f32',
+      ENABLE: half ? 'enable f16;' : '',
+      STAGE: stage,
+    };
+    return ['matmul_shared', values, grid];
   }
 
   private weightEntries(w: GpuWeight, wb: number): GPUBindGroupEntry[] {
@@ -282,10 +335,10 @@ export class Ops {
   ): Promise<void> {
     const N = a.w.rows;
     // Fewer rows than the tile holds (decode: T = 1): one row per thread, no idle rows.
-    const { TM, TN, WGX, WGY } = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
+    const tile = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0], 'uuff');
-    const grid: [number, number] = [Math.ceil(N / (TN * WGX)), Math.ceil(a.T / (TM * WGY))];
-    await this.weightKernel(enc, 'matmul', a.w, { TM, TN4: TN / 4, WGX, WGY }, [u, a.x, a.out], grid);
+    const [name, values, grid] = this.matmulKernel(tile, a.T, N);
+    await this.weightKernel(enc, name, a.w, [Object.values(tile).join(':'), values], [u, a.x, a.out], grid);
   }
 
   /**
@@ -301,7 +354,8 @@ export class Ops {
     const { TM, TK, WGX, WGY } = this.tuning.matmulDx;
     const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, 0, 0], 'uuffuuuu');
     const grid: [number, number] = [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))];
-    await this.weightKernel(enc, 'matmul_dx', a.w, { TM, TK4: TK / 4, WGX, WGY }, [u, a.dy, a.dx], grid);
+    const tile = { TM, TK4: TK / 4, WGX, WGY };
+    await this.weightKernel(enc, 'matmul_dx', a.w, [Object.values(tile).join(':'), tile], [u, a.dy, a.dx], grid);
   }
 
   /** out (M,P) = beta*out + alpha * a(T,M)^T @ b(T,P): LoRA weight gradients */

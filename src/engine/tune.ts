@@ -8,16 +8,45 @@ import type { Engine } from './engine.ts';
 import { GpuMemoryError } from '../errors.ts';
 import type { AdapterSummary } from './gpu.ts';
 import type { TrackedBuffer } from './buffers.ts';
-import { DEFAULT_TUNING, Ops, type GpuWeight, type Tuning } from './ops.ts';
+import { DEFAULT_TUNING, Ops, type GpuWeight, type MatmulTile, type Tuning } from './ops.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 
-export const MATMUL_CANDIDATES: Tuning['matmul'][] = [
-  { TM: 4, TN: 4, WGX: 8, WGY: 8 },
-  { TM: 8, TN: 8, WGX: 8, WGY: 8 },
-  { TM: 16, TN: 8, WGX: 4, WGY: 16 },
-  { TM: 16, TN: 12, WGX: 8, WGY: 8 },
+/**
+ * Forward matmul tiles (`MatmulTile`): register tiles from 64-thread workgroups (one 64 x 32 or
+ * 128 x 96 block per workgroup) down to 8 or 16 threads (many small workgroups: on SwiftShader,
+ * where a workgroup runs on one CPU thread, these fill the cores and waste little on clamped rows
+ * at the small widths of a small model); a 64 x 64 workgroup-memory tile (what discrete GPUs run
+ * fast), also in f16 where the adapter has shader-f16; a split-K tile summed with subgroup
+ * operations where it has subgroups (`matmulCandidates` picks those the adapter can run). Few, since
+ * each is compiled for every width of the model at first use.
+ */
+export const MATMUL_CANDIDATES: MatmulTile[] = [
+  { variant: 'regs', TM: 4, TN: 4, WGX: 8, WGY: 8 },
+  { variant: 'regs', TM: 16, TN: 12, WGX: 8, WGY: 8 },
+  { variant: 'regs', TM: 16, TN: 4, WGX: 4, WGY: 4 },
+  { variant: 'regs', TM: 16, TN: 8, WGX: 2, WGY: 4 },
+  { variant: 'shared', TM: 4, TN: 4, WGX: 16, WGY: 16, f16: false },
+  { variant: 'shared', TM: 4, TN: 4, WGX: 16, WGY: 16, f16: true },
+  { variant: 'subgroup', TM: 4, TN: 4, WG: 32 },
 ];
+
+/** The matmul tiles an adapter can run: f16 tiles need shader-f16, subgroup tiles subgroups. */
+export function matmulCandidates(features: AdapterSummary['features']): MatmulTile[] {
+  return MATMUL_CANDIDATES.filter((t) =>
+    t.variant === 'subgroup' ? features.subgroups : t.variant === 'shared' && t.f16 ? features.shaderF16 : true,
+  );
+}
+
+/** Input-gradient tiles (matmul_dx.wgsl), from 64-thread workgroups down to 8 threads, as for the forward. */
+export const MATMUL_DX_CANDIDATES: Tuning['matmulDx'][] = [
+  { TM: 8, TK: 8, WGX: 8, WGY: 8 },
+  { TM: 16, TK: 4, WGX: 4, WGY: 4 },
+  { TM: 16, TK: 8, WGX: 2, WGY: 4 },
+];
+
+/** The LoRA rank the tuner's mix of shapes assumes for the adapters' narrow matmuls (LoRA A and B). */
+const TUNING_LORA_RANK = 16;
 
 export const LMHEAD_CANDIDATES: Tuning['lmhead'][] = [
   { TM: 4, TN: 4, WGX: 16, WGY: 4 },
@@ -54,8 +83,9 @@ export interface TuningShape {
 
 export interface TuneResult {
   tuning: Tuning;
-  /** GFLOP/s of every candidate, in candidate order. */
-  matmul: Array<{ tile: Tuning['matmul']; gflops: number }>;
+  /** GFLOP/s of every candidate the adapter can run over one layer's matmul shapes, in candidate order. */
+  matmul: Array<{ tile: MatmulTile; gflops: number }>;
+  matmulDx: Array<{ tile: Tuning['matmulDx']; gflops: number }>;
   lmhead: Array<{ tile: Tuning['lmhead']; gflops: number }>;
   /** Milliseconds of one attention forward + backward per variant, in candidate order. */
   attention: Array<{ tile: Tuning['attention']; ms: number }>;
@@ -92,9 +122,44 @@ function syntheticWeight(engine: Engine, rows: number, cols: number, format: Qua
 }
 
 /**
- * Pick the fastest matmul and lm-head tiles for T tokens of a model with hidden C, FFN F,
- * vocabulary V (the lm-head is timed on min(V, 8192) columns to keep tuning short).
- * `onProgress` gets the fraction of candidates timed.
+ * The distinct weight shapes (N, K) one decoder layer multiplies by, with their format: the
+ * seven projections in `format`, and gate's LoRA factors A (r, C) and B (F, r), f32, at rank 16
+ * (the narrow shapes where a wide tile wastes most).
+ */
+function layerWeightShapes(shape: TuningShape, format: QuantFormat): Array<[number, number, QuantFormat]> {
+  const { C, F } = shape;
+  const { H, KVH, D } = attentionHeads(shape);
+  const r = TUNING_LORA_RANK;
+  const base: Array<[number, number]> = [
+    [H * D, C],
+    [KVH * D, C],
+    [C, H * D],
+    [F, C],
+    [C, F],
+  ];
+  const lora: Array<[number, number]> = [
+    [r, C],
+    [F, r],
+  ];
+  const seen = new Set<string>();
+  return [...base.map(([n, k]) => [n, k, format] as const), ...lora.map(([n, k]) => [n, k, 'f32'] as const)].filter(([n, k, f]) => {
+    const key = `${n}:${k}:${f}`;
+    return !seen.has(key) && seen.add(key);
+  }) as Array<[number, number, QuantFormat]>;
+}
+
+/** The heads tuning times attention on: the model's, else C/64 heads of 64. */
+function attentionHeads(shape: TuningShape): AttentionShape {
+  const h = Math.max(1, shape.C / 64);
+  return shape.heads ?? { H: h, KVH: h, D: 64 };
+}
+
+/**
+ * Pick the fastest kernels for T tokens of a model with hidden C, FFN F, vocabulary V: the
+ * forward matmul (every variant the adapter can run) and the input-gradient tiles, each timed
+ * over the distinct weight shapes of one layer (`layerWeightShapes`, so a tile that wastes work
+ * on narrow LoRA factors or on a width that is not its multiple pays for it); the lm-head tiles
+ * on min(V, 8192) columns; the attention variants. `onProgress` gets the fraction timed.
  */
 export async function tuneKernels(
   engine: Engine,
@@ -102,26 +167,40 @@ export async function tuneKernels(
   format: QuantFormat,
   onProgress?: (fraction: number) => void,
 ): Promise<TuneResult> {
-  const { T, C, F } = shape;
+  const { T, C } = shape;
   const V = Math.min(shape.V, 8192);
-  const CANDIDATES = MATMUL_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length;
+  const matmulTiles = matmulCandidates(engine.ctx.adapter.features);
+  const CANDIDATES = matmulTiles.length + MATMUL_DX_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length;
+  let timed = 0;
+  const progress = () => onProgress?.(++timed / CANDIDATES);
   const b = engine.buffers;
   const opsWith = (t: Partial<Tuning>) => new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, ...t });
-  const w = syntheticWeight(engine, F, C, format);
-  const x = b.create('tune x', T * C * 4);
-  const out = b.create('tune out', T * F * 4);
-  const matmul: TuneResult['matmul'] = [];
-  for (const tile of MATMUL_CANDIDATES) {
-    const ops = opsWith({ matmul: tile });
-    const reps = 4;
+  const weights = layerWeightShapes(shape, format).map(([n, k, f]) => syntheticWeight(engine, n, k, f));
+  const widest = Math.max(...weights.map((w) => Math.max(w.rows, w.cols)));
+  const x = b.create('tune x', T * widest * 4);
+  const out = b.create('tune out', T * widest * 4);
+  const layerFlops = weights.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0);
+  /** GFLOP/s of one pass over the layer's shapes, recorded by `record` for each weight. */
+  const timeLayer = async (record: (enc: GPUCommandEncoder, w: GpuWeight) => Promise<void>) => {
     const ms = await medianMs(engine, async () => {
       const enc = engine.ctx.device.createCommandEncoder();
-      for (let i = 0; i < reps; i++) await ops.matmul(enc, { x, w, out, T });
+      for (const w of weights) await record(enc, w);
       engine.ctx.device.queue.submit([enc.finish()]);
     });
-    matmul.push({ tile, gflops: (2 * T * F * C * reps) / ms / 1e6 });
-    onProgress?.(matmul.length / CANDIDATES);
+    progress();
+    return layerFlops / ms / 1e6;
+  };
+  const matmul: TuneResult['matmul'] = [];
+  for (const tile of matmulTiles) {
+    const ops = opsWith({ matmul: tile });
+    matmul.push({ tile, gflops: await timeLayer((enc, w) => ops.matmul(enc, { x, w, out, T })) });
   }
+  const matmulDx: TuneResult['matmulDx'] = [];
+  for (const tile of MATMUL_DX_CANDIDATES) {
+    const ops = opsWith({ matmulDx: tile });
+    matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T })) });
+  }
+  for (const w of weights) for (const t of [w.data, w.scales]) b.destroy(t);
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const rows = b.upload(
     'tune rows',
@@ -140,19 +219,24 @@ export async function tuneKernels(
       engine.ctx.device.queue.submit([enc.finish()]);
     });
     lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
-    onProgress?.((matmul.length + lmhead.length) / CANDIDATES);
+    progress();
     b.destroy(scratch.part);
     b.destroy(scratch.tlogit);
   }
-  for (const t of [w.data, w.scales, head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
-  const attention = await timeAttention(engine, T, shape.heads ?? { H: Math.max(1, C / 64), KVH: Math.max(1, C / 64), D: 64 }, (i) =>
-    onProgress?.((matmul.length + lmhead.length + i) / CANDIDATES),
-  );
+  for (const t of [head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
+  const attention = await timeAttention(engine, T, attentionHeads(shape), progress);
   const best = <T extends { gflops: number }>(list: T[]) => list.reduce((a, c) => (c.gflops > a.gflops ? c : a));
   const fastest = attention.reduce((a, c) => (c.ms < a.ms ? c : a));
   return {
-    tuning: { ...DEFAULT_TUNING, matmul: best(matmul).tile, lmhead: best(lmhead).tile, attention: fastest.tile },
+    tuning: {
+      ...DEFAULT_TUNING,
+      matmul: best(matmul).tile,
+      matmulDx: best(matmulDx).tile,
+      lmhead: best(lmhead).tile,
+      attention: fastest.tile,
+    },
     matmul,
+    matmulDx,
     lmhead,
     attention,
   };
@@ -167,12 +251,12 @@ export function tuningShapeOf(
   return { T, C: m.hiddenSize, F: m.intermediateSize, V: m.vocabSize, heads };
 }
 
-/** One attention forward + backward (T tokens, one sequence) timed per variant; `onDone` gets the count timed. */
+/** One attention forward + backward (T tokens, one sequence) timed per variant; `onDone` is called after each. */
 async function timeAttention(
   engine: Engine,
   T: number,
   { H, KVH, D }: AttentionShape,
-  onDone: (count: number) => void,
+  onDone: () => void,
 ): Promise<TuneResult['attention']> {
   const b = engine.buffers;
   const live: TrackedBuffer[] = [];
@@ -208,7 +292,7 @@ async function timeAttention(
         engine.ctx.device.queue.submit([enc.finish()]);
       });
       timed.push({ tile, ms });
-      onDone(timed.length);
+      onDone();
     }
   } finally {
     for (const t of live) b.destroy(t);
@@ -217,10 +301,13 @@ async function timeAttention(
 }
 
 /** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 2;
+export const TUNING_VERSION = 3;
 
-/** Tokens the cached choice is measured on (a typical training sequence). */
-export const TUNING_TOKENS = 256;
+/**
+ * Tokens the cached choice is measured on: a typical training record, deliberately not a multiple
+ * of the tiles' rows, so that a tile pays for its clamped rows as in a real step.
+ */
+export const TUNING_TOKENS = 200;
 
 /** Where a host keeps tuning choices (IndexedDB in the app, a JSON file for the CLI). */
 export interface TuningCache {
@@ -248,10 +335,11 @@ const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(
 /** A cached value is used only if it is a tuning whose tiles are among today's candidates. */
 export function isCachedTuning(v: unknown): v is Tuning {
   const t = v as Partial<Tuning> | null;
-  if (typeof t !== 'object' || t === null || !t.matmul || !t.lmhead || !t.attention) return false;
-  const tuned = { matmul: 0, lmhead: 0, attention: 0 };
+  if (typeof t !== 'object' || t === null || !t.matmul || !t.matmulDx || !t.lmhead || !t.attention) return false;
+  const tuned = { matmul: 0, matmulDx: 0, lmhead: 0, attention: 0 };
   return (
     MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) &&
+    MATMUL_DX_CANDIDATES.some((c) => sameTile(c, t.matmulDx!)) &&
     LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) &&
     ATTENTION_CANDIDATES.some((c) => sameTile(c, t.attention!)) &&
     sameTile({ ...t, ...tuned }, { ...DEFAULT_TUNING, ...tuned })

@@ -5,7 +5,7 @@
  */
 import { TextTokenizer } from '../data/tokenizer.ts';
 import type { Engine } from '../engine/engine.ts';
-import type { Tuning } from '../engine/ops.ts';
+import { describeMatmulTile, type Tuning } from '../engine/ops.ts';
 import { type TuningCache, tuningFor } from '../engine/tune.ts';
 import { ModelFormatError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
@@ -54,9 +54,10 @@ export async function tuneEngine(
   return found;
 }
 
-/** The tiles in use as one line, e.g. "matmul 16×12, lm-head 8×8 (measured now)". */
+/** The kernels in use as one line, e.g. "matmul 16×8 (wg 2×4), dx 16×8, lm-head 8×8 (measured now)". */
 export function describeTuning(tuning: Tuning, source: TuningSource): string {
   const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
   const why = { measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source];
-  return `matmul ${tile(tuning.matmul)}, lm-head ${tile(tuning.lmhead)} (${why})`;
+  const dx = tuning.matmulDx;
+  return `matmul ${describeMatmulTile(tuning.matmul)}, dx ${dx.TM}×${dx.TK}, lm-head ${tile(tuning.lmhead)} (${why})`;
 }

@@ -19,7 +19,7 @@ import type { TrackedBuffer } from '../../src/engine/buffers.ts';
 import { dropoutSalt, dropoutSeed } from '../../src/engine/lora-linear.ts';
 import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
-import { ATTENTION_CANDIDATES } from '../../src/engine/tune.ts';
+import { ATTENTION_CANDIDATES, MATMUL_DX_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import {
   attentionBackwardRef,
@@ -217,27 +217,33 @@ describe('references vs float64 finite differences', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('matmul_dx: dx = beta*dx + alpha * dy @ W', () => {
-  for (const [format, T, N, K] of [
-    ['f32', 37, 44, 36],
-    ['q8', 19, 40, 64],
-    ['q4', 9, 12, 96],
-  ] as const) {
-    it(`${format} dy(${T},${N}) W(${N},${K}); beta 0 overwrites, beta 1 accumulates`, async () => {
+  // every tile the tuner may pick (tune.ts MATMUL_DX_CANDIDATES)
+  for (const [tile, [format, T, N, K]] of MATMUL_DX_CANDIDATES.flatMap((tile) =>
+    (
+      [
+        ['f32', 37, 44, 36],
+        ['q8', 19, 40, 64],
+        ['q4', 9, 12, 96],
+      ] as const
+    ).map((shape) => [tile, shape] as const),
+  )) {
+    it(`tile ${tile.TM}×${tile.TK} (wg ${tile.WGX}×${tile.WGY}): ${format} dy(${T},${N}) W(${N},${K}); beta 0 overwrites, beta 1 accumulates`, async () => {
+      const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, matmulDx: tile });
       const w = randomArray(N * K, 100 + N, 0.5);
       const wd = deq(w, N, K, format);
       const dy1 = randomArray(T * N, 101);
       const dy2 = randomArray(T * N, 102);
       const wb = g.weight(w, N, K, format);
       const dx = g.buffers.upload('dx', nanArray(T * K)); // beta 0 must not read dx
-      await g.run((enc) => g.ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T }));
+      await g.run((enc) => ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T }));
       const ref1 = matmulDxRef(dy1, wd, T, N, K);
       expect(maxViolation(await g.f32(dx), ref1, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
       // dx = 1 * dx + (-0.75) * dy2 @ W
-      await g.run((enc) => g.ops.matmulDx(enc, { dy: g.buffers.upload('dy2', dy2), w: wb, dx, T, alpha: -0.75, beta: 1 }));
+      await g.run((enc) => ops.matmulDx(enc, { dy: g.buffers.upload('dy2', dy2), w: wb, dx, T, alpha: -0.75, beta: 1 }));
       const ref2 = matmulDxRef(dy2, wd, T, N, K).map((v, i) => ref1[i] - 0.75 * v);
       expect(maxViolation(await g.f32(dx), ref2, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
       // alpha with beta 0
-      await g.run((enc) => g.ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T, alpha: 2.5 }));
+      await g.run((enc) => ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T, alpha: 2.5 }));
       expect(
         maxViolation(
           await g.f32(dx),

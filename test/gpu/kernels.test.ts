@@ -5,9 +5,9 @@
  * exp/log paths); quantized weights are compared with the reference run on the dequantized weights.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
+import { DEFAULT_TUNING, describeMatmulTile, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
-import { ATTENTION_CANDIDATES } from '../../src/engine/tune.ts';
+import { ATTENTION_CANDIDATES, MATMUL_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
 import {
@@ -31,40 +31,84 @@ afterAll(() => g?.ctx.destroy());
 
 const deq = (w: Float32Array, rows: number, cols: number, f: QuantFormat) => dequantize(quantize(w, rows, cols, f));
 
-describe('matmul', () => {
-  for (const [format, T, N, K] of [
-    ['f32', 37, 45, 36],
-    ['f32', 1, 3, 4],
-    ['q8', 37, 45, 96],
-    ['q4', 19, 70, 64],
-    ['q8', 64, 64, 32],
-  ] as const) {
-    it(`${format} x(${T},${K}) W(${N},${K})`, async () => {
-      const x = randomArray(T * K, 1 + T);
-      const w = randomArray(N * K, 2 + N, 0.5);
-      const out0 = randomArray(T * N, 3);
-      const xb = g.buffers.upload('x', x);
-      const ob = g.buffers.upload('out', out0);
-      const wb = g.weight(w, N, K, format);
-      await g.run((enc) => g.ops.matmul(enc, { x: xb, w: wb, out: ob, T }));
-      const ref = matmulRef(x, deq(w, N, K, format), T, N, K);
-      expect(maxViolation(await g.f32(ob), ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
-      // accumulate: out = out + alpha * x W^T
-      await g.run((enc) => g.ops.matmul(enc, { x: xb, w: wb, out: ob, T, alpha: 0.25, beta: 1 }));
-      expect(
-        maxViolation(
-          await g.f32(ob),
-          ref.map((v) => v * 1.25),
-          1e-4,
-          1e-5,
-        ),
-      ).toBeLessThanOrEqual(1);
-    });
+/** v rounded to the nearest binary16 value (ties to even; subnormals below 2^-14): the f16 tiles' operand rounding. */
+function roundF16(v: number): number {
+  if (v === 0 || !Number.isFinite(v)) return v;
+  const a = Math.abs(v);
+  let e = Math.max(Math.floor(Math.log2(a)), -14);
+  if (e > -14 && a < 2 ** e) e--;
+  if (a >= 2 ** (e + 1)) e++;
+  const ulp = 2 ** (e - 10);
+  const q = a / ulp;
+  const fl = Math.floor(q);
+  const n = q - fl > 0.5 || (q - fl === 0.5 && fl % 2 === 1) ? fl + 1 : fl;
+  return Math.sign(v) * n * ulp;
+}
+
+it('roundF16 rounds to binary16: 11 significant bits, ties to even, subnormals', () => {
+  expect([1 + 2 ** -11, 1 + 3 * 2 ** -11, 2049, 65504, 2 ** -24, 1.5 * 2 ** -24, -0.1].map(roundF16)).toEqual([
+    1,
+    1 + 2 ** -9,
+    2048,
+    65504,
+    2 ** -24,
+    2 ** -23,
+    -0.0999755859375,
+  ]);
+});
+
+// Every forward variant the tuner may pick (tune.ts MATMUL_CANDIDATES), on shapes that are not multiples of
+// their tiles: |gpu - ref| <= 1e-5 + 1e-4*|ref| against the float64 reference, for f16 tiles the reference on x and
+// W rounded to f16 (their products and sums are f32), and out of tolerance of the unrounded one. Subgroup tiles
+// run where the adapter has subgroups.
+describe('matmul: every tuner variant', () => {
+  for (const tile of MATMUL_CANDIDATES) {
+    const ops = () => new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, matmul: tile });
+    for (const [format, T, N, K] of [
+      ['f32', 37, 45, 36],
+      ['f32', 1, 3, 4],
+      ['q8', 37, 45, 96],
+      ['q4', 19, 70, 64],
+      ['q8', 64, 64, 32],
+    ] as const) {
+      it(`${describeMatmulTile(tile)}: ${format} x(${T},${K}) W(${N},${K})`, async (ctx) => {
+        if (tile.variant === 'subgroup' && !g.ctx.adapter.features.subgroups) ctx.skip();
+        // fewer rows than the tile (T < TM) take the one-row register tile, in f32
+        const f16 = tile.variant === 'shared' && tile.f16 && T >= tile.TM;
+        const round = (a: Float32Array) => (f16 ? a.map(roundF16) : a);
+        const x = randomArray(T * K, 1 + T);
+        const w = randomArray(N * K, 2 + N, 0.5);
+        const xb = g.buffers.upload('x', x);
+        const ob = g.buffers.upload('out', randomArray(T * N, 3));
+        const wb = g.weight(w, N, K, format);
+        await g.run((enc) => ops().matmul(enc, { x: xb, w: wb, out: ob, T }));
+        const ref = matmulRef(round(x), round(deq(w, N, K, format)), T, N, K);
+        const got = await g.f32(ob);
+        expect(maxViolation(got, ref, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+        if (f16) {
+          // the rounding is real: the unrounded reference is out of tolerance
+          expect(maxViolation(got, matmulRef(x, deq(w, N, K, format), T, N, K), 1e-4, 1e-5)).toBeGreaterThan(1);
+        }
+        // accumulate: out = out + alpha * x W^T
+        await g.run((enc) => ops().matmul(enc, { x: xb, w: wb, out: ob, T, alpha: 0.25, beta: 1 }));
+        expect(
+          maxViolation(
+            await g.f32(ob),
+            ref.map((v) => v * 1.25),
+            1e-4,
+            1e-5,
+          ),
+        ).toBeLessThanOrEqual(1);
+      });
+    }
   }
 });
 
 it('matmul with fewer rows than the tuned tile (T=5, 1 under a 16x12 tile: one row per thread) matches the reference', async () => {
-  const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, matmul: { TM: 16, TN: 12, WGX: 8, WGY: 8 } });
+  const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, {
+    ...DEFAULT_TUNING,
+    matmul: { variant: 'regs', TM: 16, TN: 12, WGX: 8, WGY: 8 },
+  });
   for (const T of [5, 1]) {
     const [N, K] = [70, 64];
     const x = randomArray(T * K, 90 + T);

@@ -12,6 +12,9 @@ import {
   ATTENTION_CANDIDATES,
   LMHEAD_CANDIDATES,
   MATMUL_CANDIDATES,
+  MATMUL_DX_CANDIDATES,
+  matmulCandidates,
+  tuneKernels,
   tuningFor,
   tuningKey,
   type TuningCache,
@@ -42,7 +45,8 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   const progress: number[] = [];
   const first = await tuningFor(g, cache, SHAPE, 'q8', (f) => progress.push(f));
   expect(first.source).toBe('measured');
-  expect(MATMUL_CANDIDATES).toContainEqual(first.tuning.matmul);
+  expect(matmulCandidates(g.ctx.adapter.features)).toContainEqual(first.tuning.matmul);
+  expect(MATMUL_DX_CANDIDATES).toContainEqual(first.tuning.matmulDx);
   expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
   expect(ATTENTION_CANDIDATES).toContainEqual(first.tuning.attention);
   expect(progress.at(-1)).toBe(1);
@@ -50,11 +54,28 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   expect(cache.map.get(key)).toEqual(first.tuning);
   const second = await tuningFor(g, cache, SHAPE, 'q8');
   expect(second).toEqual({ tuning: first.tuning, source: 'cached' });
-  cache.map.set(key, { ...DEFAULT_TUNING, matmul: { TM: 3, TN: 5, WGX: 8, WGY: 8 } });
+  cache.map.set(key, { ...DEFAULT_TUNING, matmul: { variant: 'regs', TM: 3, TN: 5, WGX: 8, WGY: 8 } });
+  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
+  cache.map.set(key, { ...first.tuning, matmulDx: { TM: 3, TK: 4, WGX: 8, WGY: 8 } });
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
   cache.map.set(key, { ...first.tuning, attention: { variant: 'rows', WG: 7, RT: 1 } });
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-});
+}, 600_000); // four tunings; each compiles every candidate for each width (about 1.5 min on 2 busy cores)
+
+it('times every variant the adapter can run and keeps the fastest; f16 tiles only with shader-f16, subgroup tiles only with subgroups', async () => {
+  const { features } = g.ctx.adapter;
+  const runnable = matmulCandidates(features);
+  expect(runnable.some((t) => t.variant === 'shared' && !t.f16)).toBe(true);
+  expect(runnable.some((t) => t.variant === 'shared' && t.f16)).toBe(features.shaderF16);
+  expect(runnable.some((t) => t.variant === 'subgroup')).toBe(features.subgroups);
+  expect(matmulCandidates({ ...features, shaderF16: true, subgroups: true })).toEqual(MATMUL_CANDIDATES);
+  const r = await tuneKernels(g, { ...SHAPE, T: 37 }, 'f32');
+  expect(r.matmul.map((m) => m.tile)).toEqual(runnable);
+  expect(r.matmulDx.map((m) => m.tile)).toEqual(MATMUL_DX_CANDIDATES);
+  for (const m of [...r.matmul, ...r.matmulDx]) expect(m.gflops).toBeGreaterThan(0);
+  const top = Math.max(...r.matmul.map((m) => m.gflops));
+  expect(r.matmul.find((m) => m.gflops === top)?.tile).toEqual(r.tuning.matmul);
+}, 300_000);
 
 it('the key separates adapters, weight formats and model widths', () => {
   const a = g.ctx.adapter;
@@ -68,7 +89,7 @@ it('the key separates adapters, weight formats and model widths', () => {
 it('the CLI file cache round-trips and reads a corrupt file as empty', async () => {
   const cache = new FileTuningCache(path.join(tmp, 'nested'));
   expect(await cache.get('x')).toBeUndefined();
-  const t: Tuning = { ...DEFAULT_TUNING, matmul: MATMUL_CANDIDATES[3] };
+  const t: Tuning = { ...DEFAULT_TUNING, matmul: MATMUL_CANDIDATES[5], matmulDx: MATMUL_DX_CANDIDATES[2] };
   await cache.set('x', t);
   await cache.set('y', DEFAULT_TUNING);
   expect(await new FileTuningCache(path.join(tmp, 'nested')).get('x')).toEqual(t);

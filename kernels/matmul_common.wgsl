@@ -1,0 +1,49 @@
+// Pieces shared by the forward matmul variants (matmul.wgsl, matmul_shared.wgsl,
+// matmul_subgroup.wgsl), spliced in with `//#include matmul_common SECTION` (src/engine/kernels.ts):
+//   io       the uniforms, x and out bindings and `store4`, the tile's write of four columns;
+//   columns  the four weight rows (output columns) of each of the TN4 vec4 columns, clamped to N;
+//   fma      one k4 step of a register tile: TN4 mat4x4 of weights times TM vec4 of x.
+//
+// CPU reference: test/reference/cpu-ops.ts matmulRef. Test: test/gpu/kernels.test.ts (every variant).
+
+//#section io
+struct Params { T: u32, N: u32, alpha: f32, beta: f32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // (T, K/4)
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;   // (T, N)
+
+/// out[t, n..n+3] = beta*out + alpha*v, for the columns < N.
+fn store4(t: u32, n: u32, v: vec4<f32>) {
+  if (t >= p.T) { return; }
+  for (var c = 0u; c < 4u; c++) {
+    if (n + c < p.N) {
+      let o = t * p.N + n + c;
+      var r = p.alpha * v[c];
+      if (p.beta != 0.0) { r += p.beta * out[o]; }
+      out[o] = r;
+    }
+  }
+}
+//#end
+
+//#section columns
+//#for j in TN4
+  let c{j} = n0 + {j}u * 4u;
+  let c{j}_0 = min(c{j}, p.N - 1u);
+  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
+  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
+  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
+//#end
+//#end
+
+//#section fma
+//#for j in TN4
+    let m{j} = mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
+//#end
+//#for i in TM
+    let x{i} = x[xr{i} + k4];
+//#for j in TN4
+    acc{i}_{j} += x{i} * m{j};
+//#end
+//#end
+//#end
