@@ -107,13 +107,23 @@ export class GpuUnavailableError extends NlftError {
   }
 }
 
-/** The GPU device was lost (driver reset, out of memory, tab backgrounded too long). */
+/**
+ * The GPU device was lost (driver reset, GPU process crash, out of memory, tab backgrounded too
+ * long). `during` says where a job stood when it happened (a training run: its step and the
+ * checkpoint it can continue from).
+ */
 export class DeviceLostError extends NlftError {
   constructor(
     readonly reason: string,
-    detail: string,
+    readonly detail: string,
+    where?: string,
   ) {
-    super(`GPU device lost (${reason}): ${detail}`, 'device-lost');
+    super(where ? `The GPU device was lost (${reason}: ${detail}) ${where}` : `GPU device lost (${reason}): ${detail}`, 'device-lost');
+  }
+
+  /** The same loss, its message saying where the job stood (e.g. "at step 4 of 8; …"). */
+  during(where: string): DeviceLostError {
+    return new DeviceLostError(this.reason, this.detail, where);
   }
 }
 

@@ -167,7 +167,8 @@ export type TrainEventCallback = (event: TrainEvent) => void;
  */
 export interface TrainerApi {
   /**
-   * Acquires the GPU adapter and device (once; later calls return the same adapter).
+   * Acquires the GPU adapter and device (once; later calls return the same adapter, unless the
+   * device was lost: then a new device, on which the model must be loaded again).
    * Throws `GpuUnavailableError` when the browser has no WebGPU or no adapter.
    */
   init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo>;

@@ -211,10 +211,13 @@ export class TrainerHost implements TrainerApi {
 
   init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo> {
     return this.#serial(async () => {
-      if (this.#adapter) {
+      if (this.#adapter && !(await this.#engine?.ctx.lossSoFar())) {
         this.#deps.release(onDeviceLost);
         return this.#adapter;
       }
+      // The first call, or the device was lost: a new device. The model on the lost one is gone (load it again).
+      this.#model = null;
+      this.#trained = null;
       let engine: Engine;
       try {
         engine = await this.#deps.createEngine();

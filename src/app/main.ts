@@ -82,7 +82,7 @@ async function main(root: HTMLElement): Promise<void> {
     },
     onQuantChange: (q) => void remember('quant', q),
     onReadyChange(ready) {
-      modelReady = ready;
+      modelLoaded = ready;
       if (!ready) useLibraryAdapter(null); // a model load drops the adapter
       syncReady();
     },
@@ -102,13 +102,16 @@ async function main(root: HTMLElement): Promise<void> {
   /** The library entry whose adapter is on the model (an imported one names the evaluations made with it). */
   let inUse: LibraryItem | null = null;
   const evalHistory: EvalHistory = { list: () => storedEvals.list(), add: (o) => storedEvals.add(attributeEvaluation(o, inUse)) };
-  let modelReady = false;
+  let modelLoaded = false;
   let training = false;
   let evaluating = false;
   let scoring = false;
   let loadingAdapter = false;
   let preparing = false;
+  /** While the GPU device is lost (until a new one): whether a run said so (its message says more than the worker's). */
+  let lost: { byRun: boolean } | null = null;
   const syncReady = () => {
+    const modelReady = modelLoaded && lost === null;
     const busy = training || evaluating || scoring || loadingAdapter || preparing;
     playground.setModelReady(modelReady && !busy);
     train.setModelReady(modelReady && !evaluating && !scoring && !loadingAdapter && !preparing);
@@ -168,6 +171,7 @@ async function main(root: HTMLElement): Promise<void> {
       if (!busy) void model.refreshMemory();
       if (!busy) void showTrainedSystem();
     },
+    onDeviceLost: (message, canContinue) => deviceLost(message, { canContinue }),
     onRunChange(run, running) {
       library.setTraining(running ? run.startedAt : null);
       if (!running && run.adapter) useLibraryAdapter({ kind: 'run', id: run.startedAt, run });
@@ -209,6 +213,31 @@ async function main(root: HTMLElement): Promise<void> {
       void remember('pickedRecord', index);
     },
   });
+  /**
+   * The GPU device was lost (the worker says so; a run, where and what it keeps): the banner says
+   * it and offers a new device, on which the model loads again and a run that kept a checkpoint
+   * continues.
+   */
+  const deviceLost = (message: string, run: { canContinue: boolean } | null) => {
+    if (lost?.byRun && !run) return;
+    lost = { byRun: run !== null };
+    syncReady();
+    const label = run?.canContinue ? 'Continue on a new GPU device' : 'Load the model on a new GPU device';
+    header.showBanner(run ? message : `${message}. The model is gone with it.`, { label, run: () => recover(run?.canContinue ?? false) });
+  };
+  const onDeviceLost = (message: string) => deviceLost(message, null);
+  const recover = async (continueRun: boolean) => {
+    try {
+      header.setAdapter(await trainer.init(onDeviceLost));
+    } catch (e) {
+      header.showBanner(`No new GPU device: ${errorMessage(e)}. Reload the page to start again.`);
+      return;
+    }
+    lost = null;
+    header.hideBanner();
+    await model.load();
+    if (continueRun && modelLoaded) await train.continueRun();
+  };
   /** A failure after which the GPU cannot be used: say so everywhere it matters. */
   const stop = (message: string) => {
     header.showBanner(message);
@@ -251,7 +280,7 @@ async function main(root: HTMLElement): Promise<void> {
     if (!draft && records.length > 0) data.pick(0);
   });
   try {
-    header.setAdapter(await trainer.init((message) => stop(`${message}. Reload the page to start again.`)));
+    header.setAdapter(await trainer.init(onDeviceLost));
   } catch (e) {
     header.setNoAdapter(errorMessage(e));
     model.disable('No model: this page needs WebGPU to run the model.');

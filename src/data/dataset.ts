@@ -45,7 +45,12 @@ export interface DatasetOptions {
   maxBytes?: number;
   /** Every record must have an `output` (NLFT training scores it); default false. */
   requireOutput?: boolean;
+  /** Called with the records read so far while a big file is parsed (every `PROGRESS_RECORDS`), and with the count at the end. */
+  onProgress?: (records: number) => void;
 }
+
+/** Records between two `onProgress` calls. */
+export const PROGRESS_RECORDS = 10_000;
 
 export interface ParsedDataset {
   records: DatasetRecord[];
@@ -82,7 +87,7 @@ export function parseDataset(bytes: Uint8Array, fileName: string, opts: DatasetO
     throw new DatasetError(fileName, 'the file is empty; expected a JSON array of records or JSON Lines (one record per line)');
   }
   const format = text[start] === '[' ? 'json' : 'jsonl';
-  const raw = format === 'json' ? readJsonArray(text, fileName) : readJsonLines(text, fileName);
+  const raw = format === 'json' ? readJsonArray(text, fileName) : readJsonLines(text, fileName, opts.onProgress);
   if (raw.length === 0) throw new DatasetError(fileName, 'the JSON array is empty; expected at least one record');
 
   const problems: DatasetProblem[] = [];
@@ -110,6 +115,7 @@ export function parseDataset(bytes: Uint8Array, fileName: string, opts: DatasetO
     if (record.fields) records.push({ index, id, ...record.fields });
   });
   if (problems.length > 0) throw new DatasetError(fileName, listProblems(problems), problems);
+  opts.onProgress?.(records.length);
   const kind = gsm8kRecords === records.length ? 'gsm8k' : gsm8kRecords === 0 ? 'nlft' : 'mixed';
   return { records, format, kind };
 }
@@ -196,16 +202,19 @@ function withLineAndColumn(message: string, text: string): string {
 }
 
 /** One value per non-blank line; the first line that is not valid JSON is an error naming it. */
-function readJsonLines(text: string, fileName: string): RawRecord[] {
+function readJsonLines(text: string, fileName: string, onProgress?: (records: number) => void): RawRecord[] {
   const records: RawRecord[] = [];
   text.split('\n').forEach((content, i) => {
     if (content.trim() === '') return;
+    let value: unknown;
     try {
-      records.push({ value: JSON.parse(content), line: i + 1 });
+      value = JSON.parse(content);
     } catch (e) {
       const detail = `line ${i + 1}: not valid JSON (${(e as Error).message}); JSON Lines needs one complete record per line`;
       throw new DatasetError(fileName, detail);
     }
+    records.push({ value, line: i + 1 });
+    if (records.length % PROGRESS_RECORDS === 0) onProgress?.(records.length);
   });
   return records;
 }

@@ -37,6 +37,12 @@ export interface GpuContext {
    * read after it cannot be trusted.
    */
   check(): void;
+  /**
+   * Whether a failure came from a lost device: the loss (also one this context's `destroy` made),
+   * or null once the queue has drained without a loss being reported. Never hangs: a lost
+   * device's queue drains at once.
+   */
+  lossSoFar(): Promise<DeviceLostError | null>;
   destroy(): void;
 }
 
@@ -129,6 +135,17 @@ export async function acquireGpu(
     check() {
       if (lostError && !destroyed) throw lostError;
       if (refused > 0) throw new GpuCommandError(refused, firstRefusal);
+    },
+    async lossSoFar() {
+      if (lostError) return lostError;
+      const drained = device.queue.onSubmittedWorkDone().then(
+        () => null,
+        () => null,
+      );
+      const first = await Promise.race([lost, drained]);
+      if (first) return first;
+      await new Promise((r) => setTimeout(r, 0)); // a loss reported with the drain arrives in the next task
+      return lostError;
     },
     destroy() {
       destroyed = true;

@@ -18,7 +18,7 @@ import { formatBytes } from '../engine/buffers.ts';
 import type { Engine } from '../engine/engine.ts';
 import type { GpuLlama } from '../engine/llama.ts';
 import { estimateTrainBytes, scoreBatchTokens, type TrainMemoryEstimate } from '../engine/memory.ts';
-import { NlftError, UsageError } from '../errors.ts';
+import { DeviceLostError, NlftError, UsageError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { PickedFilesSource } from '../model/files-source.ts';
 import { initLora, type LoraConfig } from '../model/lora.ts';
@@ -129,6 +129,8 @@ export interface TrainPlan {
  * Checks a request and prepares its run for the model `model` (its config, weight format and id)
  * with tokenizer `tok`.
  *
+ * `onRecords` sees the records parsed so far while the data is read (`DatasetOptions.onProgress`).
+ *
  * @throws UsageError for a bad option or a run over the memory budget; DatasetError, TemplateError,
  *   ModelFormatError (the checkpoint) naming the record, field or file; NlftError ('usage') when a
  *   resumed run trained another model
@@ -137,6 +139,7 @@ export async function planTraining(
   req: TrainRequest,
   model: { config: LlamaConfig; quant: QuantFormat; id: string },
   tok: TextTokenizer,
+  onRecords?: (records: number) => void,
 ): Promise<TrainPlan> {
   let { train, lora } = checkTrainRequest(req);
   let resume: Checkpoint | null = null;
@@ -156,7 +159,7 @@ export async function planTraining(
     resume = saved.checkpoint;
   }
   const templates = parseTemplates(req.templates, 'NLFT templates');
-  const records = parseDataset(req.data.bytes, req.data.name, { requireOutput: req.method === 'nlft' }).records;
+  const records = parseDataset(req.data.bytes, req.data.name, { requireOutput: req.method === 'nlft', onProgress: onRecords }).records;
   const { samples, truncated } = methodSamples(req.method, records, tok, templates, req.maxLen);
   const anchored = req.method === 'nlft' && req.saliency.negatives === 'anchor'; // anchors are sequences of their own (docs/method.md §3)
   const sized = anchored ? [...samples, ...anchorSamples(samples)] : samples;
@@ -228,9 +231,29 @@ export interface TrainResult {
 }
 
 /**
+ * The failure `e` of a run on `engine`, as a `DeviceLostError` saying where the run stood and which
+ * checkpoint it keeps when the device was lost (whatever `e` is: a readback the loss aborted, most
+ * often), else `e` as it is.
+ */
+async function lossOrAsIs(engine: Engine, e: unknown, trainer: Trainer | null, kept: number | null): Promise<unknown> {
+  const loss = e instanceof DeviceLostError ? e : await engine.ctx.lossSoFar();
+  if (!loss) return e;
+  const at = trainer
+    ? `at step ${Math.min(trainer.state.step + 1, trainer.totalSteps)} of ${trainer.totalSteps}`
+    : 'before training started';
+  const keeps =
+    kept === null
+      ? 'no checkpoint was kept, so the run must start again'
+      : `the run is kept with its checkpoint at step ${kept} and can continue from it on a new device`;
+  return loss.during(`${at}; ${keeps}.`);
+}
+
+/**
  * Trains `llama` (which gets fresh adapters, or the checkpoint's) as `plan` says. Every event goes
  * to `host.onEvent`; a checkpoint event comes when the run pauses, every `checkpointSeconds`, and
- * when it ends. The adapters stay on `llama` afterwards. While it runs, the buffer manager holds
+ * when it ends. When the device is lost the run ends with a `DeviceLostError` naming the step and
+ * the last checkpoint (the resumed one, or the last sent); no checkpoint comes after the loss, so
+ * none holds part of a step. The adapters stay on `llama` afterwards. While it runs, the buffer manager holds
  * the plan's memory budget (an allocation over it fails with the numbers). NLFT scores the data
  * with the initial adapters for the summary (and static saliency), unless `scored` holds the
  * scores already (the scorer's, from `scoreWithScorer`, which a plan with a scorer needs).
@@ -248,6 +271,8 @@ export async function runTraining(
   const budgetBefore = engine.buffers.budget;
   if (plan.memory.budgetBytes !== null) engine.buffers.budget = plan.memory.budgetBytes;
   let trainer: Trainer | null = null;
+  /** The step of the checkpoint the host holds (the one resumed, or the last sent), or null. */
+  let kept = plan.resume ? plan.resume.state.step : null;
   try {
     const c = llama.config;
     const { method, train, lora, samples } = plan;
@@ -310,7 +335,9 @@ export async function runTraining(
     });
     let lastCheckpoint = performance.now();
     const checkpoint = async () => {
-      await host.onEvent({ type: 'checkpoint', step: active.state.step, bytes: checkpointBytes(await active.checkpoint(), lora) });
+      const step = active.state.step;
+      await host.onEvent({ type: 'checkpoint', step, bytes: checkpointBytes(await active.checkpoint(), lora) });
+      kept = step;
       lastCheckpoint = performance.now();
     };
     let peakBytes = 0;
@@ -335,6 +362,8 @@ export async function runTraining(
     });
     await checkpoint();
     return { end, fromStep, totalSteps: active.totalSteps, lastLoss, peakBytes, modelBytes, summary, scoreBatchTokens: passTokens };
+  } catch (e) {
+    throw await lossOrAsIs(engine, e, trainer, kept);
   } finally {
     trainer?.destroy();
     engine.buffers.budget = budgetBefore;

@@ -7,7 +7,9 @@
  * reload continues from its checkpoint. A run the worker refuses (bad data, a bad option, over the
  * memory budget) is not stored, and the worker's message is shown. A write the browser refuses (a
  * full quota) loses nothing: the run stays on the page, its message says what to delete, and the
- * run is written again at its next step or with "Save the run".
+ * run is written again at its next step or with "Save the run". A run whose GPU device was lost
+ * is kept as stopped, with its checkpoint, and the page is told (`onDeviceLost`) so that it can
+ * get a new device and continue it (`continueRun`).
  */
 import { NlftError } from '../../errors.ts';
 import { addStep, continueStep, newRun, type RunStore, type StoredRun } from '../../storage/runs.ts';
@@ -28,6 +30,11 @@ export interface TrainPanelOptions {
   onRunChange(run: StoredRun, training: boolean): void;
   /** Called when the data a run would train on changes. */
   onDataChange?(): void;
+  /**
+   * The GPU device was lost during a run: `message` says at which step and which checkpoint it
+   * keeps; `canContinue` whether the run can go on from it (`continueRun`).
+   */
+  onDeviceLost?(message: string, canContinue: boolean): void;
 }
 
 export interface TrainPanelView {
@@ -46,6 +53,8 @@ export interface TrainPanelView {
   useModel: TrainForm['useModel'];
   /** Trains on `data` next (see `TrainForm.useData`). */
   useData: TrainForm['useData'];
+  /** Continues the shown run from its checkpoint ("Continue from step N"), when it can. */
+  continueRun(): Promise<void>;
 }
 
 /** The status line's text for how a run ended. */
@@ -181,10 +190,13 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
       setStatus(out.status, `${ENDED[out.status]} after ${out.steps} of ${out.totalSteps} steps.${scores}`);
       if (out.message) error.show(out.message);
     } catch (e) {
-      target.status = 'error';
+      const lost = stored && e instanceof Error && e.name === 'device-lost';
+      target.status = lost ? 'cancelled' : 'error'; // a lost device stops the run; its checkpoint stays
       target.message = errorMessage(e);
-      setStatus('error', stored ? 'Training failed.' : 'The worker refused this run; nothing was stored.');
+      if (lost) setStatus('device-lost', `Stopped after ${target.metrics.length} of ${target.totalSteps} steps: the GPU device was lost.`);
+      else setStatus('error', stored ? 'Training failed.' : 'The worker refused this run; nothing was stored.');
       error.show(target.message);
+      if (lost) opts.onDeviceLost?.(target.message, continueStep(target) !== null);
       if (!stored && run) {
         results.show(run); // the stored run, unchanged
         results.showAdapter(run.adapter);
@@ -212,7 +224,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     }
     await runInWorker(req, newRun(req), req.data.bytes.slice()); // the request's bytes move to the worker
   });
-  cont.addEventListener('click', async () => {
+  const continueRun = async () => {
     const r = run;
     const step = r && continueStep(r);
     if (!r || step === null) return;
@@ -232,7 +244,8 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     r.message = null;
     r.metrics = r.metrics.filter((m) => m.step <= step); // later steps are trained again
     await runInWorker(req, r, null);
-  });
+  };
+  cont.addEventListener('click', continueRun);
   pause.addEventListener('click', () => {
     paused = !paused;
     updateButtons();
@@ -286,6 +299,7 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
     dataInUse: () => form.readData(),
     useModel: (samples, templates, problem) => form.useModel(samples, templates, problem),
     useData: (data) => form.useData(data),
+    continueRun,
     useExplorerSettings(settings) {
       form.useExplorerSettings(settings.saliency, settings.templates, settings.scorer?.name ?? null);
       scorerSpec = settings.scorer?.spec ?? null;

@@ -1,6 +1,6 @@
 /** Inputs several commands share: a model folder with its tokenizer, and a dataset file. */
 import { existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDataset, type DatasetRecord } from '../../data/dataset.ts';
 import { UsageError } from '../../errors.ts';
@@ -13,6 +13,7 @@ import { readPeftAdapter, type PeftAdapter } from '../../export/peft.ts';
 import { type OpenedModel, openModel } from '../../session/model.ts';
 import { FolderSource } from '../fs-source.ts';
 import { FolderFileCache } from '../hub-cache.ts';
+import { DatasetProgress } from './progress.ts';
 
 /**
  * Where --model points: a local `.gguf` model file (a `tokenizer.json` beside it is used when
@@ -42,18 +43,52 @@ export function loadModelWithTokenizer(spec: string, purpose: string, out?: (lin
   return openModel(modelSource(spec, out), purpose);
 }
 
-/** The bytes of a dataset file. */
-export async function readDatasetBytes(file: string): Promise<Uint8Array> {
+/** Bytes read from a dataset file at a time (the progress line's step). */
+const READ_CHUNK = 4 * 1024 * 1024;
+
+/**
+ * The bytes of a dataset file, read in chunks, each reported to `progress` (the caller ends it
+ * once it has parsed them), or else to a progress line of its own, ended when read.
+ */
+export async function readDatasetBytes(file: string, progress?: DatasetProgress): Promise<Uint8Array> {
+  const line = progress ?? new DatasetProgress(file);
+  const bytes = await readChunks(file, line);
+  if (!progress) line.end();
+  return bytes;
+}
+
+async function readChunks(file: string, progress: DatasetProgress): Promise<Uint8Array> {
   try {
-    return await readFile(file);
+    const handle = await open(file);
+    try {
+      const { size } = await handle.stat();
+      const bytes = new Uint8Array(size);
+      let done = 0;
+      progress.read(0, size);
+      while (done < size) {
+        const { bytesRead } = await handle.read(bytes, done, Math.min(READ_CHUNK, size - done), done);
+        if (bytesRead === 0) break; // the file shrank while read
+        done += bytesRead;
+        progress.read(done, size);
+      }
+      return done === size ? bytes : bytes.subarray(0, done);
+    } finally {
+      await handle.close();
+    }
   } catch {
     throw new UsageError(`cannot read the dataset ${file}`);
   }
 }
 
-/** Read and validate a dataset file. */
+/** Read and validate a dataset file, with its progress line. */
 export async function readDatasetFile(file: string, requireOutput: boolean): Promise<DatasetRecord[]> {
-  return parseDataset(await readDatasetBytes(file), path.basename(file), { requireOutput }).records;
+  const progress = new DatasetProgress(file);
+  const { records } = parseDataset(await readDatasetBytes(file, progress), path.basename(file), {
+    requireOutput,
+    onProgress: progress.parsed,
+  });
+  progress.end();
+  return records;
 }
 
 /** --adapter: a PEFT adapter folder for the model, or null when the option is absent. */

@@ -12,7 +12,7 @@ import { formatBytes } from '../../engine/buffers.ts';
 import { adapterName, describeAdapter } from '../../engine/gpu.ts';
 import { GpuLlama } from '../../engine/llama.ts';
 import { formatProfile, GpuProfiler } from '../../engine/profile.ts';
-import { UsageError } from '../../errors.ts';
+import { DeviceLostError, UsageError } from '../../errors.ts';
 import { GGUF_ADAPTER_FILE } from '../../export/gguf.ts';
 import { peftAdapterFiles } from '../../export/peft.ts';
 import { DEFAULT_LORA, loraParameterCount } from '../../model/lora.ts';
@@ -29,6 +29,7 @@ import { createTunedEngine } from '../engine.ts';
 import { numberOption, type Options, parse, quantOption, rawOption, required } from './args.ts';
 import { printGgufUsage } from './export.ts';
 import { loadModelWithTokenizer, readDatasetBytes } from './inputs.ts';
+import { DatasetProgress } from './progress.ts';
 import { NLFT_FLAGS, saliencyOptions, scoreBatchOption, templatesOption } from './nlft-options.ts';
 import { printSummary } from './score.ts';
 
@@ -140,7 +141,9 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   const scorerId = request.scorer ?? null;
   let scorer = scorerId ? await loadModelWithTokenizer(scorerId, 'the scorer', out) : null;
   if (scorer) checkScorerVocabulary(opened, scorer, scorerId!);
-  const plan = await planTraining(request, { config: model.config, quant, id: modelDir }, tok);
+  const parsing = new DatasetProgress(dataFile);
+  const plan = await planTraining(request, { config: model.config, quant, id: modelDir }, tok, parsing.parsed);
+  parsing.end();
   const { train, lora, memory, dataSummary: ds } = plan;
   out(
     `data       ${dataFile}: ${plan.records} records${plan.truncated ? `, ${plan.truncated} answers truncated to fit --max-len ${plan.maxLen}` : ''}`,
@@ -169,6 +172,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
     if (!plan.resume) await Promise.all([writeFile(metricsFile, ''), plan.method === 'nlft' ? writeFile(saliencyFile, '') : null]);
     // A run killed after its last checkpoint logged steps the resumed run does again: keep the lines up to the checkpoint.
     else await Promise.all([keepStepsUpTo(metricsFile, plan.resume.state.step), keepStepsUpTo(saliencyFile, plan.resume.state.step)]);
+    /** The checkpoint on disk to continue from (the one resumed, or the last written), or null. */
+    let kept = plan.resume && resumeDir ? { step: plan.resume.state.step, dir: resumeDir } : null;
     const onEvent = async (ev: TrainEvent) => {
       if (ev.type === 'scoring' && ev.passTokens !== undefined) {
         out(`scoring    ${ev.total} records, no-grad views packed ${ev.passTokens} tokens per pass`);
@@ -191,6 +196,7 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         );
       } else if (ev.type === 'checkpoint') {
         await writeFileAtomic(path.join(outDir, CHECKPOINT_FILE), ev.bytes);
+        kept = { step: ev.step, dir: outDir };
       }
     };
     // A scorer scores first and is freed before the trained model is uploaded (docs/method.md §3.2).
@@ -213,7 +219,12 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
         checkpointSeconds,
       },
       scored,
-    ).finally(() => process.off('SIGINT', onSigint));
+    )
+      .catch((e: unknown) => {
+        if (e instanceof DeviceLostError) out(continueLine(argv, kept));
+        throw e;
+      })
+      .finally(() => process.off('SIGINT', onSigint));
     if (profiler) {
       // The first step also holds compiles (and a static run's scoring): averaged over the others when there are any.
       out(formatProfile(await profiler.report(1)));
@@ -242,6 +253,22 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   } finally {
     engine.destroy();
   }
+}
+
+/**
+ * How to go on after the device was lost: the same command (`argv`) resuming the checkpoint `kept`
+ * (its step and folder), or, with none, the command again with a checkpoint cadence.
+ */
+function continueLine(argv: readonly string[], kept: { step: number; dir: string } | null): string {
+  const words = argv.filter((a, i) => a !== '--resume' && argv[i - 1] !== '--resume' && !a.startsWith('--resume='));
+  const command = (extra: string[]) => ['nlft', 'train', ...words, ...extra].map(shellWord).join(' ');
+  if (kept) return `continue   from the checkpoint at step ${kept.step}: ${command(['--resume', kept.dir])}`;
+  return `continue   no checkpoint was written: run it again, with --checkpoint-seconds S to keep one while training: ${command([])}`;
+}
+
+/** `word` as a POSIX shell reads it back: bare when it holds only safe characters, else single-quoted. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
 /**
