@@ -9,10 +9,12 @@
  *
  * Records live in one store (`library` in the app's IndexedDB, see db.ts) and a run's bytes in
  * another (`runFiles`, under `<id>/dataset` and `<id>/checkpoint`). Every change is one
- * `LibraryBackend.commit`: one IndexedDB transaction, so a failed write (a full quota) leaves
- * nothing half-written. Records written by earlier versions of the app are read and brought to the
- * current shape (`readStoredRun`); one that cannot be read is listed as unreadable, naming the
- * field, never dropped in silence.
+ * `LibraryBackend.commit`: one IndexedDB transaction, so a failed write (a full quota) or one a
+ * reload cuts leaves nothing half-written. The changes go one at a time, in the order asked, each
+ * composed when its turn comes, so a record never names a checkpoint whose bytes are not stored.
+ * Records written by earlier versions of the app are read and brought to the current shape
+ * (`readStoredRun`); one that cannot be read is listed as unreadable, naming the field, never
+ * dropped in silence.
  */
 import { NlftError } from '../errors.ts';
 import type { PeftAdapterFiles } from '../export/peft.ts';
@@ -154,10 +156,15 @@ export function addStep(run: StoredRun, metrics: StepMetrics, entries: readonly 
   run.saliency = [...byId.values()];
 }
 
-/** The step `run` can continue from (its checkpoint's), or null when it is finished or has nothing to continue from. */
+/**
+ * The step `run` can continue from (its checkpoint's), or null when it is finished or has nothing
+ * to continue from. A checkpoint at the last step counts while the run's adapter is not stored (a
+ * reload came between its last checkpoint and its end): continuing ends it and stores the adapter.
+ */
 export function continueStep(run: StoredRun): number | null {
   const step = run.checkpointStep;
-  return step !== null && run.model !== null && run.status !== 'done' && step < run.totalSteps ? step : null;
+  const left = step !== null && (step < run.totalSteps || run.adapter === null);
+  return left && run.model !== null && run.status !== 'done' ? step : null;
 }
 
 /** The name an entry is shown under: the user's, else what it is and when. */
@@ -264,6 +271,16 @@ export function runStore(backend: LibraryBackend): RunStore {
     return item;
   };
   const bytesAt = async (key: string) => backend.file(key);
+  /** The last change asked for: each waits for the one before, then is composed, committed, and `after` runs. */
+  let queue: Promise<unknown> = Promise.resolve();
+  const write = (compose: () => LibraryWrite, after?: () => void): Promise<void> => {
+    const done = queue.then(async () => {
+      await backend.commit(compose());
+      after?.();
+    });
+    queue = done.catch(() => undefined);
+    return done;
+  };
   const store: RunStore = {
     async list() {
       const all = await backend.all();
@@ -277,23 +294,17 @@ export function runStore(backend: LibraryBackend): RunStore {
       const item = (await store.list()).find((i) => i.kind === 'run');
       return item?.kind === 'run' ? item.run : undefined;
     },
-    save: (run) => backend.commit({ put: [[run.startedAt, run]] }),
-    async start(run, dataset) {
+    save: (run) => write(() => ({ put: [[run.startedAt, run]] })),
+    start(run, dataset) {
       live.set(run.startedAt, run);
-      await backend.commit({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'dataset'), dataset]] });
+      return write(() => ({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'dataset'), dataset]] }));
     },
-    async saveCheckpoint(run, step, bytes) {
-      // Named in the object at once, so a record written after this one (the next step's) names it too;
-      // named back if this write fails.
-      const before = run.checkpointStep;
-      run.checkpointStep = step;
-      try {
-        await backend.commit({ put: [[run.startedAt, run]], putFiles: [[runFileKey(run.startedAt, 'checkpoint'), bytes]] });
-      } catch (e) {
-        if (run.checkpointStep === step) run.checkpointStep = before;
-        throw e;
-      }
-    },
+    saveCheckpoint: (run, step, bytes) =>
+      // Named in the object once stored, so the records written after it (the next steps') name it too.
+      write(
+        () => ({ put: [[run.startedAt, { ...run, checkpointStep: step }]], putFiles: [[runFileKey(run.startedAt, 'checkpoint'), bytes]] }),
+        () => void (run.checkpointStep = step),
+      ),
     async resumeRequest(run) {
       const step = continueStep(run);
       if (step === null || run.model === null)
@@ -310,27 +321,34 @@ export function runStore(backend: LibraryBackend): RunStore {
       const { data, ...settings } = run.request;
       return { ...settings, data: { name: data.name, bytes: dataset }, resume: { checkpoint, model: run.model } };
     },
-    addImported: (entry) => backend.commit({ put: [[entry.importedAt, entry]] }),
+    addImported: (entry) => write(() => ({ put: [[entry.importedAt, entry]] })),
     async rename(id, name) {
       const item = await store.get(id);
       if (!item || item.kind === 'unreadable')
         throw new NlftError(`No readable library entry ${id} to rename; reload the page.`, 'stored-run');
       const named = name.trim() === '' ? null : name.trim();
       if (item.kind === 'run') {
-        await backend.commit({ put: [[id, { ...item.run, name: named }]] });
-        item.run.name = named;
-      } else await backend.commit({ put: [[id, { ...item.imported, name: named }]] });
+        const run = item.run;
+        await write(
+          () => ({ put: [[id, { ...run, name: named }]] }),
+          () => void (run.name = named),
+        );
+      } else await write(() => ({ put: [[id, { ...item.imported, name: named }]] }));
     },
-    async remove(id) {
-      await backend.commit({ remove: [id], removeFiles: [runFileKey(id, 'dataset'), runFileKey(id, 'checkpoint')] });
-      live.delete(id);
-    },
+    remove: (id) =>
+      write(
+        () => ({ remove: [id], removeFiles: [runFileKey(id, 'dataset'), runFileKey(id, 'checkpoint')] }),
+        () => void live.delete(id),
+      ),
     async removeFile(id, file) {
       const item = await store.get(id);
       const key = runFileKey(id, file);
-      if (item?.kind !== 'run' || file === 'dataset') return backend.commit({ removeFiles: [key] });
-      await backend.commit({ put: [[id, { ...item.run, checkpointStep: null }]], removeFiles: [key] });
-      item.run.checkpointStep = null;
+      if (item?.kind !== 'run' || file === 'dataset') return write(() => ({ removeFiles: [key] }));
+      const run = item.run;
+      await write(
+        () => ({ put: [[id, { ...run, checkpointStep: null }]], removeFiles: [key] }),
+        () => void (run.checkpointStep = null),
+      );
     },
   };
   return store;

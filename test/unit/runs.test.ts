@@ -65,6 +65,23 @@ function runAt(startedAt: string): StoredRun {
   return { ...newRun(request()), startedAt, totalSteps: 4, model: MODEL };
 }
 
+/**
+ * `inner` with each commit ending a while after it was asked for, in the order asked, as
+ * IndexedDB's transactions do (the values are copied when asked, as a `put` copies them).
+ */
+function laterBackend(inner: LibraryBackend): LibraryBackend {
+  let last: Promise<unknown> = Promise.resolve();
+  return {
+    ...inner,
+    commit(w) {
+      const copy = structuredClone(w);
+      const done = last.then(() => new Promise((ok) => setTimeout(ok, 5))).then(() => inner.commit(copy));
+      last = done.catch(() => undefined);
+      return done;
+    },
+  };
+}
+
 /** The error `promise` rejects with. */
 async function rejection(promise: Promise<unknown>): Promise<NlftError> {
   const e = await promise.then(
@@ -177,6 +194,41 @@ describe('run library', () => {
     await backend.commit({ removeFiles: [runFileKey(run.startedAt, 'dataset')] });
     const e = await rejection(runStore(backend).resumeRequest(run));
     expect(e.message).toBe('The data of this run is no longer stored in this browser; start a new run.');
+  });
+
+  it("never names a checkpoint in a record unless its bytes are stored, when writes end later as IndexedDB's do", async () => {
+    // Room for the run, its data, a small checkpoint and its steps' metrics, not for a big checkpoint.
+    const memory = memoryLibraryBackend(valueBytes(runAt('2026-02-01T10:00:00.000Z')) + DATA.byteLength + 2000);
+    const store = runStore(laterBackend(memory));
+    const run = await startedRun(store);
+    addStep(run, metrics(1), []);
+    await store.saveCheckpoint(run, 1, new Uint8Array(100));
+    addStep(run, metrics(2), []);
+    const refused = store.saveCheckpoint(run, 2, new Uint8Array(5000)); // the quota refuses it…
+    addStep(run, metrics(3), []);
+    const next = store.save(run); // …while the next step's record, asked for before that is known, fits
+    expect(
+      await refused.then(
+        () => 'stored',
+        () => 'refused',
+      ),
+    ).toBe('refused');
+    await next;
+    const back = (await runStore(memory).last())!;
+    expect(back.metrics.map((m) => m.step)).toEqual([1, 2, 3]);
+    expect(back.checkpointStep).toBe(1);
+    expect(await memory.file(runFileKey(run.startedAt, 'checkpoint'))).toHaveLength(100);
+    expect(run.checkpointStep).toBe(1);
+  });
+
+  it('continues a run from a checkpoint at its last step when its end (the adapter) was not stored: a reload came between', async () => {
+    const store = runStore(memoryLibraryBackend());
+    const run = await startedRun(store);
+    await store.saveCheckpoint(run, 4, new Uint8Array([1]));
+    expect(continueStep(run)).toBe(4);
+    run.adapter = { 'adapter_config.json': '{}', 'adapter_model.safetensors': new Uint8Array(8) };
+    run.status = 'cancelled';
+    expect(continueStep(run)).toBeNull();
   });
 
   it("keeps a record's latest saliency entry per record, in first-visit order", () => {

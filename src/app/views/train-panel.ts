@@ -161,7 +161,10 @@ export function createTrainPanel(opts: TrainPanelOptions): TrainPanelView {
         setStatus('training', `Training: ${ev.records} records${cut}, ${ev.totalSteps} steps…`);
       } else if (ev.type === 'checkpoint') {
         opts.runs.saveCheckpoint(target, ev.step, ev.bytes).then(
-          storeWorked,
+          () => {
+            storeWorked();
+            updateButtons(); // the step to continue from, once its checkpoint is stored
+          },
           storeFailed('The checkpoint', () => void save()),
         );
       } else if (ev.type === 'paused') {
