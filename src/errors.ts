@@ -56,6 +56,8 @@ export type ErrorCode =
   | 'storage-quota'
   /** a file could not be fetched */
   | 'fetch'
+  /** a request to a host the person did not choose (the page and its worker reach only their own origin, the Hub URL and the judge endpoint entered) */
+  | 'host-not-chosen'
   /** the judge endpoint failed or answered badly */
   | 'judge'
   /** no GPU, model or trained adapter yet for this call */
@@ -97,6 +99,19 @@ export class ModelFormatError extends NlftError {
 export class StorageQuotaError extends NlftError {
   constructor(detail: string) {
     super(detail, 'storage-quota');
+  }
+}
+
+/**
+ * A request to a host the person did not choose, refused by the app's host gate (src/util/net.ts):
+ * names the URL and the origins the app may reach.
+ */
+export class HostNotChosenError extends NlftError {
+  constructor(
+    readonly url: string,
+    detail: string,
+  ) {
+    super(detail, 'host-not-chosen');
   }
 }
 

@@ -7,6 +7,7 @@
  */
 import { NlftError } from '../errors.ts';
 import type { DatasetFile } from '../session/requests.ts';
+import { hostGate } from '../util/net.ts';
 
 /** The bundled samples by file name: where each is served under the app's base URL, and the line a panel shows for it. */
 export const SAMPLES = {
@@ -81,7 +82,7 @@ export async function fetchSample(name: SampleName): Promise<DatasetFile> {
   const fail = (why: string) => new NlftError(`Could not load the sample dataset ${name} (${url}): ${why}`, 'fetch');
   let res: Response;
   try {
-    res = await fetch(url);
+    res = await hostGate().fetch(url);
   } catch (e) {
     throw fail((e as Error).message);
   }

@@ -68,7 +68,9 @@ export function chatJudge(o: ChatJudgeOptions): Judge {
           body: JSON.stringify(body),
         });
       } catch (e) {
-        throw new NlftError(`judge ${url}: cannot reach it (${(e as Error).message})`, 'judge');
+        // A judge failure keeps the records done before it; the host gate's refusal says what it refused.
+        const why = e instanceof NlftError ? e.message : `cannot reach it (${(e as Error).message})`;
+        throw new NlftError(`judge ${url}: ${why}`, 'judge');
       }
       const text = await res.text();
       if (!res.ok) throw new NlftError(`judge ${url}: HTTP ${res.status}${text ? `: ${text.slice(0, 200)}` : ''}`, 'judge');

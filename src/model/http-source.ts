@@ -62,6 +62,7 @@ export class HttpFolderSource implements FileSource {
       // Not `*/*`: a single-page-app server (vite) would answer a missing file with its index.html.
       res = await this.fetchFn(url, { headers: { Accept: 'application/octet-stream, application/json' } });
     } catch (e) {
+      if (e instanceof NlftError) throw e; // the host gate's refusal says what it refused
       throw new NlftError(`${this.label}: cannot fetch ${url} (${(e as Error).message})`, 'fetch');
     }
     const html = (res.headers.get('content-type') ?? '').startsWith('text/html') && !name.endsWith('.html');

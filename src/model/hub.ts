@@ -7,9 +7,26 @@
  * sure of what you get).
  */
 import { ModelFormatError, NlftError } from '../errors.ts';
+import type { HostChoice } from '../util/net.ts';
 import type { FileSource } from './source.ts';
 
 export const DEFAULT_HUB_URL = 'https://huggingface.co';
+
+/** Where huggingface.co sends its large files (LFS and Xet: cdn-lfs.hf.co, cas-bridge.xethub.hf.co, …). */
+const DEFAULT_HUB_FILE_SERVERS = 'https://hf.co';
+
+/**
+ * The hosts a Hub at `baseUrl` (empty: the default) may be reached on, for the host gate: its own
+ * origin (and, over https, its subdomains), and for huggingface.co also the hf.co file servers its
+ * downloads are redirected to.
+ */
+export function hubHosts(baseUrl: string): HostChoice[] {
+  const url = baseUrl.trim() || DEFAULT_HUB_URL;
+  const hub = { url, chosenAs: 'the Hub URL', subdomains: url.startsWith('https:') };
+  return url.replace(/\/+$/, '') === DEFAULT_HUB_URL
+    ? [hub, { url: DEFAULT_HUB_FILE_SERVERS, chosenAs: "the Hub's file servers", subdomains: true }]
+    : [hub];
+}
 
 /** A model repository at a revision (branch, tag or commit). */
 export interface HubRef {
@@ -116,6 +133,7 @@ export class HubSource implements FileSource {
     try {
       res = await (this.opts.fetch ?? fetch)(url, { headers: this.opts.token ? { Authorization: `Bearer ${this.opts.token}` } : {} });
     } catch (e) {
+      if (e instanceof NlftError) throw e; // the host gate's refusal says what it refused
       throw new NlftError(`${this.label}: cannot reach ${url} (${(e as Error).message}); check the network or the hub URL`, 'fetch');
     }
     if (res.status === 404) return null;

@@ -14,7 +14,7 @@ import { readPeftAdapter } from '../../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import { writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { type AppBrowser, BASE_ARGS, CHROMIUM, hasChromium, ROOT, startApp, TMP } from '../helpers/app-browser.ts';
+import { type AppBrowser, BASE_ARGS, CHROMIUM, hasChromium, type RequestLog, ROOT, startApp, TMP } from '../helpers/app-browser.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
@@ -33,12 +33,13 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
   let app: AppBrowser;
   let page: Page;
   let url: string;
+  let requests: RequestLog;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
     app = await startApp('dist');
     url = app.url;
-    ({ page } = await app.newPage({ errors: pageErrors }));
+    ({ page, requests } = await app.newPage({ errors: pageErrors }));
   });
 
   afterAll(async () => {
@@ -362,6 +363,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
       tokenizerDir: resolve(ROOT, 'public/tokenizers/smollm2'),
     });
     const hub = await startMockHub({ 'test-org/tiny@main': dir });
+    requests.enter(hub.url, 'the mock Hub');
     try {
       await page.goto(url);
       await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });

@@ -12,7 +12,7 @@ import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AppBrowser, CHROMIUM, hasChromium, SHOTS, startApp, TMP, trainInApp } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, type RequestLog, SHOTS, startApp, TMP, trainInApp } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 import { type MockChat, startMockChat } from '../helpers/mock-chat.ts';
 
@@ -23,7 +23,7 @@ const EDITED = 'EDITED: the total is counted twice.';
 /** Five questions whose answers are numbers no answer will give. */
 const QUESTIONS = [3, 4, 5, 6, 7].map((n) => ({ question: `What is ${n} times 2?`, answer: `${n} * 2 = ${n * 2}\n#### 9876543${n}1` }));
 
-/** Every string (and text of bytes) in this origin's IndexedDB stores and localStorage that contains `secret`, as "store: where". */
+/** Every string (and text of bytes) in this origin's IndexedDB stores, localStorage and sessionStorage that contains `secret`, as "store: where". */
 function findSecret(page: Page, secret: string): Promise<string[]> {
   return page.evaluate(async (secret) => {
     const hits: string[] = [];
@@ -52,9 +52,14 @@ function findSecret(page: Page, secret: string): Promise<string[]> {
       }
       db.close();
     }
-    for (let i = 0; i < localStorage.length; i++) {
-      const k = localStorage.key(i)!;
-      walk([k, localStorage.getItem(k)], `localStorage/${k}`);
+    for (const [name, storage] of [
+      ['localStorage', localStorage],
+      ['sessionStorage', sessionStorage],
+    ] as const) {
+      for (let i = 0; i < storage.length; i++) {
+        const k = storage.key(i)!;
+        walk([k, storage.getItem(k)], `${name}/${k}`);
+      }
     }
     return hits;
   }, secret);
@@ -78,6 +83,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
     requirePrerequisite(hasChromium, CHROMIUM);
     let app: AppBrowser;
     let page: Page;
+    let requests: RequestLog;
     let chat: MockChat;
     const pageErrors: string[] = [];
     const questions = resolve(TMP, 'prepare-questions.jsonl');
@@ -86,13 +92,14 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
 
     beforeAll(async () => {
       app = await startApp('dist-prepare');
-      ({ page } = await app.newPage({ errors: pageErrors }));
+      ({ page, requests } = await app.newPage({ errors: pageErrors }));
       await writeFile(questions, QUESTIONS.map((q) => JSON.stringify(q)).join('\n'));
       chat = await startMockChat((body) => {
         if (body.model !== 'judge-flaky') return JUDGMENT;
         flaky++;
         return flaky > 2 ? 500 : JUDGMENT;
       });
+      requests.enter(chat.url, 'the mock judge');
       await page.goto(app.url);
       await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 90_000 });
       await page.getByTestId('prepare-file').setInputFiles(questions);
@@ -183,6 +190,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       expect(judgments).toEqual(Array(3).fill(JUDGMENT));
       const got = chat.requests.slice(before);
       expect(got).toHaveLength(3);
+      // The worker sends them (the page's policy allows its own origin only), and the harness records them.
+      expect(requests.requests.filter((r) => r.method === 'POST' && r.url === `${chat.url}/chat/completions`)).toHaveLength(3);
       for (const r of got) {
         expect(r.headers.authorization).toBe(`Bearer ${SECRET}`);
         expect(r.body.model).toBe('judge-ok');

@@ -3,9 +3,14 @@
  * JS API into test/.tmp/<dist>, serves it with `vite preview` on 127.0.0.1 (a free port), and opens
  * pages on http://localhost (a secure context, which WebGPU requires). Each e2e file starts its own
  * (vitest runs files in separate processes), building into its own folder.
+ *
+ * Only the hosts the user chose (docs/architecture.md §9): the built index.html must carry the
+ * Content-Security-Policy and no inline script or style; every request of a page's context (the
+ * page and its worker) is recorded, and one to a host other than the app's origin and those the
+ * test entered (`RequestLog.enter`), or any CSP violation, is a page error, and fails `close`.
  */
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -35,13 +40,100 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** One request of a page's context, as sent. */
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  /** Who it went to: "the app", or what the test entered the host as. */
+  to: string;
+  /** The test running when it was sent ("" in hooks). */
+  test: string;
+}
+
+/** The requests of one browser context (its pages and their workers: Chromium reports a worker's fetches to the context). */
+export interface RequestLog {
+  readonly requests: RecordedRequest[];
+  /** Requests to hosts neither the app's nor entered, and CSP violations; each is also a page error. */
+  readonly problems: string[];
+  /** Allows requests to `url`'s origin from now on: a host the test entered in the app (a mock Hub, a mock judge), shown as `as`. */
+  enter(url: string, as: string): void;
+  /** The requests per test and per host, for the README's figures. */
+  summary(): string;
+}
+
 export interface AppBrowser {
   /** http://localhost:<port>/ */
   url: string;
   browser: Browser;
-  /** A page in a fresh browser context (its own IndexedDB), 1280×900; its uncaught errors are pushed to `errors`. */
-  newPage(opts?: { errors?: string[] }): Promise<{ page: Page; context: BrowserContext }>;
+  /**
+   * A page in a fresh browser context (its own IndexedDB), 1280×900; its uncaught errors, requests
+   * to hosts not entered and CSP violations are pushed to `errors`.
+   */
+  newPage(opts?: { errors?: string[] }): Promise<{ page: Page; context: BrowserContext; requests: RequestLog }>;
+  /** Closes the browser and the server; throws if a page's request log holds a problem. */
   close(): Promise<void>;
+}
+
+/** The parts of the page that must come from the app's own files (script, style, handlers), found in a built index.html. */
+function inlineCode(html: string): string[] {
+  const found: string[] = [];
+  for (const m of html.matchAll(/<script\b[^>]*>/gi)) if (!/\ssrc=/i.test(m[0])) found.push(m[0]);
+  for (const m of html.matchAll(/<style\b[^>]*>|\sstyle=["'][^"']*["']|\son[a-z]+=["'][^"']*["']/gi)) found.push(m[0].trim());
+  return found;
+}
+
+/** The built page: its Content-Security-Policy meta, and nothing inline. */
+async function checkBuiltPage(outDir: string): Promise<void> {
+  const html = await readFile(resolve(outDir, 'index.html'), 'utf8');
+  if (!/<meta\s+http-equiv="Content-Security-Policy"\s+content="[^"]*connect-src 'self';/.test(html))
+    throw new Error(`${outDir}/index.html: expected the Content-Security-Policy meta with connect-src 'self'`);
+  const inline = inlineCode(html);
+  if (inline.length) throw new Error(`${outDir}/index.html: expected no inline script, style or handler, found ${inline.join(', ')}`);
+}
+
+/** Records the requests and CSP violations of `context`, whose pages are on `appUrl`. */
+async function recordRequests(context: BrowserContext, appUrl: string, errors: string[]): Promise<RequestLog> {
+  const entered = new Map<string, string>([[new URL(appUrl).origin, 'the app']]);
+  const requests: RecordedRequest[] = [];
+  const problems: string[] = [];
+  const problem = (text: string) => {
+    problems.push(text);
+    errors.push(text);
+  };
+  context.on('request', (r) => {
+    const url = r.url();
+    const origin = /^https?:/.test(url) ? new URL(url).origin : null;
+    if (origin === null) return; // data: and blob: URLs leave nothing
+    const to = entered.get(origin);
+    requests.push({ method: r.method(), url, to: to ?? origin, test: expect.getState().currentTestName ?? '' });
+    if (!to) problem(`request to a host neither the app's nor entered by the test: ${r.method()} ${url}`);
+  });
+  await context.exposeBinding('__reportCspViolation', (_source, text: string) => problem(`Content-Security-Policy violation: ${text}`));
+  await context.addInitScript(() =>
+    document.addEventListener('securitypolicyviolation', (e) => {
+      const report = (globalThis as unknown as { __reportCspViolation(text: string): void }).__reportCspViolation;
+      report(`${e.effectiveDirective} refused ${e.blockedURI || 'inline code'}${e.sample ? ` (${e.sample})` : ''}`);
+    }),
+  );
+  return {
+    requests,
+    problems,
+    enter(url, as) {
+      entered.set(new URL(url).origin, as);
+    },
+    summary() {
+      const byTest = new Map<string, Map<string, number>>();
+      for (const r of requests) {
+        const hosts = byTest.get(r.test) ?? new Map<string, number>();
+        hosts.set(r.to, (hosts.get(r.to) ?? 0) + 1);
+        byTest.set(r.test, hosts);
+      }
+      const lines = [...byTest].map(
+        ([test, hosts]) => `  ${test || '(hooks)'}: ${[...hosts].map(([to, n]) => `${n} to ${to}`).join(', ')}`,
+      );
+      return `${requests.length} requests (page and worker), ${problems.length} problems (hosts not entered, CSP violations)\n${lines.join('\n')}`;
+    },
+  };
 }
 
 /**
@@ -54,21 +146,30 @@ export async function startApp(dist: string, args: string[] = WEBGPU_ARGS): Prom
   const outDir = resolve(TMP, dist);
   const config = { root: ROOT, configFile: resolve(ROOT, 'vite.config.ts'), logLevel: 'warn' as const };
   await build({ ...config, build: { outDir, emptyOutDir: true } });
+  await checkBuiltPage(outDir);
   const port = await freePort();
   const server: PreviewServer = await preview({ ...config, build: { outDir }, preview: { host: '127.0.0.1', port, strictPort: true } });
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...BASE_ARGS, ...args] });
+  const url = `http://localhost:${port}/`;
+  const logs: RequestLog[] = [];
   return {
-    url: `http://localhost:${port}/`,
+    url,
     browser,
     async newPage(opts = {}) {
+      const errors = opts.errors ?? [];
       const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const requests = await recordRequests(context, url, errors);
+      logs.push(requests);
       const page = await context.newPage();
-      page.on('pageerror', (e) => opts.errors?.push(e.message));
-      return { page, context };
+      page.on('pageerror', (e) => errors.push(e.message));
+      return { page, context, requests };
     },
     async close() {
       await browser.close();
       await server.close();
+      for (const log of logs) console.log(`requests of ${dist}: ${log.summary()}`);
+      const problems = logs.flatMap((log) => log.problems);
+      if (problems.length) throw new Error(`${dist}: requests to hosts not entered or CSP violations:\n${problems.join('\n')}`);
     },
   };
 }
