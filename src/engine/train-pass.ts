@@ -17,6 +17,9 @@ import type { LmHeadOut, ScoredRows } from './lm-head.ts';
 import type { DropoutSpec } from './lora-linear.ts';
 import { packing } from './packing.ts';
 
+const MAP_READ = 0x1; // GPUMapMode.READ and GPUBufferUsage.MAP_READ
+const COPY_DST = 0x8; // GPUBufferUsage.COPY_DST
+
 /** A loss term's kind at one scored position. */
 export type TermKind = 'likelihood' | 'unlikelihood';
 
@@ -136,8 +139,14 @@ export class TrainPass implements SequenceForward {
       const targets = seqs.flatMap((q) => q.targets);
       const scored = { rows: up('rows', Uint32Array.from(rows)), targets: up('targets', Uint32Array.from(targets)), R };
       const head = await model.encodeScores(enc, acts, scored, live);
+      // The three (R) outputs copied into one mappable buffer by the same submit: one readback.
+      const staging = b.device.createBuffer({ label: 'scores (3,R):readback', size: 12 * R, usage: MAP_READ | COPY_DST });
+      [head.logp, head.log1mq, head.lse].forEach((t, i) => enc.copyBufferToBuffer(t.buffer, t.offset ?? 0, staging, 4 * R * i, 4 * R));
       b.device.queue.submit([enc.finish()]);
-      const [logp, log1mq, lse] = await Promise.all([b.readF32(head.logp, R), b.readF32(head.log1mq, R), b.readF32(head.lse, R)]);
+      await staging.mapAsync(MAP_READ);
+      const all = new Float32Array(staging.getMappedRange().slice(0));
+      staging.destroy();
+      const [logp, log1mq, lse] = [0, 1, 2].map((i) => all.subarray(i * R, (i + 1) * R));
       const rowStarts = [0];
       for (const q of seqs) rowStarts.push(rowStarts.at(-1)! + q.rows.length);
       return new TrainPass(model, acts, scored, rows, rowStarts, head, dropout, live, { logp, log1mq, lse });
@@ -183,8 +192,9 @@ export class TrainPass implements SequenceForward {
       const enc = b.device.createCommandEncoder({ label: 'backward' });
       const coefBuf = b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
       await this.model.encodeBackward(enc, this.acts, this.scored, this.head, coefBuf, this.dropout, tmp);
+      // No wait: buffers destroyed after a submit live until its work is done, and what reads the
+      // gradients next (the optimizer step, a readback) is queued behind it.
       b.device.queue.submit([enc.finish()]);
-      await b.device.queue.onSubmittedWorkDone();
     } finally {
       for (const t of tmp) b.destroy(t);
       this.release();
