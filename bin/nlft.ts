@@ -29,7 +29,7 @@ commands:
   train     --model M --data FILE --out DIR [--method nlft|sft] [--epochs 3] [--steps N] [--lr 5e-5] [--batch 4]
             [--rank 16] [--alpha RANK] [--dropout 0.05] [--targets gate_proj,up_proj,down_proj] [--quant q8]
             [--max-len 512] [--seed 0] [--weight-decay 0] [--warmup 0.1] [--max-grad-norm 1] [--recompute]
-            [--memory-budget MiB] [--resume DIR] [--checkpoint-seconds S] [--profile]
+            [--memory-budget MiB] [--packing on|off] [--resume DIR] [--checkpoint-seconds S] [--profile]
             [NLFT options] [--saliency dynamic|static] [--scorer MODEL]
             LoRA fine-tuning: NLFT on records with the model's outputs (and judgments), or SFT on answers;
             writes a PEFT adapter, adapter.gguf (the same adapter for llama.cpp and Ollama), metrics.jsonl,

@@ -2,22 +2,25 @@
 // over (T,K). The mask is a hash of (seed, element index), so the backward pass regenerates exactly
 // the forward's mask from the seed instead of storing it, and a run is reproducible from its seed.
 // Used forward (x -> dropout(x), beta 0) and backward (dL/dx += mask * g / (1 - rate), beta 1).
-// The seed is mixed here from the pass's seed (binding 3, written once per pass) and the
-// (layer, projection) salt in the uniforms, so the uniforms hold no per-step value and are
+// The seed is mixed here from the seed of the token's sequence (binding 3, written once per pass)
+// and the (layer, projection) salt in the uniforms, so the uniforms hold no per-step value and are
 // cached for the run (src/engine/lora-linear.ts dropoutSeed is the CPU twin of `mask_seed`).
+// In a packed pass (several sequences end to end) each token carries its sequence's seed and its
+// position within it, and the element index hashed is the one it has in a pass of its own
+// (position * K + column): every sequence gets exactly the mask it would get alone.
 //
 // CPU reference: test/reference/cpu-backward.ts dropoutRef (mask: dropoutMaskRef, hash: dropoutHashRef).
 // Test: test/gpu/kernels-backward.test.ts.
 
-struct Params { n: u32, salt: u32, rate: f32, beta: f32 }
+struct Params { n: u32, salt: u32, rate: f32, beta: f32, width: u32 } // width: K, the elements of one token
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<uniform> pass_seed: vec4<u32>; // .x: the pass's seed
+@group(0) @binding(3) var<storage, read> token_seed: array<vec2<u32>>; // per token: its sequence's seed, its position in it
 
-/// The mask's seed: the pass seed xor the salt, through half of the lowbias32 finalizer.
-fn mask_seed() -> u32 {
-  var h = pass_seed.x ^ p.salt;
+/// The mask's seed: the sequence's seed xor the salt, through half of the lowbias32 finalizer.
+fn mask_seed(seq_seed: u32) -> u32 {
+  var h = seq_seed ^ p.salt;
   h = (h ^ (h >> 16u)) * 0x7feb352du;
   return h ^ (h >> 15u);
 }
@@ -40,7 +43,9 @@ fn keep(i: u32, seed: u32) -> bool {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = gid.x + gid.y * nwg.x * 64u;
   if (i >= p.n) { return; }
-  var v = select(0.0, x[i] / (1.0 - p.rate), keep(i, mask_seed()));
+  let t = i / p.width;
+  let tok = token_seed[t];
+  var v = select(0.0, x[i] / (1.0 - p.rate), keep(tok.y * p.width + (i - t * p.width), mask_seed(tok.x)));
   if (p.beta != 0.0) { v += p.beta * out[i]; }
   out[i] = v;
 }

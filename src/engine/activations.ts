@@ -46,6 +46,8 @@ export interface ForwardActs {
   /** RoPE table, a row per token (T, D/2, 2), and each token's sequence start (T) u32 (see packing.ts). */
   cs: TrackedBuffer;
   seg: TrackedBuffer;
+  /** Tokens of each sequence packed in the T, in order. */
+  lengths: readonly number[];
   /** Scratch: dropout(x) for LoRA inputs (T, max in-features), when dropout is on. */
   xd: TrackedBuffer | null;
   /**
@@ -138,6 +140,7 @@ export function allocForwardActs(
     rstdF: shared ? first.rstd1 : alloc('final rstd (T)', T),
     cs,
     seg,
+    lengths: [...lengths],
     xd: null,
   };
 }

@@ -178,7 +178,8 @@ export class GpuLlama {
 
   /** The context the layer functions of one pass share; its dropout seed buffer is registered in `live`. */
   private pass(enc: GPUCommandEncoder, acts: ForwardActs, dropout: DropoutSpec, live: TrackedBuffer[]): PassContext {
-    const seed = dropout.rate > 0 && this.lora ? this.ops.passSeed(dropout.seed, live) : null;
+    const seeds = dropout.seeds ?? acts.lengths.map(() => dropout.seed);
+    const seed = dropout.rate > 0 && this.lora ? this.ops.passSeed(seeds, acts.lengths, live) : null;
     return { enc, ops: this.ops, config: this.config, lora: this.lora, dropout, seed, acts };
   }
 

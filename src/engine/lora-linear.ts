@@ -18,6 +18,11 @@ import type { GpuWeight, Ops } from './ops.ts';
 export interface DropoutSpec {
   rate: number;
   seed: number;
+  /**
+   * A packed pass's seed of each sequence, in order: each is masked exactly as in a pass of its own
+   * with its seed. Absent: every sequence takes `seed`.
+   */
+  seeds?: readonly number[];
 }
 
 /** The salt of one (layer, projection) input's dropout mask, a constant of the model's shape. */
@@ -42,7 +47,7 @@ export interface PassContext {
   config: LlamaConfig;
   lora: LoraParams | null;
   dropout: DropoutSpec;
-  /** The pass's dropout seed on the GPU (a 16-byte uniform); null when dropout is off. */
+  /** The pass's dropout seeds on the GPU (`Ops.passSeed`: each token's sequence seed and position); null when dropout is off. */
   seed: TrackedBuffer | null;
   acts: ForwardActs;
 }
@@ -78,7 +83,7 @@ export async function linearForward(
   let xa = x;
   if (dropout.rate > 0) {
     // xd (T,in) = dropout(x)
-    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed: seed!, salt: dropoutSalt(layer, p), rate: dropout.rate });
+    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, width: e.inF, seed: seed!, salt: dropoutSalt(layer, p), rate: dropout.rate });
     xa = acts.xd!;
   }
   // u (T,r) = dropout(x) A^T
@@ -120,7 +125,7 @@ export async function linearBackward(
   let xa = x;
   if (dropout.rate > 0) {
     // xd (T,in) = dropout(x), the forward's mask
-    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, seed: seed!, salt, rate: dropout.rate });
+    await ops.dropout(enc, { x, out: acts.xd!, n: T * e.inF, width: e.inF, seed: seed!, salt, rate: dropout.rate });
     xa = acts.xd!;
   }
   // dB += s dOut^T u
@@ -133,7 +138,7 @@ export async function linearBackward(
     // gx (T,in) = s g A
     await ops.matmulDx(enc, { dy: g, w: A, dx: gx!, T, alpha: e.scale });
     // dIn += dropout'(gx)
-    await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, seed: seed!, salt, rate: dropout.rate, beta: 1 });
+    await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, width: e.inF, seed: seed!, salt, rate: dropout.rate, beta: 1 });
   } else {
     // dIn += s g A
     await ops.matmulDx(enc, { dy: g, w: A, dx: dIn, T, alpha: e.scale, beta: 1 });

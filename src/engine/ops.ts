@@ -419,12 +419,13 @@ export class Ops {
   // --- LoRA dropout (kernels/dropout.wgsl): its own backward; the same seed gives the same mask on the gradient.
 
   /**
-   * out (n) = beta*out + dropout(x) with the mask hashed from the pass seed `seed` (a `passSeed`
-   * buffer) mixed with `salt` (lora-linear.ts dropoutSeed); inverted: kept values / (1-rate).
+   * out (n) = beta*out + dropout(x) over rows of `width` elements, one per token, with each token's
+   * mask hashed from its sequence's seed in `seed` (a `passSeed` buffer) mixed with `salt`
+   * (lora-linear.ts dropoutSeed) and its element index in a pass of its own; inverted: kept values / (1-rate).
    */
   async dropout(
     enc: GPUCommandEncoder,
-    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; seed: TrackedBuffer; salt: number; rate: number; beta?: number },
+    a: { x: TrackedBuffer; out: TrackedBuffer; n: number; width: number; seed: TrackedBuffer; salt: number; rate: number; beta?: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
     const [gx, gy] = grid1d(a.n);
@@ -432,7 +433,7 @@ export class Ops {
       enc,
       pl,
       [
-        this.buf(0, this.uniform([a.n, a.salt >>> 0, a.rate, a.beta ?? 0], 'uuff')),
+        this.buf(0, this.uniform([a.n, a.salt >>> 0, a.rate, a.beta ?? 0, a.width], 'uuffu')),
         this.buf(1, a.x),
         this.buf(2, a.out),
         this.buf(3, a.seed),
@@ -443,15 +444,19 @@ export class Ops {
   }
 
   /**
-   * A pass's dropout seed as a 16-byte uniform, written once, registered in `live` for the caller
-   * to free: per-step values stay out of the content-cached uniforms, which then hold only the
-   * run's shapes and constants.
+   * A pass's dropout seeds, written once, registered in `live` for the caller to free: per token
+   * (of sequences of `lengths` packed in order) the seed of its sequence (`seeds`, one each) and
+   * its position within it. Per-step values stay out of the content-cached uniforms, which then
+   * hold only the run's shapes and constants.
    */
-  passSeed(seed: number, live: TrackedBuffer[]): TrackedBuffer {
-    const t = this.buffers.create('dropout pass seed', 16, UNIFORM);
-    this.device.queue.writeBuffer(t.buffer, 0, Uint32Array.of(seed >>> 0, 0, 0, 0));
-    live.push(t);
-    return t;
+  passSeed(seeds: readonly number[], lengths: readonly number[], live: TrackedBuffer[]): TrackedBuffer {
+    if (seeds.length !== lengths.length) throw new RangeError(`passSeed: ${seeds.length} seeds for ${lengths.length} sequences`);
+    const table = new Uint32Array(2 * lengths.reduce((a, n) => a + n, 0));
+    let at = 0;
+    lengths.forEach((n, s) => {
+      for (let i = 0; i < n; i++, at += 2) [table[at], table[at + 1]] = [seeds[s] >>> 0, i];
+    });
+    return this.buffers.uploadIn(live, 'dropout seeds (T,2)', table);
   }
 
   // --- RoPE (kernels/rope.wgsl): forward (dir +1) and backward (dir -1, the inverse rotation) in one op.

@@ -17,6 +17,9 @@ import type { LmHeadOut, ScoredRows } from './lm-head.ts';
 import type { DropoutSpec } from './lora-linear.ts';
 import { packing } from './packing.ts';
 
+const MAP_READ = 0x1; // GPUMapMode.READ and GPUBufferUsage.MAP_READ
+const COPY_DST = 0x8; // GPUBufferUsage.COPY_DST
+
 /** A loss term's kind at one scored position. */
 export type TermKind = 'likelihood' | 'unlikelihood';
 
@@ -62,12 +65,25 @@ export interface TrainSequence {
   targets: number[];
 }
 
-export class TrainPass {
+/** What a loss method reads of one sequence's forward pass: its scored rows' scores and final hidden states. */
+export interface SequenceForward {
+  /** log q, log(1-q) and lse of each scored row of the sequence, in its order. */
+  readonly scores: PositionScores;
+  /** Final hidden states (after the last norm) of the sequence's scored rows, (R, C), for saliency clustering. */
+  hiddenRows(): Promise<Float32Array>;
+}
+
+export class TrainPass implements SequenceForward {
+  /** The final hidden states of the scored rows, read back once when first asked for. */
+  private hidden: Promise<Float32Array> | null = null;
+
   private constructor(
     private readonly model: GpuLlama,
     private readonly acts: ForwardActs,
     private readonly scored: ScoredRows,
     private readonly rowList: readonly number[],
+    /** Index in the scored rows of each sequence's first row, and the total (one more entry than sequences). */
+    private readonly rowStarts: readonly number[],
     private readonly head: LmHeadOut,
     private readonly dropout: DropoutSpec,
     private readonly live: TrackedBuffer[],
@@ -96,8 +112,8 @@ export class TrainPass {
    * attends only to itself and is positioned from 0, so its scores equal a pass of its own and
    * the backward adds the sum of their gradients (up to summation order), with one pass's
    * dispatches and submits for all of them. `scores`, `hiddenRows` and `backward`'s coefficients
-   * hold the sequences' rows one after another, in order. Dropout masks hash the packed element
-   * index from the one seed, so they differ from those of one pass per sequence.
+   * hold the sequences' rows one after another, in order (`sequence(i)` is sequence i's share).
+   * With `dropout.seeds`, each sequence's dropout masks are those of a pass of its own with its seed.
    */
   static async forwardPacked(model: GpuLlama, seqs: readonly TrainSequence[], dropout: DropoutSpec, recompute = false): Promise<TrainPass> {
     if (seqs.length === 0) throw new NlftError('a training pass needs at least one sequence', 'empty-input');
@@ -123,22 +139,44 @@ export class TrainPass {
       const targets = seqs.flatMap((q) => q.targets);
       const scored = { rows: up('rows', Uint32Array.from(rows)), targets: up('targets', Uint32Array.from(targets)), R };
       const head = await model.encodeScores(enc, acts, scored, live);
+      // The three (R) outputs copied into one mappable buffer by the same submit: one readback.
+      const staging = b.device.createBuffer({ label: 'scores (3,R):readback', size: 12 * R, usage: MAP_READ | COPY_DST });
+      [head.logp, head.log1mq, head.lse].forEach((t, i) => enc.copyBufferToBuffer(t.buffer, t.offset ?? 0, staging, 4 * R * i, 4 * R));
       b.device.queue.submit([enc.finish()]);
-      const [logp, log1mq, lse] = await Promise.all([b.readF32(head.logp, R), b.readF32(head.log1mq, R), b.readF32(head.lse, R)]);
-      return new TrainPass(model, acts, scored, rows, head, dropout, live, { logp, log1mq, lse });
+      await staging.mapAsync(MAP_READ);
+      const all = new Float32Array(staging.getMappedRange().slice(0));
+      staging.destroy();
+      const [logp, log1mq, lse] = [0, 1, 2].map((i) => all.subarray(i * R, (i + 1) * R));
+      const rowStarts = [0];
+      for (const q of seqs) rowStarts.push(rowStarts.at(-1)! + q.rows.length);
+      return new TrainPass(model, acts, scored, rows, rowStarts, head, dropout, live, { logp, log1mq, lse });
     } catch (e) {
       for (const t of live) b.destroy(t);
       throw e;
     }
   }
 
-  /** Final hidden states (after the last norm) of the scored rows, (R, C), for saliency clustering. */
-  async hiddenRows(): Promise<Float32Array> {
+  /** Final hidden states (after the last norm) of all scored rows, (R, C), for saliency clustering; one readback per pass. */
+  hiddenRows(): Promise<Float32Array> {
+    this.hidden ??= (async () => {
+      const C = this.model.config.hiddenSize;
+      const all = await this.model.buffers.readF32(this.acts.xnF, this.acts.T * C);
+      const out = new Float32Array(this.scored.R * C);
+      this.rowList.forEach((r, i) => out.set(all.subarray(r * C, (r + 1) * C), i * C));
+      return out;
+    })();
+    return this.hidden;
+  }
+
+  /** Sequence i's share of the pass (of `forwardPacked`'s sequences, in order): its rows' scores and hidden states. */
+  sequence(i: number): SequenceForward {
+    const [from, to] = [this.rowStarts[i], this.rowStarts[i + 1]];
+    const { logp, log1mq, lse } = this.scores;
     const C = this.model.config.hiddenSize;
-    const all = await this.model.buffers.readF32(this.acts.xnF, this.acts.T * C);
-    const out = new Float32Array(this.scored.R * C);
-    this.rowList.forEach((r, i) => out.set(all.subarray(r * C, (r + 1) * C), i * C));
-    return out;
+    return {
+      scores: { logp: logp.subarray(from, to), log1mq: log1mq.subarray(from, to), lse: lse.subarray(from, to) },
+      hiddenRows: async () => (await this.hiddenRows()).subarray(from * C, to * C),
+    };
   }
 
   /**
@@ -154,8 +192,9 @@ export class TrainPass {
       const enc = b.device.createCommandEncoder({ label: 'backward' });
       const coefBuf = b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
       await this.model.encodeBackward(enc, this.acts, this.scored, this.head, coefBuf, this.dropout, tmp);
+      // No wait: buffers destroyed after a submit live until its work is done, and what reads the
+      // gradients next (the optimizer step, a readback) is queued behind it.
       b.device.queue.submit([enc.finish()]);
-      await b.device.queue.onSubmittedWorkDone();
     } finally {
       for (const t of tmp) b.destroy(t);
       this.release();

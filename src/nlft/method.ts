@@ -8,7 +8,7 @@
 import type { DatasetRecord } from '../data/dataset.ts';
 import type { TextTokenizer } from '../data/tokenizer.ts';
 import type { GpuLlama, ScoreRequest } from '../engine/llama.ts';
-import type { TrainPass } from '../engine/train-pass.ts';
+import type { SequenceForward } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import { sequenceOf, type TrainSample } from '../data/prompt.ts';
 import { answerSample } from '../train/samples.ts';
@@ -187,13 +187,13 @@ function withAnchor(
 }
 
 /** The anchor's model input and terms, as the trainer's second sequence. */
-function anchorSequence(anchor: TrainSample, terms: TermSet): Omit<NonNullable<SampleTerms['second']>, 'onForward'> {
+function anchorSequence(anchor: TrainSample, terms: TermSet): NonNullable<SampleTerms['second']> {
   return { ...sequenceOf(anchor), kinds: terms.kinds, weights: terms.weights };
 }
 
 /**
- * The trainer's terms of one visit, and its report: a record without an anchor is reported at once;
- * an anchored one trains its anchor as the second sequence and is reported after that pass, with it.
+ * The trainer's terms of one visit, and its report once the trainer ran it: an anchored record
+ * trains its anchor as the second sequence and is reported with the anchor's pb and loss.
  */
 function visitTerms(
   s: NlftSample,
@@ -202,14 +202,13 @@ function visitTerms(
   o: Pick<NlftMethodOptions, 'onEntry' | 'tokenText'>,
 ): SampleTerms {
   const terms = { kinds: r.kinds, weights: r.weights, extra: r.extra };
-  if (!r.anchor || !s.anchor) {
-    o.onEntry?.(entry);
-    return terms;
-  }
+  if (!r.anchor || !s.anchor) return { ...terms, report: () => o.onEntry?.(entry) };
   const [anchor, at] = [s.anchor, r.anchor];
-  const onForward = (scores: { logp: ArrayLike<number> }, loss: number) =>
-    o.onEntry?.(withAnchor(entry, anchor, at, scores.logp, loss, o.tokenText));
-  return { ...terms, second: { ...anchorSequence(anchor, at), onForward } };
+  return {
+    ...terms,
+    second: anchorSequence(anchor, at),
+    report: (second) => second && o.onEntry?.(withAnchor(entry, anchor, at, second.scores.logp, second.loss, o.tokenText)),
+  };
 }
 
 /** The anchors of the samples that have one (a run that trains them sizes its memory on them too). */
@@ -255,7 +254,8 @@ export interface NlftMethodOptions {
 /**
  * NLFT for the trainer: at the start of each optimizer step, the side views of all its records are
  * scored with the current adapters (no gradient, packed passes); after each record's base forward,
- * its tokens are weighted by `saliency` and the visit is reported through `onEntry`.
+ * its tokens are weighted by `saliency` from that record's own scores and hidden states (so the
+ * trainer may pack the step's base views in one pass) and the visit is reported through `onEntry`.
  */
 export function nlftMethod(model: GpuLlama, o: NlftMethodOptions): LossMethod {
   let side = new Map<TrainSample, SideScores>();
@@ -269,7 +269,7 @@ export function nlftMethod(model: GpuLlama, o: NlftMethodOptions): LossMethod {
       const scores = await scoreSideViews(model, unique, o.maxBatchTokens);
       side = new Map(unique.map((s, i) => [s, scores[i]]));
     },
-    async terms(sample: TrainSample, pass: TrainPass) {
+    async terms(sample: TrainSample, pass: SequenceForward) {
       const s = check(sample);
       const sc = side.get(s) ?? (await scoreSideViews(model, [s], o.maxBatchTokens))[0];
       const base = { logp: pass.scores.logp, log1mq: pass.scores.log1mq, hidden: await pass.hiddenRows() };
@@ -452,7 +452,7 @@ export function staticNlftMethod(
   o: Pick<NlftMethodOptions, 'tokenText' | 'onEntry' | 'stepOf'>,
 ): LossMethod {
   return {
-    terms(sample: TrainSample, pass: TrainPass) {
+    terms(sample: TrainSample, pass: SequenceForward) {
       const f = fixed.get(sample);
       if (!f) throw new NlftError(`record ${sample.index} (id ${sample.id}) has no saliency fixed before training`, 'dataset');
       const { result: r, scores: sc } = f;

@@ -27,6 +27,7 @@ export const OPTION_RULES = {
   warmup: { expected: 'a fraction in [0, 1]', ok: finiteNumber((v) => v <= 1 && v >= 0) },
   maxGradNorm: { expected: 'a non-negative number (0 disables clipping)', ok: isNonNegative },
   recompute: { expected: 'true or false', ok: isBoolean },
+  packing: { expected: 'on or off (true or false)', ok: isBoolean },
   maxLen: { expected: 'an integer of at least 2', ok: finiteNumber((v) => Number.isInteger(v) && v >= 2) },
   memoryBudgetMiB: { expected: 'a positive number of MiB (or none)', ok: (v) => v === null || v === undefined || isPositive(v) },
   scoreBatchTokens: {
@@ -104,8 +105,9 @@ export function checkTrainConfig(t: TrainConfig): TrainConfig {
   checkOption('warmup', t.warmupFraction);
   checkOption('maxGradNorm', t.maxGradNorm);
   checkOption('recompute', t.recompute);
-  const { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute } = t;
-  return { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute };
+  checkOption('packing', t.packing);
+  const { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute, packing } = t;
+  return { epochs, maxSteps, lr, warmupFraction, batch, seed, weightDecay, maxGradNorm, recompute, packing };
 }
 
 /**

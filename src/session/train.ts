@@ -69,12 +69,23 @@ export interface MemoryPlan {
   kept: TrainMemoryEstimate | null;
   /** The budget in bytes, or null for none. */
   budgetBytes: number | null;
+  /**
+   * Tokens a packed training pass may hold (`Trainer`'s `passTokens`): `DEFAULT_TRAIN_PASS_TOKENS`,
+   * or fewer when the budget allows fewer (a longer record still runs alone).
+   */
+  passTokens: number;
 }
 
+/** Tokens a packed training pass holds at most when no memory budget bounds it fewer. */
+export const DEFAULT_TRAIN_PASS_TOKENS = 2048;
+
 /**
- * Fits a step's memory to the budget. The step is sized on the longest sample: T its tokens fed
- * (prompt + response − 1), R its scored rows (the response tokens). Over the budget, a run keeping
- * every layer's activations switches to recomputing them when that fits; otherwise it is refused.
+ * Fits a step's memory to the budget. The step is sized on its largest pass: with packing
+ * (`packBatch` records a pass, the step's batch) the `packBatch` longest samples packed, within the
+ * pass's token cap; else the longest sample alone (T its tokens fed, prompt + response − 1; R its
+ * scored rows, the response tokens). A budget caps a packed pass at the tokens whose activations fit
+ * it (at least the longest sample). Over the budget even so, a run keeping every layer's activations
+ * switches to recomputing them when that fits; otherwise it is refused.
  *
  * @throws UsageError with the needed and allowed sizes, when even recomputation does not fit
  */
@@ -85,18 +96,30 @@ export function planMemory(
   samples: readonly TrainSample[],
   recompute: boolean,
   budgetMiB: number | null,
+  packBatch = 1,
 ): MemoryPlan {
-  const longest = samples.reduce((a, s) => (s.promptIds.length + s.responseIds.length > a.promptIds.length + a.responseIds.length ? s : a));
-  const tokens = longest.promptIds.length + longest.responseIds.length;
-  const estimate = (r: boolean) => estimateTrainBytes(c, quant, lora, tokens - 1, longest.responseIds.length, r);
-  const asked = estimate(recompute);
+  const sizes = samples
+    .map((s) => ({ T: s.promptIds.length + s.responseIds.length - 1, R: s.responseIds.length }))
+    .sort((a, b) => b.T - a.T || b.R - a.R);
+  const longest = sizes[0];
+  const top = sizes.slice(0, packBatch).reduce((a, s) => ({ T: a.T + s.T, R: a.R + s.R }), { T: 0, R: 0 });
   const budgetBytes = budgetMiB === null ? null : budgetMiB * 2 ** 20;
-  if (budgetBytes === null || asked.total <= budgetBytes) return { estimate: asked, recompute, kept: null, budgetBytes };
-  const alt = estimate(true);
-  if (!recompute && alt.total <= budgetBytes) return { estimate: alt, recompute: true, kept: asked, budgetBytes };
+  // Activations are linear in a pass's tokens and rows, so a token's share (R = T: every token scored) bounds a pass of T tokens.
+  const plan = (r: boolean) => {
+    const perToken = estimateTrainBytes(c, quant, lora, 1, 1, r);
+    const byBudget = budgetBytes === null ? Infinity : Math.floor((budgetBytes - perToken.model - perToken.lora) / perToken.activations);
+    const passTokens = Math.max(longest.T, Math.min(DEFAULT_TRAIN_PASS_TOKENS, byBudget));
+    const T = Math.min(passTokens, top.T);
+    return { estimate: estimateTrainBytes(c, quant, lora, T, Math.min(top.R, T), r), passTokens };
+  };
+  const asked = plan(recompute);
+  if (budgetBytes === null || asked.estimate.total <= budgetBytes) return { ...asked, recompute, kept: null, budgetBytes };
+  const alt = plan(true);
+  if (!recompute && alt.estimate.total <= budgetBytes) return { ...alt, recompute: true, kept: asked.estimate, budgetBytes };
+  const one = estimateTrainBytes(c, quant, lora, longest.T, longest.R, true);
   throw new UsageError(
-    `a training step needs about ${formatBytes(alt.total)} even recomputing layers (model ${formatBytes(alt.model)}, LoRA and optimizer ${formatBytes(alt.lora)}, ` +
-      `activations ${formatBytes(alt.activations)} for ${tokens} tokens), over the memory budget of ${budgetMiB} MiB; try a lower maxLen, q4 weights or a smaller rank`,
+    `a training step needs about ${formatBytes(one.total)} even recomputing layers (model ${formatBytes(one.model)}, LoRA and optimizer ${formatBytes(one.lora)}, ` +
+      `activations ${formatBytes(one.activations)} for ${longest.T + 1} tokens), over the memory budget of ${budgetMiB} MiB; try a lower maxLen, q4 weights or a smaller rank`,
   );
 }
 
@@ -163,7 +186,15 @@ export async function planTraining(
   const { samples, truncated } = methodSamples(req.method, records, tok, templates, req.maxLen);
   const anchored = req.method === 'nlft' && req.saliency.negatives === 'anchor'; // anchors are sequences of their own (docs/method.md §3)
   const sized = anchored ? [...samples, ...anchorSamples(samples)] : samples;
-  const memory = planMemory(model.config, model.quant, lora, sized, train.recompute, req.memoryBudgetMiB ?? null);
+  const memory = planMemory(
+    model.config,
+    model.quant,
+    lora,
+    sized,
+    train.recompute,
+    req.memoryBudgetMiB ?? null,
+    train.packing ? train.batch : 1,
+  );
   return {
     method: req.method,
     train: { ...train, recompute: memory.recompute },
@@ -290,7 +321,7 @@ export async function runTraining(
     let summary: SaliencySummary | null = null;
     let entries: SaliencyEntry[] = [];
     if (method === 'sft') {
-      trainer = new Trainer(engine, llama, samples, train, SFT, lora.dropout);
+      trainer = new Trainer(engine, llama, samples, train, SFT, lora.dropout, plan.memory.passTokens);
     } else {
       const nlft = samples as readonly TrainSample[] as readonly NlftSample[];
       if (plan.scorer && !scored) throw new NlftError(`the scorer ${plan.scorer} has not scored the data (scoreWithScorer)`, 'scorer');
@@ -314,7 +345,7 @@ export async function runTraining(
         plan.saliencyMode === 'static'
           ? staticNlftMethod(new Map(samples.map(fixed)), report)
           : nlftMethod(llama, { saliency: plan.saliency, ...report, maxBatchTokens: passTokens });
-      trainer = new Trainer(engine, llama, samples, train, loss, lora.dropout);
+      trainer = new Trainer(engine, llama, samples, train, loss, lora.dropout, plan.memory.passTokens);
     }
     const active: Trainer = trainer;
     if (plan.resume) await active.restore(plan.resume);

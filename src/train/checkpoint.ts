@@ -2,7 +2,8 @@
  * Checkpoint files: `checkpoint.safetensors` holds the flat LoRA parameters and the AdamW moments
  * (F32, shape [n]); its metadata holds the run and LoRA configurations and the step, as JSON. Reading
  * validates both and names the file and field at fault; a checkpoint of the previous version (its
- * training config with a `dropout`) reads with that rate as the LoRA dropout.
+ * training config with a `dropout`) reads with that rate as the LoRA dropout; one written before
+ * packing (no `packing` in its training config) trained one pass per record and continues so.
  *
  * The metadata's `crc32` is the CRC-32 of the three tensors' bytes and the other metadata values: a
  * file cut short or changed anywhere is refused rather than taken for a good one. (Checkpoints
@@ -85,6 +86,7 @@ export async function readCheckpoint(source: FileSource): Promise<SavedCheckpoin
   // Checkpoints of the previous version kept the dropout rate in the training config too, and used
   // that one: it moves to the LoRA config, its one home now, so the run continues exactly.
   if (oldDropout !== undefined) lora.dropout = oldDropout;
+  config.packing ??= false;
   const issue = loraConfigIssue(lora as unknown as LoraConfig);
   if (issue) throw new ModelFormatError(CHECKPOINT_FILE, `__metadata__.lora.${issue.field}`, issue.detail);
   const step = Number(meta.step);

@@ -4,13 +4,20 @@
  * with a cosine schedule, per-step metrics, cancel and pause, non-finite guards, and checkpoints
  * that resume to exactly the same result as an uninterrupted run.
  *
+ * Packing (`TrainConfig.packing`, docs/architecture.md §3): the records of a step go through one
+ * forward and backward pass, packed end to end (`TrainPass.forwardPacked`), as many as the pass's
+ * token cap allows; their second sequences (NLFT's anchors) through one more. Each record keeps its
+ * own loss normalisation and dropout masks, so a packed step's gradient is the unpacked one's up to
+ * summation order.
+ *
  * Determinism: the order of micro-batches is a function of (seed, epoch) and the LoRA dropout
  * masks of (seed, micro-batch index), so the state to save is just the step counter plus the
  * parameters and optimizer moments.
  */
 import type { Engine } from '../engine/engine.ts';
 import type { GpuLlama, PositionScores } from '../engine/llama.ts';
-import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../engine/train-pass.ts';
+import { groupByTokens } from '../engine/packing.ts';
+import { lossCoefficients, lossValue, type SequenceForward, TrainPass, type TermKind, type TrainSequence } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
 import { AdamW } from './optimizer.ts';
@@ -31,6 +38,8 @@ export interface TrainConfig {
   maxGradNorm: number;
   /** Keep only each layer's input and recompute the layer in the backward pass (less memory). */
   recompute: boolean;
+  /** Run a step's records packed in one training pass (within the pass's token cap) instead of one pass each. */
+  packing: boolean;
 }
 
 export const DEFAULT_TRAIN: TrainConfig = {
@@ -43,6 +52,7 @@ export const DEFAULT_TRAIN: TrainConfig = {
   weightDecay: 0,
   maxGradNorm: 1,
   recompute: false,
+  packing: true,
 };
 
 /** Per-position loss terms of one sample (SFT: every response token, likelihood, weight 1/N). */
@@ -53,10 +63,15 @@ export interface SampleTerms {
   extra?: { kinds: TermKind[]; weights: ArrayLike<number> };
   /**
    * A second sequence of the same record (NLFT's anchor, docs/method.md §3), trained in a forward
-   * and backward pass of its own after the first: its loss adds to the record's, its gradients
-   * accumulate into the same buffer.
+   * and backward pass after the first's (packed with the step's other second sequences): its loss
+   * adds to the record's, its gradients accumulate into the same buffer.
    */
   second?: SequenceTerms;
+  /**
+   * Called once the record's passes ran, records in step order, with its second sequence's scores
+   * and loss when it has one (NLFT reports the visit's saliency entry here).
+   */
+  report?: (second: { scores: PositionScores; loss: number } | null) => void;
 }
 
 /** A sequence with its loss terms: the model reads `ids`, position `rows[i]` is scored against `targets[i]`. */
@@ -66,12 +81,14 @@ export interface SequenceTerms {
   targets: number[];
   kinds: TermKind[];
   weights: ArrayLike<number>;
-  /** Called with the pass's scores and loss after its forward pass (NLFT reports the anchor's pb and loss). */
-  onForward?: (scores: PositionScores, loss: number) => void;
 }
 
-/** How a method weights a sample's tokens after its forward pass (NLFT needs the scores; SFT does not). */
-export type TermsFn = (sample: TrainSample, pass: TrainPass) => Promise<SampleTerms> | SampleTerms;
+/**
+ * How a method weights a sample's tokens after its forward pass (NLFT needs the scores; SFT does
+ * not), from that sample's share of the pass alone: the terms of one record never depend on the
+ * other records packed with it.
+ */
+export type TermsFn = (sample: TrainSample, pass: SequenceForward) => Promise<SampleTerms> | SampleTerms;
 
 /** SFT: the mean cross-entropy of the response tokens. */
 export const sftTerms: TermsFn = (s) => ({
@@ -146,6 +163,8 @@ export class Trainer {
     private readonly method: LossMethod = SFT,
     /** The LoRA dropout rate on the adapters' input (`LoraConfig.dropout`, its one home). */
     private readonly dropout = 0,
+    /** Tokens one packed training pass may hold (with `config.packing`; a longer record runs alone). */
+    private readonly passTokens = Number.POSITIVE_INFINITY,
   ) {
     if (samples.length === 0) throw new NlftError('the dataset has no records: nothing to train on', 'dataset');
     if (!model.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
@@ -197,24 +216,19 @@ export class Trainer {
       engine.buffers.resetPeak();
       const first = (step - 1) * config.batch;
       const last = Math.min(step * config.batch, micro);
-      let lossSum = 0;
-      let tokens = 0;
-      const ids: string[] = [];
-      let epoch = 0;
-      await this.method.beginStep?.(Array.from({ length: last - first }, (_, i) => this.samples[this.sampleAt(first + i).sample]));
-      for (let k = first; k < last; k++) {
-        const at = this.sampleAt(k);
-        epoch = at.epoch;
-        const s = this.samples[at.sample];
-        const r = await this.accumulate(s, k, step);
-        if ('nonFinite' in r) {
-          await this.discardGradients();
-          return { status: 'non-finite', steps: this.state.step, message: r.nonFinite };
-        }
-        lossSum += r.loss;
-        tokens += r.tokens;
-        ids.push(s.id);
+      const visits = Array.from({ length: last - first }, (_, i) => ({
+        k: first + i,
+        sample: this.samples[this.sampleAt(first + i).sample],
+      }));
+      const epoch = this.sampleAt(last - 1).epoch;
+      await this.method.beginStep?.(visits.map((v) => v.sample));
+      const r = await this.accumulateVisits(visits, step);
+      if ('nonFinite' in r) {
+        await this.discardGradients();
+        return { status: 'non-finite', steps: this.state.step, message: r.nonFinite };
       }
+      let lossSum = 0;
+      for (const l of r.losses) lossSum += l;
       const count = last - first;
       const lr = this.schedule(step);
       const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
@@ -242,12 +256,12 @@ export class Trainer {
         totalSteps: this.totalSteps,
         epoch,
         loss: lossSum / count,
-        tokens,
+        tokens: r.tokens,
         ms: performance.now() - t0,
         lr,
         gradNorm,
         peakBytes: engine.buffers.peak,
-        samples: ids,
+        samples: visits.map((v) => v.sample.id),
       });
     }
     return { status: 'done', steps: this.state.step };
@@ -266,40 +280,102 @@ export class Trainer {
    * Forward and backward passes of one record (micro-batch k of optimizer step `step`): its
    * sequence and, when its terms bring one, its second sequence; their gradients are added into the
    * LoRA gradient buffer. Returns the record's loss and the tokens fed, or the message of a
-   * non-finite loss (`run` then discards the step's gradients). `run` calls it for every record;
-   * called alone it gives one record's gradient (the model's `lora.readGrads()`).
+   * non-finite loss. Called alone it gives one record's gradient (the model's `lora.readGrads()`).
    */
   async accumulate(s: TrainSample, k: number, step: number): Promise<{ loss: number; tokens: number } | { nonFinite: string }> {
-    const { model, config } = this;
-    const seq = sequenceOf(s);
-    const seed = (Math.imul(config.seed, 0x2545f491) ^ k) >>> 0;
-    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: this.dropout, seed }, config.recompute);
-    const t = await this.method.terms(s, pass);
-    const loss = lossValue(t.kinds, t.weights, pass.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, pass.scores) : 0);
+    const r = await this.accumulateVisits([{ sample: s, k }], step);
+    return 'nonFinite' in r ? r : { loss: r.losses[0], tokens: r.tokens };
+  }
+
+  /** The dropout seed of micro-batch k's sequence; its second sequence (k < 2^31) takes it with the top bit flipped. */
+  private seedOf(k: number, second: boolean): number {
+    const seed = (Math.imul(this.config.seed, 0x2545f491) ^ k) >>> 0;
+    return second ? (seed ^ 0x80000000) >>> 0 : seed;
+  }
+
+  /**
+   * Forward and backward passes of a step's records (micro-batches `visits[i].k` of step `step`):
+   * packed (`config.packing`) in passes of at most `passTokens` tokens, else one pass per record;
+   * after each pass of first sequences, one for their second sequences. Every sequence is masked by
+   * its own dropout seed (`seedOf`) whichever pass it runs in. Returns each record's loss (its
+   * sequences' summed) and the tokens fed, or the message of the first non-finite loss (`run` then
+   * discards the step's gradients).
+   */
+  private async accumulateVisits(
+    visits: readonly { sample: TrainSample; k: number }[],
+    step: number,
+  ): Promise<{ losses: number[]; tokens: number } | { nonFinite: string }> {
     const stopped = `training stopped, the adapter keeps the parameters of step ${this.state.step}`;
-    if (!Number.isFinite(loss)) {
-      pass.release();
-      return { nonFinite: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; ${stopped}` };
+    const losses = visits.map(() => 0);
+    const reports: { terms: SampleTerms; second: { scores: PositionScores; loss: number } | null }[] = [];
+    let tokens = 0;
+    const groups = this.config.packing
+      ? groupByTokens(
+          visits.map((v, i) => ({ ...v, i, seq: sequenceOf(v.sample) })),
+          (v) => v.seq.ids.length,
+          this.passTokens,
+        )
+      : visits.map((v, i) => [{ ...v, i, seq: sequenceOf(v.sample) }]);
+    for (const group of groups) {
+      const pass = await this.forward(
+        group.map((v) => v.seq),
+        group.map((v) => this.seedOf(v.k, false)),
+      );
+      const coefs: Float32Array[] = [];
+      const seconds: { i: number; k: number; seq: SequenceTerms }[] = [];
+      for (const [j, v] of group.entries()) {
+        const s = v.sample;
+        const own = pass.sequence(j);
+        const t = await this.method.terms(s, own);
+        const loss = lossValue(t.kinds, t.weights, own.scores) + (t.extra ? lossValue(t.extra.kinds, t.extra.weights, own.scores) : 0);
+        if (!Number.isFinite(loss)) {
+          pass.release();
+          return { nonFinite: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; ${stopped}` };
+        }
+        const coef = lossCoefficients(t.kinds, t.weights, own.scores);
+        if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, own.scores).forEach((c, r) => (coef[r] += c)); // the backward is linear in them
+        coefs.push(coef);
+        losses[v.i] = loss;
+        tokens += v.seq.ids.length;
+        reports[v.i] = { terms: t, second: null };
+        if (t.second) seconds.push({ i: v.i, k: v.k, seq: t.second });
+      }
+      const coef = concat(coefs);
+      if (coef.some((c) => c !== 0)) await pass.backward(coef);
+      else pass.release(); // every weight 0 (skipped records, or anchored negatives without unlikely tokens): no gradient
+      const secondGroups = this.config.packing ? groupByTokens(seconds, (q) => q.seq.ids.length, this.passTokens) : seconds.map((q) => [q]);
+      for (const sg of secondGroups) {
+        const pass2 = await this.forward(
+          sg.map((q) => q.seq),
+          sg.map((q) => this.seedOf(q.k, true)),
+        );
+        const coefs2: Float32Array[] = [];
+        for (const [j, q] of sg.entries()) {
+          const { scores } = pass2.sequence(j);
+          const loss2 = lossValue(q.seq.kinds, q.seq.weights, scores);
+          if (!Number.isFinite(loss2)) {
+            pass2.release();
+            const s = visits[q.i].sample;
+            return {
+              nonFinite: `the loss of record ${s.index} (id ${s.id}), its second sequence (the anchor), is not finite at step ${step}; ${stopped}`,
+            };
+          }
+          losses[q.i] += loss2;
+          tokens += q.seq.ids.length;
+          reports[q.i].second = { scores, loss: loss2 };
+          coefs2.push(lossCoefficients(q.seq.kinds, q.seq.weights, scores));
+        }
+        await pass2.backward(concat(coefs2));
+      }
     }
-    const coef = lossCoefficients(t.kinds, t.weights, pass.scores);
-    if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, pass.scores).forEach((c, i) => (coef[i] += c)); // the backward is linear in them
-    if (coef.some((c) => c !== 0)) await pass.backward(coef);
-    else pass.release(); // every weight 0 (a skipped record, or an anchored negative without unlikely tokens): no gradient
-    const second = t.second;
-    if (!second) return { loss, tokens: seq.ids.length };
-    // Its own dropout mask, a function of (seed, k) like the first's; k < 2^31 keeps it apart from every first pass's.
-    const dropout = { rate: this.dropout, seed: (seed ^ 0x80000000) >>> 0 };
-    const pass2 = await TrainPass.forward(model, second.ids, second.rows, second.targets, dropout, config.recompute);
-    const loss2 = lossValue(second.kinds, second.weights, pass2.scores);
-    if (!Number.isFinite(loss2)) {
-      pass2.release();
-      return {
-        nonFinite: `the loss of record ${s.index} (id ${s.id}), its second sequence (the anchor), is not finite at step ${step}; ${stopped}`,
-      };
-    }
-    second.onForward?.(pass2.scores, loss2);
-    await pass2.backward(lossCoefficients(second.kinds, second.weights, pass2.scores));
-    return { loss: loss + loss2, tokens: seq.ids.length + second.ids.length };
+    for (const r of reports) r.terms.report?.(r.second);
+    return { losses, tokens };
+  }
+
+  /** The forward pass of sequences packed in order, sequence i's dropout masks from `seeds[i]`. */
+  private forward(seqs: readonly TrainSequence[], seeds: readonly number[]): Promise<TrainPass> {
+    const dropout = { rate: this.dropout, seed: seeds[0], seeds };
+    return TrainPass.forwardPacked(this.model, seqs, dropout, this.config.recompute);
   }
 
   private async discardGradients(): Promise<void> {
@@ -333,4 +409,15 @@ export class Trainer {
     this.optimizer.destroy();
     this.engine.buffers.destroy(this.backup);
   }
+}
+
+/** Arrays laid end to end. */
+function concat(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }

@@ -440,9 +440,10 @@ describe('dropout (hashed mask, inverted scaling)', () => {
   /** The kernel with the pass seed `seed` on the GPU; its mask is the reference's of `dropoutSeed(seed, salt)`. */
   const run = async (a: { x?: Float32Array; seed: number; rate: number; beta?: number; prev?: Float32Array }) => {
     const out = g.buffers.upload('out', a.prev ?? nanArray(a.x?.length ?? n));
-    const seed = g.ops.passSeed(a.seed, []);
+    const len = a.x?.length ?? n;
+    const seed = g.ops.passSeed([a.seed], [1], []); // one token of len elements: the element index is i
     await g.run((enc) =>
-      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: a.x?.length ?? n, seed, salt, rate: a.rate, beta: a.beta }),
+      g.ops.dropout(enc, { x: a.x ? g.buffers.upload('x', a.x) : xb, out, n: len, width: len, seed, salt, rate: a.rate, beta: a.beta }),
     );
     g.buffers.destroy(seed);
     return g.f32(out);
@@ -489,6 +490,23 @@ describe('dropout (hashed mask, inverted scaling)', () => {
       else bad += Math.abs(bwd[i] - prev[i] - grad[i] / 0.75) <= 1e-6 * (1 + Math.abs(prev[i])) ? 0 : 1; // kept: grad / (1 - rate) added
     }
     expect(bad).toBe(0);
+  });
+
+  it('packed sequences: each masked as in a pass of its own with its seed (rows of K elements, element index t*K + k)', async () => {
+    const [K, lengths, seeds, rate] = [37, [3, 1, 6], [11, 0xfffffff0, 12], 0.4];
+    const T = lengths.reduce((a, b) => a + b, 0);
+    const xs = randomArray(T * K, 704);
+    const out = g.buffers.upload('out', nanArray(T * K));
+    const seed = g.ops.passSeed(seeds, lengths, []);
+    await g.run((enc) => g.ops.dropout(enc, { x: g.buffers.upload('x', xs), out, n: T * K, width: K, seed, salt, rate }));
+    g.buffers.destroy(seed);
+    const got = await g.f32(out);
+    let at = 0;
+    lengths.forEach((len, s) => {
+      const own = dropoutRef(xs.subarray(at * K, (at + len) * K), dropoutSeed(seeds[s], salt), rate);
+      expect(maxViolation(got.subarray(at * K, (at + len) * K), own, 1e-6, 0)).toBeLessThanOrEqual(1);
+      at += len;
+    });
   });
 
   it('n past 65535*64 elements (2-D dispatch fold)', async () => {

@@ -60,10 +60,13 @@ async function pickedModel(): Promise<File[]> {
 }
 
 /**
- * What a step reports, less its wall-clock time and with its GPU peak in KiB: the hosts hold a few
- * bytes apart outside the run (the worker's model load keeps its warm-up pass's small buffers).
+ * What a step reports, less its wall-clock time and its GPU peak: the hosts hold a few bytes apart
+ * outside the run (the worker's model load keeps its warm-up pass's small buffers, some of which a
+ * step then need not allocate), so the peaks are compared apart, within 1 KiB (rounding both to KiB
+ * split them once a packed step's peak fell on a half KiB).
  */
-const timeless = ({ ms: _ms, peakBytes, ...m }: StepMetrics) => ({ ...m, peakKiB: Math.round(peakBytes / 1024) });
+const timeless = ({ ms: _ms, peakBytes: _peak, ...m }: StepMetrics) => m;
+const peaks = (metrics: StepMetrics[]) => metrics.map((m) => m.peakBytes);
 
 it('the CLI and the worker host train byte-identical adapters with the same metrics from one request', async () => {
   // The request: as the flags below say, and as the app's form sends it.
@@ -96,13 +99,14 @@ it('the CLI and the worker host train byte-identical adapters with the same metr
   expect(JSON.parse(files['adapter_config.json'] as string)).toEqual(
     JSON.parse(await readFile(path.join(out, 'adapter_config.json'), 'utf8')),
   );
-  const cliMetrics = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8'))
+  const cliSteps: StepMetrics[] = (await readFile(path.join(out, 'metrics.jsonl'), 'utf8'))
     .trim()
     .split('\n')
-    .map((l) => timeless(JSON.parse(l)));
-  const hostMetrics = events.flatMap((e) => (e.type === 'step' ? [timeless(e.metrics)] : []));
-  expect(hostMetrics).toEqual(cliMetrics);
-  expect(hostMetrics).toHaveLength(2);
+    .map((l) => JSON.parse(l));
+  const hostSteps = events.flatMap((e) => (e.type === 'step' ? [e.metrics] : []));
+  expect(hostSteps.map(timeless)).toEqual(cliSteps.map(timeless));
+  expect(hostSteps).toHaveLength(2);
+  peaks(hostSteps).forEach((p, i) => expect(Math.abs(p - peaks(cliSteps)[i])).toBeLessThanOrEqual(1024));
   // The run record and the started event carry the same data summary.
   const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
   const started = events.find((e) => e.type === 'started');

@@ -16,7 +16,7 @@ import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { trainRequestOf } from '../../src/node/cli/train.ts';
 import { checkTrainRequest } from '../../src/session/options.ts';
 import type { TrainRequest } from '../../src/session/requests.ts';
-import { planMemory, planTraining } from '../../src/session/train.ts';
+import { DEFAULT_TRAIN_PASS_TOKENS, planMemory, planTraining } from '../../src/session/train.ts';
 import { checkpointBytes } from '../../src/train/checkpoint.ts';
 import { DEFAULT_TRAIN } from '../../src/train/trainer.ts';
 
@@ -113,7 +113,19 @@ describe('memory budget', () => {
       recompute: false,
       kept: null,
       budgetBytes: null,
+      passTokens: DEFAULT_TRAIN_PASS_TOKENS,
     });
+  });
+
+  it('packed: sizes the step on the batch longest samples in one pass; a budget caps the pass at the tokens it allows', () => {
+    expect(planMemory(CONFIG, 'q8', lora, samples, false, null, 2).estimate).toEqual(estimateTrainBytes(CONFIG, 'q8', lora, 73, 22, false));
+    const perToken = estimateTrainBytes(CONFIG, 'q8', lora, 1, 1, false);
+    const budget = perToken.model + perToken.lora + 70.5 * perToken.activations; // room for 70 tokens, each scored
+    const capped = planMemory(CONFIG, 'q8', lora, samples, false, budget / 2 ** 20, 2);
+    expect(capped.passTokens).toBe(70);
+    expect(capped.recompute).toBe(false);
+    expect(capped.estimate).toEqual(estimateTrainBytes(CONFIG, 'q8', lora, 70, 22, false));
+    expect(capped.estimate.total).toBeLessThanOrEqual(budget);
   });
 
   it('switches to recomputing layers when only that fits', () => {
@@ -124,6 +136,7 @@ describe('memory budget', () => {
       recompute: true,
       kept,
       budgetBytes: kept.total - 1,
+      passTokens: 69, // the longest sample: a packed pass holds no more than it
     });
   });
 

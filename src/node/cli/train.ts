@@ -56,6 +56,8 @@ export const TRAIN_FLAGS = {
   resume: { type: 'string' },
   'checkpoint-seconds': { type: 'string' },
   recompute: { type: 'boolean' },
+  // on (default): a step's records in one packed training pass (within the memory budget); off: one pass per record.
+  packing: { type: 'string' },
   'memory-budget': { type: 'string' },
   saliency: { type: 'string' },
   scorer: { type: 'string' },
@@ -81,6 +83,7 @@ export function trainRequestOf(values: Record<string, unknown>, inputs: Pick<Tra
       weightDecay: or('weight-decay', d.weightDecay),
       maxGradNorm: or('max-grad-norm', d.maxGradNorm),
       recompute: values.recompute === true,
+      packing: values.packing === undefined ? d.packing : ({ on: true, off: false }[String(values.packing)] ?? values.packing),
     },
     lora: {
       r: or('rank', DEFAULT_LORA.r),
@@ -161,7 +164,8 @@ export async function trainCommand(argv: string[], out: (line: string) => void):
   const est = memory.estimate;
   out(
     `memory     estimate ${formatBytes(est.total)}: model ${formatBytes(est.model)}, LoRA + AdamW ` +
-      `${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}`,
+      `${formatBytes(est.lora)}, activations ${formatBytes(est.activations)}${train.recompute ? ' (recomputing layers)' : ''}` +
+      (train.packing ? `; a step's records packed, up to ${memory.passTokens} tokens a pass` : '; one pass per record'),
   );
   const { engine, note } = await createTunedEngine(model.config, quant);
   try {
