@@ -16,6 +16,8 @@ export interface AdapterSummary {
   description: string;
   /** Optional features we may use. */
   features: { shaderF16: boolean; subgroups: boolean; timestampQuery: boolean };
+  /** The narrowest subgroup the adapter may run (`GPUAdapterInfo.subgroupMinSize`; 0 where unknown or without subgroups). */
+  subgroupMinSize: number;
   limits: {
     maxBufferSize: number;
     maxStorageBufferBindingSize: number;
@@ -109,6 +111,7 @@ export async function acquireGpu(
     device: info?.device ?? '',
     description: info?.description ?? '',
     features,
+    subgroupMinSize: features.subgroups ? ((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0) : 0,
     limits: Object.fromEntries(LIMIT_NAMES.map((n) => [n, device.limits[n]])) as AdapterSummary['limits'],
   };
   let lostError: DeviceLostError | null = null;

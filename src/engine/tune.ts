@@ -31,10 +31,23 @@ export const MATMUL_CANDIDATES: MatmulTile[] = [
   { variant: 'subgroup', TM: 4, TN: 4, WG: 32 },
 ];
 
-/** The matmul tiles an adapter can run: f16 tiles need shader-f16, subgroup tiles subgroups. */
-export function matmulCandidates(features: AdapterSummary['features']): MatmulTile[] {
+/**
+ * Subgroups narrower than this cannot pay for a split-K tile's reduction: SwiftShader's are 4 lanes,
+ * where the subgroup tile measured 0.01 GFLOP/s against the register tiles' 0.27 (docs/architecture.md
+ * §3b), and timing it on a model's widths would cost the first use minutes.
+ */
+export const SUBGROUP_TILE_MIN_LANES = 8;
+
+/**
+ * The matmul tiles worth timing on an adapter: f16 tiles need shader-f16; subgroup tiles need
+ * subgroups of at least `SUBGROUP_TILE_MIN_LANES` lanes (an adapter that does not say how wide its
+ * subgroups are, `subgroupMinSize` 0, gets them timed).
+ */
+export function matmulCandidates(adapter: Pick<AdapterSummary, 'features' | 'subgroupMinSize'>): MatmulTile[] {
+  const { features, subgroupMinSize } = adapter;
+  const wideSubgroups = features.subgroups && (subgroupMinSize === 0 || subgroupMinSize >= SUBGROUP_TILE_MIN_LANES);
   return MATMUL_CANDIDATES.filter((t) =>
-    t.variant === 'subgroup' ? features.subgroups : t.variant === 'shared' && t.f16 ? features.shaderF16 : true,
+    t.variant === 'subgroup' ? wideSubgroups : t.variant === 'shared' && t.f16 ? features.shaderF16 : true,
   );
 }
 
@@ -91,8 +104,12 @@ export interface TuneResult {
   attention: Array<{ tile: Tuning['attention']; ms: number }>;
 }
 
-/** Median wall time (ms) of `fn` over `reps` runs after one warm-up (which also compiles). */
-export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3): Promise<number> {
+/**
+ * Median wall time (ms) of `fn` over `reps` runs after one warm-up (which also compiles). With
+ * `giveUpMs`, a first run slower than that is the answer: a candidate several times slower than
+ * the best so far is not timed again (it cannot win, and on a slow adapter it is what the time goes to).
+ */
+export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3, giveUpMs = Infinity): Promise<number> {
   await fn();
   await engine.ctx.device.queue.onSubmittedWorkDone();
   const times: number[] = [];
@@ -101,9 +118,13 @@ export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3
     await fn();
     await engine.ctx.device.queue.onSubmittedWorkDone();
     times.push(performance.now() - t0);
+    if (i === 0 && times[0] > giveUpMs) return times[0];
   }
   return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
 }
+
+/** A candidate this many times slower than the best so far is timed once, not `reps` times. */
+const GIVE_UP_FACTOR = 3;
 
 function syntheticWeight(engine: Engine, rows: number, cols: number, format: QuantFormat): GpuWeight {
   const q = quantize(
@@ -169,7 +190,7 @@ export async function tuneKernels(
 ): Promise<TuneResult> {
   const { T, C } = shape;
   const V = Math.min(shape.V, 8192);
-  const matmulTiles = matmulCandidates(engine.ctx.adapter.features);
+  const matmulTiles = matmulCandidates(engine.ctx.adapter);
   const CANDIDATES = matmulTiles.length + MATMUL_DX_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length;
   let timed = 0;
   const progress = () => onProgress?.(++timed / CANDIDATES);
@@ -181,12 +202,15 @@ export async function tuneKernels(
   const out = b.create('tune out', T * widest * 4);
   const layerFlops = weights.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0);
   /** GFLOP/s of one pass over the layer's shapes, recorded by `record` for each weight. */
+  let bestMs = Infinity;
   const timeLayer = async (record: (enc: GPUCommandEncoder, w: GpuWeight) => Promise<void>) => {
-    const ms = await medianMs(engine, async () => {
+    const fn = async () => {
       const enc = engine.ctx.device.createCommandEncoder();
       for (const w of weights) await record(enc, w);
       engine.ctx.device.queue.submit([enc.finish()]);
-    });
+    };
+    const ms = await medianMs(engine, fn, 3, GIVE_UP_FACTOR * bestMs);
+    bestMs = Math.min(bestMs, ms);
     progress();
     return layerFlops / ms / 1e6;
   };
@@ -196,6 +220,7 @@ export async function tuneKernels(
     matmul.push({ tile, gflops: await timeLayer((enc, w) => ops.matmul(enc, { x, w, out, T })) });
   }
   const matmulDx: TuneResult['matmulDx'] = [];
+  bestMs = Infinity; // the input gradient's tiles race among themselves
   for (const tile of MATMUL_DX_CANDIDATES) {
     const ops = opsWith({ matmulDx: tile });
     matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T })) });

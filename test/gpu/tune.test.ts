@@ -14,6 +14,7 @@ import {
   MATMUL_CANDIDATES,
   MATMUL_DX_CANDIDATES,
   matmulCandidates,
+  SUBGROUP_TILE_MIN_LANES,
   tuneKernels,
   tuningFor,
   tuningKey,
@@ -45,7 +46,7 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   const progress: number[] = [];
   const first = await tuningFor(g, cache, SHAPE, 'q8', (f) => progress.push(f));
   expect(first.source).toBe('measured');
-  expect(matmulCandidates(g.ctx.adapter.features)).toContainEqual(first.tuning.matmul);
+  expect(matmulCandidates(g.ctx.adapter)).toContainEqual(first.tuning.matmul);
   expect(MATMUL_DX_CANDIDATES).toContainEqual(first.tuning.matmulDx);
   expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
   expect(ATTENTION_CANDIDATES).toContainEqual(first.tuning.attention);
@@ -62,13 +63,19 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
 }, 600_000); // four tunings; each compiles every candidate for each width (about 1.5 min on 2 busy cores)
 
-it('times every variant the adapter can run and keeps the fastest; f16 tiles only with shader-f16, subgroup tiles only with subgroups', async () => {
-  const { features } = g.ctx.adapter;
-  const runnable = matmulCandidates(features);
+it('times every variant the adapter can run and keeps the fastest; f16 tiles only with shader-f16, subgroup tiles only with subgroups of 8 lanes or more', async () => {
+  const { features, subgroupMinSize } = g.ctx.adapter;
+  const runnable = matmulCandidates(g.ctx.adapter);
   expect(runnable.some((t) => t.variant === 'shared' && !t.f16)).toBe(true);
   expect(runnable.some((t) => t.variant === 'shared' && t.f16)).toBe(features.shaderF16);
-  expect(runnable.some((t) => t.variant === 'subgroup')).toBe(features.subgroups);
-  expect(matmulCandidates({ ...features, shaderF16: true, subgroups: true })).toEqual(MATMUL_CANDIDATES);
+  const wide = subgroupMinSize === 0 || subgroupMinSize >= SUBGROUP_TILE_MIN_LANES;
+  expect(runnable.some((t) => t.variant === 'subgroup')).toBe(features.subgroups && wide);
+  const every = { features: { ...features, shaderF16: true, subgroups: true }, subgroupMinSize: 32 };
+  expect(matmulCandidates(every)).toEqual(MATMUL_CANDIDATES);
+  expect(matmulCandidates({ ...every, subgroupMinSize: 4 }).some((t) => t.variant === 'subgroup')).toBe(false);
+  expect(matmulCandidates({ ...every, features: { ...every.features, subgroups: false } }).some((t) => t.variant === 'subgroup')).toBe(
+    false,
+  );
   const r = await tuneKernels(g, { ...SHAPE, T: 37 }, 'f32');
   expect(r.matmul.map((m) => m.tile)).toEqual(runnable);
   expect(r.matmulDx.map((m) => m.tile)).toEqual(MATMUL_DX_CANDIDATES);
