@@ -144,8 +144,9 @@ function syntheticWeight(engine: Engine, rows: number, cols: number, format: Qua
 
 /**
  * The distinct weight shapes (N, K) one decoder layer multiplies by, with their format: the
- * seven projections in `format`, and gate's LoRA factors A (r, C) and B (F, r), f32, at rank 16
- * (the narrow shapes where a wide tile wastes most).
+ * seven projections in `format`, and a LoRA factor A (r, C), f32, at rank 16 (the narrow output
+ * where a wide tile wastes most). B (F, r) is left out: its K of 16 is a shape of its own to compile
+ * for every candidate, and its product is the step's cheapest.
  */
 function layerWeightShapes(shape: TuningShape, format: QuantFormat): Array<[number, number, QuantFormat]> {
   const { C, F } = shape;
@@ -158,10 +159,7 @@ function layerWeightShapes(shape: TuningShape, format: QuantFormat): Array<[numb
     [F, C],
     [C, F],
   ];
-  const lora: Array<[number, number]> = [
-    [r, C],
-    [F, r],
-  ];
+  const lora: Array<[number, number]> = [[r, C]];
   const seen = new Set<string>();
   return [...base.map(([n, k]) => [n, k, format] as const), ...lora.map(([n, k]) => [n, k, 'f32'] as const)].filter(([n, k, f]) => {
     const key = `${n}:${k}:${f}`;

@@ -56,7 +56,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'first visit' : `firs
 
   it('loads the toy-math demo, evaluates it, trains NLFT and SFT, and compares the three accuracies', async () => {
     await page.goto(app.url);
-    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 60_000 });
+    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 180_000 });
     expect(await page.getByTestId('model-error').textContent()).toBe('');
     expect(await page.getByTestId('model-status').textContent()).toBe('toy-math, q8 weights');
     expect(await page.getByTestId('model-kind').inputValue()).toBe('demo');

@@ -107,7 +107,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
         { record: legacyRun(), data: [1, 2, 3] },
       );
       await page.goto(app.url);
-      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });
       await row(page, LEGACY_ID).waitFor();
       expect(await row(page, LEGACY_ID).locator('[data-col=method]').textContent()).toBe('SFT');
       expect(await row(page, LEGACY_ID).locator('[data-col=data]').textContent()).toBe('old-data.json');
@@ -134,7 +134,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       await row(page, sft).getByTestId('library-save-name').click();
       await expect.poll(() => row(page, sft).locator('td.name').textContent()).toBe('sft baseline');
       await page.reload();
-      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });
       await expect.poll(() => rows.count()).toBe(3);
       expect(await row(page, sft).locator('td.name').textContent()).toBe('sft baseline');
 
@@ -224,7 +224,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
 
     it('lists what is stored with sizes; a forced small quota refuses a run without losing anything, and deleting makes room', async () => {
       await page.reload();
-      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 60_000 });
+      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });
       const items = page.getByTestId('storage-row');
       await expect.poll(() => items.count()).toBeGreaterThanOrEqual(5);
       const kinds = await items.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-kind')));
