@@ -15,18 +15,17 @@ import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import type { Engine } from '../../src/engine/engine.ts';
 import { DeviceLostError } from '../../src/errors.ts';
 import { ADAPTER_WEIGHTS_FILE } from '../../src/export/peft.ts';
-import { NO_FILE_CACHE } from '../../src/model/hub.ts';
 import { trainCommand } from '../../src/node/cli/train.ts';
 import { createNodeEngine } from '../../src/node/engine.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
-import { FileTuningCache } from '../../src/node/tuning-cache.ts';
 import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import type { TrainEvent, TrainRequest } from '../../src/session/requests.ts';
 import { readCheckpoint } from '../../src/train/checkpoint.ts';
 import { DEFAULT_TRAIN } from '../../src/train/trainer.ts';
 import type { Projection } from '../../src/model/weights.ts';
-import { TrainerHost } from '../../workers/trainer-host.ts';
+import type { TrainerHost } from '../../workers/trainer-host.ts';
+import { nodeTrainerHost } from '../helpers/node-host.ts';
 import { makeTmpDir, TINY_SHAPE, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
 import { CLI_CACHE_DIR, ROOT } from '../helpers/cli.ts';
 
@@ -74,19 +73,10 @@ beforeAll(async () => {
   const lines = (await readFile(path.join(toyMath, 'data', 'test_easy_100.jsonl'), 'utf8')).split('\n').slice(0, 4);
   data = path.join(tmp, 'toy.jsonl');
   await writeFile(data, lines.join('\n'));
-  const tokenizerDir = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
-  host = new TrainerHost({
-    createEngine: async () => {
-      const e = await createNodeEngine();
-      hostEngines.push(e);
-      return e;
-    },
-    tuningCache: async () => new FileTuningCache(CLI_CACHE_DIR),
-    fileCache: async () => NO_FILE_CACHE,
-    demoTokenizerFile: async (file) => JSON.parse(await readFile(path.join(tokenizerDir, file), 'utf8')),
-    transfer: (value) => value,
-    release: () => undefined,
-    logBug: (e) => console.error(e),
+  host = nodeTrainerHost(async () => {
+    const e = await createNodeEngine();
+    hostEngines.push(e);
+    return e;
   });
 });
 afterAll(async () => {
@@ -161,7 +151,7 @@ it("the worker's host: a device lost mid-run is reported and ends the run keepin
   expect(outcome).toMatchObject({ status: 'done', steps: 8 });
   expect(Buffer.from((await host.exportAdapter())[ADAPTER_WEIGHTS_FILE]).equals(Buffer.from(unbroken))).toBe(true);
   expect(hostLosses).toHaveLength(1);
-});
+}, 300_000); // a run, a new device (its kernels measured again) and the rest of the run
 
 it('nlft train: a device lost at step 5 ends with a DeviceLostError and how to continue; --resume on a new device gives the unbroken adapter', async () => {
   const unbroken = await unbrokenAdapter();

@@ -8,16 +8,14 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { ADAPTER_WEIGHTS_FILE } from '../../src/export/peft.ts';
-import { NO_FILE_CACHE } from '../../src/model/hub.ts';
-import { createNodeEngine } from '../../src/node/engine.ts';
-import { FileTuningCache } from '../../src/node/tuning-cache.ts';
 import type { TrainEvent, TrainRequest } from '../../src/session/requests.ts';
 import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { DEFAULT_TRAIN, type StepMetrics } from '../../src/train/trainer.ts';
-import { TrainerHost } from '../../workers/trainer-host.ts';
+import type { TrainerHost } from '../../workers/trainer-host.ts';
+import { nodeTrainerHost } from '../helpers/node-host.ts';
 import { makeTmpDir, writeTinyLlamaFolder, TINY_SHAPE, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
-import { CLI_CACHE_DIR, nlft, ROOT } from '../helpers/cli.ts';
+import { nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
@@ -37,17 +35,7 @@ beforeAll(async () => {
   const lines = (await readFile(path.join(ROOT, 'public', 'samples', 'gsm8k-sample.jsonl'), 'utf8')).split('\n').slice(0, 3);
   data = path.join(tmp, 'gsm.jsonl');
   await writeFile(data, lines.join('\n'));
-  const tokenizerDir = path.join(ROOT, 'public', 'tokenizers', 'smollm2');
-  host = new TrainerHost({
-    createEngine: () => createNodeEngine(),
-    // The CLI's kernel tiles (the same cache folder), so both hosts run the same kernels.
-    tuningCache: async () => new FileTuningCache(CLI_CACHE_DIR),
-    fileCache: async () => NO_FILE_CACHE,
-    demoTokenizerFile: async (file) => JSON.parse(await readFile(path.join(tokenizerDir, file), 'utf8')),
-    transfer: (value) => value,
-    release: () => undefined,
-    logBug: (e) => console.error(e),
-  });
+  host = nodeTrainerHost(); // the CLI's kernel tiles (the same cache folder), so both hosts run the same kernels
 });
 afterAll(async () => {
   if (tmp) await rm(tmp, { recursive: true, force: true });
@@ -116,7 +104,7 @@ it('the CLI and the worker host train byte-identical adapters with the same metr
   const last = events.at(-1)!;
   expect(last.type).toBe('checkpoint');
   expect(last.type === 'checkpoint' && Buffer.from(last.bytes).equals(await readFile(path.join(out, 'checkpoint.safetensors')))).toBe(true);
-});
+}, 300_000); // two first uses of the kernels (the CLI and the host) on a busy machine
 
 it('both hosts refuse a run over the memory budget with the numbers, and switch to recomputing layers when that fits', async () => {
   const request: TrainRequest = {
