@@ -319,7 +319,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'reloads' : `reloads 
     const afterBytes = Math.floor(weights.length / 2);
     const hub = await startMockHub({ 'test-org/toy-math@main': dir }, [], { file: key, afterBytes });
     try {
-      const { page } = await app.newPage({ errors: pageErrors }); // a fresh profile: nothing cached
+      const { page, requests } = await app.newPage({ errors: pageErrors }); // a fresh profile: nothing cached
+      requests.enter(hub.url, 'the mock Hub');
       const status = page.getByTestId('model-status');
       const ready = () => page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: LOAD_MS });
       /** The playground's token log-probs of one fixed text under the loaded model. */
