@@ -12,7 +12,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { makeTmpDir, type TinyLlamaFolderOptions, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { nlft, ROOT } from '../helpers/cli.ts';
+import { KERNELS_TEXT, nlft, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
@@ -62,7 +62,7 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
   expect(r.code).toBe(0);
   expect(r.stdout).toMatch(/^saliency {3}2 records: 1 positive, 1 negative; [01] negatives hit the 6% rule$/m);
   // First use of this adapter and model in this test file's cache: the tiles are measured.
-  expect(r.stdout).toMatch(/^kernels {4}matmul \d+×\d+, lm-head \d+×\d+ \(measured now\); kept in .*tuning\.json$/m);
+  expect(r.stdout).toMatch(new RegExp(String.raw`^kernels {4}${KERNELS_TEXT} \(measured now\); kept in .*tuning\.json$`, 'm'));
   expect(r.stdout).toMatch(/^scored 2 records \(0 truncated to --max-len 512\), mean NLFT loss \d+\.\d{4}; wrote /m);
   const dump = JSON.parse(await readFile(out, 'utf8'));
   expect(dump.options).toMatchObject({
@@ -240,7 +240,7 @@ it('nlft train --method nlft writes saliency.jsonl and the summary with the run'
   expect(r.stdout).toMatch(/negatives have no unlikely token \(skipped\)/);
   expect(r.stdout).toMatch(/^scoring {4}2 records, no-grad views packed \d+ tokens per pass$/m);
   expect(r.stdout).toMatch(
-    /^kernels {4}matmul \d+×\d+, lm-head \d+×\d+ \((measured now\); kept in .*tuning\.json|measured earlier on this GPU\))$/m,
+    new RegExp(String.raw`^kernels {4}${KERNELS_TEXT} \((measured now\); kept in .*tuning\.json|measured earlier on this GPU\))$`, 'm'),
   );
   expect(lines.map((e) => e.step)).toEqual([1, 1]);
   expect(lines.map((e) => e.polarity).sort()).toEqual(['negative', 'positive']);

@@ -35,3 +35,6 @@ export async function nlftWithEnv(
     return { code: err.code, stdout: err.stdout, stderr: err.stderr };
   }
 }
+
+/** The kernel choice as `describeTuning` words it (`matmul 16×8 (wg 2×4), dx 8×8, lm-head 8×8`), for regexes. */
+export const KERNELS_TEXT = String.raw`matmul (shared (f16 )?|subgroup )?\d+×\d+ \(wg \d+(×\d+)?\), dx \d+×\d+, lm-head \d+×\d+`;
