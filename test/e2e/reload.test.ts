@@ -265,8 +265,9 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'reloads' : `reloads 
 
     for (let i = 0; i < STEP_RELOADS; i++) {
       // A checkpoint at a random step after the last one, then a reload at a random step after it, a random moment into that step.
-      const held = await checkpointAt(checkpoint + 1 + rng.int(2));
-      const at = held + 1 + rng.int(2);
+      // Both at least 3 steps before the end, so a fast machine cannot finish the run before the reload lands.
+      const held = await checkpointAt(Math.min(checkpoint + 1 + rng.int(2), STEPS - 4));
+      const at = Math.min(held + 1 + rng.int(2), STEPS - 3);
       const delay = rng.int(400);
       await stepsShown(at);
       await page.waitForTimeout(delay);
