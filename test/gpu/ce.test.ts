@@ -3,11 +3,12 @@
  * vocabulary chunk at a time) against central finite differences of the loss computed in float64
  *   L = sum_r w_r * (-log q_r)  (likelihood)   or   w_r * (-log(1 - q_r))  (unlikelihood),
  * including rows where q_y -> 0 and q_y -> 1, with a chunk size that does not divide the
- * vocabulary. Tolerance: 1e-3 relative + 1e-4 of the largest gradient absolute; no NaN or Inf.
+ * vocabulary, for every lm-head tile the tuner may pick. Tolerance: 1e-3 relative + 1e-4 of the largest gradient absolute; no NaN or Inf.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Ops, DEFAULT_TUNING } from '../../src/engine/ops.ts';
 import { lossCoefficients, type TermKind } from '../../src/engine/train-pass.ts';
+import { LMHEAD_CANDIDATES } from '../../src/engine/tune.ts';
 import { maxViolation, randomArray, testGpu, type TestGpu } from '../helpers/gpu.ts';
 
 let g: TestGpu;
@@ -41,7 +42,8 @@ function lossF64(
   return L;
 }
 
-it('matches finite differences for both term kinds, with q_y near 0 and near 1', async () => {
+// Every lm-head tile the tuner may pick (tune.ts LMHEAD_CANDIDATES).
+it.each(LMHEAD_CANDIDATES)('tile %o: matches finite differences for both term kinds, with q_y near 0 and near 1', async (tile) => {
   const R = 6,
     V = 333,
     C = 32;
@@ -55,7 +57,7 @@ it('matches finite differences for both term kinds, with q_y near 0 and near 1',
   }
   const kinds: TermKind[] = ['likelihood', 'unlikelihood', 'likelihood', 'unlikelihood', 'unlikelihood', 'likelihood'];
   const weights = [0.5, 1.5, 1, 0.25, 2, 0.75];
-  const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, ceChunk: 64 }); // 6 chunks, the last partial
+  const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, lmhead: tile, ceChunk: 64 }); // 6 chunks, the last partial
   const hb = g.buffers.upload('h', h);
   const rows = g.buffers.upload(
     'rows',

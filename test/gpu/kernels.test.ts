@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_TUNING, describeMatmulTile, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
-import { ATTENTION_CANDIDATES, MATMUL_CANDIDATES } from '../../src/engine/tune.ts';
+import { ATTENTION_CANDIDATES, LMHEAD_CANDIDATES, MATMUL_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import { ropeInvFreq, ropeTable } from '../../src/model/rope.ts';
 import {
@@ -305,7 +305,9 @@ function log1mqRef(h: Float32Array, w: Float32Array, R: number, V: number, C: nu
   return out;
 }
 
-describe('fused lm-head + logsumexp + target log-prob', () => {
+// Every tile the tuner may pick (tune.ts LMHEAD_CANDIDATES), on row counts and vocabularies that are not multiples of them.
+describe.each(LMHEAD_CANDIDATES)('fused lm-head + logsumexp + target log-prob, tile %o', (tile) => {
+  const ops = () => new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, lmhead: tile });
   for (const [format, T, V, C] of [
     ['f32', 13, 1000, 36],
     ['q8', 9, 333, 64],
@@ -319,9 +321,9 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
       const targets = rows.map((r, i) => (r * 131 + i * 17) % V);
       const R = rows.length;
       const [lse, logp, log1mq] = [0, 1, 2].map(() => g.buffers.create('out', R * 4));
-      const scratch = g.ops.lmheadScratch(R, V);
+      const scratch = ops().lmheadScratch(R, V);
       await g.run((enc) =>
-        g.ops.lmhead(enc, {
+        ops().lmhead(enc, {
           h: g.buffers.upload('h', h),
           rows: g.buffers.upload('rows', Uint32Array.from(rows)),
           targets: g.buffers.upload('targets', Uint32Array.from(targets)),
@@ -353,7 +355,7 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
     const targets = [5, 6];
     const [lse, logp, log1mq] = [0, 1, 2].map(() => g.buffers.create('out', R * 4));
     await g.run((enc) =>
-      g.ops.lmhead(enc, {
+      ops().lmhead(enc, {
         h: g.buffers.upload('h', h),
         rows: g.buffers.upload('rows', Uint32Array.from([0, 1])),
         targets: g.buffers.upload('t', Uint32Array.from(targets)),
@@ -362,7 +364,7 @@ describe('fused lm-head + logsumexp + target log-prob', () => {
         lse,
         logp,
         log1mq,
-        scratch: g.ops.lmheadScratch(R, V),
+        scratch: ops().lmheadScratch(R, V),
       }),
     );
     const ref = log1mqRef(h, w, R, V, C, targets);
