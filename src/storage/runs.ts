@@ -11,7 +11,9 @@
  * another (`runFiles`, under `<id>/dataset` and `<id>/checkpoint`). Every change is one
  * `LibraryBackend.commit`: one IndexedDB transaction, so a failed write (a full quota) or one a
  * reload cuts leaves nothing half-written. The changes go one at a time, in the order asked, each
- * composed when its turn comes, so a record never names a checkpoint whose bytes are not stored.
+ * composed when its turn comes, so a record never names a checkpoint whose bytes are not stored
+ * (but one: a checkpoint deleted while the quota is full goes without its record's rewrite, which
+ * the full quota refuses; continuing that run then says its checkpoint is gone).
  * Records written by earlier versions of the app are read and brought to the current shape
  * (`readStoredRun`); one that cannot be read is listed as unreadable, naming the field, never
  * dropped in silence.
@@ -125,7 +127,11 @@ export interface RunStore {
   rename(id: string, name: string): Promise<void>;
   /** Deletes an entry with its dataset and checkpoint. */
   remove(id: string): Promise<void>;
-  /** Deletes a run's dataset or checkpoint (the run can no longer continue); the record says so in the same write. */
+  /**
+   * Deletes a run's dataset or checkpoint (the run can no longer continue); the record says so in
+   * the same write, or, when the quota is full (it refuses the record's rewrite, never a delete), the
+   * bytes are deleted alone and only the run object in memory says so.
+   */
   removeFile(id: string, file: RunFile): Promise<void>;
 }
 
@@ -345,10 +351,12 @@ export function runStore(backend: LibraryBackend): RunStore {
       const key = runFileKey(id, file);
       if (item?.kind !== 'run' || file === 'dataset') return write(() => ({ removeFiles: [key] }));
       const run = item.run;
-      await write(
-        () => ({ put: [[id, { ...run, checkpointStep: null }]], removeFiles: [key] }),
-        () => void (run.checkpointStep = null),
-      );
+      const forget = () => void (run.checkpointStep = null);
+      await write(() => ({ put: [[id, { ...run, checkpointStep: null }]], removeFiles: [key] }), forget).catch(async (e: unknown) => {
+        // A full quota refuses any write that puts a value, the record's rewrite too, but never a delete: the bytes go alone.
+        if (!isQuotaError(e) && !(e instanceof NlftError && e.code === 'storage-quota')) throw e;
+        await write(() => ({ removeFiles: [key] }), forget);
+      });
     },
   };
   return store;
@@ -368,6 +376,11 @@ export function valueBytes(v: unknown): number {
 /** The error a browser throws when a write would go over its storage quota. */
 export function quotaExceeded(what: string): DOMException {
   return new DOMException(`${what}: the storage quota is full`, 'QuotaExceededError');
+}
+
+/** Whether `e` is the browser refusing a write for lack of quota (as IndexedDB or idb reports it). */
+export function isQuotaError(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'QuotaExceededError';
 }
 
 /**

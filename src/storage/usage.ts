@@ -7,7 +7,7 @@
  */
 import { formatBytes } from '../engine/buffers.ts';
 import { StorageQuotaError } from '../errors.ts';
-import { entryName, type LibraryItem, type RunFile } from './runs.ts';
+import { entryName, isQuotaError, type LibraryItem, type RunFile } from './runs.ts';
 
 /** What a stored item is. */
 export type StoredItemKind = 'model' | 'run' | 'imported' | 'unreadable' | RunFile | 'evaluations' | 'scores' | 'tuning' | 'prepared';
@@ -47,11 +47,6 @@ export function libraryItems(
     items.push({ kind: file, id, label: `${file === 'checkpoint' ? 'Checkpoint' : 'Training data'} of ${of}${step}`, bytes });
   }
   return items;
-}
-
-/** Whether `e` is the browser refusing a write for lack of quota (as IndexedDB or idb reports it). */
-export function isQuotaError(e: unknown): boolean {
-  return typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'QuotaExceededError';
 }
 
 /** The message of a write of `what` that the quota refused, naming the biggest stored items. */

@@ -4,8 +4,9 @@
  * both listed, renamed, kept across a reload, the first one's adapter is used for an evaluation and
  * an entry deleted; PEFT folders written here are imported (a good one, and one with a tensor of
  * the wrong shape, refused naming it); the Storage view lists what is stored, and a quota forced
- * small through the DevTools protocol refuses a run's write without losing anything, names what to
- * delete, and takes the write once items are deleted.
+ * below what is stored through the DevTools protocol refuses a run's write without losing anything
+ * and names what to delete; deleting works while it is full, and the run is stored once the quota
+ * is lifted.
  */
 import { readFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -50,6 +51,38 @@ function legacyRun() {
   return { ...record, startedAt: LEGACY_ID, status: 'done', totalSteps: 1, metrics: [m] };
 }
 
+/**
+ * The quota the origin has until a test forces it lower. It bounds the free space Chromium's
+ * IndexedDB keeps as allowance between its quota look-ups (for up to 30 s), so a write bigger than
+ * it always makes IndexedDB look the quota up again.
+ */
+const QUOTA = 32 * 1024 ** 2;
+/** The test's own database beside the app's, for the write that shows the browser refusing writes. */
+const PROBE_DB = 'quota-probe';
+
+/** Writes `bytes` bytes to the probe database; resolves '' when stored, else the transaction's error name. */
+function probeWrite(page: Page, bytes: number): Promise<string> {
+  return page.evaluate(
+    async ({ name, bytes }) => {
+      const open = indexedDB.open(name, 1);
+      open.onupgradeneeded = () => open.result.createObjectStore('bytes');
+      const db = await new Promise<IDBDatabase>((ok, fail) => {
+        open.onsuccess = () => ok(open.result);
+        open.onerror = () => fail(open.error);
+      });
+      const tx = db.transaction('bytes', 'readwrite');
+      tx.objectStore('bytes').put(new Uint8Array(bytes), 'probe');
+      const outcome = await new Promise<string>((ok) => {
+        tx.oncomplete = () => ok('');
+        tx.onabort = () => ok(tx.error?.name ?? 'AbortError');
+      });
+      db.close();
+      return outcome;
+    },
+    { name: PROBE_DB, bytes },
+  );
+}
+
 /** Trains one run on six records (batch 4, one epoch: 2 steps) and waits for it to end. */
 async function train(page: Page, method: 'sft' | 'nlft', end: 'done' | 'error' = 'done') {
   await page.getByTestId('train-file').setInputFiles(TRAIN_FILE);
@@ -75,10 +108,10 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
     beforeAll(async () => {
       app = await startApp('dist-library');
       ({ page, context } = await app.newPage({ errors: pageErrors }));
-      // Chromium enforces a quota override on IndexedDB only when one was set before the origin first used it.
+      // Set before the origin first stores anything, so that no allowance IndexedDB keeps is bigger than QUOTA.
       cdp = await context.newCDPSession(page);
       origin = new URL(app.url).origin;
-      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1024 ** 3 });
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: QUOTA });
     });
 
     afterAll(async () => {
@@ -222,60 +255,92 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       expect(pageErrors).toEqual([]);
     }, 240_000);
 
-    it('lists what is stored with sizes; a forced small quota refuses a run without losing anything, and deleting makes room', async () => {
+    it('lists what is stored with sizes; a quota forced below it refuses a run and loses nothing, deleting works while full, and the run is stored once the quota is lifted', async () => {
       await page.reload();
       await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });
       const items = page.getByTestId('storage-row');
       await expect.poll(() => items.count()).toBeGreaterThanOrEqual(5);
       const kinds = await items.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-kind')));
-      for (const k of ['run', 'dataset', 'imported', 'evaluations', 'tuning']) expect(kinds).toContain(k);
-      expect(await page.getByTestId('storage-estimate').textContent()).toMatch(/^The browser counts .+ used of the .+ it allows this app/);
+      for (const k of ['run', 'dataset', 'checkpoint', 'imported', 'evaluations', 'tuning']) expect(kinds).toContain(k);
+      const estimate = page.getByTestId('storage-estimate');
+      expect(await estimate.textContent()).toMatch(/^The browser counts .+ used of the .+ it allows this app/);
       expect(await page.getByTestId('storage-persisted').getAttribute('data-state')).toMatch(/^(true|false)$/);
       await page.getByTestId('storage-panel').screenshot({ path: resolve(SHOTS, 'storage.png') });
 
-      // The quota just under what is used now: the next run's writes are refused. Chromium's usage figure can run
-      // ahead of what its store really holds (space not yet compacted), letting a run through: then again, lower.
-      const ids0 = () => page.getByTestId('library-row').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-id')!));
+      const libraryIds = () => page.getByTestId('library-row').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-id')!));
+      /** What the Storage view lists (its kind, entry and size), in one order. */
+      const storedItems = async () =>
+        (await items.evaluateAll((trs) => trs.map((tr) => `${tr.dataset.kind} ${tr.dataset.id} ${tr.dataset.bytes}`))).sort();
+      /** The Storage view measured and listed again (the store read back), after whatever came before. */
+      const listedAgain = async () => {
+        await estimate.evaluate((p) => void (p.dataset.usage = 'stale'));
+        await page.getByTestId('storage-refresh').click();
+        await expect.poll(() => estimate.getAttribute('data-usage')).toMatch(/^\d+$/);
+        return storedItems();
+      };
+      const before = await libraryIds();
+      const kept = await listedAgain();
+
+      // The quota 1 byte: below anything stored, so every write that puts a value is refused, whatever Chromium's
+      // usage figure says. IndexedDB answers from its allowance until a write exceeds it; a probe bigger than any
+      // allowance (QUOTA) makes it look the quota up: refused, and from then on every write is checked.
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1 });
+      expect(await probeWrite(page, QUOTA + 1)).toBe('QuotaExceededError');
+      await train(page, 'sft');
       const error = page.getByTestId('train-error');
-      let before: string[] = [];
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const used = await page.evaluate(async () => (await navigator.storage.estimate()).usage ?? 0);
-        await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: used - 1 });
-        before = await ids0();
-        await train(page, 'sft');
-        if (await page.getByTestId('train-save').isVisible()) break;
-      }
-      expect(await error.textContent()).toMatch(
-        /^This browser's storage for the app is full: the run (with its data or checkpoint )?could not be saved \(nothing of it was written\)\. Delete something in the Storage view, then try again; the biggest items: .+ \([\d.]+ (B|KiB|MiB)\)/,
-      );
+      const refusal =
+        /^This browser's storage for the app is full: the run (with its data or checkpoint )?could not be saved \(nothing of it was written\)\. Delete something in the Storage view, then try again; the biggest items: .+ \([\d.]+ (B|KiB|MiB)\)/;
+      const refused = (await error.textContent()) ?? '';
+      expect(refused).toMatch(refusal);
       expect(await page.getByTestId('train-save').isVisible()).toBe(true);
-      // Nothing lost or half-written: every earlier entry is there and readable, and the trained run is still on the page.
-      const during = await ids0();
-      expect(during.filter((id) => before.includes(id))).toEqual(before);
+      // Nothing lost or half-written: the store reads back as it was, and the trained run is still on the page.
+      expect(await listedAgain()).toEqual(kept);
+      expect(await libraryIds()).toEqual(before);
       expect(await page.locator('[data-testid=library-row][data-kind=unreadable]').count()).toBe(0);
       expect(await page.getByTestId('train-panel').getByTestId('loss-chart').getAttribute('data-steps')).toBe('2');
 
-      // Delete the imported adapter and the NLFT run, then save: the run is stored.
-      for (const which of ['[data-kind=imported]', `[data-kind=run][data-id="${ids[1]}"]`]) {
+      // Deleting works while the quota is full: the imported adapter, the NLFT run, and the first run's checkpoint
+      // (whose record, which a full quota cannot rewrite, keeps its entry).
+      const deleted = [`[data-kind=imported]`, `[data-kind=run][data-id="${ids[1]}"]`, `[data-kind=checkpoint][data-id="${ids[0]}"]`];
+      for (const which of deleted) {
         const item = page.locator(`[data-testid=storage-row]${which}`);
         await item.getByTestId('storage-delete').click();
         await item.getByTestId('storage-confirm-delete').click();
         await item.waitFor({ state: 'detached' });
       }
+      expect(await page.getByTestId('storage-error').textContent()).toBe('');
+      const imported = kept.find((k) => k.startsWith('imported '))!.split(' ')[1];
+      const gone = (k: string) => k.startsWith('imported ') || k.split(' ')[1] === ids[1] || k.startsWith(`checkpoint ${ids[0]} `);
+      const left = kept.filter((k) => !gone(k));
+      expect(await listedAgain()).toEqual(left);
+      // Still full: saving again is refused, naming what is biggest now.
+      await page.getByTestId('train-save').click();
+      await expect.poll(() => error.textContent()).not.toBe(refused);
+      expect(await error.textContent()).toMatch(refusal);
+
+      // The quota lifted: "Save the run" stores it.
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: QUOTA });
       await page.getByTestId('train-save').click();
       await expect.poll(() => page.getByTestId('train-save').isVisible(), { timeout: 30_000 }).toBe(false);
       expect(await error.textContent()).toBe('');
-      // Stored whole: after a reload the new run is listed first, the first run last, with any run an earlier attempt
-      // let through between them (the two entries deleted, the new one added).
+      await page.evaluate((name) => indexedDB.deleteDatabase(name), PROBE_DB);
+      // Stored whole, and nothing else changed: after a reload the new run is listed first, then every earlier entry
+      // but the two deleted, each read back as it was.
       await page.reload();
-      await expect.poll(ids0).toHaveLength(before.length - 1);
-      const listed = await ids0();
-      const fresh = listed[0];
-      expect(listed.at(-1)).toBe(ids[0]);
+      await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });
+      await expect.poll(libraryIds).toHaveLength(before.length - 1);
+      const [fresh, ...rest] = await libraryIds();
+      expect(rest).toEqual(before.filter((id) => id !== imported && id !== ids[1]));
       expect(await row(page, fresh).locator('[data-col=steps]').textContent()).toBe('2/2');
       expect(await row(page, fresh).locator('[data-col=status]').textContent()).toBe('done');
-      expect(readFileSync('/tmp/library-library.png').byteLength).toBeGreaterThan(0);
+      expect(await row(page, ids[0]).locator('td.name').textContent()).toBe('sft baseline');
+      expect(await page.locator('[data-testid=library-row][data-kind=unreadable]').count()).toBe(0);
+      const after = await listedAgain();
+      expect(after.filter((k) => k.split(' ')[1] !== fresh)).toEqual(left);
+      expect(after.filter((k) => k.split(' ')[1] === fresh).map((k) => k.split(' ')[0])).toEqual(
+        expect.arrayContaining(['run', 'dataset']),
+      );
       expect(pageErrors).toEqual([]);
-    }, 300_000);
+    }, 420_000);
   },
 );

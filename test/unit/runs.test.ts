@@ -21,6 +21,7 @@ import {
   legacyRunWrite,
   memoryLibraryBackend,
   newRun,
+  quotaExceeded,
   runFileKey,
   runStore,
   type RunStore,
@@ -79,6 +80,25 @@ function laterBackend(inner: LibraryBackend): LibraryBackend {
       last = done.catch(() => undefined);
       return done;
     },
+  };
+}
+
+/**
+ * `inner` behind a quota as full as Chromium's IndexedDB sees it: a commit that puts anything is
+ * refused (a `StorageQuotaError`, as db.ts turns the browser's error), one that only deletes goes through.
+ */
+function fullBackend(inner: LibraryBackend): LibraryBackend {
+  return {
+    ...inner,
+    commit: (w) =>
+      guardQuota(
+        'the run',
+        async () => {
+          if (w.put?.length || w.putFiles?.length) throw quotaExceeded('library');
+          await inner.commit(w);
+        },
+        async () => [],
+      ),
   };
 }
 
@@ -185,6 +205,31 @@ describe('run library', () => {
     expect(run.checkpointStep).toBeNull();
     const back = (await runStore(backend).get(run.startedAt))!;
     expect(back.kind === 'run' && back.run.checkpointStep).toBeNull();
+  });
+
+  it("deletes a run's checkpoint while the quota is full (the record's rewrite is refused, the delete is not); continuing then names it gone", async () => {
+    const backend = memoryLibraryBackend();
+    const run = await startedRun(runStore(backend));
+    await runStore(backend).saveCheckpoint(run, 2, new Uint8Array([1]));
+    const record = await backend.get(run.startedAt);
+    const store = runStore(fullBackend(backend));
+    const held = (await store.get(run.startedAt))!;
+    expect(held.kind === 'run' && continueStep(held.run)).toBe(2);
+    expect((await rejection(store.save(run))).code).toBe('storage-quota'); // the quota is full indeed
+    await store.removeFile(run.startedAt, 'checkpoint');
+    expect(await backend.file(runFileKey(run.startedAt, 'checkpoint'))).toBeUndefined();
+    expect(await backend.file(runFileKey(run.startedAt, 'dataset'))).toEqual(DATA);
+    expect(held.kind === 'run' && continueStep(held.run)).toBeNull();
+    expect(await backend.get(run.startedAt)).toEqual(record); // not rewritten: it still names step 2
+    const reread = (await runStore(backend).get(run.startedAt))!;
+    expect(reread.kind === 'run' && continueStep(reread.run)).toBe(2);
+    const e = await rejection(runStore(backend).resumeRequest(reread.kind === 'run' ? reread.run : run));
+    expect(e.message).toBe('The checkpoint of this run is no longer stored in this browser; start a new run.');
+    // Another failure than the quota's is not taken for it: the delete fails whole.
+    const broken = runStore({ ...backend, commit: async () => Promise.reject(new Error('disk gone')) });
+    await runStore(backend).saveCheckpoint(run, 3, new Uint8Array([1]));
+    await expect(broken.removeFile(run.startedAt, 'checkpoint')).rejects.toThrow('disk gone');
+    expect(await backend.file(runFileKey(run.startedAt, 'checkpoint'))).toEqual(new Uint8Array([1]));
   });
 
   it('names the missing part when a run cannot continue', async () => {
