@@ -40,7 +40,7 @@ import { benchShape, rowHeader, shapeLabel } from './forward.ts';
  * A negative NLFT record whose base, standard and judge views are each T tokens fed (prompt of
  * T + 1 − R tokens, response of R), random ids from `seed`.
  */
-export function memorySample(c: LlamaConfig, T: number, R: number, seed: number): NlftSample {
+function memorySample(c: LlamaConfig, T: number, R: number, seed: number): NlftSample {
   const rng = new Rng(seed);
   const ids = (n: number) => Array.from({ length: n }, () => rng.int(c.vocabSize));
   const P = T + 1 - R;
