@@ -11,7 +11,7 @@ import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
-import { makeTinyLlama } from '../src/model/demo.ts';
+import { makeTinyLlama, type TinyLlamaOptions } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes, projectionShapes } from '../src/model/size.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
@@ -47,11 +47,30 @@ export const TOY_MATH = {
   maxPositionEmbeddings: 1024,
 };
 
+/**
+ * Llama-3.2-1B: 16 layers, hidden 2048, ffn 8192, 32 heads (8 kv) of 64, vocab 128256, tied,
+ * RoPE θ 500000 with its llama3 scaling (factor 32, low 1, high 4, original 8192), RMSNorm eps 1e-5.
+ */
+export const LLAMA_32_1B: TinyLlamaOptions = {
+  seed: 7,
+  vocabSize: 128256,
+  hiddenSize: 2048,
+  intermediateSize: 8192,
+  numLayers: 16,
+  numHeads: 32,
+  numKvHeads: 8,
+  headDim: 64,
+  tie: true,
+  ropeScaling: true,
+  ropeTheta: 500000,
+  maxPositionEmbeddings: 131072,
+};
+
 /** A training benchmark's model (`--shape`) and its default step: `records` sequences of `tokens` tokens, `layers` of them run. */
 export interface BenchShape {
   name: string;
   label: string;
-  model: typeof SMOLLM2_135M;
+  model: TinyLlamaOptions;
   tokens: number;
   records: number;
   layers: number;
@@ -63,16 +82,18 @@ export interface BenchShape {
  * layers). SmolLM2 runs one layer by default: on SwiftShader (2 cores) the tfjs baseline takes
  * ~100 s per step at one layer and 256 tokens, most of it in its (T,V) lm-head, plus ~20 s per
  * further layer (`--layers 30` runs the real depth; ours alone: `--layers 30 --skip-tfjs`).
+ * Llama-3.2-1B (`bench memory`: one record of 512 tokens) runs 2 of its 16 layers by default.
  */
 export const BENCH_SHAPES: Record<string, BenchShape> = {
   smollm2: { name: 'smollm2', label: 'SmolLM2-135M shape', model: SMOLLM2_135M, tokens: 256, records: 1, layers: 1 },
   toy: { name: 'toy', label: 'toy-math shape', model: TOY_MATH, tokens: 180, records: 4, layers: TOY_MATH.numLayers },
+  'llama-1b': { name: 'llama-1b', label: 'Llama-3.2-1B shape', model: LLAMA_32_1B, tokens: 512, records: 1, layers: 2 },
 };
 
 /** The shape `--shape` names. */
 export function benchShape(name: string): BenchShape {
   const s = BENCH_SHAPES[name];
-  if (!s) throw new Error(`--shape must be ${Object.keys(BENCH_SHAPES).join(' or ')} (got "${name}")`);
+  if (!s) throw new Error(`--shape must be ${Object.keys(BENCH_SHAPES).join(', ')} (got "${name}")`);
   return s;
 }
 

@@ -13,7 +13,7 @@ import { DEFAULT_TUNING, type Tuning } from './ops.ts';
 export interface TrainMemoryEstimate {
   /** Frozen base weights. */
   model: number;
-  /** LoRA parameters, gradients, AdamW m and v, and the last-good copy. */
+  /** LoRA parameters, gradients, AdamW m and v, the last-good copy, and AdamW's scratch. */
   lora: number;
   /** Activations kept for the backward pass plus the backward's scratch. */
   activations: number;
@@ -21,6 +21,9 @@ export interface TrainMemoryEstimate {
 }
 
 const F32 = 4;
+
+/** AdamW's own scratch (src/train/optimizer.ts), at most: grad-norm partials (1024 floats), its stats and two uniforms. */
+const OPTIMIZER_SCRATCH = 1024 * F32 + 4 + 16 + 48;
 
 /**
  * @param T tokens of the longest training sequence
@@ -52,7 +55,7 @@ export function estimateTrainBytes(
   const backward = R * vc + R * C + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + 2 * R;
   const activations = (kept + final + scoring + backward) * F32;
   const model = baseModelBytes(c, quant);
-  const loraBytes = 5 * loraFloats * F32;
+  const loraBytes = 5 * loraFloats * F32 + OPTIMIZER_SCRATCH;
   return { model, lora: loraBytes, activations, total: model + loraBytes + activations };
 }
 

@@ -3,13 +3,19 @@
  * of a real training step, with and without layer recomputation: within 10% (uniform buffers and
  * rounding make up the difference), and never below the measurement by more than that; the same
  * for a packed no-grad scoring pass, and the token limit derived from it keeps a pass within its budget.
+ * An NLFT step (its side views scored no-grad in passes sized as the session sizes them, then the
+ * weighted base pass, backward and AdamW) with all seven projections adapted: the estimate is an
+ * upper bound of its measured peak, part by part, within 10% in all (bench/memory.ts, the same at the Llama-3.2-1B shape).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
 import { estimateScoreBytes, estimateTrainBytes, scoreBatchTokens } from '../../src/engine/memory.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
-import { initLora } from '../../src/model/lora.ts';
-import { Trainer, DEFAULT_TRAIN } from '../../src/train/trainer.ts';
+import { initLora, type LoraConfig } from '../../src/model/lora.ts';
+import { PROJECTIONS } from '../../src/model/weights.ts';
+import { type NlftSample, nlftMethod } from '../../src/nlft/method.ts';
+import { planMemory, scorePassTokens } from '../../src/session/train.ts';
+import { Trainer, DEFAULT_TRAIN, type StepMetrics } from '../../src/train/trainer.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { testGpu, type TestGpu } from '../helpers/gpu.ts';
 
@@ -91,3 +97,66 @@ it('scoring estimate matches the measured peak of a packed no-grad pass, and its
   expect(await measure([limit + 1])).toBeLessThanOrEqual(200 * 1024 * 1.1);
   model.destroy();
 });
+
+for (const recompute of [false, true]) {
+  it(`estimate bounds the measured peak of an NLFT step, all seven projections adapted (${recompute ? 'recompute' : 'keep activations'})`, async () => {
+    const weights = makeTinyLlama({
+      seed: 6,
+      vocabSize: 3000,
+      hiddenSize: 64,
+      intermediateSize: 160,
+      numLayers: 3,
+      numHeads: 4,
+      numKvHeads: 2,
+      tie: true,
+      ropeScaling: true,
+    });
+    const c = weights.config;
+    const lora: LoraConfig = { r: 8, alpha: 8, dropout: 0.05, targets: [...PROJECTIONS] };
+    const rng = new Rng(7);
+    const ids = (n: number) => Array.from({ length: n }, () => rng.int(c.vocabSize));
+    // A negative record: base prompt 30, standard and judge prompts longer (40, 36), response 50.
+    const sample: NlftSample = {
+      id: 'neg',
+      index: 1,
+      polarity: 'negative',
+      promptIds: ids(30),
+      standardIds: ids(40),
+      judgeIds: ids(36),
+      responseIds: ids(50),
+      truncatedBy: 0,
+      anchor: null,
+    };
+    const plan = planMemory(c, 'q4', lora, [sample], recompute, null);
+    const before = g.buffers.current;
+    const model = GpuLlama.create(g.ops, weights, 'q4');
+    const modelBytes = g.buffers.current - before;
+    model.setLora(initLora(c, lora, 1));
+    const viewTokens = scorePassTokens(c, lora, null, plan.estimate.activations, g.ctx.device.limits.maxStorageBufferBindingSize);
+    const entries: number[] = [];
+    const method = nlftMethod(model, { tokenText: String, maxBatchTokens: viewTokens, onEntry: (e) => void entries.push(e.tokens.length) });
+    const trainer = new Trainer(
+      g,
+      model,
+      [sample],
+      { ...DEFAULT_TRAIN, epochs: 1, batch: 1, recompute },
+      method,
+      lora.dropout,
+      plan.passTokens,
+    );
+    const fixed = g.buffers.current - before;
+    let step: StepMetrics | null = null;
+    await trainer.run({ onStep: (m) => void (step = m) });
+    expect(entries).toEqual([50]); // the record was weighted from its three views
+    const measured = (step as StepMetrics | null)!.peakBytes - before;
+    const est = estimateTrainBytes(c, 'q4', lora, 79, 50, recompute);
+    expect(plan.estimate).toEqual(est);
+    expect(est.model).toBe(modelBytes);
+    expect(est.model + est.lora).toBeGreaterThanOrEqual(fixed);
+    expect(est.activations).toBeGreaterThanOrEqual(measured - fixed);
+    expect(est.total / measured).toBeGreaterThanOrEqual(1);
+    expect(est.total / measured).toBeLessThan(1.1);
+    trainer.destroy();
+    model.destroy();
+  });
+}
