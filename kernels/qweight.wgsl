@@ -47,7 +47,7 @@ fn load_w4(n: u32, k4: u32) -> vec4<f32> {
 // `codes4(n, k4) -> vec4<f32>`, W[n, 4*k4 .. 4*k4+3] before its block's scale (q8: q/127, the one
 // instruction `unpack4x8snorm`; q4: q), and `block_scale(n, b) -> f32`, what row n's block b (32 k)
 // multiplies them by (1 for f32), applied once to a block's dot instead of to every weight. Unpacking
-// with per-component shifts (vec4 << vec4) measured 1.6x slower on SwiftShader (docs/architecture.md §3d).
+// with per-component shifts (vec4 << vec4) measured 1.5-1.9x slower on SwiftShader (docs/architecture.md §3d).
 
 //#section f32_dot
 @group(0) @binding({{WB}}) var<storage, read> wf32: array<vec4<f32>>;
