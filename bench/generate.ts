@@ -6,8 +6,9 @@
  * (decode is bound by reading the weights once per token), and peak GPU bytes (KV cache included).
  * `--profile` then profiles one more generation, each decode step one profile step: GPU time per
  * kernel, dispatches, submits, uploads and readbacks per token (src/engine/profile.ts).
- * `--matvec` first times every one-row kernel shape the adapter can run (MATVEC_VARIANTS), beside
- * the tiled matmul at T = 1, on the model's projections and lm-head, and generates with the fastest.
+ * The one-row (decode) kernel shape is the tuner's choice (`tuneKernels`, printed with its timings);
+ * `--matvec` also times every shape the adapter can run (MATVEC_VARIANTS), beside the tiled matmul
+ * at T = 1, on the model's own projections of 4 layers and its whole lm-head, in two interleaved rounds.
  */
 import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
@@ -43,9 +44,11 @@ export async function generateBench(argv: string[]): Promise<void> {
   const N = Number(values.new);
   const shape = { ...SMOLLM2_135M, numLayers: Number(values.layers) };
   const engine = await createNodeEngine();
-  engine.useTuning((await tuneKernels(engine, tuningShapeOf(shape, P), quant)).tuning);
+  const tuned = await tuneKernels(engine, tuningShapeOf(shape, P), quant);
+  engine.useTuning(tuned.tuning);
+  console.log(JSON.stringify({ bench: 'generate_tuner_matvec', quant, timed: tuned.matvec, chosen: tuned.tuning.matvec }));
   const weights = makeTinyLlama(shape);
-  if (values.matvec) engine.useTuning({ ...engine.ops.tuning, matvec: await fastestMatvec(engine, weights.config, quant) });
+  if (values.matvec) await timeMatvecShapes(engine, weights.config, quant);
   const model = GpuLlama.create(engine.ops, weights, quant);
   const rng = new Rng(9);
   const prompt = Array.from({ length: P }, () => rng.int(shape.vocabSize));
@@ -101,10 +104,9 @@ const TIMED_LAYERS = 4;
 /**
  * Times each one-row kernel shape the adapter runs (MATVEC_VARIANTS) on the seven projections of
  * TIMED_LAYERS layers and on the lm-head (its vocabulary table), beside the tiled matmul at T = 1
- * that decode ran before (its one-row tile), in two interleaved rounds; prints the times and
- * returns the fastest shape.
+ * that decode ran before (its one-row tile), in two interleaved rounds, and prints the times.
  */
-async function fastestMatvec(engine: Engine, c: LlamaConfig, quant: QuantFormat): Promise<MatvecTile> {
+async function timeMatvecShapes(engine: Engine, c: LlamaConfig, quant: QuantFormat): Promise<void> {
   const b = engine.buffers;
   const live: TrackedBuffer[] = [];
   const weight = (rows: number, cols: number, format: QuantFormat): GpuWeight => {
@@ -125,7 +127,6 @@ async function fastestMatvec(engine: Engine, c: LlamaConfig, quant: QuantFormat)
     ...matvecVariantsOn(engine.ctx.device).map((tile) => ({ kernel: `matvec ${tile.variant} TN4=${tile.TN4} WG=${tile.WG}`, tile })),
     { kernel: 'matmul T=1 (one-row tile, before)' },
   ];
-  const layerMs = new Map<string, number>();
   try {
     for (let round = 0; round < 2; round++) {
       for (const { kernel, tile } of kernels) {
@@ -139,13 +140,10 @@ async function fastestMatvec(engine: Engine, c: LlamaConfig, quant: QuantFormat)
         const row = { kernel, round, layer_ms: (await timed(layers)) / TIMED_LAYERS, lmhead_ms: await timed([head]) };
         // A decode step runs the layer's products numLayers times and the lm-head once.
         const step = c.numLayers * row.layer_ms + row.lmhead_ms;
-        layerMs.set(kernel, (layerMs.get(kernel) ?? 0) + step);
         console.log(JSON.stringify({ bench: 'generate_matvec', quant, ...row, step_products_ms: +step.toFixed(1) }));
       }
     }
   } finally {
     for (const t of live) b.destroy(t);
   }
-  const tiled = kernels.filter((k) => k.tile);
-  return tiled.reduce((a, k) => (layerMs.get(k.kernel)! < layerMs.get(a.kernel)! ? k : a)).tile!;
 }

@@ -1,31 +1,35 @@
 // Matrix-vector product for one row (decode, T = 1), the LoRA up-projection and the residual fused:
 //   out (N) = beta*out + x (K) @ W(N,K)^T + s * u (r) @ B(N,r)^T,   u = x A^T (r) of the adapter
-// W is a frozen base weight in f32/q8/q4 (kernels/qweight.wgsl, spliced in as `load_w4`) or a LoRA
-// factor A (f32, then r = 0). Fusions: the adapter's B product (r FMAs a column) and the residual
-// add (beta = 1) are done in the epilogue of the base product, so an adapted projection is two
-// dispatches (u = x A^T, then this) instead of three, and its output is written once. Without an
-// adapter r = 0 and the u/B bindings are placeholders.
+// W is a frozen base weight in f32/q8/q4 or a LoRA factor A (f32, then r = 0), read a block at a time
+// by `dot_block` (kernels/qweight.wgsl, sections `f32_dot`/`q8_dot`/`q4_dot`, spliced in as WEIGHT):
+// a block is BK4 vec4 of x (32 k for q8/q4: one scale, applied once to the block's integer dot;
+// 16 int8 weights or a whole q4 block a load). Fusions: the adapter's B product (r FMAs a column)
+// and the residual add (beta = 1) are done in the epilogue of the base product, so an adapted
+// projection is two dispatches (u = x A^T, then this) instead of three, and its output is written
+// once. Without an adapter r = 0 and the u/B bindings are placeholders.
 // With one row, a matmul tile has nothing to reuse across rows: the work is streaming W once, K
-// FMAs per column. Two shapes of that stream, chosen per adapter (MATVEC_VARIANTS in src/engine/ops.ts):
+// FMAs per column. Three shapes of that stream, chosen per adapter (MATVEC_VARIANTS in src/engine/ops.ts):
 //   `cols_main`: each thread owns 4*TN4 consecutive columns over all of K; no workgroup memory and
 //     no barrier (what SwiftShader runs fast: it suspends a workgroup's invocations at a barrier);
-//   `splitk_main`: a workgroup owns 4*TN4 columns, its WG threads take k4 = lane, lane+WG, ... (a
-//     GPU's threads then read consecutive words of a row) and their partial sums are reduced in
+//   `splitk_main`: a workgroup owns 4*TN4 columns, its WG threads take blocks b = lane, lane+WG, ...
+//     (a GPU's threads then read consecutive blocks of a row) and their partial sums are reduced in
 //     workgroup memory, a tree with a barrier per level;
 //   `subgroup_main` (only where the adapter has `subgroups`): the same split of K over a workgroup
 //     of 4 threads, which is one subgroup at any subgroup size (at least 4), reduced by subgroupAdd:
-//     neighbouring threads read neighbouring words of a row, with no workgroup memory or barrier.
-// K must be a multiple of 4 (32 for quantized weights); any N works (columns past N are clamped
-// on load and skipped on store). Workgroups fold into 2-D past 65535 (the vocabulary's columns).
+//     neighbouring threads read neighbouring blocks of a row, with no workgroup memory or barrier.
+// The column set-up and a block's step are kernels/matvec_common.wgsl's, shared by the three.
+// K must be a multiple of 4 (32 for quantized weights; BK4 divides K/4); any N works (columns past
+// N are clamped on load and skipped on store). Workgroups fold into 2-D past 65535 (the vocabulary's columns).
 //
 // CPU reference: test/reference/cpu-ops.ts matmulRef (T = 1, on the dequantized weight, plus the
 // adapter's s * (x A^T) B^T by the same reference).
-// Test: test/gpu/matvec.test.ts (both variants, f32/q8/q4, with and without an adapter).
+// Test: test/gpu/matvec.test.ts (every variant, f32/q8/q4, with and without an adapter).
 
 {{ENABLE}}
 const KW: u32 = {{K}}u;
 const TN4: u32 = {{TN4}}u;
 const WG: u32 = {{WG}}u;
+const BK4: u32 = {{BK4}}u;
 
 struct Params { N: u32, r: u32, beta: f32, s: f32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -60,19 +64,9 @@ fn cols_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
              @builtin(local_invocation_index) lane: u32) {
   let n0 = first_col(wg, nwg, lane, WG);
   if (n0 >= p.N) { return; }
-//#for j in TN4
-  let c{j} = n0 + {j}u * 4u;
-  let c{j}_0 = min(c{j}, p.N - 1u);
-  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
-  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
-  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
-  var acc{j} = vec4<f32>(0.0);
-//#end
-  for (var k4 = 0u; k4 < KW / 4u; k4++) {
-    let xk = x[k4];
-//#for j in TN4
-    acc{j} += xk * mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
-//#end
+//#include matvec_common columns
+  for (var b = 0u; b < KW / (4u * BK4); b++) {
+//#include matvec_common block
   }
 //#for j in TN4
   finish(c{j}, acc{j}.x);
@@ -89,19 +83,9 @@ fn splitk_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
                @builtin(local_invocation_index) lane: u32) {
   // Every thread reaches every barrier: the bounds are checked only on load and store.
   let n0 = first_col(wg, nwg, 0u, 1u);
-//#for j in TN4
-  let c{j} = n0 + {j}u * 4u;
-  let c{j}_0 = min(c{j}, p.N - 1u);
-  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
-  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
-  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
-  var acc{j} = vec4<f32>(0.0);
-//#end
-  for (var k4 = lane; k4 < KW / 4u; k4 += WG) {
-    let xk = x[k4];
-//#for j in TN4
-    acc{j} += xk * mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
-//#end
+//#include matvec_common columns
+  for (var b = lane; b < KW / (4u * BK4); b += WG) {
+//#include matvec_common block
   }
 //#for j in TN4
   partial[{j}u * WG + lane] = acc{j};
@@ -128,19 +112,9 @@ fn subgroup_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
                  @builtin(local_invocation_index) lane: u32) {
   // No early return: every thread reaches subgroupAdd (the bounds are checked on load and store).
   let n0 = first_col(wg, nwg, 0u, 1u);
-//#for j in TN4
-  let c{j} = n0 + {j}u * 4u;
-  let c{j}_0 = min(c{j}, p.N - 1u);
-  let c{j}_1 = min(c{j} + 1u, p.N - 1u);
-  let c{j}_2 = min(c{j} + 2u, p.N - 1u);
-  let c{j}_3 = min(c{j} + 3u, p.N - 1u);
-  var acc{j} = vec4<f32>(0.0);
-//#end
-  for (var k4 = lane; k4 < KW / 4u; k4 += 4u) {
-    let xk = x[k4];
-//#for j in TN4
-    acc{j} += xk * mat4x4<f32>(load_w4(c{j}_0, k4), load_w4(c{j}_1, k4), load_w4(c{j}_2, k4), load_w4(c{j}_3, k4));
-//#end
+//#include matvec_common columns
+  for (var b = lane; b < KW / (4u * BK4); b += 4u) {
+//#include matvec_common block
   }
 //#for j in TN4
   let sum{j} = subgroupAdd(acc{j});

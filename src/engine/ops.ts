@@ -71,10 +71,14 @@ export interface MatvecTile {
   WG: number;
 }
 
-/** The matvec shapes measured (bench/generate.ts) and tested (test/gpu/matvec.test.ts). */
+/**
+ * The matvec shapes the tuner times (src/engine/tune.ts, barrier-free ones first, so the slow
+ * reductions are given up on early) and test/gpu/matvec.test.ts checks.
+ */
 export const MATVEC_VARIANTS: readonly MatvecTile[] = [
-  { variant: 'cols', TN4: 1, WG: 16 },
   { variant: 'cols', TN4: 2, WG: 16 },
+  { variant: 'cols', TN4: 2, WG: 4 },
+  { variant: 'cols', TN4: 4, WG: 4 },
   { variant: 'splitk', TN4: 1, WG: 32 },
   { variant: 'subgroup', TN4: 1, WG: 4 },
 ];
@@ -85,7 +89,7 @@ export function matvecVariantsOn(device: GPUDevice): MatvecTile[] {
 }
 
 /** The one-row product's default: barrier-free columns, 8 a thread, which won on SwiftShader (docs/architecture.md §3d). */
-export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[1];
+export const DEFAULT_MATVEC: MatvecTile = MATVEC_VARIANTS[0];
 
 /** The tiled attention's default tiles (also decode's, which has only the tiled kernel). */
 const TILED_ATTENTION = { variant: 'tiled', BQ: 32, BK: 16 } as const;
@@ -388,16 +392,25 @@ export class Ops {
     const { format, rows: N, cols: K } = a.w;
     const { variant, TN4, WG } = this.tuning.matvec ?? DEFAULT_MATVEC;
     const subgroups = variant === 'subgroup' ? 1 : 0;
+    // vec4s of x per weight block: a quantized block's 32 k (one scale); f32 rows 32 k too where K allows.
+    const BK4 = format !== 'f32' || K % 32 === 0 ? 8 : 1;
     const key = ['matvec', format, K, TN4, WG, subgroups].join(':');
     const pl = await this.pipelines.get(
       'matvec',
       key,
-      () =>
-        fillTemplate(
+      () => {
+        const weight = fillTemplate(
+          section(this.pipelines.source('qweight'), `${format}_dot`, 'qweight'),
+          { WB: 3, WB1: 4, BK4 },
+          'qweight',
+        );
+        const enable = subgroups ? 'enable subgroups;' : '';
+        return fillTemplate(
           this.pipelines.source('matvec'),
-          { K, TN4, WG, WEIGHT: this.weightCode(format, 3), SUBGROUPS: subgroups, ENABLE: subgroups ? 'enable subgroups;' : '' },
+          { K, TN4, WG, BK4, WEIGHT: weight, SUBGROUPS: subgroups, ENABLE: enable },
           'matvec',
-        ),
+        );
+      },
       `${variant}_main`,
     );
     const r = a.lora?.B.cols ?? 0;

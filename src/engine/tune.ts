@@ -1,6 +1,6 @@
 /**
- * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels and the attention
- * variants (shared-memory tiles, barrier-free rows) on the model's own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
+ * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels, the attention
+ * variants (shared-memory tiles, barrier-free rows) and decode's one-row shapes on the model's own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
  * magnitude between SwiftShader and real GPUs). Takes a few seconds; callers cache the result
  * per adapter.
  */
@@ -8,7 +8,16 @@ import type { Engine } from './engine.ts';
 import { GpuMemoryError } from '../errors.ts';
 import type { AdapterSummary } from './gpu.ts';
 import type { TrackedBuffer } from './buffers.ts';
-import { DEFAULT_TUNING, Ops, type GpuWeight, type MatmulTile, type Tuning } from './ops.ts';
+import {
+  DEFAULT_TUNING,
+  MATVEC_VARIANTS,
+  matvecVariantsOn,
+  Ops,
+  type GpuWeight,
+  type MatmulTile,
+  type MatvecTile,
+  type Tuning,
+} from './ops.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { quantize, type QuantFormat } from '../model/quant.ts';
 
@@ -106,6 +115,8 @@ export interface TuneResult {
   lmhead: Array<{ tile: Tuning['lmhead']; gflops: number }>;
   /** Milliseconds of one attention forward + backward per variant, in candidate order. */
   attention: Array<{ tile: Tuning['attention']; ms: number }>;
+  /** Milliseconds of one row through the layer's projections and the lm-head per one-row shape, in `matvecVariantsOn` order. */
+  matvec: Array<{ tile: MatvecTile; ms: number }>;
 }
 
 /**
@@ -182,7 +193,8 @@ function attentionHeads(shape: TuningShape): AttentionShape {
  * forward matmul (every variant the adapter can run) and the input-gradient tiles, each timed
  * over the distinct weight shapes of one layer (`layerWeightShapes`, so a tile that wastes work
  * on narrow LoRA factors or on a width that is not its multiple pays for it); the lm-head tiles
- * on min(V, 8192) columns; the attention variants. `onProgress` gets the fraction timed.
+ * on min(V, 8192) columns; the attention variants; the one-row (decode) shapes over the layer's
+ * shapes and those lm-head columns. `onProgress` gets the fraction timed.
  */
 export async function tuneKernels(
   engine: Engine,
@@ -193,7 +205,9 @@ export async function tuneKernels(
   const { T, C } = shape;
   const V = Math.min(shape.V, 8192);
   const matmulTiles = matmulCandidates(engine.ctx.adapter);
-  const CANDIDATES = matmulTiles.length + MATMUL_DX_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length;
+  const matvecTiles = matvecVariantsOn(engine.ctx.device);
+  const CANDIDATES =
+    matmulTiles.length + MATMUL_DX_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length + matvecTiles.length;
   let timed = 0;
   const progress = () => onProgress?.(++timed / CANDIDATES);
   const b = engine.buffers;
@@ -201,7 +215,7 @@ export async function tuneKernels(
   const weights = layerWeightShapes(shape, format).map(([n, k, f]) => syntheticWeight(engine, n, k, f));
   const widest = Math.max(...weights.map((w) => Math.max(w.rows, w.cols)));
   const x = b.create('tune x', T * widest * 4);
-  const out = b.create('tune out', T * widest * 4);
+  const out = b.create('tune out', Math.max(T * widest, V) * 4); // also one row of the lm-head's V logits
   const layerFlops = weights.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0);
   /** GFLOP/s of one pass over the layer's shapes, recorded by `record` for each weight. */
   let bestMs = Infinity;
@@ -227,8 +241,9 @@ export async function tuneKernels(
     const ops = opsWith({ matmulDx: tile });
     matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T })) });
   }
-  for (const w of weights) for (const t of [w.data, w.scales]) b.destroy(t);
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
+  const matvec = await timeMatvec(engine, matvecTiles, [...weights, head], x, out, progress);
+  for (const w of weights) for (const t of [w.data, w.scales]) b.destroy(t);
   const rows = b.upload(
     'tune rows',
     Uint32Array.from({ length: T }, (_, i) => i),
@@ -261,12 +276,48 @@ export async function tuneKernels(
       matmulDx: best(matmulDx).tile,
       lmhead: best(lmhead).tile,
       attention: fastest.tile,
+      matvec: matvec.reduce((a, c) => (c.ms < a.ms ? c : a)).tile,
     },
     matmul,
     matmulDx,
     lmhead,
     attention,
+    matvec,
   };
+}
+
+/**
+ * The one-row products of a decode step (kernels/matvec.wgsl) timed per shape on `weights` (the
+ * layer's projections and the lm-head's first columns), x and out of one row; a shape several times
+ * slower than the best so far is timed once (on SwiftShader the split-K tree is ≈ 5× slower).
+ */
+async function timeMatvec(
+  engine: Engine,
+  tiles: MatvecTile[],
+  weights: GpuWeight[],
+  x: TrackedBuffer,
+  out: TrackedBuffer,
+  onDone: () => void,
+): Promise<TuneResult['matvec']> {
+  const timed: TuneResult['matvec'] = [];
+  let bestMs = Infinity;
+  for (const tile of tiles) {
+    const ops = new Ops(engine.ctx.device, engine.pipelines, engine.buffers, { ...DEFAULT_TUNING, matvec: tile });
+    const ms = await medianMs(
+      engine,
+      async () => {
+        const enc = engine.ctx.device.createCommandEncoder();
+        for (const w of weights) await ops.matvec(enc, { x, w, out });
+        engine.ctx.device.queue.submit([enc.finish()]);
+      },
+      3,
+      GIVE_UP_FACTOR * bestMs,
+    );
+    bestMs = Math.min(bestMs, ms);
+    timed.push({ tile, ms });
+    onDone();
+  }
+  return timed;
 }
 
 /** The tuning shape of T tokens of a model (its widths, vocabulary and attention heads). */
@@ -328,7 +379,7 @@ async function timeAttention(
 }
 
 /** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 4;
+export const TUNING_VERSION = 5;
 
 /**
  * Tokens the cached choice is measured on: a typical training record, deliberately not a multiple
@@ -362,13 +413,14 @@ const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(
 /** A cached value is used only if it is a tuning whose tiles are among today's candidates. */
 export function isCachedTuning(v: unknown): v is Tuning {
   const t = v as Partial<Tuning> | null;
-  if (typeof t !== 'object' || t === null || !t.matmul || !t.matmulDx || !t.lmhead || !t.attention) return false;
-  const tuned = { matmul: 0, matmulDx: 0, lmhead: 0, attention: 0 };
+  if (typeof t !== 'object' || t === null || !t.matmul || !t.matmulDx || !t.lmhead || !t.attention || !t.matvec) return false;
+  const tuned = { matmul: 0, matmulDx: 0, lmhead: 0, attention: 0, matvec: 0 };
   return (
     MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) &&
     MATMUL_DX_CANDIDATES.some((c) => sameTile(c, t.matmulDx!)) &&
     LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) &&
     ATTENTION_CANDIDATES.some((c) => sameTile(c, t.attention!)) &&
+    MATVEC_VARIANTS.some((c) => sameTile(c, t.matvec!)) &&
     sameTile({ ...t, ...tuned }, { ...DEFAULT_TUNING, ...tuned })
   );
 }

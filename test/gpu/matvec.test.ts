@@ -3,7 +3,8 @@
  * T = 1, float64 accumulation, on the dequantized weight): every shape in MATVEC_VARIANTS, f32/q8/q4
  * weights, without an adapter and with one (u = x A^T by the same kernel over A, then the base with
  * s u B^T fused in), written (beta 0) and added onto the output (beta 1). Column counts are not
- * multiples of any variant's columns per workgroup. Tolerance |gpu - ref| <= 1e-5 + 1e-4*|ref|,
+ * multiples of any variant's columns per workgroup; f32 runs K of 36 (blocks of one vec4) and 64
+ * (blocks of 32 k, as q8/q4, whose scale multiplies a block's dot once). Tolerance |gpu - ref| <= 1e-5 + 1e-4*|ref|,
  * as for matmul (f32 accumulation over K).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +28,7 @@ describe('matvec', () => {
     for (const [format, N, K, r] of [
       ['f32', 45, 36, 0],
       ['f32', 201, 36, 8],
+      ['f32', 90, 64, 4], // K a multiple of 32: blocks of 8 vec4, as the quantized formats
       ['q8', 77, 96, 0],
       ['q8', 300, 64, 4],
       ['q4', 70, 64, 0],

@@ -7,7 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { DEFAULT_TUNING, type Tuning } from '../../src/engine/ops.ts';
+import { DEFAULT_TUNING, MATVEC_VARIANTS, matvecVariantsOn, type Tuning } from '../../src/engine/ops.ts';
 import {
   ATTENTION_CANDIDATES,
   LMHEAD_CANDIDATES,
@@ -50,6 +50,7 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   expect(MATMUL_DX_CANDIDATES).toContainEqual(first.tuning.matmulDx);
   expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
   expect(ATTENTION_CANDIDATES).toContainEqual(first.tuning.attention);
+  expect(matvecVariantsOn(g.ctx.device)).toContainEqual(first.tuning.matvec);
   expect(progress.at(-1)).toBe(1);
   const key = tuningKey(g.ctx.adapter, SHAPE, 'q8');
   expect(cache.map.get(key)).toEqual(first.tuning);
@@ -61,7 +62,12 @@ it('measures at first use, then reuses the cached choice; a foreign cached value
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
   cache.map.set(key, { ...first.tuning, attention: { variant: 'rows', WG: 7, RT: 1 } });
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-}, 600_000); // four tunings; each compiles every candidate for each width (about 1.5 min on 2 busy cores)
+  // A one-row shape that is not a candidate, or none (what an older build cached), is measured again.
+  cache.map.set(key, { ...first.tuning, matvec: { variant: 'cols', TN4: 3, WG: 5 } });
+  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
+  cache.map.set(key, { ...first.tuning, matvec: undefined });
+  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
+}, 900_000); // six tunings; each compiles every candidate for each width (about 1.5 min on 2 busy cores)
 
 it('times every variant the adapter can run and keeps the fastest; f16 tiles only with shader-f16, subgroup tiles only with subgroups of 8 lanes or more', async () => {
   const { features, subgroupMinSize } = g.ctx.adapter;
@@ -82,6 +88,12 @@ it('times every variant the adapter can run and keeps the fastest; f16 tiles onl
   for (const m of [...r.matmul, ...r.matmulDx]) expect(m.gflops).toBeGreaterThan(0);
   const top = Math.max(...r.matmul.map((m) => m.gflops));
   expect(r.matmul.find((m) => m.gflops === top)?.tile).toEqual(r.tuning.matmul);
+  // Decode's one-row shapes: every one the adapter compiles, the fastest kept.
+  expect(r.matvec.map((m) => m.tile)).toEqual(matvecVariantsOn(g.ctx.device));
+  expect(r.matvec.map((m) => m.tile)).toEqual(MATVEC_VARIANTS.filter((t) => t.variant !== 'subgroup' || features.subgroups));
+  for (const m of r.matvec) expect(m.ms).toBeGreaterThan(0);
+  const quickest = Math.min(...r.matvec.map((m) => m.ms));
+  expect(r.matvec.find((m) => m.ms === quickest)?.tile).toEqual(r.tuning.matvec);
 }, 300_000);
 
 it('the key separates adapters, weight formats and model widths', () => {
