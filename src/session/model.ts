@@ -54,10 +54,12 @@ export async function tuneEngine(
   return found;
 }
 
-/** The kernels in use as one line, e.g. "matmul 16×8 (wg 2×4), dx 16×8, lm-head 8×8 (measured now)". */
+/** The kernels in use as one line, e.g. "matmul 16×8 (wg 2×4), dx 16×8, lm-head 16×8, decode cols 8 (wg 16) (measured now)". */
 export function describeTuning(tuning: Tuning, source: TuningSource): string {
   const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
   const why = { measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source];
   const dx = tuning.matmulDx;
-  return `matmul ${describeMatmulTile(tuning.matmul)}, dx ${dx.TM}×${dx.TK}, lm-head ${tile(tuning.lmhead)} (${why})`;
+  const mv = tuning.matvec;
+  const decode = mv ? `, decode ${mv.variant} ${4 * mv.TN4} (wg ${mv.WG})` : '';
+  return `matmul ${describeMatmulTile(tuning.matmul)}, dx ${dx.TM}×${dx.TK}, lm-head ${tile(tuning.lmhead)}${decode} (${why})`;
 }
