@@ -37,9 +37,10 @@ export class BufferManager {
   /** Bind groups over this manager's buffers; a group goes when a buffer it binds is destroyed. */
   readonly bindGroups: BindGroupCache;
   /**
-   * Buffers a pass gave back (`recycle`, zeroed by then) for the next pass of the same shape, by
-   * label, size and usage; counted in `current`. The first `create` that none of them serves
-   * destroys them all, so a run whose passes change shape holds no more than it did without them.
+   * Buffers a pass gave back (`recycle`) for the next pass of the same shape, by label, size and
+   * usage, handed out in the order they were given; counted in `current`. The first `create` that
+   * none of them serves destroys them all, so a run whose passes change shape holds no more than it
+   * did without them.
    */
   private pool = new Map<string, TrackedBuffer[]>();
 
@@ -56,7 +57,7 @@ export class BufferManager {
 
   /**
    * Allocate a storage buffer (size rounded up to 4 bytes; zero-size becomes 4), or hand back a
-   * recycled one of the same label, size and usage (zeroed, like a new buffer).
+   * recycled one of the same label, size and usage, holding what its last pass left in it.
    */
   create(label: string, size: number, usage = STORAGE): TrackedBuffer {
     const bytes = Math.max(4, Math.ceil(size / 4) * 4);
@@ -113,8 +114,9 @@ export class BufferManager {
   }
 
   /**
-   * Give buffers back for the next pass of the same shape instead of destroying them: they must be
-   * zeroed by commands already submitted (a pass clears them at the end of its last submit).
+   * Give buffers back for the next pass of the same shape instead of destroying them, once the
+   * commands that use them are submitted. Their content is not cleared: the engine's passes write
+   * every buffer, or clear it themselves (the backward's accumulators), before they read it.
    */
   recycle(ts: readonly TrackedBuffer[]): void {
     for (const t of ts) {

@@ -195,8 +195,8 @@ export class TrainPass implements SequenceForward {
    * Backward pass for per-row coefficients `coef` (R,2) (see `lossCoefficients`); adds the LoRA
    * gradients into `model.lora.grads`, in one submit with what `then` records after it (the
    * optimizer step, so that a step's last backward and its update are one submit). The pass's
-   * buffers are zeroed by the same submit and recycled (`BufferManager.recycle`): the next pass of
-   * the same shape takes them back, and with them the bind groups made for them.
+   * buffers are then recycled (`BufferManager.recycle`): the next pass of the same shape takes them
+   * back, and with them the bind groups made for them.
    */
   async backward(coef: Float32Array, then?: (enc: GPUCommandEncoder) => Promise<void>): Promise<void> {
     const R = this.scored.R;
@@ -208,7 +208,6 @@ export class TrainPass implements SequenceForward {
       const coefBuf = b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
       await this.model.encodeBackward(enc, this.acts, this.scored, this.head, coefBuf, this.dropout, tmp);
       await then?.(enc);
-      for (const t of [...this.live, ...tmp]) enc.clearBuffer(t.buffer);
       // No wait: what reads the gradients next (the optimizer step, a readback) is queued behind it.
       b.device.queue.submit([enc.finish()]);
       b.recycle([...this.live, ...tmp]);
