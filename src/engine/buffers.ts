@@ -43,6 +43,8 @@ export class BufferManager {
    * did without them.
    */
   private pool = new Map<string, TrackedBuffer[]>();
+  /** Labels and sizes of the buffers last given to `recycle`. */
+  private lastRecycled = '';
 
   /**
    * @param budget cap on total bytes (a memory budget chosen by the user); a job may set it for
@@ -115,10 +117,21 @@ export class BufferManager {
 
   /**
    * Give buffers back for the next pass of the same shape instead of destroying them, once the
-   * commands that use them are submitted. Their content is not cleared: the engine's passes write
+   * commands that use them are submitted, when the pass before gave back buffers of the same
+   * labels and sizes (else they are destroyed). Their content is not cleared: the engine's passes write
    * every buffer, or clear it themselves (the backward's accumulators), before they read it.
    */
   recycle(ts: readonly TrackedBuffer[]): void {
+    // Kept only when the pass before gave back the same buffers: a run whose passes change shape
+    // every time (records of different lengths) destroys them now, while the GPU runs, rather than
+    // at the next pass's first request, when it waits for the host.
+    const shape = ts.map((t) => `${t.label}|${t.size}`).join(';');
+    const repeated = shape === this.lastRecycled;
+    this.lastRecycled = shape;
+    if (!repeated) {
+      for (const t of ts) this.destroy(t);
+      return;
+    }
     for (const t of ts) {
       if (!this.live.has(t.buffer) || t.offset !== undefined) continue;
       const key = `${t.label}|${t.size}|${t.buffer.usage}`;

@@ -2,9 +2,9 @@
  * Round trips of a packed SFT step (docs/architecture.md §3c): the forward's submit with its
  * scores' readback, then one submit for the backward, the AdamW step and the copy of the gradient
  * norm; one upload for the pass's inputs, one for the loss coefficients, one for the AdamW
- * uniform; and, from the second step of a run whose steps have the same shape, no bind group
- * created (the buffer manager recycles the pass's buffers, zeroed, and the bind groups over them
- * are kept). Recycled buffers keep what their last pass left in them, which no pass may read: a
+ * uniform; and, from the third step of a run whose steps have the same shape, no bind group
+ * created (from the second pass of a shape on, the buffer manager recycles the pass's buffers and
+ * the bind groups over them are kept). Recycled buffers keep what their last pass left in them, which no pass may read: a
  * run whose recycled buffers are destroyed after every step (so every step gets new, zeroed ones)
  * ends with the same losses, gradient norms and adapters, bit for bit, with activations kept per
  * layer and with each layer recomputed in the backward (checkpointed).
@@ -72,14 +72,15 @@ async function run(
 }
 
 it.each([false, true])(
-  'a packed SFT step (recompute %s): two submits, three uploads, two readbacks, no bind group created after the first step',
+  'a packed SFT step (recompute %s): two submits, three uploads, two readbacks, no bind group created after the second step',
   async (recompute) => {
     const kept = await run(false, recompute);
-    expect(kept.perStep[0].bindGroups).toBeGreaterThan(0);
+    for (const s of kept.perStep.slice(0, 2)) expect(s.bindGroups).toBeGreaterThan(0);
     for (const s of kept.perStep.slice(1)) {
-      expect([s.submits, s.uploads, s.readbacks, s.bindGroups]).toEqual([2, 3, 2, 0]);
+      expect([s.submits, s.uploads, s.readbacks]).toEqual([2, 3, 2]);
       expect(s.dispatches).toBe(kept.perStep[0].dispatches);
     }
+    for (const s of kept.perStep.slice(2)) expect(s.bindGroups).toBe(0);
     // Every step's losses and gradient norm as a run over new buffers every step, and its adapters bit for bit.
     const fresh = await run(true, recompute);
     for (const s of fresh.perStep.slice(1)) expect(s.bindGroups).toBeGreaterThan(0);
