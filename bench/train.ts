@@ -194,6 +194,12 @@ export async function trainBench(argv: string[]): Promise<void> {
   const gradNorms: number[] = [];
   const step = async () => {
     let loss = 0;
+    // The AdamW step and the norm's readback go into the last backward's submit, as in Trainer.run.
+    let readNorm = async () => Number.NaN;
+    const update = async (enc: GPUCommandEncoder) => {
+      await opt.step(enc, { lr: LR, step: ++t, gradScale: 1 / records });
+      readNorm = opt.recordNormReadback(enc);
+    };
     if (values.packed) {
       const pass = await TrainPass.forwardPacked(
         llama,
@@ -201,20 +207,16 @@ export async function trainBench(argv: string[]): Promise<void> {
         { rate: 0, seed: 0 },
       );
       loss = lossValue(packedKinds, packedWeights, pass.scores) / records;
-      await pass.backward(lossCoefficients(packedKinds, packedWeights, pass.scores));
+      await pass.backward(lossCoefficients(packedKinds, packedWeights, pass.scores), update);
     } else {
-      for (const q of seqs) {
+      for (const [i, q] of seqs.entries()) {
         const pass = await TrainPass.forward(llama, q.ids, q.rows, q.next, { rate: 0, seed: 0 });
         loss += lossValue(kinds, sftWeights, pass.scores) / records;
-        await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores));
+        await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores), i === seqs.length - 1 ? update : undefined);
       }
     }
     losses.push(loss);
-    const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
-    await opt.step(enc, { lr: LR, step: ++t, gradScale: 1 / records });
-    engine.ctx.device.queue.submit([enc.finish()]);
-    await engine.ctx.device.queue.onSubmittedWorkDone();
-    gradNorms.push(await opt.lastGradNorm());
+    gradNorms.push(await readNorm());
   };
   const residentBytes = engine.buffers.current;
   engine.buffers.resetPeak();

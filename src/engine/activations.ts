@@ -48,6 +48,12 @@ export interface ForwardActs {
   seg: TrackedBuffer;
   /** Tokens of each sequence packed in the T, in order. */
   lengths: readonly number[];
+  /**
+   * The pass's dropout seeds per token (`dropoutSeedTable`), made by its first pass over the
+   * layers when dropout is on (or given with the pass's inputs) and read again by its backward;
+   * null with dropout off, undefined before.
+   */
+  seeds?: TrackedBuffer | null;
   /** Scratch: dropout(x) for LoRA inputs (T, max in-features), when dropout is on. */
   xd: TrackedBuffer | null;
   /**
@@ -73,13 +79,20 @@ export interface PassModel {
   invFreq: Float64Array;
 }
 
+/** A pass's per-token tables: each token's RoPE row (T, D/2, 2) at its position within its sequence, and its sequence's first token (T). */
+export function passTables(m: PassModel, lengths: readonly number[]): { cs: Float32Array; seg: Uint32Array } {
+  const pack = packing(lengths);
+  return { cs: ropeTable(m.invFreq, pack.positions), seg: pack.seg };
+}
+
 /**
  * Allocate activations for T tokens, registering every buffer in `live` so the caller frees them:
  * - 'shared': one set reused by every layer (no-grad scoring);
  * - 'per-layer': every layer keeps its own activations for the backward pass;
  * - 'checkpointed': every layer keeps only its input; the rest is one shared set that the
  *   backward pass refills by recomputing each layer's forward (less memory, ~1/3 more compute).
- * `lengths`: the sequences packed in the T tokens (one by default).
+ * `lengths`: the sequences packed in the T tokens (one by default); `tables`: their `passTables`
+ * already on the GPU (a training pass uploads them with its other inputs), else uploaded here.
  */
 export function allocForwardActs(
   m: PassModel,
@@ -87,6 +100,7 @@ export function allocForwardActs(
   mode: ActsMode,
   live: TrackedBuffer[],
   lengths: readonly number[] = [T],
+  tables?: { cs: TrackedBuffer; seg: TrackedBuffer },
 ): ForwardActs {
   const c = m.config;
   const b = m.buffers;
@@ -126,11 +140,14 @@ export function allocForwardActs(
     if (mode === 'per-layer') layers.push(layerSet(i, inputs[i]));
     else layers.push({ ...first, xIn: shared ? first.xIn : inputs[i] });
   }
-  const pack = packing(lengths);
-  if (pack.T !== T) throw new RangeError(`allocActs: packed lengths sum to ${pack.T}, not T=${T}`);
-  const cs = b.upload('rope table (T,D/2,2)', ropeTable(m.invFreq, pack.positions));
-  const seg = b.upload('sequence starts (T)', pack.seg);
-  live.push(cs, seg);
+  const sum = lengths.reduce((a, n) => a + n, 0);
+  if (sum !== T) throw new RangeError(`allocActs: packed lengths sum to ${sum}, not T=${T}`);
+  let { cs, seg } = tables ?? {};
+  if (!cs || !seg) {
+    const data = passTables(m, lengths);
+    cs = b.uploadIn(live, 'rope table (T,D/2,2)', data.cs);
+    seg = b.uploadIn(live, 'sequence starts (T)', data.seg);
+  }
   return {
     T,
     mode,

@@ -4,6 +4,7 @@
  * message instead of a validation error deep inside a dispatch.
  */
 import { GpuMemoryError } from '../errors.ts';
+import { BindGroupCache } from './bind-groups.ts';
 
 /** A buffer with the facts we keep about it. */
 export interface TrackedBuffer {
@@ -33,6 +34,17 @@ export class BufferManager {
   peak = 0;
   /** Size of the largest single buffer allocated since creation or the last `resetPeak()`. */
   largest = 0;
+  /** Bind groups over this manager's buffers; a group goes when a buffer it binds is destroyed. */
+  readonly bindGroups: BindGroupCache;
+  /**
+   * Buffers a pass gave back (`recycle`) for the next pass of the same shape, by label, size and
+   * usage, handed out in the order they were given; counted in `current`. The first `create` that
+   * none of them serves destroys them all, so a run whose passes change shape holds no more than it
+   * did without them.
+   */
+  private pool = new Map<string, TrackedBuffer[]>();
+  /** Labels and sizes of the buffers last given to `recycle`. */
+  private lastRecycled = '';
 
   /**
    * @param budget cap on total bytes (a memory budget chosen by the user); a job may set it for
@@ -41,11 +53,19 @@ export class BufferManager {
   constructor(
     readonly device: GPUDevice,
     public budget = Infinity,
-  ) {}
+  ) {
+    this.bindGroups = new BindGroupCache(device);
+  }
 
-  /** Allocate a storage buffer (size rounded up to 4 bytes; zero-size becomes 4). */
+  /**
+   * Allocate a storage buffer (size rounded up to 4 bytes; zero-size becomes 4), or hand back a
+   * recycled one of the same label, size and usage, holding what its last pass left in it.
+   */
   create(label: string, size: number, usage = STORAGE): TrackedBuffer {
     const bytes = Math.max(4, Math.ceil(size / 4) * 4);
+    const reused = this.pool.get(`${label}|${bytes}|${usage}`)?.shift();
+    if (reused && this.live.has(reused.buffer)) return reused;
+    this.flushPool();
     const lim = this.device.limits;
     const bindLimit = usage & 0x40 ? lim.maxUniformBufferBindingSize : lim.maxStorageBufferBindingSize;
     if (bytes > lim.maxBufferSize || bytes > bindLimit) {
@@ -75,6 +95,59 @@ export class BufferManager {
     return t;
   }
 
+  /**
+   * One buffer holding `parts` one after another, each at an offset the device can bind, filled by
+   * one `writeBuffer`; returns a view of each part (the whole buffer is registered in `live`).
+   */
+  uploadParts(live: TrackedBuffer[], label: string, parts: readonly (Float32Array | Uint32Array)[]): TrackedBuffer[] {
+    const align = this.device.limits.minStorageBufferOffsetAlignment;
+    const offsets: number[] = [];
+    let end = 0;
+    for (const p of parts) {
+      offsets.push(end);
+      end = Math.ceil((end + Math.max(4, p.byteLength)) / align) * align;
+    }
+    const whole = this.create(label, end);
+    live.push(whole);
+    const bytes = new Uint8Array(end);
+    parts.forEach((p, i) => bytes.set(new Uint8Array(p.buffer, p.byteOffset, p.byteLength), offsets[i]));
+    this.device.queue.writeBuffer(whole.buffer, 0, bytes);
+    return parts.map((p, i) => ({ buffer: whole.buffer, label: `${label}[${i}]`, size: Math.max(4, p.byteLength), offset: offsets[i] }));
+  }
+
+  /**
+   * Give buffers back for the next pass of the same shape instead of destroying them, once the
+   * commands that use them are submitted, when the pass before gave back buffers of the same
+   * labels and sizes (else they are destroyed). Their content is not cleared: the engine's passes write
+   * every buffer, or clear it themselves (the backward's accumulators), before they read it.
+   */
+  recycle(ts: readonly TrackedBuffer[]): void {
+    // Kept only when the pass before gave back the same buffers: a run whose passes change shape
+    // every time (records of different lengths) destroys them now, while the GPU runs, rather than
+    // at the next pass's first request, when it waits for the host.
+    const shape = ts.map((t) => `${t.label}|${t.size}`).join(';');
+    const repeated = shape === this.lastRecycled;
+    this.lastRecycled = shape;
+    if (!repeated) {
+      for (const t of ts) this.destroy(t);
+      return;
+    }
+    for (const t of ts) {
+      if (!this.live.has(t.buffer) || t.offset !== undefined) continue;
+      const key = `${t.label}|${t.size}|${t.buffer.usage}`;
+      const list = this.pool.get(key);
+      if (list) list.push(t);
+      else this.pool.set(key, [t]);
+    }
+  }
+
+  /** Destroy the recycled buffers no pass took back. */
+  flushPool(): void {
+    const pooled = [...this.pool.values()].flat();
+    this.pool.clear();
+    for (const t of pooled) this.destroy(t);
+  }
+
   /** `create` of `floats` f32 values for one job, remembered in `live` (the job frees that list). */
   f32In(live: TrackedBuffer[], label: string, floats: number): TrackedBuffer {
     const t = this.create(label, floats * 4);
@@ -94,10 +167,12 @@ export class BufferManager {
     if (!t || !this.live.has(t.buffer)) return;
     this.live.delete(t.buffer);
     this.current -= t.size;
+    this.bindGroups.forget(t.buffer);
     t.buffer.destroy();
   }
 
   destroyAll(): void {
+    this.pool.clear();
     for (const t of [...this.live.values()]) this.destroy(t);
   }
 

@@ -172,15 +172,27 @@ export class GpuLlama {
   }
 
   /** Allocate activations for T tokens (see `allocForwardActs`), registered in `live` for the caller to free. */
-  allocActs(T: number, mode: ActsMode, live: TrackedBuffer[], lengths?: readonly number[]): ForwardActs {
-    return allocForwardActs(this, T, mode, live, lengths);
+  allocActs(
+    T: number,
+    mode: ActsMode,
+    live: TrackedBuffer[],
+    lengths?: readonly number[],
+    tables?: { cs: TrackedBuffer; seg: TrackedBuffer },
+  ): ForwardActs {
+    return allocForwardActs(this, T, mode, live, lengths, tables);
   }
 
-  /** The context the layer functions of one pass share; its dropout seed buffer is registered in `live`. */
+  /**
+   * The context the layer functions of one pass share. Its dropout seed buffer is made by the
+   * pass's first call (registered in `live`) unless the pass brought it, and shared by its forward
+   * and backward.
+   */
   private pass(enc: GPUCommandEncoder, acts: ForwardActs, dropout: DropoutSpec, live: TrackedBuffer[]): PassContext {
-    const seeds = dropout.seeds ?? acts.lengths.map(() => dropout.seed);
-    const seed = dropout.rate > 0 && this.lora ? this.ops.passSeed(seeds, acts.lengths, live) : null;
-    return { enc, ops: this.ops, config: this.config, lora: this.lora, dropout, seed, acts };
+    if (acts.seeds === undefined) {
+      const seeds = dropout.seeds ?? acts.lengths.map(() => dropout.seed);
+      acts.seeds = dropout.rate > 0 && this.lora ? this.ops.passSeed(seeds, acts.lengths, live) : null;
+    }
+    return { enc, ops: this.ops, config: this.config, lora: this.lora, dropout, seed: acts.seeds, acts };
   }
 
   /** Record the forward pass into `enc`: ids (T) -> embedding -> layers -> final norm xnF (T,C). */

@@ -143,6 +143,20 @@ export interface LmheadRows {
   scratch: LmheadScratch;
 }
 
+/**
+ * The dropout kernel's per-token table (T,2) u32 of sequences of `lengths` packed in order: the
+ * seed of the token's sequence (`seeds`, one each) and its position within it.
+ */
+export function dropoutSeedTable(seeds: readonly number[], lengths: readonly number[]): Uint32Array {
+  if (seeds.length !== lengths.length) throw new RangeError(`passSeed: ${seeds.length} seeds for ${lengths.length} sequences`);
+  const table = new Uint32Array(2 * lengths.reduce((a, n) => a + n, 0));
+  let at = 0;
+  lengths.forEach((n, s) => {
+    for (let i = 0; i < n; i++, at += 2) [table[at], table[at + 1]] = [seeds[s] >>> 0, i];
+  });
+  return table;
+}
+
 /** Workgroup counts for `n` invocations of a 1-D kernel of `wg` threads, folded into 2-D. */
 export function grid1d(n: number, wg = 64): [number, number] {
   const groups = Math.ceil(n / wg);
@@ -254,7 +268,7 @@ export class Ops {
     groups: [number, number, number?],
     label: string,
   ): void {
-    const bind = this.device.createBindGroup({ label, layout: pipeline.getBindGroupLayout(0), entries });
+    const bind = this.buffers.bindGroups.get(pipeline, entries, label);
     const pass = enc.beginComputePass({ label });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bind);
@@ -457,19 +471,12 @@ export class Ops {
   }
 
   /**
-   * A pass's dropout seeds, written once, registered in `live` for the caller to free: per token
-   * (of sequences of `lengths` packed in order) the seed of its sequence (`seeds`, one each) and
-   * its position within it. Per-step values stay out of the content-cached uniforms, which then
-   * hold only the run's shapes and constants.
+   * A pass's dropout seeds, written once, registered in `live` for the caller to free
+   * (`dropoutSeedTable`). Per-step values stay out of the content-cached uniforms, which then hold
+   * only the run's shapes and constants.
    */
   passSeed(seeds: readonly number[], lengths: readonly number[], live: TrackedBuffer[]): TrackedBuffer {
-    if (seeds.length !== lengths.length) throw new RangeError(`passSeed: ${seeds.length} seeds for ${lengths.length} sequences`);
-    const table = new Uint32Array(2 * lengths.reduce((a, n) => a + n, 0));
-    let at = 0;
-    lengths.forEach((n, s) => {
-      for (let i = 0; i < n; i++, at += 2) [table[at], table[at + 1]] = [seeds[s] >>> 0, i];
-    });
-    return this.buffers.uploadIn(live, 'dropout seeds (T,2)', table);
+    return this.buffers.uploadIn(live, 'dropout seeds (T,2)', dropoutSeedTable(seeds, lengths));
   }
 
   // --- RoPE (kernels/rope.wgsl): forward (dir +1) and backward (dir -1, the inverse rotation) in one op.

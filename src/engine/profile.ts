@@ -11,7 +11,7 @@
  *   `timestamp-query` writes at each pass's beginning and end where the device has the feature,
  *   resolved and read back once per step; otherwise "fenced": each submit's span on the CPU clock,
  *   from its submit to `onSubmittedWorkDone`, per phase only;
- * - dispatches and submits;
+ * - dispatches and submits, and bind groups created (none once a run's passes reuse theirs);
  * - bytes uploaded (`queue.writeBuffer`) and read back (buffers created for mapped reading);
  * - the time the host waited for the GPU (a mapped read or `onSubmittedWorkDone` pending) and
  *   the rest of the step's wall time, the CPU's own work (encoding, loss rules, bookkeeping).
@@ -46,6 +46,8 @@ export interface ProfileReport {
   cpuMs: number;
   dispatches: number;
   submits: number;
+  /** Bind groups created per step (`BindGroupCache`: none once the passes reuse theirs). */
+  bindGroups: number;
   uploads: number;
   uploadBytes: number;
   readbacks: number;
@@ -60,6 +62,7 @@ interface StepCounters {
   start: number;
   end: number;
   submits: number;
+  bindGroups: number;
   uploads: number;
   uploadBytes: number;
   readbacks: number;
@@ -106,6 +109,7 @@ export class GpuProfiler {
   private readonly orig: {
     createCommandEncoder: GPUDevice['createCommandEncoder'];
     createBuffer: GPUDevice['createBuffer'];
+    createBindGroup: GPUDevice['createBindGroup'];
     submit: GPUQueue['submit'];
     onSubmittedWorkDone: GPUQueue['onSubmittedWorkDone'];
   };
@@ -119,6 +123,7 @@ export class GpuProfiler {
     this.orig = {
       createCommandEncoder: device.createCommandEncoder.bind(device),
       createBuffer: device.createBuffer.bind(device),
+      createBindGroup: device.createBindGroup.bind(device),
       submit: queue.submit.bind(queue),
       onSubmittedWorkDone: queue.onSubmittedWorkDone.bind(queue),
     };
@@ -140,6 +145,10 @@ export class GpuProfiler {
       const buf = p.orig.createBuffer(desc);
       if (desc.usage & MAP_READ) p.wrapReadback(buf, desc.size);
       return buf;
+    });
+    p.patch(device as unknown as Patchable, 'createBindGroup', (desc: GPUBindGroupDescriptor) => {
+      p.current.bindGroups++;
+      return p.orig.createBindGroup(desc);
     });
     p.patch(queue as unknown as Patchable, 'submit', (cmds: Iterable<GPUCommandBuffer>) => p.submit([...cmds]));
     p.patch(queue as unknown as Patchable, 'onSubmittedWorkDone', () => p.waitFor(p.orig.onSubmittedWorkDone()));
@@ -200,6 +209,7 @@ export class GpuProfiler {
       cpuMs: wallMs - waitMs,
       dispatches: phaseRows.reduce((a, r) => a + r.calls, 0),
       submits: sum((s) => s.submits),
+      bindGroups: sum((s) => s.bindGroups),
       uploads: sum((s) => s.uploads),
       uploadBytes: sum((s) => s.uploadBytes),
       readbacks: sum((s) => s.readbacks),
@@ -220,7 +230,17 @@ export class GpuProfiler {
 
   private newStep(): void {
     const start = performance.now();
-    this.steps.push({ start, end: start, submits: 0, uploads: 0, uploadBytes: 0, readbacks: 0, readbackBytes: 0, waitMs: 0 });
+    this.steps.push({
+      start,
+      end: start,
+      submits: 0,
+      bindGroups: 0,
+      uploads: 0,
+      uploadBytes: 0,
+      readbacks: 0,
+      readbackBytes: 0,
+      waitMs: 0,
+    });
   }
 
   /** Replace `obj[name]` by `fn` until `detach`. */
@@ -332,8 +352,8 @@ export function formatProfile(r: ProfileReport): string {
   const lines = [
     `profile    ${r.steps} step(s), GPU times from ${r.source === 'fenced' ? 'fenced submits (CPU clock, per phase)' : 'timestamp-query'}; per step:`,
     `           wall ${fmt(r.wallMs)} ms = waiting for the GPU ${fmt(r.waitMs)} ms + CPU ${fmt(r.cpuMs)} ms; GPU busy ${fmt(r.gpuMs)} ms`,
-    `           ${fmt(r.dispatches, 0)} dispatches, ${fmt(r.submits, 0)} submits, ${fmt(r.uploads, 0)} uploads (${kib(r.uploadBytes)}), ` +
-      `${fmt(r.readbacks, 0)} readbacks (${kib(r.readbackBytes)})`,
+    `           ${fmt(r.dispatches, 0)} dispatches, ${fmt(r.submits, 0)} submits, ${fmt(r.bindGroups, 0)} bind groups created, ` +
+      `${fmt(r.uploads, 0)} uploads (${kib(r.uploadBytes)}), ${fmt(r.readbacks, 0)} readbacks (${kib(r.readbackBytes)})`,
     '',
     '| kernel | phase | calls/step | GPU ms/step | share | µs/call |',
     '|---|---|---|---|---|---|',

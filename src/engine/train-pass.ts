@@ -10,11 +10,12 @@
  * (`lossCoefficients`, from docs/method.md §5): dz = a * softmax(z) off the target, and dz_y itself.
  */
 import { NlftError } from '../errors.ts';
-import type { ForwardActs } from './activations.ts';
+import { type ForwardActs, passTables } from './activations.ts';
 import type { TrackedBuffer } from './buffers.ts';
 import type { GpuLlama, PositionScores } from './llama.ts';
 import type { LmHeadOut, ScoredRows } from './lm-head.ts';
 import type { DropoutSpec } from './lora-linear.ts';
+import { dropoutSeedTable } from './ops.ts';
 import { packing } from './packing.ts';
 
 const MAP_READ = 0x1; // GPUMapMode.READ and GPUBufferUsage.MAP_READ
@@ -130,14 +131,25 @@ export class TrainPass implements SequenceForward {
     const b = model.buffers;
     const live: TrackedBuffer[] = [];
     try {
-      const up = (label: string, data: Uint32Array) => b.uploadIn(live, label, data);
+      // The pass's inputs in one buffer and one upload: ids, scored rows, targets, the RoPE and
+      // sequence-start tables, and with dropout each token's seed.
       const lengths = seqs.map((q) => q.ids.length);
-      const acts = model.allocActs(T, recompute ? 'checkpointed' : 'per-layer', live, lengths);
+      const tables = passTables(model, lengths);
+      const withSeeds = dropout.rate > 0;
+      const [ids, rowsBuf, targets, cs, seg, seeds] = b.uploadParts(live, 'pass inputs', [
+        Uint32Array.from(seqs.flatMap((q) => q.ids)),
+        Uint32Array.from(rows),
+        Uint32Array.from(seqs.flatMap((q) => q.targets)),
+        tables.cs,
+        tables.seg,
+        ...(withSeeds ? [dropoutSeedTable(dropout.seeds ?? lengths.map(() => dropout.seed), lengths)] : []),
+      ]);
+      const acts = model.allocActs(T, recompute ? 'checkpointed' : 'per-layer', live, lengths, { cs, seg });
+      acts.seeds = seeds ?? null;
       const enc = b.device.createCommandEncoder({ label: 'train forward' });
-      await model.encodeForward(enc, up('ids', Uint32Array.from(seqs.flatMap((q) => q.ids))), acts, dropout, live);
+      await model.encodeForward(enc, ids, acts, dropout, live);
       const R = rows.length;
-      const targets = seqs.flatMap((q) => q.targets);
-      const scored = { rows: up('rows', Uint32Array.from(rows)), targets: up('targets', Uint32Array.from(targets)), R };
+      const scored = { rows: rowsBuf, targets, R };
       const head = await model.encodeScores(enc, acts, scored, live);
       // The three (R) outputs copied into one mappable buffer by the same submit: one readback.
       const staging = b.device.createBuffer({ label: 'scores (3,R):readback', size: 12 * R, usage: MAP_READ | COPY_DST });
@@ -181,9 +193,12 @@ export class TrainPass implements SequenceForward {
 
   /**
    * Backward pass for per-row coefficients `coef` (R,2) (see `lossCoefficients`); adds the LoRA
-   * gradients into `model.lora.grads`. Frees the pass's activations afterwards.
+   * gradients into `model.lora.grads`, in one submit with what `then` records after it (the
+   * optimizer step, so that a step's last backward and its update are one submit). The pass's
+   * buffers are then recycled (`BufferManager.recycle`): the next pass of the same shape takes them
+   * back, and with them the bind groups made for them.
    */
-  async backward(coef: Float32Array): Promise<void> {
+  async backward(coef: Float32Array, then?: (enc: GPUCommandEncoder) => Promise<void>): Promise<void> {
     const R = this.scored.R;
     if (coef.length !== 2 * R) throw new NlftError(`${coef.length / 2} coefficient pairs for ${R} scored positions`, 'bad-position');
     const b = this.model.buffers;
@@ -192,9 +207,12 @@ export class TrainPass implements SequenceForward {
       const enc = b.device.createCommandEncoder({ label: 'backward' });
       const coefBuf = b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
       await this.model.encodeBackward(enc, this.acts, this.scored, this.head, coefBuf, this.dropout, tmp);
-      // No wait: buffers destroyed after a submit live until its work is done, and what reads the
-      // gradients next (the optimizer step, a readback) is queued behind it.
+      await then?.(enc);
+      // No wait: what reads the gradients next (the optimizer step, a readback) is queued behind it.
       b.device.queue.submit([enc.finish()]);
+      b.recycle([...this.live, ...tmp]);
+      this.live.length = 0;
+      tmp.length = 0;
     } finally {
       for (const t of tmp) b.destroy(t);
       this.release();

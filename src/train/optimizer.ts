@@ -45,6 +45,9 @@ export interface AdamWState {
   v: Float32Array;
 }
 
+const MAP_READ = 0x1; // GPUMapMode.READ and GPUBufferUsage.MAP_READ
+const COPY_DST = 0x8; // GPUBufferUsage.COPY_DST
+
 /** Threads per workgroup of gradnorm.wgsl. */
 const NORM_WG = 256;
 /** Cap on gradnorm's first-pass workgroups (= partial sums); past it, threads loop. */
@@ -52,8 +55,9 @@ const MAX_PARTS = 1024;
 
 /**
  * AdamW state (m, v start at zero) for one flat parameter buffer. Usage per optimizer step:
- * accumulate the micro-batch gradients into `grads`, `await opt.step(enc, { lr, step, gradScale })`,
- * submit `enc`; `lastGradNorm()` then reads the step's norm back for metrics.
+ * accumulate the micro-batch gradients into `grads`, `await opt.step(enc, { lr, step, gradScale })`
+ * (into the encoder of the step's last backward pass: one submit), `recordNormReadback(enc)`,
+ * submit `enc`, then read the norm with the function it returned (or `lastGradNorm()` later).
  */
 export class AdamW {
   readonly beta1: number;
@@ -71,6 +75,8 @@ export class AdamW {
   private readonly n4: number;
   /** Workgroups (and partial sums) of gradnorm's first pass; 0 when n < 4. */
   private readonly nParts: number;
+  /** The gradScale the norm's uniform holds (NaN before the first step). */
+  private normScale = Number.NaN;
   /** Pipelines and bind groups, made on the first step (pipeline creation is async). */
   private passes: { partial: Pass | null; finish: Pass; adamw: Pass } | null = null;
 
@@ -133,12 +139,16 @@ export class AdamW {
     const passes = this.passes ?? (this.passes = await this.makePasses());
     const queue = this.engine.ctx.device.queue;
 
-    const nu = new DataView(new ArrayBuffer(16));
-    nu.setUint32(0, this.n, true);
-    nu.setUint32(4, this.n4, true);
-    nu.setUint32(8, this.nParts, true);
-    nu.setFloat32(12, a.gradScale, true);
-    queue.writeBuffer(this.normUniform.buffer, 0, nu.buffer);
+    if (a.gradScale !== this.normScale) {
+      // Only the scale changes (with the micro-batches of a step, at most at the run's last step).
+      const nu = new DataView(new ArrayBuffer(16));
+      nu.setUint32(0, this.n, true);
+      nu.setUint32(4, this.n4, true);
+      nu.setUint32(8, this.nParts, true);
+      nu.setFloat32(12, a.gradScale, true);
+      queue.writeBuffer(this.normUniform.buffer, 0, nu.buffer);
+      this.normScale = a.gradScale;
+    }
 
     // Everything derived from the hyper-parameters in f64, rounded once to f32 by the uniform.
     const b1 = this.beta1,
@@ -167,6 +177,21 @@ export class AdamW {
   /** The norm of gradScale * grads (before clipping) of the last submitted step (0 before any); for metrics. */
   async lastGradNorm(): Promise<number> {
     return (await this.engine.buffers.readF32(this.stats, 1))[0];
+  }
+
+  /**
+   * Record into `enc`, after `step`, the copy of the step's gradient norm into a mappable buffer;
+   * once `enc` is submitted, the returned function reads it (no submit of its own).
+   */
+  recordNormReadback(enc: GPUCommandEncoder): () => Promise<number> {
+    const staging = this.engine.ctx.device.createBuffer({ label: 'gradnorm stats:readback', size: 4, usage: MAP_READ | COPY_DST });
+    enc.copyBufferToBuffer(this.stats.buffer, 0, staging, 0, 4);
+    return async () => {
+      await staging.mapAsync(MAP_READ);
+      const norm = new Float32Array(staging.getMappedRange())[0];
+      staging.destroy();
+      return norm;
+    };
   }
 
   /** Copy the moments back to the host (for checkpoints). */

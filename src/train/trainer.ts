@@ -222,20 +222,30 @@ export class Trainer {
       }));
       const epoch = this.sampleAt(last - 1).epoch;
       await this.method.beginStep?.(visits.map((v) => v.sample));
-      const r = await this.accumulateVisits(visits, step);
+      const count = last - first;
+      const lr = this.schedule(step);
+      // The optimizer step (parameters copied aside to undo a non-finite one, norm, clip, update)
+      // and the norm's readback, recorded into the step's last backward encoder: one submit.
+      const norm: { read?: () => Promise<number> } = {};
+      const update = async (enc: GPUCommandEncoder) => {
+        enc.copyBufferToBuffer(lora.params.buffer, 0, this.backup.buffer, 0, lora.n * 4);
+        await this.optimizer.step(enc, { lr, step, gradScale: 1 / count });
+        norm.read = this.optimizer.recordNormReadback(enc);
+      };
+      const r = await this.accumulateVisits(visits, step, update);
       if ('nonFinite' in r) {
         await this.discardGradients();
         return { status: 'non-finite', steps: this.state.step, message: r.nonFinite };
       }
       let lossSum = 0;
       for (const l of r.losses) lossSum += l;
-      const count = last - first;
-      const lr = this.schedule(step);
-      const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
-      enc.copyBufferToBuffer(lora.params.buffer, 0, this.backup.buffer, 0, lora.n * 4);
-      await this.optimizer.step(enc, { lr, step, gradScale: 1 / count });
-      engine.ctx.device.queue.submit([enc.finish()]);
-      const gradNorm = await this.optimizer.lastGradNorm();
+      if (!norm.read) {
+        // The step's last pass had no gradient to send back (every weight 0): the update alone.
+        const enc = engine.ctx.device.createCommandEncoder({ label: 'optimizer step' });
+        await update(enc);
+        engine.ctx.device.queue.submit([enc.finish()]);
+      }
+      const gradNorm = await norm.read!();
       try {
         engine.ctx.check(); // a command the GPU refused makes this step's numbers meaningless
       } catch (e) {
@@ -299,11 +309,14 @@ export class Trainer {
    * after each pass of first sequences, one for their second sequences. Every sequence is masked by
    * its own dropout seed (`seedOf`) whichever pass it runs in. Returns each record's loss (its
    * sequences' summed) and the tokens fed, or the message of the first non-finite loss (`run` then
-   * discards the step's gradients).
+   * discards the step's gradients). `last`, when given, is recorded into the step's last backward
+   * pass, after every loss of the step was found finite (`run`'s optimizer step); it is not called
+   * when that pass has no gradient to send back.
    */
   private async accumulateVisits(
     visits: readonly { sample: TrainSample; k: number }[],
     step: number,
+    last?: (enc: GPUCommandEncoder) => Promise<void>,
   ): Promise<{ losses: number[]; tokens: number } | { nonFinite: string }> {
     const stopped = `training stopped, the adapter keeps the parameters of step ${this.state.step}`;
     const losses = visits.map(() => 0);
@@ -316,7 +329,8 @@ export class Trainer {
           this.passTokens,
         )
       : visits.map((v, i) => [{ ...v, i, seq: sequenceOf(v.sample) }]);
-    for (const group of groups) {
+    for (const [g, group] of groups.entries()) {
+      const lastGroup = g === groups.length - 1;
       const pass = await this.forward(
         group.map((v) => v.seq),
         group.map((v) => this.seedOf(v.k, false)),
@@ -341,10 +355,10 @@ export class Trainer {
         if (t.second) seconds.push({ i: v.i, k: v.k, seq: t.second });
       }
       const coef = concat(coefs);
-      if (coef.some((c) => c !== 0)) await pass.backward(coef);
+      if (coef.some((c) => c !== 0)) await pass.backward(coef, lastGroup && seconds.length === 0 ? last : undefined);
       else pass.release(); // every weight 0 (skipped records, or anchored negatives without unlikely tokens): no gradient
       const secondGroups = this.config.packing ? groupByTokens(seconds, (q) => q.seq.ids.length, this.passTokens) : seconds.map((q) => [q]);
-      for (const sg of secondGroups) {
+      for (const [h, sg] of secondGroups.entries()) {
         const pass2 = await this.forward(
           sg.map((q) => q.seq),
           sg.map((q) => this.seedOf(q.k, true)),
@@ -365,7 +379,7 @@ export class Trainer {
           reports[q.i].second = { scores, loss: loss2 };
           coefs2.push(lossCoefficients(q.seq.kinds, q.seq.weights, scores));
         }
-        await pass2.backward(concat(coefs2));
+        await pass2.backward(concat(coefs2), lastGroup && h === secondGroups.length - 1 ? last : undefined);
       }
     }
     for (const r of reports) r.terms.report?.(r.second);
@@ -405,9 +419,11 @@ export class Trainer {
     this.state.step = ck.state.step;
   }
 
+  /** Free the optimizer's state, the last-good copy, and the pass buffers kept for a next step. */
   destroy(): void {
     this.optimizer.destroy();
     this.engine.buffers.destroy(this.backup);
+    this.engine.buffers.flushPool();
   }
 }
 
