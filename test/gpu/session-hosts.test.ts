@@ -50,8 +50,9 @@ async function pickedModel(): Promise<File[]> {
 /**
  * What a step reports, less its wall-clock time and its GPU peak: the hosts hold a few bytes apart
  * outside the run (the worker's model load keeps its warm-up pass's small buffers, some of which a
- * step then need not allocate), so the peaks are compared apart, within 1 KiB (rounding both to KiB
- * split them once a packed step's peak fell on a half KiB).
+ * step then need not allocate; and a pass's recycled buffers, docs/architecture.md §3c, stay counted until
+ * the first request they cannot serve, which those leftovers move by a few small buffers), so the peaks
+ * are compared apart, within 4 KiB (1 KiB was exceeded by 1184 B once recycling came).
  */
 const timeless = ({ ms: _ms, peakBytes: _peak, ...m }: StepMetrics) => m;
 const peaks = (metrics: StepMetrics[]) => metrics.map((m) => m.peakBytes);
@@ -94,7 +95,7 @@ it('the CLI and the worker host train byte-identical adapters with the same metr
   const hostSteps = events.flatMap((e) => (e.type === 'step' ? [e.metrics] : []));
   expect(hostSteps.map(timeless)).toEqual(cliSteps.map(timeless));
   expect(hostSteps).toHaveLength(2);
-  peaks(hostSteps).forEach((p, i) => expect(Math.abs(p - peaks(cliSteps)[i])).toBeLessThanOrEqual(1024));
+  peaks(hostSteps).forEach((p, i) => expect(Math.abs(p - peaks(cliSteps)[i])).toBeLessThanOrEqual(4096));
   // The run record and the started event carry the same data summary.
   const run = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
   const started = events.find((e) => e.type === 'started');
