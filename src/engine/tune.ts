@@ -252,17 +252,14 @@ export async function tuneKernels(
   const logp = b.create('tune logp', T * 4);
   const log1mq = b.create('tune log1mq', T * 4);
   const lmhead: TuneResult['lmhead'] = [];
-  bestMs = Infinity; // the lm-head tiles race among themselves
   for (const tile of LMHEAD_CANDIDATES) {
     const ops = opsWith({ lmhead: tile });
     const scratch = ops.lmheadScratch(T, V);
-    const run = async () => {
+    const ms = await medianMs(engine, async () => {
       const enc = engine.ctx.device.createCommandEncoder();
       await ops.lmhead(enc, { h: x, rows, targets: rows, R: T, w: head, lse, logp, log1mq, scratch });
       engine.ctx.device.queue.submit([enc.finish()]);
-    };
-    const ms = await medianMs(engine, run, 3, GIVE_UP_FACTOR * bestMs);
-    bestMs = Math.min(bestMs, ms);
+    });
     lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
     progress();
     b.destroy(scratch.part);
