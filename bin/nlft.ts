@@ -4,6 +4,7 @@
  */
 import { NlftError } from '../src/errors.ts';
 import { infoCommand } from '../src/node/cli/info.ts';
+import { tuneCommand } from '../src/node/cli/tune.ts';
 import { logprobsCommand } from '../src/node/cli/logprobs.ts';
 import { NLFT_USAGE } from '../src/node/cli/nlft-options.ts';
 import { scoreCommand } from '../src/node/cli/score.ts';
@@ -18,6 +19,9 @@ const USAGE = `usage: nlft <command> [options]
 
 commands:
   info      --model M                          config, parameter count, quantized size, GPU adapter
+  tune      --model M [--quant q8]             measure the kernel tiles for this GPU and model now, print each
+            candidate's speed and keep the fastest for later commands (a software adapter such as SwiftShader
+            runs models of hidden size up to 128 on a preset unless measured here)
   logprobs  --model M --prompt TEXT --response TEXT [--adapter DIR] [--quant f32|q8|q4] [--chat] [--system TEXT] [--out FILE]
             log p of every response token given the prompt (raw, or built with the chat template),
             with a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) when --adapter is given
@@ -71,6 +75,7 @@ const COMMANDS: Record<string, (argv: string[], out: (line: string) => void) => 
   prepare: prepareCommand,
   compare: compareCommand,
   export: exportCommand,
+  tune: tuneCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -174,9 +174,11 @@ export interface TrainerApi {
   init(onDeviceLost: DeviceLostCallback): Promise<AdapterInfo>;
   /**
    * Loads a model (the demo built from its seed, a Hub repository, or picked files) with its
-   * tokenizer and uploads the weights in `quant`, replacing any model already loaded.
+   * tokenizer and uploads the weights in `quant`, replacing any model already loaded. The kernel
+   * tiles are the cached ones, a software adapter's preset, or measured now; `measureKernels`
+   * measures them now whatever the cache holds (the model panel's Measure).
    */
-  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo>;
+  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback, options?: { measureKernels?: boolean }): Promise<ModelInfo>;
   /**
    * Token lengths of a dataset's records under the loaded model's tokenizer (base-view prompt,
    * response, total; how many exceed `maxLen`), for the Data panel. CPU only: answered at once, even

@@ -233,16 +233,23 @@ export class TrainerHost implements TrainerApi {
     });
   }
 
-  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
+  loadModel(
+    spec: ModelSpec,
+    quant: QuantFormat,
+    onProgress: ProgressCallback,
+    options: { measureKernels?: boolean } = {},
+  ): Promise<ModelInfo> {
     return this.#serial(async () => {
       try {
         if (!isQuantFormat(quant)) throw new NlftError(`Unknown weight format "${quant}" (expected ${QUANT_FORMATS.join(', ')})`, 'usage');
         const engine = this.#live();
         const { weights, tokenizer, tokenizerJson, name, id, templates } = await this.#weightsOf(spec, onProgress);
         const config = weights.config;
-        const tuned = await tuneEngine(engine, await this.#deps.tuningCache(), config, quant, (f) =>
-          onProgress({ stage: 'Measuring kernel speed on this GPU (first use only)', fraction: 0.55 + 0.1 * f }),
-        );
+        const stage = options.measureKernels ? 'Measuring kernel speed on this GPU' : 'Measuring kernel speed on this GPU (first use only)';
+        const tuned = await tuneEngine(engine, await this.#deps.tuningCache(), config, quant, {
+          onProgress: (f) => onProgress({ stage, fraction: 0.55 + 0.1 * f }),
+          measure: options.measureKernels,
+        });
         const kernels = describeTuning(tuned.tuning, tuned.source);
 
         onProgress({ stage: `Quantizing (${quant}) and uploading to the GPU`, fraction: 0.65 });

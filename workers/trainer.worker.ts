@@ -73,8 +73,8 @@ function modelHosts(spec: ModelSpec | null): HostChoice[] {
 
 /** The host that lets each call reach, while it runs, the hosts its request names. */
 class GatedTrainerHost extends TrainerHost {
-  override loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback) {
-    return gate.during(modelHosts(spec), () => super.loadModel(spec, quant, onProgress));
+  override loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback, options?: { measureKernels?: boolean }) {
+    return gate.during(modelHosts(spec), () => super.loadModel(spec, quant, onProgress, options));
   }
 
   override scoreDataset(request: ScoreDatasetRequest, scorer: ModelSpec | null, onProgress: ProgressCallback) {

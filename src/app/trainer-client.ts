@@ -52,8 +52,8 @@ export class TrainerClient {
   }
 
   /** See `TrainerApi.loadModel`. */
-  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback): Promise<ModelInfo> {
-    return this.remote.loadModel(spec, quant, Comlink.proxy(onProgress));
+  loadModel(spec: ModelSpec, quant: QuantFormat, onProgress: ProgressCallback, options?: { measureKernels?: boolean }): Promise<ModelInfo> {
+    return this.remote.loadModel(spec, quant, Comlink.proxy(onProgress), options);
   }
 
   /** See `TrainerApi.summarizeData`; the dataset's bytes are copied (the caller keeps them). */

@@ -14,6 +14,11 @@ export interface AdapterSummary {
   architecture: string;
   device: string;
   description: string;
+  /**
+   * A software adapter, the GPU API run on the CPU (SwiftShader): `GPUAdapterInfo.isFallbackAdapter`,
+   * or SwiftShader by name where the browser does not say.
+   */
+  software: boolean;
   /** Optional features we may use. */
   features: { shaderF16: boolean; subgroups: boolean; timestampQuery: boolean };
   /** The narrowest subgroup the adapter may run (`GPUAdapterInfo.subgroupMinSize`; 0 where unknown or without subgroups). */
@@ -110,6 +115,7 @@ export async function acquireGpu(
     architecture: info?.architecture ?? '',
     device: info?.device ?? '',
     description: info?.description ?? '',
+    software: info?.isFallbackAdapter === true || /swiftshader/i.test(`${info?.architecture} ${info?.description}`),
     features,
     subgroupMinSize: features.subgroups ? ((info as { subgroupMinSize?: number } | undefined)?.subgroupMinSize ?? 0) : 0,
     limits: Object.fromEntries(LIMIT_NAMES.map((n) => [n, device.limits[n]])) as AdapterSummary['limits'],

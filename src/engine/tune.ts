@@ -426,27 +426,61 @@ export function isCachedTuning(v: unknown): v is Tuning {
 }
 
 /**
- * The tile shapes for this adapter and model (docs/architecture.md §3b): the cached choice, or a short
- * measurement now (`tuneKernels`, a few seconds) that is then cached. A cache that cannot be read
- * or written costs a measurement, never the run.
+ * The tiles a software adapter (`AdapterSummary.software`, SwiftShader) runs for a small model
+ * without measuring: there the candidates that are not several times slower measured within their
+ * noise of each other on hidden sizes 64 and 128 (docs/architecture.md §3b), and measuring them
+ * costs 40–50 s of shader compilation whatever the model. These are the ones that won most often.
+ */
+export const SOFTWARE_TUNING: Tuning = {
+  ...DEFAULT_TUNING,
+  matmul: { variant: 'regs', TM: 16, TN: 8, WGX: 2, WGY: 4 },
+  matmulDx: { TM: 16, TK: 8, WGX: 2, WGY: 4 },
+  lmhead: { TM: 16, TN: 8, WGX: 8, WGY: 4 },
+  attention: { variant: 'rows', WG: 4, RT: 4 },
+  matvec: MATVEC_VARIANTS[0],
+};
+
+/**
+ * The widest hidden size `SOFTWARE_TUNING` serves. At SmolLM2's 576 the tuner's choice beats it by
+ * 1.5× on the matmuls (16 × 12 tiles), which pays for the measurement.
+ */
+export const SOFTWARE_PRESET_MAX_HIDDEN = 128;
+
+/** `SOFTWARE_TUNING` where it serves (a software adapter, hidden size up to `SOFTWARE_PRESET_MAX_HIDDEN`), else null. */
+export function presetTuning(adapter: Pick<AdapterSummary, 'software'>, shape: Pick<TuningShape, 'C'>): Tuning | null {
+  return adapter.software && shape.C <= SOFTWARE_PRESET_MAX_HIDDEN ? SOFTWARE_TUNING : null;
+}
+
+/** Where the kernel tiles in use came from: measured now, an earlier measurement, the software preset, or the defaults. */
+export type TuningSource = 'measured' | 'cached' | 'preset' | 'default';
+
+/**
+ * The tile shapes for this adapter and model (docs/architecture.md §3b): the cached choice; for a
+ * model of hidden size up to `SOFTWARE_PRESET_MAX_HIDDEN` on a software adapter, `SOFTWARE_TUNING`;
+ * else a short measurement now (`tuneKernels`) that is then cached. `measure` measures (and caches)
+ * whatever the cache holds, and returns the timings. A cache that cannot be read or written costs a measurement, never the run.
  */
 export async function tuningFor(
   engine: Engine,
   cache: TuningCache,
   shape: Omit<TuningShape, 'T'>,
   format: QuantFormat,
-  onProgress?: (fraction: number) => void,
-): Promise<{ tuning: Tuning; source: 'cached' | 'measured' | 'default' }> {
+  opts: { onProgress?: (fraction: number) => void; measure?: boolean } = {},
+): Promise<{ tuning: Tuning; source: TuningSource; measured?: TuneResult }> {
   const key = tuningKey(engine.ctx.adapter, shape, format);
-  const cached = await cache.get(key).catch(() => undefined);
-  if (isCachedTuning(cached)) return { tuning: cached, source: 'cached' };
-  let tuning: Tuning;
+  if (!opts.measure) {
+    const cached = await cache.get(key).catch(() => undefined);
+    if (isCachedTuning(cached)) return { tuning: cached, source: 'cached' };
+    const preset = presetTuning(engine.ctx.adapter, shape);
+    if (preset) return { tuning: preset, source: 'preset' };
+  }
+  let measured: TuneResult;
   try {
-    ({ tuning } = await tuneKernels(engine, { ...shape, T: TUNING_TOKENS }, format, onProgress));
+    measured = await tuneKernels(engine, { ...shape, T: TUNING_TOKENS }, format, opts.onProgress);
   } catch (e) {
     if (e instanceof GpuMemoryError) return { tuning: DEFAULT_TUNING, source: 'default' }; // a tight memory budget: no room to measure
     throw e;
   }
-  await cache.set(key, tuning).catch(() => undefined);
-  return { tuning, source: 'measured' };
+  await cache.set(key, measured.tuning).catch(() => undefined);
+  return { tuning: measured.tuning, source: 'measured', measured };
 }

@@ -6,7 +6,7 @@
 import { TextTokenizer } from '../data/tokenizer.ts';
 import type { Engine } from '../engine/engine.ts';
 import { describeMatmulTile, type Tuning } from '../engine/ops.ts';
-import { type TuningCache, tuningFor } from '../engine/tune.ts';
+import { type TuningCache, type TuningSource, tuningFor } from '../engine/tune.ts';
 import { ModelFormatError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
 import { type LoadedModel, loadModelFolder } from '../model/loader.ts';
@@ -34,22 +34,20 @@ export async function openModel(
   return { model, tok: TextTokenizer.fromJson(model.tokenizerJson, model.tokenizerConfig ?? {}) };
 }
 
-/** Where the kernel tiles in use came from. */
-export type TuningSource = 'measured' | 'cached' | 'default';
-
 /**
- * Switches the engine to the tile shapes for this adapter and model: cached, or measured now
- * (first use on an adapter: a few seconds, `onFraction` from 0 to 1) and cached.
+ * Switches the engine to the tile shapes for this adapter and model (`tuningFor`): cached, the
+ * software adapters' preset, or measured now (first use on an adapter: seconds on a GPU, about a
+ * minute on SwiftShader; `onProgress` from 0 to 1) and cached; `measure` measures again.
  */
 export async function tuneEngine(
   engine: Engine,
   cache: TuningCache,
   c: LlamaConfig,
   quant: QuantFormat,
-  onFraction?: (fraction: number) => void,
-): Promise<{ tuning: Tuning; source: TuningSource }> {
+  opts: { onProgress?: (fraction: number) => void; measure?: boolean } = {},
+): ReturnType<typeof tuningFor> {
   const heads = { H: c.numHeads, KVH: c.numKvHeads, D: c.headDim };
-  const found = await tuningFor(engine, cache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize, heads }, quant, onFraction);
+  const found = await tuningFor(engine, cache, { C: c.hiddenSize, F: c.intermediateSize, V: c.vocabSize, heads }, quant, opts);
   engine.useTuning(found.tuning);
   return found;
 }
@@ -57,7 +55,12 @@ export async function tuneEngine(
 /** The kernels in use as one line, e.g. "matmul 16×8 (wg 2×4), dx 16×8, lm-head 16×8, decode cols 8 (wg 16) (measured now)". */
 export function describeTuning(tuning: Tuning, source: TuningSource): string {
   const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
-  const why = { measured: 'measured now', cached: 'measured earlier on this GPU', default: 'defaults' }[source];
+  const why = {
+    measured: 'measured now',
+    cached: 'measured earlier on this GPU',
+    preset: 'software-adapter preset, not measured',
+    default: 'defaults',
+  }[source];
   const dx = tuning.matmulDx;
   const mv = tuning.matvec;
   const decode = mv ? `, decode ${mv.variant} ${4 * mv.TN4} (wg ${mv.WG})` : '';

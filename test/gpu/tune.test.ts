@@ -1,7 +1,8 @@
 /**
  * Per-adapter kernel tuning at first use (src/engine/tune.ts): measured once, then taken from the
- * cache; a cached value that is not one of today's candidate tilings is measured again; the CLI's
- * file cache round-trips and survives a corrupt file.
+ * cache; a small model on a software adapter runs the preset unless asked to measure; a cached value
+ * that is not one of today's candidate tilings is not used; the CLI's file cache round-trips and
+ * survives a corrupt file.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -10,10 +11,14 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { DEFAULT_TUNING, MATVEC_VARIANTS, matvecVariantsOn, type Tuning } from '../../src/engine/ops.ts';
 import {
   ATTENTION_CANDIDATES,
+  isCachedTuning,
   LMHEAD_CANDIDATES,
   MATMUL_CANDIDATES,
   MATMUL_DX_CANDIDATES,
   matmulCandidates,
+  presetTuning,
+  SOFTWARE_PRESET_MAX_HIDDEN,
+  SOFTWARE_TUNING,
   SUBGROUP_TILE_MIN_LANES,
   tuneKernels,
   tuningFor,
@@ -41,33 +46,66 @@ function mapCache(): TuningCache & { map: Map<string, unknown> } {
   return { map, get: async (k) => map.get(k), set: async (k, t) => void map.set(k, t) };
 }
 
-it('measures at first use, then reuses the cached choice; a foreign cached value is measured again', async () => {
+it('a software adapter runs a small model on the preset, measured and cached only on request; the cached measurement then wins', async () => {
+  expect(g.ctx.adapter.software).toBe(true); // SwiftShader
   const cache = mapCache();
   const progress: number[] = [];
-  const first = await tuningFor(g, cache, SHAPE, 'q8', (f) => progress.push(f));
+  expect(await tuningFor(g, cache, SHAPE, 'q8', { onProgress: (f) => progress.push(f) })).toEqual({
+    tuning: SOFTWARE_TUNING,
+    source: 'preset',
+  });
+  expect(progress).toEqual([]);
+  expect(cache.map.size).toBe(0);
+  expect(isCachedTuning(SOFTWARE_TUNING)).toBe(true); // its tiles are all candidates
+
+  const measured = await tuningFor(g, cache, SHAPE, 'q8', { onProgress: (f) => progress.push(f), measure: true });
+  expect(measured.source).toBe('measured');
+  expect(progress.at(-1)).toBe(1);
+  expect(measured.measured?.tuning).toEqual(measured.tuning);
+  expect(measured.measured?.lmhead.map((m) => m.tile)).toEqual(LMHEAD_CANDIDATES);
+  const key = tuningKey(g.ctx.adapter, SHAPE, 'q8');
+  expect(cache.map.get(key)).toEqual(measured.tuning);
+  expect(await tuningFor(g, cache, SHAPE, 'q8')).toEqual({ tuning: measured.tuning, source: 'cached' });
+  // A cached value that is not among today's candidates is not used: the preset again.
+  cache.map.set(key, { ...measured.tuning, matmulDx: { TM: 3, TK: 4, WGX: 8, WGY: 8 } });
+  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('preset');
+}, 600_000); // one measurement: each candidate compiled for each width (about a minute on 2 busy cores)
+
+it('any other adapter, or a wider model, measures at first use and then reuses the cached choice; a foreign cached value is measured again', async () => {
+  const hardware = { ...g, ctx: { ...g.ctx, adapter: { ...g.ctx.adapter, software: false } } };
+  const cache = mapCache();
+  const first = await tuningFor(hardware, cache, SHAPE, 'q8');
   expect(first.source).toBe('measured');
   expect(matmulCandidates(g.ctx.adapter)).toContainEqual(first.tuning.matmul);
   expect(MATMUL_DX_CANDIDATES).toContainEqual(first.tuning.matmulDx);
   expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
   expect(ATTENTION_CANDIDATES).toContainEqual(first.tuning.attention);
   expect(matvecVariantsOn(g.ctx.device)).toContainEqual(first.tuning.matvec);
-  expect(progress.at(-1)).toBe(1);
-  const key = tuningKey(g.ctx.adapter, SHAPE, 'q8');
-  expect(cache.map.get(key)).toEqual(first.tuning);
-  const second = await tuningFor(g, cache, SHAPE, 'q8');
-  expect(second).toEqual({ tuning: first.tuning, source: 'cached' });
-  cache.map.set(key, { ...DEFAULT_TUNING, matmul: { variant: 'regs', TM: 3, TN: 5, WGX: 8, WGY: 8 } });
-  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-  cache.map.set(key, { ...first.tuning, matmulDx: { TM: 3, TK: 4, WGX: 8, WGY: 8 } });
-  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-  cache.map.set(key, { ...first.tuning, attention: { variant: 'rows', WG: 7, RT: 1 } });
-  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-  // A one-row shape that is not a candidate, or none (what an older build cached), is measured again.
-  cache.map.set(key, { ...first.tuning, matvec: { variant: 'cols', TN4: 3, WG: 5 } });
-  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-  cache.map.set(key, { ...first.tuning, matvec: undefined });
-  expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('measured');
-}, 900_000); // six tunings; each compiles every candidate for each width (about 1.5 min on 2 busy cores)
+  expect(await tuningFor(hardware, cache, SHAPE, 'q8')).toEqual({ tuning: first.tuning, source: 'cached' });
+  cache.map.set(tuningKey(g.ctx.adapter, SHAPE, 'q8'), { ...first.tuning, matvec: undefined }); // what an older build cached
+  expect((await tuningFor(hardware, cache, SHAPE, 'q8')).source).toBe('measured');
+  // Which models the preset serves: a software adapter's up to hidden 128; none on other adapters.
+  expect(presetTuning(g.ctx.adapter, { C: SOFTWARE_PRESET_MAX_HIDDEN })).toEqual(SOFTWARE_TUNING);
+  expect(presetTuning(g.ctx.adapter, { C: 576 })).toBeNull();
+  expect(presetTuning(hardware.ctx.adapter, { C: 64 })).toBeNull();
+}, 900_000); // two measurements
+
+it("a cached value is used only if each of its tiles is among today's candidates", () => {
+  const base = SOFTWARE_TUNING;
+  expect(isCachedTuning(base)).toBe(true);
+  for (const foreign of [
+    { ...base, matmul: { variant: 'regs', TM: 3, TN: 5, WGX: 8, WGY: 8 } },
+    { ...base, matmulDx: { TM: 3, TK: 4, WGX: 8, WGY: 8 } },
+    { ...base, lmhead: { TM: 3, TN: 4, WGX: 8, WGY: 8 } },
+    { ...base, attention: { variant: 'rows', WG: 7, RT: 1 } },
+    { ...base, matvec: { variant: 'cols', TN4: 3, WG: 5 } },
+    { ...base, matvec: undefined },
+    { ...base, ceChunk: 1234 },
+    null,
+    'tuning',
+  ])
+    expect(isCachedTuning(foreign), JSON.stringify(foreign)).toBe(false);
+});
 
 it('times every variant the adapter can run and keeps the fastest; f16 tiles only with shader-f16, subgroup tiles only with subgroups of 8 lanes or more', async () => {
   const { features, subgroupMinSize } = g.ctx.adapter;

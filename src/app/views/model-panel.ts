@@ -130,6 +130,13 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   const status = h('p', { class: 'status', testid: 'model-status', 'data-state': 'idle' }, 'Waiting for the GPU…');
   const error = errorLine('model-error');
   const facts = h('dl', { class: 'facts', hidden: true });
+  // Loads the model again with the kernel tiles measured now: a software adapter runs small models on
+  // a preset, and a measurement cached earlier may predate a driver update.
+  const measure = h(
+    'button',
+    { type: 'button', testid: 'measure-kernels', title: 'Time the kernel variants on this GPU and model now and keep the fastest' },
+    'Measure',
+  );
   const memory = h('dd', { testid: 'gpu-bytes' });
   body.append(
     h('label', { class: 'field inline', for: 'model-kind' }, 'Model', kind),
@@ -164,7 +171,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
   };
   showRows();
   const updateControls = () => {
-    for (const c of [kind, hubId, hubUrl, hubLoad, folder, gguf, select]) c.disabled = stopped || locked || loading;
+    for (const c of [kind, hubId, hubUrl, hubLoad, folder, gguf, select, measure]) c.disabled = stopped || locked || loading;
   };
   const setState = (state: 'loading' | 'ready' | 'error', text: string) => {
     status.dataset.state = state;
@@ -181,7 +188,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       ...row('Shape', `${info.layers} layers · hidden ${info.hiddenSize} · vocabulary ${formatCount(info.vocabSize)}`),
       ...row('Weights', `${formatBytes(info.weightBytes)} in ${info.quant}`),
       h('dt', {}, 'Kernels'),
-      h('dd', { testid: 'kernels' }, info.kernels),
+      h('dd', {}, h('span', { testid: 'kernels' }, info.kernels), ' ', measure),
       h('dt', {}, 'GPU memory'),
       memory,
     );
@@ -189,7 +196,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     facts.hidden = false;
   };
 
-  const load = async () => {
+  const load = async (options: { measureKernels?: boolean } = {}) => {
     const quant = select.value as QuantFormat;
     loading = true;
     updateControls();
@@ -199,10 +206,15 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     const embedded = { url: 'Loading the toy-math demo…', stress: 'Loading the stress model…' } as Record<string, string>;
     setState('loading', embedded[current.kind] ?? 'Loading the model…');
     try {
-      const info = await opts.trainer.loadModel(current, quant, (p) => {
-        progress.value = p.fraction;
-        status.textContent = `${p.stage}…`;
-      });
+      const info = await opts.trainer.loadModel(
+        current,
+        quant,
+        (p) => {
+          progress.value = p.fraction;
+          status.textContent = `${p.stage}…`;
+        },
+        options,
+      );
       if (stopped) return;
       showModel(info);
       progress.hidden = true;
@@ -219,6 +231,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
     }
   };
 
+  measure.addEventListener('click', () => void load({ measureKernels: true }));
   select.addEventListener('change', () => {
     opts.onQuantChange(select.value as QuantFormat);
     void load();
