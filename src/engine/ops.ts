@@ -105,6 +105,9 @@ export const DEFAULT_TUNING: Tuning = {
 
 const MAX_WG = 65535;
 
+/** Cached uniforms `Ops.trimUniforms` lets an engine keep: the shapes of some 40 pass lengths. */
+export const UNIFORM_CACHE_MAX = 2048;
+
 /** The matmul tile for fewer rows than the tuned tile has (generation's T = 1): 1 row x 4 columns per thread. */
 const ROW_TILE: MatmulTile = { variant: 'regs', TM: 1, TN: 4, WGX: 64, WGY: 1 };
 
@@ -193,6 +196,23 @@ export class Ops {
       this.uniforms.set(key, u);
     }
     return u.buffer;
+  }
+
+  /** Uniform buffers held now (`uniform`'s cache). */
+  get uniformCount(): number {
+    return this.uniforms.size;
+  }
+
+  /**
+   * Destroys the cached uniforms once more than `max` are held: each distinct pass length adds
+   * about fifty (its shapes), so a run whose packed passes keep changing length would otherwise
+   * hold them all for the engine's life. Call it where no command encoder is being recorded (the
+   * trainer does at each step's start); work already submitted keeps its buffers until it completes.
+   */
+  trimUniforms(max = UNIFORM_CACHE_MAX): void {
+    if (this.uniforms.size <= max) return;
+    for (const u of this.uniforms.values()) this.buffers.destroy(u);
+    this.uniforms.clear();
   }
 
   private dummy(kind: 'read' | 'write'): GPUBuffer {

@@ -214,6 +214,7 @@ export class Trainer {
       const step = this.state.step + 1;
       const t0 = performance.now();
       engine.buffers.resetPeak();
+      model.ops.trimUniforms(); // nothing is being recorded between steps
       const first = (step - 1) * config.batch;
       const last = Math.min(step * config.batch, micro);
       const visits = Array.from({ length: last - first }, (_, i) => ({

@@ -133,6 +133,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.reload();
     await ready.waitFor({ timeout: 180_000 });
     expect(await kernels.textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(measured earlier on this GPU\)$`));
+    // The Storage view lists the measurement with what else is stored.
+    await expect.poll(() => page.locator('[data-testid=storage-row][data-kind=tuning]').count(), { timeout: 30_000 }).toBe(1);
     expect(pageErrors).toEqual([]);
   }, 480_000); // one measurement: every candidate compiled for each width (a minute or two on 2 busy cores)
 

@@ -38,7 +38,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'device loss' : `devi
     const errors: string[] = [];
     const { page } = await app.newPage({ errors });
     await page.goto(app.url);
-    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 300_000 }); // the first use measures the kernel tiles
+    await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });
     await page.getByTestId('train-method').selectOption('sft');
     await page.getByTestId('train-epochs').fill('0.8');
     await page.getByTestId('train-batch').fill('4');

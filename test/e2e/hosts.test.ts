@@ -60,8 +60,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'hosts' : `hosts (ski
 
   it("loads the demo with requests to the app's own origin only, the worker's included", async () => {
     await page.goto(app.url);
-    // A first load measures the kernel tiles: a minute or more on SwiftShader when the cores are shared.
-    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 200_000 });
+    await page.locator('[data-testid=model-status]:is([data-state=ready], [data-state=error])').waitFor({ timeout: 180_000 });
     expect(await page.getByTestId('model-error').textContent()).toBe('');
     const own = new URL(app.url).origin;
     expect(requests.requests.length).toBeGreaterThan(5);

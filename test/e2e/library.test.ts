@@ -261,7 +261,8 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       const items = page.getByTestId('storage-row');
       await expect.poll(() => items.count()).toBeGreaterThanOrEqual(5);
       const kinds = await items.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-kind')));
-      for (const k of ['run', 'dataset', 'checkpoint', 'imported', 'evaluations', 'tuning']) expect(kinds).toContain(k);
+      // (No kernel tuning: a small model on SwiftShader runs the preset; test/e2e/app.test.ts lists a measured one.)
+      for (const k of ['run', 'dataset', 'checkpoint', 'imported', 'evaluations']) expect(kinds).toContain(k);
       const estimate = page.getByTestId('storage-estimate');
       expect(await estimate.textContent()).toMatch(/^The browser counts .+ used of the .+ it allows this app/);
       expect(await page.getByTestId('storage-persisted').getAttribute('data-state')).toMatch(/^(true|false)$/);

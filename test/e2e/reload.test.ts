@@ -36,7 +36,7 @@ const RECORDS = 6;
 const STEPS = 2 * RECORDS;
 /** Reloads at random steps (each after a checkpoint taken at a random step by pausing), before the two inside writes. */
 const STEP_RELOADS = 3;
-/** How long a model load may take: the first on a fresh profile measures the kernel tiles, slow on a busy machine. */
+/** How long a model load may take on a busy machine (generous: a load compiles the kernels). */
 const LOAD_MS = 180_000;
 const toyRecords = JSON.parse(readFileSync(resolve(ROOT, 'public/toy-math/data/nlft_train_100.json'), 'utf8')) as unknown[];
 

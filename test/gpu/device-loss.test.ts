@@ -151,7 +151,7 @@ it("the worker's host: a device lost mid-run is reported and ends the run keepin
   expect(outcome).toMatchObject({ status: 'done', steps: 8 });
   expect(Buffer.from((await host.exportAdapter())[ADAPTER_WEIGHTS_FILE]).equals(Buffer.from(unbroken))).toBe(true);
   expect(hostLosses).toHaveLength(1);
-}, 300_000); // a run, a new device (its kernels measured again) and the rest of the run
+}, 300_000); // a run, a new device and the rest of the run
 
 it('nlft train: a device lost at step 5 ends with a DeviceLostError and how to continue; --resume on a new device gives the unbroken adapter', async () => {
   const unbroken = await unbrokenAdapter();

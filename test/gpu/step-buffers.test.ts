@@ -4,7 +4,8 @@
  * live buffers and bytes and the uploads per step stay the same from the second step on (the
  * first compiles the pipelines and fills the uniform cache with the run's shapes). Before the
  * pass seed moved into its own per-pass buffer, every seed added one cached uniform per dropout
- * dispatch, for the rest of the run.
+ * dispatch, for the rest of the run. Shape uniforms are cached, but not for the engine's life: past
+ * a cap (`Ops.trimUniforms`, called by the trainer at each step's start) they are destroyed.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
@@ -13,8 +14,10 @@ import { lossCoefficients, TrainPass, type TermKind } from '../../src/engine/tra
 import { initLora } from '../../src/model/lora.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import { AdamW } from '../../src/train/optimizer.ts';
+import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { TINY_SHAPE } from '../fixtures/tiny-llama.ts';
-import { testGpu, type TestGpu } from '../helpers/gpu.ts';
+import { maxViolation, randomArray, testGpu, type TestGpu } from '../helpers/gpu.ts';
+import { matmulRef } from '../reference/cpu-ops.ts';
 
 let g: TestGpu;
 beforeAll(async () => {
@@ -63,4 +66,31 @@ it('live buffers, bytes and uploads per step do not grow over a run with dropout
   // Dropout ran on every adapted input (forward, backward; the checkpointed pass recomputes its forward).
   expect(perStep[0].dropouts).toBeGreaterThan(0);
   for (const s of perStep.slice(2)) expect(s).toEqual(perStep[1]);
+});
+
+it('the uniform cache is emptied between steps once it holds more than its cap; the kernels then make what they need again', async () => {
+  const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, DEFAULT_TUNING);
+  const [N, K, maxT] = [16, 32, 40];
+  const wf = randomArray(N * K, 1, 0.5);
+  const xf = randomArray(maxT * K, 2);
+  const w = g.weight(wf, N, K, 'f32');
+  const x = g.buffers.upload('x', xf);
+  const out = g.buffers.create('out', maxT * N * 4);
+  try {
+    // One pass length after another, as packed passes of changing length: a uniform per length.
+    for (let T = 1; T <= maxT; T++) await g.run((enc) => ops.matmul(enc, { x, w, out, T }));
+    const held = ops.uniformCount;
+    expect(held).toBeGreaterThanOrEqual(maxT);
+    const live = g.buffers.list().length;
+    ops.trimUniforms(held); // at the cap: kept
+    expect(ops.uniformCount).toBe(held);
+    ops.trimUniforms(held - 1);
+    expect(ops.uniformCount).toBe(0);
+    expect(g.buffers.list().length).toBe(live - held);
+    await g.run((enc) => ops.matmul(enc, { x, w, out, T: maxT }));
+    expect(ops.uniformCount).toBeGreaterThan(0);
+    expect(maxViolation(await g.f32(out, maxT * N), matmulRef(xf, wf, maxT, N, K), 1e-4, 1e-5)).toBeLessThanOrEqual(1);
+  } finally {
+    for (const t of [w.data, x, out]) g.buffers.destroy(t);
+  }
 });
