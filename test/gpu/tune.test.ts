@@ -18,6 +18,8 @@ import {
   matmulCandidates,
   presetTuning,
   SOFTWARE_PRESET_MAX_HIDDEN,
+  SOFTWARE_TINY_MAX_HIDDEN,
+  SOFTWARE_TINY_TUNING,
   SOFTWARE_TUNING,
   SUBGROUP_TILE_MIN_LANES,
   tuneKernels,
@@ -51,12 +53,12 @@ it('a software adapter runs a small model on the preset, measured and cached onl
   const cache = mapCache();
   const progress: number[] = [];
   expect(await tuningFor(g, cache, SHAPE, 'q8', { onProgress: (f) => progress.push(f) })).toEqual({
-    tuning: SOFTWARE_TUNING,
+    tuning: SOFTWARE_TINY_TUNING,
     source: 'preset',
   });
   expect(progress).toEqual([]);
   expect(cache.map.size).toBe(0);
-  expect(isCachedTuning(SOFTWARE_TUNING)).toBe(true); // its tiles are all candidates
+  for (const preset of [SOFTWARE_TINY_TUNING, SOFTWARE_TUNING]) expect(isCachedTuning(preset)).toBe(true); // its tiles are all candidates
 
   const measured = await tuningFor(g, cache, SHAPE, 'q8', { onProgress: (f) => progress.push(f), measure: true });
   expect(measured.source).toBe('measured');
@@ -84,8 +86,11 @@ it('any other adapter, or a wider model, measures at first use and then reuses t
   expect(await tuningFor(hardware, cache, SHAPE, 'q8')).toEqual({ tuning: first.tuning, source: 'cached' });
   cache.map.set(tuningKey(g.ctx.adapter, SHAPE, 'q8'), { ...first.tuning, matvec: undefined }); // what an older build cached
   expect((await tuningFor(hardware, cache, SHAPE, 'q8')).source).toBe('measured');
-  // Which models the preset serves: a software adapter's up to hidden 128; none on other adapters.
+  // Which models the presets serve: a software adapter's up to hidden 128 (the quickest to compile up to 64); none on other adapters.
+  expect(presetTuning(g.ctx.adapter, { C: SOFTWARE_TINY_MAX_HIDDEN })).toEqual(SOFTWARE_TINY_TUNING);
+  expect(presetTuning(g.ctx.adapter, { C: SOFTWARE_TINY_MAX_HIDDEN + 32 })).toEqual(SOFTWARE_TUNING);
   expect(presetTuning(g.ctx.adapter, { C: SOFTWARE_PRESET_MAX_HIDDEN })).toEqual(SOFTWARE_TUNING);
+  expect(presetTuning(g.ctx.adapter, { C: SOFTWARE_PRESET_MAX_HIDDEN + 32 })).toBeNull();
   expect(presetTuning(g.ctx.adapter, { C: 576 })).toBeNull();
   expect(presetTuning(hardware.ctx.adapter, { C: 64 })).toBeNull();
 }, 900_000); // two measurements
