@@ -120,8 +120,8 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 /**
  * Makes the page's next write of a checkpoint (`checkpoint`: its bytes put in `runFiles`) or of a
  * finished run's end (`end`: a record put with status done, in a write without checkpoint bytes)
- * never end: its transaction is kept busy from its first answer on, so a reload lands inside it.
- * Test-side only (it wraps the page's IndexedDB).
+ * never end: its transaction is kept busy from its first answer on, so a reload lands inside it, and
+ * aborted when the page goes. Test-side only (it wraps the page's IndexedDB).
  */
 function holdWrite(page: Page, what: 'checkpoint' | 'end'): Promise<void> {
   return page.evaluate((kind) => {
@@ -142,6 +142,21 @@ function holdWrite(page: Page, what: 'checkpoint' | 'end'): Promise<void> {
         const what = `${this.name} ${String(key)}`;
         const busy = () => {
           if (held.not) return; // its puts all came in the same task, before the first answer
+          if (w.heldWrite === undefined) {
+            // The reload cuts the write: aborted as the page goes, not whenever the browser reaps the old page's
+            // busy transaction (which otherwise blocked the next page's reads of the store, once past 30 s).
+            addEventListener(
+              'pagehide',
+              () => {
+                try {
+                  held.tx.abort();
+                } catch {
+                  // It committed after all (an `end` write that turned out to carry a checkpoint).
+                }
+              },
+              { once: true },
+            );
+          }
           w.heldWrite = what;
           held.tx.objectStore('library').count().onsuccess = busy;
         };

@@ -9,10 +9,10 @@
  * tokenizer is refused naming where the vocabularies differ.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { makeTmpDir, type TinyLlamaFolderOptions, writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { KERNELS_TEXT, nlft, ROOT } from '../helpers/cli.ts';
+import { KERNELS_TEXT, nlft, nlftWithEnv, ROOT } from '../helpers/cli.ts';
 
 let tmp: string;
 let modelDir: string;
@@ -116,7 +116,9 @@ it('nlft score writes the per-token dump and prints the saliency summary', async
 });
 
 it('nlft tune measures every kernel candidate now, marks the fastest and keeps it; later commands take it', async () => {
-  const r = await nlft('tune', '--model', modelDir);
+  // A cache of its own: the other tests here compare scorings bit for bit, all on the preset tiles.
+  const env = { NLFT_CACHE_DIR: await mkdtemp(path.join(tmp, 'tune-cache-')) };
+  const r = await nlftWithEnv(env, 'tune', '--model', modelDir);
   expect(r.stderr).not.toContain('    at ');
   expect(r.code).toBe(0);
   expect(r.stderr).toMatch(/^tune {2}measuring the kernels: 100 %$/m);
@@ -128,10 +130,10 @@ it('nlft tune measures every kernel candidate now, marks the fastest and keeps i
     for (const row of rows) expect(row, family).toMatch(/ \d+\.\d\d (GFLOP\/s|ms)( {2}\*)?$/);
   }
   expect(r.stdout).toMatch(new RegExp(String.raw`^kernels {2}${KERNELS_TEXT} \(measured now\); kept in .*tuning\.json$`, 'm'));
-  const again = await nlft('score', '--model', modelDir, '--data', data, '--out', path.join(tmp, 'dump-tuned.json'));
+  const again = await nlftWithEnv(env, 'score', '--model', modelDir, '--data', data, '--out', path.join(tmp, 'dump-tuned.json'));
   expect(again.code).toBe(0);
   expect(again.stdout).toMatch(new RegExp(String.raw`^kernels {4}${KERNELS_TEXT} \(measured earlier on this GPU\)$`, 'm'));
-  const bad = await nlft('tune', '--model', modelDir, '--quant', 'q3');
+  const bad = await nlftWithEnv(env, 'tune', '--model', modelDir, '--quant', 'q3');
   expect(bad.code).toBe(1);
   expect(bad.stderr.trim()).toBe('nlft tune: --quant must be f32, q8 or q4 (got "q3")');
 }, 600_000); // one measurement: every candidate compiled for each width (about a minute on 2 busy cores)
