@@ -472,9 +472,10 @@ export type TuningSource = 'measured' | 'cached' | 'preset' | 'default';
 
 /**
  * The tile shapes for this adapter and model (docs/architecture.md §3b): the cached choice; for a
- * model of hidden size up to `SOFTWARE_PRESET_MAX_HIDDEN` on a software adapter, its preset (`presetTuning`);
- * else a short measurement now (`tuneKernels`) that is then cached. `measure` measures (and caches)
- * whatever the cache holds, and returns the timings. A cache that cannot be read or written costs a measurement, never the run.
+ * model of hidden size up to `SOFTWARE_PRESET_MAX_HIDDEN` on a software adapter, its preset
+ * (`presetTuning`); else a short measurement now (`tuneKernels`) that is then cached. `measure`
+ * measures (and caches) whatever the cache holds, and returns the timings. A cache that cannot be
+ * read or written costs a measurement, never the run.
  */
 export async function tuningFor(
   engine: Engine,
