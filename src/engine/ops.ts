@@ -39,6 +39,11 @@ export function describeMatmulTile(t: MatmulTile): string {
   return `${kind}${t.TM}×${t.TN} (wg ${t.variant === 'subgroup' ? t.WG : `${t.WGX}×${t.WGY}`})`;
 }
 
+/** A one-row (decode) shape as the kernels line names it, e.g. "cols 8 (wg 16)". */
+export function describeMatvecTile(t: MatvecTile): string {
+  return `${t.variant} ${4 * t.TN4} (wg ${t.WG})`;
+}
+
 /** Kernel shapes, chosen per adapter (see bench/ and docs/architecture.md §3b). TN is a multiple of 4. */
 export interface Tuning {
   matmul: MatmulTile;

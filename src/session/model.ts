@@ -5,7 +5,7 @@
  */
 import { TextTokenizer } from '../data/tokenizer.ts';
 import type { Engine } from '../engine/engine.ts';
-import { describeMatmulTile, type Tuning } from '../engine/ops.ts';
+import { describeMatmulTile, describeMatvecTile, type Tuning } from '../engine/ops.ts';
 import { type TuningCache, type TuningSource, tuningFor } from '../engine/tune.ts';
 import { ModelFormatError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
@@ -63,6 +63,6 @@ export function describeTuning(tuning: Tuning, source: TuningSource): string {
   }[source];
   const dx = tuning.matmulDx;
   const mv = tuning.matvec;
-  const decode = mv ? `, decode ${mv.variant} ${4 * mv.TN4} (wg ${mv.WG})` : '';
+  const decode = mv ? `, decode ${describeMatvecTile(mv)}` : '';
   return `matmul ${describeMatmulTile(tuning.matmul)}, dx ${dx.TM}×${dx.TK}, lm-head ${tile(tuning.lmhead)}${decode} (${why})`;
 }

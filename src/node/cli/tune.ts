@@ -6,7 +6,7 @@
  * to measure there anyway.
  */
 import { adapterName } from '../../engine/gpu.ts';
-import { describeMatmulTile, type MatvecTile, type Tuning } from '../../engine/ops.ts';
+import { describeMatmulTile, describeMatvecTile, type Tuning } from '../../engine/ops.ts';
 import type { TuneResult } from '../../engine/tune.ts';
 import { loadModelFolder } from '../../model/loader.ts';
 import { describeTuning, tuneEngine } from '../../session/model.ts';
@@ -41,7 +41,6 @@ export async function tuneCommand(argv: string[], out: (line: string) => void): 
 
 const wg = (t: { WGX: number; WGY: number }) => `(wg ${t.WGX}×${t.WGY})`;
 const attentionName = (t: Tuning['attention']) => (t.variant === 'tiled' ? `tiled ${t.BQ}×${t.BK}` : `rows ${t.RT} ${`(wg ${t.WG})`}`);
-const matvecName = (t: MatvecTile) => `${t.variant} ${4 * t.TN4} (wg ${t.WG})`;
 
 /** One line per candidate: its family, its tile, its speed, and `*` on the one kept. */
 function timingLines(r: TuneResult): string[] {
@@ -55,6 +54,6 @@ function timingLines(r: TuneResult): string[] {
     ...r.matmulDx.map((m) => row('dx', `${m.tile.TM}×${m.tile.TK} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.matmulDx))),
     ...r.lmhead.map((m) => row('lm-head', `${m.tile.TM}×${m.tile.TN} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.lmhead))),
     ...r.attention.map((m) => row('attention', attentionName(m.tile), ms(m.ms), same(m.tile, r.tuning.attention))),
-    ...r.matvec.map((m) => row('decode', matvecName(m.tile), ms(m.ms), same(m.tile, r.tuning.matvec!))),
+    ...r.matvec.map((m) => row('decode', describeMatvecTile(m.tile), ms(m.ms), same(m.tile, r.tuning.matvec!))),
   ];
 }
