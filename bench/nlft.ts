@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
 import { formatProfile } from '../src/engine/profile.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
-import { lossCoefficients, TrainPass } from '../src/engine/train-pass.ts';
+import { lossCoefficients, TrainPass, termWeights } from '../src/engine/train-pass.ts';
 import { tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
@@ -114,15 +114,13 @@ export async function nlftBench(argv: string[]): Promise<void> {
   };
   const sftStep = async (step: number) => {
     const t0 = now();
-    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
-    const w = new Float32Array(N).fill(1 / N);
-    await pass.backward(
-      lossCoefficients(
-        seq.rows.map(() => 'likelihood'),
-        w,
-        pass.scores,
-      ),
+    // SFT's terms are known before the pass: the lm-head's backward runs in the forward (as in Trainer).
+    const w = termWeights(
+      seq.rows.map(() => 'likelihood'),
+      new Float32Array(N).fill(1 / N),
     );
+    const pass = await TrainPass.forwardPacked(model, [{ ...seq, termWeights: w }], { rate: 0, seed: step });
+    await pass.backward(null);
     await optimizerStep(step);
     return now() - t0;
   };
@@ -171,9 +169,13 @@ export async function nlftBench(argv: string[]): Promise<void> {
   const fixedMethod = staticNlftMethod(new Map([[s, { scores: cached.records[0], result: results[0] }]]), { tokenText: String });
   const staticStep = async (step: number) => {
     const t0 = now();
-    const pass = await TrainPass.forward(model, seq.ids, seq.rows, seq.targets, { rate: 0, seed: step });
-    const t = await fixedMethod.terms(s, pass);
-    await pass.backward(lossCoefficients(t.kinds, t.weights, pass.scores));
+    const f = fixedMethod.termsBefore!(s);
+    const pass = await TrainPass.forwardPacked(model, [{ ...seq, termWeights: termWeights(f.kinds, f.weights, f.extra) }], {
+      rate: 0,
+      seed: step,
+    });
+    await fixedMethod.terms(s, pass);
+    await pass.backward(null);
     await optimizerStep(step);
     return now() - t0;
   };

@@ -21,7 +21,7 @@ import { describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { describeMatmulTile } from '../src/engine/ops.ts';
 import type { LoraSet } from '../src/model/lora.ts';
-import { lossCoefficients, lossValue, TrainPass, type TermKind } from '../src/engine/train-pass.ts';
+import { lossValue, TrainPass, type TermKind, termWeights } from '../src/engine/train-pass.ts';
 import { medianMs, tuneKernels, tuningShapeOf } from '../src/engine/tune.ts';
 import type { LlamaConfig } from '../src/model/config.ts';
 import { makeTinyLlama } from '../src/model/demo.ts';
@@ -65,7 +65,9 @@ export function benchLora(c: LlamaConfig, cfg: LoraConfig, seed = 11): LoraSet {
  *             2× the LoRA forward;
  *             attention: recompute S = QK^T, then dP = dO V^T, dV = P^T dO, dQ = dS K,
  *             dK = dS^T Q: 5 causal matmuls against the forward's 2, so 2.5× forward attention;
- *             lm-head: recompute the logits chunk + dH = dZ W: 2 · (2·R·V·C), 2× its forward.
+ *             lm-head: dH = dZ W, 2·R·V·C, 1× its forward (the forward keeps a chunk of rows'
+ *             logits and makes dZ of them in place, src/engine/lm-head.ts lmHeadForwardBackward).
+ *             The tfjs side does the same two products on its full (T,V) logits.
  * Element-wise work (norms, rope, SwiGLU, softmax, AdamW: O(T·C + params)) is left out.
  */
 export function trainFlops(c: LlamaConfig, T: number, R: number, lora: Pick<LoraConfig, 'r' | 'targets'>): number {
@@ -75,7 +77,7 @@ export function trainFlops(c: LlamaConfig, T: number, R: number, lora: Pick<Lora
   const loraFwd = c.numLayers * lora.targets.reduce((s, p) => s + 2 * T * lora.r * (shapes[p][0] + shapes[p][1]), 0);
   const head = 2 * c.vocabSize * c.hiddenSize * R;
   const forward = forwardFlops(c, T, R) + loraFwd;
-  const backward = c.numLayers * (2 * linear * T + 2.5 * attention) + 2 * loraFwd + 2 * head;
+  const backward = c.numLayers * (2 * linear * T + 2.5 * attention) + 2 * loraFwd + head;
   return forward + backward;
 }
 
@@ -200,19 +202,18 @@ export async function trainBench(argv: string[]): Promise<void> {
       await opt.step(enc, { lr: LR, step: ++t, gradScale: 1 / records });
       readNorm = opt.recordNormReadback(enc);
     };
+    // SFT's terms are known before the pass, so the lm-head's backward runs in the forward (as in Trainer).
+    const termWeightsOfRecord = termWeights(kinds, sftWeights);
+    const sequence = (q: (typeof seqs)[number]) => ({ ids: q.ids, rows: q.rows, targets: q.next, termWeights: termWeightsOfRecord });
     if (values.packed) {
-      const pass = await TrainPass.forwardPacked(
-        llama,
-        seqs.map((q) => ({ ids: q.ids, rows: q.rows, targets: q.next })),
-        { rate: 0, seed: 0 },
-      );
+      const pass = await TrainPass.forwardPacked(llama, seqs.map(sequence), { rate: 0, seed: 0 });
       loss = lossValue(packedKinds, packedWeights, pass.scores) / records;
-      await pass.backward(lossCoefficients(packedKinds, packedWeights, pass.scores), update);
+      await pass.backward(null, update);
     } else {
       for (const [i, q] of seqs.entries()) {
-        const pass = await TrainPass.forward(llama, q.ids, q.rows, q.next, { rate: 0, seed: 0 });
+        const pass = await TrainPass.forwardPacked(llama, [sequence(q)], { rate: 0, seed: 0 });
         loss += lossValue(kinds, sftWeights, pass.scores) / records;
-        await pass.backward(lossCoefficients(kinds, sftWeights, pass.scores), i === seqs.length - 1 ? update : undefined);
+        await pass.backward(null, i === seqs.length - 1 ? update : undefined);
       }
     }
     losses.push(loss);

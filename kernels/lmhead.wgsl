@@ -9,6 +9,14 @@
 //   part (R, nTiles). The thread whose tile holds a row's target writes that logit to tlogit (R).
 // Forward, pass `reduce`: per row, combine the partials: lse = logsumexp(z), logp = z_y - lse and
 //   log1mq = log(1 - q_y) = logsumexp_{k != y}(z) - lse, exact even when q_y -> 1 (docs/method.md §3).
+// When each row's loss-term weights are known before the forward (SFT, fixed saliency), the
+//   backward follows in the same submit: `coefs` makes the coefficients (a_r, t_r) on the GPU from
+//   the rows' (likelihood, unlikelihood) weights and log q_y, log(1 - q_y), as lossCoefficients does
+//   on the host. Mode 2 then spares mode 1's recompute of the logits (two lm-head products a row
+//   instead of three): `partial` also stores the tile's logits into dz (R, VC), VC the vocabulary
+//   padded to 4 (the caller passes a chunk of rows, so dz is rows x V for those only); `reduce` as
+//   above; `dz_rows` turns each row's logits into its gradient in place; matmul_dx and `scatter`
+//   follow as below.
 // Backward, pass `partial` in mode 1: the same tile recomputes z for one vocabulary chunk
 //   [vOff, vOff + VC) and writes dz into dz (R, VC) (VC a multiple of 4, padded columns 0):
 //   dz_v = a_r * softmax(z)_v off the target and dz_y = t_r at it, with (a_r, t_r) = coef[r] from the
@@ -20,8 +28,8 @@
 //
 // CPU references: test/reference/cpu-ops.ts lmHeadRef (forward), test/reference/cpu-backward.ts
 // scatterRowsRef (scatter); the dz chunks against float64 finite differences of the loss.
-// Tests: test/gpu/kernels.test.ts (forward), test/gpu/ce.test.ts (dz chunks + matmul_dx),
-// test/gpu/kernels-backward.test.ts (scatter).
+// Tests: test/gpu/kernels.test.ts (forward), test/gpu/ce.test.ts (dz chunks + matmul_dx, and mode 2
+// against mode 1), test/gpu/kernels-backward.test.ts (scatter).
 
 const WGX: u32 = {{WGX}}u;
 const WGY: u32 = {{WGY}}u;
@@ -30,6 +38,7 @@ const TN: u32 = {{TN4}}u * 4u;
 const KW: u32 = {{K}}u;
 const NONE: u32 = 0xffffffffu;
 const NEG: f32 = -3.0e38;
+const MAX_LOG_ODDS: f32 = 80.0; // src/engine/train-pass.ts MAX_LOG_ODDS
 
 struct Params { R: u32, V: u32, nTiles: u32, mode: u32, vOff: u32, VC: u32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -80,6 +89,14 @@ fn store_dz(r: u32, n: u32, z: vec4<f32>) {
   }
 }
 
+/// Mode 2: the raw logits z[r, n .. n+3] into dz (R, VC), for the columns below VC.
+fn store_z(r: u32, n: u32, z: vec4<f32>) {
+  if (r >= p.R) { return; }
+  for (var c = 0u; c < 4u; c++) {
+    if (n + c < p.VC) { dz[r * p.VC + n + c] = z[c]; }
+  }
+}
+
 @compute @workgroup_size(WGX, WGY)
 fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let r0 = (wg.y * WGY + lid.y) * TM;
@@ -121,6 +138,13 @@ fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 //#end
     return;
   }
+  if (p.mode == 2u) {
+//#for i in TM
+//#for j in TN4
+    store_z(r0 + {i}u, c{j}, acc{i}_{j});
+//#end
+//#end
+  }
 //#for i in TM
 //#for j in TN4
   ml{i} = fold(ml{i}, acc{i}_{j}, c{j}, r0 + {i}u, tg{i});
@@ -161,6 +185,37 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
   } else {
     logp[r] = tlogit[r] - z;
     log1mq[r] = mm + log(ll.y) - z;
+  }
+}
+
+// Each row's coefficients (R,2) from its term weights, after `reduce` (lossCoefficients on the GPU):
+//   a_r = w_l - w_u * q_y / (1 - q_y) (odds capped at e^MAX_LOG_ODDS), t_r = -w_l * (1 - q_y) + w_u * q_y
+@group(0) @binding(15) var<storage, read> terms: array<vec2<f32>>;          // (R) likelihood, unlikelihood weight
+@group(0) @binding(16) var<storage, read_write> coefOut: array<vec2<f32>>;  // (R)
+
+@compute @workgroup_size(64)
+fn coefs(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x;
+  if (r >= p.R) { return; }
+  let w = terms[r];
+  let lq = logp[r];
+  let l1 = log1mq[r];
+  coefOut[r] = vec2<f32>(w.x - w.y * exp(min(lq - l1, MAX_LOG_ODDS)), -w.x * exp(l1) + w.y * exp(lq));
+}
+
+// Mode 2's gradient, in place: one workgroup a row r of dz (R, VC) holding its logits z;
+//   dz_v = a_r * exp(z_v - lse_r) off the target, dz_y = t_r, 0 on the padding columns v >= V.
+@compute @workgroup_size(64)
+fn dz_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let r = wg.x;
+  let at = coef[r];
+  let l = lse[r];
+  let tg = targets[r];
+  for (var v = lid.x; v < p.VC; v += 64u) {
+    let i = r * p.VC + v;
+    var g = 0.0;
+    if (v == tg) { g = at.y; } else if (v < p.V) { g = at.x * exp(dz[i] - l); }
+    dz[i] = g;
   }
 }
 

@@ -19,6 +19,11 @@ export interface TrackedBuffer {
 export const STORAGE = 0x80 | 0x8 | 0x4; // STORAGE | COPY_DST | COPY_SRC
 export const UNIFORM = 0x40 | 0x8; //       UNIFORM | COPY_DST
 
+/** A view of `bytes` bytes of `t` from byte `from` (a multiple of the device's storage offset alignment, 256 at most). */
+export function viewOf(t: TrackedBuffer, from: number, bytes: number): TrackedBuffer {
+  return { buffer: t.buffer, label: t.label, offset: (t.offset ?? 0) + from, size: bytes };
+}
+
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;

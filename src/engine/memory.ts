@@ -8,7 +8,8 @@ import type { LlamaConfig } from '../model/config.ts';
 import type { QuantFormat } from '../model/quant.ts';
 import { baseModelBytes, projectionShapes } from '../model/size.ts';
 import type { Projection } from '../model/weights.ts';
-import { DEFAULT_TUNING, type Tuning } from './ops.ts';
+import { keptLogitRows, keptRowStep } from './lm-head.ts';
+import { DEFAULT_TUNING, paddedVocab, type Tuning } from './ops.ts';
 
 export interface TrainMemoryEstimate {
   /** Frozen base weights. */
@@ -50,9 +51,15 @@ export function estimateTrainBytes(
   const final = 2 * T * C + T + T * maxIn; // final norm, its rstd, the dropout scratch
   // lse, logp, log1mq; partials (vec4 per vocabulary tile); target logits; rows and targets
   const scoring = R * 3 + R * Math.ceil(c.vocabSize / (DEFAULT_TUNING.lmhead.TN * DEFAULT_TUNING.lmhead.WGX)) * 4 + R + 2 * R;
-  const vc = Math.min(DEFAULT_TUNING.ceChunk, Math.ceil(c.vocabSize / 4) * 4);
-  // Backward scratch: dz chunk, dh, d(final norm), d residual, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, g, gx.
-  const backward = R * vc + R * C + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + 2 * R;
+  const vp = paddedVocab(c.vocabSize);
+  const vc = Math.min(DEFAULT_TUNING.ceChunk, vp);
+  // The lm-head's backward scratch, the larger of its two forms (lm-head.ts): a dz vocabulary chunk
+  // and dh for all rows, or a chunk of rows' kept logits and their dh (when terms come before the
+  // pass), in the default tiles' row steps as the rest of the lm-head's scratch.
+  const keptRows = keptLogitRows(R, T, c.vocabSize, keptRowStep(DEFAULT_TUNING));
+  const head = Math.max(R * (vc + C), keptRows * (vp + C));
+  // Backward scratch: the lm-head's, d(final norm), d residual, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, g, gx, coefficients.
+  const backward = head + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + 2 * R;
   const activations = (kept + final + scoring + backward) * F32;
   const model = baseModelBytes(c, quant);
   const loraBytes = 5 * loraFloats * F32 + OPTIMIZER_SCRATCH;

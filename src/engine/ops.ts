@@ -141,6 +141,11 @@ export interface AttentionActs {
 }
 
 /** The scored rows of the lm-head: final hidden states h (T,C), R rows and their targets, W (V,C), lse (R). */
+/** The lm-head's vocabulary padded to a multiple of 4: the row stride of a kept logits block. */
+export function paddedVocab(V: number): number {
+  return Math.ceil(V / 4) * 4;
+}
+
 export interface LmheadRows {
   h: TrackedBuffer;
   rows: TrackedBuffer;
@@ -696,7 +701,7 @@ export class Ops {
     };
   }
 
-  private async lmheadPipeline(w: GpuWeight, entry: 'partial' | 'reduce' | 'scatter'): Promise<GPUComputePipeline> {
+  private async lmheadPipeline(w: GpuWeight, entry: 'partial' | 'reduce' | 'coefs' | 'dz_rows' | 'scatter'): Promise<GPUComputePipeline> {
     const { format, cols: C } = w;
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const key = `lmhead:${format}:${C}:${TM}:${TN}:${WGX}:${WGY}`;
@@ -742,11 +747,69 @@ export class Ops {
    * logits are never stored.
    */
   async lmhead(enc: GPUCommandEncoder, a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer }): Promise<void> {
-    const V = a.w.rows;
     const { TM, WGY } = this.tuning.lmhead;
-    const { part, tlogit, nTiles } = a.scratch;
-    const u = this.uniform([a.R, V, nTiles, 0, 0, 0, 0, 0], 'uuuuuuuu');
+    const { nTiles } = a.scratch;
+    const u = this.uniform([a.R, a.w.rows, nTiles, 0, 0, 0, 0, 0], 'uuuuuuuu');
     await this.lmheadPartial(enc, a, u, [this.dummy('read'), this.dummy('write')], [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.partial');
+    await this.lmheadReduce(enc, a, u);
+  }
+
+  /**
+   * `lmhead`, keeping the logits: also writes z (R, VC) = h[rows] @ W^T into `z`, VC the vocabulary
+   * padded to 4 (the caller bounds R so that R x VC stays small). Then `lmheadDzRows` makes the
+   * gradient of them in place, with no recompute.
+   */
+  async lmheadKeep(
+    enc: GPUCommandEncoder,
+    a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer; z: TrackedBuffer },
+  ): Promise<void> {
+    const { TM, WGY } = this.tuning.lmhead;
+    const { nTiles } = a.scratch;
+    const u = this.uniform([a.R, a.w.rows, nTiles, 2, 0, paddedVocab(a.w.rows), 0, 0], 'uuuuuuuu');
+    await this.lmheadPartial(enc, a, u, [this.dummy('read'), a.z], [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.keep');
+    await this.lmheadReduce(enc, a, u);
+  }
+
+  /**
+   * Each row's coefficients coef (R,2) from its (likelihood, unlikelihood) weights `terms` (R,2) and
+   * the forward's log q_y, log(1 - q_y): train-pass.ts lossCoefficients on the GPU.
+   */
+  async lmheadCoefs(
+    enc: GPUCommandEncoder,
+    a: Pick<LmheadRows, 'R' | 'w'> & { logp: TrackedBuffer; log1mq: TrackedBuffer; terms: TrackedBuffer; coef: TrackedBuffer },
+  ): Promise<void> {
+    const u = this.uniform([a.R, a.w.rows, 0, 0, 0, 0, 0, 0], 'uuuuuuuu');
+    this.dispatch(
+      enc,
+      await this.lmheadPipeline(a.w, 'coefs'),
+      [this.buf(0, u), this.buf(9, a.logp), this.buf(10, a.log1mq), this.buf(15, a.terms), this.buf(16, a.coef)],
+      [Math.ceil(a.R / 64), 1],
+      'lmhead.coefs',
+    );
+  }
+
+  /** z (R, VC) from `lmheadKeep` -> dz in place: dz_v = a_r * softmax(z)_v off the target, t_r at it, 0 past V. */
+  async lmheadDzRows(
+    enc: GPUCommandEncoder,
+    a: Pick<LmheadRows, 'targets' | 'R' | 'w' | 'lse'> & { coef: TrackedBuffer; z: TrackedBuffer },
+  ): Promise<void> {
+    const u = this.uniform([a.R, a.w.rows, 0, 2, 0, paddedVocab(a.w.rows), 0, 0], 'uuuuuuuu');
+    this.dispatch(
+      enc,
+      await this.lmheadPipeline(a.w, 'dz_rows'),
+      [this.buf(0, u), this.buf(3, a.targets), this.buf(8, a.lse), this.buf(11, a.coef), this.buf(12, a.z)],
+      [a.R, 1],
+      'lmhead.dz_rows',
+    );
+  }
+
+  /** The lm-head's per-row combine of the tiles' partials: lse, logp, log1mq (R). */
+  private async lmheadReduce(
+    enc: GPUCommandEncoder,
+    a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer },
+    u: GPUBuffer,
+  ): Promise<void> {
+    const { part, tlogit } = a.scratch;
     this.dispatch(
       enc,
       await this.lmheadPipeline(a.w, 'reduce'),

@@ -52,6 +52,24 @@ export function lossCoefficients(kinds: readonly TermKind[], weights: ArrayLike<
   return out;
 }
 
+/**
+ * The same terms as each row's (likelihood, unlikelihood) weight, interleaved (R,2), for a forward
+ * pass that runs the lm-head's backward at once (`TrainSequence.termWeights`); the coefficients are
+ * linear in the weights, so `extra` terms on the same rows add into the same pairs.
+ */
+export function termWeights(
+  kinds: readonly TermKind[],
+  weights: ArrayLike<number>,
+  extra?: { kinds: readonly TermKind[]; weights: ArrayLike<number> },
+): Float32Array {
+  const out = new Float32Array(kinds.length * 2);
+  for (const t of extra ? [{ kinds, weights }, extra] : [{ kinds, weights }])
+    t.kinds.forEach((kind, r) => {
+      out[2 * r + (kind === 'likelihood' ? 0 : 1)] += t.weights[r];
+    });
+  return out;
+}
+
 /** The loss value of the same terms, from the forward's log-probabilities. */
 export function lossValue(kinds: readonly TermKind[], weights: ArrayLike<number>, scores: PositionScores): number {
   let s = 0;
@@ -64,6 +82,13 @@ export interface TrainSequence {
   ids: number[];
   rows: number[];
   targets: number[];
+  /**
+   * Each row's (likelihood, unlikelihood) weight (R,2) (`termWeights`), when the loss terms are
+   * known before the forward pass (SFT, fixed saliency): the forward then runs the lm-head's
+   * backward too, without recomputing the logits, and `backward` takes no coefficients. Used only
+   * when every sequence of the pass has them.
+   */
+  termWeights?: ArrayLike<number>;
 }
 
 /** What a loss method reads of one sequence's forward pass: its scored rows' scores and final hidden states. */
@@ -136,21 +161,32 @@ export class TrainPass implements SequenceForward {
       const lengths = seqs.map((q) => q.ids.length);
       const tables = passTables(model, lengths);
       const withSeeds = dropout.rate > 0;
-      const [ids, rowsBuf, targets, cs, seg, seeds] = b.uploadParts(live, 'pass inputs', [
+      const withTerms = seqs.every((q) => q.termWeights !== undefined);
+      if (withTerms)
+        seqs.forEach((q, i) => {
+          if (q.termWeights!.length !== 2 * q.rows.length)
+            throw new NlftError(
+              `sequence ${i}: ${q.termWeights!.length / 2} term weight pairs for ${q.rows.length} scored positions`,
+              'bad-position',
+            );
+        });
+      const [ids, rowsBuf, targets, cs, seg, ...optional] = b.uploadParts(live, 'pass inputs', [
         Uint32Array.from(seqs.flatMap((q) => q.ids)),
         Uint32Array.from(rows),
         Uint32Array.from(seqs.flatMap((q) => q.targets)),
         tables.cs,
         tables.seg,
         ...(withSeeds ? [dropoutSeedTable(dropout.seeds ?? lengths.map(() => dropout.seed), lengths)] : []),
+        ...(withTerms ? [Float32Array.from(seqs.flatMap((q) => Array.from(q.termWeights!)))] : []),
       ]);
+      const [seeds, terms] = withSeeds ? optional : [undefined, ...optional];
       const acts = model.allocActs(T, recompute ? 'checkpointed' : 'per-layer', live, lengths, { cs, seg });
       acts.seeds = seeds ?? null;
       const enc = b.device.createCommandEncoder({ label: 'train forward' });
       await model.encodeForward(enc, ids, acts, dropout, live);
       const R = rows.length;
       const scored = { rows: rowsBuf, targets, R };
-      const head = await model.encodeScores(enc, acts, scored, live);
+      const head = await model.encodeScores(enc, acts, scored, live, withTerms ? terms : undefined);
       // The three (R) outputs copied into one mappable buffer by the same submit: one readback.
       const staging = b.device.createBuffer({ label: 'scores (3,R):readback', size: 12 * R, usage: MAP_READ | COPY_DST });
       [head.logp, head.log1mq, head.lse].forEach((t, i) => enc.copyBufferToBuffer(t.buffer, t.offset ?? 0, staging, 4 * R * i, 4 * R));
@@ -191,21 +227,28 @@ export class TrainPass implements SequenceForward {
     };
   }
 
+  /** Whether the forward ran the lm-head's backward too (every sequence had `termWeights`): `backward` then takes no coefficients. */
+  get headBackwardDone(): boolean {
+    return this.head.dxn !== undefined;
+  }
+
   /**
-   * Backward pass for per-row coefficients `coef` (R,2) (see `lossCoefficients`); adds the LoRA
-   * gradients into `model.lora.grads`, in one submit with what `then` records after it (the
-   * optimizer step, so that a step's last backward and its update are one submit). The pass's
-   * buffers are then recycled (`BufferManager.recycle`): the next pass of the same shape takes them
-   * back, and with them the bind groups made for them.
+   * Backward pass for per-row coefficients `coef` (R,2) (see `lossCoefficients`), or null when
+   * the forward had the rows' term weights (`headBackwardDone`); adds the LoRA gradients into
+   * `model.lora.grads`, in one submit with what `then` records after it (the optimizer step, so
+   * that a step's last backward and its update are one submit). The pass's buffers are then
+   * recycled (`BufferManager.recycle`): the next pass of the same shape takes them back, and with
+   * them the bind groups made for them.
    */
-  async backward(coef: Float32Array, then?: (enc: GPUCommandEncoder) => Promise<void>): Promise<void> {
+  async backward(coef: Float32Array | null, then?: (enc: GPUCommandEncoder) => Promise<void>): Promise<void> {
     const R = this.scored.R;
-    if (coef.length !== 2 * R) throw new NlftError(`${coef.length / 2} coefficient pairs for ${R} scored positions`, 'bad-position');
+    if (coef && coef.length !== 2 * R)
+      throw new NlftError(`${coef.length / 2} coefficient pairs for ${R} scored positions`, 'bad-position');
     const b = this.model.buffers;
     const tmp: TrackedBuffer[] = [];
     try {
       const enc = b.device.createCommandEncoder({ label: 'backward' });
-      const coefBuf = b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
+      const coefBuf = coef && b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
       await this.model.encodeBackward(enc, this.acts, this.scored, this.head, coefBuf, this.dropout, tmp);
       await then?.(enc);
       // No wait: what reads the gradients next (the optimizer step, a readback) is queued behind it.

@@ -9,6 +9,8 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GpuLlama } from '../../src/engine/llama.ts';
+import { keptLogitRows, keptRowStep } from '../../src/engine/lm-head.ts';
+import { DEFAULT_TUNING } from '../../src/engine/ops.ts';
 import { estimateScoreBytes, estimateTrainBytes, scoreBatchTokens } from '../../src/engine/memory.ts';
 import { makeTinyLlama } from '../../src/model/demo.ts';
 import { initLora, type LoraConfig } from '../../src/model/lora.ts';
@@ -25,11 +27,17 @@ beforeAll(async () => {
 });
 afterAll(() => g?.destroy());
 
-for (const recompute of [false, true]) {
-  it(`estimate matches the measured peak of a training step (${recompute ? 'recompute' : 'keep activations'})`, async () => {
+// 5000 words, 57 rows: the two-pass lm-head backward; 6000 words, 40 rows: SFT's lm-head keeps the rows' logits (lm-head.ts keptLogitRows).
+for (const [recompute, vocab, response] of [
+  [false, 5000, 57],
+  [true, 5000, 57],
+  [false, 6000, 40],
+] as const) {
+  it(`estimate matches the measured peak of a training step (${recompute ? 'recompute' : 'keep activations'}, vocabulary ${vocab}, ${response} rows)`, async () => {
+    expect(keptLogitRows(response, 40 + response - 1, vocab, keptRowStep(DEFAULT_TUNING))).toBe(vocab === 6000 ? response : 0);
     const weights = makeTinyLlama({
       seed: 4,
-      vocabSize: 5000,
+      vocabSize: vocab,
       hiddenSize: 64,
       intermediateSize: 128,
       numLayers: 4,
@@ -43,8 +51,8 @@ for (const recompute of [false, true]) {
     const sample = {
       id: 'a',
       index: 1,
-      promptIds: Array.from({ length: 40 }, () => rng.int(5000)),
-      responseIds: Array.from({ length: 57 }, () => rng.int(5000)),
+      promptIds: Array.from({ length: 40 }, () => rng.int(vocab)),
+      responseIds: Array.from({ length: response }, () => rng.int(vocab)),
       truncatedBy: 0,
     };
     const before = g.buffers.current;
@@ -52,7 +60,7 @@ for (const recompute of [false, true]) {
     const trainer = new Trainer(g, model, [sample], { ...DEFAULT_TRAIN, epochs: 1, batch: 1, recompute }, undefined, 0.1);
     let peak = 0;
     await trainer.run({ onStep: (m) => void (peak = m.peakBytes) });
-    const est = estimateTrainBytes(weights.config, 'q8', loraCfg, 96, 57, recompute);
+    const est = estimateTrainBytes(weights.config, 'q8', loraCfg, 40 + response - 1, response, recompute);
     const measured = peak - before;
     expect(est.total / measured).toBeGreaterThan(0.9);
     expect(est.total / measured).toBeLessThan(1.1);
