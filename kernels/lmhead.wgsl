@@ -9,27 +9,28 @@
 //   part (R, nTiles). The thread whose tile holds a row's target writes that logit to tlogit (R).
 // Forward, pass `reduce`: per row, combine the partials: lse = logsumexp(z), logp = z_y - lse and
 //   log1mq = log(1 - q_y) = logsumexp_{k != y}(z) - lse, exact even when q_y -> 1 (docs/method.md §3).
-// When each row's loss-term weights are known before the forward (SFT, fixed saliency), the
-//   backward follows in the same submit: `coefs` makes the coefficients (a_r, t_r) on the GPU from
-//   the rows' (likelihood, unlikelihood) weights and log q_y, log(1 - q_y), as lossCoefficients does
-//   on the host. Mode 2 then spares mode 1's recompute of the logits (two lm-head products a row
-//   instead of three): `partial` also stores the tile's logits into dz (R, VC), VC the vocabulary
-//   padded to 4 (the caller passes a chunk of rows, so dz is rows x V for those only); `reduce` as
-//   above; `dz_rows` turns each row's logits into its gradient in place; matmul_dx and `scatter`
-//   follow as below.
-// Backward, pass `partial` in mode 1: the same tile recomputes z for one vocabulary chunk
-//   [vOff, vOff + VC) and writes dz into dz (R, VC) (VC a multiple of 4, padded columns 0):
-//   dz_v = a_r * softmax(z)_v off the target and dz_y = t_r at it, with (a_r, t_r) = coef[r] from the
-//   host (src/engine/train-pass.ts lossCoefficients, docs/method.md §5: likelihood c*(-log q_y) and
-//   unlikelihood u*(-log(1-q_y)) terms; t_r computed from log q and log(1-q) so it stays exact as
-//   q_y -> 1, where a_r * (q_y - 1) would be huge times rounding noise). dh = dz @ W[chunk] is then
-//   matmul_dx.wgsl, and `scatter` adds dh into the rows' hidden-state gradient. Only one chunk of dz
-//   exists at a time, so memory is R x VC, never R x V.
+// Training forward, the gradient too: every loss term of a row is a multiple of one vector
+//   g_r = dz'_r @ W, dz'_v = exp(z_v - lse'_r) for v != y (the softmax without the target,
+//   lse' = logsumexp_{k != y}(z) = lse + log1mq), dz'_y = -1,
+//   the gradient of -log q_y divided by (1 - q_y): likelihood c*(-log q_y) has gradient c*(1-q)*g_r,
+//   unlikelihood u*(-log(1-q_y)) has -u*q*g_r (docs/method.md §5). Each dz' is in [-1, 1] and sums
+//   to 0, at any q_y, so g is well scaled even when q_y -> 1. The forward makes g (R,C) with no
+//   coefficient known, and the backward only scales it per row (`scatter`).
+//   Mode 2 (a chunk of rows at a time): `partial` also stores the tile's logits into dz (R, VC), VC
+//   the vocabulary padded to 4 (rows x V for the chunk's rows only); `reduce` as above; `dz_rows`
+//   turns each row's logits into dz' in place; then g = dz' @ W is matmul_dx.wgsl: two lm-head
+//   products a row.
+//   Mode 1, when a chunk of rows' logits would be too large to keep: `partial` recomputes z for one
+//   vocabulary chunk [vOff, vOff + VC) and writes dz' into dz (R, VC) (padded columns 0), and
+//   matmul_dx adds dz' @ W[chunk] into g; memory R x VC, never R x V; three products a row.
+// Backward, `scatter`: the rows' hidden-state gradient dxn[rows[r]] += coef_r * g_r, coef (R) from
+//   the host (src/engine/train-pass.ts lossCoefficients).
 //
 // CPU references: test/reference/cpu-ops.ts lmHeadRef (forward), test/reference/cpu-backward.ts
-// scatterRowsRef (scatter); the dz chunks against float64 finite differences of the loss.
-// Tests: test/gpu/kernels.test.ts (forward), test/gpu/ce.test.ts (dz chunks + matmul_dx, and mode 2
-// against mode 1), test/gpu/kernels-backward.test.ts (scatter).
+// scatterRowsRef (scatter); the gradient against float64 finite differences of the loss.
+// Tests: test/gpu/kernels.test.ts (forward), test/gpu/ce.test.ts (g from modes 1 and 2 + matmul_dx,
+// scaled by `scatter`, against finite differences; mode 2 against mode 1),
+// test/gpu/kernels-backward.test.ts (scatter).
 
 const WGX: u32 = {{WGX}}u;
 const WGY: u32 = {{WGY}}u;
@@ -38,7 +39,6 @@ const TN: u32 = {{TN4}}u * 4u;
 const KW: u32 = {{K}}u;
 const NONE: u32 = 0xffffffffu;
 const NEG: f32 = -3.0e38;
-const MAX_LOG_ODDS: f32 = 80.0; // src/engine/train-pass.ts MAX_LOG_ODDS
 
 struct Params { R: u32, V: u32, nTiles: u32, mode: u32, vOff: u32, VC: u32, _a: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -50,7 +50,6 @@ struct Params { R: u32, V: u32, nTiles: u32, mode: u32, vOff: u32, VC: u32, _a: 
 @group(0) @binding(8) var<storage, read_write> lse: array<f32>;             // (R)
 @group(0) @binding(9) var<storage, read_write> logp: array<f32>;            // (R)
 @group(0) @binding(10) var<storage, read_write> log1mq: array<f32>;         // (R)
-@group(0) @binding(11) var<storage, read> coef: array<vec2<f32>>;           // (R) a_r, t_r
 @group(0) @binding(12) var<storage, read_write> dz: array<f32>;             // (R, VC)
 
 {{WEIGHT}}
@@ -72,20 +71,22 @@ fn fold(ml: vec3<f32>, z: vec4<f32>, n: u32, r: u32, tg: u32) -> vec3<f32> {
   return vec3<f32>(mt, ml.y * c + e.x + e.y + e.z + e.w, ml.z * c + ex.x + ex.y + ex.z + ex.w);
 }
 
-/// Backward epilogue: dz[r, n - vOff .. +3] for the chunk's columns (a_r * q_v, or t_r at the target).
+/// dz'_v of row r at word v: -1 at the target, exp(z - lse') off it (lse' = logsumexp without the
+/// target; 0 where every other word's probability underflowed), 0 past V.
+fn unit_dz(z: f32, v: u32, tg: u32, lo: f32) -> f32 {
+  if (v == tg) { return -1.0; }
+  if (v >= p.V || lo <= NEG) { return 0.0; }
+  return exp(z - lo);
+}
+
+/// Mode 1: dz'[r, n - vOff .. +3] for the chunk's columns.
 fn store_dz(r: u32, n: u32, z: vec4<f32>) {
   if (r >= p.R) { return; }
-  let at = coef[r];
-  let l = lse[r];
+  let lo = lse[r] + log1mq[r];
   let tg = targets[r];
   for (var c = 0u; c < 4u; c++) {
-    let v = n + c;
-    let col = v - p.vOff;
-    if (col < p.VC) {
-      var g = 0.0;
-      if (v == tg) { g = at.y; } else if (v < p.V) { g = at.x * exp(z[c] - l); }
-      dz[r * p.VC + col] = g;
-    }
+    let col = n + c - p.vOff;
+    if (col < p.VC) { dz[r * p.VC + col] = unit_dz(z[c], n + c, tg, lo); }
   }
 }
 
@@ -188,40 +189,22 @@ fn reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
 }
 
-// Each row's coefficients (R,2) from its term weights, after `reduce` (lossCoefficients on the GPU):
-//   a_r = w_l - w_u * q_y / (1 - q_y) (odds capped at e^MAX_LOG_ODDS), t_r = -w_l * (1 - q_y) + w_u * q_y
-@group(0) @binding(15) var<storage, read> terms: array<vec2<f32>>;          // (R) likelihood, unlikelihood weight
-@group(0) @binding(16) var<storage, read_write> coefOut: array<vec2<f32>>;  // (R)
-
-@compute @workgroup_size(64)
-fn coefs(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let r = gid.x;
-  if (r >= p.R) { return; }
-  let w = terms[r];
-  let lq = logp[r];
-  let l1 = log1mq[r];
-  coefOut[r] = vec2<f32>(w.x - w.y * exp(min(lq - l1, MAX_LOG_ODDS)), -w.x * exp(l1) + w.y * exp(lq));
-}
-
-// Mode 2's gradient, in place: one workgroup a row r of dz (R, VC) holding its logits z;
-//   dz_v = a_r * exp(z_v - lse_r) off the target, dz_y = t_r, 0 on the padding columns v >= V.
+// Mode 2's dz' in place: one workgroup a row r of dz (R, VC) holding its logits z.
 @compute @workgroup_size(64)
 fn dz_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let r = wg.x;
-  let at = coef[r];
-  let l = lse[r];
+  let lo = lse[r] + log1mq[r];
   let tg = targets[r];
   for (var v = lid.x; v < p.VC; v += 64u) {
     let i = r * p.VC + v;
-    var g = 0.0;
-    if (v == tg) { g = at.y; } else if (v < p.V) { g = at.x * exp(dz[i] - l); }
-    dz[i] = g;
+    dz[i] = unit_dz(dz[i], v, tg, lo);
   }
 }
 
-// dxn (T,C) rows[r] += dh (R,C) row r. Rows are distinct (each position is scored once), so no
-// two threads write the same element.
-@group(0) @binding(13) var<storage, read> dh: array<vec4<f32>>;             // (R, C/4)
+// dxn (T,C) rows[r] += coef[r] * g (R,C) row r. Rows are distinct (each position is scored once), so
+// no two threads write the same element.
+@group(0) @binding(11) var<storage, read> coef: array<f32>;                 // (R)
+@group(0) @binding(13) var<storage, read> dh: array<vec4<f32>>;             // (R, C/4) g
 @group(0) @binding(14) var<storage, read_write> dxn: array<vec4<f32>>;      // (T, C/4)
 
 @compute @workgroup_size(64)
@@ -230,5 +213,5 @@ fn scatter(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
   let c4 = KW / 4u;
   if (i >= p.R * c4) { return; }
   let r = i / c4;
-  dxn[rows[r] * c4 + i % c4] += dh[i];
+  dxn[rows[r] * c4 + i % c4] += coef[r] * dh[i];
 }

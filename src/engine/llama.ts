@@ -21,7 +21,7 @@ import { PROJECTIONS, type LlamaWeights, type Projection } from '../model/weight
 import { type ActsMode, allocForwardActs, allocLayerGrads, type ForwardActs } from './activations.ts';
 import type { BufferManager, TrackedBuffer } from './buffers.ts';
 import { type GpuLayer, layerBackward, layerForward } from './decoder-layer.ts';
-import { type LmHeadOut, lmHeadBackward, lmHeadForward, lmHeadForwardBackward, type ScoredRows } from './lm-head.ts';
+import { type LmHeadOut, type LmHeadTrainOut, lmHeadBackward, lmHeadForward, lmHeadForwardGrad, type ScoredRows } from './lm-head.ts';
 import type { DropoutSpec, PassContext } from './lora-linear.ts';
 import { LoraParams } from './lora-params.ts';
 import type { GpuWeight, Ops } from './ops.ts';
@@ -227,32 +227,26 @@ export class GpuLlama {
   }
 
   /**
-   * Record the backward pass of `encodeForward` + `encodeScores` into `enc`, for the loss
-   * coefficients `coef` (R,2) of the scored rows (train-pass.ts `lossCoefficients`): the fused
-   * cross-entropy backward -> final norm -> layers, last to first, adding the LoRA gradients into
-   * `lora.grads`. When `encodeScores` had the rows' term weights, it ran the cross-entropy backward
-   * already and `coef` is null. The embedding is frozen, so the pass stops at the first layer's
-   * input. Scratch buffers are registered in `live`.
+   * Record the backward pass of `encodeForward` + `encodeTrainScores` into `enc`, for the loss
+   * coefficients `coef` (R) of the scored rows (train-pass.ts `lossCoefficients`): the lm-head's
+   * rows' gradient (coef times the unit gradient its forward made) -> final norm -> layers, last
+   * to first, adding the LoRA gradients into `lora.grads`. The embedding is frozen, so the pass
+   * stops at the first layer's input. Scratch buffers are registered in `live`.
    */
   async encodeBackward(
     enc: GPUCommandEncoder,
     acts: ForwardActs,
     scored: ScoredRows,
-    head: LmHeadOut,
-    coef: TrackedBuffer | null,
+    head: LmHeadTrainOut,
+    coef: TrackedBuffer,
     dropout: DropoutSpec,
     live: TrackedBuffer[],
   ): Promise<void> {
     const c = this.config;
     const T = acts.T;
     if (!this.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
-    if ((coef === null) !== (head.dxn !== undefined))
-      throw new NlftError(
-        head.dxn ? 'this pass had its term weights: its backward takes no coefficients' : 'the backward pass needs the loss coefficients',
-        'bad-position',
-      );
-    // coef (R,2) -> dxn (T,C)
-    const dxn = head.dxn ?? (await lmHeadBackward(this.ops, enc, this.lmHead, acts.xnF, T, scored, head, coef!, live));
+    // coef (R) -> dxn (T,C)
+    const dxn = await lmHeadBackward(this.ops, enc, this.lmHead, T, scored, head, coef, live);
     const g = allocLayerGrads(this.buffers, c, this.lora, T, dropout.rate > 0, live);
     enc.clearBuffer(g.dx.buffer);
     // dxn -> dx (T,C) = d x_out of the last layer
@@ -264,19 +258,18 @@ export class GpuLlama {
 
   /**
    * Record the fused lm-head over the scored rows of the final hidden states; returns the (R)
-   * outputs lse, logp, log1mq and the scratch the backward pass reuses (all registered in `live`).
-   * With `terms` (R,2), each row's likelihood and unlikelihood weight, it records the lm-head's
-   * backward too (lm-head.ts `lmHeadForwardBackward`) and returns its dxn.
+   * outputs lse, logp, log1mq (registered in `live`).
    */
-  encodeScores(
-    enc: GPUCommandEncoder,
-    acts: ForwardActs,
-    scored: ScoredRows,
-    live: TrackedBuffer[],
-    terms?: TrackedBuffer,
-  ): Promise<LmHeadOut> {
-    if (terms) return lmHeadForwardBackward(this.ops, enc, this.lmHead, acts.xnF, acts.T, scored, terms, live);
+  encodeScores(enc: GPUCommandEncoder, acts: ForwardActs, scored: ScoredRows, live: TrackedBuffer[]): Promise<LmHeadOut> {
     return lmHeadForward(this.ops, enc, this.lmHead, acts.xnF, scored, live);
+  }
+
+  /**
+   * `encodeScores` for a training pass: also each scored row's unit gradient, which the backward
+   * pass scales by the loss coefficients (lm-head.ts `lmHeadForwardGrad`).
+   */
+  encodeTrainScores(enc: GPUCommandEncoder, acts: ForwardActs, scored: ScoredRows, live: TrackedBuffer[]): Promise<LmHeadTrainOut> {
+    return lmHeadForwardGrad(this.ops, enc, this.lmHead, acts.xnF, acts.T, scored, live);
   }
 
   /**

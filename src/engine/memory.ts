@@ -52,14 +52,12 @@ export function estimateTrainBytes(
   // lse, logp, log1mq; partials (vec4 per vocabulary tile); target logits; rows and targets
   const scoring = R * 3 + R * Math.ceil(c.vocabSize / (DEFAULT_TUNING.lmhead.TN * DEFAULT_TUNING.lmhead.WGX)) * 4 + R + 2 * R;
   const vp = paddedVocab(c.vocabSize);
-  const vc = Math.min(DEFAULT_TUNING.ceChunk, vp);
-  // The lm-head's backward scratch, the larger of its two forms (lm-head.ts): a dz vocabulary chunk
-  // and dh for all rows, or a chunk of rows' kept logits and their dh (when terms come before the
-  // pass), in the default tiles' row steps as the rest of the lm-head's scratch.
+  // The lm-head's unit gradient (R,C) and its scratch (lm-head.ts lmHeadForwardGrad): a chunk of
+  // rows' kept logits in the default tiles' row steps, or a dz' vocabulary chunk for all rows.
   const keptRows = keptLogitRows(R, T, c.vocabSize, keptRowStep(DEFAULT_TUNING));
-  const head = Math.max(R * (vc + C), keptRows * (vp + C));
+  const head = R * C + (keptRows > 0 ? keptRows * vp : R * Math.min(DEFAULT_TUNING.ceChunk, vp));
   // Backward scratch: the lm-head's, d(final norm), d residual, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, g, gx, coefficients.
-  const backward = head + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + 2 * R;
+  const backward = head + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + R;
   const activations = (kept + final + scoring + backward) * F32;
   const model = baseModelBytes(c, quant);
   const loraBytes = 5 * loraFloats * F32 + OPTIMIZER_SCRATCH;

@@ -146,6 +146,7 @@ export function paddedVocab(V: number): number {
   return Math.ceil(V / 4) * 4;
 }
 
+/** One lm-head pass's rows: h (T,C), the rows (R) and their targets (R), W, the outputs lse, logp, log1mq (R), scratch. */
 export interface LmheadRows {
   h: TrackedBuffer;
   rows: TrackedBuffer;
@@ -153,6 +154,8 @@ export interface LmheadRows {
   R: number;
   w: GpuWeight;
   lse: TrackedBuffer;
+  logp: TrackedBuffer;
+  log1mq: TrackedBuffer;
   scratch: LmheadScratch;
 }
 
@@ -687,8 +690,8 @@ export class Ops {
     );
   }
 
-  // --- Fused lm-head (kernels/lmhead.wgsl): forward (lse, log q, log(1-q)) / cross-entropy backward (dz per vocabulary chunk;
-  // dh = dz W is matmulDx) / scatter of dh into the scored rows.
+  // --- Fused lm-head (kernels/lmhead.wgsl): forward (lse, log q, log(1-q)) / the rows' unit gradient (dz' from kept logits
+  // or per recomputed vocabulary chunk; g = dz' W is matmulDx) / scatter of coef * g into the scored rows.
 
   /** Scratch for `lmhead`: (R, nTiles) partials and (R) target logits. */
   lmheadScratch(R: number, V: number): LmheadScratch {
@@ -701,7 +704,7 @@ export class Ops {
     };
   }
 
-  private async lmheadPipeline(w: GpuWeight, entry: 'partial' | 'reduce' | 'coefs' | 'dz_rows' | 'scatter'): Promise<GPUComputePipeline> {
+  private async lmheadPipeline(w: GpuWeight, entry: 'partial' | 'reduce' | 'dz_rows' | 'scatter'): Promise<GPUComputePipeline> {
     const { format, cols: C } = w;
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const key = `lmhead:${format}:${C}:${TM}:${TN}:${WGX}:${WGY}`;
@@ -716,14 +719,15 @@ export class Ops {
 
   /**
    * The lm-head's tiled pass over the vocabulary (`partial`): in the forward it writes each tile's
-   * partial logsumexp and the target logits; in the backward (uniform flag set) the chunk's dz from
-   * each row's coefficient. Bindings 11 and 12 are the coefficients and dz (placeholders forward).
+   * partial logsumexp and the target logits (mode 0; mode 2 also keeps the logits in `dz`); in
+   * mode 1 the chunk's unit gradient dz' from the forward's lse and log(1 - q). Binding 12 is dz (a
+   * placeholder in mode 0).
    */
   private async lmheadPartial(
     enc: GPUCommandEncoder,
     a: LmheadRows,
     u: GPUBuffer,
-    [coef, dz]: [TrackedBuffer | GPUBuffer, TrackedBuffer | GPUBuffer],
+    dz: TrackedBuffer | GPUBuffer,
     grid: [number, number],
     label: string,
   ): Promise<void> {
@@ -735,7 +739,7 @@ export class Ops {
       this.buf(4, a.scratch.part),
       this.buf(5, a.scratch.tlogit),
       this.buf(8, a.lse),
-      this.buf(11, coef),
+      this.buf(10, a.log1mq),
       this.buf(12, dz),
       ...this.weightEntries(a.w, 6),
     ];
@@ -746,69 +750,44 @@ export class Ops {
    * h (T,C), rows (R), targets (R), W (V,C) -> lse (R), logp (R) = log q_y, log1mq (R) = log(1 - q_y);
    * logits are never stored.
    */
-  async lmhead(enc: GPUCommandEncoder, a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer }): Promise<void> {
+  async lmhead(enc: GPUCommandEncoder, a: LmheadRows): Promise<void> {
     const { TM, WGY } = this.tuning.lmhead;
     const { nTiles } = a.scratch;
     const u = this.uniform([a.R, a.w.rows, nTiles, 0, 0, 0, 0, 0], 'uuuuuuuu');
-    await this.lmheadPartial(enc, a, u, [this.dummy('read'), this.dummy('write')], [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.partial');
+    await this.lmheadPartial(enc, a, u, this.dummy('write'), [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.partial');
     await this.lmheadReduce(enc, a, u);
   }
 
   /**
    * `lmhead`, keeping the logits: also writes z (R, VC) = h[rows] @ W^T into `z`, VC the vocabulary
-   * padded to 4 (the caller bounds R so that R x VC stays small). Then `lmheadDzRows` makes the
-   * gradient of them in place, with no recompute.
+   * padded to 4 (the caller bounds R so that R x VC stays small); `lmheadDzRows` then turns them into
+   * the unit gradient with no recompute.
    */
-  async lmheadKeep(
-    enc: GPUCommandEncoder,
-    a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer; z: TrackedBuffer },
-  ): Promise<void> {
+  async lmheadKeep(enc: GPUCommandEncoder, a: LmheadRows & { z: TrackedBuffer }): Promise<void> {
     const { TM, WGY } = this.tuning.lmhead;
     const { nTiles } = a.scratch;
     const u = this.uniform([a.R, a.w.rows, nTiles, 2, 0, paddedVocab(a.w.rows), 0, 0], 'uuuuuuuu');
-    await this.lmheadPartial(enc, a, u, [this.dummy('read'), a.z], [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.keep');
+    await this.lmheadPartial(enc, a, u, a.z, [nTiles, Math.ceil(a.R / (TM * WGY))], 'lmhead.keep');
     await this.lmheadReduce(enc, a, u);
   }
 
-  /**
-   * Each row's coefficients coef (R,2) from its (likelihood, unlikelihood) weights `terms` (R,2) and
-   * the forward's log q_y, log(1 - q_y): train-pass.ts lossCoefficients on the GPU.
-   */
-  async lmheadCoefs(
-    enc: GPUCommandEncoder,
-    a: Pick<LmheadRows, 'R' | 'w'> & { logp: TrackedBuffer; log1mq: TrackedBuffer; terms: TrackedBuffer; coef: TrackedBuffer },
-  ): Promise<void> {
-    const u = this.uniform([a.R, a.w.rows, 0, 0, 0, 0, 0, 0], 'uuuuuuuu');
-    this.dispatch(
-      enc,
-      await this.lmheadPipeline(a.w, 'coefs'),
-      [this.buf(0, u), this.buf(9, a.logp), this.buf(10, a.log1mq), this.buf(15, a.terms), this.buf(16, a.coef)],
-      [Math.ceil(a.R / 64), 1],
-      'lmhead.coefs',
-    );
-  }
-
-  /** z (R, VC) from `lmheadKeep` -> dz in place: dz_v = a_r * softmax(z)_v off the target, t_r at it, 0 past V. */
+  /** z (R, VC) from `lmheadKeep` -> dz' in place: -1 at the target, the softmax without the target off it, 0 past V. */
   async lmheadDzRows(
     enc: GPUCommandEncoder,
-    a: Pick<LmheadRows, 'targets' | 'R' | 'w' | 'lse'> & { coef: TrackedBuffer; z: TrackedBuffer },
+    a: Pick<LmheadRows, 'targets' | 'R' | 'w' | 'lse' | 'log1mq'> & { z: TrackedBuffer },
   ): Promise<void> {
     const u = this.uniform([a.R, a.w.rows, 0, 2, 0, paddedVocab(a.w.rows), 0, 0], 'uuuuuuuu');
     this.dispatch(
       enc,
       await this.lmheadPipeline(a.w, 'dz_rows'),
-      [this.buf(0, u), this.buf(3, a.targets), this.buf(8, a.lse), this.buf(11, a.coef), this.buf(12, a.z)],
+      [this.buf(0, u), this.buf(3, a.targets), this.buf(8, a.lse), this.buf(10, a.log1mq), this.buf(12, a.z)],
       [a.R, 1],
       'lmhead.dz_rows',
     );
   }
 
   /** The lm-head's per-row combine of the tiles' partials: lse, logp, log1mq (R). */
-  private async lmheadReduce(
-    enc: GPUCommandEncoder,
-    a: LmheadRows & { logp: TrackedBuffer; log1mq: TrackedBuffer },
-    u: GPUBuffer,
-  ): Promise<void> {
+  private async lmheadReduce(enc: GPUCommandEncoder, a: LmheadRows, u: GPUBuffer): Promise<void> {
     const { part, tlogit } = a.scratch;
     this.dispatch(
       enc,
@@ -828,28 +807,26 @@ export class Ops {
   }
 
   /**
-   * Cross-entropy backward for one vocabulary chunk [vOff, vOff+VC): dz (R, VC) = coef_r * (softmax - onehot(y)),
-   * from h, the forward's lse and each row's coefficient. VC is a multiple of 4; columns past V are 0.
+   * The unit gradient's logit part for one vocabulary chunk [vOff, vOff+VC), recomputing the logits:
+   * dz' (R, VC) = -1 at the target, the softmax without the target off it (from h and the forward's
+   * lse and log(1 - q)). VC is a multiple of 4; columns past V are 0.
    */
-  async lmheadDz(
-    enc: GPUCommandEncoder,
-    a: LmheadRows & { coef: TrackedBuffer; dz: TrackedBuffer; vOff: number; VC: number },
-  ): Promise<void> {
+  async lmheadDz(enc: GPUCommandEncoder, a: LmheadRows & { dz: TrackedBuffer; vOff: number; VC: number }): Promise<void> {
     const { TM, TN, WGX, WGY } = this.tuning.lmhead;
     const u = this.uniform([a.R, a.w.rows, a.scratch.nTiles, 1, a.vOff, a.VC, 0, 0], 'uuuuuuuu');
-    await this.lmheadPartial(enc, a, u, [a.coef, a.dz], [Math.ceil(a.VC / (TN * WGX)), Math.ceil(a.R / (TM * WGY))], 'lmhead.dz');
+    await this.lmheadPartial(enc, a, u, a.dz, [Math.ceil(a.VC / (TN * WGX)), Math.ceil(a.R / (TM * WGY))], 'lmhead.dz');
   }
 
-  /** dxn (T,C) rows[r] += dh (R,C) row r (rows distinct) */
+  /** dxn (T,C) rows[r] += coef[r] * dh (R,C) row r (rows distinct) */
   async scatterRows(
     enc: GPUCommandEncoder,
-    a: { w: GpuWeight; rows: TrackedBuffer; dh: TrackedBuffer; dxn: TrackedBuffer; R: number },
+    a: { w: GpuWeight; rows: TrackedBuffer; coef: TrackedBuffer; dh: TrackedBuffer; dxn: TrackedBuffer; R: number },
   ): Promise<void> {
     const u = this.uniform([a.R, a.w.rows, 0, 0, 0, 0, 0, 0], 'uuuuuuuu');
     this.dispatch(
       enc,
       await this.lmheadPipeline(a.w, 'scatter'),
-      [this.buf(0, u), this.buf(2, a.rows), this.buf(13, a.dh), this.buf(14, a.dxn)],
+      [this.buf(0, u), this.buf(2, a.rows), this.buf(11, a.coef), this.buf(13, a.dh), this.buf(14, a.dxn)],
       grid1d((a.R * a.w.cols) / 4),
       'lmhead.scatter',
     );

@@ -1,19 +1,19 @@
 /**
  * One training pass over one sequence, or several packed end to end (`forwardPacked`): the forward pass keeping every layer's activations
- * (`GpuLlama.encodeForward` + `encodeScores`), then (after the caller has turned the scores into
+ * (`GpuLlama.encodeForward` + `encodeTrainScores`), then (after the caller has turned the scores into
  * per-position coefficients) the backward pass (`GpuLlama.encodeBackward`), which accumulates LoRA
  * gradients into the model's flat gradient buffer. Base weights get no
  * gradient; activations' gradients flow through the dequantized base weights.
  *
  * The loss this differentiates is  L = sum_r c_r * (-log q_r)  for likelihood rows and
- * u_r * (-log(1 - q_r)) for unlikelihood rows; the lm-head backward needs two numbers per row
- * (`lossCoefficients`, from docs/method.md §5): dz = a * softmax(z) off the target, and dz_y itself.
+ * u_r * (-log(1 - q_r)) for unlikelihood rows; its gradient at each row's hidden state is one number
+ * (`lossCoefficients`, from docs/method.md §5) times the unit gradient the forward made of the row.
  */
 import { NlftError } from '../errors.ts';
 import { type ForwardActs, passTables } from './activations.ts';
 import type { TrackedBuffer } from './buffers.ts';
 import type { GpuLlama, PositionScores } from './llama.ts';
-import type { LmHeadOut, ScoredRows } from './lm-head.ts';
+import type { LmHeadTrainOut, ScoredRows } from './lm-head.ts';
 import type { DropoutSpec } from './lora-linear.ts';
 import { dropoutSeedTable } from './ops.ts';
 import { packing } from './packing.ts';
@@ -24,50 +24,18 @@ const COPY_DST = 0x8; // GPUBufferUsage.COPY_DST
 /** A loss term's kind at one scored position. */
 export type TermKind = 'likelihood' | 'unlikelihood';
 
-/** Cap on log(q/(1-q)) so the unlikelihood coefficient stays finite in f32 (q within e^-80 of 1). */
-const MAX_LOG_ODDS = 80;
-
 /**
- * Per-row coefficients of the lm-head backward, interleaved (R,2): a_r and dz at the target, so
- * that dz_v = a_r * softmax(z)_v for v != y_r. From docs/method.md §5, with q = q_y:
- *   likelihood c*(-log q):       a = c,             dz_y = c*(q - 1) = -c * exp(log(1-q))
- *   unlikelihood u*(-log(1-q)):  a = -u * q/(1-q),  dz_y = -u*q/(1-q)*(q - 1) = u * q
- * The target entries are written from log q and log(1-q) directly, never as a difference of
- * nearly equal f32 numbers, so they stay exact as q -> 1.
+ * Per-row coefficients of the lm-head backward (R): each scored row's hidden-state gradient is its
+ * coefficient times the unit gradient g the forward made of it (lm-head.ts `lmHeadForwardGrad`,
+ * g = the gradient of -log q_y divided by 1 - q_y). From docs/method.md §5, with q = q_y:
+ *   likelihood c*(-log q):       c * (1 - q) = c * exp(log(1-q))
+ *   unlikelihood u*(-log(1-q)):  -u * q      = -u * exp(log q)
+ * Both are formed from the forward's log q and log(1-q) and are bounded by the term's weight at any q.
  */
 export function lossCoefficients(kinds: readonly TermKind[], weights: ArrayLike<number>, scores: PositionScores): Float32Array {
-  const out = new Float32Array(kinds.length * 2);
-  kinds.forEach((kind, r) => {
-    const w = weights[r];
-    const { [r]: logp } = scores.logp;
-    const { [r]: log1mq } = scores.log1mq;
-    if (kind === 'likelihood') {
-      out[2 * r] = w;
-      out[2 * r + 1] = -w * Math.exp(log1mq);
-    } else {
-      out[2 * r] = -w * Math.exp(Math.min(logp - log1mq, MAX_LOG_ODDS));
-      out[2 * r + 1] = w * Math.exp(logp);
-    }
-  });
-  return out;
-}
-
-/**
- * The same terms as each row's (likelihood, unlikelihood) weight, interleaved (R,2), for a forward
- * pass that runs the lm-head's backward at once (`TrainSequence.termWeights`); the coefficients are
- * linear in the weights, so `extra` terms on the same rows add into the same pairs.
- */
-export function termWeights(
-  kinds: readonly TermKind[],
-  weights: ArrayLike<number>,
-  extra?: { kinds: readonly TermKind[]; weights: ArrayLike<number> },
-): Float32Array {
-  const out = new Float32Array(kinds.length * 2);
-  for (const t of extra ? [{ kinds, weights }, extra] : [{ kinds, weights }])
-    t.kinds.forEach((kind, r) => {
-      out[2 * r + (kind === 'likelihood' ? 0 : 1)] += t.weights[r];
-    });
-  return out;
+  return Float32Array.from(kinds, (kind, r) =>
+    kind === 'likelihood' ? weights[r] * Math.exp(scores.log1mq[r]) : -weights[r] * Math.exp(scores.logp[r]),
+  );
 }
 
 /** The loss value of the same terms, from the forward's log-probabilities. */
@@ -82,13 +50,6 @@ export interface TrainSequence {
   ids: number[];
   rows: number[];
   targets: number[];
-  /**
-   * Each row's (likelihood, unlikelihood) weight (R,2) (`termWeights`), when the loss terms are
-   * known before the forward pass (SFT, fixed saliency): the forward then runs the lm-head's
-   * backward too, without recomputing the logits, and `backward` takes no coefficients. Used only
-   * when every sequence of the pass has them.
-   */
-  termWeights?: ArrayLike<number>;
 }
 
 /** What a loss method reads of one sequence's forward pass: its scored rows' scores and final hidden states. */
@@ -110,7 +71,7 @@ export class TrainPass implements SequenceForward {
     private readonly rowList: readonly number[],
     /** Index in the scored rows of each sequence's first row, and the total (one more entry than sequences). */
     private readonly rowStarts: readonly number[],
-    private readonly head: LmHeadOut,
+    private readonly head: LmHeadTrainOut,
     private readonly dropout: DropoutSpec,
     private readonly live: TrackedBuffer[],
     /** log q, log(1-q) and lse of each scored row. */
@@ -161,32 +122,21 @@ export class TrainPass implements SequenceForward {
       const lengths = seqs.map((q) => q.ids.length);
       const tables = passTables(model, lengths);
       const withSeeds = dropout.rate > 0;
-      const withTerms = seqs.every((q) => q.termWeights !== undefined);
-      if (withTerms)
-        seqs.forEach((q, i) => {
-          if (q.termWeights!.length !== 2 * q.rows.length)
-            throw new NlftError(
-              `sequence ${i}: ${q.termWeights!.length / 2} term weight pairs for ${q.rows.length} scored positions`,
-              'bad-position',
-            );
-        });
-      const [ids, rowsBuf, targets, cs, seg, ...optional] = b.uploadParts(live, 'pass inputs', [
+      const [ids, rowsBuf, targets, cs, seg, seeds] = b.uploadParts(live, 'pass inputs', [
         Uint32Array.from(seqs.flatMap((q) => q.ids)),
         Uint32Array.from(rows),
         Uint32Array.from(seqs.flatMap((q) => q.targets)),
         tables.cs,
         tables.seg,
         ...(withSeeds ? [dropoutSeedTable(dropout.seeds ?? lengths.map(() => dropout.seed), lengths)] : []),
-        ...(withTerms ? [Float32Array.from(seqs.flatMap((q) => Array.from(q.termWeights!)))] : []),
       ]);
-      const [seeds, terms] = withSeeds ? optional : [undefined, ...optional];
       const acts = model.allocActs(T, recompute ? 'checkpointed' : 'per-layer', live, lengths, { cs, seg });
       acts.seeds = seeds ?? null;
       const enc = b.device.createCommandEncoder({ label: 'train forward' });
       await model.encodeForward(enc, ids, acts, dropout, live);
       const R = rows.length;
       const scored = { rows: rowsBuf, targets, R };
-      const head = await model.encodeScores(enc, acts, scored, live, withTerms ? terms : undefined);
+      const head = await model.encodeTrainScores(enc, acts, scored, live);
       // The three (R) outputs copied into one mappable buffer by the same submit: one readback.
       const staging = b.device.createBuffer({ label: 'scores (3,R):readback', size: 12 * R, usage: MAP_READ | COPY_DST });
       [head.logp, head.log1mq, head.lse].forEach((t, i) => enc.copyBufferToBuffer(t.buffer, t.offset ?? 0, staging, 4 * R * i, 4 * R));
@@ -227,28 +177,21 @@ export class TrainPass implements SequenceForward {
     };
   }
 
-  /** Whether the forward ran the lm-head's backward too (every sequence had `termWeights`): `backward` then takes no coefficients. */
-  get headBackwardDone(): boolean {
-    return this.head.dxn !== undefined;
-  }
-
   /**
-   * Backward pass for per-row coefficients `coef` (R,2) (see `lossCoefficients`), or null when
-   * the forward had the rows' term weights (`headBackwardDone`); adds the LoRA gradients into
-   * `model.lora.grads`, in one submit with what `then` records after it (the optimizer step, so
-   * that a step's last backward and its update are one submit). The pass's buffers are then
-   * recycled (`BufferManager.recycle`): the next pass of the same shape takes them back, and with
-   * them the bind groups made for them.
+   * Backward pass for per-row coefficients `coef` (R) (see `lossCoefficients`); adds the LoRA
+   * gradients into `model.lora.grads`, in one submit with what `then` records after it (the
+   * optimizer step, so that a step's last backward and its update are one submit). The pass's
+   * buffers are then recycled (`BufferManager.recycle`): the next pass of the same shape takes them
+   * back, and with them the bind groups made for them.
    */
-  async backward(coef: Float32Array | null, then?: (enc: GPUCommandEncoder) => Promise<void>): Promise<void> {
+  async backward(coef: Float32Array, then?: (enc: GPUCommandEncoder) => Promise<void>): Promise<void> {
     const R = this.scored.R;
-    if (coef && coef.length !== 2 * R)
-      throw new NlftError(`${coef.length / 2} coefficient pairs for ${R} scored positions`, 'bad-position');
+    if (coef.length !== R) throw new NlftError(`${coef.length} loss coefficients for ${R} scored positions`, 'bad-position');
     const b = this.model.buffers;
     const tmp: TrackedBuffer[] = [];
     try {
       const enc = b.device.createCommandEncoder({ label: 'backward' });
-      const coefBuf = coef && b.uploadIn(tmp, 'loss coefficients (R,2)', coef);
+      const coefBuf = b.uploadIn(tmp, 'loss coefficients (R)', coef);
       await this.model.encodeBackward(enc, this.acts, this.scored, this.head, coefBuf, this.dropout, tmp);
       await then?.(enc);
       // No wait: what reads the gradients next (the optimizer step, a readback) is queued behind it.

@@ -451,15 +451,11 @@ export function staticNlftMethod(
   fixed: ReadonlyMap<TrainSample, { scores: Pick<RecordScores, 'logpc' | 'logpj'>; result: SaliencyResult }>,
   o: Pick<NlftMethodOptions, 'tokenText' | 'onEntry' | 'stepOf'>,
 ): LossMethod {
-  const fixedOf = (sample: TrainSample) => {
-    const f = fixed.get(sample);
-    if (!f) throw new NlftError(`record ${sample.index} (id ${sample.id}) has no saliency fixed before training`, 'dataset');
-    return f;
-  };
   return {
-    termsBefore: (sample) => fixedOf(sample).result,
     terms(sample: TrainSample, pass: SequenceForward) {
-      const { result: r, scores: sc } = fixedOf(sample);
+      const f = fixed.get(sample);
+      if (!f) throw new NlftError(`record ${sample.index} (id ${sample.id}) has no saliency fixed before training`, 'dataset');
+      const { result: r, scores: sc } = f;
       const { logp, log1mq } = pass.scores;
       const loss = recordLoss(r.kinds, r.weights, logp, log1mq) + (r.extra ? recordLoss(r.extra.kinds, r.extra.weights, logp, log1mq) : 0);
       const s = sample as NlftSample;

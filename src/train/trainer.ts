@@ -17,15 +17,7 @@
 import type { Engine } from '../engine/engine.ts';
 import type { GpuLlama, PositionScores } from '../engine/llama.ts';
 import { groupByTokens } from '../engine/packing.ts';
-import {
-  lossCoefficients,
-  lossValue,
-  type SequenceForward,
-  TrainPass,
-  type TermKind,
-  type TrainSequence,
-  termWeights,
-} from '../engine/train-pass.ts';
+import { lossCoefficients, lossValue, type SequenceForward, TrainPass, type TermKind, type TrainSequence } from '../engine/train-pass.ts';
 import { NlftError } from '../errors.ts';
 import { Rng } from '../util/rng.ts';
 import { AdamW } from './optimizer.ts';
@@ -98,11 +90,8 @@ export interface SequenceTerms {
  */
 export type TermsFn = (sample: TrainSample, pass: SequenceForward) => Promise<SampleTerms> | SampleTerms;
 
-/** A sample's loss terms on its own rows, when they do not depend on its forward pass. */
-export type TermsBeforeFn = (sample: TrainSample) => Pick<SampleTerms, 'kinds' | 'weights' | 'extra'>;
-
 /** SFT: the mean cross-entropy of the response tokens. */
-export const sftTerms = (s: TrainSample): SampleTerms => ({
+export const sftTerms: TermsFn = (s) => ({
   kinds: s.responseIds.map(() => 'likelihood'),
   weights: new Float32Array(s.responseIds.length).fill(1 / s.responseIds.length),
 });
@@ -111,20 +100,13 @@ export const sftTerms = (s: TrainSample): SampleTerms => ({
 export interface LossMethod {
   terms: TermsFn;
   /**
-   * The kinds and weights `terms` will give a sample's own rows, for a method that knows them
-   * before the forward pass (SFT, saliency fixed before training): the trainer then runs the
-   * lm-head's backward inside the forward pass (`TrainSequence.termWeights`), two lm-head products
-   * a scored row instead of three.
-   */
-  termsBefore?: TermsBeforeFn;
-  /**
    * Called with an optimizer step's micro-batches before their forward passes (the adapters do not
    * change within a step, so NLFT scores all their no-grad views here in packed passes).
    */
   beginStep?(samples: readonly TrainSample[]): Promise<void>;
 }
 
-export const SFT: LossMethod = { terms: sftTerms, termsBefore: sftTerms };
+export const SFT: LossMethod = { terms: sftTerms };
 
 export interface StepMetrics {
   step: number;
@@ -350,17 +332,8 @@ export class Trainer {
       : visits.map((v, i) => [{ ...v, i, seq: sequenceOf(v.sample) }]);
     for (const [g, group] of groups.entries()) {
       const lastGroup = g === groups.length - 1;
-      // Terms known before the pass: the lm-head's backward runs in the forward (unless no row has a weight).
-      const termsBefore = this.method.termsBefore;
-      const before =
-        termsBefore &&
-        group.map(({ sample }) => {
-          const t = termsBefore(sample);
-          return termWeights(t.kinds, t.weights, t.extra);
-        });
-      const early = before?.some((w) => w.some((x) => x !== 0)) ? before : null;
       const pass = await this.forward(
-        group.map((v, j) => (early ? { ...v.seq, termWeights: early[j] } : v.seq)),
+        group.map((v) => v.seq),
         group.map((v) => this.seedOf(v.k, false)),
       );
       const coefs: Float32Array[] = [];
@@ -374,26 +347,24 @@ export class Trainer {
           pass.release();
           return { nonFinite: `the loss of record ${s.index} (id ${s.id}) is not finite at step ${step}; ${stopped}` };
         }
-        if (!early) {
-          const coef = lossCoefficients(t.kinds, t.weights, own.scores);
-          if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, own.scores).forEach((c, r) => (coef[r] += c)); // the backward is linear in them
-          coefs.push(coef);
-        }
+        const coef = lossCoefficients(t.kinds, t.weights, own.scores);
+        if (t.extra) lossCoefficients(t.extra.kinds, t.extra.weights, own.scores).forEach((c, r) => (coef[r] += c)); // the backward is linear in them
+        coefs.push(coef);
         losses[v.i] = loss;
         tokens += v.seq.ids.length;
         reports[v.i] = { terms: t, second: null };
         if (t.second) seconds.push({ i: v.i, k: v.k, seq: t.second });
       }
-      const coef = early ? null : concat(coefs);
-      if (early || coef!.some((c) => c !== 0)) await pass.backward(coef, lastGroup && seconds.length === 0 ? last : undefined);
+      const coef = concat(coefs);
+      if (coef.some((c) => c !== 0)) await pass.backward(coef, lastGroup && seconds.length === 0 ? last : undefined);
       else pass.release(); // every weight 0 (skipped records, or anchored negatives without unlikely tokens): no gradient
       const secondGroups = this.config.packing ? groupByTokens(seconds, (q) => q.seq.ids.length, this.passTokens) : seconds.map((q) => [q]);
       for (const [h, sg] of secondGroups.entries()) {
-        // A second sequence's terms are known before its pass: its lm-head backward runs in the forward.
         const pass2 = await this.forward(
-          sg.map((q) => ({ ...q.seq, termWeights: termWeights(q.seq.kinds, q.seq.weights) })),
+          sg.map((q) => q.seq),
           sg.map((q) => this.seedOf(q.k, true)),
         );
+        const coefs2: Float32Array[] = [];
         for (const [j, q] of sg.entries()) {
           const { scores } = pass2.sequence(j);
           const loss2 = lossValue(q.seq.kinds, q.seq.weights, scores);
@@ -407,8 +378,9 @@ export class Trainer {
           losses[q.i] += loss2;
           tokens += q.seq.ids.length;
           reports[q.i].second = { scores, loss: loss2 };
+          coefs2.push(lossCoefficients(q.seq.kinds, q.seq.weights, scores));
         }
-        await pass2.backward(null, lastGroup && h === secondGroups.length - 1 ? last : undefined);
+        await pass2.backward(concat(coefs2), lastGroup && h === secondGroups.length - 1 ? last : undefined);
       }
     }
     for (const r of reports) r.terms.report?.(r.second);

@@ -111,12 +111,12 @@ describe('per-kernel profile', () => {
     expect(two.readbacks).toBe(2);
     expect(two.readbackBytes).toBe(3 * 4 * R + 4);
     // Uploads: the pass's inputs in one buffer (ids, rows, targets, the RoPE table (T, D/2, 2),
-    // the sequence starts (T), each part at a 256-byte offset), the coefficients (R,2), the AdamW
+    // the sequence starts (T), each part at a 256-byte offset), the coefficients (R), the AdamW
     // uniform (48 bytes); the norm's uniform is unchanged from step 1 and not written again.
     const D = TINY_SHAPE.hiddenSize / TINY_SHAPE.numHeads;
     const aligned = (bytes: number) => Math.ceil(bytes / 256) * 256;
     expect(two.uploads).toBe(3);
-    expect(two.uploadBytes).toBe([4 * T, 4 * R, 4 * R, 4 * T * D, 4 * T].reduce((s, n) => s + aligned(n), 0) + 8 * R + 48);
+    expect(two.uploadBytes).toBe([4 * T, 4 * R, 4 * R, 4 * T * D, 4 * T].reduce((s, n) => s + aligned(n), 0) + 4 * R + 48);
     // The same shapes as step 2 over the same (recycled) buffers: every bind group is reused.
     expect(two.bindGroups).toBe(0);
     for (const k of two.kernels) expect(k.ms, k.kernel).toBeGreaterThan(0);

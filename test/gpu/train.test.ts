@@ -124,8 +124,8 @@ it('a checkpoint resumes to exactly the uninterrupted result', async () => {
 it('a non-finite loss stops the run and keeps the last good parameters', async () => {
   const data = samples(4, MODEL.vocabSize, 3);
   let calls = 0;
-  const poisoned: TermsFn = (s) => {
-    const t = sftTerms(s) as { kinds: ('likelihood' | 'unlikelihood')[]; weights: Float32Array };
+  const poisoned: TermsFn = (s, pass) => {
+    const t = sftTerms(s, pass) as { kinds: ('likelihood' | 'unlikelihood')[]; weights: Float32Array };
     if (++calls === 7) t.weights[0] = Number.NaN; // 4th step's first sample
     return t;
   };

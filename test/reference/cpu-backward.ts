@@ -256,13 +256,20 @@ export function dropoutRef(x: ArrayLike<number>, seed: number, rate: number, bet
 }
 
 /**
- * Scatter-add of the scored rows' hidden-state gradient: dxn[rows[r], :] += dh[r, :]; rows distinct.
- * Each element gets exactly one f32 addition, so the result is exact (Math.fround of the sum).
- * dxn (T,C), dh (R,C), rows (R) -> new dxn (T,C) as Float32Array.
+ * Scatter-add of the scored rows' hidden-state gradient: dxn[rows[r], :] += coef[r] * g[r, :]; rows
+ * distinct. Each element gets one f32 product and one f32 addition (Math.fround of each).
+ * dxn (T,C), coef (R), g (R,C), rows (R) -> new dxn (T,C) as Float32Array.
  */
-export function scatterRowsRef(dxn: Float32Array, dh: ArrayLike<number>, rows: ArrayLike<number>, C: number): Float32Array {
+export function scatterRowsRef(
+  dxn: Float32Array,
+  coef: ArrayLike<number>,
+  g: ArrayLike<number>,
+  rows: ArrayLike<number>,
+  C: number,
+): Float32Array {
   const R = rows.length;
-  checkLength('scatterRowsRef dh', dh, R * C);
+  checkLength('scatterRowsRef g', g, R * C);
+  checkLength('scatterRowsRef coef', coef, R);
   const T = dxn.length / C;
   const out = Float32Array.from(dxn);
   const seen = new Set<number>();
@@ -271,7 +278,7 @@ export function scatterRowsRef(dxn: Float32Array, dh: ArrayLike<number>, rows: A
     if (!Number.isInteger(row) || row < 0 || row >= T) throw new RangeError(`scatterRowsRef: rows[${r}] = ${row} is outside [0, ${T})`);
     if (seen.has(row)) throw new RangeError(`scatterRowsRef: row ${row} appears twice`);
     seen.add(row);
-    for (let c = 0; c < C; c++) out[row * C + c] = Math.fround(out[row * C + c]! + dh[r * C + c]!);
+    for (let c = 0; c < C; c++) out[row * C + c] = Math.fround(out[row * C + c]! + Math.fround(coef[r]! * g[r * C + c]!));
   }
   return out;
 }
