@@ -1,8 +1,9 @@
 // Fused lm-head + logsumexp + target log-probability, and its backward, without a
-// (rows x vocab) logits buffer.
+// (tokens x vocab) logits buffer.
 //
 //   h (T,C) final-normed hidden states; rows (R) positions to score; targets (R) ids
-//   logits z = h[rows] @ W(V,C)^T exist only in registers, one tile at a time.
+//   logits z = h[rows] @ W(V,C)^T exist only in registers, one tile at a time (mode 2 alone
+//   keeps them, for a chunk of rows).
 // Forward, pass `partial` (mode 0): each workgroup computes one (RT x VT) tile of logits
 //   (register-tiled and unrolled like matmul.wgsl; W f32/q8/q4 via qweight.wgsl), folds each row's
 //   values into (max, sum exp, sum exp without the target), then reduces across its threads:

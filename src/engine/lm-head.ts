@@ -62,11 +62,12 @@ const KEPT_LOGITS_FLOATS = 1 << 20;
 const KEPT_LOGITS_SMALL = 1 << 18;
 
 /**
- * The row step of kept-logits chunks for `tuning`: 64 rows (a bindable offset into the rows' (R)
- * buffers), or the lm-head's or matmul_dx's tile rows when larger, so no chunk runs a tile half idle.
+ * The row step of kept-logits chunks for `tuning`: the lm-head's or matmul_dx's tile rows, whichever
+ * is larger, so no chunk runs a tile half idle, rounded up to 64 rows (a chunk starts at a bindable
+ * offset, 256 bytes, into the rows' (R) buffers).
  */
 export function keptRowStep(tuning: Pick<Tuning, 'lmhead' | 'matmulDx'>): number {
-  return Math.max(64, tuning.lmhead.TM * tuning.lmhead.WGY, tuning.matmulDx.TM * tuning.matmulDx.WGY);
+  return Math.ceil(Math.max(tuning.lmhead.TM * tuning.lmhead.WGY, tuning.matmulDx.TM * tuning.matmulDx.WGY) / 64) * 64;
 }
 
 /**

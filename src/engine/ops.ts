@@ -140,7 +140,6 @@ export interface AttentionActs {
   D: number;
 }
 
-/** The scored rows of the lm-head: final hidden states h (T,C), R rows and their targets, W (V,C), lse (R). */
 /** The lm-head's vocabulary padded to a multiple of 4: the row stride of a kept logits block. */
 export function paddedVocab(V: number): number {
   return Math.ceil(V / 4) * 4;

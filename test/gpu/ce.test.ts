@@ -137,6 +137,7 @@ it.each([
   const rows = Array.from({ length: 150 }, (_, i) => 3 + i);
   const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, lmhead: tile, ceChunk: 4096 });
   expect(keptLogitRows(rows.length, T, V, keptRowStep(ops.tuning))).toBe(kept);
+  expect(keptRowStep({ ...ops.tuning, lmhead: { TM: 12, TN: 8, WGX: 8, WGY: 8 } })).toBe(128); // 96 tile rows, a bindable step of 128
   expect(keptLogitRows(rows.length, 160, V, keptRowStep(ops.tuning))).toBe(kept === 64 ? 64 : 0); // a shorter pass recomputes 128-row chunks
   const w = randomArray(V * C, 11, 0.5);
   const h = randomArray(T * C, 12, 1);
