@@ -39,13 +39,20 @@ fn keep(i: u32, seed: u32) -> bool {
   return f32(hash(i, seed) >> 8u) * (1.0 / 16777216.0) >= p.rate;
 }
 
+// grid: (T folded past 65535 into y): workgroup t takes token t's row, thread l its columns l, l+64, ...
+// No division (it cost as much as the hash), the token's seed read once a thread, and neighbouring
+// threads read neighbouring floats.
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * nwg.x * 64u;
-  if (i >= p.n) { return; }
-  let t = i / p.width;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let t = wg.x + wg.y * 65535u;
+  if (t * p.width >= p.n) { return; }
   let tok = token_seed[t];
-  var v = select(0.0, x[i] / (1.0 - p.rate), keep(tok.y * p.width + (i - t * p.width), mask_seed(tok.x)));
-  if (p.beta != 0.0) { v += p.beta * out[i]; }
-  out[i] = v;
+  let seed = mask_seed(tok.x);
+  let scale = 1.0 / (1.0 - p.rate);
+  for (var c = lid.x; c < p.width; c += 64u) {
+    let i = t * p.width + c;
+    var v = select(0.0, x[i] * scale, keep(tok.y * p.width + c, seed));
+    if (p.beta != 0.0) { v += p.beta * out[i]; }
+    out[i] = v;
+  }
 }

@@ -1,7 +1,8 @@
 // Global L2 norm of the accumulated LoRA gradient, on the GPU (adamw.wgsl reads it from `stats`
 // to clip; the host reads it back only for metrics):
-//   partial: workgroup w sums the squares of its share of grads[0 .. 4*n4), n4 = floor(n/4),
-//            read as vec4s, into part[w]
+//   partial: thread i (of nParts) sums the squares of vec4s i, i + nParts, ... of grads[0 .. 4*n4),
+//            n4 = floor(n/4), into part[i]: no workgroup memory and no barrier (SwiftShader suspends
+//            a workgroup's invocations at each barrier: a tree per workgroup of 256 cost 9x the sums)
 //   finish:  one workgroup sums part[0 .. nParts) and the n % 4 tail floats, and writes
 //            stats[0] = sqrt(sum) * gradScale  (the norm of gradScale * grads)
 // Two passes instead of atomics: WGSL has no float atomics, and a fixed reduction order (strided
@@ -33,16 +34,18 @@ fn treeSum(lid: u32, v: f32) -> f32 {
   return acc[0];
 }
 
-// grid: (nParts); thread (w, l) reads vec4 w*WG + l, then every nParts*WG-th after it.
-@compute @workgroup_size(WG)
-fn partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+// grid: (ceil(nParts / PART_WG)); thread i reads vec4 i, then every nParts-th after it.
+const PART_WG: u32 = 64u;
+@compute @workgroup_size(PART_WG)
+fn partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x;
+  if (t >= p.nParts) { return; }
   var s = vec4<f32>(0.0);
-  for (var i = wg.x * WG + lid.x; i < p.n4; i += p.nParts * WG) {
+  for (var i = t; i < p.n4; i += p.nParts) {
     let x = g4[i];
     s += x * x;
   }
-  let total = treeSum(lid.x, (s.x + s.y) + (s.z + s.w));
-  if (lid.x == 0u) { part[wg.x] = total; }
+  part[t] = (s.x + s.y) + (s.z + s.w);
 }
 
 // grid: (1)

@@ -73,13 +73,15 @@ export function keptRowStep(tuning: Pick<Tuning, 'lmhead' | 'matmulDx'>): number
 /**
  * Rows per chunk when `lmHeadForwardGrad` keeps a chunk of rows' logits, or 0 when it recomputes
  * them instead: as many rows as 4 MiB holds, in steps of `step` (`keptRowStep`), at least one step
- * and at most R; kept only while the chunk is at most half the pass's T tokens (so nothing near a
- * tokens x vocab buffer exists) or under 1 MiB.
+ * and at most R; a chunk is at most half the pass's T tokens (so nothing near a tokens x vocab
+ * buffer exists: a small vocabulary's packed pass keeps chunks of T/2 rows or fewer) unless it is
+ * under 1 MiB; 0 when not even one step of rows is.
  */
 export function keptLogitRows(R: number, T: number, V: number, step: number): number {
   const vp = paddedVocab(V);
   const rows = Math.min(R, step * Math.max(1, Math.floor(KEPT_LOGITS_FLOATS / (step * vp))));
-  return rows * 2 <= T || rows * vp <= KEPT_LOGITS_SMALL ? rows : 0;
+  if (rows * 2 <= T || rows * vp <= KEPT_LOGITS_SMALL) return rows;
+  return Math.floor(T / (2 * step)) * step;
 }
 
 /**

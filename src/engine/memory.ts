@@ -23,8 +23,8 @@ export interface TrainMemoryEstimate {
 
 const F32 = 4;
 
-/** AdamW's own scratch (src/train/optimizer.ts), at most: grad-norm partials (1024 floats), its stats and two uniforms. */
-const OPTIMIZER_SCRATCH = 1024 * F32 + 4 + 16 + 48;
+/** AdamW's own scratch (src/train/optimizer.ts), at most: grad-norm partials (4096 floats), its stats and two uniforms. */
+const OPTIMIZER_SCRATCH = 4096 * F32 + 4 + 16 + 48;
 
 /**
  * @param T tokens of the longest training sequence

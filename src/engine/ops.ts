@@ -487,7 +487,7 @@ export class Ops {
     a: { x: TrackedBuffer; out: TrackedBuffer; n: number; width: number; seed: TrackedBuffer; salt: number; rate: number; beta?: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
-    const [gx, gy] = grid1d(a.n);
+    const grid = grid1d(Math.ceil(a.n / a.width), 1); // a workgroup a token
     this.dispatch(
       enc,
       pl,
@@ -497,7 +497,7 @@ export class Ops {
         this.buf(2, a.out),
         this.buf(3, a.seed),
       ],
-      [gx, gy],
+      grid,
       'dropout',
     );
   }

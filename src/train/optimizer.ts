@@ -48,10 +48,12 @@ export interface AdamWState {
 const MAP_READ = 0x1; // GPUMapMode.READ and GPUBufferUsage.MAP_READ
 const COPY_DST = 0x8; // GPUBufferUsage.COPY_DST
 
-/** Threads per workgroup of gradnorm.wgsl. */
-const NORM_WG = 256;
-/** Cap on gradnorm's first-pass workgroups (= partial sums); past it, threads loop. */
-const MAX_PARTS = 1024;
+/** Threads per workgroup of gradnorm.wgsl's first pass (PART_WG). */
+const PART_WG = 64;
+/** vec4s a thread of gradnorm's first pass sums at least, before more threads (= partial sums) are added. */
+const VEC4_PER_PART = 16;
+/** Cap on gradnorm's first-pass threads (= partial sums); past it, each thread sums more. */
+const MAX_PARTS = 4096;
 
 /**
  * AdamW state (m, v start at zero) for one flat parameter buffer. Usage per optimizer step:
@@ -73,7 +75,7 @@ export class AdamW {
   private readonly adamUniform: TrackedBuffer;
   /** vec4s read by gradnorm's first pass (floor(n/4)); the n % 4 tail is summed in its second. */
   private readonly n4: number;
-  /** Workgroups (and partial sums) of gradnorm's first pass; 0 when n < 4. */
+  /** Threads (and partial sums) of gradnorm's first pass; 0 when n < 4. */
   private readonly nParts: number;
   /** The gradScale the norm's uniform holds (NaN before the first step). */
   private normScale = Number.NaN;
@@ -116,7 +118,7 @@ export class AdamW {
       throw new RangeError(`AdamW: maxGradNorm must be a finite number (<= 0 disables clipping) (got ${this.maxGradNorm})`);
 
     this.n4 = Math.floor(n / 4);
-    this.nParts = Math.min(Math.ceil(this.n4 / NORM_WG), MAX_PARTS);
+    this.nParts = Math.min(Math.ceil(this.n4 / VEC4_PER_PART), MAX_PARTS);
     const bufs = engine.buffers;
     this.m = bufs.create('adamw m', n * 4, STORAGE);
     this.v = bufs.create('adamw v', n * 4, STORAGE);
@@ -169,7 +171,7 @@ export class AdamW {
     ].forEach((x, i) => au.setFloat32(4 + i * 4, x, true));
     queue.writeBuffer(this.adamUniform.buffer, 0, au.buffer);
 
-    if (passes.partial) record(enc, passes.partial, [this.nParts, 1], 'gradnorm.partial');
+    if (passes.partial) record(enc, passes.partial, [Math.ceil(this.nParts / PART_WG), 1], 'gradnorm.partial');
     record(enc, passes.finish, [1, 1], 'gradnorm.finish');
     record(enc, passes.adamw, grid1d(this.n), 'adamw');
   }

@@ -139,6 +139,8 @@ it.each([
   expect(keptLogitRows(rows.length, T, V, keptRowStep(ops.tuning))).toBe(kept);
   expect(keptRowStep({ ...ops.tuning, lmhead: { TM: 12, TN: 8, WGX: 8, WGY: 8 } })).toBe(128); // 96 tile rows, a bindable step of 128
   expect(keptLogitRows(rows.length, 160, V, keptRowStep(ops.tuning))).toBe(kept === 64 ? 64 : 0); // a shorter pass recomputes 128-row chunks
+  expect(keptLogitRows(720, 720, 849, 64)).toBe(320); // a small vocabulary's packed pass: chunks of at most T/2 rows
+  expect(keptLogitRows(180, 180, 849, 64)).toBe(180); // one chunk under 1 MiB, whatever T
   const w = randomArray(V * C, 11, 0.5);
   const h = randomArray(T * C, 12, 1);
   for (let c = 0; c < C; c++) h[rows[7] * C + c] = 8 * Math.sign(w[9 * C + c]) || 8; // q_y -> 1 at row 7 (target 9)

@@ -510,11 +510,14 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     });
   });
 
-  it('n past 65535*64 elements (2-D dispatch fold)', async () => {
-    const big = 65535 * 64 + 1001;
-    const xs = randomArray(big, 703);
-    const got = await run({ x: xs, seed: 9, rate: 0.5 });
-    expect(maxViolation(got, dropoutRef(xs, dropoutSeed(9, salt), 0.5), 1e-6, 0)).toBeLessThanOrEqual(1);
+  it('tokens past 65535 (the grid folds them into z), each row masked at its own position', async () => {
+    const [K, T, rate] = [8, 70_001, 0.5];
+    const xs = randomArray(T * K, 703);
+    const out = g.buffers.upload('out', nanArray(T * K));
+    const seed = g.ops.passSeed([9], [T], []);
+    await g.run((enc) => g.ops.dropout(enc, { x: g.buffers.upload('x', xs), out, n: T * K, width: K, seed, salt, rate }));
+    g.buffers.destroy(seed);
+    expect(maxViolation(await g.f32(out), dropoutRef(xs, dropoutSeed(9, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
   });
 });
 

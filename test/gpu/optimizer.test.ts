@@ -231,8 +231,8 @@ it('owns m, v, partials, stats and uniforms through the BufferManager; destroy()
   const grads = g.buffers.create('grads', n * 4);
   const before = g.buffers.current;
   const opt = new AdamW(g, params, grads, n);
-  // m, v: n floats each; partials: ceil(floor(n/4) / 256) = 69 floats; stats: 1 float; uniforms 16 + 48 bytes.
-  expect(g.buffers.current - before).toBe(2 * n * 4 + 69 * 4 + 4 + 16 + 48);
+  // m, v: n floats each; partials: ceil(floor(n/4) / 16) = 1094 floats; stats: 1 float; uniforms 16 + 48 bytes.
+  expect(g.buffers.current - before).toBe(2 * n * 4 + 1094 * 4 + 4 + 16 + 48);
   expect(await opt.lastGradNorm()).toBe(0);
   opt.destroy();
   expect(g.buffers.current).toBe(before);
