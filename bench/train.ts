@@ -165,6 +165,8 @@ export async function trainBench(argv: string[]): Promise<void> {
     matmul_gflops_per_tile: Object.fromEntries(tuned.matmul.map((m) => [describeMatmulTile(m.tile), +m.gflops.toFixed(2)])),
     matmul_dx_tile: bestDx.tile,
     matmul_dx_gflops_per_tile: Object.fromEntries(tuned.matmulDx.map((m) => [JSON.stringify(m.tile), +m.gflops.toFixed(2)])),
+    matmul_tn_tile: tuned.tuning.matmulTn,
+    matmul_tn_gflops_per_tile: Object.fromEntries(tuned.matmulTn.map((m) => [JSON.stringify(m.tile), +m.gflops.toFixed(2)])),
     lmhead_tile: bestHead.tile,
     lmhead_gflops: +bestHead.gflops.toFixed(2),
     attention: tuned.tuning.attention,

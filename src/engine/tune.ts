@@ -67,6 +67,17 @@ export const MATMUL_DX_CANDIDATES: Tuning['matmulDx'][] = [
   { TM: 16, TK: 8, WGX: 2, WGY: 4 },
 ];
 
+/**
+ * LoRA weight-gradient tiles (matmul_tn.wgsl, a reduction over the pass's tokens): the 4 × 4 default
+ * (64 threads), and 8 × 8 or 8 × 4 a thread over 16 threads, which read each token's rows once for
+ * four times the products (on SwiftShader 2–2.6× the default on the toy model's dA and dB).
+ */
+export const MATMUL_TN_CANDIDATES: Tuning['matmulTn'][] = [
+  { TM: 4, TP: 4, WGX: 4, WGY: 16 },
+  { TM: 8, TP: 8, WGX: 2, WGY: 8 },
+  { TM: 8, TP: 4, WGX: 4, WGY: 4 },
+];
+
 /** The LoRA rank the tuner's mix of shapes assumes for the adapters' narrow matmuls (LoRA A and B). */
 const TUNING_LORA_RANK = 16;
 
@@ -112,6 +123,8 @@ export interface TuneResult {
   /** GFLOP/s of every candidate the adapter can run over one layer's matmul shapes, in candidate order. */
   matmul: Array<{ tile: MatmulTile; gflops: number }>;
   matmulDx: Array<{ tile: Tuning['matmulDx']; gflops: number }>;
+  /** GFLOP/s of each weight-gradient tile over a layer's LoRA dA and dB shapes, in candidate order. */
+  matmulTn: Array<{ tile: Tuning['matmulTn']; gflops: number }>;
   lmhead: Array<{ tile: Tuning['lmhead']; gflops: number }>;
   /** Milliseconds of one attention forward + backward per variant, in candidate order. */
   attention: Array<{ tile: Tuning['attention']; ms: number }>;
@@ -207,7 +220,12 @@ export async function tuneKernels(
   const matmulTiles = matmulCandidates(engine.ctx.adapter);
   const matvecTiles = matvecVariantsOn(engine.ctx.device);
   const CANDIDATES =
-    matmulTiles.length + MATMUL_DX_CANDIDATES.length + LMHEAD_CANDIDATES.length + ATTENTION_CANDIDATES.length + matvecTiles.length;
+    matmulTiles.length +
+    MATMUL_DX_CANDIDATES.length +
+    MATMUL_TN_CANDIDATES.length +
+    LMHEAD_CANDIDATES.length +
+    ATTENTION_CANDIDATES.length +
+    matvecTiles.length;
   let timed = 0;
   const progress = () => onProgress?.(++timed / CANDIDATES);
   const b = engine.buffers;
@@ -241,6 +259,7 @@ export async function tuneKernels(
     const ops = opsWith({ matmulDx: tile });
     matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T })) });
   }
+  const matmulTn = await timeMatmulTn(engine, T, [C, shape.F], progress);
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const matvec = await timeMatvec(engine, matvecTiles, [...weights, head], x, out, progress);
   for (const w of weights) for (const t of [w.data, w.scales]) b.destroy(t);
@@ -274,16 +293,57 @@ export async function tuneKernels(
       ...DEFAULT_TUNING,
       matmul: best(matmul).tile,
       matmulDx: best(matmulDx).tile,
+      matmulTn: best(matmulTn).tile,
       lmhead: best(lmhead).tile,
       attention: fastest.tile,
       matvec: matvec.reduce((a, c) => (c.ms < a.ms ? c : a)).tile,
     },
     matmul,
     matmulDx,
+    matmulTn,
     lmhead,
     attention,
     matvec,
   };
+}
+
+/**
+ * The LoRA weight-gradient tiles timed over a layer's adapter gradients at rank `TUNING_LORA_RANK`
+ * for each width in `widths` (the hidden size and the FFN's): dB (width, r) = dy^T u and
+ * dA (r, width) = g^T x, each a reduction over T tokens.
+ */
+async function timeMatmulTn(engine: Engine, T: number, widths: number[], onDone: () => void): Promise<TuneResult['matmulTn']> {
+  const b = engine.buffers;
+  const live: TrackedBuffer[] = [];
+  const r = TUNING_LORA_RANK;
+  const widest = Math.max(...widths);
+  const a = b.f32In(live, 'tune tn a', T * widest);
+  const bb = b.f32In(live, 'tune tn b', T * widest);
+  const out = b.f32In(live, 'tune tn out', widest * r);
+  const enc0 = engine.ctx.device.createCommandEncoder();
+  for (const t of [a, bb]) enc0.clearBuffer(t.buffer);
+  engine.ctx.device.queue.submit([enc0.finish()]);
+  const shapes = [...new Set(widths)].flatMap((w) => [
+    [w, r],
+    [r, w],
+  ]);
+  const flops = shapes.reduce((s, [M, P]) => s + 2 * T * M * P, 0);
+  const timed: TuneResult['matmulTn'] = [];
+  try {
+    for (const tile of MATMUL_TN_CANDIDATES) {
+      const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, matmulTn: tile });
+      const ms = await medianMs(engine, async () => {
+        const enc = engine.ctx.device.createCommandEncoder();
+        for (const [M, P] of shapes) await ops.matmulTn(enc, { a, b: bb, out, T, M, P, beta: 1 });
+        engine.ctx.device.queue.submit([enc.finish()]);
+      });
+      timed.push({ tile, gflops: flops / ms / 1e6 });
+      onDone();
+    }
+  } finally {
+    for (const t of live) b.destroy(t);
+  }
+  return timed;
 }
 
 /**
@@ -379,7 +439,7 @@ async function timeAttention(
 }
 
 /** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 5;
+export const TUNING_VERSION = 6;
 
 /**
  * Tokens the cached choice is measured on: a typical training record, deliberately not a multiple
@@ -413,11 +473,13 @@ const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(
 /** A cached value is used only if it is a tuning whose tiles are among today's candidates. */
 export function isCachedTuning(v: unknown): v is Tuning {
   const t = v as Partial<Tuning> | null;
-  if (typeof t !== 'object' || t === null || !t.matmul || !t.matmulDx || !t.lmhead || !t.attention || !t.matvec) return false;
-  const tuned = { matmul: 0, matmulDx: 0, lmhead: 0, attention: 0, matvec: 0 };
+  if (typeof t !== 'object' || t === null || !t.matmul || !t.matmulDx || !t.matmulTn || !t.lmhead || !t.attention || !t.matvec)
+    return false;
+  const tuned = { matmul: 0, matmulDx: 0, matmulTn: 0, lmhead: 0, attention: 0, matvec: 0 };
   return (
     MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) &&
     MATMUL_DX_CANDIDATES.some((c) => sameTile(c, t.matmulDx!)) &&
+    MATMUL_TN_CANDIDATES.some((c) => sameTile(c, t.matmulTn!)) &&
     LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) &&
     ATTENTION_CANDIDATES.some((c) => sameTile(c, t.attention!)) &&
     MATVEC_VARIANTS.some((c) => sameTile(c, t.matvec!)) &&
@@ -435,6 +497,7 @@ export const SOFTWARE_TUNING: Tuning = {
   ...DEFAULT_TUNING,
   matmul: { variant: 'regs', TM: 16, TN: 8, WGX: 2, WGY: 4 },
   matmulDx: { TM: 16, TK: 8, WGX: 2, WGY: 4 },
+  matmulTn: { TM: 8, TP: 8, WGX: 2, WGY: 8 },
   lmhead: { TM: 16, TN: 8, WGX: 8, WGY: 4 },
   attention: { variant: 'rows', WG: 4, RT: 4 },
   matvec: MATVEC_VARIANTS[0],

@@ -20,7 +20,7 @@ import type { TrackedBuffer } from '../../src/engine/buffers.ts';
 import { dropoutSalt, dropoutSeed } from '../../src/engine/lora-linear.ts';
 import { DEFAULT_TUNING, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
-import { ATTENTION_CANDIDATES, MATMUL_DX_CANDIDATES } from '../../src/engine/tune.ts';
+import { ATTENTION_CANDIDATES, MATMUL_DX_CANDIDATES, MATMUL_TN_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
 import {
   attentionBackwardRef,
@@ -297,19 +297,25 @@ describe('matmul_dx: dx = beta*dx + alpha * dy @ W', () => {
   }
 });
 
-describe('matmul_tn: out = beta*out + alpha * a^T b', () => {
-  for (const [T, M, P] of [
-    [37, 45, 16],
-    [5, 8, 100],
-  ] as const) {
-    it(`a(${T},${M}) b(${T},${P})`, async () => {
+describe('matmul_tn: out = beta*out + alpha * a^T b, every tile the tuner may pick (tune.ts MATMUL_TN_CANDIDATES)', () => {
+  for (const [tile, [T, M, P]] of MATMUL_TN_CANDIDATES.flatMap((tile) =>
+    (
+      [
+        [37, 45, 16],
+        [5, 8, 100],
+        [19, 16, 36],
+      ] as const
+    ).map((shape) => [tile, shape] as const),
+  )) {
+    it(`${tile.TM}×${tile.TP} (wg ${tile.WGX}×${tile.WGY}): a(${T},${M}) b(${T},${P})`, async () => {
+      const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, matmulTn: tile });
       const a = randomArray(T * M, 300 + M);
       const b = randomArray(T * P, 301 + P);
       const a2 = randomArray(T * M, 302);
       const ab = g.buffers.upload('a', a),
         bb = g.buffers.upload('b', b);
       const out = g.buffers.upload('out', nanArray(M * P)); // beta 0 must not read out
-      await g.run((enc) => g.ops.matmulTn(enc, { a: ab, b: bb, out, T, M, P, alpha: 1.5 }));
+      await g.run((enc) => ops.matmulTn(enc, { a: ab, b: bb, out, T, M, P, alpha: 1.5 }));
       const ref = matmulTnRef(a, b, T, M, P);
       expect(
         maxViolation(
@@ -320,7 +326,7 @@ describe('matmul_tn: out = beta*out + alpha * a^T b', () => {
         ),
       ).toBeLessThanOrEqual(1);
       // beta 1: gradient accumulation over micro-batches.
-      await g.run((enc) => g.ops.matmulTn(enc, { a: g.buffers.upload('a2', a2), b: bb, out, T, M, P, alpha: 0.5, beta: 1 }));
+      await g.run((enc) => ops.matmulTn(enc, { a: g.buffers.upload('a2', a2), b: bb, out, T, M, P, alpha: 0.5, beta: 1 }));
       const ref2 = matmulTnRef(a2, b, T, M, P).map((v, i) => 1.5 * ref[i] + 0.5 * v);
       expect(maxViolation(await g.f32(out), ref2, 1e-4, 1e-5)).toBeLessThanOrEqual(1);
     });

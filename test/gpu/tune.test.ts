@@ -15,6 +15,7 @@ import {
   LMHEAD_CANDIDATES,
   MATMUL_CANDIDATES,
   MATMUL_DX_CANDIDATES,
+  MATMUL_TN_CANDIDATES,
   matmulCandidates,
   presetTuning,
   SOFTWARE_PRESET_MAX_HIDDEN,
@@ -80,6 +81,7 @@ it('any other adapter, or a wider model, measures at first use and then reuses t
   expect(first.source).toBe('measured');
   expect(matmulCandidates(g.ctx.adapter)).toContainEqual(first.tuning.matmul);
   expect(MATMUL_DX_CANDIDATES).toContainEqual(first.tuning.matmulDx);
+  expect(MATMUL_TN_CANDIDATES).toContainEqual(first.tuning.matmulTn);
   expect(LMHEAD_CANDIDATES).toContainEqual(first.tuning.lmhead);
   expect(ATTENTION_CANDIDATES).toContainEqual(first.tuning.attention);
   expect(matvecVariantsOn(g.ctx.device)).toContainEqual(first.tuning.matvec);
@@ -101,6 +103,7 @@ it("a cached value is used only if each of its tiles is among today's candidates
   for (const foreign of [
     { ...base, matmul: { variant: 'regs', TM: 3, TN: 5, WGX: 8, WGY: 8 } },
     { ...base, matmulDx: { TM: 3, TK: 4, WGX: 8, WGY: 8 } },
+    { ...base, matmulTn: { TM: 3, TP: 4, WGX: 8, WGY: 8 } },
     { ...base, lmhead: { TM: 3, TN: 4, WGX: 8, WGY: 8 } },
     { ...base, attention: { variant: 'rows', WG: 7, RT: 1 } },
     { ...base, matvec: { variant: 'cols', TN4: 3, WG: 5 } },
@@ -128,7 +131,10 @@ it('times every variant the adapter can run and keeps the fastest; f16 tiles onl
   const r = await tuneKernels(g, { ...SHAPE, T: 37 }, 'f32');
   expect(r.matmul.map((m) => m.tile)).toEqual(runnable);
   expect(r.matmulDx.map((m) => m.tile)).toEqual(MATMUL_DX_CANDIDATES);
-  for (const m of [...r.matmul, ...r.matmulDx]) expect(m.gflops).toBeGreaterThan(0);
+  expect(r.matmulTn.map((m) => m.tile)).toEqual(MATMUL_TN_CANDIDATES);
+  for (const m of [...r.matmul, ...r.matmulDx, ...r.matmulTn]) expect(m.gflops).toBeGreaterThan(0);
+  const topTn = Math.max(...r.matmulTn.map((m) => m.gflops));
+  expect(r.matmulTn.find((m) => m.gflops === topTn)?.tile).toEqual(r.tuning.matmulTn);
   const top = Math.max(...r.matmul.map((m) => m.gflops));
   expect(r.matmul.find((m) => m.gflops === top)?.tile).toEqual(r.tuning.matmul);
   // Decode's one-row shapes: every one the adapter compiles, the fastest kept.

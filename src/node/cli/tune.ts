@@ -52,6 +52,7 @@ function timingLines(r: TuneResult): string[] {
   return [
     ...r.matmul.map((m) => row('matmul', describeMatmulTile(m.tile), gflops(m.gflops), same(m.tile, r.tuning.matmul))),
     ...r.matmulDx.map((m) => row('dx', `${m.tile.TM}×${m.tile.TK} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.matmulDx))),
+    ...r.matmulTn.map((m) => row('dA/dB', `${m.tile.TM}×${m.tile.TP} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.matmulTn))),
     ...r.lmhead.map((m) => row('lm-head', `${m.tile.TM}×${m.tile.TN} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.lmhead))),
     ...r.attention.map((m) => row('attention', attentionName(m.tile), ms(m.ms), same(m.tile, r.tuning.attention))),
     ...r.matvec.map((m) => row('decode', describeMatvecTile(m.tile), ms(m.ms), same(m.tile, r.tuning.matvec!))),
