@@ -2,8 +2,9 @@
 //
 // W is a frozen base weight in f32/q8/q4 (kernels/qweight.wgsl, spliced in as `load_w4`),
 // dequantized in registers, or a LoRA factor (f32). Fusions:
-//   - beta = 1 accumulates into `out`: o_proj/down_proj add straight into the residual stream,
-//     and the LoRA up-projection adds alpha/r * (x A^T) B^T onto the base output.
+//   - beta = 1 accumulates into `out`: o_proj/down_proj add straight into the residual stream;
+//   - with an adapter (r > 0) the LoRA up-projection s * u B^T (u = dropout(x) A^T, s = alpha/r)
+//     is r more k of the same tile (matmul_common.wgsl `lora`).
 // Register tiling without shared memory: each thread owns TM rows x (4*TN4) columns of outputs,
 // streams K four at a time, and multiplies a row's vec4 of x by a mat4x4 of four weight columns
 // (16 FMAs). No barriers: on SwiftShader this beats shared-memory tiling by ~3x
@@ -35,6 +36,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#include matmul_common columns
   for (var k4 = 0u; k4 < KW / 4u; k4++) {
 //#include matmul_common fma
+  }
+  for (var k4 = 0u; k4 < p.r / 4u; k4++) {
+//#include matmul_common lora
   }
 //#for i in TM
 //#for j in TN4

@@ -1,5 +1,6 @@
 // Linear layer forward, the workgroup-memory variant of matmul.wgsl (the tuner's 'shared' tile):
-// out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T, W f32/q8/q4 (qweight.wgsl `load_w4`) or a LoRA factor.
+// out (T,N) = beta*out + alpha * (x (T,K) @ W(N,K)^T + s * u (T,r) @ B(N,r)^T), W f32/q8/q4
+// (qweight.wgsl `load_w4`) or a LoRA factor, the adapter's term unstaged (matmul_common.wgsl `lora`).
 //
 // The classic GPU tiling: a workgroup of WGX x WGY threads owns a block of TM*WGY rows x 4*TN4*WGX
 // columns. For each stage of BK4 vec4s along K, the threads copy the block's x rows and its
@@ -86,6 +87,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   }
   let t0 = row0 + lid.y * {{TM}}u;
   let n0 = col0 + lid.x * {{TN4}}u * 4u;
+  // The adapter's r k (matmul_common.wgsl `lora`), f32 from storage: r/4 steps, not worth staging.
+//#include matmul_common columns
+  for (var k4 = 0u; k4 < p.r / 4u; k4++) {
+//#include matmul_common lora
+  }
 //#for i in TM
 //#for j in TN4
   store4(t0 + {i}u, n0 + {j}u * 4u, acc{i}_{j});

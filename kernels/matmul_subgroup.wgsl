@@ -1,6 +1,7 @@
 // Linear layer forward, the split-K variant with a subgroup reduction (the tuner's 'subgroup'
-// tile, where the adapter has `subgroups`): out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T,
-// W f32/q8/q4 (qweight.wgsl `load_w4`) or a LoRA factor.
+// tile, where the adapter has `subgroups`): out (T,N) = beta*out + alpha * (x (T,K) @ W(N,K)^T
+// + s * u (T,r) @ B(N,r)^T), W f32/q8/q4 (qweight.wgsl `load_w4`) or a LoRA factor, the adapter's
+// r k split over the threads like K (matmul_common.wgsl `lora`).
 //
 // For outputs too few to fill a GPU with one thread each (T x N small, K long: LoRA's
 // x A^T, or short sequences), a workgroup of WG threads owns one tile of TM rows x 4*TN4
@@ -43,6 +44,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 //#include matmul_common columns
   for (var k4 = li; k4 < K4; k4 += WG) {
 //#include matmul_common fma
+  }
+  for (var k4 = li; k4 < p.r / 4u; k4 += WG) {
+//#include matmul_common lora
   }
   // Every thread reaches the subgroup sums (uniform control flow), the first lane stores them.
 //#for i in TM

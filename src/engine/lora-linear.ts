@@ -71,12 +71,11 @@ export async function linearForward(
   const { enc, ops, dropout, seed, acts } = ctx;
   const T = acts.T;
   const e = u ? ctx.lora?.entry(layer, p) : undefined;
-  // One row (a decode step): matrix-vector kernels, the base product after the adapter's u.
+  // One row (a decode step): matrix-vector kernels.
   const row = T === 1;
-  // out = beta*out + x W^T
-  if (!row) await ops.matmul(enc, { x, w, out, T, beta });
   if (!e) {
-    if (row) await ops.matvec(enc, { x, w, out, beta });
+    // out = beta*out + x W^T
+    await (row ? ops.matvec(enc, { x, w, out, beta }) : ops.matmul(enc, { x, w, out, T, beta }));
     return;
   }
   const { A, B } = ctx.lora!.weights(e);
@@ -88,9 +87,9 @@ export async function linearForward(
   }
   // u (T,r) = dropout(x) A^T
   await (row ? ops.matvec(enc, { x: xa, w: A, out: u! }) : ops.matmul(enc, { x: xa, w: A, out: u!, T }));
-  // out += s u B^T; one row: out = beta*out + x W^T + s u B^T in one kernel
-  if (row) await ops.matvec(enc, { x, w, out, beta, lora: { u: u!, B, scale: e.scale } });
-  else await ops.matmul(enc, { x: u!, w: B, out, T, alpha: e.scale, beta: 1 });
+  // out = beta*out + x W^T + s u B^T, one kernel
+  const lora = { u: u!, B, scale: e.scale };
+  await (row ? ops.matvec(enc, { x, w, out, beta, lora }) : ops.matmul(enc, { x, w, out, T, beta, lora }));
 }
 
 /**

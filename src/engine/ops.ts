@@ -249,12 +249,14 @@ export class Ops {
     [tileKey, tile]: [string, Record<string, number | string>],
     [u, input, output]: [GPUBuffer, TrackedBuffer, TrackedBuffer],
     grid: [number, number],
+    more: GPUBindGroupEntry[] = [],
   ): Promise<void> {
     const { format, cols: K } = w;
     const pl = await this.pipelines.get(name, [name, format, K, tileKey].join(':'), () =>
       fillTemplate(this.pipelines.source(name), { ...tile, K, WEIGHT: this.weightCode(format, 3) }, name),
     );
-    this.dispatch(enc, pl, [this.buf(0, u), this.buf(1, input), this.buf(2, output), ...this.weightEntries(w, 3)], grid, name);
+    const entries = [this.buf(0, u), this.buf(1, input), this.buf(2, output), ...this.weightEntries(w, 3), ...more];
+    this.dispatch(enc, pl, entries, grid, name);
   }
 
   /**
@@ -378,17 +380,32 @@ export class Ops {
 
   // --- Linear (kernels/matmul*.wgsl): forward / input gradient dx / LoRA weight gradient dW.
 
-  /** out (T,N) = beta*out + alpha * x (T,K) @ W(N,K)^T */
+  /**
+   * out (T,N) = beta*out + alpha * (x (T,K) @ W(N,K)^T + s * u (T,r) @ B(N,r)^T), the adapter's term
+   * with `lora` (u = dropout(x) A^T, computed before by `matmul` over A; s its scale) in the same tile.
+   */
   async matmul(
     enc: GPUCommandEncoder,
-    a: { x: TrackedBuffer; w: GpuWeight; out: TrackedBuffer; T: number; alpha?: number; beta?: number },
+    a: {
+      x: TrackedBuffer;
+      w: GpuWeight;
+      out: TrackedBuffer;
+      T: number;
+      alpha?: number;
+      beta?: number;
+      lora?: { u: TrackedBuffer; B: GpuWeight; scale: number };
+    },
   ): Promise<void> {
     const N = a.w.rows;
     // Fewer rows than the tile holds (decode: T = 1): one row per thread, no idle rows.
     const tile = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
-    const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0], 'uuff');
+    const r = a.lora?.B.cols ?? 0;
+    const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, r, a.lora?.scale ?? 0, 0, 0], 'uuffufuu');
     const [name, values, grid] = this.matmulKernel(tile, a.T, N);
-    await this.weightKernel(enc, name, a.w, [Object.values(tile).join(':'), values], [u, a.x, a.out], grid);
+    const adapter = a.lora
+      ? [this.buf(5, a.lora.u), this.buf(6, a.lora.B.data)]
+      : [this.buf(5, this.dummy('read')), this.buf(6, this.dummy('read'))];
+    await this.weightKernel(enc, name, a.w, [Object.values(tile).join(':'), values], [u, a.x, a.out], grid, adapter);
   }
 
   /**

@@ -99,6 +99,14 @@ describe('matmul: every tuner variant', () => {
             1e-5,
           ),
         ).toBeLessThanOrEqual(1);
+        // with an adapter: out = x W^T + s u B^T, u (T,r) and B (N,r) f32, r = 8 (two k4 steps)
+        const [r, s] = [8, 0.75];
+        const u = randomArray(T * r, 4 + T);
+        const B = randomArray(N * r, 5 + N, 0.5);
+        const lora = { u: g.buffers.upload('u', u), B: g.weight(B, N, r, 'f32'), scale: s };
+        await g.run((enc) => ops().matmul(enc, { x: xb, w: wb, out: ob, T, lora }));
+        const withAdapter = matmulRef(u, B, T, N, r).map((v, i) => ref[i] + s * v);
+        expect(maxViolation(await g.f32(ob), withAdapter, 1e-4, 1e-5), 'x W^T + s u B^T').toBeLessThanOrEqual(1);
       });
     }
   }
