@@ -18,6 +18,9 @@ struct Params { n: u32, salt: u32, rate: f32, beta: f32, width: u32 } // width: 
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> token_seed: array<vec2<u32>>; // per token: its sequence's seed, its position in it
 
+// The mask, also spliced into matmul_dx.wgsl (`//#include dropout mask`, its Params with `salt` and
+// `rate` too), which applies it to the LoRA branch's input gradient in its tile.
+//#section mask
 /// The mask's seed: the sequence's seed xor the salt, through half of the lowbias32 finalizer.
 fn mask_seed(seq_seed: u32) -> u32 {
   var h = seq_seed ^ p.salt;
@@ -38,6 +41,7 @@ fn hash(i: u32, seed: u32) -> u32 {
 fn keep(i: u32, seed: u32) -> bool {
   return f32(hash(i, seed) >> 8u) * (1.0 / 16777216.0) >= p.rate;
 }
+//#end
 
 // grid: (T folded past 65535 into y): workgroup t takes token t's row, thread l its columns l, l+64, ...
 // No division (it cost as much as the hash), the token's seed read once a thread, and neighbouring

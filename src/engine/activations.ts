@@ -166,8 +166,6 @@ export function allocForwardActs(
 export interface LinearScratch {
   /** g = dY B (T, max r). */
   g: TrackedBuffer;
-  /** d dropout(x) before the mask is applied (T, max in-features); null when dropout is off. */
-  gx: TrackedBuffer | null;
 }
 
 /** The backward pass's scratch: one layer's gradients at a time, reused from the last layer down. */
@@ -186,15 +184,8 @@ export interface LayerGrads {
   lin: LinearScratch;
 }
 
-/** Allocate the backward scratch for T tokens (registered in `live`); `dropout`: whether the pass has LoRA dropout. */
-export function allocLayerGrads(
-  b: BufferManager,
-  c: LlamaConfig,
-  lora: LoraParams,
-  T: number,
-  dropout: boolean,
-  live: TrackedBuffer[],
-): LayerGrads {
+/** Allocate the backward scratch for T tokens (registered in `live`). */
+export function allocLayerGrads(b: BufferManager, c: LlamaConfig, lora: LoraParams, T: number, live: TrackedBuffer[]): LayerGrads {
   const alloc = (label: string, floats: number) => b.f32In(live, label, floats);
   const [C, F, HD, KVD] = [c.hiddenSize, c.intermediateSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
   const dx = alloc('d residual (T,C)', T * C);
@@ -208,8 +199,6 @@ export function allocLayerGrads(
   const dv = alloc('dv (T,KVH*D)', T * KVD);
   const delta = alloc('attention delta (H,T)', c.numHeads * T);
   const maxR = Math.max(...lora.entries.map((e) => e.r));
-  const maxIn = Math.max(...lora.entries.map((e) => e.inF));
   const g = alloc('lora g (T,r)', T * maxR);
-  const gx = dropout ? alloc('lora dx before dropout (T,in)', T * maxIn) : null;
-  return { dx, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, lin: { g, gx } };
+  return { dx, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, lin: { g } };
 }

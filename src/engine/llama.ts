@@ -247,7 +247,7 @@ export class GpuLlama {
     if (!this.lora) throw new NlftError('training needs LoRA adapters on the model', 'no-lora');
     // coef (R) -> dxn (T,C)
     const dxn = await lmHeadBackward(this.ops, enc, this.lmHead, T, scored, head, coef, live);
-    const g = allocLayerGrads(this.buffers, c, this.lora, T, dropout.rate > 0, live);
+    const g = allocLayerGrads(this.buffers, c, this.lora, T, live);
     enc.clearBuffer(g.dx.buffer);
     // dxn -> dx (T,C) = d x_out of the last layer
     await this.ops.rmsnormBackward(enc, { x: acts.xOut, w: this.finalNorm, rstd: acts.rstdF, dy: dxn, dx: g.dx, T, C: c.hiddenSize });

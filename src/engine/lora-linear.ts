@@ -112,14 +112,16 @@ export async function linearBackward(
 ): Promise<void> {
   const { enc, ops, dropout, seed, acts } = ctx;
   const T = acts.T;
-  // dIn = beta*dIn + dOut W
-  await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta });
   const e = ctx.lora?.entry(layer, p);
-  if (!e) return;
+  if (!e) {
+    // dIn = beta*dIn + dOut W
+    await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta });
+    return;
+  }
   const lora = ctx.lora!;
   const { A, B } = lora.weights(e);
   const { dA, dB } = lora.gradViews(e);
-  const { g, gx } = scratch;
+  const { g } = scratch;
   const salt = dropoutSalt(layer, p);
   let xa = x;
   if (dropout.rate > 0) {
@@ -133,13 +135,7 @@ export async function linearBackward(
   await ops.matmulDx(enc, { dy: dOut, w: B, dx: g, T });
   // dA += s g^T dropout(x)
   await ops.matmulTn(enc, { a: g, b: xa, out: dA, T, M: e.r, P: e.inF, alpha: e.scale, beta: 1 });
-  if (dropout.rate > 0) {
-    // gx (T,in) = s g A
-    await ops.matmulDx(enc, { dy: g, w: A, dx: gx!, T, alpha: e.scale });
-    // dIn += dropout'(gx)
-    await ops.dropout(enc, { x: gx!, out: dIn, n: T * e.inF, width: e.inF, seed: seed!, salt, rate: dropout.rate, beta: 1 });
-  } else {
-    // dIn += s g A
-    await ops.matmulDx(enc, { dy: g, w: A, dx: dIn, T, alpha: e.scale, beta: 1 });
-  }
+  // dIn = beta*dIn + dOut W + s dropout'(g A), one kernel
+  const mask = dropout.rate > 0 ? { seed: seed!, salt, rate: dropout.rate } : undefined;
+  await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta, lora: { g, A, scale: e.scale, dropout: mask } });
 }

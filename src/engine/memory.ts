@@ -56,8 +56,8 @@ export function estimateTrainBytes(
   // rows' kept logits in the default tiles' row steps, or a dz' vocabulary chunk for all rows.
   const keptRows = keptLogitRows(R, T, c.vocabSize, keptRowStep(DEFAULT_TUNING));
   const head = R * C + (keptRows > 0 ? keptRows * vp : R * Math.min(DEFAULT_TUNING.ceChunk, vp));
-  // Backward scratch: the lm-head's, d(final norm), d residual, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, g, gx, coefficients.
-  const backward = head + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + T * maxIn + R;
+  // Backward scratch: the lm-head's, d(final norm), d residual, dF, dGate, dUp, dXn, dAtt, dq, dk, dv, delta, g, coefficients.
+  const backward = head + 2 * T * C + 3 * T * F + T * C + 2 * T * HD + 2 * T * KVD + H * T + T * lora.r + R;
   const activations = (kept + final + scoring + backward) * F32;
   const model = baseModelBytes(c, quant);
   const loraBytes = 5 * loraFloats * F32 + OPTIMIZER_SCRATCH;

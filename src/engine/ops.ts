@@ -410,19 +410,38 @@ export class Ops {
 
   /**
    * dx (T,K) = beta*dx + alpha * dy (T,N) @ W(N,K); with `nOff`, W's rows nOff..nOff+N (a vocabulary
-   * chunk; rows past the end are clamped and must meet zero gradients).
+   * chunk; rows past the end are clamped and must meet zero gradients). With `lora`, the adapter's
+   * input gradient in the same tile: + alpha * s * dropout'(g (T,r) @ A(r,K)), the dropout mask the
+   * forward's (`dropout`: the pass's seeds, the projection's salt, the rate; absent: none).
    */
   async matmulDx(
     enc: GPUCommandEncoder,
-    a: { dy: TrackedBuffer; w: GpuWeight; dx: TrackedBuffer; T: number; N?: number; nOff?: number; alpha?: number; beta?: number },
+    a: {
+      dy: TrackedBuffer;
+      w: GpuWeight;
+      dx: TrackedBuffer;
+      T: number;
+      N?: number;
+      nOff?: number;
+      alpha?: number;
+      beta?: number;
+      lora?: { g: TrackedBuffer; A: GpuWeight; scale: number; dropout?: { seed: TrackedBuffer; salt: number; rate: number } };
+    },
   ): Promise<void> {
     const { rows, cols: K } = a.w;
     const N = a.N ?? rows;
     const { TM, TK, WGX, WGY } = this.tuning.matmulDx;
-    const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, 0, 0], 'uuffuuuu');
+    const r = a.lora?.A.rows ?? 0;
+    const drop = a.lora?.dropout;
+    const u = this.uniform(
+      [a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, r, a.lora?.scale ?? 0, (drop?.salt ?? 0) >>> 0, drop?.rate ?? 0, 0, 0],
+      'uuffuuufufuu',
+    );
     const grid: [number, number] = [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))];
     const tile = { TM, TK4: TK / 4, WGX, WGY };
-    await this.weightKernel(enc, 'matmul_dx', a.w, [Object.values(tile).join(':'), tile], [u, a.dy, a.dx], grid);
+    const read = this.dummy('read');
+    const adapter = [this.buf(5, a.lora?.g ?? read), this.buf(6, a.lora?.A.data ?? read), this.buf(7, drop?.seed ?? read)];
+    await this.weightKernel(enc, 'matmul_dx', a.w, [Object.values(tile).join(':'), tile], [u, a.dy, a.dx], grid, adapter);
   }
 
   /** out (M,P) = beta*out + alpha * a(T,M)^T @ b(T,P): LoRA weight gradients */

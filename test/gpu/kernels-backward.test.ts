@@ -253,6 +253,28 @@ describe('matmul_dx: dx = beta*dx + alpha * dy @ W', () => {
           1e-5,
         ),
       ).toBeLessThanOrEqual(1);
+      // with an adapter: dx = 1 * dx + dy W + s * dropout'(gl A), gl (T,r), A (r,K), r = 8; without
+      // dropout, then with the mask of pass seed 21 (one sequence: element t*K + k)
+      const [r, s] = [8, 0.5];
+      const gl = randomArray(T * r, 103);
+      const A = randomArray(r * K, 104, 0.5);
+      const gA = matmulDxRef(gl, A, T, r, K);
+      const lora = { g: g.buffers.upload('g', gl), A: g.weight(A, r, K, 'f32'), scale: s };
+      const before = await g.f32(dx);
+      await g.run((enc) => ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T, beta: 1, lora }));
+      const ref3 = ref1.map((v, i) => before[i] + v + s * gA[i]);
+      expect(maxViolation(await g.f32(dx), ref3, 1e-4, 1e-5), 'dy W + s g A').toBeLessThanOrEqual(1);
+      const salt = dropoutSalt(1, 'down_proj');
+      const seed = g.ops.passSeed([21], [T], []);
+      const rate = 0.3;
+      await g.run((enc) =>
+        ops.matmulDx(enc, { dy: g.buffers.upload('dy1', dy1), w: wb, dx, T, lora: { ...lora, dropout: { seed, salt, rate } } }),
+      );
+      const dropped = dropoutRef(gA, dropoutSeed(21, salt), rate);
+      const ref4 = ref1.map((v, i) => v + s * dropped[i]);
+      expect(maxViolation(await g.f32(dx), ref4, 1e-4, 1e-5), "dy W + s dropout'(g A)").toBeLessThanOrEqual(1);
+      expect(dropped.some((v, i) => v === 0 && gA[i] !== 0)).toBe(true); // the mask really drops
+      g.buffers.destroy(seed);
     });
   }
 
