@@ -320,28 +320,47 @@ async function timeMatmulTn(engine: Engine, T: number, widths: number[], onDone:
   const a = b.f32In(live, 'tune tn a', T * widest);
   const bb = b.f32In(live, 'tune tn b', T * widest);
   const out = b.f32In(live, 'tune tn out', widest * r);
-  const enc0 = engine.ctx.device.createCommandEncoder();
-  for (const t of [a, bb]) enc0.clearBuffer(t.buffer);
-  engine.ctx.device.queue.submit([enc0.finish()]);
   const shapes = [...new Set(widths)].flatMap((w) => [
     [w, r],
     [r, w],
   ]);
   const flops = shapes.reduce((s, [M, P]) => s + 2 * T * M * P, 0);
-  const timed: TuneResult['matmulTn'] = [];
+  const timed = await timeTiles(engine, 'matmulTn', MATMUL_TN_CANDIDATES, [a, bb], live, onDone, async (ops, enc) => {
+    for (const [M, P] of shapes) await ops.matmulTn(enc, { a, b: bb, out, T, M, P, beta: 1 });
+  });
+  return timed.map(({ tile, ms }) => ({ tile, gflops: flops / ms / 1e6 }));
+}
+
+/**
+ * Median ms of one submit per candidate `tiles` of the tuning field `field` (`record` encodes the
+ * work with an `Ops` on that tile), after zeroing the inputs `zero`; frees `live` when done.
+ */
+async function timeTiles<K extends 'matmulTn' | 'attention'>(
+  engine: Engine,
+  field: K,
+  tiles: Tuning[K][],
+  zero: TrackedBuffer[],
+  live: TrackedBuffer[],
+  onDone: () => void,
+  record: (ops: Ops, enc: GPUCommandEncoder) => Promise<void>,
+): Promise<Array<{ tile: Tuning[K]; ms: number }>> {
+  const enc0 = engine.ctx.device.createCommandEncoder();
+  for (const t of zero) enc0.clearBuffer(t.buffer);
+  engine.ctx.device.queue.submit([enc0.finish()]);
+  const timed: Array<{ tile: Tuning[K]; ms: number }> = [];
   try {
-    for (const tile of MATMUL_TN_CANDIDATES) {
-      const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, matmulTn: tile });
+    for (const tile of tiles) {
+      const ops = new Ops(engine.ctx.device, engine.pipelines, engine.buffers, { ...DEFAULT_TUNING, [field]: tile });
       const ms = await medianMs(engine, async () => {
         const enc = engine.ctx.device.createCommandEncoder();
-        for (const [M, P] of shapes) await ops.matmulTn(enc, { a, b: bb, out, T, M, P, beta: 1 });
+        await record(ops, enc);
         engine.ctx.device.queue.submit([enc.finish()]);
       });
-      timed.push({ tile, gflops: flops / ms / 1e6 });
+      timed.push({ tile, ms });
       onDone();
     }
   } finally {
-    for (const t of live) b.destroy(t);
+    for (const t of live) engine.buffers.destroy(t);
   }
   return timed;
 }
@@ -416,26 +435,10 @@ async function timeAttention(
     KVH,
     D,
   };
-  const enc0 = engine.ctx.device.createCommandEncoder();
-  for (const t of [acts.q, acts.k, acts.v, acts.dout]) enc0.clearBuffer(t.buffer);
-  engine.ctx.device.queue.submit([enc0.finish()]);
-  const timed: TuneResult['attention'] = [];
-  try {
-    for (const tile of ATTENTION_CANDIDATES) {
-      const ops = new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, attention: tile });
-      const ms = await medianMs(engine, async () => {
-        const enc = engine.ctx.device.createCommandEncoder();
-        await ops.attention(enc, acts);
-        await ops.attentionBackward(enc, acts);
-        engine.ctx.device.queue.submit([enc.finish()]);
-      });
-      timed.push({ tile, ms });
-      onDone();
-    }
-  } finally {
-    for (const t of live) b.destroy(t);
-  }
-  return timed;
+  return timeTiles(engine, 'attention', ATTENTION_CANDIDATES, [acts.q, acts.k, acts.v, acts.dout], live, onDone, async (ops, enc) => {
+    await ops.attention(enc, acts);
+    await ops.attentionBackward(enc, acts);
+  });
 }
 
 /** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
