@@ -155,7 +155,7 @@ export async function trainBench(argv: string[]): Promise<void> {
   const tuned = await tuneKernels(probe, tuningShapeOf(shape, T), quant);
   const best = tuned.matmul.reduce((a, m) => (m.gflops > a.gflops ? m : a));
   const bestDx = tuned.matmulDx.reduce((a, m) => (m.gflops > a.gflops ? m : a));
-  const bestHead = tuned.lmhead.reduce((a, m) => (m.gflops > a.gflops ? m : a));
+  const keptHead = tuned.lmhead.find((m) => JSON.stringify(m.tile) === JSON.stringify(tuned.tuning.lmhead))!; // pickLmheadTile's
   emit({
     bench: 'train_tiles',
     quant,
@@ -167,8 +167,9 @@ export async function trainBench(argv: string[]): Promise<void> {
     matmul_dx_gflops_per_tile: Object.fromEntries(tuned.matmulDx.map((m) => [JSON.stringify(m.tile), +m.gflops.toFixed(2)])),
     matmul_tn_tile: tuned.tuning.matmulTn,
     matmul_tn_gflops_per_tile: Object.fromEntries(tuned.matmulTn.map((m) => [JSON.stringify(m.tile), +m.gflops.toFixed(2)])),
-    lmhead_tile: bestHead.tile,
-    lmhead_gflops: +bestHead.gflops.toFixed(2),
+    lmhead_tile: keptHead.tile,
+    lmhead_gflops: +keptHead.gflops.toFixed(2),
+    lmhead_gflops_per_tile: Object.fromEntries(tuned.lmhead.map((m) => [JSON.stringify(m.tile), +m.gflops.toFixed(2)])),
     attention: tuned.tuning.attention,
     attention_ms: Object.fromEntries(tuned.attention.map((a) => [JSON.stringify(a.tile), +a.ms.toFixed(1)])),
   });

@@ -294,7 +294,7 @@ export async function tuneKernels(
       matmul: best(matmul).tile,
       matmulDx: best(matmulDx).tile,
       matmulTn: best(matmulTn).tile,
-      lmhead: best(lmhead).tile,
+      lmhead: pickLmheadTile(lmhead),
       attention: fastest.tile,
       matvec: matvec.reduce((a, c) => (c.ms < a.ms ? c : a)).tile,
     },
@@ -305,6 +305,25 @@ export async function tuneKernels(
     attention,
     matvec,
   };
+}
+
+/** How much faster a taller lm-head tile must measure to be kept over a shorter one (`pickLmheadTile`). */
+export const LMHEAD_TALLER_MARGIN = 1.1;
+
+/**
+ * The lm-head tile to keep: the fastest, unless one whose rows a workgroup (TM × WGY, rounded up to 64
+ * as `keptRowStep` steps kept-logit chunks) are fewer is within `LMHEAD_TALLER_MARGIN` of it: then the
+ * fastest of those with the fewest. A training forward keeps a chunk of at least that many rows' logits:
+ * a 128-row tile doubles that memory and keeps nothing in a pass under 256 tokens, so it must earn that
+ * by more than the tuner's noise (on SwiftShader the 64- and 128-row tiles measured within 10 % of each
+ * other at SmolLM2's width, and each won about half the runs).
+ */
+export function pickLmheadTile(timed: TuneResult['lmhead']): Tuning['lmhead'] {
+  const top = Math.max(...timed.map((t) => t.gflops));
+  const step = (t: Tuning['lmhead']) => Math.ceil((t.TM * t.WGY) / 64) * 64;
+  const close = timed.filter((t) => t.gflops * LMHEAD_TALLER_MARGIN >= top);
+  const fewest = Math.min(...close.map((t) => step(t.tile)));
+  return close.filter((t) => step(t.tile) === fewest).reduce((a, c) => (c.gflops > a.gflops ? c : a)).tile;
 }
 
 /**
@@ -441,8 +460,8 @@ async function timeAttention(
   });
 }
 
-/** Bump when a tuned kernel changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 6;
+/** Bump when a tuned kernel or the rule that picks one changes, so choices cached by an older build are measured again. */
+export const TUNING_VERSION = 7;
 
 /**
  * Tokens the cached choice is measured on: a typical training record, deliberately not a multiple

@@ -17,6 +17,7 @@ import {
   MATMUL_DX_CANDIDATES,
   MATMUL_TN_CANDIDATES,
   matmulCandidates,
+  pickLmheadTile,
   presetTuning,
   SOFTWARE_PRESET_MAX_HIDDEN,
   SOFTWARE_TINY_MAX_HIDDEN,
@@ -96,6 +97,16 @@ it('any other adapter, or a wider model, measures at first use and then reuses t
   expect(presetTuning(g.ctx.adapter, { C: 576 })).toBeNull();
   expect(presetTuning(hardware.ctx.adapter, { C: 64 })).toBeNull();
 }, 900_000); // two measurements
+
+it('keeps a 128-row lm-head tile only when it beats the 64-row ones by more than 10 %', () => {
+  const [t16, , t64, t128, t64b] = LMHEAD_CANDIDATES;
+  expect([t16, t64, t128, t64b].map((t) => t.TM * t.WGY)).toEqual([16, 64, 128, 64]);
+  const timed = (g: number[]) => [t16, t64, t128, t64b].map((tile, i) => ({ tile, gflops: g[i] }));
+  expect(pickLmheadTile(timed([1, 4.0, 4.3, 3.9]))).toEqual(t64); // within 10 %: the shorter tile
+  expect(pickLmheadTile(timed([1, 3.8, 4.3, 3.9]))).toEqual(t128); // 10.3 % faster: kept
+  expect(pickLmheadTile(timed([4.2, 4.0, 4.1, 3.9]))).toEqual(t16); // the fastest of the shortest step (64 rows)
+  expect(pickLmheadTile(timed([1, 4.0, 3.0, 4.1]))).toEqual(t64b); // no tie to break: the fastest
+});
 
 it("a cached value is used only if each of its tiles is among today's candidates", () => {
   const base = SOFTWARE_TUNING;
