@@ -53,7 +53,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let tok = token_seed[t];
   let seed = mask_seed(tok.x);
   let scale = 1.0 / (1.0 - p.rate);
-  for (var c = lid.x; c < p.width; c += 64u) {
+  let cols = min(p.width, p.n - t * p.width); // a last row cut short by n
+  for (var c = lid.x; c < cols; c += 64u) {
     let i = t * p.width + c;
     var v = select(0.0, x[i] * scale, keep(tok.y * p.width + c, seed));
     if (p.beta != 0.0) { v += p.beta * out[i]; }

@@ -538,7 +538,7 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     });
   });
 
-  it('tokens past 65535 (the grid folds them into z), each row masked at its own position', async () => {
+  it('tokens past 65535 (the grid folds them into y), each row masked at its own position', async () => {
     const [K, T, rate] = [8, 70_001, 0.5];
     const xs = randomArray(T * K, 703);
     const out = g.buffers.upload('out', nanArray(T * K));
@@ -546,6 +546,19 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     await g.run((enc) => g.ops.dropout(enc, { x: g.buffers.upload('x', xs), out, n: T * K, width: K, seed, salt, rate }));
     g.buffers.destroy(seed);
     expect(maxViolation(await g.f32(out), dropoutRef(xs, dropoutSeed(9, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
+  });
+
+  it('n short of a whole last row: elements past n are left as they were', async () => {
+    const [K, T, rate, cut] = [100, 3, 0.4, 30];
+    const n = T * K - cut;
+    const xs = randomArray(n, 705);
+    const out = g.buffers.upload('out', new Float32Array(T * K).fill(7));
+    const seed = g.ops.passSeed([13], [T], []);
+    await g.run((enc) => g.ops.dropout(enc, { x: g.buffers.upload('x', xs), out, n, width: K, seed, salt, rate }));
+    g.buffers.destroy(seed);
+    const got = await g.f32(out);
+    expect(maxViolation(got.subarray(0, n), dropoutRef(xs, dropoutSeed(13, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
+    expect(Array.from(got.subarray(n))).toEqual(new Array(cut).fill(7));
   });
 });
 
