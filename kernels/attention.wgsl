@@ -99,8 +99,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 // Three passes, none holding a T x T buffer: `delta` (Dt), `dq` (a thread per query row, like the
 // forward), `dkdv` (a thread per key row of a kv head, summing over the query heads of its group,
 // so no atomics are needed and the result is deterministic). With packed sequences, dq starts at
-// its sequence like the forward; dkdv masks queries of other sequences but still walks them to the
-// end (training runs one sequence per pass; packing is for the no-grad scoring passes).
+// its sequence like the forward; dkdv stops at the end of its last key's sequence (`sequence_end`)
+// and masks the queries of other sequences in the tiles it shares with them.
 
 @group(0) @binding(6) var<storage, read> dout: array<vec4<f32>>;           // (T, H*D) dO
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;          // (H, T)   Dt
@@ -113,6 +113,24 @@ var<workgroup> ot: array<vec4<f32>, BQ * D4>;
 var<workgroup> lt: array<f32, BQ>;
 var<workgroup> dt: array<f32, BQ>;
 var<workgroup> st: array<u32, BQ>;
+var<workgroup> blockEnd: u32;
+
+/// One past the last token of the sequence holding token s: seg is non-decreasing (sequences lie end
+/// to end), so a binary search for the first t > s with seg[t] != seg[s]. Made workgroup-uniform,
+/// since it bounds a loop with barriers.
+fn sequence_end(s: u32, lane: u32) -> u32 {
+  if (lane == 0u) {
+    let first = seg[s];
+    var lo = s + 1u;
+    var hi = p.T;
+    while (lo < hi) {
+      let mid = (lo + hi) / 2u;
+      if (seg[mid] == first) { lo = mid + 1u; } else { hi = mid; }
+    }
+    blockEnd = lo;
+  }
+  return workgroupUniformLoad(&blockEnd);
+}
 
 @compute @workgroup_size(64)
 fn delta_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -186,9 +204,10 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
   var av{d} = vec4<f32>(0.0);
 //#end
   let tStart = (wg.x * BK / BQ) * BQ; // first query tile that can see this block's keys
+  let tEnd = sequence_end(min(wg.x * BK + BK, p.T) - 1u, lid.x); // no query past the last key's sequence sees the block
   for (var hg = 0u; hg < group; hg++) {
     let h = kvh * group + hg;
-    for (var t0 = tStart; t0 < p.T; t0 += BQ) {
+    for (var t0 = tStart; t0 < tEnd; t0 += BQ) {
       for (var e = lid.x; e < BQ * D4; e += BK) {
         let src = (min(t0 + e / D4, p.T - 1u) * p.H + h) * D4 + e % D4;
         qt[e] = q[src];
