@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { formatBytes } from '../src/engine/buffers.ts';
 import { formatProfile } from '../src/engine/profile.ts';
 import { describeAdapter } from '../src/engine/gpu.ts';
+import { layerBackwardPlan } from '../src/engine/decoder-layer.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import { describeMatmulTile } from '../src/engine/ops.ts';
 import type { LoraSet } from '../src/model/lora.ts';
@@ -28,7 +29,7 @@ import { makeTinyLlama } from '../src/model/demo.ts';
 import { initLora, loraParameterCount, type LoraConfig } from '../src/model/lora.ts';
 import type { QuantFormat } from '../src/model/quant.ts';
 import { baseModelBytes, projectionShapes } from '../src/model/size.ts';
-import type { Projection } from '../src/model/weights.ts';
+import { PROJECTIONS, type Projection } from '../src/model/weights.ts';
 import { createNodeEngine } from '../src/node/engine.ts';
 import { AdamW } from '../src/train/optimizer.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -55,16 +56,17 @@ export function benchLora(c: LlamaConfig, cfg: LoraConfig, seed = 11): LoraSet {
 }
 
 /**
- * FLOPs of one training micro-batch over T tokens scoring R positions (multiply-add = 2):
+ * FLOPs of one training micro-batch over T tokens scoring R positions (multiply-add = 2), counting
+ * what the engine's backward makes (decoder-layer.ts `layerBackwardPlan`: nothing below the lowest
+ * adapter, as autodiff; the tfjs baseline prunes the same way):
  *   forward   forwardFlops(c, T, R) (base projections, causal QK^T and PV, fused lm-head over R
  *             rows) + LoRA forward 2·T·r·(in + out) per adapted projection (u = x A^T, u B^T);
- *   backward  base input-gradients dX = dY W: 2·T·out·in per projection, i.e. 1× the forward's
- *             base matmul FLOPs (frozen weights get no weight-gradient, which would be the
- *             second 1×);
- *             LoRA: dB += s dY^T u, g = dY B, dA += s g^T x, dX += s g A: 4·T·r·(in + out),
- *             2× the LoRA forward;
- *             attention: recompute S = QK^T, then dP = dO V^T, dV = P^T dO, dQ = dS K,
- *             dK = dS^T Q: 5 causal matmuls against the forward's 2, so 2.5× forward attention;
+ *   backward  base input-gradients dX = dY W: 2·T·out·in per projection whose input gradient is
+ *             made (frozen weights get no weight-gradient); LoRA: dB += s dY^T u, g = dY B,
+ *             dA += s g^T x: 2·T·r·(2·out + in), and dX += s g A, 2·T·r·in, with dX;
+ *             attention, where its backward runs: recompute S = QK^T, then dP = dO V^T,
+ *             dV = P^T dO, dQ = dS K, dK = dS^T Q: 5 causal matmuls against the forward's 2, so
+ *             2.5× forward attention;
  *             lm-head: the rows' unit gradient g = dZ' W (made in the forward from the kept
  *             logits, src/engine/lm-head.ts lmHeadForwardGrad), 2·R·V·C, 1× its forward; scaling
  *             g per row is O(R·C). The tfjs side does the same two products on its full (T,V) logits.
@@ -72,13 +74,21 @@ export function benchLora(c: LlamaConfig, cfg: LoraConfig, seed = 11): LoraSet {
  */
 export function trainFlops(c: LlamaConfig, T: number, R: number, lora: Pick<LoraConfig, 'r' | 'targets'>): number {
   const shapes = projectionShapes(c);
-  const linear = Object.values(shapes).reduce((s, [n, k]) => s + n * k, 0);
   const attention = 2 * 2 * c.numHeads * c.headDim * ((T * (T + 1)) / 2);
+  const adapted = (_layer: number, p: Projection) => lora.targets.includes(p);
   const loraFwd = c.numLayers * lora.targets.reduce((s, p) => s + 2 * T * lora.r * (shapes[p][0] + shapes[p][1]), 0);
-  const head = 2 * c.vocabSize * c.hiddenSize * R;
-  const forward = forwardFlops(c, T, R) + loraFwd;
-  const backward = c.numLayers * (2 * linear * T + 2.5 * attention) + 2 * loraFwd + head;
-  return forward + backward;
+  let backward = 2 * c.vocabSize * c.hiddenSize * R;
+  for (let i = 0; i < c.numLayers; i++) {
+    const plan = layerBackwardPlan(adapted, i);
+    if (plan.attention) backward += 2.5 * attention;
+    for (const p of PROJECTIONS) {
+      const [out, inF] = shapes[p];
+      const r = adapted(i, p) ? lora.r : 0;
+      if (plan.input[p]) backward += 2 * T * inF * (out + r);
+      backward += 2 * T * r * (2 * out + inF);
+    }
+  }
+  return forwardFlops(c, T, R) + loraFwd + backward;
 }
 
 /**

@@ -7,7 +7,7 @@
  * the residual stream's gradient `dx` from d x_out down to d x_in. Each projection is a LoRA linear
  * (lora-linear.ts). Shapes: C hidden, F intermediate, H query heads, KVH kv heads, D head dim.
  */
-import type { Projection } from '../model/weights.ts';
+import { PROJECTIONS, type Projection } from '../model/weights.ts';
 import type { LayerGrads } from './activations.ts';
 import type { TrackedBuffer } from './buffers.ts';
 import { linearBackward, linearForward, type PassContext } from './lora-linear.ts';
@@ -56,28 +56,33 @@ async function attentionForward(ctx: PassContext, i: number, L: GpuLayer): Promi
   await linearForward(ctx, i, 'o_proj', L.proj.o_proj, a.att, a.xMid, 1, a.loraU.o_proj);
 }
 
-/** Attention block backward of layer i: g.dx = d x_mid (T,C) -> d x_in (T,C); LoRA gradients of q, k, v, o. */
-async function attentionBackward(ctx: PassContext, i: number, L: GpuLayer, g: LayerGrads): Promise<void> {
+/**
+ * Attention block backward of layer i: g.dx = d x_mid (T,C) -> d x_in (T,C); LoRA gradients of q, k, v, o.
+ * Without `plan.carry` d x_in is not made, and without `plan.attention` neither is dAtt (o's LoRA gradients only).
+ */
+async function attentionBackward(ctx: PassContext, i: number, L: GpuLayer, g: LayerGrads, plan: LayerBackwardPlan): Promise<void> {
   const { enc, ops, config: c, acts } = ctx;
   const { T, cs, seg } = acts;
   const [C, D, H, KVH] = [c.hiddenSize, c.headDim, c.numHeads, c.numKvHeads];
   const a = acts.layers[i];
   const { dx, dAtt, dq, dk, dv, delta, dXn, lin } = g;
   // d x_mid -> dAtt (T,H*D)
-  await linearBackward(ctx, i, 'o_proj', L.proj.o_proj, a.att, a.loraU.o_proj, dx, dAtt, 0, lin);
+  await linearBackward(ctx, i, 'o_proj', L.proj.o_proj, a.att, a.loraU.o_proj, dx, plan.input.o_proj ? dAtt : null, 0, lin);
+  if (!plan.attention) return;
   // dAtt -> dq (T,H*D), dk, dv (T,KVH*D); probabilities recomputed from attLse, delta (H,T) scratch
   await ops.attentionBackward(enc, { q: a.q, k: a.k, v: a.v, out: a.att, lse: a.attLse, dout: dAtt, delta, dq, dk, dv, seg, T, H, KVH, D });
   // dq, dk rotated back in place (RoPE's transpose)
   await ops.rope(enc, { x: dq, cs, T, nHeads: H, D, dir: -1 });
   await ops.rope(enc, { x: dk, cs, T, nHeads: KVH, D, dir: -1 });
+  const dIn = (p: Projection) => (plan.input[p] ? dXn : null);
   // dq -> dXn (T,C)
-  await linearBackward(ctx, i, 'q_proj', L.proj.q_proj, a.xn1, a.loraU.q_proj, dq, dXn, 0, lin);
+  await linearBackward(ctx, i, 'q_proj', L.proj.q_proj, a.xn1, a.loraU.q_proj, dq, dIn('q_proj'), 0, lin);
   // dXn += from dk
-  await linearBackward(ctx, i, 'k_proj', L.proj.k_proj, a.xn1, a.loraU.k_proj, dk, dXn, 1, lin);
+  await linearBackward(ctx, i, 'k_proj', L.proj.k_proj, a.xn1, a.loraU.k_proj, dk, dIn('k_proj'), 1, lin);
   // dXn += from dv
-  await linearBackward(ctx, i, 'v_proj', L.proj.v_proj, a.xn1, a.loraU.v_proj, dv, dXn, 1, lin);
+  await linearBackward(ctx, i, 'v_proj', L.proj.v_proj, a.xn1, a.loraU.v_proj, dv, dIn('v_proj'), 1, lin);
   // dx += norm'(dXn): d x_in
-  await ops.rmsnormBackward(enc, { x: a.xIn, w: L.inputNorm, rstd: a.rstd1, dy: dXn, dx, T, C });
+  if (plan.carry) await ops.rmsnormBackward(enc, { x: a.xIn, w: L.inputNorm, rstd: a.rstd1, dy: dXn, dx, T, C });
 }
 
 /** MLP block forward of layer i: x_mid (T,C) -> x_out (T,C), written to `xOut` (the next layer's input). */
@@ -100,23 +105,28 @@ async function mlpForward(ctx: PassContext, i: number, L: GpuLayer, xOut: Tracke
   await linearForward(ctx, i, 'down_proj', L.proj.down_proj, a.hm, xOut, 1, a.loraU.down_proj);
 }
 
-/** MLP block backward of layer i: g.dx = d x_out (T,C) -> d x_mid (T,C); LoRA gradients of gate, up, down. */
-async function mlpBackward(ctx: PassContext, i: number, L: GpuLayer, g: LayerGrads): Promise<void> {
+/**
+ * MLP block backward of layer i: g.dx = d x_out (T,C) -> d x_mid (T,C); LoRA gradients of gate, up, down.
+ * Without `plan.mlpCarry` d x_mid is not made, and without `plan.mlp` neither is dF (down's LoRA gradients only).
+ */
+async function mlpBackward(ctx: PassContext, i: number, L: GpuLayer, g: LayerGrads, plan: LayerBackwardPlan): Promise<void> {
   const { enc, ops, config: c, acts } = ctx;
   const T = acts.T;
   const [C, F] = [c.hiddenSize, c.intermediateSize];
   const a = acts.layers[i];
   const { dx, dF, dGate, dUp, dXn, lin } = g;
   // d x_out -> dF (T,F)
-  await linearBackward(ctx, i, 'down_proj', L.proj.down_proj, a.hm, a.loraU.down_proj, dx, dF, 0, lin);
+  await linearBackward(ctx, i, 'down_proj', L.proj.down_proj, a.hm, a.loraU.down_proj, dx, plan.input.down_proj ? dF : null, 0, lin);
+  if (!plan.mlp) return;
   // dF -> dGate, dUp (T,F)
   await ops.swigluBackward(enc, { gate: a.gate, up: a.up, dh: dF, dgate: dGate, dup: dUp, n: T * F });
+  const dIn = (p: Projection) => (plan.input[p] ? dXn : null);
   // dGate -> dXn (T,C)
-  await linearBackward(ctx, i, 'gate_proj', L.proj.gate_proj, a.xn2, a.loraU.gate_proj, dGate, dXn, 0, lin);
+  await linearBackward(ctx, i, 'gate_proj', L.proj.gate_proj, a.xn2, a.loraU.gate_proj, dGate, dIn('gate_proj'), 0, lin);
   // dXn += from dUp
-  await linearBackward(ctx, i, 'up_proj', L.proj.up_proj, a.xn2, a.loraU.up_proj, dUp, dXn, 1, lin);
+  await linearBackward(ctx, i, 'up_proj', L.proj.up_proj, a.xn2, a.loraU.up_proj, dUp, dIn('up_proj'), 1, lin);
   // dx += norm'(dXn): d x_mid
-  await ops.rmsnormBackward(enc, { x: a.xMid, w: L.postNorm, rstd: a.rstd2, dy: dXn, dx, T, C });
+  if (plan.mlpCarry) await ops.rmsnormBackward(enc, { x: a.xMid, w: L.postNorm, rstd: a.rstd2, dy: dXn, dx, T, C });
 }
 
 /** Layer i forward: x_in (T,C) -> x_out (T,C), the next layer's input or, after the last layer, `acts.xOut`. */
@@ -126,13 +136,59 @@ export async function layerForward(ctx: PassContext, i: number, L: GpuLayer): Pr
   await mlpForward(ctx, i, L, i + 1 < acts.layers.length ? acts.layers[i + 1].xIn : acts.xOut);
 }
 
+/** Where layer i's backward stops (`layerBackwardPlan`): each flag says what it makes. */
+export interface LayerBackwardPlan {
+  /** d x_in, and what only it needs (q/k/v input gradients, the input norm's backward): an adapter is in a layer below. */
+  carry: boolean;
+  /** The attention's backward (dAtt, then dq, dk, dv): carry, or q/k/v adapted. */
+  attention: boolean;
+  /** d x_mid through the MLP (gate/up input gradients, the post-attention norm's backward): the attention's backward, or o adapted. */
+  mlpCarry: boolean;
+  /** The gate/up output gradients (down's input gradient, SwiGLU's backward): mlpCarry, or gate/up adapted. */
+  mlp: boolean;
+  /** Anything at all: mlp, or down adapted. */
+  runs: boolean;
+  /** Whether each projection's input gradient is made (q/k/v: carry, o: attention, gate/up: mlpCarry, down: mlp). */
+  input: Record<Projection, boolean>;
+}
+
+const ATTENTION_INPUTS: readonly Projection[] = ['q_proj', 'k_proj', 'v_proj'];
+const MLP_INPUTS: readonly Projection[] = ['gate_proj', 'up_proj'];
+
 /**
- * Layer i backward: g.dx = d x_out (T,C) -> d x_in (T,C), adding the layer's LoRA gradients. A
- * checkpointed pass first recomputes the layer's forward from its kept input to refill the shared
- * activations.
+ * What layer i's backward makes, given which (layer, projection) pairs have adapters. Base weights
+ * and the embedding are frozen, so the backward goes only as far down as the lowest adapter, as
+ * autodiff skips what needs no gradient: a layer under every adapter is skipped whole, and in the
+ * lowest adapted layer what feeds only the gradients below it is skipped.
+ */
+export function layerBackwardPlan(adapted: (layer: number, p: Projection) => boolean, i: number): LayerBackwardPlan {
+  const any = (l: number, ps: readonly Projection[]) => ps.some((p) => adapted(l, p));
+  let carry = false;
+  for (let l = 0; l < i && !carry; l++) carry = any(l, PROJECTIONS);
+  const attention = carry || any(i, ATTENTION_INPUTS);
+  const mlpCarry = attention || adapted(i, 'o_proj');
+  const mlp = mlpCarry || any(i, MLP_INPUTS);
+  const input = {
+    q_proj: carry,
+    k_proj: carry,
+    v_proj: carry,
+    o_proj: attention,
+    gate_proj: mlpCarry,
+    up_proj: mlpCarry,
+    down_proj: mlp,
+  };
+  return { carry, attention, mlpCarry, mlp, runs: mlp || adapted(i, 'down_proj'), input };
+}
+
+/**
+ * Layer i backward: g.dx = d x_out (T,C) -> d x_in (T,C), adding the layer's LoRA gradients, as far
+ * as `layerBackwardPlan` says. A checkpointed pass first recomputes the layer's forward from its kept
+ * input to refill the shared activations.
  */
 export async function layerBackward(ctx: PassContext, i: number, L: GpuLayer, g: LayerGrads): Promise<void> {
+  const plan = layerBackwardPlan((l, p) => ctx.lora?.entry(l, p) !== undefined, i);
+  if (!plan.runs) return;
   if (ctx.acts.mode === 'checkpointed') await layerForward(ctx, i, L);
-  await mlpBackward(ctx, i, L, g);
-  await attentionBackward(ctx, i, L, g);
+  await mlpBackward(ctx, i, L, g, plan);
+  if (plan.mlpCarry) await attentionBackward(ctx, i, L, g, plan);
 }

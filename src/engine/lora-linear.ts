@@ -97,6 +97,7 @@ export async function linearForward(
  *   dOut (T,out) -> dIn (T,in) = beta*dIn + dOut W + s * dropout'(dOut B A)   (beta 1 adds onto dIn)
  *   dB (out,r) += s dOut^T u,   dA (r,in) += s g^T dropout(x),   g = dOut B (T,r)
  * The base weight gets no gradient; the LoRA gradients accumulate into the model's gradient buffer.
+ * `dIn` null: no adapter is below this input, so only the LoRA gradients are made (no dIn product).
  */
 export async function linearBackward(
   ctx: PassContext,
@@ -106,7 +107,7 @@ export async function linearBackward(
   x: TrackedBuffer,
   u: TrackedBuffer | undefined,
   dOut: TrackedBuffer,
-  dIn: TrackedBuffer,
+  dIn: TrackedBuffer | null,
   beta: 0 | 1,
   scratch: LinearScratch,
 ): Promise<void> {
@@ -115,7 +116,7 @@ export async function linearBackward(
   const e = ctx.lora?.entry(layer, p);
   if (!e) {
     // dIn = beta*dIn + dOut W
-    await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta });
+    if (dIn) await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta });
     return;
   }
   const lora = ctx.lora!;
@@ -135,6 +136,7 @@ export async function linearBackward(
   await ops.matmulDx(enc, { dy: dOut, w: B, dx: g, T });
   // dA += s g^T dropout(x)
   await ops.matmulTn(enc, { a: g, b: xa, out: dA, T, M: e.r, P: e.inF, alpha: e.scale, beta: 1 });
+  if (!dIn) return;
   // dIn = beta*dIn + dOut W + s dropout'(g A), one kernel
   const mask = dropout.rate > 0 ? { seed: seed!, salt, rate: dropout.rate } : undefined;
   await ops.matmulDx(enc, { dy: dOut, w, dx: dIn, T, beta, lora: { g, A, scale: e.scale, dropout: mask } });

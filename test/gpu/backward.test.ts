@@ -100,6 +100,30 @@ describe.skipIf(skipOutsideCi(!gradientsRegistered))('LoRA gradients vs tfjs aut
       expect(maxViolation(a, b, 1e-3, 1e-4 * scale)).toBeLessThanOrEqual(1);
     });
   }
+  // The backward stops at the lowest adapter (decoder-layer.ts `layerBackward`): each subset makes its
+  // lowest adapted layer take another shortcut, and layer 0 is skipped whole in the first.
+  for (const [name, subset] of [
+    ['layer 0 none; layer 1 down only (no dF); layer 2 q, up', [[], ['down_proj'], ['q_proj', 'up_proj']]],
+    ['layer 0 gate only (no dXn); layer 2 o', [['gate_proj'], [], ['o_proj']]],
+    ['layer 0 o only (no attention backward); layer 1 k', [['o_proj'], ['k_proj'], []]],
+    ['layer 0 v, down (attention backward, no dXn)', [['v_proj', 'down_proj'], [], []]],
+  ] as const) {
+    it(`only some projections adapted: ${name}`, async () => {
+      const weights = makeTinyLlama(BASE);
+      const all = randomLora(weights, 4, 31);
+      const lora: LoraSet = all.map((layer, i) => Object.fromEntries(subset[i].map((p) => [p, layer[p]])));
+      const c = makeCase(BASE.vocabSize, 32);
+      const ref = referenceLoraGrads(weights, lora, c);
+      const got = await engineGrads(weights, lora, c);
+      expect(got.loss).toBeCloseTo(ref.loss, 3);
+      const a = flatten(got.grads);
+      const b = flatten(ref.grads);
+      expect(a.length).toBe(b.length);
+      const scale = Math.max(...b.map(Math.abs));
+      expect(scale).toBeGreaterThan(0);
+      expect(maxViolation(a, b, 1e-3, 1e-4 * scale)).toBeLessThanOrEqual(1);
+    });
+  }
 });
 
 it('dropout: gradients match central differences of the engine loss with the same masks', async () => {

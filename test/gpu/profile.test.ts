@@ -100,6 +100,13 @@ describe('per-kernel profile', () => {
       'attention.dkdv': 1,
       'swiglu.backward': 1,
     });
+    // The one-layer model's only layer is its lowest adapted one (gate/up/down adapted): its backward
+    // makes no d x_in. So no attention backward, RoPE or norm backward (the final norm's only), and
+    // the matmul_dx are down's dF and the three g = dY B only.
+    const backwardOf = (r: ProfileReport) =>
+      Object.fromEntries(r.kernels.filter((k) => k.phase === 'backward').map((k) => [k.kernel, k.calls]));
+    expect(backwardOf(one)).toMatchObject({ matmul_dx: 4, matmul_tn: 6, 'swiglu.backward': 1, 'rmsnorm.backward': 1 });
+    for (const k of ['attention.delta', 'attention.dq', 'attention.dkdv', 'rope']) expect(backwardOf(one)).not.toHaveProperty(k);
     const phase = (r: ProfileReport, p: string) => r.phases.find((x) => x.phase === p)?.calls ?? 0;
     expect(phase(two, 'train forward') - phase(one, 'train forward')).toBe(2 + 10 + 2 + 1 + 1);
     expect(phase(two, 'backward') - phase(one, 'backward')).toBe(10 + 6 + 2 + 2 + 3 + 1);
