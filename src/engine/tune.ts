@@ -60,11 +60,17 @@ export function matmulCandidates(adapter: Pick<AdapterSummary, 'features' | 'sub
   );
 }
 
-/** Input-gradient tiles (matmul_dx.wgsl), from 64-thread workgroups down to 8 threads, as for the forward. */
+/**
+ * Input-gradient tiles (matmul_dx.wgsl), from 64-thread workgroups down to 4 threads, as for the
+ * forward. 16 × 16 a thread on 4 threads: on SwiftShader 6.2–7.0 GFLOP/s against 16 × 8's 3.7–4.7
+ * on the lm-head's g = dz' W at SmolLM2's width (T 256, V 8192, C 576, q8). (32 × 16 measured 9 %
+ * faster still but took 10 s to compile against 3.5 s, for each width, at first use.)
+ */
 export const MATMUL_DX_CANDIDATES: Tuning['matmulDx'][] = [
   { TM: 8, TK: 8, WGX: 8, WGY: 8 },
   { TM: 16, TK: 4, WGX: 4, WGY: 4 },
   { TM: 16, TK: 8, WGX: 2, WGY: 4 },
+  { TM: 16, TK: 16, WGX: 1, WGY: 4 },
 ];
 
 /**
@@ -89,6 +95,10 @@ export const LMHEAD_CANDIDATES: Tuning['lmhead'][] = [
   // on SwiftShader ≈ 1.6–1.9× the 8×8 tiles at the SmolLM2 width (docs/architecture.md §3c).
   { TM: 16, TN: 8, WGX: 8, WGY: 8 },
   { TM: 16, TN: 8, WGX: 8, WGY: 4 },
+  // 16 vocabulary columns a thread on 1 × 4 threads: on SwiftShader 5.0–5.5 GFLOP/s against 16 × 8's
+  // 3.5–4.6 at SmolLM2's width (T 256, V 8192, C 576, q8). (32 × 16 on 2 × 2 measured 10–15 % faster
+  // still but took 15 s to compile against 5 s.)
+  { TM: 16, TN: 16, WGX: 1, WGY: 4 },
 ];
 
 /** Attention variants (`Tuning['attention']`): the shared-memory tiles for GPUs, barrier-free rows for SwiftShader. */
@@ -461,7 +471,7 @@ async function timeAttention(
 }
 
 /** Bump when a tuned kernel or the rule that picks one changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 7;
+export const TUNING_VERSION = 8;
 
 /**
  * Tokens the cached choice is measured on: a typical training record, deliberately not a multiple
