@@ -16,8 +16,6 @@
 // Test: test/gpu/kernels.test.ts. The uniforms, bindings, `store4` and the tile's K step are
 // kernels/matmul_common.wgsl's, shared with the other variants (matmul_shared.wgsl, matmul_subgroup.wgsl).
 
-const KW: u32 = {{K}}u;
-
 //#include matmul_common io
 
 {{WEIGHT}}
@@ -28,13 +26,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t0 = gid.y * {{TM}}u;
   if (n0 >= p.N || t0 >= p.T) { return; }
 //#for i in TM
-  let xr{i} = min(t0 + {i}u, p.T - 1u) * (KW / 4u);
+  let xr{i} = min(t0 + {i}u, p.T - 1u) * (p.K / 4u);
 //#for j in TN4
   var acc{i}_{j} = vec4<f32>(0.0);
 //#end
 //#end
 //#include matmul_common columns
-  for (var k4 = 0u; k4 < KW / 4u; k4++) {
+  for (var k4 = 0u; k4 < p.K / 4u; k4++) {
 //#include matmul_common fma
   }
   for (var k4 = 0u; k4 < p.r / 4u; k4++) {

@@ -11,7 +11,7 @@
 // CPU reference: test/reference/cpu-ops.ts matmulRef. Test: test/gpu/kernels.test.ts (every variant).
 
 //#section io
-struct Params { T: u32, N: u32, alpha: f32, beta: f32, r: u32, s: f32, _a: u32, _b: u32 }
+struct Params { T: u32, N: u32, alpha: f32, beta: f32, r: u32, s: f32, K: u32, _b: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // (T, K/4)
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;   // (T, N)

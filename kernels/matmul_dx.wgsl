@@ -20,11 +20,9 @@
 // CPU reference: test/reference/cpu-backward.ts matmulDxRef (whole W and the vocabulary-chunk form).
 // Test: test/gpu/kernels-backward.test.ts.
 
-const KW: u32 = {{K}}u;
-
 struct Params {
   T: u32, N: u32, alpha: f32, beta: f32, nOff: u32, nLast: u32,
-  r: u32, s: f32, salt: u32, rate: f32, _a: u32, _b: u32, // the adapter: rank, scale, dropout mask
+  r: u32, s: f32, salt: u32, rate: f32, K: u32, _b: u32, // the adapter: rank, scale, dropout mask; K
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<vec4<f32>>;    // (T, N/4)
@@ -41,7 +39,7 @@ struct Params {
 fn lora_scale4(ts: vec2<u32>, k4: u32) -> vec4<f32> {
   if (p.rate == 0.0) { return vec4<f32>(p.s); }
   let seed = mask_seed(ts.x);
-  let i = ts.y * KW + k4 * 4u;
+  let i = ts.y * p.K + k4 * 4u;
   let kept = vec4<f32>(select(0.0, 1.0, keep(i, seed)), select(0.0, 1.0, keep(i + 1u, seed)),
                        select(0.0, 1.0, keep(i + 2u, seed)), select(0.0, 1.0, keep(i + 3u, seed)));
   return kept * (p.s / (1.0 - p.rate));
@@ -51,7 +49,7 @@ fn lora_scale4(ts: vec2<u32>, k4: u32) -> vec4<f32> {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let k40 = gid.x * {{TK4}}u;
   let t0 = gid.y * {{TM}}u;
-  if (k40 >= KW / 4u || t0 >= p.T) { return; }
+  if (k40 >= p.K / 4u || t0 >= p.T) { return; }
 //#for i in TM
   let yr{i} = min(t0 + {i}u, p.T - 1u) * (p.N / 4u);
 //#for j in TK4
@@ -59,14 +57,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 //#end
 //#end
 //#for j in TK4
-  let kk{j} = min(k40 + {j}u, KW / 4u - 1u);
+  let kk{j} = min(k40 + {j}u, p.K / 4u - 1u);
 //#end
   if (p.r > 0u) {
     // The adapter's part first: g A, then times s and the dropout mask.
     for (var r4 = 0u; r4 < p.r / 4u; r4++) {
 //#for j in TK4
-      let a{j} = mat4x4<f32>(la[(4u * r4) * (KW / 4u) + kk{j}], la[(4u * r4 + 1u) * (KW / 4u) + kk{j}],
-                             la[(4u * r4 + 2u) * (KW / 4u) + kk{j}], la[(4u * r4 + 3u) * (KW / 4u) + kk{j}]);
+      let a{j} = mat4x4<f32>(la[(4u * r4) * (p.K / 4u) + kk{j}], la[(4u * r4 + 1u) * (p.K / 4u) + kk{j}],
+                             la[(4u * r4 + 2u) * (p.K / 4u) + kk{j}], la[(4u * r4 + 3u) * (p.K / 4u) + kk{j}]);
 //#end
 //#for i in TM
       let h{i} = lg[min(t0 + {i}u, p.T - 1u) * (p.r / 4u) + r4];
@@ -99,8 +97,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
 //#for i in TM
 //#for j in TK4
-  if (t0 + {i}u < p.T && k40 + {j}u < KW / 4u) {
-    let o = (t0 + {i}u) * (KW / 4u) + k40 + {j}u;
+  if (t0 + {i}u < p.T && k40 + {j}u < p.K / 4u) {
+    let o = (t0 + {i}u) * (p.K / 4u) + k40 + {j}u;
     var r = p.alpha * acc{i}_{j};
     if (p.beta != 0.0) { r += p.beta * dx[o]; }
     dx[o] = r;

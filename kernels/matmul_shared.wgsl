@@ -23,8 +23,6 @@
 
 {{ENABLE}}
 
-const KW: u32 = {{K}}u;
-const K4: u32 = KW / 4u;
 const BK4: u32 = {{BK4}}u;
 const ROWS: u32 = {{TM}}u * {{WGY}}u;
 const COLS: u32 = {{TN4}}u * 4u * {{WGX}}u;
@@ -48,6 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   // No early return: every thread takes part in the loads and barriers.
   let row0 = wid.y * ROWS;
   let col0 = wid.x * COLS;
+  let K4 = p.K / 4u;
 //#for i in TM
   let r{i} = (lid.y * {{TM}}u + {i}u) * BK4;
 //#for j in TN4

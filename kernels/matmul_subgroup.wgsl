@@ -19,8 +19,6 @@
 
 enable subgroups;
 
-const KW: u32 = {{K}}u;
-const K4: u32 = KW / 4u;
 const WG: u32 = {{WG}}u;
 const TILE: u32 = {{TM}}u * {{TN4}}u;
 
@@ -35,6 +33,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         @builtin(subgroup_invocation_id) lane: u32) {
   let t0 = wid.y * {{TM}}u;
   let n0 = wid.x * {{TN4}}u * 4u;
+  let K4 = p.K / 4u;
 //#for i in TM
   let xr{i} = min(t0 + {i}u, p.T - 1u) * K4;
 //#for j in TN4

@@ -26,12 +26,11 @@
 // Test: test/gpu/matvec.test.ts (every variant, f32/q8/q4, with and without an adapter).
 
 {{ENABLE}}
-const KW: u32 = {{K}}u;
 const TN4: u32 = {{TN4}}u;
 const WG: u32 = {{WG}}u;
 const BK4: u32 = {{BK4}}u;
 
-struct Params { N: u32, r: u32, beta: f32, s: f32 }
+struct Params { N: u32, r: u32, beta: f32, s: f32, K: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;     // (K/4)
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;   // (N)
@@ -65,7 +64,7 @@ fn cols_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
   let n0 = first_col(wg, nwg, lane, WG);
   if (n0 >= p.N) { return; }
 //#include matvec_common columns
-  for (var b = 0u; b < KW / (4u * BK4); b++) {
+  for (var b = 0u; b < p.K / (4u * BK4); b++) {
 //#include matvec_common block
   }
 //#for j in TN4
@@ -84,7 +83,7 @@ fn splitk_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
   // Every thread reaches every barrier: the bounds are checked only on load and store.
   let n0 = first_col(wg, nwg, 0u, 1u);
 //#include matvec_common columns
-  for (var b = lane; b < KW / (4u * BK4); b += WG) {
+  for (var b = lane; b < p.K / (4u * BK4); b += WG) {
 //#include matvec_common block
   }
 //#for j in TN4
@@ -113,7 +112,7 @@ fn subgroup_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
   // No early return: every thread reaches subgroupAdd (the bounds are checked on load and store).
   let n0 = first_col(wg, nwg, 0u, 1u);
 //#include matvec_common columns
-  for (var b = lane; b < KW / (4u * BK4); b += 4u) {
+  for (var b = lane; b < p.K / (4u * BK4); b += 4u) {
 //#include matvec_common block
   }
 //#for j in TN4

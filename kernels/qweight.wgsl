@@ -8,7 +8,10 @@
 // The sections f32, q8, q4 define `load_w4(n, k4) -> vec4<f32>` = W[n, 4*k4 .. 4*k4+3] (the tiles;
 // the `*_dot` sections at the end are decode's), and the bindings
 // it reads at {{WB}} (and {{WB}}+1 for the scales). The host splices exactly one section into a
-// kernel, so unused bindings never appear in the pipeline layout. `KW` is K (inputs per row).
+// kernel, so unused bindings never appear in the pipeline layout. `{{KW}}` is the kernel's expression
+// for K (inputs per row): `p.K`, a uniform, in the kernels a model runs at several widths (one
+// pipeline serves every width: on SwiftShader each compiled width cost the first step 1-5 s), or
+// the kernel's own constant.
 //
 // CPU reference: src/model/quant.ts dequantize (the host quantizer writes these formats; test/unit/quant.test.ts).
 // Tests: every kernel that splices a section in (matmul, matmul_dx, embedding, lmhead, matvec) runs q8
@@ -18,7 +21,7 @@
 //#section f32
 @group(0) @binding({{WB}}) var<storage, read> wf32: array<vec4<f32>>;
 fn load_w4(n: u32, k4: u32) -> vec4<f32> {
-  return wf32[n * (KW / 4u) + k4];
+  return wf32[n * ({{KW}} / 4u) + k4];
 }
 //#end
 
@@ -27,7 +30,7 @@ fn load_w4(n: u32, k4: u32) -> vec4<f32> {
 @group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
 fn load_w4(n: u32, k4: u32) -> vec4<f32> {
   // unpack4x8snorm gives q/127 per byte in one instruction (codes are in [-127, 127]).
-  return unpack4x8snorm(wq[n * (KW / 4u) + k4]) * (ws[n * (KW / 32u) + k4 / 8u] * 127.0);
+  return unpack4x8snorm(wq[n * ({{KW}} / 4u) + k4]) * (ws[n * ({{KW}} / 32u) + k4 / 8u] * 127.0);
 }
 //#end
 
@@ -35,9 +38,9 @@ fn load_w4(n: u32, k4: u32) -> vec4<f32> {
 @group(0) @binding({{WB}}) var<storage, read> wq: array<u32>;
 @group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
 fn load_w4(n: u32, k4: u32) -> vec4<f32> {
-  let word = wq[n * (KW / 8u) + k4 / 2u];
+  let word = wq[n * ({{KW}} / 8u) + k4 / 2u];
   let sh = (k4 & 1u) * 16u;
-  let s = ws[n * (KW / 32u) + k4 / 8u];
+  let s = ws[n * ({{KW}} / 32u) + k4 / 8u];
   return (vec4<f32>(f32(extractBits(word, sh, 4u)), f32(extractBits(word, sh + 4u, 4u)),
                     f32(extractBits(word, sh + 8u, 4u)), f32(extractBits(word, sh + 12u, 4u))) - 8.0) * s;
 }
@@ -52,7 +55,7 @@ fn load_w4(n: u32, k4: u32) -> vec4<f32> {
 //#section f32_dot
 @group(0) @binding({{WB}}) var<storage, read> wf32: array<vec4<f32>>;
 fn codes4(n: u32, k4: u32) -> vec4<f32> {
-  return wf32[n * (KW / 4u) + k4];
+  return wf32[n * ({{KW}} / 4u) + k4];
 }
 fn block_scale(n: u32, b: u32) -> f32 {
   return 1.0;
@@ -63,10 +66,10 @@ fn block_scale(n: u32, b: u32) -> f32 {
 @group(0) @binding({{WB}}) var<storage, read> wq: array<u32>;
 @group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
 fn codes4(n: u32, k4: u32) -> vec4<f32> {
-  return unpack4x8snorm(wq[n * (KW / 4u) + k4]); // q/127 a byte in one instruction
+  return unpack4x8snorm(wq[n * ({{KW}} / 4u) + k4]); // q/127 a byte in one instruction
 }
 fn block_scale(n: u32, b: u32) -> f32 {
-  return ws[n * (KW / 32u) + b] * 127.0;
+  return ws[n * ({{KW}} / 32u) + b] * 127.0;
 }
 //#end
 
@@ -74,12 +77,12 @@ fn block_scale(n: u32, b: u32) -> f32 {
 @group(0) @binding({{WB}}) var<storage, read> wq: array<u32>;
 @group(0) @binding({{WB1}}) var<storage, read> ws: array<f32>;
 fn codes4(n: u32, k4: u32) -> vec4<f32> {
-  let word = wq[n * (KW / 8u) + k4 / 2u];
+  let word = wq[n * ({{KW}} / 8u) + k4 / 2u];
   let sh = (k4 & 1u) * 16u;
   return vec4<f32>(f32(extractBits(word, sh, 4u)), f32(extractBits(word, sh + 4u, 4u)),
                    f32(extractBits(word, sh + 8u, 4u)), f32(extractBits(word, sh + 12u, 4u))) - 8.0;
 }
 fn block_scale(n: u32, b: u32) -> f32 {
-  return ws[n * (KW / 32u) + b];
+  return ws[n * ({{KW}} / 32u) + b];
 }
 //#end

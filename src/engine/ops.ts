@@ -232,15 +232,16 @@ export class Ops {
     return this.dummies[kind].buffer;
   }
 
-  /** WGSL of the weight-format section, with its bindings at `wb`, `wb+1`. */
-  private weightCode(format: QuantFormat, wb: number): string {
-    return fillTemplate(section(this.pipelines.source('qweight'), format, 'qweight'), { WB: wb, WB1: wb + 1 }, 'qweight');
+  /** WGSL of the weight-format section, with its bindings at `wb`, `wb+1`; `kw` is the kernel's expression for K. */
+  private weightCode(format: QuantFormat, wb: number, kw: string): string {
+    return fillTemplate(section(this.pipelines.source('qweight'), format, 'qweight'), { WB: wb, WB1: wb + 1, KW: kw }, 'qweight');
   }
 
   /**
    * Records a matmul-family kernel `name` over a frozen weight (matmul and its variants,
-   * matmul_dx), its pipeline specialised by the weight's format and width and the template values
-   * `tile` (cached under `tileKey`): bindings 0..2 are the uniforms, input and output, then the weight's.
+   * matmul_dx), its pipeline specialised by the weight's format and the template values `tile`
+   * (cached under `tileKey`), not by its width: K is in the uniforms (`p.K`), so one pipeline serves
+   * every width of a model. Bindings 0..2 are the uniforms, input and output, then the weight's.
    */
   private async weightKernel(
     enc: GPUCommandEncoder,
@@ -251,9 +252,8 @@ export class Ops {
     grid: [number, number],
     more: GPUBindGroupEntry[] = [],
   ): Promise<void> {
-    const { format, cols: K } = w;
-    const pl = await this.pipelines.get(name, [name, format, K, tileKey].join(':'), () =>
-      fillTemplate(this.pipelines.source(name), { ...tile, K, WEIGHT: this.weightCode(format, 3) }, name),
+    const pl = await this.pipelines.get(name, [name, w.format, tileKey].join(':'), () =>
+      fillTemplate(this.pipelines.source(name), { ...tile, WEIGHT: this.weightCode(w.format, 3, 'p.K') }, name),
     );
     const entries = [this.buf(0, u), this.buf(1, input), this.buf(2, output), ...this.weightEntries(w, 3), ...more];
     this.dispatch(enc, pl, entries, grid, name);
@@ -321,7 +321,7 @@ export class Ops {
   async embedding(enc: GPUCommandEncoder, a: { ids: TrackedBuffer; table: GpuWeight; out: TrackedBuffer; T: number }): Promise<void> {
     const { format, rows: V, cols: C } = a.table;
     const pl = await this.pipelines.get('embedding', `embedding:${format}:${C}`, () =>
-      fillTemplate(this.pipelines.source('embedding'), { K: C, WEIGHT: this.weightCode(format, 3) }, 'embedding'),
+      fillTemplate(this.pipelines.source('embedding'), { K: C, WEIGHT: this.weightCode(format, 3, 'KW') }, 'embedding'),
     );
     const [gx, gy] = grid1d((a.T * C) / 4);
     this.dispatch(
@@ -400,7 +400,7 @@ export class Ops {
     // Fewer rows than the tile holds (decode: T = 1): one row per thread, no idle rows.
     const tile = a.T < this.tuning.matmul.TM ? ROW_TILE : this.tuning.matmul;
     const r = a.lora?.B.cols ?? 0;
-    const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, r, a.lora?.scale ?? 0, 0, 0], 'uuffufuu');
+    const u = this.uniform([a.T, N, a.alpha ?? 1, a.beta ?? 0, r, a.lora?.scale ?? 0, a.w.cols, 0], 'uuffufuu');
     const [name, values, grid] = this.matmulKernel(tile, a.T, N);
     const adapter = a.lora
       ? [this.buf(5, a.lora.u), this.buf(6, a.lora.B.data)]
@@ -434,7 +434,7 @@ export class Ops {
     const r = a.lora?.A.rows ?? 0;
     const drop = a.lora?.dropout;
     const u = this.uniform(
-      [a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, r, a.lora?.scale ?? 0, (drop?.salt ?? 0) >>> 0, drop?.rate ?? 0, 0, 0],
+      [a.T, N, a.alpha ?? 1, a.beta ?? 0, a.nOff ?? 0, rows - 1, r, a.lora?.scale ?? 0, (drop?.salt ?? 0) >>> 0, drop?.rate ?? 0, K, 0],
       'uuffuuufufuu',
     );
     const grid: [number, number] = [Math.ceil(K / (TK * WGX)), Math.ceil(a.T / (TM * WGY))];
@@ -476,27 +476,27 @@ export class Ops {
     const subgroups = variant === 'subgroup' ? 1 : 0;
     // vec4s of x per weight block: a quantized block's 32 k (one scale); f32 rows 32 k too where K allows.
     const BK4 = format !== 'f32' || K % 32 === 0 ? 8 : 1;
-    const key = ['matvec', format, K, TN4, WG, subgroups].join(':');
+    const key = ['matvec', format, BK4, TN4, WG, subgroups].join(':');
     const pl = await this.pipelines.get(
       'matvec',
       key,
       () => {
         const weight = fillTemplate(
           section(this.pipelines.source('qweight'), `${format}_dot`, 'qweight'),
-          { WB: 3, WB1: 4, BK4 },
+          { WB: 3, WB1: 4, BK4, KW: 'p.K' },
           'qweight',
         );
         const enable = subgroups ? 'enable subgroups;' : '';
         return fillTemplate(
           this.pipelines.source('matvec'),
-          { K, TN4, WG, BK4, WEIGHT: weight, SUBGROUPS: subgroups, ENABLE: enable },
+          { TN4, WG, BK4, WEIGHT: weight, SUBGROUPS: subgroups, ENABLE: enable },
           'matvec',
         );
       },
       `${variant}_main`,
     );
     const r = a.lora?.B.cols ?? 0;
-    const u = this.uniform([N, r, a.beta ?? 0, a.lora?.scale ?? 0], 'uuff');
+    const u = this.uniform([N, r, a.beta ?? 0, a.lora?.scale ?? 0, K, 0, 0, 0], 'uuffuuuu');
     const adapter = a.lora
       ? [this.buf(5, a.lora.u), this.buf(6, a.lora.B.data)]
       : [this.buf(5, this.dummy('read')), this.buf(6, this.dummy('read'))];
@@ -747,7 +747,11 @@ export class Ops {
       'lmhead',
       key,
       () =>
-        fillTemplate(this.pipelines.source('lmhead'), { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6) }, 'lmhead'),
+        fillTemplate(
+          this.pipelines.source('lmhead'),
+          { TM, TN4: TN / 4, WGX, WGY, K: C, WEIGHT: this.weightCode(format, 6, 'KW') },
+          'lmhead',
+        ),
       entry,
     );
   }

@@ -28,7 +28,7 @@ import { quantize, type QuantFormat } from '../model/quant.ts';
  * at the small widths of a small model); a 64 x 64 workgroup-memory tile (what discrete GPUs run
  * fast), also in f16 where the adapter has shader-f16; a split-K tile summed with subgroup
  * operations where it has subgroups (`matmulCandidates` picks those the adapter can run). Few, since
- * each is compiled for every width of the model at first use.
+ * each is compiled (once per weight format) at first use.
  */
 export const MATMUL_CANDIDATES: MatmulTile[] = [
   { variant: 'regs', TM: 4, TN: 4, WGX: 8, WGY: 8 },
@@ -64,7 +64,7 @@ export function matmulCandidates(adapter: Pick<AdapterSummary, 'features' | 'sub
  * Input-gradient tiles (matmul_dx.wgsl), from 64-thread workgroups down to 4 threads, as for the
  * forward. 16 × 16 a thread on 4 threads: on SwiftShader 6.2–7.0 GFLOP/s against 16 × 8's 3.7–4.7
  * on the lm-head's g = dz' W at SmolLM2's width (T 256, V 8192, C 576, q8). (32 × 16 measured 9 %
- * faster still but took 10 s to compile against 3.5 s, for each width, at first use.)
+ * faster still but took 10 s to compile against 3.5 s at first use.)
  */
 export const MATMUL_DX_CANDIDATES: Tuning['matmulDx'][] = [
   { TM: 8, TK: 8, WGX: 8, WGY: 8 },
@@ -544,7 +544,7 @@ export const SOFTWARE_PRESET_MAX_HIDDEN = 128;
 /**
  * A software adapter's preset for the smallest models (hidden size up to `SOFTWARE_TINY_MAX_HIDDEN`): the
  * default tiles, the quickest to compile. Such a model spends its first step compiling: on SwiftShader a 16 × 8
- * register tile compiles in 0.7–0.9 s per width against 0.07 s for a 4 × 4 one, and the CLI's first step of a
+ * register tile compiles in 0.7–0.9 s against 0.07 s for a 4 × 4 one, and the CLI's first step of a
  * hidden-32 model took 11.1 s on `SOFTWARE_TUNING` against 3.6 s on these, its later steps 0.5–0.6 s on either.
  */
 export const SOFTWARE_TINY_TUNING: Tuning = { ...DEFAULT_TUNING, matvec: MATVEC_VARIANTS[0] };

@@ -136,7 +136,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     // The Storage view lists the measurement with what else is stored.
     await expect.poll(() => page.locator('[data-testid=storage-row][data-kind=tuning]').count(), { timeout: 30_000 }).toBe(1);
     expect(pageErrors).toEqual([]);
-  }, 480_000); // one measurement: every candidate compiled for each width (a minute or two on 2 busy cores)
+  }, 480_000); // one measurement: every candidate compiled for each weight format (a minute or two on 2 busy cores)
 
   it('trains NLFT in the worker, shows the loss and the saliency map, exports a PEFT adapter and keeps the run across a reload', async () => {
     await page.goto(url);

@@ -136,7 +136,7 @@ it('nlft tune measures every kernel candidate now, marks the fastest and keeps i
   const bad = await nlftWithEnv(env, 'tune', '--model', modelDir, '--quant', 'q3');
   expect(bad.code).toBe(1);
   expect(bad.stderr.trim()).toBe('nlft tune: --quant must be f32, q8 or q4 (got "q3")');
-}, 600_000); // one measurement: every candidate compiled for each width (about a minute on 2 busy cores)
+}, 600_000); // one measurement: every candidate compiled for each weight format (about a minute on 2 busy cores)
 it('nlft score --from re-classifies the cached scores without a model, as a fresh scoring does', async () => {
   const dumpFile = path.join(tmp, 'dump.json'); // from the test above (--rho 1.05 --pj-min 0)
   const same = path.join(tmp, 'from-same.json');

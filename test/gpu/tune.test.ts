@@ -73,7 +73,7 @@ it('a software adapter runs a small model on the preset, measured and cached onl
   // A cached value that is not among today's candidates is not used: the preset again.
   cache.map.set(key, { ...measured.tuning, matmulDx: { TM: 3, TK: 4, WGX: 8, WGY: 8 } });
   expect((await tuningFor(g, cache, SHAPE, 'q8')).source).toBe('preset');
-}, 600_000); // one measurement: each candidate compiled for each width (about a minute on 2 busy cores)
+}, 600_000); // one measurement: each candidate compiled for each weight format (about a minute on 2 busy cores)
 
 it('any other adapter, or a wider model, measures at first use and then reuses the cached choice; a foreign cached value is measured again', async () => {
   const hardware = { ...g, ctx: { ...g.ctx, adapter: { ...g.ctx.adapter, software: false } } };
