@@ -22,7 +22,8 @@
 
 struct Params {
   T: u32, N: u32, alpha: f32, beta: f32, nOff: u32, nLast: u32,
-  r: u32, s: f32, salt: u32, rate: f32, K: u32, _b: u32, // the adapter: rank, scale, dropout mask; K
+  r: u32, s: f32, salt: u32, rate: f32, // the adapter: rank, scale, dropout mask
+  K: u32, _b: u32, // K: dx's width (W's row length), a uniform so one pipeline serves every width
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> dy: array<vec4<f32>>;    // (T, N/4)

@@ -75,6 +75,11 @@ export class PipelineCache {
     readonly sources: KernelSources,
   ) {}
 
+  /** How many pipelines (kernel, parameters, entry point) have been compiled. */
+  get size(): number {
+    return this.cache.size;
+  }
+
   /** The WGSL text of kernels/`name`.wgsl, each `//#include file section` line replaced by that section of that file. */
   source(name: string): string {
     const s = this.sources[name];

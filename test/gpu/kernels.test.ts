@@ -5,6 +5,7 @@
  * exp/log paths); quantized weights are compared with the reference run on the dequantized weights.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PipelineCache } from '../../src/engine/kernels.ts';
 import { DEFAULT_TUNING, describeMatmulTile, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
 import { ATTENTION_CANDIDATES, LMHEAD_CANDIDATES, MATMUL_CANDIDATES } from '../../src/engine/tune.ts';
@@ -21,6 +22,7 @@ import {
   swigluRef,
 } from '../reference/cpu-ops.ts';
 import { maxViolation, randomArray, testGpu, type TestGpu } from '../helpers/gpu.ts';
+import { matmulDxRef } from '../reference/cpu-backward.ts';
 import { concatHeadMajor, concatRows, segmentRows } from '../reference/packed.ts';
 
 let g: TestGpu;
@@ -125,6 +127,29 @@ it('matmul with fewer rows than the tuned tile (T=5, 1 under a 16x12 tile: one r
     await g.run((enc) => ops.matmul(enc, { x: g.buffers.upload('x', x), w: g.weight(w, N, K, 'q8'), out: ob, T }));
     expect(maxViolation(await g.f32(ob), matmulRef(x, deq(w, N, K, 'q8'), T, N, K), 1e-4, 1e-5), `T=${T}`).toBeLessThanOrEqual(1);
   }
+});
+
+it('one pipeline per kernel, tile and weight format serves every width K (matmul, matmul_dx, matvec; q8)', async () => {
+  const pipelines = new PipelineCache(g.ctx.device, g.pipelines.sources);
+  const ops = new Ops(g.ctx.device, pipelines, g.buffers, DEFAULT_TUNING);
+  const [T, N] = [9, 40];
+  for (const K of [96, 32, 160]) {
+    const x = randomArray(T * K, 70 + K);
+    const w = randomArray(N * K, 71 + K, 0.5);
+    const wq = deq(w, N, K, 'q8');
+    const wb = g.weight(w, N, K, 'q8');
+    const out = g.buffers.create('out', T * N * 4);
+    await g.run((enc) => ops.matmul(enc, { x: g.buffers.upload('x', x), w: wb, out, T }));
+    expect(maxViolation(await g.f32(out), matmulRef(x, wq, T, N, K), 1e-4, 1e-5), `matmul K=${K}`).toBeLessThanOrEqual(1);
+    const dy = randomArray(T * N, 72 + K);
+    const dx = g.buffers.create('dx', T * K * 4);
+    await g.run((enc) => ops.matmulDx(enc, { dy: g.buffers.upload('dy', dy), w: wb, dx, T }));
+    expect(maxViolation(await g.f32(dx), matmulDxRef(dy, wq, T, N, K), 1e-4, 1e-5), `matmul_dx K=${K}`).toBeLessThanOrEqual(1);
+    const row = g.buffers.create('row', N * 4);
+    await g.run((enc) => ops.matvec(enc, { x: g.buffers.upload('x0', x.subarray(0, K)), w: wb, out: row }));
+    expect(maxViolation(await g.f32(row), matmulRef(x.subarray(0, K), wq, 1, N, K), 1e-4, 1e-5), `matvec K=${K}`).toBeLessThanOrEqual(1);
+  }
+  expect(pipelines.size).toBe(3); // not 9: K is a uniform
 });
 
 it('rmsnorm: T=7, C=100 (not a multiple of the 64-thread row)', async () => {
