@@ -75,7 +75,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     );
     await page.locator('[data-testid=dataset-summary][data-state=done]').waitFor({ timeout: 30_000 });
     expect(await page.getByTestId('dataset-truncated').getAttribute('data-count')).toBe('0');
-    // A small model on a software adapter (SwiftShader): the preset tiles, nothing measured (the next test measures).
+    // A small model on a software adapter (SwiftShader): the preset tiles, nothing measured (the last test measures).
     expect(await page.getByTestId('kernels').textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(${PRESET}\)$`));
     expect(await page.getByTestId('gpu-bytes').textContent()).toMatch(/\d/);
 
@@ -115,28 +115,6 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('kernels').textContent()).toMatch(new RegExp(String.raw`\(${PRESET}\)$`));
     expect(pageErrors).toEqual([]);
   }, 300_000);
-
-  it('measures the kernel tiles on request, keeps them in IndexedDB and takes them after a reload', async () => {
-    await page.goto(url);
-    const ready = page.locator('[data-testid=model-status][data-state=ready]');
-    await ready.waitFor({ timeout: 180_000 });
-    const kernels = page.getByTestId('kernels');
-    expect(await kernels.textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(${PRESET}\)$`));
-    await page.getByTestId('measure-kernels').click();
-    await expect
-      .poll(() => page.getByTestId('model-status').textContent(), { timeout: 60_000 })
-      .toMatch(/^Measuring kernel speed on this GPU…$/);
-    await expect
-      .poll(() => kernels.textContent(), { timeout: 300_000 })
-      .toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(measured now\)$`));
-    expect(await page.getByTestId('model-status').getAttribute('data-state')).toBe('ready');
-    await page.reload();
-    await ready.waitFor({ timeout: 180_000 });
-    expect(await kernels.textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(measured earlier on this GPU\)$`));
-    // The Storage view lists the measurement with what else is stored.
-    await expect.poll(() => page.locator('[data-testid=storage-row][data-kind=tuning]').count(), { timeout: 30_000 }).toBe(1);
-    expect(pageErrors).toEqual([]);
-  }, 480_000); // one measurement: every candidate compiled for each weight format (a minute or two on 2 busy cores)
 
   it('trains NLFT in the worker, shows the loss and the saliency map, exports a PEFT adapter and keeps the run across a reload', async () => {
     await page.goto(url);
@@ -667,4 +645,26 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(await page.getByTestId('train-status').textContent()).toMatch(/^Done after 2 of 2 steps\./);
     expect(pageErrors).toEqual([]);
   }, 400_000);
+
+  it('measures the kernel tiles on request, keeps them in IndexedDB and takes them after a reload', async () => {
+    await page.goto(url);
+    const ready = page.locator('[data-testid=model-status][data-state=ready]');
+    await ready.waitFor({ timeout: 180_000 });
+    const kernels = page.getByTestId('kernels');
+    expect(await kernels.textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(${PRESET}\)$`));
+    await page.getByTestId('measure-kernels').click();
+    await expect
+      .poll(() => page.getByTestId('model-status').textContent(), { timeout: 60_000 })
+      .toMatch(/^Measuring kernel speed on this GPU…$/);
+    await expect
+      .poll(() => kernels.textContent(), { timeout: 300_000 })
+      .toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(measured now\)$`));
+    expect(await page.getByTestId('model-status').getAttribute('data-state')).toBe('ready');
+    await page.reload();
+    await ready.waitFor({ timeout: 180_000 });
+    expect(await kernels.textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(measured earlier on this GPU\)$`));
+    // The Storage view lists the measurement with what else is stored.
+    await expect.poll(() => page.locator('[data-testid=storage-row][data-kind=tuning]').count(), { timeout: 30_000 }).toBe(1);
+    expect(pageErrors).toEqual([]);
+  }, 480_000); // one measurement: every candidate compiled for each weight format (a minute or two on 2 busy cores)
 });

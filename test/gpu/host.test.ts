@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { BufferManager, formatBytes } from '../../src/engine/buffers.ts';
 import { createNodeEngine } from '../../src/node/engine.ts';
+import { dawnToggles } from '../../src/node/webgpu.ts';
 import { DeviceLostError, GpuCommandError, GpuMemoryError, KernelError } from '../../src/errors.ts';
 import { fillTemplate, unroll } from '../../src/engine/kernels.ts';
 
@@ -48,6 +49,38 @@ describe('host layer', () => {
     await expect(e.pipelines.get('broken', 'broken', () => '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }')).rejects.toThrow(
       /^kernel broken: line 1:\d+ /,
     );
+    e.destroy();
+  });
+
+  it("leaves out Tint's index clamps unless NLFT_ROBUSTNESS=1: an out-of-range read is the driver's, not the clamped last element", async () => {
+    const keep = process.env.NLFT_ROBUSTNESS === '1';
+    expect(dawnToggles(process.env).includes('enable-dawn-features=disable_robustness')).toBe(!keep);
+    expect(dawnToggles({ NLFT_ROBUSTNESS: '1' })).toEqual(['disable-dawn-features=timestamp_quantization']);
+    const e = await createNodeEngine();
+    const device = e.ctx.device;
+    const code = `@group(0) @binding(0) var<storage, read> at: array<u32>;
+      @group(0) @binding(1) var<storage, read> src: array<f32>;
+      @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+      @compute @workgroup_size(1) fn main() { dst[0] = src[at[0]]; }`;
+    const pipeline = await e.pipelines.get('oob read', 'oob read', () => code);
+    const at = e.buffers.upload('at', Uint32Array.of(10));
+    const src = e.buffers.upload('src', Float32Array.of(1, 2, 3, 4));
+    const dst = e.buffers.create('dst', 4);
+    const bind = device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [at, src, dst].map((b, binding) => ({ binding, resource: { buffer: b.buffer } })),
+    });
+    const enc = device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bind);
+    pass.dispatchWorkgroups(1);
+    pass.end();
+    device.queue.submit([enc.finish()]);
+    const [read] = await e.buffers.readF32(dst);
+    // Tint's clamp reads src[3]; without it, Vulkan's robustBufferAccess (which Dawn requires) answers: zero on SwiftShader.
+    if (keep) expect(read).toBe(4);
+    else if (e.ctx.adapter.software) expect(read).toBe(0);
     e.destroy();
   });
 
