@@ -650,6 +650,9 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.goto(url);
     const ready = page.locator('[data-testid=model-status][data-state=ready]');
     await ready.waitFor({ timeout: 180_000 });
+    // f32 weights: one format to compile each candidate in (q4 adds q8 for the lm-head and f32 for the LoRA factors).
+    await page.getByTestId('quant').selectOption('f32');
+    await expect.poll(() => ready.textContent(), { timeout: 180_000 }).toMatch(/, f32 weights$/);
     const kernels = page.getByTestId('kernels');
     expect(await kernels.textContent()).toMatch(new RegExp(String.raw`^${KERNELS_TEXT} \(${PRESET}\)$`));
     await page.getByTestId('measure-kernels').click();
