@@ -59,16 +59,17 @@ function throttleDawnTicks(): void {
  * The Dawn toggles of the Node host, from the environment:
  * - `timestamp_quantization` off: exact timestamp-query values for `--profile` (Dawn rounds them to 64 µs by
  *   default, a browser's privacy rule).
- * - `disable_robustness` on unless `NLFT_ROBUSTNESS=1`: Tint then leaves out the index clamp it puts on every
- *   storage-buffer access (a browser's defence against untrusted pages; here the only shaders are the engine's
- *   own, each tested against its CPU reference, and Dawn's Vulkan backend still runs with the driver's
- *   `robustBufferAccess`). On SwiftShader the clamps were a quarter of a toy-math step's compile time and a
- *   tenth of each later step (docs/architecture.md §3b). `NLFT_ROBUSTNESS=1` puts them back (to tell a kernel's
- *   out-of-bounds bug from a driver's).
+ * - `disable_robustness` on unless `NLFT_ROBUSTNESS` is set (to anything but `0`): Tint then leaves out the index
+ *   clamp it puts on every storage-buffer access (a browser's defence against untrusted pages; here the only
+ *   shaders are the engine's own, each tested against its CPU reference, and Dawn's Vulkan backend still runs with
+ *   the driver's `robustBufferAccess`). On SwiftShader the clamps were a quarter of a toy-math step's compile time
+ *   and a sixth of each later step (docs/architecture.md §3b). `NLFT_ROBUSTNESS=1` puts them back (to tell a
+ *   kernel's out-of-bounds bug from a driver's).
  */
 export function dawnToggles(env: Record<string, string | undefined>): string[] {
   const toggles = ['disable-dawn-features=timestamp_quantization'];
-  if (env.NLFT_ROBUSTNESS !== '1') toggles.push('enable-dawn-features=disable_robustness');
+  const keepClamps = (env.NLFT_ROBUSTNESS ?? '0') !== '0' && env.NLFT_ROBUSTNESS !== '';
+  if (!keepClamps) toggles.push('enable-dawn-features=disable_robustness');
   return toggles;
 }
 
