@@ -15,7 +15,7 @@ import type { Engine } from '../src/engine/engine.ts';
 import { adapterName, describeAdapter } from '../src/engine/gpu.ts';
 import { GpuLlama } from '../src/engine/llama.ts';
 import type { TuningCache } from '../src/engine/tune.ts';
-import { NlftError } from '../src/errors.ts';
+import { DeviceLostError, NlftError } from '../src/errors.ts';
 import type { DatasetScores } from '../src/nlft/method.ts';
 import { GGUF_ADAPTER_FILE, ggufLoraAdapter } from '../src/export/gguf.ts';
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, type PeftAdapterFiles, peftAdapterFiles, readPeftAdapter } from '../src/export/peft.ts';
@@ -164,10 +164,15 @@ export class TrainerHost implements TrainerApi {
     this.#deps = deps;
   }
 
-  /** Runs `job` after every earlier call has settled; its error is rethrown in wire form. */
+  /**
+   * Runs `job` after every earlier call has settled; its error is rethrown in wire form. A job that
+   * failed because the device was lost (a GPU call refused after a GPU process crash) says so, not
+   * what the refused call printed.
+   */
   #serial<T>(job: () => Promise<T>): Promise<T> {
-    const result = this.#queue.then(job).catch((e: unknown) => {
-      throw this.#wireError(e);
+    const result = this.#queue.then(job).catch(async (e: unknown) => {
+      const loss = e instanceof DeviceLostError ? null : await this.#engine?.ctx.lossSoFar();
+      throw this.#wireError(loss ?? e);
     });
     this.#queue = result.catch(() => undefined);
     return result;

@@ -14,7 +14,17 @@ import { readPeftAdapter } from '../../src/export/peft.ts';
 import { DEMO_MODEL_OPTIONS, makeTinyLlama } from '../../src/model/demo.ts';
 import { FolderSource } from '../../src/node/fs-source.ts';
 import { writeTinyLlamaFolder } from '../fixtures/tiny-llama.ts';
-import { type AppBrowser, BASE_ARGS, CHROMIUM, hasChromium, type RequestLog, ROOT, startApp, TMP } from '../helpers/app-browser.ts';
+import {
+  type AppBrowser,
+  BASE_ARGS,
+  CHROMIUM,
+  hasChromium,
+  type RequestLog,
+  ROOT,
+  startApp,
+  TMP,
+  waitSettled,
+} from '../helpers/app-browser.ts';
 import { startMockHub } from '../helpers/mock-hub.ts';
 import { KERNELS_TEXT } from '../helpers/cli.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
@@ -219,7 +229,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     await page.getByTestId('eval-limit').fill('2');
     await page.getByTestId('eval-max-new').fill('8');
     await page.getByTestId('eval-start').click();
-    await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+    await waitSettled(page, 'eval-status', 120_000);
     expect(await page.getByTestId('eval-error').textContent()).toBe('');
     expect(await page.getByTestId('eval-status').textContent()).toMatch(
       /^Accuracy [0-2]\/2 = [\d.]+% — .+, trained adapter \(r 4 on gate_proj,up_proj,down_proj\); gsm8k-sample\.jsonl, greedy, up to 8 tokens, system "Solve it; end with #### N\."$/,
@@ -437,7 +447,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
       await page.getByTestId('eval-max-new').fill('4');
       await page.getByTestId('eval-system').fill(system);
       await page.getByTestId('eval-start').click();
-      await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+      await waitSettled(page, 'eval-status', 240_000);
       expect(await page.getByTestId('eval-error').textContent()).toBe('');
     };
     await evaluate(systems[0]);
@@ -541,7 +551,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'app in Chromium' : `
     expect(cells).toEqual(['1', '18', '✗', '2/2', '1/2']);
     await page.getByTestId('compare-panel').screenshot({ path: resolve(TMP, 'compare-imported.png') });
     expect(pageErrors).toEqual([]);
-  }, 300_000);
+  }, 600_000); // two evaluations and a run; each wait is generous for a loaded 2-core machine
   it('scores the data for the saliency explorer, re-classifies on the page, keeps it across a reload, hands its settings to training, and takes a scorer', async () => {
     await page.goto(url);
     await page.locator('[data-testid=model-status][data-state=ready]').waitFor({ timeout: 180_000 });

@@ -11,7 +11,7 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AppBrowser, CHROMIUM, hasChromium, ROOT, startApp, SHOTS } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, ROOT, startApp, SHOTS, waitSettled } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
 /** Questions each evaluation asks, and the records each run trains on (batch 4: 4 steps). */
@@ -39,7 +39,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(hasChromium ? 'first visit' : `firs
   /** Evaluates the loaded model (with the adapter trained last, if any) on the sample's first questions. */
   const evaluate = async () => {
     await page.getByTestId('eval-start').click();
-    await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 240_000 });
+    await waitSettled(page, 'eval-status', 240_000);
     expect(await page.getByTestId('eval-error').textContent()).toBe('');
     expect(await page.getByTestId('eval-status').textContent()).toMatch(
       new RegExp(`^Accuracy \\d+/${EVAL_ITEMS} = [\\d.]+% — toy-math, q8, .+; test_easy_100\\.jsonl, greedy`),

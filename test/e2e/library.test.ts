@@ -22,7 +22,7 @@ import { DEFAULT_SALIENCY } from '../../src/nlft/saliency.ts';
 import { DEFAULT_TEMPLATES } from '../../src/nlft/templates.ts';
 import { newRun } from '../../src/storage/runs.ts';
 import { DEFAULT_TRAIN } from '../../src/train/trainer.ts';
-import { type AppBrowser, CHROMIUM, hasChromium, ROOT, SHOTS, startApp, TMP, trainInApp } from '../helpers/app-browser.ts';
+import { type AppBrowser, CHROMIUM, hasChromium, ROOT, SHOTS, startApp, TMP, trainInApp, waitSettled } from '../helpers/app-browser.ts';
 import { requirePrerequisite, skipOutsideCi } from '../helpers/guard.ts';
 
 const toyModel = resolve(ROOT, 'public/toy-math/model');
@@ -182,7 +182,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       await page.getByTestId('eval-limit').fill('2');
       await page.getByTestId('eval-max-new').fill('8');
       await page.getByTestId('eval-start').click();
-      await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+      await waitSettled(page, 'eval-status', 120_000);
       expect(await page.getByTestId('eval-status').textContent()).toMatch(/^Accuracy [0-2]\/2 = .+trained adapter \(r 4 on /);
       await expect.poll(() => row(page, sft).locator('[data-col=accuracy]').textContent()).toMatch(/^[0-2]\/2 = [\d.]+%$/);
       expect(await row(page, nlft).locator('[data-col=accuracy]').textContent()).toBe('–');
@@ -248,7 +248,7 @@ describe.skipIf(skipOutsideCi(!hasChromium))(
       // An evaluation with it is counted in its row; its GGUF is offered with the PEFT files.
       await page.getByTestId('eval-limit').fill('1');
       await page.getByTestId('eval-start').click();
-      await page.locator('[data-testid=eval-status]:is([data-state=done], [data-state=error])').waitFor({ timeout: 120_000 });
+      await waitSettled(page, 'eval-status', 120_000);
       await expect.poll(() => imported.locator('[data-col=accuracy]').textContent()).toMatch(/^[01]\/1 = [\d.]+%$/);
       await imported.getByTestId('library-open').click();
       expect(await page.getByTestId('library-detail').getByTestId('export-gguf').textContent()).toMatch(/^adapter\.gguf \(/);

@@ -6,8 +6,9 @@
  * `DeviceLostError` naming the step and the checkpoint kept, never a hang and never a checkpoint
  * after the loss; continued on a new device from that checkpoint, it ends with the adapter of an
  * unbroken run, byte for byte (the worker host's; the two hosts train byte-identical adapters,
- * test/gpu/session-hosts.test.ts). Most of the time goes to compiling the kernels on each new
- * device.
+ * test/gpu/session-hosts.test.ts). Any other job of the worker's host that a loss breaks (an
+ * evaluation here) fails with the loss, not with the GPU call it refused. Most of the time goes to
+ * compiling the kernels on each new device.
  */
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -152,6 +153,24 @@ it("the worker's host: a device lost mid-run is reported and ends the run keepin
   expect(Buffer.from((await host.exportAdapter())[ADAPTER_WEIGHTS_FILE]).equals(Buffer.from(unbroken))).toBe(true);
   expect(hostLosses).toHaveLength(1);
 }, 300_000); // a run, a new device and the rest of the run
+
+it("the worker's host: an evaluation whose device is lost after its first answer fails with the loss, not with the refused GPU call", async () => {
+  await unbrokenAdapter(); // a model loaded on a live device
+  const answered: number[] = [];
+  const request = { data: { name: 'toy.jsonl', bytes: new Uint8Array(await readFile(data)) }, limit: 4, maxNewTokens: 8 };
+  const lost = await host
+    .evaluate(request, (_item, done) => {
+      answered.push(done);
+      if (done === 1) hostEngines.at(-1)!.ctx.device.destroy();
+    })
+    .catch((e: Error) => e);
+  expect(answered).toEqual([1]);
+  expect(lost).toBeInstanceOf(Error);
+  expect((lost as Error).name).toBe('device-lost');
+  expect((lost as Error).message).toMatch(/^GPU device lost \(destroyed\): /);
+  await host.init((message) => void hostLosses.push(message)); // a new device for the tests after this one
+  await loadInHost();
+});
 
 it('nlft train: a device lost at step 5 ends with a DeviceLostError and how to continue; --resume on a new device gives the unbroken adapter', async () => {
   const unbroken = await unbrokenAdapter();

@@ -191,3 +191,20 @@ export async function trainInApp(page: Page, method: 'sft' | 'nlft', end: 'done'
     (await page.getByTestId('train-error').textContent()) ?? '',
   ).toBe(end);
 }
+
+/**
+ * Waits until the status line `testid` (e.g. `eval-status`) says done or error. On a timeout the
+ * failure names the line's last text (where the job stood: "Answering…", "Answered 1 of 2…"),
+ * which a bare locator timeout does not.
+ */
+export async function waitSettled(page: Page, testid: string, timeout: number): Promise<void> {
+  try {
+    await page.locator(`[data-testid=${testid}]:is([data-state=done], [data-state=error])`).waitFor({ timeout });
+  } catch (e) {
+    const text = await page
+      .getByTestId(testid)
+      .textContent({ timeout: 5_000 })
+      .catch(() => '(unreadable)');
+    throw new Error(`${testid} did not settle within ${timeout / 1000} s; it says "${text}"`, { cause: e });
+  }
+}
