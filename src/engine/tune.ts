@@ -132,6 +132,7 @@ export interface TuneResult {
   tuning: Tuning;
   /** GFLOP/s of every candidate the adapter can run over one layer's matmul shapes, in candidate order. */
   matmul: Array<{ tile: MatmulTile; gflops: number }>;
+  /** GFLOP/s of every input-gradient tile over the layer's shapes and the lm-head's (its V columns), in candidate order. */
   matmulDx: Array<{ tile: Tuning['matmulDx']; gflops: number }>;
   /** GFLOP/s of each weight-gradient tile over a layer's LoRA dA and dB shapes, in candidate order. */
   matmulTn: Array<{ tile: Tuning['matmulTn']; gflops: number }>;
@@ -215,7 +216,8 @@ function attentionHeads(shape: TuningShape): AttentionShape {
  * Pick the fastest kernels for T tokens of a model with hidden C, FFN F, vocabulary V: the
  * forward matmul (every variant the adapter can run) and the input-gradient tiles, each timed
  * over the distinct weight shapes of one layer (`layerWeightShapes`, so a tile that wastes work
- * on narrow LoRA factors or on a width that is not its multiple pays for it); the lm-head tiles
+ * on narrow LoRA factors or on a width that is not its multiple pays for it), the input gradient
+ * also over the lm-head's min(V, 8192) columns (the training forward's g = dz' W); the lm-head tiles
  * on min(V, 8192) columns; the attention variants; the one-row (decode) shapes over the layer's
  * shapes and those lm-head columns. `onProgress` gets the fraction timed.
  */
@@ -242,21 +244,22 @@ export async function tuneKernels(
   const opsWith = (t: Partial<Tuning>) => new Ops(engine.ctx.device, engine.pipelines, b, { ...DEFAULT_TUNING, ...t });
   const weights = layerWeightShapes(shape, format).map(([n, k, f]) => syntheticWeight(engine, n, k, f));
   const widest = Math.max(...weights.map((w) => Math.max(w.rows, w.cols)));
+  // The lm-head's table (V columns of it), in the format a model keeps it in.
+  const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const x = b.create('tune x', T * widest * 4);
-  const out = b.create('tune out', Math.max(T * widest, V) * 4); // also one row of the lm-head's V logits
-  const layerFlops = weights.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0);
-  /** GFLOP/s of one pass over the layer's shapes, recorded by `record` for each weight. */
+  const out = b.create('tune out', T * Math.max(widest, V) * 4); // also the lm-head's gradient dz' (T,V)
+  /** GFLOP/s of one pass over the shapes `ws` (the layer's), recorded by `record` for each weight. */
   let bestMs = Infinity;
-  const timeLayer = async (record: (enc: GPUCommandEncoder, w: GpuWeight) => Promise<void>) => {
+  const timeLayer = async (record: (enc: GPUCommandEncoder, w: GpuWeight) => Promise<void>, ws = weights) => {
     const fn = async () => {
       const enc = engine.ctx.device.createCommandEncoder();
-      for (const w of weights) await record(enc, w);
+      for (const w of ws) await record(enc, w);
       engine.ctx.device.queue.submit([enc.finish()]);
     };
     const ms = await medianMs(engine, fn, 3, GIVE_UP_FACTOR * bestMs);
     bestMs = Math.min(bestMs, ms);
     progress();
-    return layerFlops / ms / 1e6;
+    return ws.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0) / ms / 1e6;
   };
   const matmul: TuneResult['matmul'] = [];
   for (const tile of matmulTiles) {
@@ -265,12 +268,15 @@ export async function tuneKernels(
   }
   const matmulDx: TuneResult['matmulDx'] = [];
   bestMs = Infinity; // the input gradient's tiles race among themselves
+  // Over the layer's shapes and the lm-head's g = dz' W (a reduction over V columns), which the
+  // training forward runs with the same kernel: at SmolLM2's width the tiles tie on the layer's
+  // shapes while 16 x 16 ran the lm-head's ~20 % faster than 16 x 8, so timing the layer alone
+  // picked either from run to run.
   for (const tile of MATMUL_DX_CANDIDATES) {
     const ops = opsWith({ matmulDx: tile });
-    matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T })) });
+    matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T }), [...weights, head]) });
   }
   const matmulTn = await timeMatmulTn(engine, T, [C, shape.F], progress);
-  const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const matvec = await timeMatvec(engine, matvecTiles, [...weights, head], x, out, progress);
   for (const w of weights) for (const t of [w.data, w.scales]) b.destroy(t);
   const rows = b.upload(
