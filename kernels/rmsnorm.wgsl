@@ -1,8 +1,9 @@
 // RMSNorm forward and backward (llm.c style pair).
 // Forward: out (T,C) = x * w / sqrt(mean(x^2) + eps); rstd (T) saved for the backward pass.
-// One thread per row, no workgroup memory or barriers: a row's C values are summed in order by
-// its thread. (A workgroup per row with a barrier tree reduction cost ~100 us a row on SwiftShader,
-// 15 % of a toy-math step: docs/architecture.md §3c.)
+// One thread per row, no workgroup memory or barriers: a row's C values are summed by its thread
+// (four interleaved partial sums, then their total). (A workgroup per row with a barrier tree reduction cost ~100 us a row on SwiftShader,
+// 15 % of a toy-math step: docs/architecture.md §3c.) A row is read as vec4s (C a multiple of 4, a
+// weight's width): a quarter of the loads, which are gathers across a SIMD group's rows on SwiftShader.
 //
 // CPU references: test/reference/cpu-ops.ts rmsnormRef, test/reference/cpu-backward.ts rmsnormBackwardRef.
 // Tests: test/gpu/kernels.test.ts (forward), test/gpu/kernels-backward.test.ts (backward).
@@ -11,38 +12,36 @@ const WG: u32 = 64u;
 
 struct Params { T: u32, C: u32, eps: f32, _pad: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // (T,C)
-@group(0) @binding(2) var<storage, read> w: array<f32>;          // (C)
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // (T,C)
-@group(0) @binding(4) var<storage, read_write> rstd: array<f32>; // (T) written forward, read backward
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;          // (T,C/4)
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;          // (C/4)
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;  // (T,C/4)
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;       // (T) written forward, read backward
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = gid.x + gid.y * 65535u * WG;
   if (t >= p.T) { return; }
-  let base = t * p.C;
-  var ss = 0.0;
-  for (var c = 0u; c < p.C; c++) { let v = x[base + c]; ss += v * v; }
-  let r = inverseSqrt(ss / f32(p.C) + p.eps);
-  for (var c = 0u; c < p.C; c++) { out[base + c] = x[base + c] * r * w[c]; }
+  let C4 = p.C / 4u;
+  let base = t * C4;
+  var ss = vec4<f32>(0.0);
+  for (var c = 0u; c < C4; c++) { let v = x[base + c]; ss += v * v; }
+  let r = inverseSqrt((ss.x + ss.y + ss.z + ss.w) / f32(p.C) + p.eps);
+  for (var c = 0u; c < C4; c++) { out[base + c] = x[base + c] * r * w[c]; }
   rstd[t] = r;
 }
 
-// RMSNorm backward: y = x * r * w with r = 1/sqrt(mean(x^2) + eps) (saved as rstd), so
-//   dx = r * (w * dy) - x * r^3 * mean(w * dy * x)
-// accumulated into dx (the residual stream's gradient already flowing past the norm).
-// The weight w is frozen (no dw). One thread per row.
-@group(0) @binding(5) var<storage, read> dyb: array<f32>;          // (T,C)
-@group(0) @binding(6) var<storage, read_write> dxb: array<f32>;    // (T,C)
+@group(0) @binding(5) var<storage, read> dyb: array<vec4<f32>>;          // (T,C/4)
+@group(0) @binding(6) var<storage, read_write> dxb: array<vec4<f32>>;    // (T,C/4)
 
 @compute @workgroup_size(WG)
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = gid.x + gid.y * 65535u * WG;
   if (t >= p.T) { return; }
-  let base = t * p.C;
-  var s = 0.0;
-  for (var c = 0u; c < p.C; c++) { s += w[c] * dyb[base + c] * x[base + c]; }
+  let C4 = p.C / 4u;
+  let base = t * C4;
+  var s4 = vec4<f32>(0.0);
+  for (var c = 0u; c < C4; c++) { s4 += w[c] * dyb[base + c] * x[base + c]; }
   let r = rstd[t];
-  let k = r * r * r * s / f32(p.C);
-  for (var c = 0u; c < p.C; c++) { dxb[base + c] += r * w[c] * dyb[base + c] - x[base + c] * k; }
+  let k = r * r * r * (s4.x + s4.y + s4.z + s4.w) / f32(p.C);
+  for (var c = 0u; c < C4; c++) { dxb[base + c] += r * w[c] * dyb[base + c] - x[base + c] * k; }
 }

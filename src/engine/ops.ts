@@ -179,6 +179,17 @@ export function grid1d(n: number, wg = 64): [number, number] {
   return [MAX_WG, Math.ceil(groups / MAX_WG)];
 }
 
+/** A kernel that reads rows (or elements) as vec4s needs a width that is a multiple of 4 (a weight's width is). */
+function checkRowWidth(kernel: string, n: number): void {
+  if (n % 4 !== 0) throw new RangeError(`${kernel}: width ${n}, expected a multiple of 4`);
+}
+
+/** The vec4s of a SwiGLU call over n elements (T x F). */
+function swigluVec4s(n: number): number {
+  checkRowWidth('swiglu', n);
+  return n / 4;
+}
+
 export class Ops {
   private uniforms = new Map<string, TrackedBuffer>();
   /** Stand-ins for bindings an entry point declares but a mode does not use. */
@@ -341,6 +352,7 @@ export class Ops {
     a: { x: TrackedBuffer; w: TrackedBuffer; out: TrackedBuffer; rstd: TrackedBuffer; T: number; C: number; eps: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'));
+    checkRowWidth('rmsnorm', a.C);
     this.dispatch(
       enc,
       pl,
@@ -362,6 +374,7 @@ export class Ops {
     a: { x: TrackedBuffer; w: TrackedBuffer; rstd: TrackedBuffer; dy: TrackedBuffer; dx: TrackedBuffer; T: number; C: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'), 'backward');
+    checkRowWidth('rmsnorm', a.C);
     this.dispatch(
       enc,
       pl,
@@ -689,31 +702,31 @@ export class Ops {
 
   // --- SwiGLU (kernels/swiglu.wgsl): forward / backward.
 
-  /** h (n) = silu(gate) * up */
+  /** h (n) = silu(gate) * up; n a multiple of 4 (the kernel takes four elements a thread) */
   async swiglu(enc: GPUCommandEncoder, a: { gate: TrackedBuffer; up: TrackedBuffer; h: TrackedBuffer; n: number }): Promise<void> {
     const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'));
-    const [gx, gy] = grid1d(a.n);
+    const [gx, gy] = grid1d(swigluVec4s(a.n));
     this.dispatch(
       enc,
       pl,
-      [this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')), this.buf(1, a.gate), this.buf(2, a.up), this.buf(3, a.h)],
+      [this.buf(0, this.uniform([a.n / 4, 0, 0, 0], 'uuuu')), this.buf(1, a.gate), this.buf(2, a.up), this.buf(3, a.h)],
       [gx, gy],
       'swiglu',
     );
   }
 
-  /** dgate, dup (n) from dh (n), given gate and up */
+  /** dgate, dup (n) from dh (n), given gate and up; n a multiple of 4 */
   async swigluBackward(
     enc: GPUCommandEncoder,
     a: { gate: TrackedBuffer; up: TrackedBuffer; dh: TrackedBuffer; dgate: TrackedBuffer; dup: TrackedBuffer; n: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('swiglu', 'swiglu', () => this.pipelines.source('swiglu'), 'backward');
-    const [gx, gy] = grid1d(a.n);
+    const [gx, gy] = grid1d(swigluVec4s(a.n));
     this.dispatch(
       enc,
       pl,
       [
-        this.buf(0, this.uniform([a.n, 0, 0, 0], 'uuuu')),
+        this.buf(0, this.uniform([a.n / 4, 0, 0, 0], 'uuuu')),
         this.buf(1, a.gate),
         this.buf(2, a.up),
         this.buf(4, a.dh),

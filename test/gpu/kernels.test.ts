@@ -288,13 +288,15 @@ describe('attention decode (the new row appended to a KV cache, one query per he
   }
 });
 
-it('swiglu: n=1001', async () => {
-  const n = 1001;
+it('swiglu: n=1004 (four elements a thread, past the 15 workgroups of 64 threads); n not a multiple of 4 is refused', async () => {
+  const n = 1004;
   const a = randomArray(n, 41, 6);
   const b = randomArray(n, 42, 2);
+  const [gb, ub] = [g.buffers.upload('g', a), g.buffers.upload('u', b)];
   const h = g.buffers.create('h', n * 4);
-  await g.run((enc) => g.ops.swiglu(enc, { gate: g.buffers.upload('g', a), up: g.buffers.upload('u', b), h, n }));
+  await g.run((enc) => g.ops.swiglu(enc, { gate: gb, up: ub, h, n }));
   expect(maxViolation(await g.f32(h), swigluRef(a, b), 1e-5, 1e-6)).toBeLessThanOrEqual(1);
+  await expect(g.run((enc) => g.ops.swiglu(enc, { gate: gb, up: ub, h, n: 1001 }))).rejects.toThrow(/swiglu: width 1001, expected a multiple of 4/);
 });
 
 describe('embedding gather', () => {
