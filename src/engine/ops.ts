@@ -179,14 +179,17 @@ export function grid1d(n: number, wg = 64): [number, number] {
   return [MAX_WG, Math.ceil(groups / MAX_WG)];
 }
 
-/** A kernel that reads rows (or elements) as vec4s needs a width that is a multiple of 4 (a weight's width is). */
-function checkRowWidth(kernel: string, n: number): void {
-  if (n % 4 !== 0) throw new RangeError(`${kernel}: width ${n}, expected a multiple of 4`);
+/**
+ * A kernel that reads rows or elements as vec4s needs their count (`what`: a row's width, the elements)
+ * to be a multiple of 4; a weight's width is.
+ */
+function checkVec4s(kernel: string, what: 'width' | 'elements', n: number): void {
+  if (n % 4 !== 0) throw new RangeError(`${kernel}: ${what} ${n}, expected a multiple of 4`);
 }
 
 /** The vec4s of a SwiGLU call over n elements (T x F). */
 function swigluVec4s(n: number): number {
-  checkRowWidth('swiglu', n);
+  checkVec4s('swiglu', 'elements', n);
   return n / 4;
 }
 
@@ -352,7 +355,7 @@ export class Ops {
     a: { x: TrackedBuffer; w: TrackedBuffer; out: TrackedBuffer; rstd: TrackedBuffer; T: number; C: number; eps: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'));
-    checkRowWidth('rmsnorm', a.C);
+    checkVec4s('rmsnorm', 'width', a.C);
     this.dispatch(
       enc,
       pl,
@@ -374,7 +377,7 @@ export class Ops {
     a: { x: TrackedBuffer; w: TrackedBuffer; rstd: TrackedBuffer; dy: TrackedBuffer; dx: TrackedBuffer; T: number; C: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'), 'backward');
-    checkRowWidth('rmsnorm', a.C);
+    checkVec4s('rmsnorm', 'width', a.C);
     this.dispatch(
       enc,
       pl,
@@ -536,7 +539,9 @@ export class Ops {
     a: { x: TrackedBuffer; out: TrackedBuffer; n: number; width: number; seed: TrackedBuffer; salt: number; rate: number; beta?: number },
   ): Promise<void> {
     const pl = await this.pipelines.get('dropout', 'dropout', () => this.pipelines.source('dropout'));
-    const grid = grid1d(Math.ceil(a.n / a.width), 1); // a workgroup a token
+    checkVec4s('dropout', 'width', a.width);
+    checkVec4s('dropout', 'elements', a.n);
+    const grid = grid1d(Math.ceil(a.n / a.width), 4); // a workgroup four tokens
     this.dispatch(
       enc,
       pl,

@@ -522,7 +522,7 @@ describe('dropout (hashed mask, inverted scaling)', () => {
   });
 
   it('packed sequences: each masked as in a pass of its own with its seed (rows of K elements, element index t*K + k)', async () => {
-    const [K, lengths, seeds, rate] = [37, [3, 1, 6], [11, 0xfffffff0, 12], 0.4];
+    const [K, lengths, seeds, rate] = [68, [3, 1, 6], [11, 0xfffffff0, 12], 0.4]; // 17 vec4 a row: past a token's 16 threads
     const T = lengths.reduce((a, b) => a + b, 0);
     const xs = randomArray(T * K, 704);
     const out = g.buffers.upload('out', nanArray(T * K));
@@ -548,8 +548,8 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     expect(maxViolation(await g.f32(out), dropoutRef(xs, dropoutSeed(9, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
   });
 
-  it('n short of a whole last row: elements past n are left as they were', async () => {
-    const [K, T, rate, cut] = [100, 3, 0.4, 30];
+  it('n short of a whole last row: elements past n are left as they were; a width or n not a multiple of 4 is refused', async () => {
+    const [K, T, rate, cut] = [100, 3, 0.4, 28];
     const n = T * K - cut;
     const xs = randomArray(n, 705);
     const out = g.buffers.upload('out', new Float32Array(T * K).fill(7));
@@ -559,6 +559,15 @@ describe('dropout (hashed mask, inverted scaling)', () => {
     const got = await g.f32(out);
     expect(maxViolation(got.subarray(0, n), dropoutRef(xs, dropoutSeed(13, salt), rate), 1e-6, 0)).toBeLessThanOrEqual(1);
     expect(Array.from(got.subarray(n))).toEqual(new Array(cut).fill(7));
+    const x = g.buffers.upload('x', xs);
+    for (const [bad, width, said] of [
+      [n, 37, /dropout: width 37, expected a multiple of 4/],
+      [n - 2, K, /dropout: elements 270, expected a multiple of 4/],
+    ] as const) {
+      const s = g.ops.passSeed([13], [T], []);
+      await expect(g.run((enc) => g.ops.dropout(enc, { x, out, n: bad, width, seed: s, salt, rate }))).rejects.toThrow(said);
+      g.buffers.destroy(s);
+    }
   });
 });
 

@@ -296,7 +296,9 @@ it('swiglu: n=1004 (four elements a thread, past the 15 workgroups of 64 threads
   const h = g.buffers.create('h', n * 4);
   await g.run((enc) => g.ops.swiglu(enc, { gate: gb, up: ub, h, n }));
   expect(maxViolation(await g.f32(h), swigluRef(a, b), 1e-5, 1e-6)).toBeLessThanOrEqual(1);
-  await expect(g.run((enc) => g.ops.swiglu(enc, { gate: gb, up: ub, h, n: 1001 }))).rejects.toThrow(/swiglu: width 1001, expected a multiple of 4/);
+  await expect(g.run((enc) => g.ops.swiglu(enc, { gate: gb, up: ub, h, n: 1001 }))).rejects.toThrow(
+    /swiglu: elements 1001, expected a multiple of 4/,
+  );
 });
 
 describe('embedding gather', () => {
