@@ -1,9 +1,10 @@
 // RMSNorm forward and backward (llm.c style pair).
 // Forward: out (T,C) = x * w / sqrt(mean(x^2) + eps); rstd (T) saved for the backward pass.
 // One thread per row, no workgroup memory or barriers: a row's C values are summed by its thread
-// (four interleaved partial sums, then their total). (A workgroup per row with a barrier tree reduction cost ~100 us a row on SwiftShader,
-// 15 % of a toy-math step: docs/architecture.md §3c.) A row is read as vec4s (C a multiple of 4, a
-// weight's width): a quarter of the loads, which are gathers across a SIMD group's rows on SwiftShader.
+// (four interleaved partial sums, then their total). (A workgroup per row with a barrier tree
+// reduction cost ~100 us a row on SwiftShader, 15 % of a toy-math step: docs/architecture.md §3c.)
+// A row is read as vec4s (C a multiple of 4, a weight's width): a quarter of the loads, which are
+// gathers across a SIMD group's rows on SwiftShader.
 //
 // CPU references: test/reference/cpu-ops.ts rmsnormRef, test/reference/cpu-backward.ts rmsnormBackwardRef.
 // Tests: test/gpu/kernels.test.ts (forward), test/gpu/kernels-backward.test.ts (backward).
@@ -30,6 +31,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   rstd[t] = r;
 }
 
+// RMSNorm backward: y = x * r * w with r = 1/sqrt(mean(x^2) + eps) (saved as rstd), so
+//   dx = r * (w * dy) - x * r^3 * mean(w * dy * x)
+// accumulated into dx (the residual stream's gradient already flowing past the norm).
+// The weight w is frozen (no dw). One thread per row.
 @group(0) @binding(5) var<storage, read> dyb: array<vec4<f32>>;          // (T,C/4)
 @group(0) @binding(6) var<storage, read_write> dxb: array<vec4<f32>>;    // (T,C/4)
 
