@@ -256,7 +256,9 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 //   decode_main: q (1, H*D) at position P, k = kcache, v = vcache holding positions 0..P -> out (1, H*D)
 // One workgroup per head. Its DEC threads take keys lane, lane+DEC, ... each with its own online
 // softmax state (m, l, acc); the DEC states are then merged pairwise in workgroup memory. DEC is
-// small so that the states of D up to 128 fit the 16 KiB of workgroup memory WebGPU guarantees.
+// the tuner's (Tuning.decodeAttention: 4 or 16), at most 16 so that the states of D up to 128 fit
+// the 16 KiB of workgroup memory WebGPU guarantees. SwiftShader runs 4, one SIMD group whose
+// barriers cost nothing, in half the time of 16 (docs/architecture.md §3d).
 
 @group(0) @binding(12) var<storage, read> dstep: array<u32>;                // decode step: [token id, position P]
 @group(0) @binding(13) var<storage, read_write> kcache: array<vec4<f32>>;  // (maxT, KVH*D)
@@ -270,7 +272,7 @@ fn append_main(@builtin(global_invocation_id) gid: vec3<u32>) {
   vcache[dstep[1] * n + gid.x] = v[gid.x];
 }
 
-const DEC: u32 = 16u;
+const DEC: u32 = {{DEC}}u;
 var<workgroup> dm: array<f32, DEC>;
 var<workgroup> dl: array<f32, DEC>;
 var<workgroup> da: array<vec4<f32>, DEC * D4>;

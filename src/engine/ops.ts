@@ -62,7 +62,17 @@ export interface Tuning {
   ceChunk: number;
   /** matvec.wgsl, the one-row product (decode); absent: `DEFAULT_MATVEC`. */
   matvec?: MatvecTile;
+  /** attention.wgsl decode_main: threads per head (each an online softmax over every threads-th key, then merged). */
+  decodeAttention: DecodeAttentionTile;
 }
+
+/** Threads per head of the decode attention (a power of two, at most 16: their states fill workgroup memory). */
+export interface DecodeAttentionTile {
+  threads: number;
+}
+
+/** The decode attention's shapes the tuner times: one SIMD group of a software adapter, and a GPU's 16. */
+export const DECODE_ATTENTION_CANDIDATES: readonly DecodeAttentionTile[] = [{ threads: 4 }, { threads: 16 }];
 
 /**
  * A shape of kernels/matvec.wgsl: 'cols' gives each of WG threads 4*TN4 columns over all of K (no
@@ -106,6 +116,7 @@ export const DEFAULT_TUNING: Tuning = {
   matmulDx: { TM: 8, TK: 8, WGX: 8, WGY: 8 },
   matmulTn: { TM: 4, TP: 4, WGX: 4, WGY: 16 },
   ceChunk: 4096,
+  decodeAttention: { threads: 16 },
 };
 
 const MAX_WG = 65535;
@@ -591,10 +602,11 @@ export class Ops {
     entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'append_main' | 'decode_main',
   ): Promise<GPUComputePipeline> {
     const { BQ, BK } = this.tuning.attention.variant === 'tiled' ? this.tuning.attention : TILED_ATTENTION;
+    const DEC = this.tuning.decodeAttention.threads;
     return this.pipelines.get(
       'attention',
-      `attention:${D}:${BQ}:${BK}`,
-      () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK }, 'attention'),
+      `attention:${D}:${BQ}:${BK}:${DEC}`,
+      () => fillTemplate(this.pipelines.source('attention'), { D4: D / 4, BQ, BK, DEC }, 'attention'),
       entry,
     );
   }

@@ -1,6 +1,6 @@
 /**
  * Per-adapter kernel tuning: time a few register-tile shapes of the hot kernels, the attention
- * variants (shared-memory tiles, barrier-free rows) and decode's one-row shapes on the model's own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
+ * variants (shared-memory tiles, barrier-free rows), decode's one-row shapes and its attention's threads per head on the model's own shapes and keep the fastest (docs/architecture.md §3b: the best shape differs by an order of
  * magnitude between SwiftShader and real GPUs). Takes a few seconds; callers cache the result
  * per adapter.
  */
@@ -9,6 +9,8 @@ import { GpuMemoryError } from '../errors.ts';
 import type { AdapterSummary } from './gpu.ts';
 import type { TrackedBuffer } from './buffers.ts';
 import {
+  DECODE_ATTENTION_CANDIDATES,
+  type DecodeAttentionTile,
   DEFAULT_TUNING,
   MATVEC_VARIANTS,
   matvecVariantsOn,
@@ -141,6 +143,8 @@ export interface TuneResult {
   attention: Array<{ tile: Tuning['attention']; ms: number }>;
   /** Milliseconds of one row through the layer's projections and the lm-head per one-row shape, in `matvecVariantsOn` order. */
   matvec: Array<{ tile: MatvecTile; ms: number }>;
+  /** Milliseconds of one decode step's attention (one row against T cached keys) per threads per head, in candidate order. */
+  decodeAttention: Array<{ tile: DecodeAttentionTile; ms: number }>;
 }
 
 /**
@@ -237,7 +241,8 @@ export async function tuneKernels(
     MATMUL_TN_CANDIDATES.length +
     LMHEAD_CANDIDATES.length +
     ATTENTION_CANDIDATES.length +
-    matvecTiles.length;
+    matvecTiles.length +
+    DECODE_ATTENTION_CANDIDATES.length;
   let timed = 0;
   const progress = () => onProgress?.(++timed / CANDIDATES);
   const b = engine.buffers;
@@ -302,6 +307,7 @@ export async function tuneKernels(
   }
   for (const t of [head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
   const attention = await timeAttention(engine, T, attentionHeads(shape), progress);
+  const decodeAttention = await timeDecodeAttention(engine, T, attentionHeads(shape), progress);
   const best = <T extends { gflops: number }>(list: T[]) => list.reduce((a, c) => (c.gflops > a.gflops ? c : a));
   const fastest = attention.reduce((a, c) => (c.ms < a.ms ? c : a));
   return {
@@ -313,6 +319,7 @@ export async function tuneKernels(
       lmhead: pickLmheadTile(lmhead),
       attention: fastest.tile,
       matvec: matvec.reduce((a, c) => (c.ms < a.ms ? c : a)).tile,
+      decodeAttention: decodeAttention.reduce((a, c) => (c.ms < a.ms ? c : a)).tile,
     },
     matmul,
     matmulDx,
@@ -320,6 +327,7 @@ export async function tuneKernels(
     lmhead,
     attention,
     matvec,
+    decodeAttention,
   };
 }
 
@@ -370,7 +378,7 @@ async function timeMatmulTn(engine: Engine, T: number, widths: number[], onDone:
  * Median ms of one submit per candidate `tiles` of the tuning field `field` (`record` encodes the
  * work with an `Ops` on that tile), after zeroing the inputs `zero`; frees `live` when done.
  */
-async function timeTiles<K extends 'matmulTn' | 'attention'>(
+async function timeTiles<K extends 'matmulTn' | 'attention' | 'decodeAttention'>(
   engine: Engine,
   field: K,
   tiles: Tuning[K][],
@@ -476,8 +484,39 @@ async function timeAttention(
   });
 }
 
+/**
+ * One decode step's attention (append of the new row, then one query row per head against T cached
+ * keys) timed per threads-per-head candidate; `onDone` is called after each.
+ */
+async function timeDecodeAttention(
+  engine: Engine,
+  T: number,
+  { H, KVH, D }: AttentionShape,
+  onDone: () => void,
+): Promise<TuneResult['decodeAttention']> {
+  const b = engine.buffers;
+  const live: TrackedBuffer[] = [];
+  const f32 = (label: string, floats: number) => b.f32In(live, label, floats);
+  const acts = {
+    q: f32('tune q', H * D),
+    k: f32('tune k', KVH * D),
+    v: f32('tune v', KVH * D),
+    kc: f32('tune k cache', T * KVH * D),
+    vc: f32('tune v cache', T * KVH * D),
+    out: f32('tune attention out', H * D),
+    step: b.upload('tune decode step', new Uint32Array([0, T - 1])), // the new row at position T-1
+    H,
+    KVH,
+    D,
+  };
+  live.push(acts.step);
+  return timeTiles(engine, 'decodeAttention', [...DECODE_ATTENTION_CANDIDATES], [acts.q, acts.kc, acts.vc], live, onDone, (ops, enc) =>
+    ops.attentionDecode(enc, acts),
+  );
+}
+
 /** Bump when a tuned kernel or the rule that picks one changes, so choices cached by an older build are measured again. */
-export const TUNING_VERSION = 8;
+export const TUNING_VERSION = 9;
 
 /**
  * Tokens the cached choice is measured on: a typical training record, deliberately not a multiple
@@ -511,9 +550,19 @@ const sameTile = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(
 /** A cached value is used only if it is a tuning whose tiles are among today's candidates. */
 export function isCachedTuning(v: unknown): v is Tuning {
   const t = v as Partial<Tuning> | null;
-  if (typeof t !== 'object' || t === null || !t.matmul || !t.matmulDx || !t.matmulTn || !t.lmhead || !t.attention || !t.matvec)
+  if (
+    typeof t !== 'object' ||
+    t === null ||
+    !t.matmul ||
+    !t.matmulDx ||
+    !t.matmulTn ||
+    !t.lmhead ||
+    !t.attention ||
+    !t.matvec ||
+    !t.decodeAttention
+  )
     return false;
-  const tuned = { matmul: 0, matmulDx: 0, matmulTn: 0, lmhead: 0, attention: 0, matvec: 0 };
+  const tuned = { matmul: 0, matmulDx: 0, matmulTn: 0, lmhead: 0, attention: 0, matvec: 0, decodeAttention: 0 };
   return (
     MATMUL_CANDIDATES.some((c) => sameTile(c, t.matmul!)) &&
     MATMUL_DX_CANDIDATES.some((c) => sameTile(c, t.matmulDx!)) &&
@@ -521,6 +570,7 @@ export function isCachedTuning(v: unknown): v is Tuning {
     LMHEAD_CANDIDATES.some((c) => sameTile(c, t.lmhead!)) &&
     ATTENTION_CANDIDATES.some((c) => sameTile(c, t.attention!)) &&
     MATVEC_VARIANTS.some((c) => sameTile(c, t.matvec!)) &&
+    DECODE_ATTENTION_CANDIDATES.some((c) => sameTile(c, t.decodeAttention!)) &&
     sameTile({ ...t, ...tuned }, { ...DEFAULT_TUNING, ...tuned })
   );
 }
@@ -529,7 +579,8 @@ export function isCachedTuning(v: unknown): v is Tuning {
  * The tiles a software adapter (`AdapterSummary.software`, SwiftShader) runs for a small model
  * without measuring: there the candidates that are not several times slower measured within their
  * noise of each other on hidden sizes 64 and 128 (docs/architecture.md §3b), and measuring them
- * costs 40–50 s of shader compilation whatever the model. These are the ones that won most often,
+ * costs 40–50 s of shader compilation whatever the model. These are the ones that won most often
+ * (decode's attention on 4 threads a head, one SIMD group: half the time of 16 in SmolLM2's decode),
  * except the lm-head's: a small vocabulary's lm-head is a few percent of a step, and its 16 × 8 tile
  * compiled in 2.7–3.5 s against the 4 × 4 default's 0.3 s, for 18–30 ms less a toy-math step.
  */
@@ -540,6 +591,7 @@ export const SOFTWARE_TUNING: Tuning = {
   matmulTn: { TM: 8, TP: 8, WGX: 2, WGY: 8 },
   attention: { variant: 'rows', WG: 4, RT: 4 },
   matvec: MATVEC_VARIANTS[0],
+  decodeAttention: DECODE_ATTENTION_CANDIDATES[0],
 };
 
 /**
@@ -550,11 +602,15 @@ export const SOFTWARE_PRESET_MAX_HIDDEN = 128;
 
 /**
  * A software adapter's preset for the smallest models (hidden size up to `SOFTWARE_TINY_MAX_HIDDEN`): the
- * default tiles, the quickest to compile. Such a model spends its first step compiling: on SwiftShader a 16 × 8
+ * default tiles, the quickest to compile, with decode's shapes of `SOFTWARE_TUNING`. Such a model spends its first step compiling: on SwiftShader a 16 × 8
  * register tile compiles in 0.7–0.9 s against 0.07 s for a 4 × 4 one, and the CLI's first step of a
  * hidden-32 model took 11.1 s on `SOFTWARE_TUNING` against 3.6 s on these, its later steps 0.5–0.6 s on either.
  */
-export const SOFTWARE_TINY_TUNING: Tuning = { ...DEFAULT_TUNING, matvec: MATVEC_VARIANTS[0] };
+export const SOFTWARE_TINY_TUNING: Tuning = {
+  ...DEFAULT_TUNING,
+  matvec: MATVEC_VARIANTS[0],
+  decodeAttention: DECODE_ATTENTION_CANDIDATES[0],
+};
 
 /** The widest hidden size `SOFTWARE_TINY_TUNING` serves. */
 export const SOFTWARE_TINY_MAX_HIDDEN = 64;

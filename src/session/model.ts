@@ -5,7 +5,7 @@
  */
 import { TextTokenizer } from '../data/tokenizer.ts';
 import type { Engine } from '../engine/engine.ts';
-import { describeMatmulTile, describeMatvecTile, type Tuning } from '../engine/ops.ts';
+import { DEFAULT_MATVEC, describeMatmulTile, describeMatvecTile, type Tuning } from '../engine/ops.ts';
 import { type TuningCache, type TuningSource, tuningFor } from '../engine/tune.ts';
 import { ModelFormatError } from '../errors.ts';
 import type { LlamaConfig } from '../model/config.ts';
@@ -52,7 +52,7 @@ export async function tuneEngine(
   return found;
 }
 
-/** The kernels in use as one line, e.g. "matmul 16×8 (wg 2×4), dx 16×8, lm-head 16×8, decode cols 8 (wg 16) (measured now)". */
+/** The kernels in use as one line, e.g. "matmul 16×8 (wg 2×4), dx 16×8, lm-head 16×8, decode cols 8 (wg 16), attention 4 threads a head (measured now)". */
 export function describeTuning(tuning: Tuning, source: TuningSource): string {
   const tile = (t: { TM: number; TN: number }) => `${t.TM}×${t.TN}`;
   const why = {
@@ -62,7 +62,6 @@ export function describeTuning(tuning: Tuning, source: TuningSource): string {
     default: 'defaults',
   }[source];
   const dx = tuning.matmulDx;
-  const mv = tuning.matvec;
-  const decode = mv ? `, decode ${describeMatvecTile(mv)}` : '';
+  const decode = `, decode ${describeMatvecTile(tuning.matvec ?? DEFAULT_MATVEC)}, attention ${tuning.decodeAttention.threads} threads a head`;
   return `matmul ${describeMatmulTile(tuning.matmul)}, dx ${dx.TM}×${dx.TK}, lm-head ${tile(tuning.lmhead)}${decode} (${why})`;
 }

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PipelineCache } from '../../src/engine/kernels.ts';
-import { DEFAULT_TUNING, describeMatmulTile, Ops } from '../../src/engine/ops.ts';
+import { DECODE_ATTENTION_CANDIDATES, DEFAULT_TUNING, describeMatmulTile, Ops } from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
 import { ATTENTION_CANDIDATES, LMHEAD_CANDIDATES, MATMUL_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
@@ -261,31 +261,35 @@ describe.each(ATTENTION_CANDIDATES)('attention %o (causal, GQA, online softmax; 
 describe('attention decode (the new row appended to a KV cache, one query per head against it)', () => {
   // The newest row of full causal attention over T positions; the cache holds rows 0..T-2, a stale
   // row T-1 that the append must overwrite, and spare rows past it. The position comes from the
-  // decode step's buffer (u32 [token id, position]).
-  for (const [T, H, KVH, D] of [
-    [1, 2, 1, 16],
-    [37, 4, 2, 16],
-    [70, 6, 3, 64],
-    [9, 2, 2, 128],
-  ] as const) {
-    it(`T=${T} H=${H} KVH=${KVH} D=${D}`, async () => {
-      const q = randomArray(T * H * D, 51, 2);
-      const k = randomArray(T * KVH * D, 52, 2);
-      const v = randomArray(T * KVH * D, 53);
-      const row = KVH * D;
-      const stale = (a: Float32Array, seed: number) => Float32Array.from([...a.subarray(0, (T - 1) * row), ...randomArray(6 * row, seed)]);
-      const kc = g.buffers.upload('kc', stale(k, 54));
-      const vc = g.buffers.upload('vc', stale(v, 55));
-      const out = g.buffers.create('out', H * D * 4);
-      const up = (label: string, a: Float32Array) => g.buffers.upload(label, a.slice(((T - 1) * a.length) / T));
-      const step = g.buffers.upload('step', Uint32Array.of(0, T - 1, 0, 0));
-      await g.run((enc) => g.ops.attentionDecode(enc, { q: up('q', q), k: up('k', k), v: up('v', v), kc, vc, step, out, H, KVH, D }));
-      const ref = attentionRef(q, k, v, T, H, KVH, D).out.subarray((T - 1) * H * D);
-      expect(maxViolation(await g.f32(out), ref, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
-      expect((await g.f32(kc)).subarray(0, T * row)).toEqual(k);
-      expect((await g.f32(vc)).subarray(0, T * row)).toEqual(v);
-    });
-  }
+  // decode step's buffer (u32 [token id, position]). Every threads-per-head candidate: T = 1 and 9 leave
+  // threads without a key, and 37, 70 leave some with one key more than others.
+  for (const tile of DECODE_ATTENTION_CANDIDATES)
+    for (const [T, H, KVH, D] of [
+      [1, 2, 1, 16],
+      [37, 4, 2, 16],
+      [70, 6, 3, 64],
+      [9, 2, 2, 128],
+    ] as const) {
+      it(`${tile.threads} threads a head: T=${T} H=${H} KVH=${KVH} D=${D}`, async () => {
+        const ops = new Ops(g.ctx.device, g.pipelines, g.buffers, { ...DEFAULT_TUNING, decodeAttention: tile });
+        const q = randomArray(T * H * D, 51, 2);
+        const k = randomArray(T * KVH * D, 52, 2);
+        const v = randomArray(T * KVH * D, 53);
+        const row = KVH * D;
+        const stale = (a: Float32Array, seed: number) =>
+          Float32Array.from([...a.subarray(0, (T - 1) * row), ...randomArray(6 * row, seed)]);
+        const kc = g.buffers.upload('kc', stale(k, 54));
+        const vc = g.buffers.upload('vc', stale(v, 55));
+        const out = g.buffers.create('out', H * D * 4);
+        const up = (label: string, a: Float32Array) => g.buffers.upload(label, a.slice(((T - 1) * a.length) / T));
+        const step = g.buffers.upload('step', Uint32Array.of(0, T - 1, 0, 0));
+        await g.run((enc) => ops.attentionDecode(enc, { q: up('q', q), k: up('k', k), v: up('v', v), kc, vc, step, out, H, KVH, D }));
+        const ref = attentionRef(q, k, v, T, H, KVH, D).out.subarray((T - 1) * H * D);
+        expect(maxViolation(await g.f32(out), ref, 2e-4, 1e-5)).toBeLessThanOrEqual(1);
+        expect((await g.f32(kc)).subarray(0, T * row)).toEqual(k);
+        expect((await g.f32(vc)).subarray(0, T * row)).toEqual(v);
+      });
+    }
 });
 
 it('swiglu: n=1004 (four elements a thread, past the 15 workgroups of 64 threads); n not a multiple of 4 is refused', async () => {

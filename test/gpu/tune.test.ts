@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { DEFAULT_TUNING, MATVEC_VARIANTS, matvecVariantsOn, type Tuning } from '../../src/engine/ops.ts';
+import { DECODE_ATTENTION_CANDIDATES, DEFAULT_TUNING, MATVEC_VARIANTS, matvecVariantsOn, type Tuning } from '../../src/engine/ops.ts';
 import {
   ATTENTION_CANDIDATES,
   isCachedTuning,
@@ -119,6 +119,8 @@ it("a cached value is used only if each of its tiles is among today's candidates
     { ...base, attention: { variant: 'rows', WG: 7, RT: 1 } },
     { ...base, matvec: { variant: 'cols', TN4: 3, WG: 5 } },
     { ...base, matvec: undefined },
+    { ...base, decodeAttention: { threads: 8 } },
+    { ...base, decodeAttention: undefined }, // what a build before the decode attention's tuning cached
     { ...base, ceChunk: 1234 },
     null,
     'tuning',
@@ -154,6 +156,11 @@ it('times every variant the adapter can run and keeps the fastest; f16 tiles onl
   for (const m of r.matvec) expect(m.ms).toBeGreaterThan(0);
   const quickest = Math.min(...r.matvec.map((m) => m.ms));
   expect(r.matvec.find((m) => m.ms === quickest)?.tile).toEqual(r.tuning.matvec);
+  // Decode's attention: each threads-per-head candidate, the fastest kept.
+  expect(r.decodeAttention.map((m) => m.tile)).toEqual(DECODE_ATTENTION_CANDIDATES);
+  for (const m of r.decodeAttention) expect(m.ms).toBeGreaterThan(0);
+  const quickestAttention = Math.min(...r.decodeAttention.map((m) => m.ms));
+  expect(r.decodeAttention.find((m) => m.ms === quickestAttention)?.tile).toEqual(r.tuning.decodeAttention);
 }, 300_000);
 
 it('the key separates adapters, weight formats and model widths', () => {

@@ -36,5 +36,5 @@ export async function nlftWithEnv(
   }
 }
 
-/** The kernel choice as `describeTuning` words it (`matmul 16×8 (wg 2×4), dx 8×8, lm-head 8×8`), for regexes. */
-export const KERNELS_TEXT = String.raw`matmul (shared (f16 )?|subgroup )?\d+×\d+ \(wg \d+(×\d+)?\), dx \d+×\d+, lm-head \d+×\d+(, decode (cols|splitk|subgroup) \d+ \(wg \d+\))?`;
+/** The kernel choice as `describeTuning` words it (`matmul 16×8 (wg 2×4), dx 8×8, lm-head 8×8, decode cols 8 (wg 16), attention 4 threads a head`), for regexes. */
+export const KERNELS_TEXT = String.raw`matmul (shared (f16 )?|subgroup )?\d+×\d+ \(wg \d+(×\d+)?\), dx \d+×\d+, lm-head \d+×\d+, decode (cols|splitk|subgroup) \d+ \(wg \d+\), attention \d+ threads a head`;

@@ -56,5 +56,6 @@ function timingLines(r: TuneResult): string[] {
     ...r.lmhead.map((m) => row('lm-head', `${m.tile.TM}×${m.tile.TN} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.lmhead))),
     ...r.attention.map((m) => row('attention', attentionName(m.tile), ms(m.ms), same(m.tile, r.tuning.attention))),
     ...r.matvec.map((m) => row('decode', describeMatvecTile(m.tile), ms(m.ms), same(m.tile, r.tuning.matvec!))),
+    ...r.decodeAttention.map((m) => row('decode', `attention ${m.tile.threads} a head`, ms(m.ms), same(m.tile, r.tuning.decodeAttention))),
   ];
 }
