@@ -123,7 +123,7 @@ it('nlft tune measures every kernel candidate now, marks the fastest and keeps i
   expect(r.code).toBe(0);
   expect(r.stderr).toMatch(/^tune {2}measuring the kernels: 100 %$/m);
   const lines = r.stdout.split('\n');
-  for (const family of ['matmul', 'dx', 'lm-head', 'attention', 'decode']) {
+  for (const family of ['matmul', 'dx', 'lm-head', 'attention', 'decode', 'attn-decode']) {
     const rows = lines.filter((l) => l.startsWith(`${family} `));
     expect(rows.length, family).toBeGreaterThan(1);
     expect(rows.filter((l) => l.endsWith('  *')).length, family).toBe(1);

@@ -46,7 +46,7 @@ const attentionName = (t: Tuning['attention']) => (t.variant === 'tiled' ? `tile
 function timingLines(r: TuneResult): string[] {
   const same = (a: object, b: object) => JSON.stringify(a) === JSON.stringify(b);
   const row = (family: string, name: string, speed: string, kept: boolean) =>
-    `${family.padEnd(10)}${name.padEnd(24)}${speed.padStart(14)}${kept ? '  *' : ''}`;
+    `${family.padEnd(12)}${name.padEnd(24)}${speed.padStart(14)}${kept ? '  *' : ''}`;
   const gflops = (g: number) => `${g.toFixed(2)} GFLOP/s`;
   const ms = (v: number) => `${v.toFixed(2)} ms`;
   return [
@@ -56,6 +56,8 @@ function timingLines(r: TuneResult): string[] {
     ...r.lmhead.map((m) => row('lm-head', `${m.tile.TM}×${m.tile.TN} ${wg(m.tile)}`, gflops(m.gflops), same(m.tile, r.tuning.lmhead))),
     ...r.attention.map((m) => row('attention', attentionName(m.tile), ms(m.ms), same(m.tile, r.tuning.attention))),
     ...r.matvec.map((m) => row('decode', describeMatvecTile(m.tile), ms(m.ms), same(m.tile, r.tuning.matvec!))),
-    ...r.decodeAttention.map((m) => row('decode', `attention ${m.tile.threads} a head`, ms(m.ms), same(m.tile, r.tuning.decodeAttention))),
+    ...r.decodeAttention.map((m) =>
+      row('attn-decode', `${m.tile.threads} threads a head`, ms(m.ms), same(m.tile, r.tuning.decodeAttention)),
+    ),
   ];
 }
