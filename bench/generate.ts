@@ -6,7 +6,8 @@
  * (decode is bound by reading the weights once per token), and peak GPU bytes (KV cache included).
  * `--profile` then profiles one more generation, each decode step one profile step: GPU time per
  * kernel, dispatches, submits, uploads and readbacks per token (src/engine/profile.ts).
- * The one-row (decode) kernel shape is the tuner's choice (`tuneKernels`, printed with its timings);
+ * The one-row (decode) kernel shape and the decode attention's threads per head are the tuner's choices
+ * (`tuneKernels`, printed with their timings);
  * `--matvec` also times every shape the adapter can run (MATVEC_VARIANTS), beside the tiled matmul
  * at T = 1, on the model's own projections of 4 layers and its whole lm-head, in two interleaved rounds.
  */
@@ -47,6 +48,9 @@ export async function generateBench(argv: string[]): Promise<void> {
   const tuned = await tuneKernels(engine, tuningShapeOf(shape, P), quant);
   engine.useTuning(tuned.tuning);
   console.log(JSON.stringify({ bench: 'generate_tuner_matvec', quant, timed: tuned.matvec, chosen: tuned.tuning.matvec }));
+  console.log(
+    JSON.stringify({ bench: 'generate_tuner_attention', quant, timed: tuned.decodeAttention, chosen: tuned.tuning.decodeAttention }),
+  );
   const weights = makeTinyLlama(shape);
   if (values.matvec) await timeMatvecShapes(engine, weights.config, quant);
   const model = GpuLlama.create(engine.ops, weights, quant);
