@@ -253,9 +253,10 @@ export function createEvalPanel(opts: EvalPanelOptions): EvalPanelView {
               adapter: { runId: adapterRun.startedAt, description: `${runDescription(adapterRun)}, ${result.adapter.description}` },
             }
           : result;
-      setStatus('done', `Accuracy ${percent(out)}${out.stopped ? ' (stopped early)' : ''} — ${out.label}`);
+      // Saved and listed before the status says done: 'done' means the whole result is on the page.
       await opts.history.add(out).catch((e: unknown) => error.show(`The result could not be saved in this browser: ${errorMessage(e)}`));
       showHistory(await opts.history.list());
+      setStatus('done', `Accuracy ${percent(out)}${out.stopped ? ' (stopped early)' : ''} — ${out.label}`);
     } catch (e) {
       setStatus('error', 'The evaluation failed.');
       error.show(errorMessage(e));
