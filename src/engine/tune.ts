@@ -166,7 +166,62 @@ export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3
   return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
 }
 
-/** A candidate this many times slower than the best so far is timed once, not `reps` times. */
+/** How `raceMs` runs a candidate: waits for the work it submitted, and reads the time. */
+export interface RaceClock {
+  /** Resolves when the device has done the work submitted so far. */
+  settle(): Promise<unknown>;
+  /** Milliseconds, from any origin. */
+  now(): number;
+}
+
+/** The clock of `engine`'s device: its queue's onSubmittedWorkDone and `performance.now()`. */
+function deviceClock(engine: Engine): RaceClock {
+  return { settle: () => engine.ctx.device.queue.onSubmittedWorkDone(), now: () => performance.now() };
+}
+
+/**
+ * Median wall time (ms) of each of `runs`, timed in interleaved rounds: a warm-up each (which also
+ * compiles), then `reps` rounds in which every candidate still racing runs once, the order rotated
+ * by one each round. A machine whose speed drifts while the candidates are timed (a shared host,
+ * a CPU's clocks) then slows them alike, where timing one candidate's runs after another's charged
+ * the drift to whichever came later (on SwiftShader the decode attention's 4 and 16 threads a head
+ * swapped places from run to run that way: 6.2 vs 9.7 ms in one run, 12.3 vs 9.9 in the next).
+ * A candidate over `giveUpFactor` × the quickest in the first round runs no more (it cannot win, and
+ * on a slow adapter it is what the time goes to): its time is that round's. `onDone` is called once
+ * per candidate, when it has run its last.
+ */
+export async function raceMs(
+  clock: RaceClock,
+  runs: Array<() => Promise<void>>,
+  { reps = 3, giveUpFactor = Infinity, onDone }: { reps?: number; giveUpFactor?: number; onDone?: () => void } = {},
+): Promise<number[]> {
+  for (const run of runs) {
+    await run();
+    await clock.settle();
+  }
+  const times: number[][] = runs.map(() => []);
+  let racing = runs.map((_, i) => i);
+  for (let round = 0; round < reps; round++) {
+    const last = round === reps - 1;
+    const order = racing.map((_, j) => racing[(j + round) % racing.length]);
+    for (const i of order) {
+      const t0 = clock.now();
+      await runs[i]();
+      await clock.settle();
+      times[i].push(clock.now() - t0);
+      if (last) onDone?.();
+    }
+    if (!last) {
+      const quickest = Math.min(...racing.map((i) => times[i][0]));
+      const slow = (i: number) => times[i][0] > giveUpFactor * quickest;
+      for (const i of racing) if (slow(i)) onDone?.();
+      racing = racing.filter((i) => !slow(i));
+    }
+  }
+  return times.map((t) => [...t].sort((a, b) => a - b)[Math.floor(t.length / 2)]);
+}
+
+/** A candidate this many times slower than the quickest in the first round is timed once, not `reps` times. */
 const GIVE_UP_FACTOR = 3;
 
 function syntheticWeight(engine: Engine, rows: number, cols: number, format: QuantFormat): GpuWeight {
@@ -253,34 +308,40 @@ export async function tuneKernels(
   const head = syntheticWeight(engine, V, C, format === 'f32' ? 'f32' : 'q8');
   const x = b.create('tune x', T * widest * 4);
   const out = b.create('tune out', T * Math.max(widest, V) * 4); // also the lm-head's gradient dz' (T,V)
-  /** GFLOP/s of one pass over the shapes `ws` (the layer's), recorded by `record` for each weight. */
-  let bestMs = Infinity;
-  const timeLayer = async (record: (enc: GPUCommandEncoder, w: GpuWeight) => Promise<void>, ws = weights) => {
-    const fn = async () => {
-      const enc = engine.ctx.device.createCommandEncoder();
-      for (const w of ws) await record(enc, w);
-      engine.ctx.device.queue.submit([enc.finish()]);
-    };
-    const ms = await medianMs(engine, fn, 3, GIVE_UP_FACTOR * bestMs);
-    bestMs = Math.min(bestMs, ms);
-    progress();
-    return ws.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0) / ms / 1e6;
+  /** GFLOP/s of one pass over the shapes `ws` (the layer's) per tile, recorded by `record(tile)` for each weight. */
+  const raceLayer = async <Tile>(
+    tiles: Tile[],
+    record: (tile: Tile) => (enc: GPUCommandEncoder, w: GpuWeight) => Promise<void>,
+    ws = weights,
+  ) => {
+    const runs = tiles.map((tile) => {
+      const each = record(tile);
+      return async () => {
+        const enc = engine.ctx.device.createCommandEncoder();
+        for (const w of ws) await each(enc, w);
+        engine.ctx.device.queue.submit([enc.finish()]);
+      };
+    });
+    const ms = await raceMs(deviceClock(engine), runs, { giveUpFactor: GIVE_UP_FACTOR, onDone: progress });
+    const flops = ws.reduce((s, w) => s + 2 * T * w.rows * w.cols, 0);
+    return tiles.map((tile, i) => ({ tile, gflops: flops / ms[i] / 1e6 }));
   };
-  const matmul: TuneResult['matmul'] = [];
-  for (const tile of matmulTiles) {
+  const matmul: TuneResult['matmul'] = await raceLayer(matmulTiles, (tile) => {
     const ops = opsWith({ matmul: tile });
-    matmul.push({ tile, gflops: await timeLayer((enc, w) => ops.matmul(enc, { x, w, out, T })) });
-  }
-  const matmulDx: TuneResult['matmulDx'] = [];
-  bestMs = Infinity; // the input gradient's tiles race among themselves
+    return (enc, w) => ops.matmul(enc, { x, w, out, T });
+  });
   // Over the layer's shapes and the lm-head's g = dz' W (a reduction over V columns), which the
   // training forward runs with the same kernel: at SmolLM2's width the tiles tie on the layer's
   // shapes while 16 x 16 ran the lm-head's ~20 % faster than 16 x 8, so timing the layer alone
   // picked either from run to run.
-  for (const tile of MATMUL_DX_CANDIDATES) {
-    const ops = opsWith({ matmulDx: tile });
-    matmulDx.push({ tile, gflops: await timeLayer((enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T }), [...weights, head]) });
-  }
+  const matmulDx: TuneResult['matmulDx'] = await raceLayer(
+    [...MATMUL_DX_CANDIDATES],
+    (tile) => {
+      const ops = opsWith({ matmulDx: tile });
+      return (enc, w) => ops.matmulDx(enc, { dy: out, w, dx: x, T });
+    },
+    [...weights, head],
+  );
   const matmulTn = await timeMatmulTn(engine, T, [C, shape.F], progress);
   const matvec = await timeMatvec(engine, matvecTiles, [...weights, head], x, out, progress);
   for (const w of weights) for (const t of [w.data, w.scales]) b.destroy(t);
@@ -291,20 +352,19 @@ export async function tuneKernels(
   const lse = b.create('tune lse', T * 4);
   const logp = b.create('tune logp', T * 4);
   const log1mq = b.create('tune log1mq', T * 4);
-  const lmhead: TuneResult['lmhead'] = [];
-  for (const tile of LMHEAD_CANDIDATES) {
-    const ops = opsWith({ lmhead: tile });
-    const scratch = ops.lmheadScratch(T, V);
-    const ms = await medianMs(engine, async () => {
+  const lmheadOps = LMHEAD_CANDIDATES.map((tile) => opsWith({ lmhead: tile }));
+  const scratches = lmheadOps.map((ops) => ops.lmheadScratch(T, V));
+  const lmheadMs = await raceMs(
+    deviceClock(engine),
+    lmheadOps.map((ops, i) => async () => {
       const enc = engine.ctx.device.createCommandEncoder();
-      await ops.lmhead(enc, { h: x, rows, targets: rows, R: T, w: head, lse, logp, log1mq, scratch });
+      await ops.lmhead(enc, { h: x, rows, targets: rows, R: T, w: head, lse, logp, log1mq, scratch: scratches[i] });
       engine.ctx.device.queue.submit([enc.finish()]);
-    });
-    lmhead.push({ tile, gflops: (2 * T * V * C) / ms / 1e6 });
-    progress();
-    b.destroy(scratch.part);
-    b.destroy(scratch.tlogit);
-  }
+    }),
+    { onDone: progress },
+  );
+  const lmhead: TuneResult['lmhead'] = LMHEAD_CANDIDATES.map((tile, i) => ({ tile, gflops: (2 * T * V * C) / lmheadMs[i] / 1e6 }));
+  for (const scratch of scratches) for (const t of [scratch.part, scratch.tlogit]) b.destroy(t);
   for (const t of [head.data, head.scales, x, out, rows, lse, logp, log1mq]) b.destroy(t);
   const attention = await timeAttention(engine, T, attentionHeads(shape), progress);
   const decodeAttention = await timeDecodeAttention(engine, T, attentionHeads(shape), progress);
@@ -375,7 +435,7 @@ async function timeMatmulTn(engine: Engine, T: number, widths: number[], onDone:
 }
 
 /**
- * Median ms of one submit per candidate `tiles` of the tuning field `field` (`record` encodes the
+ * Median ms of one submit per candidate `tiles` of the tuning field `field`, raced in interleaved rounds (`raceMs`; `record` encodes the
  * work with an `Ops` on that tile), after zeroing the inputs `zero`; frees `live` when done.
  */
 async function timeTiles<K extends 'matmulTn' | 'attention' | 'decodeAttention'>(
@@ -390,28 +450,26 @@ async function timeTiles<K extends 'matmulTn' | 'attention' | 'decodeAttention'>
   const enc0 = engine.ctx.device.createCommandEncoder();
   for (const t of zero) enc0.clearBuffer(t.buffer);
   engine.ctx.device.queue.submit([enc0.finish()]);
-  const timed: Array<{ tile: Tuning[K]; ms: number }> = [];
   try {
-    for (const tile of tiles) {
+    const runs = tiles.map((tile) => {
       const ops = new Ops(engine.ctx.device, engine.pipelines, engine.buffers, { ...DEFAULT_TUNING, [field]: tile });
-      const ms = await medianMs(engine, async () => {
+      return async () => {
         const enc = engine.ctx.device.createCommandEncoder();
         await record(ops, enc);
         engine.ctx.device.queue.submit([enc.finish()]);
-      });
-      timed.push({ tile, ms });
-      onDone();
-    }
+      };
+    });
+    const ms = await raceMs(deviceClock(engine), runs, { onDone });
+    return tiles.map((tile, i) => ({ tile, ms: ms[i] }));
   } finally {
     for (const t of live) engine.buffers.destroy(t);
   }
-  return timed;
 }
 
 /**
  * The one-row products of a decode step (kernels/matvec.wgsl) timed per shape on `weights` (the
  * layer's projections and the lm-head's first columns), x and out of one row; a shape several times
- * slower than the best so far is timed once (on SwiftShader the split-K tree is ≈ 5× slower).
+ * slower than the quickest in the first round is timed once (on SwiftShader the split-K tree is ≈ 5× slower).
  */
 async function timeMatvec(
   engine: Engine,
@@ -421,25 +479,16 @@ async function timeMatvec(
   out: TrackedBuffer,
   onDone: () => void,
 ): Promise<TuneResult['matvec']> {
-  const timed: TuneResult['matvec'] = [];
-  let bestMs = Infinity;
-  for (const tile of tiles) {
+  const runs = tiles.map((tile) => {
     const ops = new Ops(engine.ctx.device, engine.pipelines, engine.buffers, { ...DEFAULT_TUNING, matvec: tile });
-    const ms = await medianMs(
-      engine,
-      async () => {
-        const enc = engine.ctx.device.createCommandEncoder();
-        for (const w of weights) await ops.matvec(enc, { x, w, out });
-        engine.ctx.device.queue.submit([enc.finish()]);
-      },
-      3,
-      GIVE_UP_FACTOR * bestMs,
-    );
-    bestMs = Math.min(bestMs, ms);
-    timed.push({ tile, ms });
-    onDone();
-  }
-  return timed;
+    return async () => {
+      const enc = engine.ctx.device.createCommandEncoder();
+      for (const w of weights) await ops.matvec(enc, { x, w, out });
+      engine.ctx.device.queue.submit([enc.finish()]);
+    };
+  });
+  const ms = await raceMs(deviceClock(engine), runs, { giveUpFactor: GIVE_UP_FACTOR, onDone });
+  return tiles.map((tile, i) => ({ tile, ms: ms[i] }));
 }
 
 /** The tuning shape of T tokens of a model (its widths, vocabulary and attention heads). */
