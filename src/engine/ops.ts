@@ -127,6 +127,12 @@ export const UNIFORM_CACHE_MAX = 2048;
 /** The matmul tile for fewer rows than the tuned tile has (generation's T = 1): 1 row x 4 columns per thread. */
 const ROW_TILE: MatmulTile = { variant: 'regs', TM: 1, TN: 4, WGX: 64, WGY: 1 };
 
+/**
+ * RMSNorm of at most this many rows runs a workgroup a row (`row_main`, kernels/rmsnorm.wgsl): for a
+ * decode step's one row the thread-per-row kernel walks the row on one lane (89 µs a call on SwiftShader).
+ */
+export const RMSNORM_ROW_WORKGROUPS_MAX_T = 8;
+
 /** K vec4s a 'shared' matmul stages per barrier. */
 const SHARED_BK4 = 4;
 
@@ -365,7 +371,10 @@ export class Ops {
     enc: GPUCommandEncoder,
     a: { x: TrackedBuffer; w: TrackedBuffer; out: TrackedBuffer; rstd: TrackedBuffer; T: number; C: number; eps: number },
   ): Promise<void> {
-    const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'));
+    // A few rows (decode's one): a workgroup a row; else a thread a row (kernels/rmsnorm.wgsl).
+    const byRow = a.T <= RMSNORM_ROW_WORKGROUPS_MAX_T;
+    const entry = byRow ? 'row_main' : 'main';
+    const pl = await this.pipelines.get('rmsnorm', 'rmsnorm', () => this.pipelines.source('rmsnorm'), entry);
     checkVec4s('rmsnorm', 'width', a.C);
     this.dispatch(
       enc,
@@ -377,7 +386,7 @@ export class Ops {
         this.buf(3, a.out),
         this.buf(4, a.rstd),
       ],
-      grid1d(a.T),
+      byRow ? [a.T, 1, 1] : grid1d(a.T),
       'rmsnorm',
     );
   }

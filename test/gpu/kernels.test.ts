@@ -6,7 +6,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PipelineCache } from '../../src/engine/kernels.ts';
-import { DECODE_ATTENTION_CANDIDATES, DEFAULT_TUNING, describeMatmulTile, Ops } from '../../src/engine/ops.ts';
+import {
+  DECODE_ATTENTION_CANDIDATES,
+  DEFAULT_TUNING,
+  describeMatmulTile,
+  Ops,
+  RMSNORM_ROW_WORKGROUPS_MAX_T,
+} from '../../src/engine/ops.ts';
 import { packing } from '../../src/engine/packing.ts';
 import { ATTENTION_CANDIDATES, LMHEAD_CANDIDATES, MATMUL_CANDIDATES } from '../../src/engine/tune.ts';
 import { dequantize, quantize, type QuantFormat } from '../../src/model/quant.ts';
@@ -152,19 +158,21 @@ it('one pipeline per kernel, tile and weight format serves every width K (matmul
   expect(pipelines.size).toBe(3); // not 9: K is a uniform
 });
 
-it('rmsnorm: T=7, C=100 (not a multiple of the 64-thread row)', async () => {
-  const T = 7,
-    C = 100,
-    eps = 1e-5;
-  const x = randomArray(T * C, 11, 3);
-  const w = randomArray(C, 12);
-  const out = g.buffers.create('out', T * C * 4);
-  const rstd = g.buffers.create('rstd', T * 4);
-  await g.run((enc) => g.ops.rmsnorm(enc, { x: g.buffers.upload('x', x), w: g.buffers.upload('w', w), out, rstd, T, C, eps }));
-  const ref = rmsnormRef(x, w, T, C, eps);
-  expect(maxViolation(await g.f32(out), ref.out, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
-  expect(maxViolation(await g.f32(rstd), ref.rstd, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
-});
+// T up to RMSNORM_ROW_WORKGROUPS_MAX_T runs a workgroup a row (`row_main`), T past it a thread a row (`main`).
+for (const T of [1, RMSNORM_ROW_WORKGROUPS_MAX_T, RMSNORM_ROW_WORKGROUPS_MAX_T + 1, 70]) {
+  it(`rmsnorm: T=${T}, C=100 (25 vec4s: not a multiple of the row's 4 threads)`, async () => {
+    const C = 100,
+      eps = 1e-5;
+    const x = randomArray(T * C, 11, 3);
+    const w = randomArray(C, 12);
+    const out = g.buffers.create('out', T * C * 4);
+    const rstd = g.buffers.create('rstd', T * 4);
+    await g.run((enc) => g.ops.rmsnorm(enc, { x: g.buffers.upload('x', x), w: g.buffers.upload('w', w), out, rstd, T, C, eps }));
+    const ref = rmsnormRef(x, w, T, C, eps);
+    expect(maxViolation(await g.f32(out), ref.out, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
+    expect(maxViolation(await g.f32(rstd), ref.rstd, 1e-5, 1e-6)).toBeLessThanOrEqual(1);
+  });
+}
 
 describe('rope', () => {
   const scaling = { ropeType: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 };
