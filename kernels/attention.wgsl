@@ -252,8 +252,11 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 // ---- Decode: the newest query row of each head against a KV cache (generation) ----
 // The position P of the new token is read from the decode step's buffer (`dstep`, written once a
 // step), not from the uniform, so a step's dispatches are recorded once and replayed every token.
-//   append_main: k, v (1, KVH*D) of the new token -> row P of the caches kcache, vcache (maxT, KVH*D)
-//   decode_main: q (1, H*D) at position P, k = kcache, v = vcache holding positions 0..P -> out (1, H*D)
+//   decode_main: q (1, H*D) at position P; k, v (1, KVH*D) the new token's, kcache, vcache (maxT, KVH*D)
+//   holding positions 0..P-1 -> out (1, H*D); k, v also -> row P of the caches.
+// Fused: the cache append. The first query head of each kv head writes its row P; every head reads
+// rows 0..P-1 from the caches and position P from k, v (never the row being written), so the append
+// needs no dispatch of its own (it was one a layer: 30 a token for SmolLM2, 2.2 of its ~160 ms here).
 // One workgroup per head. Its DEC threads take keys lane, lane+DEC, ... each with its own online
 // softmax state (m, l, acc); the DEC states are then merged pairwise in workgroup memory. DEC is
 // the tuner's (Tuning.decodeAttention: 4 or 16), at most 16 so that the states of D up to 128 fit
@@ -264,14 +267,6 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 @group(0) @binding(13) var<storage, read_write> kcache: array<vec4<f32>>;  // (maxT, KVH*D)
 @group(0) @binding(14) var<storage, read_write> vcache: array<vec4<f32>>;  // (maxT, KVH*D)
 
-@compute @workgroup_size(64)
-fn append_main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let n = p.KVH * D4;
-  if (gid.x >= n) { return; }
-  kcache[dstep[1] * n + gid.x] = k[gid.x];
-  vcache[dstep[1] * n + gid.x] = v[gid.x];
-}
-
 const DEC: u32 = {{DEC}}u;
 var<workgroup> dm: array<f32, DEC>;
 var<workgroup> dl: array<f32, DEC>;
@@ -280,27 +275,49 @@ var<workgroup> da: array<vec4<f32>, DEC * D4>;
 @compute @workgroup_size(DEC)
 fn decode_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let h = wg.x;
-  let kvh = h / (p.H / p.KVH);
+  let group = p.H / p.KVH;
+  let kvh = h / group;
+  let P = dstep[1];
+  let fresh = kvh * D4; // the new token's k, v of this kv head
+  if (h % group == 0u) {
+    for (var d = lid.x; d < D4; d += DEC) {
+      kcache[(P * p.KVH + kvh) * D4 + d] = k[fresh + d];
+      vcache[(P * p.KVH + kvh) * D4 + d] = v[fresh + d];
+    }
+  }
 //#for d in D4
   let q{d} = q[h * D4 + {d}u] * p.scale;
   var a{d} = vec4<f32>(0.0);
 //#end
   var m = -3.0e38;
   var l = 0.0;
-  let T = dstep[1] + 1u;
-  for (var j = lid.x; j < T; j += DEC) {
+  // Keys j = lane, lane + DEC, ... up to P; position P (the lane j = P falls to) from k, v.
+  for (var j = lid.x; j <= P; j += DEC) {
     let base = (j * p.KVH + kvh) * D4;
+    let cached = j < P;
     var s = 0.0;
+    if (cached) {
 //#for d in D4
-    s += dot(q{d}, k[base + {d}u]);
+      s += dot(q{d}, kcache[base + {d}u]);
 //#end
+    } else {
+//#for d in D4
+      s += dot(q{d}, k[fresh + {d}u]);
+//#end
+    }
     let mn = max(m, s);
     let corr = exp(m - mn);
     let pj = exp(s - mn);
     l = l * corr + pj;
+    if (cached) {
 //#for d in D4
-    a{d} = a{d} * corr + pj * v[base + {d}u];
+      a{d} = a{d} * corr + pj * vcache[base + {d}u];
 //#end
+    } else {
+//#for d in D4
+      a{d} = a{d} * corr + pj * v[fresh + {d}u];
+//#end
+    }
     m = mn;
   }
   dm[lid.x] = m;

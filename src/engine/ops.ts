@@ -688,9 +688,10 @@ export class Ops {
   }
 
   /**
-   * Decode: k, v (1,KVH*D) of the new token into row P of the caches kc, vc (maxT, KVH*D), then q (1,H*D)
-   * against rows 0..P -> out (1,H*D). P is u32 [1] of `step` (the decode step's buffer, written each
-   * token), so the dispatches and their bind groups stay the same from token to token.
+   * Decode, one dispatch: q (1,H*D) against the caches' rows 0..P-1 and the new token's k, v (1,KVH*D)
+   * -> out (1,H*D), k and v also written into row P of the caches kc, vc (maxT, KVH*D). P is u32 [1] of
+   * `step` (the decode step's buffer, written each token), so the dispatch and its bind group stay the
+   * same from token to token.
    */
   async attentionDecode(
     enc: GPUCommandEncoder,
@@ -708,19 +709,20 @@ export class Ops {
     },
   ): Promise<void> {
     const u = this.buf(0, this.uniform([0, a.H, a.KVH, 1 / Math.sqrt(a.D)], 'uuuf'));
-    const append = await this.attentionPipeline(a.D, 'append_main');
-    this.dispatch(
-      enc,
-      append,
-      [u, this.buf(2, a.k), this.buf(3, a.v), this.buf(12, a.step), this.buf(13, a.kc), this.buf(14, a.vc)],
-      grid1d((a.KVH * a.D) / 4),
-      'attention.append',
-    );
     const decode = await this.attentionPipeline(a.D, 'decode_main');
     this.dispatch(
       enc,
       decode,
-      [u, this.buf(1, a.q), this.buf(2, a.kc), this.buf(3, a.vc), this.buf(4, a.out), this.buf(12, a.step)],
+      [
+        u,
+        this.buf(1, a.q),
+        this.buf(2, a.k),
+        this.buf(3, a.v),
+        this.buf(4, a.out),
+        this.buf(12, a.step),
+        this.buf(13, a.kc),
+        this.buf(14, a.vc),
+      ],
       [a.H, 1],
       'attention.decode',
     );

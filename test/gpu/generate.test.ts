@@ -218,7 +218,7 @@ it('a decode step is one upload, one submit and one readback, with no bind group
   for (const n of [r.uploads, r.submits, r.readbacks]) expect(n).toBeCloseTo(1, 9);
   expect(r.readbackBytes).toBeCloseTo(weights.config.vocabSize * 4, 6);
   // Per layer: 2 norms, 7 adapted projections (u, then the base with the adapter fused: 2 each),
-  // 2 RoPE, the cache append and attention, SwiGLU; then embedding, final norm and lm-head.
-  expect(r.dispatches).toBeCloseTo(weights.config.numLayers * (2 + 7 * 2 + 2 + 2 + 1) + 3, 6);
+  // 2 RoPE, attention (the cache append fused), SwiGLU; then embedding, final norm and lm-head.
+  expect(r.dispatches).toBeCloseTo(weights.config.numLayers * (2 + 7 * 2 + 2 + 1 + 1) + 3, 6);
   expect(r.kernels.find((k) => k.kernel === 'matvec')?.calls).toBeCloseTo(weights.config.numLayers * 14 + 1, 6);
 });
