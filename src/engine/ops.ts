@@ -608,7 +608,7 @@ export class Ops {
   /** An entry point of kernels/attention.wgsl specialised for head dimension D and the tiles (the tuned ones, else the defaults). */
   private attentionPipeline(
     D: number,
-    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'append_main' | 'decode_main',
+    entry: 'main' | 'delta_main' | 'dq_main' | 'dkdv_main' | 'decode_main',
   ): Promise<GPUComputePipeline> {
     const { BQ, BK } = this.tuning.attention.variant === 'tiled' ? this.tuning.attention : TILED_ATTENTION;
     const DEC = this.tuning.decodeAttention.threads;
