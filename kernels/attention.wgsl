@@ -256,7 +256,8 @@ fn dkdv_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
 //   holding positions 0..P-1 -> out (1, H*D); k, v also -> row P of the caches.
 // Fused: the cache append. The first query head of each kv head writes its row P; every head reads
 // rows 0..P-1 from the caches and position P from k, v (never the row being written), so the append
-// needs no dispatch of its own (it was one a layer: 30 a token for SmolLM2, 2.2 of its ~160 ms here).
+// needs no dispatch of its own (it was one a layer: 30 a token for SmolLM2, 2.0-2.2 of its ~160 ms
+// here; the fused kernel saves about half of that).
 // One workgroup per head. Its DEC threads take keys lane, lane+DEC, ... each with its own online
 // softmax state (m, l, acc); the DEC states are then merged pairwise in workgroup memory. DEC is
 // the tuner's (Tuning.decodeAttention: 4 or 16), at most 16 so that the states of D up to 128 fit
@@ -291,33 +292,36 @@ fn decode_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 //#end
   var m = -3.0e38;
   var l = 0.0;
-  // Keys j = lane, lane + DEC, ... up to P; position P (the lane j = P falls to) from k, v.
-  for (var j = lid.x; j <= P; j += DEC) {
+  // Cached keys j = lane, lane + DEC, ... below P; then position P, from k and v, by the lane it falls
+  // to. (A branch between the two sources inside the loop cost more than the append's dispatch: a
+  // SIMD group runs both sides of a branch its lanes may take apart.)
+  for (var j = lid.x; j < P; j += DEC) {
     let base = (j * p.KVH + kvh) * D4;
-    let cached = j < P;
     var s = 0.0;
-    if (cached) {
 //#for d in D4
-      s += dot(q{d}, kcache[base + {d}u]);
+    s += dot(q{d}, kcache[base + {d}u]);
 //#end
-    } else {
-//#for d in D4
-      s += dot(q{d}, k[fresh + {d}u]);
-//#end
-    }
     let mn = max(m, s);
     let corr = exp(m - mn);
     let pj = exp(s - mn);
     l = l * corr + pj;
-    if (cached) {
 //#for d in D4
-      a{d} = a{d} * corr + pj * vcache[base + {d}u];
+    a{d} = a{d} * corr + pj * vcache[base + {d}u];
 //#end
-    } else {
+    m = mn;
+  }
+  if (lid.x == P % DEC) {
+    var s = 0.0;
 //#for d in D4
-      a{d} = a{d} * corr + pj * v[fresh + {d}u];
+    s += dot(q{d}, k[fresh + {d}u]);
 //#end
-    }
+    let mn = max(m, s);
+    let corr = exp(m - mn);
+    let pj = exp(s - mn);
+    l = l * corr + pj;
+//#for d in D4
+    a{d} = a{d} * corr + pj * v[fresh + {d}u];
+//#end
     m = mn;
   }
   dm[lid.x] = m;
