@@ -377,15 +377,27 @@ function placeTensors(
 /* ------------------------------------------------------------------------------------ */
 
 /** The tensor types whose values this reader decodes. */
-export const GGUF_DECODED_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_K', 'Q6_K'] as const satisfies readonly GgmlTypeName[];
+export const GGUF_DECODED_TYPES = [
+  'F32',
+  'F16',
+  'BF16',
+  'Q8_0',
+  'Q4_0',
+  'Q4_1',
+  'Q5_0',
+  'Q5_1',
+  'Q4_K',
+  'Q5_K',
+  'Q6_K',
+] as const satisfies readonly GgmlTypeName[];
 export type GgufDecodedType = (typeof GGUF_DECODED_TYPES)[number];
 
 /**
  * Reads one tensor (only its own bytes): its values as f32, row-major in `shape` order (quantized
  * blocks expanded exactly as ggml's reference `dequantize_row_*` compute them, see
  * `decodeGgufTensor`), and for a Q8_0 or Q4_0 matrix its blocks in our q8/q4 layout as stored
- * (`ggufBlocks`). Q4_K and Q6_K have no such layout here: the loader re-quantizes their decoded
- * values to the run's q8/q4 like any f32 weight.
+ * (`ggufBlocks`). The other block types (Q4_1, Q5_0, Q5_1 and the K-quants) have no such layout
+ * here: the loader re-quantizes their decoded values to the run's q8/q4 like any f32 weight.
  *
  * @throws ModelFormatError naming the tensor when it is absent or of a type not decoded here
  */
@@ -401,7 +413,7 @@ export async function readGgufTensor(
     throw new ModelFormatError(
       header.file,
       name,
-      `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; Q2_K, Q3_K, Q5_K, Q4_1, Q5_0, Q5_1 and the IQ types are not: convert the model to Q8_0, Q4_K_M or F16 with llama.cpp's llama-quantize)`,
+      `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; not Q2_K, Q3_K, the IQ types or integer tensors): convert the model to Q8_0, Q4_K_M, Q5_K_M or F16 with llama.cpp's llama-quantize`,
     );
   }
   const bytes = await source.readRange(header.file, info.begin, info.end);
@@ -441,9 +453,9 @@ function isDecodedType(type: GgmlTypeName): type is GgufDecodedType {
 
 /**
  * Decodes little-endian tensor bytes of a type in `GGUF_DECODED_TYPES` to f32, block by block as
- * ggml's reference dequantizers (`dequantize_row_q8_0`, `_q4_0`, `_q4_K`, `_q6_K` in ggml's
- * `src/ggml-quants.c`; block structs in `src/ggml-common.h`) compute them, every product and
- * difference rounded to f32 as their float arithmetic is.
+ * ggml's reference dequantizers (`dequantize_row_q8_0`, `_q4_0`, `_q4_1`, `_q5_0`, `_q5_1`,
+ * `_q4_K`, `_q5_K`, `_q6_K` in ggml's `src/ggml-quants.c`; block structs in `src/ggml-common.h`)
+ * compute them, every product, sum and difference rounded to f32 as their float arithmetic is.
  */
 export function decodeGgufTensor(bytes: Uint8Array, type: GgufDecodedType): Float32Array {
   if (type === 'F32' || type === 'F16' || type === 'BF16') return decodeToF32(bytes, type);
@@ -478,9 +490,43 @@ const BLOCK_DECODERS: Record<Exclude<GgufDecodedType, 'F32' | 'F16' | 'BF16'>, B
       out[j + 16] = ((block[2 + j] >> 4) - 8) * d;
     }
   },
+  // block_q4_1 (20 bytes): f16 d, f16 m, then 16 bytes of nibbles as Q4_0's; value = nibble · d + m.
+  Q4_1: (block, out) => {
+    const f = Math.fround;
+    const [d, m] = [f16At(block, 0), f16At(block, 2)];
+    for (let j = 0; j < 16; j++) {
+      out[j] = f(f((block[4 + j] & 0x0f) * d) + m);
+      out[j + 16] = f(f((block[4 + j] >> 4) * d) + m);
+    }
+  },
+  // block_q5_0 (22 bytes): f16 d, 4 bytes qh, 16 bytes of nibbles as Q4_0's; the code's fifth bit
+  // is bit e of qh (little-endian u32) for element e; value = (code − 16) · d.
+  Q5_0: (block, out) => {
+    const d = f16At(block, 0);
+    for (let e = 0; e < 32; e++) out[e] = (q5Code(block, 2, 6, e) - 16) * d;
+  },
+  // block_q5_1 (24 bytes): f16 d, f16 m, 4 bytes qh, 16 bytes of nibbles; codes as Q5_0's;
+  // value = code · d + m.
+  Q5_1: (block, out) => {
+    const f = Math.fround;
+    const [d, m] = [f16At(block, 0), f16At(block, 2)];
+    for (let e = 0; e < 32; e++) out[e] = f(f(q5Code(block, 4, 8, e) * d) + m);
+  },
   Q4_K: decodeQ4KBlock,
+  Q5_K: decodeQ5KBlock,
   Q6_K: decodeQ6KBlock,
 };
+
+/**
+ * The 5-bit code of element e (0…31) of a Q5_0/Q5_1 block whose qh (a little-endian u32) starts
+ * at byte `qh` and its 16 nibble bytes at `qs`: element j < 16 has the low nibble of byte j,
+ * element j + 16 its high nibble; bit e of qh is the code's fifth bit.
+ */
+function q5Code(block: Uint8Array, qh: number, qs: number, e: number): number {
+  const nibble = (block[qs + (e % 16)] >> (e < 16 ? 0 : 4)) & 0xf;
+  const high = (block[qh + (e >> 3)] >> (e & 7)) & 1;
+  return nibble | (high << 4);
+}
 
 /**
  * block_q4_K (144 bytes, 256 values in 8 sub-blocks of 32): f16 d, f16 dmin, 12 bytes of 6-bit
@@ -504,7 +550,31 @@ function decodeQ4KBlock(block: Uint8Array, out: Float32Array): void {
 }
 
 /**
- * The 6-bit scale and min of Q4_K sub-block `s` from the 12 packed bytes (ggml's
+ * block_q5_K (176 bytes, 256 values in 8 sub-blocks of 32): f16 d, f16 dmin, 12 bytes of 6-bit
+ * scales and mins packed as Q4_K's, 32 bytes qh, 128 bytes of nibbles laid out as Q4_K's. The
+ * code of value l of sub-block s is its nibble plus 16 · (bit s of qh[l]); its value
+ * (d · scale_s) · code − (dmin · min_s), each step rounded to f32.
+ */
+function decodeQ5KBlock(block: Uint8Array, out: Float32Array): void {
+  const f = Math.fround;
+  const d = f16At(block, 0);
+  const dmin = f16At(block, 2);
+  const packed = block.subarray(4, 16);
+  for (let s = 0; s < 8; s++) {
+    const [scale, min] = q4KScaleMin(packed, s);
+    const step = f(d * scale);
+    const offset = f(dmin * min);
+    const run = 48 + 32 * (s >> 1);
+    const shift = (s & 1) * 4;
+    for (let l = 0; l < 32; l++) {
+      const code = ((block[run + l] >> shift) & 0xf) | (((block[16 + l] >> s) & 1) << 4);
+      out[32 * s + l] = f(f(step * code) - offset);
+    }
+  }
+}
+
+/**
+ * The 6-bit scale and min of Q4_K (and Q5_K) sub-block `s` from the 12 packed bytes (ggml's
  * `get_scale_min_k4`): sub-blocks 0–3 keep theirs in the low 6 bits of bytes s (scale) and s + 4
  * (min); sub-blocks 4–7 take their low 4 bits from byte s + 4 (scale: low nibble, min: high
  * nibble) and their top 2 bits from the spare top bits of bytes s − 4 (scale) and s (min).

@@ -28,7 +28,15 @@ import { FolderSource } from '../../src/node/fs-source.ts';
 import { PROJECTIONS } from '../../src/model/weights.ts';
 import type { LlamaWeights } from '../../src/model/weights.ts';
 import { fillNormal, Rng } from '../../src/util/rng.ts';
-import { type GgufFixtureType, type GgufRawTensors, kQuantTinyLlama, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import {
+  type GgufFixtureType,
+  type GgufRawTensors,
+  type GgufRawType,
+  kQuantTinyLlama,
+  randomQuantBlocks,
+  rawBlockBytes,
+  tinyLlamaGguf,
+} from '../fixtures/gguf-llama.ts';
 import { makeTmpDir, SMOLLM2_TOKENIZER_DIR, SMOLLM2_VOCAB } from '../fixtures/tiny-llama.ts';
 import { maxViolation, testGpu, type TestGpu } from '../helpers/gpu.ts';
 
@@ -232,47 +240,56 @@ describe('quantized GGUF models, our engine against llama.cpp on the same file',
 });
 
 /**
- * K-quant GGUF models: every projection matrix of a seeded model (hidden size and FFN width 256,
- * one K-quant super-block per 256 inputs) as Q4_K or as Q6_K blocks of seeded random bytes
- * (`randomKQuantBlocks`; the tied vocabulary table F32), loaded by our engine with f32 weights —
- * the exact decode — and by llama.cpp from the same file.
+ * Block-quantized GGUF models: every projection matrix of a seeded model (hidden size and FFN width
+ * 256, whole K-quant super-blocks) as blocks of seeded random bytes of one type (`randomQuantBlocks`;
+ * the tied vocabulary table F32): the K-quants Q4_K, Q5_K and Q6_K and the 32-value Q4_1, Q5_0 and
+ * Q5_1, loaded by our engine with f32 weights — the exact decode — and by llama.cpp from the same file.
  *
- * Tolerance: llama.cpp's CPU matmul with Q4_K or Q6_K weights quantizes the activations to Q8_K
- * (8-bit codes, one f32 scale per 256 values; ggml-cpu's `vec_dot_type` of both), an error our
- * f32 activations do not make; the log-probs here then differ by up to KQUANT_ATOL (seen: 0.084
- * for Q4_K, 0.098 for Q6_K; Q4_0 with Q8_0 activations gave 0.087 above). A decode with d and
- * dmin swapped (Q4_K) or with the scales of neighbouring sub-blocks swapped (Q6_K) moves them by
- * 20 and 4.9. Our q8 re-quantization of the decoded weights (the extra error of a q8 run) moves
- * our log-probs by 0.060 (Q4_K) and 0.074 (Q6_K), logged with each run.
+ * Tolerance: llama.cpp's CPU matmul quantizes the activations to 8 bits for these weights (Q8_K for
+ * the K-quants, Q8_0/Q8_1 for the others: ggml-cpu's `vec_dot_type`), an error our f32 activations
+ * do not make; the log-probs here then differ by up to KQUANT_ATOL (seen: 0.084 for Q4_K, 0.098 for
+ * Q6_K, the others in each run's log; Q4_0 with Q8_0 activations gave 0.087 above). A decode with
+ * one field moved (`miswired`) moves them by several times that: by 20 for Q4_K's d and dmin
+ * swapped, 4.9 for Q6_K's neighbouring scales. Our q8 re-quantization of the decoded weights (the
+ * extra error of a q8 run) moved ours by 0.060 (Q4_K) and 0.074 (Q6_K), logged with each run.
  */
 const KQUANT_ATOL = 0.15;
 
-describe('K-quant GGUF models (Q4_K, Q6_K), our exact decode against llama.cpp on the same file', () => {
-  /** The same blocks with one field moved, as a wrong decoder would read them. */
+describe('block-quantized GGUF models, our exact decode against llama.cpp on the same file', () => {
+  /**
+   * The same blocks with one field moved, as a wrong decoder would read them: the scale and the
+   * offset swapped (Q4_1, Q5_1, Q4_K, Q5_K); Q5_0's fifth bits of elements 0–15 and 16–31 swapped;
+   * the scales of Q6_K sub-blocks 2i and 2i + 1 swapped.
+   */
   const miswired = (raw: GgufRawTensors): GgufRawTensors =>
     new Map(
       [...raw].map(([name, { type, blocks }]) => {
         const wrong = blocks.slice();
-        const blockBytes = type === 'Q4_K' ? 144 : 210;
+        const blockBytes = rawBlockBytes(type);
         for (let at = 0; at < wrong.length; at += blockBytes) {
-          // Q4_K: d and dmin swapped; Q6_K: the scales of sub-blocks 2i and 2i + 1 swapped.
           const pairs =
-            type === 'Q4_K'
-              ? [
-                  [at, at + 2],
-                  [at + 1, at + 3],
-                ]
-              : Array.from({ length: 8 }, (_, i) => [at + 192 + 2 * i, at + 193 + 2 * i]);
+            type === 'Q6_K'
+              ? Array.from({ length: 8 }, (_, i) => [at + 192 + 2 * i, at + 193 + 2 * i])
+              : type === 'Q5_0'
+                ? [
+                    [at + 2, at + 4],
+                    [at + 3, at + 5],
+                  ]
+                : [
+                    [at, at + 2],
+                    [at + 1, at + 3],
+                  ];
           for (const [a, b] of pairs) [wrong[a], wrong[b]] = [blocks[b], blocks[a]];
         }
         return [name, { type, blocks: wrong }];
       }),
     );
 
-  for (const type of ['Q4_K', 'Q6_K'] as const) {
+  const seeds: Record<GgufRawType, number> = { Q4_K: 41, Q6_K: 42, Q5_K: 43, Q4_1: 44, Q5_0: 45, Q5_1: 46 };
+  for (const type of ['Q4_K', 'Q5_K', 'Q6_K', 'Q4_1', 'Q5_0', 'Q5_1'] as const) {
     it(`${type}: our engine on the decoded file matches llama.cpp on it; a miswired decode does not`, async () => {
       const w = kQuantTinyLlama(17);
-      const raw = randomKQuantBlocks(w.config, () => type, new Rng(type === 'Q4_K' ? 41 : 42));
+      const raw = randomQuantBlocks(w.config, () => type, new Rng(seeds[type]));
       const name = `model-${type}.gguf`;
       const wrongName = `model-${type}-miswired.gguf`;
       await writeFile(path.join(tmp, name), tinyLlamaGguf(w, SMOLLM2_TOKENIZER_DIR, 'F32', raw));

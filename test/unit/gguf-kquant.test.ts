@@ -1,6 +1,6 @@
 /**
- * K-quant GGUF blocks (Q4_K, Q6_K): hand-built blocks decode to the values ggml's block formulas
- * give, with the expected values computed here from the codes and scales the block was packed
+ * Block-quantized GGUF tensors (Q4_K, Q5_K, Q6_K; Q4_1, Q5_0, Q5_1): hand-built blocks decode to
+ * the values ggml's block formulas give, with the expected values computed here from the codes and scales the block was packed
  * from (packing as ggml's `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref` lay the bytes out, the
  * reverse direction of the decoder); a whole tiny model with K-quant matrices loads through the
  * GGUF loader to the decoded values; and the extra error of re-quantizing the decoded weights to
@@ -13,7 +13,7 @@ import { loadModelFolder } from '../../src/model/loader.ts';
 import { dequantize, quantize } from '../../src/model/quant.ts';
 import { f32ToF16Bits } from '../../src/model/safetensors.ts';
 import { Rng } from '../../src/util/rng.ts';
-import { ggufBytesSource, kQuantTinyLlama, randomKQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
+import { ggufBytesSource, kQuantTinyLlama, randomQuantBlocks, tinyLlamaGguf } from '../fixtures/gguf-llama.ts';
 import { SMOLLM2_TOKENIZER_DIR } from '../fixtures/tiny-llama.ts';
 
 /** A Q4_K block from d, dmin, 8 six-bit scales and mins, and 256 nibbles (element order). */
@@ -60,6 +60,38 @@ function packQ6K(q: number[], scales: number[], d: number): Uint8Array {
   return block;
 }
 
+/** A Q5_K block: Q4_K's d, dmin, scales and mins, 256 five-bit codes (element order): low nibbles as Q4_K's, fifth bits in qh. */
+function packQ5K(d: number, dmin: number, scales: number[], mins: number[], q: number[]): Uint8Array {
+  const q4 = packQ4K(
+    d,
+    dmin,
+    scales,
+    mins,
+    q.map((c) => c & 0xf),
+  );
+  const block = new Uint8Array(176);
+  block.set(q4.subarray(0, 16)); // d, dmin, the 12 packed bytes
+  block.set(q4.subarray(16), 48); // the nibbles, after qh
+  for (let e = 0; e < 256; e++) block[16 + (e % 32)] |= (q[e] >> 4) << (e >> 5); // sub-block s: bit s
+  return block;
+}
+
+/** A Q4_1 / Q5_0 / Q5_1 block from its f16 fields and 32 codes (4 bits for Q4_1, 5 for the others). */
+function packLegacy(type: 'Q4_1' | 'Q5_0' | 'Q5_1', d: number, m: number, q: number[]): Uint8Array {
+  const withM = type !== 'Q5_0';
+  const qh = withM ? 4 : 2; // Q5_x: a little-endian u32 of fifth bits
+  const qs = type === 'Q4_1' ? 4 : qh + 4;
+  const block = new Uint8Array(qs + 16);
+  const view = new DataView(block.buffer);
+  view.setUint16(0, f32ToF16Bits(d), true);
+  if (withM) view.setUint16(2, f32ToF16Bits(m), true);
+  for (let e = 0; e < 32; e++) {
+    block[qs + (e % 16)] |= (q[e] & 0xf) << (e < 16 ? 0 : 4);
+    if (type !== 'Q4_1') block[qh + (e >> 3)] |= (q[e] >> 4) << (e & 7);
+  }
+  return block;
+}
+
 describe('K-quant GGUF blocks', () => {
   it('Q4_K: value = d·scale·q − dmin·min per sub-block of 32, the 6-bit scales and mins unpacked', () => {
     // d and dmin are exact in f16 and every product below exact in f32, so the expected values need no rounding.
@@ -79,6 +111,36 @@ describe('K-quant GGUF blocks', () => {
     const both = decodeGgufTensor(two, 'Q4_K');
     expect([...both.subarray(0, 256)]).toEqual(q.map((code, e) => scales[e >> 5] * code));
     expect([...both.subarray(256)]).toEqual(expected);
+  });
+
+  it('Q5_K: value = d·scale·q − dmin·min per sub-block of 32, q a nibble plus 16 times bit s of qh', () => {
+    const d = 0.5;
+    const dmin = 0.25;
+    const scales = [1, 63, 17, 40, 33, 2, 59, 48];
+    const mins = [0, 5, 63, 12, 61, 36, 3, 50];
+    const q = Array.from({ length: 256 }, (_, e) => (e * 7 + 5 * (e >> 5)) % 32);
+    const values = decodeGgufTensor(packQ5K(d, dmin, scales, mins, q), 'Q5_K');
+    expect([...values]).toEqual(q.map((code, e) => d * scales[e >> 5] * code - dmin * mins[e >> 5]));
+    // The fifth bits matter: without them every code loses 16.
+    const low = packQ5K(d, dmin, scales, mins, q);
+    low.fill(0, 16, 48);
+    expect([...decodeGgufTensor(low, 'Q5_K')]).toEqual(q.map((code, e) => d * scales[e >> 5] * (code & 15) - dmin * mins[e >> 5]));
+  });
+
+  it('Q4_1, Q5_0, Q5_1: value = q·d + m (Q5_0: (q − 16)·d), the fifth bits from qh', () => {
+    const q5 = Array.from({ length: 32 }, (_, e) => (e * 13 + 7) % 32);
+    const q4 = q5.map((c) => c & 15);
+    // d and m exact in f16, every product and sum exact in f32.
+    expect([...decodeGgufTensor(packLegacy('Q4_1', 0.25, -1.5, q4), 'Q4_1')]).toEqual(q4.map((c) => c * 0.25 - 1.5));
+    expect([...decodeGgufTensor(packLegacy('Q5_0', 0.125, 0, q5), 'Q5_0')]).toEqual(q5.map((c) => (c - 16) * 0.125));
+    expect([...decodeGgufTensor(packLegacy('Q5_1', 0.0625, -1, q5), 'Q5_1')]).toEqual(q5.map((c) => c * 0.0625 - 1));
+    // Two Q5_1 blocks in a row decode independently.
+    const two = new Uint8Array(48);
+    two.set(packLegacy('Q5_1', 1, 0, q5));
+    two.set(packLegacy('Q5_1', 0.0625, -1, q5), 24);
+    const both = decodeGgufTensor(two, 'Q5_1');
+    expect([...both.subarray(0, 32)]).toEqual(q5);
+    expect([...both.subarray(32)]).toEqual(q5.map((c) => c * 0.0625 - 1));
   });
 
   it('Q6_K: value = d·scale·(q − 32) per sub-block of 16, the 6-bit codes split over ql and qh', () => {
@@ -107,7 +169,7 @@ describe('K-quant GGUF blocks', () => {
 
   it('a model whose matrices are Q4_K and Q6_K loads to the decoded values (q/k rows in Hugging Face order); re-quantizing them to q8 adds a small error', async () => {
     const weights = kQuantTinyLlama(4);
-    const raw = randomKQuantBlocks(weights.config, (name) => (name.includes('ffn') ? 'Q6_K' : 'Q4_K'), new Rng(12));
+    const raw = randomQuantBlocks(weights.config, (name) => (name.includes('ffn') ? 'Q6_K' : 'Q4_K'), new Rng(12));
     const source = ggufBytesSource(tinyLlamaGguf(weights, SMOLLM2_TOKENIZER_DIR, 'F32', raw));
     const loaded = (await loadModelFolder(source)).weights;
     const header = await readGgufHeader(source, 'model.gguf');

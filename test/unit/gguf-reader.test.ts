@@ -220,13 +220,13 @@ describe('a GGUF model as a base', () => {
       /model\.gguf \(general\.type\): this is a LoRA adapter, not a model/,
     );
 
-    // token_embd stored as Q4_1 (its Q8_0 bytes reinterpreted: a smaller tensor, so the header stays valid).
+    // token_embd stored as I8 (its Q8_0 bytes reinterpreted: a smaller tensor, so the header stays valid).
     const q8 = tinyLlamaGguf(weights, SMOLLM2_TOKENIZER_DIR, 'Q8_0');
     const name = new TextEncoder().encode('token_embd.weight');
     const nameAt = q8.findIndex((_, i) => name.every((c, j) => q8[i + j] === c));
-    new DataView(q8.buffer).setUint32(nameAt + name.length + 4 + 2 * 8, 3, true);
+    new DataView(q8.buffer).setUint32(nameAt + name.length + 4 + 2 * 8, 24, true);
     await expect(loadModelFolder(ggufBytesSource(q8))).rejects.toThrow(
-      /model\.gguf \(token_embd\.weight\): tensor type Q4_1 is not read yet \(read: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K; Q2_K, Q3_K, Q5_K, Q4_1/,
+      /model\.gguf \(token_embd\.weight\): tensor type I8 is not read yet \(read: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; not Q2_K, Q3_K, the IQ types or integer tensors\): convert/,
     );
   });
 });
