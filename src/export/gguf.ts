@@ -31,7 +31,7 @@ import { PROJECTIONS, type Projection } from '../model/weights.ts';
 
 /**
  * A tensor to write: f32 values stored as F32 or F16, or blocks of a quantized type already
- * encoded as ggml stores them (test fixtures write Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K models this way).
+ * encoded as ggml stores them (test fixtures write models of each block type the reader decodes this way).
  */
 export type GgufTensor = {
   name: string;
@@ -39,7 +39,10 @@ export type GgufTensor = {
   shape: readonly number[];
 } & (
   | { type: Extract<GgmlTypeName, 'F32' | 'F16'>; data: Float32Array }
-  | { type: Extract<GgmlTypeName, 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q5_K' | 'Q6_K'>; blocks: Uint8Array }
+  | {
+      type: Extract<GgmlTypeName, 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K'>;
+      blocks: Uint8Array;
+    }
 );
 
 /** What a GGUF file holds: metadata in order, then tensors in order. */

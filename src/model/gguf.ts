@@ -386,6 +386,8 @@ export const GGUF_DECODED_TYPES = [
   'Q4_1',
   'Q5_0',
   'Q5_1',
+  'Q2_K',
+  'Q3_K',
   'Q4_K',
   'Q5_K',
   'Q6_K',
@@ -413,7 +415,7 @@ export async function readGgufTensor(
     throw new ModelFormatError(
       header.file,
       name,
-      `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; not Q2_K, Q3_K, the IQ types or integer tensors): convert the model to Q8_0, Q4_K_M, Q5_K_M or F16 with llama.cpp's llama-quantize`,
+      `tensor type ${type} is not read yet (read: ${GGUF_DECODED_TYPES.join(', ')}; not the IQ types or integer tensors): convert the model to Q8_0, Q4_K_M, Q5_K_M or F16 with llama.cpp's llama-quantize`,
     );
   }
   const bytes = await source.readRange(header.file, info.begin, info.end);
@@ -454,7 +456,7 @@ function isDecodedType(type: GgmlTypeName): type is GgufDecodedType {
 /**
  * Decodes little-endian tensor bytes of a type in `GGUF_DECODED_TYPES` to f32, block by block as
  * ggml's reference dequantizers (`dequantize_row_q8_0`, `_q4_0`, `_q4_1`, `_q5_0`, `_q5_1`,
- * `_q4_K`, `_q5_K`, `_q6_K` in ggml's `src/ggml-quants.c`; block structs in `src/ggml-common.h`)
+ * `_q2_K`, `_q3_K`, `_q4_K`, `_q5_K`, `_q6_K` in ggml's `src/ggml-quants.c`; block structs in `src/ggml-common.h`)
  * compute them, every product, sum and difference rounded to f32 as their float arithmetic is.
  */
 export function decodeGgufTensor(bytes: Uint8Array, type: GgufDecodedType): Float32Array {
@@ -512,6 +514,8 @@ const BLOCK_DECODERS: Record<Exclude<GgufDecodedType, 'F32' | 'F16' | 'BF16'>, B
     const [d, m] = [f16At(block, 0), f16At(block, 2)];
     for (let e = 0; e < 32; e++) out[e] = f(f(q5Code(block, 4, 8, e) * d) + m);
   },
+  Q2_K: decodeQ2KBlock,
+  Q3_K: decodeQ3KBlock,
   Q4_K: decodeQ4KBlock,
   Q5_K: decodeQ5KBlock,
   Q6_K: decodeQ6KBlock,
@@ -526,6 +530,53 @@ function q5Code(block: Uint8Array, qh: number, qs: number, e: number): number {
   const nibble = (block[qs + (e % 16)] >> (e < 16 ? 0 : 4)) & 0xf;
   const high = (block[qh + (e >> 3)] >> (e & 7)) & 1;
   return nibble | (high << 4);
+}
+
+/**
+ * block_q2_K (84 bytes, 256 values in 16 sub-blocks of 16): 16 bytes of sub-block scales (low
+ * nibble) and mins (high nibble), 64 bytes of 2-bit codes, f16 d, f16 dmin. Value e = 128h + 32j +
+ * 16p + l (h, p < 2, j < 4, l < 16) is bits 2j, 2j+1 of byte 16 + 32h + 16p + l, in sub-block
+ * 8h + 2j + p; its value (d · scale) · code − (dmin · min), each step rounded to f32.
+ */
+function decodeQ2KBlock(block: Uint8Array, out: Float32Array): void {
+  const f = Math.fround;
+  const d = f16At(block, 80);
+  const dmin = f16At(block, 82);
+  for (let e = 0; e < 256; e++) {
+    const [h, j, p, l] = [e >> 7, (e >> 5) & 3, (e >> 4) & 1, e & 15];
+    const sc = block[8 * h + 2 * j + p];
+    const code = (block[16 + 32 * h + 16 * p + l] >> (2 * j)) & 3;
+    out[e] = f(f(f(d * (sc & 0xf)) * code) - f(dmin * (sc >> 4)));
+  }
+}
+
+/**
+ * block_q3_K (110 bytes, 256 values in 16 sub-blocks of 16): 32 bytes `hmask`, 64 bytes of 2-bit
+ * codes, 12 bytes of 6-bit sub-block scales, f16 d. Value e = 128h + 32j + 16p + l takes its low
+ * 2 bits from bits 2j, 2j+1 of byte 32 + 32h + 16p + l and its third bit from bit 4h + j of
+ * hmask[16p + l]; with the 3-bit code c its value is (d · (scale − 32)) · (c − 4), scale that of
+ * sub-block 8h + 2j + p (`q3KScale`), each product rounded to f32.
+ */
+function decodeQ3KBlock(block: Uint8Array, out: Float32Array): void {
+  const f = Math.fround;
+  const d = f16At(block, 108);
+  const scales = block.subarray(96, 108);
+  for (let e = 0; e < 256; e++) {
+    const [h, j, p, l] = [e >> 7, (e >> 5) & 3, (e >> 4) & 1, e & 15];
+    const low = (block[32 + 32 * h + 16 * p + l] >> (2 * j)) & 3;
+    const high = (block[16 * p + l] >> (4 * h + j)) & 1;
+    out[e] = f(f(d * (q3KScale(scales, 8 * h + 2 * j + p) - 32)) * ((low | (high << 2)) - 4));
+  }
+}
+
+/**
+ * The 6-bit scale of Q3_K sub-block s (0…15) from its 12 packed bytes: its low 4 bits are the low
+ * (s < 8) or high (s ≥ 8) nibble of byte s mod 8, its top 2 bits bits 2g, 2g+1 of byte 8 + s mod 4,
+ * g = s div 4.
+ */
+function q3KScale(packed: Uint8Array, s: number): number {
+  const low = (packed[s & 7] >> (s < 8 ? 0 : 4)) & 0xf;
+  return low | (((packed[8 + (s & 3)] >> (2 * (s >> 2))) & 3) << 4);
 }
 
 /**

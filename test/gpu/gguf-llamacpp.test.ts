@@ -242,8 +242,7 @@ describe('quantized GGUF models, our engine against llama.cpp on the same file',
 /**
  * Block-quantized GGUF models: every projection matrix of a seeded model (hidden size and FFN width
  * 256, whole K-quant super-blocks) as blocks of seeded random bytes of one type (`randomQuantBlocks`;
- * the tied vocabulary table F32): the K-quants Q4_K, Q5_K and Q6_K and the 32-value Q4_1, Q5_0 and
- * Q5_1, loaded by our engine with f32 weights — the exact decode — and by llama.cpp from the same file.
+ * the tied vocabulary table F32): the K-quants Q2_K to Q6_K and the 32-value Q4_1, Q5_0 and Q5_1, loaded by our engine with f32 weights — the exact decode — and by llama.cpp from the same file.
  *
  * Tolerance: llama.cpp's CPU matmul quantizes the activations to 8 bits for these weights (Q8_K for
  * the K-quants, Q8_0/Q8_1 for the others: ggml-cpu's `vec_dot_type`), an error our f32 activations
@@ -258,8 +257,8 @@ const KQUANT_ATOL = 0.15;
 describe('block-quantized GGUF models, our exact decode against llama.cpp on the same file', () => {
   /**
    * The same blocks with one field moved, as a wrong decoder would read them: the scale and the
-   * offset swapped (Q4_1, Q5_1, Q4_K, Q5_K); Q5_0's fifth bits of elements 0–15 and 16–31 swapped;
-   * the scales of Q6_K sub-blocks 2i and 2i + 1 swapped.
+   * offset swapped (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K); Q5_0's fifth bits of elements 0–15 and 16–31
+   * swapped; Q3_K's hmask halves swapped; the scales of Q6_K sub-blocks 2i and 2i + 1 swapped.
    */
   const miswired = (raw: GgufRawTensors): GgufRawTensors =>
     new Map(
@@ -267,6 +266,7 @@ describe('block-quantized GGUF models, our exact decode against llama.cpp on the
         const wrong = blocks.slice();
         const blockBytes = rawBlockBytes(type);
         for (let at = 0; at < wrong.length; at += blockBytes) {
+          const scaleAt = type === 'Q2_K' ? at + 80 : at; // where d and its offset sit
           const pairs =
             type === 'Q6_K'
               ? Array.from({ length: 8 }, (_, i) => [at + 192 + 2 * i, at + 193 + 2 * i])
@@ -275,18 +275,20 @@ describe('block-quantized GGUF models, our exact decode against llama.cpp on the
                     [at + 2, at + 4],
                     [at + 3, at + 5],
                   ]
-                : [
-                    [at, at + 2],
-                    [at + 1, at + 3],
-                  ];
+                : type === 'Q3_K'
+                  ? Array.from({ length: 16 }, (_, i) => [at + i, at + 16 + i])
+                  : [
+                      [scaleAt, scaleAt + 2],
+                      [scaleAt + 1, scaleAt + 3],
+                    ];
           for (const [a, b] of pairs) [wrong[a], wrong[b]] = [blocks[b], blocks[a]];
         }
         return [name, { type, blocks: wrong }];
       }),
     );
 
-  const seeds: Record<GgufRawType, number> = { Q4_K: 41, Q6_K: 42, Q5_K: 43, Q4_1: 44, Q5_0: 45, Q5_1: 46 };
-  for (const type of ['Q4_K', 'Q5_K', 'Q6_K', 'Q4_1', 'Q5_0', 'Q5_1'] as const) {
+  const seeds: Record<GgufRawType, number> = { Q4_K: 41, Q6_K: 42, Q5_K: 43, Q4_1: 44, Q5_0: 45, Q5_1: 46, Q2_K: 47, Q3_K: 48 };
+  for (const type of ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'Q4_1', 'Q5_0', 'Q5_1'] as const) {
     it(`${type}: our engine on the decoded file matches llama.cpp on it; a miswired decode does not`, async () => {
       const w = kQuantTinyLlama(17);
       const raw = randomQuantBlocks(w.config, () => type, new Rng(seeds[type]));

@@ -1,5 +1,5 @@
 /**
- * Block-quantized GGUF tensors (Q4_K, Q5_K, Q6_K; Q4_1, Q5_0, Q5_1): hand-built blocks decode to
+ * Block-quantized GGUF tensors (Q2_K to Q6_K; Q4_1, Q5_0, Q5_1): hand-built blocks decode to
  * the values ggml's block formulas give, with the expected values computed here from the codes and scales the block was packed
  * from (packing as ggml's `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref` lay the bytes out, the
  * reverse direction of the decoder); a whole tiny model with K-quant matrices loads through the
@@ -76,6 +76,37 @@ function packQ5K(d: number, dmin: number, scales: number[], mins: number[], q: n
   return block;
 }
 
+/** A Q2_K block from d, dmin, 16 four-bit scales and mins, and 256 two-bit codes (element order). */
+function packQ2K(d: number, dmin: number, scales: number[], mins: number[], q: number[]): Uint8Array {
+  const block = new Uint8Array(84);
+  for (let s = 0; s < 16; s++) block[s] = scales[s] | (mins[s] << 4);
+  for (let e = 0; e < 256; e++) {
+    const [h, j, p, l] = [e >> 7, (e >> 5) & 3, (e >> 4) & 1, e & 15];
+    block[16 + 32 * h + 16 * p + l] |= q[e] << (2 * j);
+  }
+  const view = new DataView(block.buffer);
+  view.setUint16(80, f32ToF16Bits(d), true);
+  view.setUint16(82, f32ToF16Bits(dmin), true);
+  return block;
+}
+
+/** A Q3_K block from d, 16 six-bit scales (0…63, used as scale − 32) and 256 three-bit codes c (value c − 4). */
+function packQ3K(d: number, scales: number[], q: number[]): Uint8Array {
+  const block = new Uint8Array(110);
+  for (let e = 0; e < 256; e++) {
+    const [h, j, p, l] = [e >> 7, (e >> 5) & 3, (e >> 4) & 1, e & 15];
+    block[32 + 32 * h + 16 * p + l] |= (q[e] & 3) << (2 * j);
+    block[16 * p + l] |= (q[e] >> 2) << (4 * h + j);
+  }
+  // Scale s: low 4 bits in the low (s < 8) or high nibble of byte s mod 8, top 2 bits in byte 8 + s mod 4.
+  for (let s = 0; s < 16; s++) {
+    block[96 + (s & 7)] |= (scales[s] & 0xf) << (s < 8 ? 0 : 4);
+    block[96 + 8 + (s & 3)] |= (scales[s] >> 4) << (2 * (s >> 2));
+  }
+  new DataView(block.buffer).setUint16(108, f32ToF16Bits(d), true);
+  return block;
+}
+
 /** A Q4_1 / Q5_0 / Q5_1 block from its f16 fields and 32 codes (4 bits for Q4_1, 5 for the others). */
 function packLegacy(type: 'Q4_1' | 'Q5_0' | 'Q5_1', d: number, m: number, q: number[]): Uint8Array {
   const withM = type !== 'Q5_0';
@@ -125,6 +156,21 @@ describe('K-quant GGUF blocks', () => {
     const low = packQ5K(d, dmin, scales, mins, q);
     low.fill(0, 16, 48);
     expect([...decodeGgufTensor(low, 'Q5_K')]).toEqual(q.map((code, e) => d * scales[e >> 5] * (code & 15) - dmin * mins[e >> 5]));
+  });
+
+  it('Q2_K: value = d·scale·q − dmin·min per sub-block of 16, 2-bit codes, 4-bit scales and mins', () => {
+    const scales = Array.from({ length: 16 }, (_, s) => (s * 7 + 3) % 16);
+    const mins = Array.from({ length: 16 }, (_, s) => (s * 5 + 1) % 16);
+    const q = Array.from({ length: 256 }, (_, e) => (e * 3 + (e >> 4)) % 4);
+    const values = decodeGgufTensor(packQ2K(0.5, 0.25, scales, mins, q), 'Q2_K');
+    expect([...values]).toEqual(q.map((c, e) => 0.5 * scales[e >> 4] * c - 0.25 * mins[e >> 4]));
+  });
+
+  it('Q3_K: value = d·(scale − 32)·(c − 4) per sub-block of 16, the third bit from hmask, 6-bit scales unpacked', () => {
+    const scales = Array.from({ length: 16 }, (_, s) => (s * 23 + 5) % 64); // every sub-block's top bits differ
+    const q = Array.from({ length: 256 }, (_, e) => (e * 5 + 3 * (e >> 4)) % 8);
+    const values = decodeGgufTensor(packQ3K(0.125, scales, q), 'Q3_K');
+    expect([...values]).toEqual(q.map((c, e) => 0.125 * (scales[e >> 4] - 32) * (c - 4)));
   });
 
   it('Q4_1, Q5_0, Q5_1: value = q·d + m (Q5_0: (q − 16)·d), the fifth bits from qh', () => {

@@ -226,7 +226,7 @@ describe('a GGUF model as a base', () => {
     const nameAt = q8.findIndex((_, i) => name.every((c, j) => q8[i + j] === c));
     new DataView(q8.buffer).setUint32(nameAt + name.length + 4 + 2 * 8, 24, true);
     await expect(loadModelFolder(ggufBytesSource(q8))).rejects.toThrow(
-      /model\.gguf \(token_embd\.weight\): tensor type I8 is not read yet \(read: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; not Q2_K, Q3_K, the IQ types or integer tensors\): convert/,
+      /model\.gguf \(token_embd\.weight\): tensor type I8 is not read yet \(read: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; not the IQ types or integer tensors\): convert/,
     );
   });
 });

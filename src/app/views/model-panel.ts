@@ -118,7 +118,7 @@ export function createModelPanel(opts: ModelPanelOptions): ModelPanelView {
       for: 'model-gguf',
       hidden: true,
       title:
-        'A llama GGUF: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K tensors; pick its tokenizer.json with it if the file has no gpt2 BPE vocabulary',
+        'A llama GGUF: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 or Q2_K to Q6_K tensors; pick its tokenizer.json with it if the file has no gpt2 BPE vocabulary',
     },
     'GGUF file',
     gguf,
