@@ -516,8 +516,8 @@ const BLOCK_DECODERS: Record<Exclude<GgufDecodedType, 'F32' | 'F16' | 'BF16'>, B
   },
   Q2_K: decodeQ2KBlock,
   Q3_K: decodeQ3KBlock,
-  Q4_K: decodeQ4KBlock,
-  Q5_K: decodeQ5KBlock,
+  Q4_K: (block, out) => decodeScaleMinKBlock(block, out, false),
+  Q5_K: (block, out) => decodeScaleMinKBlock(block, out, true),
   Q6_K: decodeQ6KBlock,
 };
 
@@ -580,46 +580,28 @@ function q3KScale(packed: Uint8Array, s: number): number {
 }
 
 /**
- * block_q4_K (144 bytes, 256 values in 8 sub-blocks of 32): f16 d, f16 dmin, 12 bytes of 6-bit
- * sub-block scales and mins (`q4KScaleMin`), 128 bytes of nibbles. The nibbles come in 4 runs of
- * 32 bytes; run r gives sub-block 2r its low nibbles and sub-block 2r + 1 its high ones. Value of
- * nibble q in sub-block s: (d · scale_s) · q − (dmin · min_s), each step rounded to f32.
+ * block_q4_K (144 bytes) and block_q5_K (176 bytes), 256 values in 8 sub-blocks of 32: f16 d,
+ * f16 dmin, 12 bytes of 6-bit sub-block scales and mins (`q4KScaleMin`), Q5_K's 32 bytes qh, then
+ * 128 bytes of nibbles. The nibbles come in 4 runs of 32 bytes; run r gives sub-block 2r its low
+ * nibbles and sub-block 2r + 1 its high ones; with `fifthBits` (Q5_K) value l of sub-block s adds
+ * 16 · (bit s of qh[l]) to its nibble. Value of code q in sub-block s: (d · scale_s) · q −
+ * (dmin · min_s), each step rounded to f32.
  */
-function decodeQ4KBlock(block: Uint8Array, out: Float32Array): void {
+function decodeScaleMinKBlock(block: Uint8Array, out: Float32Array, fifthBits: boolean): void {
   const f = Math.fround;
   const d = f16At(block, 0);
   const dmin = f16At(block, 2);
   const packed = block.subarray(4, 16);
+  const nibbles = fifthBits ? 48 : 16;
   for (let s = 0; s < 8; s++) {
     const [scale, min] = q4KScaleMin(packed, s);
     const step = f(d * scale);
     const offset = f(dmin * min);
-    const run = 16 + 32 * (s >> 1);
-    const shift = (s & 1) * 4;
-    for (let l = 0; l < 32; l++) out[32 * s + l] = f(f(step * ((block[run + l] >> shift) & 0xf)) - offset);
-  }
-}
-
-/**
- * block_q5_K (176 bytes, 256 values in 8 sub-blocks of 32): f16 d, f16 dmin, 12 bytes of 6-bit
- * scales and mins packed as Q4_K's, 32 bytes qh, 128 bytes of nibbles laid out as Q4_K's. The
- * code of value l of sub-block s is its nibble plus 16 · (bit s of qh[l]); its value
- * (d · scale_s) · code − (dmin · min_s), each step rounded to f32.
- */
-function decodeQ5KBlock(block: Uint8Array, out: Float32Array): void {
-  const f = Math.fround;
-  const d = f16At(block, 0);
-  const dmin = f16At(block, 2);
-  const packed = block.subarray(4, 16);
-  for (let s = 0; s < 8; s++) {
-    const [scale, min] = q4KScaleMin(packed, s);
-    const step = f(d * scale);
-    const offset = f(dmin * min);
-    const run = 48 + 32 * (s >> 1);
+    const run = nibbles + 32 * (s >> 1);
     const shift = (s & 1) * 4;
     for (let l = 0; l < 32; l++) {
-      const code = ((block[run + l] >> shift) & 0xf) | (((block[16 + l] >> s) & 1) << 4);
-      out[32 * s + l] = f(f(step * code) - offset);
+      const high = fifthBits ? ((block[16 + l] >> s) & 1) << 4 : 0;
+      out[32 * s + l] = f(f(step * (((block[run + l] >> shift) & 0xf) | high)) - offset);
     }
   }
 }
