@@ -148,11 +148,10 @@ export interface TuneResult {
 }
 
 /**
- * Median wall time (ms) of `fn` over `reps` runs after one warm-up (which also compiles). With
- * `giveUpMs`, a first run slower than that is the answer: a candidate several times slower than
- * the best so far is not timed again (it cannot win, and on a slow adapter it is what the time goes to).
+ * Median wall time (ms) of `fn` over `reps` runs after one warm-up (which also compiles): one thing
+ * timed alone (the benches' steps); candidates that compete are raced instead (`raceMs`).
  */
-export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3, giveUpMs = Infinity): Promise<number> {
+export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3): Promise<number> {
   await fn();
   await engine.ctx.device.queue.onSubmittedWorkDone();
   const times: number[] = [];
@@ -161,7 +160,6 @@ export async function medianMs(engine: Engine, fn: () => Promise<void>, reps = 3
     await fn();
     await engine.ctx.device.queue.onSubmittedWorkDone();
     times.push(performance.now() - t0);
-    if (i === 0 && times[0] > giveUpMs) return times[0];
   }
   return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
 }
@@ -500,7 +498,7 @@ export function tuningShapeOf(
   return { T, C: m.hiddenSize, F: m.intermediateSize, V: m.vocabSize, heads };
 }
 
-/** One attention forward + backward (T tokens, one sequence) timed per variant; `onDone` is called after each. */
+/** One attention forward + backward (T tokens, one sequence) raced per variant; `onDone` is called once per variant. */
 async function timeAttention(
   engine: Engine,
   T: number,
@@ -538,8 +536,8 @@ const DECODE_ATTENTION_TIMED_LAYERS = 16;
 
 /**
  * One decode step's attention (append of the new row, then one query row per head against T cached
- * keys), DECODE_ATTENTION_TIMED_LAYERS times in one submit, timed per threads-per-head candidate;
- * `onDone` is called after each.
+ * keys), DECODE_ATTENTION_TIMED_LAYERS times in one submit, raced per threads-per-head candidate;
+ * `onDone` is called once per candidate.
  */
 async function timeDecodeAttention(
   engine: Engine,
