@@ -31,6 +31,17 @@ var<workgroup> kt: array<vec4<f32>, BK * D4>;
 var<workgroup> vt: array<vec4<f32>, BK * D4>;
 var<workgroup> blockSeg: u32;
 
+/// One key of an online softmax (forward and decode): the running max m and sum l take the key's
+/// score s. Returns (m, l) after it and (corr, p): the factor the row's accumulator is rescaled by
+/// and the key's weight, so that the accumulator becomes acc * corr + p * v. (By value: passing m
+/// and l by pointer made SwiftShader's decode attention ~30 % slower.)
+fn online_key(m: f32, l: f32, s: f32) -> vec4<f32> {
+  let mn = max(m, s);
+  let corr = exp(m - mn);
+  let pj = exp(s - mn);
+  return vec4<f32>(mn, l * corr + pj, corr, pj);
+}
+
 /// First key tile a query block needs: the tile holding its first query's sequence start.
 /// (Made workgroup-uniform, since it bounds a loop with barriers.)
 fn first_key_tile(q0: u32, lane: u32) -> u32 {
@@ -73,14 +84,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
 //#for d in D4
       s += dot(q{d}, kt[base + {d}u]);
 //#end
-      let mn = max(m, s);
-      let corr = exp(m - mn);
-      let pj = exp(s - mn);
-      l = l * corr + pj;
+      let w = online_key(m, l, s);
+      m = w.x;
+      l = w.y;
 //#for d in D4
-      a{d} = a{d} * corr + pj * vt[base + {d}u];
+      a{d} = a{d} * w.z + w.w * vt[base + {d}u];
 //#end
-      m = mn;
     }
     workgroupBarrier();
   }
@@ -301,28 +310,24 @@ fn decode_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 //#for d in D4
     s += dot(q{d}, kcache[base + {d}u]);
 //#end
-    let mn = max(m, s);
-    let corr = exp(m - mn);
-    let pj = exp(s - mn);
-    l = l * corr + pj;
+    let w = online_key(m, l, s);
+    m = w.x;
+    l = w.y;
 //#for d in D4
-    a{d} = a{d} * corr + pj * vcache[base + {d}u];
+    a{d} = a{d} * w.z + w.w * vcache[base + {d}u];
 //#end
-    m = mn;
   }
   if (lid.x == P % DEC) {
     var s = 0.0;
 //#for d in D4
     s += dot(q{d}, k[fresh + {d}u]);
 //#end
-    let mn = max(m, s);
-    let corr = exp(m - mn);
-    let pj = exp(s - mn);
-    l = l * corr + pj;
+    let w = online_key(m, l, s);
+    m = w.x;
+    l = w.y;
 //#for d in D4
-    a{d} = a{d} * corr + pj * v[fresh + {d}u];
+    a{d} = a{d} * w.z + w.w * v[fresh + {d}u];
 //#end
-    m = mn;
   }
   dm[lid.x] = m;
   dl[lid.x] = l;
